@@ -1,0 +1,335 @@
+"""Wire protocol v1: frames as msgpack maps, validated before anything acts on them.
+
+Sans-I/O: `decode_frame` takes the bytes of one WebSocket message and returns a typed frame
+or raises `ProtocolError` carrying the error code and the close code the connection must be
+closed with. Nothing here touches a socket or a clock. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+# Limits (docs/protocol.md, "Limits").
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_EVENTS_PER_BATCH = 512
+MAX_EVENT_BYTES = 128 * 1024
+MAX_TOKEN_BYTES = 2048
+MAX_KIND_LEN = 32
+
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+AGENT_ID_RE = re.compile(r"a[A-Za-z0-9]{4,32}")
+
+
+class Close:
+    """WebSocket close codes (docs/protocol.md, "Close codes")."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # gateway draining or shutting down: reconnect elsewhere
+    UNSUPPORTED_DATA = 1003  # a text frame
+    TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
+    INTERNAL = 1011  # gateway-side failure (NATS unreachable): retry with backoff
+    BAD_FRAME = 4000  # undecodable, wrong shape, unknown frame type
+    UNAUTHORIZED = 4001  # forged, expired or wrong-session token / resume token
+    PROTOCOL = 4002  # valid frame at the wrong time or from the wrong role, sequence errors
+    REPLACED = 4005  # a newer visitor connection for the same session took over
+    SESSION_ENDED = 4004
+    HELLO_TIMEOUT = 4008
+    UNSUPPORTED_VERSION = 4006
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol: send `error` control frame with `code`, then close."""
+
+    def __init__(self, code: str, message: str, close_code: int = Close.BAD_FRAME):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+VISITOR_KINDS = frozenset(
+    {
+        "snapshot",  # full snapshot chunk: payload {"i": part, "n": parts, "d": bytes}
+        "mutation",
+        "pointer",
+        "click",
+        "scroll",
+        "input",
+        "hover",
+        "focus",
+        "viewport",
+        "canvas",
+        "css",
+        "nav",
+        "custom",
+    }
+)
+AGENT_KINDS = frozenset({"pointer", "highlight", "click", "control", "custom"})
+ALL_KINDS = VISITOR_KINDS | AGENT_KINDS
+ROLES = ("visitor", "agent")
+
+
+class Event(NamedTuple):
+    seq: int
+    kind: str
+    ts: int  # sender's wall clock, milliseconds since the epoch
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Hello:
+    role: str
+    sid: str
+    token: str
+    resume: Resume | None = None
+    v: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Resume:
+    rt: str  # resume token from the last welcome
+    epoch: int  # the epoch the sender's sequencer is in
+    # agent: [epoch, seq] of the last visitor event it delivered; visitor: {aid: seq}
+    recv: Any = None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    gw: str
+    epoch: int
+    rt: str
+    durable: int  # last seq of this sender's direction (this epoch) held by JetStream
+    aid: str | None = None
+    delivered: Any = None  # where delivery restarts: agent [epoch, seq] / visitor {aid: seq}
+
+
+@dataclass(frozen=True)
+class Events:
+    epoch: int
+    events: list[Event] = field(default_factory=list)
+    src: str | None = None  # None: the visitor; else the agent id that sent them
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Control:
+    op: str  # reconnect | error | snapshot | reset | joined | left
+    code: str | None = None
+    msg: str | None = None
+    delay_ms: int | None = None
+    hint: list[str] | None = None
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Bye:
+    reason: str = ""
+
+
+Frame = Hello | Welcome | Events | Ack | Control | Bye
+CONTROL_OPS = frozenset({"reconnect", "error", "snapshot", "reset", "joined", "left"})
+
+
+def _short(v: Any) -> str:
+    """A peer's value quoted in an error message, cut so the error frame stays small."""
+    r = repr(v)
+    return r if len(r) <= 64 else r[:61] + "..."
+
+
+def _bad(msg: str, code: str = "bad_shape") -> ProtocolError:
+    return ProtocolError(code, msg, Close.BAD_FRAME)
+
+
+def _int(m: dict, key: str, lo: int = 0, hi: int = 2**53) -> int:
+    v = m.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise _bad(f"{key!r} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _str(m: dict, key: str, maxlen: int = 256, optional: bool = False) -> str | None:
+    v = m.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or len(v) > maxlen:
+        raise _bad(f"{key!r} must be a string of at most {maxlen} characters")
+    return v
+
+
+def _decode_event(item: Any, allowed_kinds: frozenset[str]) -> Event:
+    if not isinstance(item, list) or len(item) != 4:
+        raise _bad("each event must be [seq, kind, ts, payload]")
+    seq, kind, ts, payload = item
+    if type(seq) is not int or not 1 <= seq <= 2**53:
+        raise _bad("event seq must be a positive integer")
+    if not isinstance(kind, str) or len(kind) > MAX_KIND_LEN:
+        raise _bad("event kind must be a short string")
+    if kind not in ALL_KINDS:
+        raise ProtocolError("unknown_kind", f"unknown event kind {_short(kind)}", Close.BAD_FRAME)
+    if kind not in allowed_kinds:
+        raise ProtocolError("forbidden_kind", f"kind {kind!r} not allowed here", Close.PROTOCOL)
+    if type(ts) is not int or ts < 0:
+        raise _bad("event ts must be a non-negative integer (ms)")
+    return Event(seq, kind, ts, payload)
+
+
+def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS) -> Frame:
+    """Decode and validate one WebSocket message from a peer."""
+    if isinstance(data, str):
+        raise ProtocolError("text_frame", "text frames are not part of the protocol", Close.UNSUPPORTED_DATA)
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", f"frame over {MAX_FRAME_BYTES} bytes", Close.TOO_BIG)
+    try:
+        m = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError("bad_frame", f"not msgpack: {type(exc).__name__}", Close.BAD_FRAME) from None
+    if not isinstance(m, dict):
+        raise _bad("a frame must be a msgpack map")
+    t = m.get("t")
+    if t == "ev":
+        evs = m.get("ev")
+        if not isinstance(evs, list) or not evs:
+            raise _bad("'ev' must be a non-empty list")
+        if len(evs) > MAX_EVENTS_PER_BATCH:
+            raise ProtocolError("too_many_events", f"over {MAX_EVENTS_PER_BATCH} events in one frame", Close.BAD_FRAME)
+        events = [_decode_event(e, allowed_kinds) for e in evs]
+        for e in events:
+            if _payload_size(e.payload) > MAX_EVENT_BYTES:
+                raise ProtocolError("event_too_large", f"event payload over {MAX_EVENT_BYTES} bytes", Close.TOO_BIG)
+        src = _str(m, "src", 40, optional=True)
+        return Events(epoch=_int(m, "e"), events=events, src=src)
+    if t == "ack":
+        return Ack(seq=_int(m, "seq"))
+    if t == "hello":
+        v = m.get("v")
+        if v != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "unsupported_version", f"protocol version {_short(v)} not supported", Close.UNSUPPORTED_VERSION
+            )
+        role = m.get("role")
+        if role not in ROLES:
+            raise _bad("'role' must be 'visitor' or 'agent'")
+        sid = _str(m, "sid", 64)
+        if not SESSION_ID_RE.fullmatch(sid):
+            raise _bad("'sid' must be 8-64 characters of [A-Za-z0-9_-]")
+        token = _str(m, "token", MAX_TOKEN_BYTES)
+        r = m.get("resume")
+        resume = None
+        if r is not None:
+            if not isinstance(r, dict):
+                raise _bad("'resume' must be a map or nil")
+            recv = r.get("recv")
+            if role == "agent":
+                if recv is not None and not (
+                    isinstance(recv, list)
+                    and len(recv) == 2
+                    and all(type(x) is int and 0 <= x <= 2**53 for x in recv)
+                ):
+                    raise _bad("agent resume 'recv' must be [epoch, seq]")
+            elif recv is not None:
+                if not isinstance(recv, dict) or len(recv) > 1024 or not all(
+                    isinstance(k, str) and AGENT_ID_RE.fullmatch(k) and type(s) is int and 0 <= s <= 2**53
+                    for k, s in recv.items()
+                ):
+                    raise _bad("visitor resume 'recv' must map agent ids to sequences")
+            resume = Resume(rt=_str(r, "rt", MAX_TOKEN_BYTES), epoch=_int(r, "epoch"), recv=recv)
+        return Hello(role=role, sid=sid, token=token, resume=resume)
+    if t == "bye":
+        return Bye(reason=_str(m, "reason", 256, optional=True) or "")
+    if t == "ctl":
+        op = m.get("op")
+        if not isinstance(op, str) or op not in CONTROL_OPS:
+            raise _bad(f"unknown control op {_short(op)}")
+        hint = m.get("hint")
+        if hint is not None and not (isinstance(hint, list) and all(isinstance(h, str) for h in hint)):
+            raise _bad("'hint' must be a list of URLs")
+        return Control(
+            op=op,
+            code=_str(m, "code", 64, optional=True),
+            msg=_str(m, "msg", 1024, optional=True),
+            delay_ms=m.get("delay_ms") if type(m.get("delay_ms")) is int else None,
+            hint=hint,
+            epoch=m.get("epoch") if type(m.get("epoch")) is int else None,
+        )
+    if t == "welcome":
+        return Welcome(
+            gw=_str(m, "gw", 128),
+            epoch=_int(m, "epoch"),
+            rt=_str(m, "rt", MAX_TOKEN_BYTES),
+            durable=_int(m, "durable"),
+            aid=_str(m, "aid", 40, optional=True),
+            delivered=m.get("delivered"),
+        )
+    raise ProtocolError("unknown_type", f"unknown frame type {_short(t)}", Close.BAD_FRAME)
+
+
+def _payload_size(payload: Any) -> int:
+    if isinstance(payload, bytes | str):
+        return len(payload)
+    return len(msgpack.packb(payload, use_bin_type=True))
+
+
+def _pack(m: dict) -> bytes:
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode one frame; the gateway and the reference client both use this."""
+    if isinstance(frame, Events):
+        m: dict[str, Any] = {"t": "ev", "e": frame.epoch, "ev": [list(e) for e in frame.events]}
+        if frame.src is not None:
+            m["src"] = frame.src
+        return _pack(m)
+    if isinstance(frame, Ack):
+        return _pack({"t": "ack", "seq": frame.seq})
+    if isinstance(frame, Hello):
+        m = {"t": "hello", "v": frame.v, "role": frame.role, "sid": frame.sid, "token": frame.token}
+        if frame.resume is not None:
+            m["resume"] = {"rt": frame.resume.rt, "epoch": frame.resume.epoch, "recv": frame.resume.recv}
+        return _pack(m)
+    if isinstance(frame, Welcome):
+        return _pack(
+            {
+                "t": "welcome",
+                "gw": frame.gw,
+                "epoch": frame.epoch,
+                "rt": frame.rt,
+                "durable": frame.durable,
+                "aid": frame.aid,
+                "delivered": frame.delivered,
+            }
+        )
+    if isinstance(frame, Control):
+        m = {"t": "ctl", "op": frame.op}
+        for k in ("code", "msg", "delay_ms", "hint", "epoch"):
+            v = getattr(frame, k)
+            if v is not None:
+                m[k] = v
+        return _pack(m)
+    if isinstance(frame, Bye):
+        return _pack({"t": "bye", "reason": frame.reason})
+    raise TypeError(f"not a frame: {frame!r}")
+
+
+def error_frame(err: ProtocolError) -> bytes:
+    return encode_frame(Control(op="error", code=err.code, msg=err.message))
+
+
+# JetStream message body for one event: [epoch, seq, kind, ts, payload].
+def encode_stored(epoch: int, ev: Event) -> bytes:
+    return msgpack.packb([epoch, ev.seq, ev.kind, ev.ts, ev.payload], use_bin_type=True)
+
+
+def decode_stored(data: bytes) -> tuple[int, Event]:
+    epoch, seq, kind, ts, payload = msgpack.unpackb(data, raw=False)
+    return epoch, Event(seq, kind, ts, payload)

