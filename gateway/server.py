@@ -386,6 +386,7 @@ class Conn:
         route,
         on_lost,
         initial: list[tuple[Source, int | None]],
+        after_subscribe=None,
     ) -> None:
         """Merge live messages and stream reads for this receiver; send frames in order."""
         send, recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
@@ -404,6 +405,8 @@ class Conn:
         try:
             for src, pos in initial:
                 await self._fill(src, on_lost, pos)
+            if after_subscribe is not None:
+                await after_subscribe()
             await self._flush(sources)
             last_activity = clock()
             while True:
@@ -627,6 +630,14 @@ class Conn:
                 source.buf = None
                 await self._request_snapshot()
 
+        async def late_snapshot() -> None:
+            # A snapshot recorded between reading the metadata and subscribing was missed
+            # by the live path: start from it instead of waiting for the next one.
+            m = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
+            if src.buf is None and m is not None and m.snap is not None:
+                src.buf = ReorderBuffer(m.snap[0], m.snap[1], gap_timeout=self.cfg.gap_timeout)
+                await self._fill(src, on_lost, m.snap[2])
+
         sources = {"v": src}
         initial = [] if need_snapshot else [(src, start_pos)]
         async with trio.open_nursery() as n:
@@ -634,4 +645,5 @@ class Conn:
                 n.start_soon(self._guard_bg, self._request_snapshot)
             n.start_soon(self._guard, self._reader, subject, AGENT_EPOCH, check, aid)
             n.start_soon(self._guard, self._acker)
-            n.start_soon(self._guard, self._deliver, vsubject, sources, lambda _s: src, on_lost, initial)
+            n.start_soon(self._guard, self._deliver, vsubject, sources, lambda _s: src, on_lost, initial,
+                         late_snapshot if need_snapshot else None)
