@@ -237,10 +237,26 @@ class Client:
 
     async def _pump(self, ws) -> float:
         """Run sender and receiver until the connection ends; returns a backoff floor."""
-        result = {"floor": 0.0}
+        result: dict[str, Any] = {"floor": 0.0, "fatal": None}
+
+        async def guarded(fn, *args) -> None:
+            try:
+                await fn(*args)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except (ClientError, ProtocolError) as exc:
+                result["fatal"] = exc
+            finally:
+                n.cancel_scope.cancel()
+
         async with trio.open_nursery() as n:
-            n.start_soon(self._sender, ws, n.cancel_scope)
-            n.start_soon(self._receiver, ws, n.cancel_scope, result)
+            n.start_soon(guarded, self._sender, ws, n.cancel_scope)
+            n.start_soon(guarded, self._receiver, ws, n.cancel_scope, result)
+        if result["fatal"] is not None:
+            exc = result["fatal"]
+            if isinstance(exc, ProtocolError):
+                raise ClientError(exc.code, f"gateway sent a bad frame: {exc.message}") from exc
+            raise exc
         if self._stop:
             with trio.move_on_after(2):
                 try:

@@ -438,6 +438,8 @@ class Conn:
                     overflow = False
                     last_activity = now
                     for src in list(sources.values()):
+                        if src.buf is None and after_subscribe is not None:
+                            await after_subscribe()  # still waiting for a snapshot: look again
                         if await self._behind(src):
                             await self._fill(src, on_lost)
                 await self._flush(sources)
