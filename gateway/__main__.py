@@ -10,6 +10,7 @@ import trio
 
 from . import logs, streams
 from .config import GatewayConfig, parse_args
+from .health import serve_health
 from .nats_bridge import open_bridge
 from .server import Gateway
 
@@ -33,6 +34,9 @@ async def run(cfg: GatewayConfig, drain_window: float = 10.0) -> None:
         gw = Gateway(cfg, bridge, kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(gw.serve)
+            if cfg.health_port is not None:
+                hp = await nursery.start(serve_health, cfg.host, cfg.health_port, lambda: not gw.draining)
+                log.info("health_listening", port=hp)
             print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:

@@ -20,6 +20,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     public_url: str | None = None
+    health_port: int | None = None  # /healthz, /readyz, /metrics; None: not served
     stream: StreamSettings = field(default_factory=StreamSettings)
     hello_timeout: float = 10.0
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument("--port", type=int, default=int(_env("COBROWSE_GATEWAY_PORT", "8765")))
     p.add_argument("--id", dest="gateway_id", default=_env("COBROWSE_GATEWAY_ID"))
     p.add_argument("--public-url", default=_env("COBROWSE_GATEWAY_PUBLIC_URL"))
+    p.add_argument("--health-port", type=int, default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "0")) or None,
+                   help="port for /healthz, /readyz and /metrics (default: none)")
     p.add_argument("--nats", default=_env("COBROWSE_NATS_URL", "nats://127.0.0.1:4222"),
                    help="comma-separated NATS server URLs")
     p.add_argument("--storage", choices=["memory", "file"], default=_env("COBROWSE_STREAM_STORAGE", "memory"))
@@ -62,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         host=a.host,
         port=a.port,
         public_url=a.public_url,
+        health_port=a.health_port,
         stream=StreamSettings(
             storage=a.storage,
             replicas=a.replicas,

@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,28 @@ class Gateways:
         self.base = base
         self.nats_url = nats_url
         self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
+        self.health: dict[str, int] = {}
 
     def start(self, gid: str, extra: list[str] | None = None) -> str:
-        port = natsproc.free_port()
+        port, hport = natsproc.free_port(), natsproc.free_port()
         env = dict(os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO")
-        proc = spawn_gateway(gid, port, self.nats_url, env, self.base, extra)
+        proc = spawn_gateway(gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])])
         self.procs[gid] = (proc, port)
+        self.health[gid] = hport
         _wait_port(port, proc, timeout=30)
         return self.url(gid)
+
+    def metric(self, gid: str, name: str) -> float:
+        """Sum of a Prometheus metric's samples scraped from the gateway's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health[gid]}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                head, _, value = line.rpartition(" ")
+                if head.split("{")[0] == name:
+                    total += float(value)
+        return total
 
     def url(self, gid: str) -> str:
         return f"ws://127.0.0.1:{self.procs[gid][1]}/"

@@ -119,5 +119,8 @@ async def test_stream_leader_killed_in_3_node_cluster(nats_cluster, gateways_fac
         agent.close()
         n.cancel_scope.cancel()
     assert killed
+    # Publishing really went through the election: some publishes were retried.
+    retries = g.metric("gw-a", "cobrowse_gateway_js_publish_retries_total")
     assert_exactly_once_in_order(got, n_events)
+    assert retries > 0, "the leader kill did not stall publishing: test proves nothing"
     assert agent.stats.gaps == 0
