@@ -29,13 +29,17 @@ async def ensure_layout(bridge, cfg: GatewayConfig):
 
 
 async def run(cfg: GatewayConfig, drain_window: float = 10.0) -> None:
-    async with open_bridge(cfg.nats_servers, name=cfg.gateway_id, publish_timeout=cfg.publish_timeout) as bridge:
+    async with open_bridge(
+        cfg.nats_servers, name=cfg.gateway_id, publish_timeout=cfg.publish_timeout
+    ) as bridge:
         kv = await ensure_layout(bridge, cfg)
         gw = Gateway(cfg, bridge, kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(gw.serve)
             if cfg.health_port is not None:
-                hp = await nursery.start(serve_health, cfg.host, cfg.health_port, lambda: not gw.draining)
+                hp = await nursery.start(
+                    serve_health, cfg.host, cfg.health_port, lambda: not gw.draining
+                )
                 log.info("health_listening", port=hp)
             print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

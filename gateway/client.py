@@ -21,6 +21,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 from .backoff import Backoff
 from .codec import (
+    MAX_EVENT_BYTES,
     MAX_EVENTS_PER_BATCH,
     Ack,
     Bye,
@@ -40,8 +41,19 @@ from .sequencer import Sequencer
 log = structlog.get_logger("gateway.client")
 
 # Close codes after which reconnecting cannot help.
-FATAL_CLOSE = {Close.UNAUTHORIZED, Close.BAD_FRAME, Close.PROTOCOL, Close.UNSUPPORTED_VERSION,
-               Close.REPLACED, Close.SESSION_ENDED, Close.UNSUPPORTED_DATA, Close.TOO_BIG}
+FATAL_CLOSE = {
+    Close.UNAUTHORIZED,
+    Close.BAD_FRAME,
+    Close.PROTOCOL,
+    Close.UNSUPPORTED_VERSION,
+    Close.REPLACED,
+    Close.SESSION_ENDED,
+    Close.UNSUPPORTED_DATA,
+    Close.TOO_BIG,
+}
+
+
+SNAPSHOT_CHUNK = MAX_EVENT_BYTES - 1024  # room for the {"i", "n", "d"} envelope
 
 
 class ClientError(Exception):
@@ -105,6 +117,7 @@ class Client:
         self._events_send, self.events = trio.open_memory_channel[Delivered](math.inf)
         self._wake = trio.Event()
         self._room = trio.Event()
+        self._acked = trio.Event()
         self._ws = None
         self._sent_upto = 0
         self._stop = False
@@ -123,6 +136,14 @@ class Client:
         self._wake.set()
         return ev
 
+    async def send_snapshot(self, data: bytes, chunk: int = SNAPSHOT_CHUNK) -> list[Event]:
+        """A full snapshot, chunked into `snapshot` events under the per-event limit."""
+        parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+        return [
+            await self.send("snapshot", {"i": i, "n": len(parts), "d": p})
+            for i, p in enumerate(parts)
+        ]
+
     @property
     def acked(self) -> int:
         return self.seq.acked
@@ -130,7 +151,8 @@ class Client:
     async def wait_acked(self, seq: int, timeout: float = 30.0) -> None:
         with trio.fail_after(timeout):
             while self.seq.acked < seq:
-                await trio.sleep(0.01)
+                self._acked = trio.Event()
+                await self._acked.wait()
 
     def close(self) -> None:
         """Say bye and stop at the next opportunity."""
@@ -153,7 +175,9 @@ class Client:
             url = self._pick_url()
             floor = 0.0
             try:
-                async with open_websocket_url(url, max_message_size=4 * 2**20, connect_timeout=5) as ws:
+                async with open_websocket_url(
+                    url, max_message_size=4 * 2**20, connect_timeout=5
+                ) as ws:
                     self._ws = ws
                     await self._session(ws)
                     if not started:
@@ -190,7 +214,9 @@ class Client:
             if self.role == "visitor":
                 recv = dict(self.last_a)
             resume = Resume(rt=self.rt, epoch=self.seq.epoch, recv=recv)
-        await ws.send_message(encode_frame(Hello(role=self.role, sid=self.sid, token=self.token, resume=resume)))
+        await ws.send_message(
+            encode_frame(Hello(role=self.role, sid=self.sid, token=self.token, resume=resume))
+        )
         with trio.fail_after(30):
             while True:
                 frame = decode_frame(await ws.get_message())
@@ -204,8 +230,12 @@ class Client:
         self.rt = frame.rt
         if self.role == "visitor" and frame.epoch != self.seq.epoch:
             if self.seq.epoch != 0:
-                log.warning("epoch_restarted", old=self.seq.epoch, new=frame.epoch,
-                            dropped=len(self.seq.unacked()))
+                log.warning(
+                    "epoch_restarted",
+                    old=self.seq.epoch,
+                    new=frame.epoch,
+                    dropped=len(self.seq.unacked()),
+                )
                 self.seq.restart(frame.epoch)
             else:
                 self.seq.epoch = frame.epoch
@@ -292,6 +322,7 @@ class Client:
             if isinstance(frame, Ack):
                 if self.seq.ack(frame.seq):
                     self._room.set()
+                    self._acked.set()
             elif isinstance(frame, Events):
                 self._deliver(frame)
             elif isinstance(frame, Control):

@@ -186,13 +186,17 @@ def _decode_event(item: Any, allowed_kinds: frozenset[str]) -> Event:
 def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS) -> Frame:
     """Decode and validate one WebSocket message from a peer."""
     if isinstance(data, str):
-        raise ProtocolError("text_frame", "text frames are not part of the protocol", Close.UNSUPPORTED_DATA)
+        raise ProtocolError(
+            "text_frame", "text frames are not part of the protocol", Close.UNSUPPORTED_DATA
+        )
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError("too_large", f"frame over {MAX_FRAME_BYTES} bytes", Close.TOO_BIG)
     try:
         m = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError("bad_frame", f"not msgpack: {type(exc).__name__}", Close.BAD_FRAME) from None
+        raise ProtocolError(
+            "bad_frame", f"not msgpack: {type(exc).__name__}", Close.BAD_FRAME
+        ) from None
     if not isinstance(m, dict):
         raise _bad("a frame must be a msgpack map")
     t = m.get("t")
@@ -201,11 +205,17 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
         if not isinstance(evs, list) or not evs:
             raise _bad("'ev' must be a non-empty list")
         if len(evs) > MAX_EVENTS_PER_BATCH:
-            raise ProtocolError("too_many_events", f"over {MAX_EVENTS_PER_BATCH} events in one frame", Close.BAD_FRAME)
+            raise ProtocolError(
+                "too_many_events",
+                f"over {MAX_EVENTS_PER_BATCH} events in one frame",
+                Close.BAD_FRAME,
+            )
         events = [_decode_event(e, allowed_kinds) for e in evs]
         for e in events:
             if _payload_size(e.payload) > MAX_EVENT_BYTES:
-                raise ProtocolError("event_too_large", f"event payload over {MAX_EVENT_BYTES} bytes", Close.TOO_BIG)
+                raise ProtocolError(
+                    "event_too_large", f"event payload over {MAX_EVENT_BYTES} bytes", Close.TOO_BIG
+                )
         src = _str(m, "src", 40, optional=True)
         return Events(epoch=_int(m, "e"), events=events, src=src)
     if t == "ack":
@@ -214,7 +224,9 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
         v = m.get("v")
         if v != PROTOCOL_VERSION:
             raise ProtocolError(
-                "unsupported_version", f"protocol version {_short(v)} not supported", Close.UNSUPPORTED_VERSION
+                "unsupported_version",
+                f"protocol version {_short(v)} not supported",
+                Close.UNSUPPORTED_VERSION,
             )
         role = m.get("role")
         if role not in ROLES:
@@ -237,9 +249,16 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
                 ):
                     raise _bad("agent resume 'recv' must be [epoch, seq]")
             elif recv is not None:
-                if not isinstance(recv, dict) or len(recv) > 1024 or not all(
-                    isinstance(k, str) and AGENT_ID_RE.fullmatch(k) and type(s) is int and 0 <= s <= 2**53
-                    for k, s in recv.items()
+                if (
+                    not isinstance(recv, dict)
+                    or len(recv) > 1024
+                    or not all(
+                        isinstance(k, str)
+                        and AGENT_ID_RE.fullmatch(k)
+                        and type(s) is int
+                        and 0 <= s <= 2**53
+                        for k, s in recv.items()
+                    )
                 ):
                     raise _bad("visitor resume 'recv' must map agent ids to sequences")
             resume = Resume(rt=_str(r, "rt", MAX_TOKEN_BYTES), epoch=_int(r, "epoch"), recv=recv)
@@ -251,7 +270,9 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
         if not isinstance(op, str) or op not in CONTROL_OPS:
             raise _bad(f"unknown control op {_short(op)}")
         hint = m.get("hint")
-        if hint is not None and not (isinstance(hint, list) and all(isinstance(h, str) for h in hint)):
+        if hint is not None and not (
+            isinstance(hint, list) and all(isinstance(h, str) for h in hint)
+        ):
             raise _bad("'hint' must be a list of URLs")
         return Control(
             op=op,
@@ -295,7 +316,11 @@ def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, Hello):
         m = {"t": "hello", "v": frame.v, "role": frame.role, "sid": frame.sid, "token": frame.token}
         if frame.resume is not None:
-            m["resume"] = {"rt": frame.resume.rt, "epoch": frame.resume.epoch, "recv": frame.resume.recv}
+            m["resume"] = {
+                "rt": frame.resume.rt,
+                "epoch": frame.resume.epoch,
+                "recv": frame.resume.recv,
+            }
         return _pack(m)
     if isinstance(frame, Welcome):
         return _pack(

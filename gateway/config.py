@@ -45,15 +45,27 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument("--port", type=int, default=int(_env("COBROWSE_GATEWAY_PORT", "8765")))
     p.add_argument("--id", dest="gateway_id", default=_env("COBROWSE_GATEWAY_ID"))
     p.add_argument("--public-url", default=_env("COBROWSE_GATEWAY_PUBLIC_URL"))
-    p.add_argument("--health-port", type=int, default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "0")) or None,
-                   help="port for /healthz, /readyz and /metrics (default: none)")
-    p.add_argument("--nats", default=_env("COBROWSE_NATS_URL", "nats://127.0.0.1:4222"),
-                   help="comma-separated NATS server URLs")
-    p.add_argument("--storage", choices=["memory", "file"], default=_env("COBROWSE_STREAM_STORAGE", "memory"))
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "0")) or None,
+        help="port for /healthz, /readyz and /metrics (default: none)",
+    )
+    p.add_argument(
+        "--nats",
+        default=_env("COBROWSE_NATS_URL", "nats://127.0.0.1:4222"),
+        help="comma-separated NATS server URLs",
+    )
+    p.add_argument(
+        "--storage", choices=["memory", "file"], default=_env("COBROWSE_STREAM_STORAGE", "memory")
+    )
     p.add_argument("--replicas", type=int, default=int(_env("COBROWSE_STREAM_REPLICAS", "1")))
     p.add_argument("--max-age", type=float, default=float(_env("COBROWSE_STREAM_MAX_AGE", "21600")))
-    p.add_argument("--max-msgs-per-session", type=int,
-                   default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")))
+    p.add_argument(
+        "--max-msgs-per-session",
+        type=int,
+        default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")),
+    )
     a = p.parse_args(argv)
     try:
         keyring = Keyring.from_env()

@@ -153,7 +153,9 @@ def batches(items: list[tuple[int, Event]], max_bytes: int = 512 * 1024):
     size = 0
     for epoch, ev in items:
         est = 32 + (len(ev.payload) if isinstance(ev.payload, bytes | str) else 256)
-        if cur and (epoch != cur_epoch or len(cur) >= MAX_EVENTS_PER_BATCH or size + est > max_bytes):
+        if cur and (
+            epoch != cur_epoch or len(cur) >= MAX_EVENTS_PER_BATCH or size + est > max_bytes
+        ):
             yield cur_epoch, cur
             cur, size = [], 0
         cur_epoch = epoch

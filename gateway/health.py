@@ -15,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 MAX_REQUEST_BYTES = 16 * 1024
 
 
-async def _respond(stream: trio.SocketStream, routes: dict[str, Callable[[], tuple[int, str, bytes]]]) -> None:
+async def _respond(
+    stream: trio.SocketStream, routes: dict[str, Callable[[], tuple[int, str, bytes]]]
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
     with trio.move_on_after(10):
         while True:
@@ -37,7 +39,11 @@ async def _respond(stream: trio.SocketStream, routes: dict[str, Callable[[], tup
             status, ctype, body = 404, "text/plain", b"not found\n"
         else:
             status, ctype, body = handler()
-        headers = [("content-type", ctype), ("content-length", str(len(body))), ("connection", "close")]
+        headers = [
+            ("content-type", ctype),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+        ]
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
         if event.method != b"HEAD":
             await stream.send_all(conn.send(h11.Data(data=body)))

@@ -10,10 +10,14 @@ import structlog
 
 
 def configure(component: str, level: str | None = None) -> None:
-    lvl = getattr(logging, (level or os.environ.get("COBROWSE_LOG_LEVEL", "INFO")).upper(), logging.INFO)
+    lvl = getattr(
+        logging, (level or os.environ.get("COBROWSE_LOG_LEVEL", "INFO")).upper(), logging.INFO
+    )
     fmt = os.environ.get("COBROWSE_LOG_FORMAT", "kv")
     renderer = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.processors.KeyValueRenderer(
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.KeyValueRenderer(
             key_order=["timestamp", "level", "event"], drop_missing=True
         )
     )

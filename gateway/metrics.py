@@ -8,15 +8,23 @@ CLOSES = Counter("cobrowse_gateway_closes_total", "Closed connections by close c
 PROTOCOL_ERRORS = Counter("cobrowse_gateway_protocol_errors_total", "Protocol errors", ["code"])
 EVENTS_IN = Counter("cobrowse_gateway_events_in_total", "Events received from senders", ["role"])
 EVENTS_OUT = Counter("cobrowse_gateway_events_out_total", "Events delivered to receivers", ["role"])
-FRAMES_OUT = Counter("cobrowse_gateway_frames_out_total", "Event frames sent to receivers", ["role"])
-GAP_FILLS = Counter("cobrowse_gateway_gap_fills_total", "Reads from JetStream to fill a gap or resume")
-SNAPSHOT_REQUESTS = Counter("cobrowse_gateway_snapshot_requests_total", "Snapshots asked of visitors")
+FRAMES_OUT = Counter(
+    "cobrowse_gateway_frames_out_total", "Event frames sent to receivers", ["role"]
+)
+GAP_FILLS = Counter(
+    "cobrowse_gateway_gap_fills_total", "Reads from JetStream to fill a gap or resume"
+)
+SNAPSHOT_REQUESTS = Counter(
+    "cobrowse_gateway_snapshot_requests_total", "Snapshots asked of visitors"
+)
 JS_PUBLISH_BATCH = Histogram(
-    "cobrowse_gateway_js_publish_batch", "Publishes written per pump wake-up",
+    "cobrowse_gateway_js_publish_batch",
+    "Publishes written per pump wake-up",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
 )
 JS_PUBLISH_LATENCY = Histogram(
-    "cobrowse_gateway_js_publish_seconds", "Queue to JetStream ack",
+    "cobrowse_gateway_js_publish_seconds",
+    "Queue to JetStream ack",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 10, 30),
 )
 JS_PUBLISH_RETRIES = Counter("cobrowse_gateway_js_publish_retries_total", "Publishes re-sent")

@@ -168,7 +168,11 @@ class NatsBridge:
                 if now - p.first > self.publish_timeout:
                     p.finished = True
                     metrics.JS_PUBLISH_FAILED.inc()
-                    p.done(None, False, PublishFailed(f"no JetStream ack within {self.publish_timeout}s"))
+                    p.done(
+                        None,
+                        False,
+                        PublishFailed(f"no JetStream ack within {self.publish_timeout}s"),
+                    )
                     continue
                 metrics.JS_PUBLISH_RETRIES.inc()
                 try:

@@ -174,10 +174,14 @@ class Conn:
         except _Stop as s:
             self.error = self.error or s.err
         except ReorderOverflow:
-            self.error = self.error or ProtocolError("overloaded", "receiver too far behind", Close.INTERNAL)
+            self.error = self.error or ProtocolError(
+                "overloaded", "receiver too far behind", Close.INTERNAL
+            )
         except Exception as exc:
             self.log.exception("connection_task_failed", error=repr(exc))
-            self.error = self.error or ProtocolError("unavailable", "gateway error, retry", Close.INTERNAL)
+            self.error = self.error or ProtocolError(
+                "unavailable", "gateway error, retry", Close.INTERNAL
+            )
         finally:
             self.stop(None)
 
@@ -190,7 +194,9 @@ class Conn:
                     raw = await self.ws.get_message()
                 hello = decode_frame(raw)
                 if not isinstance(hello, Hello):
-                    raise ProtocolError("expected_hello", "the first frame must be hello", Close.PROTOCOL)
+                    raise ProtocolError(
+                        "expected_hello", "the first frame must be hello", Close.PROTOCOL
+                    )
                 self.role, self.sid = hello.role, hello.sid
                 self.log = self.log.bind(role=self.role, sid=self.sid)
                 metrics.CONNECTIONS.labels(role="pending").dec()
@@ -254,18 +260,29 @@ class Conn:
         if hello.resume is None:
             return None
         try:
-            claims = tokens.verify(self.cfg.keyring, hello.resume.rt, sid=hello.sid, role="resume", now=_now())
+            claims = tokens.verify(
+                self.cfg.keyring, hello.resume.rt, sid=hello.sid, role="resume", now=_now()
+            )
         except tokens.TokenError as e:
             if e.code == "token_expired":
                 return None
-            raise ProtocolError("bad_resume", f"resume token refused: {e.message}", Close.UNAUTHORIZED) from None
+            raise ProtocolError(
+                "bad_resume", f"resume token refused: {e.message}", Close.UNAUTHORIZED
+            ) from None
         if claims.get("r") != role:
-            raise ProtocolError("bad_resume", "resume token is for another role", Close.UNAUTHORIZED)
+            raise ProtocolError(
+                "bad_resume", "resume token is for another role", Close.UNAUTHORIZED
+            )
         return claims
 
     def _mint_resume(self, **extra: Any) -> str:
         return tokens.mint(
-            self.cfg.keyring, sid=self.sid, role="resume", now=_now(), ttl=self.cfg.resume_ttl, **extra
+            self.cfg.keyring,
+            sid=self.sid,
+            role="resume",
+            now=_now(),
+            ttl=self.cfg.resume_ttl,
+            **extra,
         )
 
     # ---- the sender side ---------------------------------------------------------------
@@ -280,7 +297,9 @@ class Conn:
         if last is None or last.epoch != epoch:
             return 0
         margin = self.cfg.max_in_flight
-        pos = await self.bridge.call(streams.locate, nc, stream, subject, (epoch, last.event.seq), margin)
+        pos = await self.bridge.call(
+            streams.locate, nc, stream, subject, (epoch, last.event.seq), margin
+        )
         seen: set[int] = set()
         while pos is not None:
             got, pos = await self.bridge.call(streams.read_from, nc, stream, subject, pos, 5000)
@@ -301,15 +320,23 @@ class Conn:
             frame = decode_frame(raw, allowed_kinds=allowed)
             if isinstance(frame, Events):
                 if frame.epoch != epoch:
-                    raise ProtocolError("wrong_epoch", f"events must carry epoch {epoch}", Close.PROTOCOL)
+                    raise ProtocolError(
+                        "wrong_epoch", f"events must carry epoch {epoch}", Close.PROTOCOL
+                    )
                 if frame.src is not None:
                     raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
                 for ev in frame.events:
                     if ev.kind == "snapshot":
                         p = ev.payload
-                        if not (isinstance(p, dict) and type(p.get("i")) is int and type(p.get("n")) is int
-                                and 0 <= p["i"] < p["n"]):
-                            raise ProtocolError("bad_shape", "snapshot payload must be {i, n, d}", Close.BAD_FRAME)
+                        if not (
+                            isinstance(p, dict)
+                            and type(p.get("i")) is int
+                            and type(p.get("n")) is int
+                            and 0 <= p["i"] < p["n"]
+                        ):
+                            raise ProtocolError(
+                                "bad_shape", "snapshot payload must be {i, n, d}", Close.BAD_FRAME
+                            )
                 check.check(frame.events)
                 metrics.EVENTS_IN.labels(role=self.role).inc(len(frame.events))
                 for ev in frame.events:
@@ -331,17 +358,29 @@ class Conn:
                 raise _Stop(None)
             else:
                 raise ProtocolError(
-                    "unexpected_frame", f"{type(frame).__name__.lower()} is not sent by clients here",
+                    "unexpected_frame",
+                    f"{type(frame).__name__.lower()} is not sent by clients here",
                     Close.PROTOCOL,
                 )
 
-    def _published(self, epoch: int, ev: Event, sseq: int | None, dup: bool, err: Exception | None) -> None:
+    def _published(
+        self, epoch: int, ev: Event, sseq: int | None, dup: bool, err: Exception | None
+    ) -> None:
         window = self.window
         if err is not None:
             self.log.warning("publish_failed", seq=ev.seq, error=str(err))
-            self.stop(ProtocolError("unavailable", "JetStream did not acknowledge; resume", Close.INTERNAL))
+            self.stop(
+                ProtocolError(
+                    "unavailable", "JetStream did not acknowledge; resume", Close.INTERNAL
+                )
+            )
             return
-        if self.role == "visitor" and ev.kind == "snapshot" and ev.payload.get("i") == 0 and self.nursery:
+        if (
+            self.role == "visitor"
+            and ev.kind == "snapshot"
+            and ev.payload.get("i") == 0
+            and self.nursery
+        ):
             window.done(ev.seq, hold=True)
             self.nursery.start_soon(self._guard_bg, self._record_snapshot, epoch, ev.seq, sseq)
         elif window.done(ev.seq) is not None:
@@ -411,7 +450,9 @@ class Conn:
             last_activity = clock()
             while True:
                 deadlines = [s.buf.deadline() for s in sources.values() if s.buf is not None]
-                due = min([d for d in deadlines if d is not None] + [last_activity + self.cfg.tail_check])
+                due = min(
+                    [d for d in deadlines if d is not None] + [last_activity + self.cfg.tail_check]
+                )
                 got = False
                 with trio.move_on_at(due):
                     item = await recv.receive()
@@ -467,7 +508,9 @@ class Conn:
             if not ready:
                 continue
             for epoch, evs in batches(ready):
-                await self.ws.send_message(encode_frame(Events(epoch=epoch, events=evs, src=src.src)))
+                await self.ws.send_message(
+                    encode_frame(Events(epoch=epoch, events=evs, src=src.src))
+                )
                 metrics.FRAMES_OUT.labels(role=role).inc()
                 metrics.EVENTS_OUT.labels(role=role).inc(len(evs))
 
@@ -496,12 +539,16 @@ class Conn:
         # Take over: one visitor per session, the newest wins.
         old = self.gw.visitors.get(self.sid)
         if old is not None and old.vgen < self.vgen:
-            old.stop(ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED))
+            old.stop(
+                ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED)
+            )
         self.gw.visitors[self.sid] = self
         ctl = streams.subject_ctl(self.sid)
         await self.gw.fanout.add(ctl, self._on_ctl)
         try:
-            await self.bridge.publish_core(ctl, json.dumps({"op": "takeover", "vgen": self.vgen}).encode())
+            await self.bridge.publish_core(
+                ctl, json.dumps({"op": "takeover", "vgen": self.vgen}).encode()
+            )
 
             # Where agent -> visitor delivery starts, per agent.
             nc, stream = self.bridge.nc, self.cfg.stream.stream
@@ -515,10 +562,17 @@ class Conn:
                 elif resumed:
                     start = 0
                 else:  # a new page: pointer moves meant for the old one are not replayed
-                    last = await self.bridge.call(streams.last_of, nc, stream, streams.subject_a(self.sid, aid))
+                    last = await self.bridge.call(
+                        streams.last_of, nc, stream, streams.subject_a(self.sid, aid)
+                    )
                     start = last.event.seq if last else 0
-                src = Source(self.bridge, stream, streams.subject_a(self.sid, aid),
-                             ReorderBuffer(AGENT_EPOCH, start + 1, gap_timeout=self.cfg.gap_timeout), src=aid)
+                src = Source(
+                    self.bridge,
+                    stream,
+                    streams.subject_a(self.sid, aid),
+                    ReorderBuffer(AGENT_EPOCH, start + 1, gap_timeout=self.cfg.gap_timeout),
+                    src=aid,
+                )
                 sources[aid] = src
                 delivered[aid] = start
                 if resumed:
@@ -527,8 +581,11 @@ class Conn:
             self.window = PublishWindow(durable)
             check = SequenceCheck(durable + 1)
             rt = self._mint_resume(r="visitor", epoch=epoch)
-            await self._send(Welcome(gw=self.cfg.gateway_id, epoch=epoch, rt=rt, durable=durable,
-                                     delivered=delivered))
+            await self._send(
+                Welcome(
+                    gw=self.cfg.gateway_id, epoch=epoch, rt=rt, durable=durable, delivered=delivered
+                )
+            )
             metrics.CONNECTS.labels(role="visitor", resumed=str(resumed).lower()).inc()
             self.log.info("connection_accepted", epoch=epoch, resumed=resumed, durable=durable)
             if meta.snap_wanted:
@@ -539,8 +596,11 @@ class Conn:
                 src = sources.get(aid)
                 if src is None:
                     src = sources[aid] = Source(
-                        self.bridge, stream, subject,
-                        ReorderBuffer(AGENT_EPOCH, 1, gap_timeout=self.cfg.gap_timeout), src=aid,
+                        self.bridge,
+                        stream,
+                        subject,
+                        ReorderBuffer(AGENT_EPOCH, 1, gap_timeout=self.cfg.gap_timeout),
+                        src=aid,
                     )
                 return src
 
@@ -552,8 +612,15 @@ class Conn:
             async with trio.open_nursery() as n:
                 n.start_soon(self._guard, self._reader, subject, epoch, check, epoch)
                 n.start_soon(self._guard, self._acker)
-                n.start_soon(self._guard, self._deliver, streams.subject_a_all(self.sid), sources,
-                             route, on_lost, initial)
+                n.start_soon(
+                    self._guard,
+                    self._deliver,
+                    streams.subject_a_all(self.sid),
+                    sources,
+                    route,
+                    on_lost,
+                    initial,
+                )
         finally:
             with trio.CancelScope(shield=True):
                 await self.gw.fanout.remove(ctl, self._on_ctl)
@@ -565,7 +632,9 @@ class Conn:
             return
         op = msg.get("op")
         if op == "takeover" and isinstance(msg.get("vgen"), int) and msg["vgen"] > self.vgen:
-            self.stop(ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED))
+            self.stop(
+                ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED)
+            )
         elif op in ("snapshot", "joined", "left") and self.nursery is not None:
             self.nursery.start_soon(self._send, Control(op=op, msg=msg.get("aid")))
 
@@ -598,13 +667,23 @@ class Conn:
         need_snapshot = False
         if recv is not None:
             e, s = recv
-            src = Source(self.bridge, stream, vsubject,
-                         ReorderBuffer(e, s + 1, gap_timeout=self.cfg.gap_timeout), src=None)
+            src = Source(
+                self.bridge,
+                stream,
+                vsubject,
+                ReorderBuffer(e, s + 1, gap_timeout=self.cfg.gap_timeout),
+                src=None,
+            )
             delivered: list[int] | None = [e, s]
         elif meta.snap is not None:
             e, s, start_pos = meta.snap
-            src = Source(self.bridge, stream, vsubject,
-                         ReorderBuffer(e, s, gap_timeout=self.cfg.gap_timeout), src=None)
+            src = Source(
+                self.bridge,
+                stream,
+                vsubject,
+                ReorderBuffer(e, s, gap_timeout=self.cfg.gap_timeout),
+                src=None,
+            )
             delivered = [e, s - 1]
         else:
             src = Source(self.bridge, stream, vsubject, None, src=None)
@@ -614,18 +693,36 @@ class Conn:
         self.window = PublishWindow(durable)
         check = SequenceCheck(durable + 1)
         rt = self._mint_resume(r="agent", aid=aid)
-        await self._send(Welcome(gw=self.cfg.gateway_id, epoch=meta.epoch, rt=rt, durable=durable,
-                                 aid=aid, delivered=delivered))
+        await self._send(
+            Welcome(
+                gw=self.cfg.gateway_id,
+                epoch=meta.epoch,
+                rt=rt,
+                durable=durable,
+                aid=aid,
+                delivered=delivered,
+            )
+        )
         metrics.CONNECTS.labels(role="agent", resumed=str(resumed).lower()).inc()
-        self.log.info("connection_accepted", aid=aid, resumed=resumed, durable=durable, delivered=delivered)
-        await self.bridge.publish_core(streams.subject_ctl(self.sid),
-                                       json.dumps({"op": "joined", "aid": aid}).encode())
+        self.log.info(
+            "connection_accepted", aid=aid, resumed=resumed, durable=durable, delivered=delivered
+        )
+        await self.bridge.publish_core(
+            streams.subject_ctl(self.sid), json.dumps({"op": "joined", "aid": aid}).encode()
+        )
 
         async def on_lost(source: Source) -> None:
-            await self._send(Control(op="reset", msg="resume point no longer retained; a snapshot follows"))
+            await self._send(
+                Control(op="reset", msg="resume point no longer retained; a snapshot follows")
+            )
             m = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
             first = await self.bridge.call(streams.first_of, nc, stream, vsubject)
-            if m is not None and m.snap is not None and first is not None and first.sseq <= m.snap[2]:
+            if (
+                m is not None
+                and m.snap is not None
+                and first is not None
+                and first.sseq <= m.snap[2]
+            ):
                 source.buf = ReorderBuffer(m.snap[0], m.snap[1], gap_timeout=self.cfg.gap_timeout)
                 await source.fill(trio.current_time, m.snap[2])
             else:
@@ -647,5 +744,13 @@ class Conn:
                 n.start_soon(self._guard_bg, self._request_snapshot)
             n.start_soon(self._guard, self._reader, subject, AGENT_EPOCH, check, aid)
             n.start_soon(self._guard, self._acker)
-            n.start_soon(self._guard, self._deliver, vsubject, sources, lambda _s: src, on_lost, initial,
-                         late_snapshot if need_snapshot else None)
+            n.start_soon(
+                self._guard,
+                self._deliver,
+                vsubject,
+                sources,
+                lambda _s: src,
+                on_lost,
+                initial,
+                late_snapshot if need_snapshot else None,
+            )

@@ -43,7 +43,9 @@ async def load(kv, sid: str) -> SessionMeta | None:
     return SessionMeta.from_bytes(entry.value)
 
 
-async def update(kv, sid: str, change: Callable[[SessionMeta], None], attempts: int = 50) -> SessionMeta:
+async def update(
+    kv, sid: str, change: Callable[[SessionMeta], None], attempts: int = 50
+) -> SessionMeta:
     """Read-modify-write with compare-and-set; `change` mutates the metadata in place."""
     for _ in range(attempts):
         try:

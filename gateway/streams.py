@@ -191,12 +191,14 @@ async def read_from(
     out: list[Stored] = []
     while len(out) < limit:
         batch = await _direct(
-            nc, stream, {
+            nc,
+            stream,
+            {
                 "seq": pos,
                 "next_by_subj": subject,
                 "batch": min(256, limit - len(out)),
                 "max_bytes": 8 * 2**20,
-            }
+            },
         )
         if not batch:
             return out, None

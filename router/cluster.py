@@ -57,11 +57,28 @@ def end_leftovers(run_dir: Path) -> None:
     pids_file.unlink()
 
 
-def spawn_gateway(gid: str, port: int, nats_url: str, env: dict, log_dir: Path, extra: list[str] | None = None) -> subprocess.Popen:
+def spawn_gateway(
+    gid: str, port: int, nats_url: str, env: dict, log_dir: Path, extra: list[str] | None = None
+) -> subprocess.Popen:
     logf = open(log_dir / f"{gid}.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--id", gid, "--port", str(port), "--nats", nats_url, *(extra or [])],
-        env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--id",
+            gid,
+            "--port",
+            str(port),
+            "--nats",
+            nats_url,
+            *(extra or []),
+        ],
+        env=env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     logf.close()
     return proc
@@ -90,7 +107,14 @@ def up(run_dir: Path, gateways: int = 2) -> int:
             gid, port = f"gw-{i + 1}", natsproc.free_port()
             proc = spawn_gateway(gid, port, nats.url, env, run_dir)
             record(gid, proc, "-m gateway")
-            gws.append({"id": gid, "url": f"ws://127.0.0.1:{port}/", "port": port, "log": str(run_dir / f"{gid}.log")})
+            gws.append(
+                {
+                    "id": gid,
+                    "url": f"ws://127.0.0.1:{port}/",
+                    "port": port,
+                    "log": str(run_dir / f"{gid}.log"),
+                }
+            )
         for g, (_, proc) in zip(gws, procs[1:], strict=True):
             _wait_port(g["port"], proc)
         info = {
@@ -105,8 +129,12 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         for g in gws:
             print(f"  gateway {g['id']:<8} {g['url']}   (log {g['log']})")
         print(f"  dev token keys   written with the URLs to {run_dir / 'cluster.json'}")
-        print("  mint a token:    .venv/bin/python -m router token --sid demo-session-1 --role agent")
-        print("  try it:          .venv/bin/python -m gateway.demo   (a headless visitor and agent)")
+        print(
+            "  mint a token:    .venv/bin/python -m router token --sid demo-session-1 --role agent"
+        )
+        print(
+            "  try it:          .venv/bin/python -m gateway.demo   (a headless visitor and agent)"
+        )
         print("Ctrl-C stops everything.")
         sys.stdout.flush()
         while True:

@@ -53,19 +53,29 @@ class NatsServer:
     def args(self) -> list[str]:
         a = [
             nats_server_binary(),
-            "--name", self.name,
-            "--addr", "127.0.0.1",
-            "--port", str(self.port),
-            "--http_port", str(self.monitor_port),
+            "--name",
+            self.name,
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http_port",
+            str(self.monitor_port),
             "--jetstream",
-            "--store_dir", str(self.store),
+            "--store_dir",
+            str(self.store),
         ]
         if self.cluster_port is not None:
-            routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)
+            routes = ",".join(
+                f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port
+            )
             a += [
-                "--cluster_name", "cobrowse",
-                "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
-                "--routes", routes,
+                "--cluster_name",
+                "cobrowse",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+                "--routes",
+                routes,
             ]
         return a
 
@@ -74,7 +84,10 @@ class NatsServer:
         self.log_path = self.store.parent / f"{self.name}.log"
         logf = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            self.args(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.args(),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         logf.close()
@@ -128,7 +141,9 @@ def start_single(base: Path, name: str = "nats-0") -> NatsServer:
 def start_cluster(base: Path, size: int = 3) -> list[NatsServer]:
     cports = [free_port() for _ in range(size)]
     servers = [
-        NatsServer(name=f"nats-{i}", store=base / f"nats-{i}", cluster_port=cports[i], routes=cports)
+        NatsServer(
+            name=f"nats-{i}", store=base / f"nats-{i}", cluster_port=cports[i], routes=cports
+        )
         for i in range(size)
     ]
     for s in servers:

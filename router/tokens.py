@@ -47,7 +47,9 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         for kid, secret in self.keys:
             if not kid or "." in kid or len(secret) < 16:
-                raise ValueError(f"key {kid!r}: id must be non-empty without '.', secret >= 16 bytes")
+                raise ValueError(
+                    f"key {kid!r}: id must be non-empty without '.', secret >= 16 bytes"
+                )
 
     @classmethod
     def parse(cls, spec: str) -> Keyring:

@@ -38,7 +38,9 @@ class Gateways:
     def start(self, gid: str, extra: list[str] | None = None) -> str:
         port, hport = natsproc.free_port(), natsproc.free_port()
         env = dict(os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO")
-        proc = spawn_gateway(gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])])
+        proc = spawn_gateway(
+            gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])]
+        )
         self.procs[gid] = (proc, port)
         self.health[gid] = hport
         _wait_port(port, proc, timeout=30)

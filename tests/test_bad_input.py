@@ -14,7 +14,9 @@ from router import tokens
 from .conftest import mint, new_sid
 
 
-async def exchange(url: str, frames: list[bytes | str], timeout: float = 10) -> tuple[list, int | None]:
+async def exchange(
+    url: str, frames: list[bytes | str], timeout: float = 10
+) -> tuple[list, int | None]:
     """Send frames, read until the gateway closes; return (frames received, close code)."""
     got = []
     async with open_websocket_url(url, max_message_size=4 * 2**20) as ws:
@@ -89,6 +91,7 @@ async def healthy_session(two_gateways):
 
 def _expired(sid: str, role: str) -> str:
     from .conftest import KEYRING
+
     return tokens.mint(KEYRING, sid=sid, role=role, now=0, ttl=10)
 
 
@@ -100,39 +103,98 @@ def _forged(sid: str, role: str) -> str:
 CASES = {
     "garbage_bytes": (lambda sid: [b"\xc1\xff\x00garbage"], "bad_frame", Close.BAD_FRAME),
     "wrong_shape": (lambda sid: [msgpack.packb([1, 2, 3])], "bad_shape", Close.BAD_FRAME),
-    "hello_missing_fields": (lambda sid: [msgpack.packb({"t": "hello", "v": 1})], "bad_shape", Close.BAD_FRAME),
+    "hello_missing_fields": (
+        lambda sid: [msgpack.packb({"t": "hello", "v": 1})],
+        "bad_shape",
+        Close.BAD_FRAME,
+    ),
     "unknown_type": (lambda sid: [msgpack.packb({"t": "nope"})], "unknown_type", Close.BAD_FRAME),
     "text_frame": (lambda sid: ["hello"], "text_frame", Close.UNSUPPORTED_DATA),
     "oversized_frame": (lambda sid: [b"\x00" * (1024 * 1024 + 10)], "too_large", Close.TOO_BIG),
-    "forged_token": (lambda sid: [hello(sid, "visitor", _forged(sid, "visitor"))], "bad_token", Close.UNAUTHORIZED),
-    "expired_token": (lambda sid: [hello(sid, "agent", _expired(sid, "agent"))], "token_expired", Close.UNAUTHORIZED),
+    "forged_token": (
+        lambda sid: [hello(sid, "visitor", _forged(sid, "visitor"))],
+        "bad_token",
+        Close.UNAUTHORIZED,
+    ),
+    "expired_token": (
+        lambda sid: [hello(sid, "agent", _expired(sid, "agent"))],
+        "token_expired",
+        Close.UNAUTHORIZED,
+    ),
     "wrong_session_token": (
-        lambda sid: [hello(sid, "visitor", mint(new_sid(), "visitor"))], "wrong_session", Close.UNAUTHORIZED
+        lambda sid: [hello(sid, "visitor", mint(new_sid(), "visitor"))],
+        "wrong_session",
+        Close.UNAUTHORIZED,
     ),
     "agent_token_as_visitor": (
-        lambda sid: [hello(sid, "visitor", mint(sid, "agent"))], "wrong_role", Close.UNAUTHORIZED
+        lambda sid: [hello(sid, "visitor", mint(sid, "agent"))],
+        "wrong_role",
+        Close.UNAUTHORIZED,
     ),
-    "first_frame_not_hello": (lambda sid: [events(1, (1, "mutation"))], "expected_hello", Close.PROTOCOL),
-    "unknown_event_kind": (lambda sid: [hello(sid, "visitor"), events(1, (1, "teleport"))], "unknown_kind", Close.BAD_FRAME),
-    "visitor_kind_from_agent": (lambda sid: [hello(sid, "agent"), events(0, (1, "mutation"))], "forbidden_kind", Close.PROTOCOL),
-    "seq_skips_ahead": (lambda sid: [hello(sid, "visitor"), events(1, (1, "mutation"), (3, "mutation"))], "seq_gap", Close.PROTOCOL),
+    "first_frame_not_hello": (
+        lambda sid: [events(1, (1, "mutation"))],
+        "expected_hello",
+        Close.PROTOCOL,
+    ),
+    "unknown_event_kind": (
+        lambda sid: [hello(sid, "visitor"), events(1, (1, "teleport"))],
+        "unknown_kind",
+        Close.BAD_FRAME,
+    ),
+    "visitor_kind_from_agent": (
+        lambda sid: [hello(sid, "agent"), events(0, (1, "mutation"))],
+        "forbidden_kind",
+        Close.PROTOCOL,
+    ),
+    "seq_skips_ahead": (
+        lambda sid: [hello(sid, "visitor"), events(1, (1, "mutation"), (3, "mutation"))],
+        "seq_gap",
+        Close.PROTOCOL,
+    ),
     "seq_backwards": (
-        lambda sid: [hello(sid, "visitor"), events(1, (1, "mutation"), (2, "mutation")), events(1, (2, "mutation"))],
-        "seq_backwards", Close.PROTOCOL,
+        lambda sid: [
+            hello(sid, "visitor"),
+            events(1, (1, "mutation"), (2, "mutation")),
+            events(1, (2, "mutation")),
+        ],
+        "seq_backwards",
+        Close.PROTOCOL,
     ),
-    "wrong_epoch": (lambda sid: [hello(sid, "visitor"), events(7, (1, "mutation"))], "wrong_epoch", Close.PROTOCOL),
+    "wrong_epoch": (
+        lambda sid: [hello(sid, "visitor"), events(7, (1, "mutation"))],
+        "wrong_epoch",
+        Close.PROTOCOL,
+    ),
     "bad_snapshot_payload": (
-        lambda sid: [hello(sid, "visitor"), encode_frame(Events(epoch=1, events=[Event(1, "snapshot", 1, b"raw")]))],
-        "bad_shape", Close.BAD_FRAME,
+        lambda sid: [
+            hello(sid, "visitor"),
+            encode_frame(Events(epoch=1, events=[Event(1, "snapshot", 1, b"raw")])),
+        ],
+        "bad_shape",
+        Close.BAD_FRAME,
     ),
     "unsupported_version": (
-        lambda sid: [msgpack.packb({"t": "hello", "v": 99, "role": "visitor", "sid": sid, "token": "x"})],
-        "unsupported_version", Close.UNSUPPORTED_VERSION,
+        lambda sid: [
+            msgpack.packb({"t": "hello", "v": 99, "role": "visitor", "sid": sid, "token": "x"})
+        ],
+        "unsupported_version",
+        Close.UNSUPPORTED_VERSION,
     ),
     "forged_resume_token": (
-        lambda sid: [msgpack.packb({"t": "hello", "v": 1, "role": "agent", "sid": sid, "token": mint(sid, "agent"),
-                                    "resume": {"rt": _forged(sid, "resume"), "epoch": 0, "recv": None}})],
-        "bad_resume", Close.UNAUTHORIZED,
+        lambda sid: [
+            msgpack.packb(
+                {
+                    "t": "hello",
+                    "v": 1,
+                    "role": "agent",
+                    "sid": sid,
+                    "token": mint(sid, "agent"),
+                    "resume": {"rt": _forged(sid, "resume"), "epoch": 0, "recv": None},
+                }
+            )
+        ],
+        "bad_resume",
+        Close.UNAUTHORIZED,
     ),
 }
 

@@ -29,7 +29,6 @@ from gateway.codec import (
     error_frame,
 )
 
-
 U53 = st.integers(0, 2**53)
 SID_CHARS = string.ascii_letters + string.digits + "_-"
 sids = st.text(SID_CHARS, min_size=8, max_size=64)

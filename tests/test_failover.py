@@ -12,7 +12,9 @@ from gateway.client import Client
 from .conftest import mint, new_sid
 
 
-async def run_stream(visitor: Client, n_events: int, on_progress, rate_pause: float = 0.0005) -> None:
+async def run_stream(
+    visitor: Client, n_events: int, on_progress, rate_pause: float = 0.0005
+) -> None:
     await visitor.send("snapshot", {"i": 0, "n": 1, "d": b"<html>"})
     for i in range(1, n_events):
         await visitor.send("mutation", {"i": i})
