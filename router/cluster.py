@@ -84,7 +84,12 @@ def spawn_gateway(
     return proc
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def up(run_dir: Path, gateways: int = 2) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM as on Ctrl-C
     run_dir.mkdir(exist_ok=True)
     end_leftovers(run_dir)
     nats_dir = run_dir / "nats"

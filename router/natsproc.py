@@ -163,10 +163,15 @@ def servers_url(servers: list[NatsServer]) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs (a zombie awaiting its reaper counts as ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
