@@ -28,7 +28,8 @@ async def ensure_layout(bridge, cfg: GatewayConfig):
     raise RuntimeError("could not set up the JetStream stream and KV bucket")
 
 
-async def run(cfg: GatewayConfig, drain_window: float = 10.0) -> None:
+async def run(cfg: GatewayConfig) -> None:
+    drain_window = cfg.drain_window
     async with open_bridge(
         cfg.nats_servers, name=cfg.gateway_id, publish_timeout=cfg.publish_timeout
     ) as bridge:

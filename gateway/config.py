@@ -29,6 +29,7 @@ class GatewayConfig:
     gap_timeout: float = 0.25  # how long a receiver waits on a gap before reading the stream
     tail_check: float = 2.0  # an idle receiver checks the stream's tail this often
     publish_timeout: float = 30.0  # must outlast a stream-leader election
+    drain_window: float = 10.0  # SIGTERM: reconnect notices spread over this many seconds
 
     @property
     def url(self) -> str:
@@ -66,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         type=int,
         default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")),
     )
+    p.add_argument("--drain-window", type=float, default=float(_env("COBROWSE_DRAIN_WINDOW", "10")))
     a = p.parse_args(argv)
     try:
         keyring = Keyring.from_env()
@@ -78,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         port=a.port,
         public_url=a.public_url,
         health_port=a.health_port,
+        drain_window=a.drain_window,
         stream=StreamSettings(
             storage=a.storage,
             replicas=a.replicas,

@@ -111,6 +111,10 @@ class Gateway:
         for conn in conns:
             conn.reconnect(delay_ms=secrets.randbelow(max(1, int(step * 1000))))
             await trio.sleep(step)
+        # Exit once the last client has left (its unacked events are resent elsewhere).
+        with trio.move_on_after(2.0):
+            while self.conns:
+                await trio.sleep(0.05)
 
 
 def _now() -> float:

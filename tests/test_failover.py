@@ -126,3 +126,32 @@ async def test_stream_leader_killed_in_3_node_cluster(nats_cluster, gateways_fac
     assert_exactly_once_in_order(got, n_events)
     assert retries > 0, "the leader kill did not stall publishing: test proves nothing"
     assert agent.stats.gaps == 0
+
+
+async def test_sigterm_drains_clients_to_another_gateway(nats_server, gateways_factory):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a", ["--drain-window", "2"])
+    g.start("gw-b")
+    sid = new_sid()
+    n_events = 3000
+    urls = [g.url("gw-a"), g.url("gw-b")]
+    visitor = Client(urls, sid, mint(sid, "visitor"), "visitor")
+    agent = Client(urls, sid, mint(sid, "agent"), "agent")
+
+    async def progress(i: int) -> None:
+        if i == 1000:
+            g.procs["gw-a"][0].terminate()  # SIGTERM: lame-duck drain
+
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await n.start(agent.run)
+        await run_stream(visitor, n_events, progress, rate_pause=0.002)
+        await visitor.wait_acked(n_events, timeout=60)
+        got = await drain_events(agent, n_events, 60)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert g.procs["gw-a"][0].wait(10) == 0
+    assert visitor.stats.reconnect_notices == 1 and agent.stats.reconnect_notices == 1
+    assert visitor.gateway == agent.gateway == "gw-b"
+    assert_exactly_once_in_order(got, n_events)
