@@ -28,8 +28,12 @@ def _pct(values: list[float], p: float) -> float:
 async def _pair(url: str, keyring: tokens.Keyring, nursery) -> tuple[Client, Client]:
     sid = "demo-" + secrets.token_hex(6)
     now = time.time()
-    visitor = Client([url], sid, tokens.mint(keyring, sid=sid, role="visitor", now=now, ttl=3600), "visitor")
-    agent = Client([url], sid, tokens.mint(keyring, sid=sid, role="agent", now=now, ttl=3600), "agent")
+    visitor = Client(
+        [url], sid, tokens.mint(keyring, sid=sid, role="visitor", now=now, ttl=3600), "visitor"
+    )
+    agent = Client(
+        [url], sid, tokens.mint(keyring, sid=sid, role="agent", now=now, ttl=3600), "agent"
+    )
     await nursery.start(visitor.run)
     await visitor.send_snapshot(b"<html><body>demo</body></html>")
     await visitor.wait_acked(1)
@@ -57,10 +61,17 @@ async def throughput(url: str, keyring: tokens.Keyring, n: int, payload: int) ->
         visitor.close()
         agent.close()
         nursery.cancel_scope.cancel()
-    return {"events": n, "payload_bytes": payload, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed)}
+    return {
+        "events": n,
+        "payload_bytes": payload,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(n / elapsed),
+    }
 
 
-async def latency(url: str, keyring: tokens.Keyring, rate: float, seconds: float, payload: int) -> dict:
+async def latency(
+    url: str, keyring: tokens.Keyring, rate: float, seconds: float, payload: int
+) -> dict:
     lat: list[float] = []
     async with trio.open_nursery() as nursery:
         visitor, agent = await _pair(url, keyring, nursery)
@@ -102,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     url = info["gateways"][0]["url"]
     keyring = tokens.Keyring.parse(info["token_keys"])
     t = trio.run(throughput, url, keyring, a.events, a.payload)
-    print(f"throughput via {url}: {t['events']} events of {a.payload} B in {t['seconds']} s = {t['events_per_s']} events/s")
+    print(
+        f"throughput via {url}: {t['events']} events of {a.payload} B in {t['seconds']} s = {t['events_per_s']} events/s"
+    )
     lt = trio.run(latency, url, keyring, a.rate, a.seconds, a.payload)
     print(
         f"latency at {a.rate:g} events/s for {a.seconds:g} s: p50 {lt['p50_ms']} ms, "

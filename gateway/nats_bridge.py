@@ -153,7 +153,10 @@ class NatsBridge:
             return
         p.finished = True
         metrics.JS_PUBLISH_LATENCY.observe(time.monotonic() - p.first)
-        p.done(int(resp["seq"]), bool(resp.get("duplicate")), None)
+        try:
+            p.done(int(resp["seq"]), bool(resp.get("duplicate")), None)
+        except Exception as exc:  # a callback's failure must not stop the ack subscription
+            log.exception("publish_callback_failed", error=repr(exc))
 
     async def _retrier(self) -> None:
         """Re-send publishes whose ack is overdue, with the same Nats-Msg-Id."""

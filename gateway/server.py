@@ -69,6 +69,7 @@ class Gateway:
         self.conns: set[Conn] = set()
         self.draining = False
         self.listen_port: int | None = None
+        self._empty = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -95,10 +96,14 @@ class Gateway:
         ws = await request.accept()
         conn = Conn(self, ws)
         self.conns.add(conn)
+        if self._empty.is_set():
+            self._empty = trio.Event()
         try:
             await conn.run()
         finally:
             self.conns.discard(conn)
+            if not self.conns:
+                self._empty.set()
 
     async def drain(self, window: float = 10.0) -> None:
         """Tell every client to reconnect elsewhere, spread over the window (lame duck)."""
@@ -113,8 +118,7 @@ class Gateway:
             await trio.sleep(step)
         # Exit once the last client has left (its unacked events are resent elsewhere).
         with trio.move_on_after(2.0):
-            while self.conns:
-                await trio.sleep(0.05)
+            await self._empty.wait()
 
 
 def _now() -> float:
@@ -141,6 +145,7 @@ class Conn:
         self.log = log.bind(conn=self.id, gateway=gw.cfg.gateway_id)
         self._close_code = Close.NORMAL
         self._close_reason = "bye"
+        self.said_bye = False
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -358,6 +363,7 @@ class Conn:
                     )
             elif isinstance(frame, Bye):
                 self._close_code, self._close_reason = Close.NORMAL, "bye"
+                self.said_bye = True
                 self.log.info("bye", reason=frame.reason)
                 raise _Stop(None)
             else:
@@ -386,7 +392,10 @@ class Conn:
             and self.nursery
         ):
             window.done(ev.seq, hold=True)
-            self.nursery.start_soon(self._guard_bg, self._record_snapshot, epoch, ev.seq, sseq)
+            try:
+                self.nursery.start_soon(self._guard_bg, self._record_snapshot, epoch, ev.seq, sseq)
+            except RuntimeError:  # the connection already ended; the resume redoes this
+                pass
         elif window.done(ev.seq) is not None:
             self.ack_wanted.set()
         self.room.set()
@@ -758,3 +767,14 @@ class Conn:
                 initial,
                 late_snapshot if need_snapshot else None,
             )
+        if self.said_bye and self.error is None:
+            # A clean goodbye: this agent id will not resume, so forget it.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+
+                def forget(m: session_store.SessionMeta) -> None:
+                    m.agents.pop(aid, None)
+
+                await self.bridge.call(session_store.update, self.gw.kv, self.sid, forget)
+                await self.bridge.publish_core(
+                    streams.subject_ctl(self.sid), json.dumps({"op": "left", "aid": aid}).encode()
+                )

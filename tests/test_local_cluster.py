@@ -24,11 +24,35 @@ def _wait_for(path, proc, timeout=60.0):
     raise TimeoutError("cluster.json not written")
 
 
-async def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
+async def exchange(info: dict) -> bytes:
+    keyring = tokens.Keyring.parse(info["token_keys"])
+    sid = "local-cluster-test"
+    now = time.time()
+    urls = [g["url"] for g in info["gateways"]]
+    visitor = Client(
+        urls[0], sid, tokens.mint(keyring, sid=sid, role="visitor", now=now, ttl=60), "visitor"
+    )
+    agent = Client(
+        urls[1], sid, tokens.mint(keyring, sid=sid, role="agent", now=now, ttl=60), "agent"
+    )
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"hello")
+        await visitor.wait_acked(1)
+        await n.start(agent.run)
+        with trio.fail_after(10):
+            got = await agent.events.receive()
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    return got.payload["d"]
+
+
+def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
     crashed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = _wait_for(run_dir / "cluster.json", crashed)
+    _wait_for(run_dir / "cluster.json", crashed)
     leftover_pids = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
     crashed.kill()  # the launcher dies; its children are left running
     crashed.wait(10)
@@ -39,23 +63,7 @@ async def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         info = _wait_for(run_dir / "cluster.json", proc)
         assert not any(natsproc.pid_alive(p) for p in leftover_pids), "leftovers of the crashed run"
         assert len(info["gateways"]) == 2
-        keyring = tokens.Keyring.parse(info["token_keys"])
-        sid = "local-cluster-test"
-        now = time.time()
-        urls = [g["url"] for g in info["gateways"]]
-        visitor = Client(urls[0], sid, tokens.mint(keyring, sid=sid, role="visitor", now=now, ttl=60), "visitor")
-        agent = Client(urls[1], sid, tokens.mint(keyring, sid=sid, role="agent", now=now, ttl=60), "agent")
-        async with trio.open_nursery() as n:
-            await n.start(visitor.run)
-            await visitor.send_snapshot(b"hello")
-            await visitor.wait_acked(1)
-            await n.start(agent.run)
-            with trio.fail_after(10):
-                got = await agent.events.receive()
-            visitor.close()
-            agent.close()
-            n.cancel_scope.cancel()
-        assert got.payload["d"] == b"hello"
+        assert trio.run(exchange, info) == b"hello"
         children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
     finally:
         proc.send_signal(signal.SIGINT)
