@@ -146,6 +146,8 @@ class Conn:
         self._close_code = Close.NORMAL
         self._close_reason = "bye"
         self.said_bye = False
+        self.aid: str | None = None
+        self.epoch = 0
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -221,10 +223,27 @@ class Conn:
             except ConnectionClosed:
                 pass
             await self._close()
+            await self._record_durable()
         finally:
             metrics.CONNECTIONS.labels(role=role_metric).dec()
             if self.gw.visitors.get(self.sid) is self:
                 del self.gw.visitors[self.sid]
+
+    async def _record_durable(self) -> None:
+        window, key = self.window, ("v" if self.role == "visitor" else self.aid)
+        if window is None or key is None or window.acked == 0:
+            return
+        epoch = self.epoch
+
+        def change(m: session_store.SessionMeta) -> None:
+            if key != "v" or m.epoch == epoch:
+                m.durable[key] = max(m.durable.get(key, 0), window.acked)
+
+        with trio.CancelScope(shield=True), trio.move_on_after(3):
+            try:
+                await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
+            except Exception as exc:
+                self.log.warning("durable_not_recorded", error=repr(exc))
 
     async def _close(self) -> None:
         err = self.error
@@ -546,6 +565,7 @@ class Conn:
         meta = await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
         resumed = resumed and meta.epoch == hello.resume.epoch
         epoch, self.vgen = meta.epoch, meta.vgen
+        self.epoch = epoch
         subject = streams.subject_v(self.sid)
         durable = await self._durable(subject, epoch) if resumed else 0
 
@@ -665,6 +685,7 @@ class Conn:
         claims = self._verify_resume(hello, "agent")
         resumed = claims is not None and isinstance(claims.get("aid"), str)
         aid = claims["aid"] if resumed else "a" + secrets.token_hex(6)
+        self.aid = aid
 
         def change(m: session_store.SessionMeta) -> None:
             m.agents[aid] = _now()

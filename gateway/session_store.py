@@ -21,7 +21,10 @@ class SessionMeta:
     snap: list[int] | None = None  # [epoch, seq, stream seq] of the latest snapshot's part 0
     snap_wanted: bool = False
     vgen: int = 0  # bumped by every visitor connection: the newest one owns the session
-    durable: int = 0  # last visitor seq JetStream acknowledged in this epoch (informational)
+    # Last seq acked to each sender when its connection ended: "v" (this epoch's visitor) and
+    # each agent id. Informational (operators, status): resumes read the stream itself,
+    # which is authoritative even after a gateway crash that skipped this write.
+    durable: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:

@@ -181,3 +181,36 @@ async def test_unreachable_gateway_is_retried_with_backoff(nats_server, gateways
         c.close()
         n.cancel_scope.cancel()
     assert c.gateway == "gw-a"
+
+
+async def test_session_metadata_records_agents_and_durable_sequences(two_gateways):
+    from gateway import session_store, streams
+    from gateway.nats_bridge import open_bridge
+
+    g = two_gateways
+    sid = new_sid()
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"x")
+        for i in range(9):
+            await visitor.send("mutation", {"i": i})
+        await visitor.wait_acked(10)
+        await n.start(agent.run)
+        for _ in range(3):
+            await agent.send("pointer", {"x": 1})
+        await agent.wait_acked(3)
+        visitor.close()
+        n.cancel_scope.cancel()
+    with trio.fail_after(10):
+        async with open_bridge(g.nats_url) as bridge:
+            kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+            while True:
+                meta = await bridge.call(session_store.load, kv, sid)
+                if meta.durable.get("v") == 10 and meta.durable.get(agent.welcome.aid) == 3:
+                    break
+                await trio.sleep(0.1)
+    assert meta.epoch == visitor.welcome.epoch == 1
+    assert agent.welcome.aid in meta.agents
+    assert meta.snap[:2] == [1, 1]
