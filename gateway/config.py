@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         type=int,
         default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")),
     )
+    p.add_argument(
+        "--hello-timeout", type=float, default=float(_env("COBROWSE_HELLO_TIMEOUT", "10"))
+    )
     p.add_argument("--drain-window", type=float, default=float(_env("COBROWSE_DRAIN_WINDOW", "10")))
     a = p.parse_args(argv)
     try:
@@ -81,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         public_url=a.public_url,
         health_port=a.health_port,
         drain_window=a.drain_window,
+        hello_timeout=a.hello_timeout,
         stream=StreamSettings(
             storage=a.storage,
             replicas=a.replicas,

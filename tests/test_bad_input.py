@@ -221,3 +221,11 @@ async def test_bad_input_is_refused_and_others_unharmed(healthy_session, case):
 async def test_frame_far_over_the_limit_is_closed_without_reading_it(two_gateways):
     got, close_code = await exchange(two_gateways.url("gw-a"), [b"\x00" * (3 * 1024 * 1024)])
     assert close_code == Close.TOO_BIG
+
+
+async def test_silent_client_is_closed_after_hello_timeout(nats_server, gateways_factory):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a", ["--hello-timeout", "0.5"])
+    got, close_code = await exchange(g.url("gw-a"), [])
+    assert close_code == Close.HELLO_TIMEOUT
+    assert error_codes(got) == ["hello_timeout"]
