@@ -44,6 +44,7 @@ async def test_sigkill_gateway_mid_stream(two_gateways):
     g = two_gateways
     sid = new_sid()
     n_events = 6000
+    n_pointer = 800
     urls = [g.url("gw-a"), g.url("gw-b")]
     visitor = Client(urls, sid, mint(sid, "visitor"), "visitor")
     agent_same = Client(urls, sid, mint(sid, "agent"), "agent")  # on the killed gateway
@@ -60,10 +61,21 @@ async def test_sigkill_gateway_mid_stream(two_gateways):
         await n.start(agent_same.run)
         await n.start(agent_other.run)
         assert visitor.gateway == agent_same.gateway == "gw-a"
+
+        async def point_back():  # the other direction crosses the kill too
+            for i in range(n_pointer):
+                if i == n_pointer // 2:
+                    await killed.wait()  # half before the kill, half after
+                await agent_same.send("pointer", {"i": i})
+                await trio.sleep(0.001)
+
+        n.start_soon(point_back)
         await run_stream(visitor, n_events, progress)
         await visitor.wait_acked(n_events, timeout=90)
         got_same = await drain_events(agent_same, n_events, 90)
         got_other = await drain_events(agent_other, n_events, 90)
+        await agent_same.wait_acked(n_pointer, timeout=60)
+        pointers = await drain_events(visitor, n_pointer, 60)
         for c in (visitor, agent_same, agent_other):
             c.close()
         n.cancel_scope.cancel()
@@ -73,6 +85,9 @@ async def test_sigkill_gateway_mid_stream(two_gateways):
     assert_exactly_once_in_order(got_same, n_events)
     assert_exactly_once_in_order(got_other, n_events)
     assert agent_same.stats.gaps == agent_other.stats.gaps == 0
+    assert {d.src for d in pointers} == {agent_same.welcome.aid}
+    assert_exactly_once_in_order(pointers, n_pointer)
+    assert visitor.stats.gaps == 0
 
 
 def stream_leader(monitor_port: int, stream: str = "COBROWSE") -> str:
