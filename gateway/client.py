@@ -23,6 +23,7 @@ from .backoff import Backoff
 from .codec import (
     MAX_EVENT_BYTES,
     MAX_EVENTS_PER_BATCH,
+    MAX_FRAME_BYTES,
     Ack,
     Bye,
     Close,
@@ -33,6 +34,7 @@ from .codec import (
     ProtocolError,
     Resume,
     Welcome,
+    approx_size,
     decode_frame,
     encode_frame,
 )
@@ -54,6 +56,7 @@ FATAL_CLOSE = {
 
 
 SNAPSHOT_CHUNK = MAX_EVENT_BYTES - 1024  # room for the {"i", "n", "d"} envelope
+FRAME_BUDGET = MAX_FRAME_BYTES // 2  # estimated bytes per events frame, well under the limit
 
 
 class ClientError(Exception):
@@ -179,7 +182,12 @@ class Client:
                     url, max_message_size=4 * 2**20, connect_timeout=5
                 ) as ws:
                     self._ws = ws
-                    await self._session(ws)
+                    try:
+                        await self._session(ws)
+                    except trio.TooSlowError:
+                        raise OSError("no welcome in time") from None
+                    except ProtocolError as exc:
+                        raise ClientError(exc.code, f"bad frame or resume: {exc.message}") from exc
                     if not started:
                         started = True
                         task_status.started()
@@ -225,6 +233,13 @@ class Client:
                 if isinstance(frame, Control) and frame.op == "error":
                     await self._expect_close(ws, frame)
         resumed = self.rt is not None
+        if self.role == "agent" and self.welcome is not None and frame.aid != self.welcome.aid:
+            # The resume was not accepted (e.g. its token expired): a new agent identity,
+            # so number from 1 again and take delivery from where the gateway starts it.
+            log.warning("agent_identity_restarted", old=self.welcome.aid, new=frame.aid)
+            self.seq.restart(0)
+            self.last_v = None
+            resumed = False
         self.welcome = frame
         self.gateway = frame.gw
         self.rt = frame.rt
@@ -302,10 +317,18 @@ class Client:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            for i in range(0, len(pending), MAX_EVENTS_PER_BATCH):
-                chunk = pending[i : i + MAX_EVENTS_PER_BATCH]
-                await ws.send_message(encode_frame(Events(epoch=self.seq.epoch, events=chunk)))
-                self._sent_upto = chunk[-1].seq
+            chunk: list[Event] = []
+            size = 0
+            for ev in pending:
+                est = 32 + approx_size(ev.payload)
+                if chunk and (len(chunk) >= MAX_EVENTS_PER_BATCH or size + est > FRAME_BUDGET):
+                    await ws.send_message(encode_frame(Events(epoch=self.seq.epoch, events=chunk)))
+                    self._sent_upto = chunk[-1].seq
+                    chunk, size = [], 0
+                chunk.append(ev)
+                size += est
+            await ws.send_message(encode_frame(Events(epoch=self.seq.epoch, events=chunk)))
+            self._sent_upto = chunk[-1].seq
         scope.cancel()
 
     async def _receiver(self, ws, scope: trio.CancelScope, result: dict) -> None:

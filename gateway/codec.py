@@ -35,10 +35,10 @@ class Close:
     TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
     INTERNAL = 1011  # gateway-side failure (NATS unreachable): retry with backoff
     BAD_FRAME = 4000  # undecodable, wrong shape, unknown frame type
-    UNAUTHORIZED = 4001  # forged, expired or wrong-session token / resume token
+    UNAUTHORIZED = 4001  # forged, expired or wrong-session token; forged resume token
     PROTOCOL = 4002  # valid frame at the wrong time or from the wrong role, sequence errors
     REPLACED = 4005  # a newer visitor connection for the same session took over
-    SESSION_ENDED = 4004
+    SESSION_ENDED = 4004  # reserved: the session was ended through the API
     HELLO_TIMEOUT = 4008
     UNSUPPORTED_VERSION = 4006
 
@@ -222,7 +222,7 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
         return Ack(seq=_int(m, "seq"))
     if t == "hello":
         v = m.get("v")
-        if v != PROTOCOL_VERSION:
+        if type(v) is not int or v != PROTOCOL_VERSION:
             raise ProtocolError(
                 "unsupported_version",
                 f"protocol version {_short(v)} not supported",
@@ -295,9 +295,24 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
 
 
 def _payload_size(payload: Any) -> int:
-    if isinstance(payload, bytes | str):
+    if isinstance(payload, bytes):
         return len(payload)
+    if isinstance(payload, str):
+        return len(payload.encode("utf-8", "surrogatepass"))
     return len(msgpack.packb(payload, use_bin_type=True))
+
+
+def approx_size(v: Any, depth: int = 0) -> int:
+    """Cheap upper-ish estimate of a payload's msgpack size, to keep frames under the limit."""
+    if isinstance(v, bytes | str):
+        return len(v) * (1 if isinstance(v, bytes) else 4) + 5
+    if depth > 8:
+        return 64
+    if isinstance(v, dict):
+        return 5 + sum(approx_size(k, depth + 1) + approx_size(x, depth + 1) for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return 5 + sum(approx_size(x, depth + 1) for x in v)
+    return 9
 
 
 def _pack(m: dict) -> bytes:

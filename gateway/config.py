@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument(
         "--health-port",
         type=int,
-        default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "0")) or None,
+        default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "") or 0) or None,
         help="port for /healthz, /readyz and /metrics (default: none)",
     )
     p.add_argument(

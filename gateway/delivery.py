@@ -17,7 +17,7 @@ import structlog
 import trio
 
 from . import metrics, streams
-from .codec import MAX_EVENTS_PER_BATCH, Event, decode_stored
+from .codec import MAX_EVENTS_PER_BATCH, Event, approx_size, decode_stored
 from .nats_bridge import NatsBridge
 from .reorder import ReorderBuffer, ReorderOverflow
 
@@ -88,12 +88,14 @@ class Source:
         buf: ReorderBuffer | None,
         *,
         src: str | None,
+        gap_timeout: float = 0.25,
     ) -> None:
         self.bridge = bridge
         self.stream = stream
         self.subject = subject
         self.buf = buf  # None: waiting for the next snapshot to start from
         self.src = src
+        self.gap_timeout = gap_timeout
         self.ready: list[tuple[int, Event]] = []  # released, not yet sent
 
     def _release(self, items: list) -> None:
@@ -102,7 +104,7 @@ class Source:
     def push(self, epoch: int, ev: Event, now: float) -> None:
         if self.buf is None:
             if ev.kind == "snapshot" and isinstance(ev.payload, dict) and ev.payload.get("i") == 0:
-                self.buf = ReorderBuffer(epoch, ev.seq)
+                self.buf = ReorderBuffer(epoch, ev.seq, gap_timeout=self.gap_timeout)
             else:
                 return
         self._release(self.buf.push(epoch, ev.seq, (epoch, ev), now))
@@ -152,7 +154,7 @@ def batches(items: list[tuple[int, Event]], max_bytes: int = 512 * 1024):
     cur_epoch = None
     size = 0
     for epoch, ev in items:
-        est = 32 + (len(ev.payload) if isinstance(ev.payload, bytes | str) else 256)
+        est = 32 + approx_size(ev.payload)
         if cur and (
             epoch != cur_epoch or len(cur) >= MAX_EVENTS_PER_BATCH or size + est > max_bytes
         ):

@@ -236,8 +236,10 @@ class Conn:
         epoch = self.epoch
 
         def change(m: session_store.SessionMeta) -> None:
-            if key != "v" or m.epoch == epoch:
+            if key != "v":
                 m.durable[key] = max(m.durable.get(key, 0), window.acked)
+            elif m.epoch == epoch:
+                m.durable["v"] = max(m.durable.get("v", 0), window.acked)
 
         with trio.CancelScope(shield=True), trio.move_on_after(3):
             try:
@@ -272,12 +274,19 @@ class Conn:
 
     async def _start(self, hello: Hello) -> None:
         try:
-            claims = tokens.verify(
-                self.cfg.keyring, hello.token, sid=hello.sid, role=hello.role, now=_now()
-            )
+            tokens.verify(self.cfg.keyring, hello.token, sid=hello.sid, role=hello.role, now=_now())
         except tokens.TokenError as e:
-            raise ProtocolError(e.code, e.message, Close.UNAUTHORIZED) from None
-        del claims
+            # A session under way resumes on its resume token after its join token expired.
+            if e.code != "token_expired" or self._verify_resume(hello, hello.role) is None:
+                raise ProtocolError(e.code, e.message, Close.UNAUTHORIZED) from None
+            tokens.verify(
+                self.cfg.keyring,
+                hello.token,
+                sid=hello.sid,
+                role=hello.role,
+                now=_now(),
+                allow_expired=True,
+            )
         if hello.role == "visitor":
             await self._run_visitor(hello)
         else:
@@ -557,9 +566,19 @@ class Conn:
             and claims.get("epoch") == hello.resume.epoch == before.epoch
         )
 
+        floor = 0
+        if before is None:
+            # No metadata (new session, or its KV entry expired): a new epoch must still be
+            # above every epoch in the stream, or message ids and receivers' keys collide.
+            last = await self.bridge.call(
+                streams.last_of, self.bridge.nc, self.cfg.stream.stream, streams.subject_v(self.sid)
+            )
+            floor = last.epoch if last is not None else 0
+
         def change(m: session_store.SessionMeta) -> None:
             if not resumed or m.epoch != hello.resume.epoch:
-                m.epoch += 1
+                m.epoch = max(m.epoch, floor) + 1
+                m.durable.pop("v", None)
             m.vgen += 1
 
         meta = await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
@@ -582,6 +601,12 @@ class Conn:
             await self.bridge.publish_core(
                 ctl, json.dumps({"op": "takeover", "vgen": self.vgen}).encode()
             )
+            # A newer visitor that published its takeover before we subscribed is in the KV.
+            now_meta = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
+            if now_meta is not None and now_meta.vgen > self.vgen:
+                raise ProtocolError(
+                    "replaced", "a newer visitor connection took over", Close.REPLACED
+                )
 
             # Where agent -> visitor delivery starts, per agent.
             nc, stream = self.bridge.nc, self.cfg.stream.stream
@@ -605,6 +630,7 @@ class Conn:
                     streams.subject_a(self.sid, aid),
                     ReorderBuffer(AGENT_EPOCH, start + 1, gap_timeout=self.cfg.gap_timeout),
                     src=aid,
+                    gap_timeout=self.cfg.gap_timeout,
                 )
                 sources[aid] = src
                 delivered[aid] = start
@@ -634,6 +660,7 @@ class Conn:
                         subject,
                         ReorderBuffer(AGENT_EPOCH, 1, gap_timeout=self.cfg.gap_timeout),
                         src=aid,
+                        gap_timeout=self.cfg.gap_timeout,
                     )
                 return src
 
@@ -707,6 +734,7 @@ class Conn:
                 vsubject,
                 ReorderBuffer(e, s + 1, gap_timeout=self.cfg.gap_timeout),
                 src=None,
+                gap_timeout=self.cfg.gap_timeout,
             )
             delivered: list[int] | None = [e, s]
         elif meta.snap is not None:
@@ -717,10 +745,13 @@ class Conn:
                 vsubject,
                 ReorderBuffer(e, s, gap_timeout=self.cfg.gap_timeout),
                 src=None,
+                gap_timeout=self.cfg.gap_timeout,
             )
             delivered = [e, s - 1]
         else:
-            src = Source(self.bridge, stream, vsubject, None, src=None)
+            src = Source(
+                self.bridge, stream, vsubject, None, src=None, gap_timeout=self.cfg.gap_timeout
+            )
             delivered = None
             need_snapshot = True
 

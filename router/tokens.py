@@ -97,8 +97,13 @@ def mint(keyring: Keyring, *, sid: str, role: str, now: float, ttl: float, **ext
     return f"v1.{kid}.{body}.{_mac(secret, kid, body)}"
 
 
-def verify(keyring: Keyring, token: str, *, sid: str, role: str, now: float) -> dict[str, Any]:
-    """Return the claims, or raise TokenError (bad_token, token_expired, wrong_session)."""
+def verify(
+    keyring: Keyring, token: str, *, sid: str, role: str, now: float, allow_expired: bool = False
+) -> dict[str, Any]:
+    """Return the claims, or raise TokenError (bad_token, token_expired, wrong_session).
+
+    `allow_expired` accepts an expired but otherwise valid token: a session under way
+    resumes on its resume token even after the join token it started with has expired."""
     if not isinstance(token, str) or len(token) > 2048:
         raise TokenError("bad_token", "token is not a string of at most 2048 characters")
     parts = token.split(".")
@@ -116,7 +121,7 @@ def verify(keyring: Keyring, token: str, *, sid: str, role: str, now: float) -> 
         raise TokenError("bad_token", "token payload is not JSON") from None
     if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
         raise TokenError("bad_token", "token payload lacks an expiry")
-    if claims["exp"] <= now:
+    if claims["exp"] <= now and not allow_expired:
         raise TokenError("token_expired", "token has expired")
     if claims.get("sid") != sid:
         raise TokenError("wrong_session", "token is for another session")

@@ -214,3 +214,72 @@ async def test_session_metadata_records_agents_and_durable_sequences(two_gateway
     assert meta.epoch == visitor.welcome.epoch == 1
     assert agent.welcome.aid in meta.agents
     assert meta.snap[:2] == [1, 1]
+
+
+async def test_large_snapshot_crosses_in_frames_under_the_limit(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    page = bytes(range(256)) * 6000  # about 1.5 MB: 12 chunks, far over one frame
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        evs = await visitor.send_snapshot(page)
+        await visitor.wait_acked(evs[-1].seq)
+        late = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+        await n.start(late.run)
+        got = await take(late, len(evs))
+        visitor.close()
+        late.close()
+        n.cancel_scope.cancel()
+    assert len(evs) == 12
+    assert b"".join(d.payload["d"] for d in got) == page
+
+
+async def test_resume_works_after_the_join_token_expired(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    urls = [g.url("gw-a"), g.url("gw-b")]
+    visitor = Client(urls, sid, mint(sid, "visitor", ttl=2), "visitor")
+    agent = Client(urls, sid, mint(sid, "agent", ttl=2), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"x")
+        await visitor.wait_acked(1)
+        await n.start(agent.run)
+        await take(agent, 1)
+        aid = agent.welcome.aid
+        await trio.sleep(2.5)  # both join tokens have expired now
+        g.kill("gw-a")
+        await visitor.send("mutation", {"after": "expiry"})
+        await visitor.wait_acked(2, timeout=20)
+        got = await take(agent, 1)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert visitor.gateway == agent.gateway == "gw-b"
+    assert agent.welcome.aid == aid and visitor.stats.resumes == 1
+    assert got[0].seq == 2
+
+
+async def test_new_epoch_stays_above_the_stream_when_metadata_is_gone(two_gateways):
+    from gateway import streams
+    from gateway.nats_bridge import open_bridge
+
+    g = two_gateways
+    sid = new_sid()
+    first = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(first.run)
+        await first.send_snapshot(b"x")
+        await first.wait_acked(1)
+        first.close()
+        n.cancel_scope.cancel()
+    async with open_bridge(g.nats_url) as bridge:
+        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        await bridge.call(kv.purge, sid)  # as if the KV entry had expired
+    second = Client([g.url("gw-b")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(second.run)
+        n.cancel_scope.cancel()
+    assert first.welcome.epoch == 1
+    assert second.welcome.epoch == 2
