@@ -2,54 +2,125 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+import time
 
 import structlog
 import trio
 
+from router import membership
+
 from . import logs, streams
+from .admin import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
-from .health import serve_health
-from .nats_bridge import open_bridge
+from .nats_bridge import NatsBridge, open_bridge
 from .server import Gateway
 
 log = structlog.get_logger("gateway")
 
 
-async def ensure_layout(bridge, cfg: GatewayConfig):
+async def ensure_layout(bridge: NatsBridge, cfg: GatewayConfig):
     """Idempotent stream and KV set-up; gateways starting together may race, so retry."""
     for attempt in range(20):
         try:
-            return await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
+            kv = await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
+            members = await bridge.call(
+                membership.ensure_bucket, bridge.js, cfg.stream.storage, cfg.stream.replicas
+            )
+            return kv, members
         except Exception as exc:
             log.warning("stream_setup_retry", attempt=attempt, error=repr(exc))
             await trio.sleep(0.25 * (attempt + 1))
-    raise RuntimeError("could not set up the JetStream stream and KV bucket")
+    raise RuntimeError("could not set up the JetStream stream and KV buckets")
+
+
+async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
+    """Keep this gateway's membership entry fresh; publish a state change at once."""
+    cfg = gw.cfg
+    last_wall, last_cpu = time.monotonic(), time.process_time()
+    while True:
+        now_wall, now_cpu = time.monotonic(), time.process_time()
+        load = (now_cpu - last_cpu) / max(1e-3, now_wall - last_wall)
+        last_wall, last_cpu = now_wall, now_cpu
+        info = membership.GatewayInfo(
+            id=cfg.gateway_id,
+            url=cfg.url,
+            state="draining" if gw.draining else "active",
+            connections=len(gw.conns),
+            load=round(load, 3),
+            admin_url=admin_url,
+            updated=time.time(),
+        )
+        try:
+            await gw.bridge.call(membership.put, members, info)
+        except Exception as exc:
+            log.warning("heartbeat_failed", error=repr(exc))
+        with trio.move_on_after(membership.HEARTBEAT):
+            if not gw.draining:
+                await gw.drain_started.wait()
+            else:
+                await trio.sleep_forever()
 
 
 async def run(cfg: GatewayConfig) -> None:
-    drain_window = cfg.drain_window
     async with open_bridge(
         cfg.nats_servers, name=cfg.gateway_id, publish_timeout=cfg.publish_timeout
     ) as bridge:
-        kv = await ensure_layout(bridge, cfg)
-        gw = Gateway(cfg, bridge, kv)
+        kv, members = await ensure_layout(bridge, cfg)
+        gw = Gateway(cfg, bridge, kv, members)
+
+        def drain_state() -> dict:
+            gw.start_drain()
+            return {
+                "ok": True,
+                "gateway": cfg.gateway_id,
+                "state": "draining",
+                "connections": len(gw.conns),
+            }
+
         async with trio.open_nursery() as nursery:
             await nursery.start(gw.serve)
+            admin_url = None
             if cfg.health_port is not None:
-                hp = await nursery.start(
-                    serve_health, cfg.host, cfg.health_port, lambda: not gw.draining
+                hooks = AdminHooks(
+                    ready=lambda: not gw.draining and bridge.connected,
+                    drain=drain_state,
+                    admin_key=cfg.admin_key,
                 )
-                log.info("health_listening", port=hp)
+                hp = await nursery.start(serve_admin, cfg.host, cfg.health_port, hooks)
+                admin_url = f"http://{cfg.host}:{hp}/"
+                log.info("admin_listening", port=hp)
+            nursery.start_soon(heartbeat, gw, members, admin_url)
+
+            def on_drain_request(msg) -> None:
+                reply = json.dumps(drain_state()).encode()
+                if msg.reply:
+                    nursery.start_soon(bridge.publish_core, msg.reply, reply)
+
+            await bridge.subscribe_msgs(
+                membership.DRAIN_SUBJECT.format(gateway_id=cfg.gateway_id), on_drain_request
+            )
+            nursery.start_soon(_signals, gw)
             print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal", signal=signal.Signals(signum).name)
-                    with trio.move_on_after(drain_window + 2):
-                        await gw.drain(drain_window)
-                    nursery.cancel_scope.cancel()
-                    break
+            await gw.drain_started.wait()
+            await gw.drain(cfg.drain_window)
+            try:
+                with trio.move_on_after(2):
+                    await bridge.call(membership.remove, members, cfg.gateway_id)
+            except Exception as exc:
+                log.warning("membership_remove_failed", error=repr(exc))
+            nursery.cancel_scope.cancel()
+
+
+async def _signals(gw: Gateway) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal", signal=signal.Signals(signum).name, draining=gw.draining)
+            if gw.draining:  # a second signal: stop now
+                raise KeyboardInterrupt
+            gw.start_drain()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 import trio
@@ -179,7 +180,9 @@ class Client:
             floor = 0.0
             try:
                 async with open_websocket_url(
-                    url, max_message_size=4 * 2**20, connect_timeout=5
+                    handshake_url(url, self.sid, self.rt),
+                    max_message_size=4 * 2**20,
+                    connect_timeout=5,
                 ) as ws:
                     self._ws = ws
                     try:
@@ -387,6 +390,16 @@ class Client:
             self._events_send.send_nowait(
                 Delivered(frame.src, frame.epoch, ev.seq, ev.kind, ev.ts, ev.payload, now)
             )
+
+
+def handshake_url(url: str, sid: str, rt: str | None) -> str:
+    """The gateway admits at the handshake: name the session, and prove a resume."""
+    parts = urlsplit(url)
+    q = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("sid", "rt")]
+    q.append(("sid", sid))
+    if rt:
+        q.append(("rt", rt))
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(q)))
 
 
 def _retry_after(exc: ConnectionRejected) -> float:

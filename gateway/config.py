@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from router.tokens import Keyring
 
+from .admission_gate import AdmissionSettings
 from .streams import StreamSettings
 
 
@@ -20,7 +21,8 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     public_url: str | None = None
-    health_port: int | None = None  # /healthz, /readyz, /metrics; None: not served
+    health_port: int | None = None  # admin port: /healthz /readyz /metrics /admin/drain
+    admin_key: str | None = None  # bearer key for POST /admin/drain; None: endpoint refuses
     stream: StreamSettings = field(default_factory=StreamSettings)
     hello_timeout: float = 10.0
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
@@ -29,7 +31,8 @@ class GatewayConfig:
     gap_timeout: float = 0.25  # how long a receiver waits on a gap before reading the stream
     tail_check: float = 2.0  # an idle receiver checks the stream's tail this often
     publish_timeout: float = 30.0  # must outlast a stream-leader election
-    drain_window: float = 10.0  # SIGTERM: reconnect notices spread over this many seconds
+    drain_window: float = 30.0  # reconnect notices are spread over this many seconds
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     @property
     def url(self) -> str:
@@ -70,7 +73,22 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument(
         "--hello-timeout", type=float, default=float(_env("COBROWSE_HELLO_TIMEOUT", "10"))
     )
-    p.add_argument("--drain-window", type=float, default=float(_env("COBROWSE_DRAIN_WINDOW", "10")))
+    p.add_argument("--drain-window", type=float, default=float(_env("COBROWSE_DRAIN_WINDOW", "30")))
+    p.add_argument("--new-rate", type=float, default=float(_env("COBROWSE_ADMIT_NEW_RATE", "50")))
+    p.add_argument(
+        "--new-burst", type=float, default=float(_env("COBROWSE_ADMIT_NEW_BURST", "100"))
+    )
+    p.add_argument(
+        "--resume-rate", type=float, default=float(_env("COBROWSE_ADMIT_RESUME_RATE", "500"))
+    )
+    p.add_argument(
+        "--resume-burst", type=float, default=float(_env("COBROWSE_ADMIT_RESUME_BURST", "2000"))
+    )
+    p.add_argument(
+        "--new-per-address",
+        default=_env("COBROWSE_ADMIT_NEW_PER_ADDRESS", "120/minute"),
+        help="new sessions per client address, in the limits package's notation",
+    )
     a = p.parse_args(argv)
     try:
         keyring = Keyring.from_env()
@@ -85,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         health_port=a.health_port,
         drain_window=a.drain_window,
         hello_timeout=a.hello_timeout,
+        admin_key=_env("COBROWSE_ADMIN_KEY") or None,
+        admission=AdmissionSettings(
+            new_rate=a.new_rate,
+            new_burst=a.new_burst,
+            resume_rate=a.resume_rate,
+            resume_burst=a.resume_burst,
+            new_per_address=a.new_per_address,
+        ),
         stream=StreamSettings(
             storage=a.storage,
             replicas=a.replicas,

@@ -29,3 +29,11 @@ JS_PUBLISH_LATENCY = Histogram(
 )
 JS_PUBLISH_RETRIES = Counter("cobrowse_gateway_js_publish_retries_total", "Publishes re-sent")
 JS_PUBLISH_FAILED = Counter("cobrowse_gateway_js_publish_failed_total", "Publishes given up")
+ADMISSION = Counter(
+    "cobrowse_gateway_admission_total", "Handshake admission decisions by lane", ["lane"]
+)
+DRAINING = Gauge("cobrowse_gateway_draining", "1 while this gateway drains")
+DRAIN_NOTICES = Counter("cobrowse_gateway_drain_notices_total", "Reconnect notices sent")
+REORDER_WAITS = Counter(
+    "cobrowse_gateway_reorder_waits_total", "Gaps a receiver waited on past the gap timeout"
+)

@@ -90,6 +90,31 @@ class NatsBridge:
 
         return await self.call(self.nc.subscribe, subject, cb=cb, pending_msgs_limit=65536)
 
+    async def subscribe_msgs(self, subject: str, handler: Callable[[Msg], None]) -> Any:
+        """Like subscribe, with the whole message (for requests that need a reply)."""
+
+        async def cb(msg: Msg) -> None:
+            handler(msg)
+
+        return await self.call(self.nc.subscribe, subject, cb=cb)
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes queued or awaiting their JetStream ack."""
+        return len(self._pending) + self._recv.statistics().current_buffer_used
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every queued publish has been acknowledged (or given up)."""
+        with trio.move_on_after(timeout):
+            while self.in_flight:  # noqa: ASYNC110 - acks arrive from the asyncio side
+                await trio.sleep(0.02)
+            return True
+        return False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
     async def unsubscribe(self, sub: Any) -> None:
         try:
             await self.call(sub.unsubscribe)

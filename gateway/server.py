@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import secrets
 import time
 from functools import partial
@@ -20,9 +21,11 @@ import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from router import tokens
+from router import membership, tokens
+from router.drain_plan import DrainPlanner, reconnect_delay
 
 from . import metrics, session_store, streams
+from .admission_gate import AdmissionGate, rejection
 from .codec import (
     AGENT_KINDS,
     MAX_FRAME_BYTES,
@@ -60,10 +63,17 @@ class _Stop(Exception):
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, bridge: NatsBridge, kv: Any) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, bridge: NatsBridge, kv: Any, members_kv: Any = None
+    ) -> None:
         self.cfg = cfg
         self.bridge = bridge
         self.kv = kv
+        self.members_kv = members_kv
+        self.gate = AdmissionGate(cfg.admission, cfg.keyring, bridge, kv)
+        self.rng = random.Random()
+        self.drain_started: trio.Event = trio.Event()
+        self.drain_done: trio.Event = trio.Event()
         self.fanout = Fanout(bridge)
         self.visitors: dict[str, Conn] = {}
         self.conns: set[Conn] = set()
@@ -90,8 +100,12 @@ class Gateway:
             task_status.started(server.port)
 
     async def handle(self, request: WebSocketRequest) -> None:
-        if self.draining:
-            await request.reject(503, extra_headers=[(b"Retry-After", b"1")], body=b"draining")
+        remote = request.remote
+        address = getattr(remote, "address", str(remote))
+        decision = await self.gate.check(request.path, str(address), self.draining)
+        if not decision.admit:
+            status, headers, body = rejection(decision)
+            await request.reject(status, extra_headers=headers, body=body)
             return
         ws = await request.accept()
         conn = Conn(self, ws)
@@ -105,20 +119,52 @@ class Gateway:
             if not self.conns:
                 self._empty.set()
 
-    async def drain(self, window: float = 10.0) -> None:
-        """Tell every client to reconnect elsewhere, spread over the window (lame duck)."""
+    def start_drain(self) -> bool:
+        """Fail readiness and refuse handshakes at once; the notices follow in `drain`."""
+        if self.draining:
+            return False
         self.draining = True
-        conns = list(self.conns)
+        metrics.DRAINING.set(1)
+        self.drain_started.set()
+        return True
+
+    async def drain(self, window: float) -> None:
+        """NATS lame-duck style: one reconnect notice per client, each carrying the next
+        gateway in its session's order, spread evenly with jitter over the window; then
+        stragglers are closed (1001), everything in flight is flushed to JetStream."""
+        self.start_drain()
+        start = trio.current_time()
+        gateways = []
+        if self.members_kv is not None:
+            try:
+                gateways = await self.bridge.call(membership.list_gateways, self.members_kv)
+            except Exception as exc:
+                log.warning("drain_membership_unavailable", error=repr(exc))
+        conns = [c for c in self.conns if c.sid != "?"]
+        plan = DrainPlanner(window, self.rng).plan(conns, start)
         log.info("gateway_draining", connections=len(conns), window=window)
-        if not conns:
-            return
-        step = window / len(conns)
-        for conn in conns:
-            conn.reconnect(delay_ms=secrets.randbelow(max(1, int(step * 1000))))
-            await trio.sleep(step)
-        # Exit once the last client has left (its unacked events are resent elsewhere).
-        with trio.move_on_after(2.0):
+        for at, conn in plan:
+            await trio.sleep_until(at)
+            if conn not in self.conns:
+                continue
+            hint = membership.urls_for(conn.sid, gateways, exclude=(self.cfg.gateway_id,))[:1]
+            conn.reconnect(delay_ms=int(reconnect_delay(self.rng) * 1000), hint=hint or None)
+            metrics.DRAIN_NOTICES.inc()
+        with trio.move_on_at(start + window):
             await self._empty.wait()
+        stragglers = list(self.conns)
+        for conn in stragglers:
+            conn.going_away()
+        with trio.move_on_after(5):
+            await self._empty.wait()
+        flushed = await self.bridge.flush(self.cfg.publish_timeout)
+        log.info(
+            "gateway_drained",
+            stragglers=len(stragglers),
+            flushed=flushed,
+            seconds=round(trio.current_time() - start, 3),
+        )
+        self.drain_done.set()
 
 
 def _now() -> float:
@@ -163,6 +209,11 @@ class Conn:
             return
         self._close_code, self._close_reason = Close.GOING_AWAY, "gateway draining"
         self.nursery.start_soon(self._send_reconnect, delay_ms, hint)
+
+    def going_away(self) -> None:
+        """End of a drain window: close with 1001 (the client resumes elsewhere)."""
+        self._close_code, self._close_reason = Close.GOING_AWAY, "gateway drained"
+        self.stop(None)
 
     async def _send_reconnect(self, delay_ms: int, hint: list[str] | None) -> None:
         await self._send(Control(op="reconnect", delay_ms=delay_ms, hint=hint))
@@ -287,6 +338,9 @@ class Conn:
                 now=_now(),
                 allow_expired=True,
             )
+        meta = await self.bridge.call(session_store.load, self.gw.kv, hello.sid)
+        if meta is not None and meta.ended:
+            raise ProtocolError("session_ended", "this session has ended", Close.SESSION_ENDED)
         if hello.role == "visitor":
             await self._run_visitor(hello)
         else:
@@ -691,7 +745,11 @@ class Conn:
         except ValueError:
             return
         op = msg.get("op")
-        if op == "takeover" and isinstance(msg.get("vgen"), int) and msg["vgen"] > self.vgen:
+        if op == "end":
+            self.stop(ProtocolError("session_ended", "the session was ended", Close.SESSION_ENDED))
+        elif self.role != "visitor":
+            return
+        elif op == "takeover" and isinstance(msg.get("vgen"), int) and msg["vgen"] > self.vgen:
             self.stop(
                 ProtocolError("replaced", "a newer visitor connection took over", Close.REPLACED)
             )
@@ -804,6 +862,39 @@ class Conn:
 
         sources = {"v": src}
         initial = [] if need_snapshot else [(src, start_pos)]
+        ctl = streams.subject_ctl(self.sid)
+        await self.gw.fanout.add(ctl, self._on_ctl)
+        try:
+            await self._agent_tasks(
+                subject,
+                check,
+                aid,
+                vsubject,
+                sources,
+                src,
+                on_lost,
+                initial,
+                late_snapshot if need_snapshot else None,
+                need_snapshot,
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.gw.fanout.remove(ctl, self._on_ctl)
+        if self.said_bye and self.error is None:
+            # A clean goodbye: this agent id will not resume, so forget it.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+
+                def forget(m: session_store.SessionMeta) -> None:
+                    m.agents.pop(aid, None)
+
+                await self.bridge.call(session_store.update, self.gw.kv, self.sid, forget)
+                await self.bridge.publish_core(
+                    streams.subject_ctl(self.sid), json.dumps({"op": "left", "aid": aid}).encode()
+                )
+
+    async def _agent_tasks(
+        self, subject, check, aid, vsubject, sources, src, on_lost, initial, late, need_snapshot
+    ) -> None:
         async with trio.open_nursery() as n:
             if need_snapshot:
                 n.start_soon(self._guard_bg, self._request_snapshot)
@@ -817,16 +908,5 @@ class Conn:
                 lambda _s: src,
                 on_lost,
                 initial,
-                late_snapshot if need_snapshot else None,
+                late,
             )
-        if self.said_bye and self.error is None:
-            # A clean goodbye: this agent id will not resume, so forget it.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-
-                def forget(m: session_store.SessionMeta) -> None:
-                    m.agents.pop(aid, None)
-
-                await self.bridge.call(session_store.update, self.gw.kv, self.sid, forget)
-                await self.bridge.publish_core(
-                    streams.subject_ctl(self.sid), json.dumps({"op": "left", "aid": aid}).encode()
-                )

@@ -25,6 +25,12 @@ class SessionMeta:
     # each agent id. Informational (operators, status): resumes read the stream itself,
     # which is authoritative even after a gateway crash that skipped this write.
     durable: dict[str, int] = field(default_factory=dict)
+    # Set by the HTTP API (router): the site it belongs to, its short code, when it was
+    # created, and whether it has been ended (then every gateway refuses and closes it).
+    site: str | None = None
+    code: str | None = None
+    created: float = 0.0
+    ended: bool = False
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:

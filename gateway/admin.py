@@ -1,0 +1,106 @@
+"""The gateway's admin port: /healthz, /readyz, Prometheus /metrics and POST /admin/drain.
+
+Readiness fails as soon as a drain starts (and while NATS is unreachable), so a load
+balancer stops sending new clients before any existing one is told to leave.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import h11
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+MAX_REQUEST_BYTES = 16 * 1024
+
+Response = tuple[int, str, bytes]
+
+
+@dataclass
+class AdminHooks:
+    ready: Callable[[], bool]
+    drain: Callable[[], dict]  # starts a drain, returns the state to report
+    admin_key: str | None
+
+
+def _json(status: int, obj: dict) -> Response:
+    return status, "application/json", json.dumps(obj).encode()
+
+
+def route(hooks: AdminHooks, method: bytes, path: str, headers: dict[bytes, bytes]) -> Response:
+    """Sans-I/O: one request in, one response out."""
+    if path == "/admin/drain":
+        if method != b"POST":
+            return _json(405, {"error": {"code": "method_not_allowed", "message": "use POST"}})
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        key = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hooks.admin_key:
+            return _json(
+                403, {"error": {"code": "admin_disabled", "message": "no admin key configured"}}
+            )
+        if not hmac.compare_digest(key.encode(), hooks.admin_key.encode()):
+            return _json(
+                401, {"error": {"code": "bad_admin_key", "message": "missing or wrong bearer key"}}
+            )
+        return _json(202, hooks.drain())
+    if method not in (b"GET", b"HEAD"):
+        return _json(405, {"error": {"code": "method_not_allowed", "message": "use GET"}})
+    if path == "/healthz":
+        return 200, "text/plain", b"ok\n"
+    if path == "/readyz":
+        return (
+            (200, "text/plain", b"ready\n")
+            if hooks.ready()
+            else (503, "text/plain", b"not ready\n")
+        )
+    if path == "/metrics":
+        return 200, CONTENT_TYPE_LATEST, generate_latest()
+    return _json(404, {"error": {"code": "not_found", "message": "no such path"}})
+
+
+async def _respond(stream: trio.SocketStream, hooks: AdminHooks) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+    with trio.move_on_after(10):
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                break
+            return
+        path = event.target.decode("latin-1").split("?", 1)[0]
+        headers = {k.lower(): v for k, v in event.headers}
+        status, ctype, body = route(hooks, event.method, path, headers)
+        out = [("content-type", ctype), ("content-length", str(len(body))), ("connection", "close")]
+        await stream.send_all(conn.send(h11.Response(status_code=status, headers=out)))
+        if event.method != b"HEAD":
+            await stream.send_all(conn.send(h11.Data(data=body)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def serve_admin(
+    host: str,
+    port: int,
+    hooks: AdminHooks,
+    *,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        try:
+            await _respond(stream, hooks)
+        except (h11.RemoteProtocolError, trio.BrokenResourceError):
+            pass
+        finally:
+            await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)

@@ -1,0 +1,101 @@
+"""Admission at the WebSocket handshake: the trio shell around router.admission.
+
+A client names its session in the URL (`?sid=...`), and a resuming client adds its resume
+token (`&rt=...`), because a handshake must be decided before any frame is read. A valid,
+unexpired resume token for a session that is still live goes through the resume lane; any
+other connection is a new session, limited per client address (the `limits` package) and by
+the new-session bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import limits
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from router import tokens
+from router.admission import Admission, Decision, retry_after_header
+
+from . import metrics, session_store
+from .codec import SESSION_ID_RE
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    new_rate: float = 50.0  # new sessions per second per gateway
+    new_burst: float = 100.0
+    resume_rate: float = 500.0  # resumes per second per gateway: the drain lane
+    resume_burst: float = 2000.0
+    new_per_address: str = "120/minute"  # new sessions per client address
+
+
+def handshake_params(path: str) -> tuple[str | None, str | None]:
+    q = parse_qs(urlsplit(path).query)
+    sid = (q.get("sid") or [None])[0]
+    rt = (q.get("rt") or [None])[0]
+    if sid is not None and not SESSION_ID_RE.fullmatch(sid):
+        sid = None
+    if rt is not None and len(rt) > 2048:
+        rt = None
+    return sid, rt
+
+
+class AdmissionGate:
+    def __init__(self, settings: AdmissionSettings, keyring: tokens.Keyring, bridge, kv) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self.bridge = bridge
+        self.kv = kv
+        self.policy = Admission(
+            new_rate=settings.new_rate,
+            new_burst=settings.new_burst,
+            resume_rate=settings.resume_rate,
+            resume_burst=settings.resume_burst,
+            now=time.monotonic(),
+        )
+        self.per_address = MovingWindowRateLimiter(MemoryStorage())
+        self.address_limit = limits.parse(settings.new_per_address)
+
+    async def _is_resume(self, sid: str | None, rt: str | None) -> bool:
+        if sid is None or rt is None:
+            return False
+        try:
+            tokens.verify(self.keyring, rt, sid=sid, role="resume", now=time.time())
+        except tokens.TokenError:
+            return False
+        meta = await self.bridge.call(session_store.load, self.kv, sid)
+        return meta is not None and not meta.ended
+
+    async def check(self, path: str, address: str, draining: bool) -> Decision:
+        sid, rt = handshake_params(path)
+        resume = False if draining else await self._is_resume(sid, rt)
+        if not resume and not draining:
+            if not self.per_address.hit(self.address_limit, "new", address):
+                stats = self.per_address.get_window_stats(self.address_limit, "new", address)
+                decision = Decision(
+                    admit=False,
+                    lane="rejected",
+                    status=429,
+                    retry_after=max(1.0, stats.reset_time - time.time()),
+                    reason="too many new sessions from this address",
+                )
+                metrics.ADMISSION.labels(lane="address_limit").inc()
+                return decision
+        decision = self.policy.decide(resume=resume, now=time.monotonic(), draining=draining)
+        metrics.ADMISSION.labels(lane=decision.lane).inc()
+        return decision
+
+
+def rejection(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    code = "draining" if decision.status == 503 else "rate_limited"
+    body = json.dumps({"error": {"code": code, "message": decision.reason}}).encode()
+    headers = [
+        (b"Retry-After", retry_after_header(decision.retry_after).encode()),
+        (b"Content-Type", b"application/json"),
+    ]
+    return decision.status, headers, body

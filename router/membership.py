@@ -1,0 +1,89 @@
+"""Gateway membership in a NATS KV bucket, and each session's order of gateways.
+
+Every gateway writes its entry (id, public URL, admin URL, state, connections, load) every
+few seconds into a bucket whose entries expire after a TTL, so a gateway that dies
+disappears on its own. A session's gateways are ordered by rendezvous hashing of its id over
+the active gateways: visitor and agents meet on the first, and when it drains they all
+move to the next one in the same order.
+
+The functions here are asyncio coroutines (nats-py), called through NatsBridge.call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NoKeysError
+
+from .rendezvous import order
+
+BUCKET = "cobrowse_gateways"
+TTL = 10.0  # an entry not refreshed for this long is gone
+HEARTBEAT = 2.0
+DRAIN_SUBJECT = "cobrowse.admin.drain.{gateway_id}"
+
+
+@dataclass
+class GatewayInfo:
+    id: str
+    url: str
+    state: str = "active"  # active | draining
+    connections: int = 0
+    load: float = 0.0  # CPU seconds per second used by the process over the last beat
+    admin_url: str | None = None
+    updated: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GatewayInfo:
+        raw = json.loads(data)
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+async def ensure_bucket(js, storage: str = "memory", replicas: int = 1):
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=BUCKET,
+                history=1,
+                ttl=TTL,
+                storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
+                replicas=replicas,
+            )
+        )
+
+
+async def put(kv, info: GatewayInfo) -> None:
+    await kv.put(info.id, info.to_bytes())
+
+
+async def remove(kv, gateway_id: str) -> None:
+    await kv.delete(gateway_id)
+
+
+async def list_gateways(kv) -> list[GatewayInfo]:
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    out = []
+    for k in keys:
+        try:
+            entry = await kv.get(k)
+        except Exception:  # deleted or expired between keys() and get()
+            continue
+        if entry.value:
+            out.append(GatewayInfo.from_bytes(entry.value))
+    return sorted(out, key=lambda g: g.id)
+
+
+def urls_for(sid: str, gateways: list[GatewayInfo], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The session's gateway URLs, best first: rendezvous order over active gateways."""
+    active = {g.id: g for g in gateways if g.state == "active" and g.id not in exclude}
+    return [active[i].url for i in order(sid, list(active))]

@@ -1,0 +1,219 @@
+"""The router's side of sessions: create one with a short code, resolve a code, list, end.
+
+A session's metadata is the gateways' `SessionMeta` in the `cobrowse_sessions` KV bucket; the
+router adds `site`, `code`, `created` and `ended`. Short codes live in a second bucket,
+`cobrowse_codes` (key: the six digits, value: the session id), claimed with `kv.create`, which
+fails when the key exists, so two live sessions never share a code. A code entry whose
+session no longer accepts it (expired, ended, gone) may be taken over, compare-and-set.
+
+The decisions (`code_live`, `new_session_id`) are plain functions; the rest are asyncio
+coroutines for `NatsBridge.call`, one crossing per API operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+
+from gateway import session_store
+from gateway.codec import SESSION_ID_RE
+from gateway.session_store import SessionMeta
+
+from . import shortcodes
+
+CODE_ATTEMPTS = 32
+
+
+class CodeSpaceExhausted(RuntimeError):
+    """No free short code after CODE_ATTEMPTS tries (about a million live sessions)."""
+
+
+def new_session_id(token: Callable[[int], str] = secrets.token_urlsafe) -> str:
+    """16 characters of [A-Za-z0-9_-] (96 random bits): a valid gateway session id, safe as
+    a NATS subject token and a KV key."""
+    sid = token(12)
+    if not SESSION_ID_RE.fullmatch(sid) or len(sid) != 16:
+        raise ValueError(f"generated session id {sid!r} is not subject-safe")
+    return sid
+
+
+def valid_session_id(sid: str) -> bool:
+    return SESSION_ID_RE.fullmatch(sid) is not None
+
+
+def code_live(meta: SessionMeta | None, code: str, now: float, code_ttl: float) -> bool:
+    """Whether `code` still lets an agent join the session `meta` describes.
+
+    A code works until `created + code_ttl`; once an agent has joined it keeps working (more
+    agents may join the same way) until the session ends or its code entry expires."""
+    if meta is None or meta.ended or meta.code != code:
+        return False
+    return bool(meta.agents) or now < meta.created + code_ttl
+
+
+def code_expires_at(meta: SessionMeta, code_ttl: float) -> float:
+    return meta.created + code_ttl
+
+
+@dataclass(frozen=True)
+class Created:
+    sid: str
+    code: str
+    meta: SessionMeta
+
+
+async def ensure_codes_bucket(js, bucket: str, ttl: float, storage: str, replicas: int):
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                ttl=ttl,
+                storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
+                replicas=replicas,
+            )
+        )
+
+
+def _conflict(exc: Exception) -> bool:
+    """A compare-and-set write lost: the key exists or moved on since we read it."""
+    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc).lower()
+
+
+async def _get(kv, key: str):
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:  # also a deleted key (KeyDeletedError subclasses it)
+        return None
+    return entry if entry.value else None
+
+
+async def _claim_code(
+    kv_sessions, kv_codes, sid: str, code: str, now: float, code_ttl: float
+) -> bool:
+    """Point `code` at `sid` if it is free or its session no longer accepts it."""
+    try:
+        await kv_codes.create(code, sid.encode())
+        return True
+    except APIError as exc:
+        if not _conflict(exc):
+            raise
+    entry = await _get(kv_codes, code)
+    if entry is None:
+        return False  # deleted meanwhile; the next attempt draws another code
+    holder = await session_store.load(kv_sessions, entry.value.decode())
+    if code_live(holder, code, now, code_ttl):
+        return False
+    try:
+        await kv_codes.update(code, sid.encode(), last=entry.revision)
+        return True
+    except APIError as exc:
+        if _conflict(exc):  # someone else took it over first
+            return False
+        raise
+
+
+async def create(
+    kv_sessions,
+    kv_codes,
+    sid: str,
+    *,
+    site: str,
+    now: float,
+    code_ttl: float,
+    rng: random.Random | random.SystemRandom,
+) -> Created:
+    """Record a new session for `site` and give it a short code unique among live sessions.
+
+    The metadata is written first (with `created`), so a session whose code claim is in
+    progress never looks stale to a concurrent claim of the same code."""
+
+    def born(meta: SessionMeta) -> None:
+        if meta.created or meta.epoch or meta.site:
+            raise ValueError(f"session id {sid} already in use")
+        meta.site = site
+        meta.created = now
+
+    await session_store.update(kv_sessions, sid, born)
+    for _ in range(CODE_ATTEMPTS):
+        code = shortcodes.new_code(rng)
+        if await _claim_code(kv_sessions, kv_codes, sid, code, now, code_ttl):
+            break
+    else:
+        raise CodeSpaceExhausted(f"no free short code after {CODE_ATTEMPTS} attempts")
+
+    def coded(meta: SessionMeta) -> None:
+        meta.code = code
+
+    meta = await session_store.update(kv_sessions, sid, coded)
+    return Created(sid, code, meta)
+
+
+async def resolve_code(
+    kv_sessions, kv_codes, code: str, now: float, code_ttl: float
+) -> tuple[str, SessionMeta] | None:
+    """The session a code lets an agent join, or None (unknown, expired, ended: all alike)."""
+    entry = await _get(kv_codes, code)
+    if entry is None:
+        return None
+    sid = entry.value.decode()
+    meta = await session_store.load(kv_sessions, sid)
+    if not code_live(meta, code, now, code_ttl):
+        return None
+    return sid, meta
+
+
+async def list_sessions(kv_sessions, *, include_ended: bool = False, concurrency: int = 64):
+    """[(sid, meta)] of every session in the KV bucket, oldest first."""
+    try:
+        keys = await kv_sessions.keys()
+    except NoKeysError:
+        return []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(sid: str):
+        async with gate:
+            return sid, await session_store.load(kv_sessions, sid)
+
+    found = await asyncio.gather(*(one(k) for k in keys))
+    out = [(sid, m) for sid, m in found if m is not None and (include_ended or not m.ended)]
+    return sorted(out, key=lambda item: (item[1].created, item[0]))
+
+
+async def mark_ended(kv_sessions, sid: str) -> SessionMeta | None:
+    """Set `ended`; None when there is no such session (nothing is created then)."""
+    if await session_store.load(kv_sessions, sid) is None:
+        return None
+
+    def end(meta: SessionMeta) -> None:
+        meta.ended = True
+
+    return await session_store.update(kv_sessions, sid, end)
+
+
+async def release_code(kv_codes, code: str, sid: str) -> bool:
+    """Delete the code's entry if it still points at `sid`."""
+    entry = await _get(kv_codes, code)
+    if entry is None or entry.value.decode() != sid:
+        return False
+    try:
+        await kv_codes.delete(code, last=entry.revision)
+    except APIError as exc:
+        if _conflict(exc):  # taken over meanwhile: it belongs to another session now
+            return False
+        raise
+    return True
