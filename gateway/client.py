@@ -88,6 +88,7 @@ class ClientStats:
     rejected: int = 0
     reconnect_notices: int = 0
     resume_times: list[float] = field(default_factory=list)
+    welcomes: list[float] = field(default_factory=list)  # when each welcome arrived (clock)
 
 
 class Client:
@@ -262,6 +263,7 @@ class Client:
         resend = self.seq.resume(frame.durable)
         self._sent_upto = frame.durable
         self.stats.connects += 1
+        self.stats.welcomes.append(self.clock())
         if resumed:
             self.stats.resumes += 1
             if self._down_since is not None:

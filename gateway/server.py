@@ -180,6 +180,7 @@ class Conn:
         self.bridge = gw.bridge
         self.ws = ws
         self.id = secrets.token_hex(6)
+        self.accepted_at = trio.current_time()
         self.role = "?"
         self.sid = "?"
         self.error: ProtocolError | None = None
@@ -196,6 +197,10 @@ class Conn:
         self.epoch = 0
 
     # ---- lifecycle ---------------------------------------------------------------
+
+    def _setup_ms(self) -> float:
+        """From the accepted handshake to the welcome: what a resume costs the client."""
+        return round((trio.current_time() - self.accepted_at) * 1000, 1)
 
     def stop(self, err: ProtocolError | None) -> None:
         if err is not None and self.error is None:
@@ -700,7 +705,13 @@ class Conn:
                 )
             )
             metrics.CONNECTS.labels(role="visitor", resumed=str(resumed).lower()).inc()
-            self.log.info("connection_accepted", epoch=epoch, resumed=resumed, durable=durable)
+            self.log.info(
+                "connection_accepted",
+                epoch=epoch,
+                resumed=resumed,
+                durable=durable,
+                setup_ms=self._setup_ms(),
+            )
             if meta.snap_wanted:
                 await self._send(Control(op="snapshot"))
 
@@ -828,7 +839,12 @@ class Conn:
         )
         metrics.CONNECTS.labels(role="agent", resumed=str(resumed).lower()).inc()
         self.log.info(
-            "connection_accepted", aid=aid, resumed=resumed, durable=durable, delivered=delivered
+            "connection_accepted",
+            aid=aid,
+            resumed=resumed,
+            durable=durable,
+            delivered=delivered,
+            setup_ms=self._setup_ms(),
         )
         await self.bridge.publish_core(
             streams.subject_ctl(self.sid), json.dumps({"op": "joined", "aid": aid}).encode()

@@ -1,4 +1,4 @@
-"""`python -m router`: control-plane commands (the HTTP API arrives with its own issue)."""
+"""`python -m router`: control-plane commands: the HTTP API, operator tools, the local cluster."""
 
 from __future__ import annotations
 
@@ -33,7 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--role", choices=["visitor", "agent"], required=True)
     tok.add_argument("--ttl", type=float, default=3600)
     tok.add_argument("--cluster", default=".run/cluster.json")
+    srv = sub.add_parser("serve", help="serve the HTTP API (settings from COBROWSE_* variables)")
+    srv.add_argument("--host", default=None, help="listen address (COBROWSE_API_HOST)")
+    srv.add_argument("--port", type=int, default=None, help="listen port (COBROWSE_API_PORT)")
+    st = sub.add_parser("status", help="list the cluster's gateways")
+    st.add_argument("--nats", default=None, help="NATS URL (default: COBROWSE_NATS_URL)")
+    dr = sub.add_parser("drain", help="tell one gateway to drain")
+    dr.add_argument("gateway_id")
+    dr.add_argument("--nats", default=None, help="NATS URL (default: COBROWSE_NATS_URL)")
+    dr.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     args = p.parse_args(argv)
+    if args.cmd in ("serve", "status", "drain"):
+        from . import serve
+
+        if args.cmd == "serve":
+            return serve.cmd_serve(args.host, args.port)
+        if args.cmd == "status":
+            return serve.cmd_status(args.nats)
+        return serve.cmd_drain(args.gateway_id, args.nats, args.timeout)
     if args.cmd == "up":
         from .cluster import up as run_up
 

@@ -71,13 +71,13 @@ class TokenBucket:
             return 0.0
         if self.rate == 0 or n > self.burst:
             return math.inf
-        start = self._last  # == now unless the clock stepped back
-        t = start + (n - self._tokens) / self.rate
+        # self._last is now, or later if the clock stepped back.
+        wait = max(self._last + (n - self._tokens) / self.rate - now, 0.0)
         for _ in range(_NUDGE_LIMIT):
-            if self._level_at(t) >= n:
+            if self._level_at(now + wait) >= n:
                 break
-            t = math.nextafter(t, math.inf)
-        return max(t - now, 0.0)
+            wait = max(math.nextafter(wait, math.inf), wait + math.ulp(now + wait))
+        return wait
 
 
 @dataclass(frozen=True)

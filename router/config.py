@@ -187,7 +187,9 @@ def load(
             )
     if site_keys and agent_keys and set(site_keys) & set(agent_keys):
         problems.append("a site key (public) is also an agent API key (secret): use other keys")
-    if admin_key and ((agent_keys and admin_key in agent_keys) or (site_keys and admin_key in site_keys)):
+    if admin_key and (
+        (agent_keys and admin_key in agent_keys) or (site_keys and admin_key in site_keys)
+    ):
         problems.append("COBROWSE_ADMIN_KEY must differ from every site and agent key")
 
     limits_ = {}

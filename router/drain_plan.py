@@ -75,7 +75,8 @@ class DrainPlanner:
             (min(now + (i + self._rng.random()) * self.window / n, latest), item)
             for i, item in enumerate(order)
         ]
-        out.sort(key=lambda pair: pair[0])  # already in order but for rounding; items need not compare
+        # In order already but for rounding; sort on time only, items need not compare.
+        out.sort(key=lambda pair: pair[0])
         return out
 
 

@@ -16,6 +16,7 @@ from router.cluster import _wait_port, spawn_gateway
 
 KEYS = "test-1:" + secrets.token_urlsafe(32) + ",test-0:" + secrets.token_urlsafe(32)
 KEYRING = tokens.Keyring.parse(KEYS)
+ADMIN_KEY = "admin-" + secrets.token_urlsafe(16)
 
 
 def mint(sid: str, role: str, ttl: float = 3600, keyring: tokens.Keyring = KEYRING) -> str:
@@ -37,7 +38,9 @@ class Gateways:
 
     def start(self, gid: str, extra: list[str] | None = None) -> str:
         port, hport = natsproc.free_port(), natsproc.free_port()
-        env = dict(os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO")
+        env = dict(
+            os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO", COBROWSE_ADMIN_KEY=ADMIN_KEY
+        )
         proc = spawn_gateway(
             gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])]
         )

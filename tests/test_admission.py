@@ -89,7 +89,7 @@ def test_time_going_backwards_counts_as_no_time():
     assert b.level(9.0) == 0.0
     assert b.level(10.0) == 0.0
     assert b.level(10.5) == 0.5
-    assert b.retry_after(3.0) == 7.5  # from 3.0, tokens are there at 10.5 + 0.5
+    assert b.retry_after(3.0) == 8.0  # from 3.0: the token is there at 10.5 + 0.5
     assert b.try_take(11.0)
 
 

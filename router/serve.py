@@ -1,0 +1,201 @@
+"""`python -m router serve | status | drain`: the HTTP API process and two operator commands.
+
+`serve` opens the NATS bridge, makes sure the stream and the three KV buckets exist (sessions,
+short codes, gateway membership) and serves the API with Hypercorn's trio worker until SIGINT
+or SIGTERM. `status` prints the gateways registered in the membership bucket; `drain` asks one
+gateway, by NATS request, to drain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import structlog
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+from nats.js.errors import BucketNotFoundError
+
+from gateway import streams
+from gateway.logs import configure
+from gateway.nats_bridge import open_bridge
+
+from . import admin, membership, sessions
+from .api import create_app
+from .config import ConfigError, RouterConfig
+from .config import load as load_config
+
+log = structlog.get_logger("router.serve")
+
+CONNECT_TIMEOUT = 5.0
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def run_server(
+    cfg: RouterConfig,
+    *,
+    shutdown_trigger=None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API; `task_status.started` gets the bound URLs."""
+    async with open_bridge(cfg.nats_servers, name="cobrowse-router") as bridge:
+        kv_sessions = await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
+        kv_codes = await bridge.call(
+            sessions.ensure_codes_bucket,
+            bridge.js,
+            cfg.codes_bucket,
+            cfg.codes_ttl,
+            cfg.stream.storage,
+            cfg.stream.replicas,
+        )
+        kv_gateways = await bridge.call(
+            membership.ensure_bucket, bridge.js, cfg.stream.storage, cfg.stream.replicas
+        )
+        app = create_app(cfg, bridge, kv_sessions, kv_codes, kv_gateways)
+        hc = HyperConfig()
+        hc.bind = [_bind(cfg.host, cfg.port)]
+        hc.accesslog = None
+        hc.graceful_timeout = 5.0
+        hc.include_server_header = False
+
+        async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
+            await hypercorn_serve(
+                app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status
+            )
+
+        async with trio.open_nursery() as n:
+            urls = await n.start(serving)
+            log.info("router_listening", urls=urls, nats=cfg.nats_servers)
+            task_status.started(urls)
+
+
+async def _serve_until_signal(cfg: RouterConfig) -> None:
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def watch() -> None:
+            async for signum in signals:
+                log.info("router_stopping", signal=signal.Signals(signum).name)
+                stop.set()
+                return
+
+        async with trio.open_nursery() as n:
+            n.start_soon(watch)
+            await run_server(cfg, shutdown_trigger=stop.wait)
+            n.cancel_scope.cancel()
+
+
+def cmd_serve(host: str | None, port: int | None) -> int:
+    configure("router")
+    try:
+        cfg = load_config(host=host, port=port)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    trio.run(_serve_until_signal, cfg)
+    log.info("router_stopped")
+    return 0
+
+
+# ---- operator commands ------------------------------------------------------------------
+
+
+def nats_url(flag: str | None, cluster: str = ".run/cluster.json") -> str | None:
+    """--nats, else COBROWSE_NATS_URL, else the local cluster's (`make run`)."""
+    if flag:
+        return flag
+    if os.environ.get("COBROWSE_NATS_URL"):
+        return os.environ["COBROWSE_NATS_URL"]
+    path = Path(cluster)
+    if path.exists():
+        try:
+            return json.loads(path.read_text())["nats"]["url"]
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+async def _with_nats(url: str, action):
+    """Run `action(bridge)`; None if NATS was not reachable within CONNECT_TIMEOUT."""
+    result = None
+    with trio.move_on_after(CONNECT_TIMEOUT + 40):  # a stuck JetStream never hangs a CLI
+        connected = False
+
+        async def connect_watchdog(cancel_scope):
+            await trio.sleep(CONNECT_TIMEOUT)
+            if not connected:
+                cancel_scope.cancel()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(connect_watchdog, n.cancel_scope)
+            async with open_bridge(url, name="cobrowse-router-cli") as bridge:
+                connected = True
+                result = ("ok", await action(bridge))
+            n.cancel_scope.cancel()
+    return result
+
+
+def _nats_or_exit(flag: str | None) -> str:
+    configure("router", level="ERROR")  # stdout is the answer; a clean close logs warnings
+    url = nats_url(flag)
+    if not url:
+        print(
+            "no NATS URL: pass --nats, set COBROWSE_NATS_URL, or run `make run` "
+            "(.run/cluster.json)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return url
+
+
+def cmd_status(flag: str | None) -> int:
+    url = _nats_or_exit(flag)
+
+    async def action(bridge):
+        try:
+            kv = await bridge.call(bridge.js.key_value, membership.BUCKET)
+        except BucketNotFoundError:  # no gateway has ever registered
+            return []
+        return await bridge.call(membership.list_gateways, kv)
+
+    got = trio.run(_with_nats, url, action)
+    if got is None:
+        print(f"cannot reach NATS at {url}", file=sys.stderr)
+        return 1
+    print(admin.format_status(got[1], time.time()))
+    return 0
+
+
+def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
+    url = _nats_or_exit(flag)
+
+    async def action(bridge):
+        try:
+            return await bridge.call(admin.request_drain, bridge.nc, gateway_id, timeout)
+        except (admin.NoAnswer, admin.BadReply) as exc:
+            return exc
+
+    got = trio.run(_with_nats, url, action)
+    if got is None:
+        print(f"cannot reach NATS at {url}", file=sys.stderr)
+        return 1
+    reply = got[1]
+    if isinstance(reply, Exception):
+        print(str(reply), file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"gateway {gateway_id} refused: {json.dumps(reply)}", file=sys.stderr)
+        return 1
+    print(
+        f"gateway {reply.get('gateway', gateway_id)} is {reply.get('state', '?')} "
+        f"({reply.get('connections', 0)} connections to move)"
+    )
+    return 0
