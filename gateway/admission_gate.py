@@ -68,7 +68,12 @@ class AdmissionGate:
             tokens.verify(self.keyring, rt, sid=sid, role="resume", now=time.time())
         except tokens.TokenError:
             return False
-        meta = await self.bridge.call(session_store.load, self.kv, sid)
+        try:
+            meta = await self.bridge.call(session_store.load, self.kv, sid, timeout=2)
+        except Exception:
+            # KV unreachable (a leader election): the token is valid, so let the resume
+            # through; the hello that follows checks the session again.
+            return True
         return meta is not None and not meta.ended
 
     async def check(self, path: str, address: str, draining: bool) -> Decision:

@@ -78,9 +78,14 @@ class NatsBridge:
         now = time.monotonic()
         self._send.send_nowait(_Pending(subject, data, msg_id, done, first=now))
 
-    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
-        """Run one asyncio coroutine function (control path, not per event)."""
-        return await trio_asyncio.aio_as_trio(fn)(*args, **kw)
+    async def call(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 15.0, **kw: Any
+    ) -> Any:
+        """Run one asyncio coroutine function (control path, not per event).
+
+        Bounded: a NATS request lost in a reconnect must not hang a connection forever."""
+        with trio.fail_after(timeout):
+            return await trio_asyncio.aio_as_trio(fn)(*args, **kw)
 
     async def subscribe(self, subject: str, handler: Callable[[str, bytes], None]) -> Any:
         """Core-NATS subscription whose handler runs synchronously on the trio thread."""

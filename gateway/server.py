@@ -500,9 +500,24 @@ class Conn:
                 m.snap = [epoch, seq, sseq]
             m.snap_wanted = False
 
-        await self.bridge.call(session_store.update, self.gw.kv, self.sid, change)
-        if self.window.release(seq) is not None:
-            self.ack_wanted.set()
+        # The ack waits for the pointer so an acknowledged snapshot is always findable, but
+        # never for long: through a KV leader election it retries, then gives up (late
+        # joiners then ask the visitor for a snapshot) rather than stall the visitor.
+        try:
+            with trio.move_on_after(20):
+                while True:
+                    try:
+                        await self.bridge.call(
+                            session_store.update, self.gw.kv, self.sid, change, timeout=3
+                        )
+                        break
+                    except Exception as exc:
+                        self.log.warning("snapshot_pointer_retry", error=repr(exc))
+                        await trio.sleep(0.5)
+        finally:
+            if self.window.release(seq) is not None:
+                self.ack_wanted.set()
+                self.room.set()  # the reader may be waiting on this very ack
 
     async def _acker(self) -> None:
         """Cumulative acks, batched over ack_interval: never per event."""

@@ -25,7 +25,7 @@ def _keyring(args) -> tokens.Keyring:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m router")
     sub = p.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start a local cluster (NATS + gateways) on loopback")
+    up = sub.add_parser("up", help="start a local cluster (NATS, gateways, HTTP API) on loopback")
     up.add_argument("--run-dir", default=".run")
     up.add_argument("--gateways", type=int, default=2)
     tok = sub.add_parser("token", help="mint a development token")
