@@ -589,6 +589,7 @@ class Conn:
                         src.push(dec[0], dec[1], now)
                 for src in list(sources.values()):
                     if src.buf is not None and src.buf.gap_due(now) is not None:
+                        metrics.REORDER_WAITS.inc()
                         await self._fill(src, on_lost)
                 if overflow or (not got and now >= last_activity + self.cfg.tail_check):
                     overflow = False
