@@ -1,0 +1,69 @@
+"""Through the HTTP API with real gateways: a session is created, joined by short code,
+streamed, and ended (its connections close with 4004 and its stream data is removed)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from gateway import streams
+from gateway.client import Client, ClientError
+from gateway.codec import Close
+
+from .test_api import AGENT_KEY, auth, serving
+
+
+async def test_create_join_stream_and_end(nats_server, gateways_factory):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a")
+    g.start("gw-b")
+    async with serving(nats_server.url, gateways=False) as api:
+        with trio.fail_after(20):  # both gateways have registered themselves
+            while True:
+                r = await api.http.get("/v1/cluster", headers=auth())
+                if len([x for x in r.json()["gateways"] if x["state"] == "active"]) == 2:
+                    break
+                await trio.sleep(0.2)
+        created = await api.create()
+        sid = created["session_id"]
+        assert set(created["gateways"]) == {g.url("gw-a"), g.url("gw-b")}
+        looked = (await api.lookup(created["short_code"])).json()
+        assert looked["session_id"] == sid and looked["gateways"] == created["gateways"]
+        visitor = Client(created["gateways"], sid, created["visitor_token"], "visitor")
+        agent = Client(looked["gateways"], sid, looked["agent_token"], "agent")
+        ends: dict[str, ClientError] = {}
+
+        async def run(name: str, c: Client, task_status=trio.TASK_STATUS_IGNORED):
+            try:
+                await c.run(task_status=task_status)
+            except ClientError as exc:
+                ends[name] = exc
+
+        async with trio.open_nursery() as n:
+            await n.start(run, "visitor", visitor)
+            await visitor.send_snapshot(b"<html>")
+            await visitor.wait_acked(1)
+            await n.start(run, "agent", agent)
+            await visitor.send("mutation", {"x": 1})
+            with trio.fail_after(10):
+                got = [await agent.events.receive() for _ in range(2)]
+            assert visitor.gateway == agent.gateway  # rendezvous order: they meet
+            r = await api.http.delete(
+                f"/v1/sessions/{sid}", headers={"Authorization": f"Bearer {AGENT_KEY}"}
+            )
+            assert r.status_code in (200, 204), r.text
+            with trio.fail_after(10):
+                while len(ends) < 2:
+                    await trio.sleep(0.05)
+        assert [d.seq for d in got] == [1, 2]
+        assert ends["visitor"].close_code == ends["agent"].close_code == Close.SESSION_ENDED
+        last = await api.bridge.call(
+            streams.last_of, api.bridge.nc, "COBROWSE", streams.subject_v(sid)
+        )
+        assert last is None
+        # An ended session cannot be joined again.
+        again = Client(created["gateways"], sid, created["visitor_token"], "visitor")
+        with pytest.raises(ClientError) as exc:
+            with trio.fail_after(10):
+                await again.run()
+        assert exc.value.close_code == Close.SESSION_ENDED
