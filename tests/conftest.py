@@ -39,7 +39,10 @@ class Gateways:
     def start(self, gid: str, extra: list[str] | None = None) -> str:
         port, hport = natsproc.free_port(), natsproc.free_port()
         env = dict(
-            os.environ, COBROWSE_TOKEN_KEYS=KEYS, COBROWSE_LOG_LEVEL="INFO", COBROWSE_ADMIN_KEY=ADMIN_KEY
+            os.environ,
+            COBROWSE_TOKEN_KEYS=KEYS,
+            COBROWSE_LOG_LEVEL="INFO",
+            COBROWSE_ADMIN_KEY=ADMIN_KEY,
         )
         proc = spawn_gateway(
             gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])]
