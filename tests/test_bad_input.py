@@ -100,6 +100,25 @@ def _forged(sid: str, role: str) -> str:
     return tokens.mint(other, sid=sid, role=role, now=1e10, ttl=10)
 
 
+def _resume(sid: str, **claims) -> str:
+    from .conftest import KEYRING
+
+    return tokens.mint(KEYRING, sid=sid, role="resume", now=1e10 - 100, ttl=1e9, **claims)
+
+
+def _resume_hello(sid: str, role: str, rt: str) -> bytes:
+    return msgpack.packb(
+        {
+            "t": "hello",
+            "v": 1,
+            "role": role,
+            "sid": sid,
+            "token": mint(sid, role),
+            "resume": {"rt": rt, "epoch": 0, "recv": None},
+        }
+    )
+
+
 CASES = {
     "garbage_bytes": (lambda sid: [b"\xc1\xff\x00garbage"], "bad_frame", Close.BAD_FRAME),
     "wrong_shape": (lambda sid: [msgpack.packb([1, 2, 3])], "bad_shape", Close.BAD_FRAME),
@@ -179,6 +198,16 @@ CASES = {
         ],
         "unsupported_version",
         Close.UNSUPPORTED_VERSION,
+    ),
+    "resume_token_of_another_session": (
+        lambda sid: [_resume_hello(sid, "agent", _resume(new_sid(), r="agent", aid="aabcdef"))],
+        "bad_resume",
+        Close.UNAUTHORIZED,
+    ),
+    "visitor_resume_token_used_by_agent": (
+        lambda sid: [_resume_hello(sid, "agent", _resume(sid, r="visitor", epoch=1))],
+        "bad_resume",
+        Close.UNAUTHORIZED,
     ),
     "forged_resume_token": (
         lambda sid: [
