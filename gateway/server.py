@@ -80,6 +80,7 @@ class Gateway:
         self.draining = False
         self.listen_port: int | None = None
         self._empty = trio.Event()
+        self._empty.set()  # no connections yet
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -136,7 +136,9 @@ def up(run_dir: Path, gateways: int = 2) -> int:
     nats_dir = run_dir / "nats"
     dev = dev_keys()
     keys = dev["token_keys"]
+    # Short drains in development: Ctrl-C should not take 30 s.
     env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys)
+    env.setdefault("COBROWSE_DRAIN_WINDOW", "5")
     router_env = dict(
         env,
         COBROWSE_SITE_KEYS=f"{dev['site_key']}:dev",
@@ -208,16 +210,29 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         )
         print("Ctrl-C stops everything.")
         sys.stdout.flush()
+        by_id = {g["id"]: g for g in gws}
         while True:
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
+            for i, (name, proc) in enumerate(procs):
+                if proc.poll() is None:
+                    continue
+                if name in by_id:
+                    # A drained (or crashed) gateway comes back, as its Deployment would.
+                    print(f"{name} exited with {proc.returncode}; starting it again", flush=True)
+                    new = spawn_gateway(name, by_id[name]["port"], nats.url, env, run_dir)
+                    procs[i] = (name, new)
+                    pids[i] = {"name": name, "pid": new.pid, "marker": "-m gateway"}
+                    (run_dir / "pids.json").write_text(json.dumps(pids))
+                    continue
+                print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")
         return 0
     finally:
+        # A second Ctrl-C must not leave children behind half-way through the clean-up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _, proc in reversed(procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
