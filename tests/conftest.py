@@ -36,7 +36,17 @@ class Gateways:
         self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
         self.health: dict[str, int] = {}
 
-    def start(self, gid: str, extra: list[str] | None = None) -> str:
+    def start(self, gid: str, extra: list[str] | None = None, attempts: int = 4) -> str:
+        """Start a gateway process; a port taken between choice and bind gets a retry."""
+        for attempt in range(attempts):
+            try:
+                return self._start(gid, extra)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, gid: str, extra: list[str] | None) -> str:
         port, hport = natsproc.free_port(), natsproc.free_port()
         env = dict(
             os.environ,
@@ -50,6 +60,12 @@ class Gateways:
         self.procs[gid] = (proc, port)
         self.health[gid] = hport
         _wait_port(port, proc, timeout=30)
+        deadline = time.monotonic() + 20  # the port answering may be someone else's: wait
+        while f"gateway {gid} ready" not in self.log(gid):  # for our gateway to say it bound
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"gateway {gid} did not start: {self.log(gid)[-500:]}")
+            time.sleep(0.05)
         return self.url(gid)
 
     def metric(self, gid: str, name: str) -> float:
