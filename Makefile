@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,loadtest]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -17,6 +17,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtest bench --json bench/results.json
+
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest run --scenario drain --sessions 100 --duration 90 --report loadtest-report
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway router proxy loadtest tests
