@@ -17,6 +17,7 @@ from .admin import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
 from .server import Gateway
+from .supervisor import Supervisor, ready_file, set_parent_death_signal
 
 log = structlog.get_logger("gateway")
 
@@ -100,10 +101,13 @@ async def run(cfg: GatewayConfig) -> None:
                     nursery.start_soon(bridge.publish_core, msg.reply, reply)
 
             await bridge.subscribe_msgs(
-                membership.DRAIN_SUBJECT.format(gateway_id=cfg.gateway_id), on_drain_request
+                membership.DRAIN_SUBJECT.format(gateway_id=cfg.base_id or cfg.gateway_id),
+                on_drain_request,
             )
             nursery.start_soon(_signals, gw)
             print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
+            if cfg.worker_index is not None and (ready := ready_file(cfg.worker_index)):
+                ready.touch()
             await gw.drain_started.wait()
             await gw.drain(cfg.drain_window)
             try:
@@ -124,8 +128,14 @@ async def _signals(gw: Gateway) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     logs.configure("gateway")
+    if cfg.worker_index is None and cfg.workers > 1:
+        sys.exit(trio.run(Supervisor(cfg, argv).run))
+    if cfg.worker_index is not None:
+        set_parent_death_signal()
+        structlog.contextvars.bind_contextvars(worker=cfg.worker_index)
     try:
         trio.run(run, cfg)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ class AdminHooks:
     ready: Callable[[], bool]
     drain: Callable[[], dict]  # starts a drain, returns the state to report
     admin_key: str | None
+    metrics: Callable[[], bytes] = generate_latest
 
 
 def _json(status: int, obj: dict) -> Response:
@@ -58,7 +59,7 @@ def route(hooks: AdminHooks, method: bytes, path: str, headers: dict[bytes, byte
             else (503, "text/plain", b"not ready\n")
         )
     if path == "/metrics":
-        return 200, CONTENT_TYPE_LATEST, generate_latest()
+        return 200, CONTENT_TYPE_LATEST, hooks.metrics()
     return _json(404, {"error": {"code": "not_found", "message": "no such path"}})
 
 

@@ -35,6 +35,13 @@ class GatewayConfig:
     publish_timeout: float = 30.0  # must outlast a stream-leader election
     drain_window: float = 30.0  # reconnect notices are spread over this many seconds
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT)
+    worker_index: int | None = None  # set in a worker process started by the supervisor
+    base_id: str | None = None  # a worker's gateway id without its ".w<i>" suffix
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.worker_index is not None
 
     @property
     def url(self) -> str:
@@ -91,7 +98,16 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         default=_env("COBROWSE_ADMIT_NEW_PER_ADDRESS", "120/minute"),
         help="new sessions per client address, in the limits package's notation",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("COBROWSE_GATEWAY_WORKERS", "0")) or (os.cpu_count() or 1),
+        help="worker processes sharing the port (default: the CPU count)",
+    )
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.workers < 1:
+        p.error("--workers must be at least 1")
     try:
         keyring = Keyring.from_env()
     except ValueError as exc:
@@ -122,4 +138,11 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     )
     if a.gateway_id:
         cfg.gateway_id = a.gateway_id
+    cfg.workers = a.workers
+    if a.worker_index is not None:
+        cfg.worker_index = a.worker_index
+        cfg.base_id = cfg.gateway_id
+        cfg.gateway_id = f"{cfg.gateway_id}.w{a.worker_index}"
+        if cfg.health_port is not None:  # the supervisor has the port; worker i takes +1+i
+            cfg.health_port += 1 + a.worker_index
     return cfg

@@ -2,7 +2,13 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONNECTIONS = Gauge("cobrowse_gateway_connections", "Open WebSocket connections", ["role"])
+# multiprocess_mode: how a supervisor sums its workers' values (PROMETHEUS_MULTIPROC_DIR).
+CONNECTIONS = Gauge(
+    "cobrowse_gateway_connections",
+    "Open WebSocket connections",
+    ["role"],
+    multiprocess_mode="livesum",
+)
 CONNECTS = Counter("cobrowse_gateway_connects_total", "Accepted hellos", ["role", "resumed"])
 CLOSES = Counter("cobrowse_gateway_closes_total", "Closed connections by close code", ["code"])
 PROTOCOL_ERRORS = Counter("cobrowse_gateway_protocol_errors_total", "Protocol errors", ["code"])
@@ -32,7 +38,9 @@ JS_PUBLISH_FAILED = Counter("cobrowse_gateway_js_publish_failed_total", "Publish
 ADMISSION = Counter(
     "cobrowse_gateway_admission_total", "Handshake admission decisions by lane", ["lane"]
 )
-DRAINING = Gauge("cobrowse_gateway_draining", "1 while this gateway drains")
+DRAINING = Gauge(
+    "cobrowse_gateway_draining", "1 while this gateway drains", multiprocess_mode="livemax"
+)
 DRAIN_NOTICES = Counter("cobrowse_gateway_drain_notices_total", "Reconnect notices sent")
 REORDER_WAITS = Counter(
     "cobrowse_gateway_reorder_waits_total", "Gaps a receiver waited on past the gap timeout"

@@ -19,7 +19,13 @@ from typing import Any
 
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+    serve_websocket,
+)
 
 from router import membership, tokens
 from router.drain_plan import DrainPlanner, reconnect_delay
@@ -83,19 +89,28 @@ class Gateway:
         self._empty.set()  # no connections yet
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        # Twice the protocol limit, so an oversized frame still gets an error frame.
+        max_size = 2 * MAX_FRAME_BYTES
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    self.handle,
-                    self.cfg.host,
-                    self.cfg.port,
-                    None,
-                    handler_nursery=nursery,
-                    # Twice the protocol limit, so an oversized frame still gets an error frame.
-                    max_message_size=2 * MAX_FRAME_BYTES,
+            if self.cfg.reuse_port:
+                # Worker processes share one port: the kernel spreads connections.
+                listener = await reuse_port_listener(self.cfg.host, self.cfg.port)
+                ws_server = WebSocketServer(
+                    self.handle, [listener], handler_nursery=nursery, max_message_size=max_size
                 )
-            )
+                server = await nursery.start(ws_server.run)
+            else:
+                server = await nursery.start(
+                    partial(
+                        serve_websocket,
+                        self.handle,
+                        self.cfg.host,
+                        self.cfg.port,
+                        None,
+                        handler_nursery=nursery,
+                        max_message_size=max_size,
+                    )
+                )
             self.listen_port = server.port
             log.info("gateway_listening", gateway=self.cfg.gateway_id, port=server.port)
             task_status.started(server.port)
@@ -148,7 +163,8 @@ class Gateway:
             await trio.sleep_until(at)
             if conn not in self.conns:
                 continue
-            hint = membership.urls_for(conn.sid, gateways, exclude=(self.cfg.gateway_id,))[:1]
+            # Not this gateway, nor a sibling worker behind the same URL.
+            hint = [u for u in membership.urls_for(conn.sid, gateways) if u != self.cfg.url][:1]
             conn.reconnect(delay_ms=int(reconnect_delay(self.rng) * 1000), hint=hint or None)
             metrics.DRAIN_NOTICES.inc()
         with trio.move_on_at(start + window):
@@ -166,6 +182,15 @@ class Gateway:
             seconds=round(trio.current_time() - start, 3),
         )
         self.drain_done.set()
+
+
+async def reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind((host, port))
+    sock.listen(4096)
+    return trio.SocketListener(sock)
 
 
 def _now() -> float:

@@ -76,4 +76,8 @@ async def list_gateways(kv) -> list[GatewayInfo]:
 def urls_for(sid: str, gateways: list[GatewayInfo], exclude: tuple[str, ...] = ()) -> list[str]:
     """The session's gateway URLs, best first: rendezvous order over active gateways."""
     active = {g.id: g for g in gateways if g.state == "active" and g.id not in exclude}
-    return [active[i].url for i in order(sid, list(active))]
+    urls: list[str] = []
+    for i in order(sid, list(active)):
+        if active[i].url not in urls:  # worker processes of one gateway share its URL
+            urls.append(active[i].url)
+    return urls

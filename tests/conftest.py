@@ -55,7 +55,12 @@ class Gateways:
             COBROWSE_ADMIN_KEY=ADMIN_KEY,
         )
         proc = spawn_gateway(
-            gid, port, self.nats_url, env, self.base, ["--health-port", str(hport), *(extra or [])]
+            gid,
+            port,
+            self.nats_url,
+            env,
+            self.base,
+            ["--health-port", str(hport), "--workers", "1", *(extra or [])],
         )
         self.procs[gid] = (proc, port)
         self.health[gid] = hport

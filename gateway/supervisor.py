@@ -1,0 +1,151 @@
+"""`python -m gateway --workers N`: N worker processes sharing one port (SO_REUSEPORT).
+
+One trio process per core, since one Python process uses one core. The supervisor holds
+no connections: it starts the workers, restarts one that crashes, serves the admin port
+with every worker's metrics summed (prometheus multiprocess mode; each worker also serves
+its own admin port at port+1+i), and drains them all together: SIGTERM, /admin/drain, or a
+drain requested over NATS (which reaches every worker, since they share the gateway id's
+drain subject). It exits 0 once every worker has drained.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+from .admin import AdminHooks, serve_admin
+from .config import GatewayConfig
+
+log = structlog.get_logger("gateway.supervisor")
+
+
+def set_parent_death_signal() -> None:
+    """A worker dies with its supervisor, even when the supervisor is SIGKILLed."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def ready_file(index: int) -> Path | None:
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(d) / f"ready-{index}" if d else None
+
+
+class Supervisor:
+    def __init__(self, cfg: GatewayConfig, argv: list[str]) -> None:
+        self.cfg = cfg
+        self.argv = argv
+        self.dir = tempfile.mkdtemp(prefix="cobrowse-gw-")
+        self.env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.dir)
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.draining = False
+        self.registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.registry, path=self.dir)
+
+    def spawn(self, i: int) -> None:
+        (Path(self.dir) / f"ready-{i}").unlink(missing_ok=True)
+        self.workers[i] = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *self.argv, "--worker-index", str(i)],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def drain(self) -> dict:
+        if not self.draining:
+            self.draining = True
+            log.info("supervisor_draining", workers=len(self.workers))
+            for p in self.workers.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        return {
+            "ok": True,
+            "gateway": self.cfg.gateway_id,
+            "state": "draining",
+            "workers": len(self.workers),
+        }
+
+    def ready(self) -> bool:
+        if self.draining or any(p.poll() is not None for p in self.workers.values()):
+            return False
+        for metric in self.registry.collect():  # a worker drained over NATS says so here
+            if metric.name == "cobrowse_gateway_draining":
+                if any(s.value > 0 for s in metric.samples):
+                    return False
+        return True
+
+    async def run(self) -> int:
+        for i in range(self.cfg.workers):
+            self.spawn(i)
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.cfg.health_port is not None:
+                    hooks = AdminHooks(
+                        ready=self.ready,
+                        drain=self.drain,
+                        admin_key=self.cfg.admin_key,
+                        metrics=lambda: generate_latest(self.registry),
+                    )
+                    await nursery.start(serve_admin, self.cfg.host, self.cfg.health_port, hooks)
+                nursery.start_soon(self._signals)
+                with trio.fail_after(60):
+                    while not all((Path(self.dir) / f"ready-{i}").exists() for i in self.workers):
+                        await self._check()
+                        await trio.sleep(0.05)
+                print(
+                    f"gateway {self.cfg.gateway_id} ready on {self.cfg.url} "
+                    f"({self.cfg.workers} workers)",
+                    flush=True,
+                )
+                while any(p.poll() is None for p in self.workers.values()) or not self.draining:
+                    await self._check()
+                    await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+        finally:
+            for p in self.workers.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return max((p.returncode or 0) for p in self.workers.values())
+
+    async def _check(self) -> None:
+        for i, p in list(self.workers.items()):
+            code = p.poll()
+            if code is None:
+                continue
+            if getattr(p, "_reaped", False):
+                continue
+            p._reaped = True  # type: ignore[attr-defined]
+            multiprocess.mark_process_dead(p.pid, self.dir)
+            if self.draining:
+                continue
+            if code == 0:
+                # A worker finished a drain it was asked for over NATS: drain the rest too.
+                log.info("worker_drained", worker=i)
+                self.drain()
+            else:
+                log.warning("worker_died", worker=i, code=code)
+                self.spawn(i)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal", signal=signal.Signals(signum).name)
+                if self.draining:  # a second signal: stop now
+                    for p in self.workers.values():
+                        if p.poll() is None:
+                            p.kill()
+                self.drain()
