@@ -1,0 +1,371 @@
+"""The load test's verifier, sans-I/O: was every acked event delivered once, in order?
+
+It is fed what the simulated clients observed, and nothing else: no sockets, no clock.
+
+- `sent(...)` / `acked(...)`: a sender numbered an event; the gateway acked a sender's events
+  cumulatively up to a seq of an epoch (an ack means JetStream holds the event, G1).
+- `expect(...)`: a receiver joined a session's direction and should get every acked event
+  after a key (an agent joins at the latest snapshot: `welcome.delivered`).
+- `delivered(...)`: a receiver's application got an event (after the client's own
+  duplicate dropping), with its latency if known.
+- `reset(...)` / `skip_acked(...)`: the protocol lets the receiver start over (ctl `reset`,
+  a new agent identity) or skip what was stored before (a visitor's new page).
+
+A *stream* is one sender's events in one session and direction: `(session, "v", "visitor")`
+for visitor -> agents, `(session, "a", <agent id>)` for one agent -> visitor. Keys are
+`(epoch, seq)`; within an epoch acked seqs are gap-free from 1, so the acked set of a stream is
+`{epoch: highest acked seq}`.
+
+Per (stream, receiver):
+- **duplicated**: a key delivered again;
+- **reordered**: a key delivered after a higher key of the same stream (and not a duplicate);
+- **lost**: an acked key after the receiver's start that was never delivered.
+
+Latency (seconds in, microseconds stored) goes into HDR histograms, one per direction.
+Client-side figures (resumes, resume times, reconnect notices, admission rejections) are
+summed by `record_client`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+Key = tuple[int, int]
+StreamId = tuple[str, str, str]  # (session, direction "v" | "a", sender)
+
+LATENCY_MAX_US = 3_600_000_000  # one hour: anything slower is clamped
+LATENCY_DIGITS = 3
+
+
+def new_histogram(digits: int = LATENCY_DIGITS) -> HdrHistogram:
+    return HdrHistogram(1, LATENCY_MAX_US, digits)
+
+
+def record_latency(hist: HdrHistogram, seconds: float) -> None:
+    hist.record_value(min(LATENCY_MAX_US, max(1, int(seconds * 1_000_000))))
+
+
+def percentiles_ms(hist: HdrHistogram, ps: Iterable[float] = (50, 99)) -> dict[str, float | None]:
+    """{"p50": ms, "p99": ms, "max": ms}, or Nones when nothing was recorded."""
+    out: dict[str, float | None] = {}
+    empty = hist.get_total_count() == 0
+    for p in ps:
+        name = f"p{p:g}".replace(".", "_")
+        out[name] = None if empty else round(hist.get_value_at_percentile(p) / 1000, 2)
+    out["max"] = None if empty else round(hist.get_max_value() / 1000, 2)
+    return out
+
+
+class SeqSet:
+    """Seqs of one epoch seen so far: a contiguous prefix `1..upto` plus stragglers above it.
+
+    Delivery is in order almost always, so this stays O(1) in memory for long runs.
+    """
+
+    __slots__ = ("upto", "extra")
+
+    def __init__(self) -> None:
+        self.upto = 0  # seqs start at 1
+        self.extra: set[int] = set()
+
+    def add(self, seq: int) -> bool:
+        """Record `seq`; False if it was already there."""
+        if seq <= self.upto or seq in self.extra:
+            return False
+        if seq == self.upto + 1:
+            self.upto = seq
+            while self.upto + 1 in self.extra:
+                self.upto += 1
+                self.extra.discard(self.upto)
+        else:
+            self.extra.add(seq)
+        return True
+
+    def __contains__(self, seq: int) -> bool:
+        return seq <= self.upto or seq in self.extra
+
+    def count_in(self, lo: int, hi: int) -> int:
+        """How many of lo..hi (inclusive) are present."""
+        if hi < lo:
+            return 0
+        n = max(0, min(hi, self.upto) - lo + 1)
+        return n + sum(1 for s in self.extra if lo <= s <= hi and s > self.upto)
+
+
+@dataclass
+class _Receipt:
+    """What one receiver got of one stream."""
+
+    after: Key | None  # expected: acked keys > after; None: set by the first delivery
+    seen: dict[int, SeqSet] = field(default_factory=dict)
+    top: Key | None = None  # highest key delivered
+    delivered: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+
+    def has(self, key: Key) -> bool:
+        s = self.seen.get(key[0])
+        return s is not None and key[1] in s
+
+
+@dataclass
+class _Stream:
+    sent: int = 0
+    acked: dict[int, int] = field(default_factory=dict)  # epoch -> highest acked seq
+
+    def top(self) -> Key | None:
+        """The highest acked key."""
+        keys = [(e, s) for e, s in self.acked.items() if s > 0]
+        return max(keys) if keys else None
+
+    def acked_count(self) -> int:
+        return sum(self.acked.values())
+
+    def acked_after(self, after: Key) -> int:
+        n = 0
+        for e, s in self.acked.items():
+            if e > after[0]:
+                n += s
+            elif e == after[0]:
+                n += max(0, s - after[1])
+        return n
+
+
+@dataclass
+class StreamReport:
+    session: str
+    direction: str
+    sender: str
+    receiver: str
+    acked: int
+    expected: int
+    delivered: int
+    lost: int
+    duplicated: int
+    reordered: int
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == self.duplicated == self.reordered == 0
+
+
+@dataclass
+class ClientFigures:
+    clients: int = 0
+    connects: int = 0
+    resumed: int = 0
+    reconnect_notices: int = 0
+    rejected_new: int = 0
+    rejected_resume: int = 0
+    duplicates_dropped: int = 0
+    gaps: int = 0
+    resume_times: list[float] = field(default_factory=list)  # disconnect -> resumed, seconds
+    notice_times: list[float] = field(default_factory=list)  # notice -> resumed, seconds
+
+
+class Verifier:
+    def __init__(self) -> None:
+        self._streams: dict[StreamId, _Stream] = {}
+        # (session, direction) -> receiver -> default start
+        self._receivers: dict[tuple[str, str], dict[str, Key | None]] = defaultdict(dict)
+        self._receipts: dict[tuple[StreamId, str], _Receipt] = {}
+        self.latency = {"v": new_histogram(), "a": new_histogram()}
+        self.resets = 0
+        self.clients = ClientFigures()
+
+    # ---- what senders did --------------------------------------------------------------
+
+    def _stream(self, sid: StreamId) -> _Stream:
+        st = self._streams.get(sid)
+        if st is None:
+            st = self._streams[sid] = _Stream()
+        return st
+
+    def sent(self, session: str, direction: str, sender: str, epoch: int, seq: int) -> None:
+        self._stream((session, direction, sender)).sent += 1
+
+    def acked(self, session: str, direction: str, sender: str, epoch: int, seq: int) -> None:
+        """Cumulative: every seq <= `seq` of `epoch` is stored."""
+        st = self._stream((session, direction, sender))
+        if seq > st.acked.get(epoch, 0):
+            st.acked[epoch] = seq
+
+    # ---- what receivers did ------------------------------------------------------------
+
+    def expect(
+        self, session: str, direction: str, receiver: str, after: Key | None = (0, 0)
+    ) -> None:
+        """`receiver` should get every acked event of (session, direction) after `after`
+        (None: after the key just before the first one it gets)."""
+        self._receivers[(session, direction)][receiver] = after
+
+    def _receipt(self, sid: StreamId, receiver: str) -> _Receipt:
+        r = self._receipts.get((sid, receiver))
+        if r is None:
+            default = self._receivers.get((sid[0], sid[1]), {}).get(receiver)
+            r = self._receipts[(sid, receiver)] = _Receipt(after=default)
+            self._receivers[(sid[0], sid[1])].setdefault(receiver, default)
+        return r
+
+    def delivered(
+        self,
+        session: str,
+        direction: str,
+        sender: str,
+        receiver: str,
+        epoch: int,
+        seq: int,
+        latency: float | None = None,
+    ) -> None:
+        self._stream((session, direction, sender))
+        r = self._receipt((session, direction, sender), receiver)
+        key = (epoch, seq)
+        if r.after is None:
+            r.after = (epoch, seq - 1)
+        seen = r.seen.get(epoch)
+        if seen is None:
+            seen = r.seen[epoch] = SeqSet()
+        if not seen.add(seq):
+            r.duplicated += 1
+            return
+        r.delivered += 1
+        if r.top is not None and key < r.top:
+            r.reordered += 1
+        else:
+            r.top = key
+        if latency is not None:
+            record_latency(self.latency[direction], latency)
+
+    def reset(self, session: str, direction: str, receiver: str) -> None:
+        """The receiver starts over (ctl reset, or a new agent identity): what it got so far
+        no longer counts, and it expects acked events from its next delivery on."""
+        self.resets += 1
+        self._receivers[(session, direction)][receiver] = None
+        for (sid, rcv), _ in list(self._receipts.items()):
+            if rcv == receiver and sid[0] == session and sid[1] == direction:
+                self._receipts[(sid, rcv)] = _Receipt(after=None)
+
+    def skip_acked(self, session: str, direction: str, receiver: str) -> None:
+        """Events acked so far need not reach `receiver` (a visitor's new page does not
+        replay agent events meant for the old one)."""
+        for sid, st in self._streams.items():
+            if sid[0] != session or sid[1] != direction:
+                continue
+            r = self._receipt(sid, receiver)
+            top = st.top()
+            if top is not None and (r.after is None or top > r.after):
+                r.after = top
+
+    # ---- client-side figures -----------------------------------------------------------
+
+    def record_client(
+        self,
+        *,
+        connects: int,
+        resumes: int,
+        reconnect_notices: int,
+        rejected_new: int,
+        rejected_resume: int,
+        duplicates_dropped: int = 0,
+        gaps: int = 0,
+        resume_times: Iterable[float] = (),
+        notice_times: Iterable[float] = (),
+    ) -> None:
+        c = self.clients
+        c.clients += 1
+        c.connects += connects
+        c.resumed += resumes
+        c.reconnect_notices += reconnect_notices
+        c.rejected_new += rejected_new
+        c.rejected_resume += rejected_resume
+        c.duplicates_dropped += duplicates_dropped
+        c.gaps += gaps
+        c.resume_times.extend(resume_times)
+        c.notice_times.extend(notice_times)
+
+    # ---- results -----------------------------------------------------------------------
+
+    def _pairs(self):
+        """Every (stream, receiver) that should be checked."""
+        for sid in self._streams:
+            for receiver in self._receivers.get((sid[0], sid[1]), {}):
+                yield sid, receiver
+
+    def _lost(self, st: _Stream, r: _Receipt) -> tuple[int, int]:
+        """(expected, lost) for one receiver of one stream."""
+        if r.after is None:  # joined, got nothing yet, start unknown: everything acked counts
+            after: Key = (0, 0)
+        else:
+            after = r.after
+        expected = lost = 0
+        for epoch, hi in st.acked.items():
+            if epoch < after[0]:
+                continue
+            lo = after[1] + 1 if epoch == after[0] else 1
+            if hi < lo:
+                continue
+            expected += hi - lo + 1
+            seen = r.seen.get(epoch)
+            got = seen.count_in(lo, hi) if seen is not None else 0
+            lost += hi - lo + 1 - got
+        return expected, lost
+
+    def streams(self) -> list[StreamReport]:
+        out = []
+        for sid, receiver in self._pairs():
+            st = self._streams[sid]
+            r = self._receipt(sid, receiver)
+            expected, lost = self._lost(st, r)
+            out.append(
+                StreamReport(
+                    session=sid[0],
+                    direction=sid[1],
+                    sender=sid[2],
+                    receiver=receiver,
+                    acked=st.acked_count(),
+                    expected=expected,
+                    delivered=r.delivered,
+                    lost=lost,
+                    duplicated=r.duplicated,
+                    reordered=r.reordered,
+                )
+            )
+        return out
+
+    def outstanding(self) -> int:
+        """(stream, receiver) pairs whose receiver has not yet got the stream's last acked
+        event: the settle phase waits for this to reach 0."""
+        n = 0
+        for sid, receiver in self._pairs():
+            top = self._streams[sid].top()
+            if top is None:
+                continue
+            r = self._receipt(sid, receiver)
+            if r.after is not None and top <= r.after:
+                continue
+            if not r.has(top):
+                n += 1
+        return n
+
+    def totals(self, direction: str | None = None) -> dict[str, int]:
+        t = dict.fromkeys(
+            ("sent", "acked", "expected", "delivered", "lost", "duplicated", "reordered"), 0
+        )
+        for sid, st in self._streams.items():
+            if direction is None or sid[1] == direction:
+                t["sent"] += st.sent
+                t["acked"] += st.acked_count()
+        for rep in self.streams():
+            if direction is None or rep.direction == direction:
+                for k in ("expected", "delivered", "lost", "duplicated", "reordered"):
+                    t[k] += getattr(rep, k)
+        return t
+
+    def problems(self, limit: int = 20) -> list[dict]:
+        bad = [s for s in self.streams() if not s.clean]
+        bad.sort(key=lambda s: (-(s.lost + s.duplicated + s.reordered), s.session))
+        return [s.__dict__ for s in bad[:limit]]

@@ -1,0 +1,158 @@
+"""The event mix of a simulated co-browsing session, sans-I/O and seeded.
+
+A visitor's page produces *gestures*, each a short run of events of one kind:
+
+| gesture  | events per gesture | spacing          | payload bytes          |
+|----------|--------------------|------------------|------------------------|
+| pointer  | 4-12               | 50 ms (20 Hz)    | ~30                    |
+| mutation | 1                  | -                | 200-8000 (log-uniform) |
+| scroll   | 1-4                | 100 ms           | ~30                    |
+| input    | 2-8                | 150 ms (typing)  | 40-200                 |
+| canvas   | 1                  | -                | 45-55 KB (an image)    |
+
+Gestures start as a Poisson process whose rate is chosen so that the mean event rate is the
+requested `--rate` per session; the pointer moves inside a gesture come at 20 Hz. Before any
+of them the visitor sends a full snapshot of 100-300 KB. Agents send a few events back:
+pointer runs and highlights, about a tenth of the visitor's rate per agent.
+
+Everything here is plain data from a seeded `random.Random`, so a seed gives the same run of
+kinds, sizes and times; the harness sleeps until each event's time and sends it with the
+current wall clock in the payload (`"t"`), which is what latency is measured from.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+SNAPSHOT_BYTES = (100_000, 300_000)
+CANVAS_BYTES = (45_000, 55_000)
+AGENT_SHARE = 0.1  # agent events per second per agent, as a share of the visitor's rate
+
+
+@dataclass(frozen=True)
+class Gesture:
+    weight: float  # share of gestures
+    count: tuple[int, int]  # events per gesture, inclusive
+    spacing: float  # seconds between the events of one gesture
+    size: tuple[int, int]  # payload bytes, inclusive
+    log_size: bool = False  # sizes log-uniform (many small, a few large)
+
+    @property
+    def mean_count(self) -> float:
+        return (self.count[0] + self.count[1]) / 2
+
+
+VISITOR_GESTURES: dict[str, Gesture] = {
+    "pointer": Gesture(0.25, (4, 12), 0.05, (24, 40)),
+    "mutation": Gesture(0.40, (1, 1), 0.0, (200, 8000), log_size=True),
+    "scroll": Gesture(0.15, (1, 4), 0.10, (24, 40)),
+    "input": Gesture(0.17, (2, 8), 0.15, (40, 200)),
+    "canvas": Gesture(0.03, (1, 1), 0.0, CANVAS_BYTES),
+}
+
+AGENT_GESTURES: dict[str, Gesture] = {
+    "pointer": Gesture(0.7, (3, 8), 0.05, (24, 40)),
+    "highlight": Gesture(0.3, (1, 1), 0.0, (30, 80)),
+}
+
+
+@dataclass(frozen=True)
+class Planned:
+    at: float  # seconds after the session started streaming
+    kind: str
+    size: int  # payload bytes to carry (approximately)
+
+
+def mean_events_per_gesture(gestures: dict[str, Gesture]) -> float:
+    total = sum(g.weight for g in gestures.values())
+    return sum(g.weight * g.mean_count for g in gestures.values()) / total
+
+
+class EventMix:
+    """The plan of one session: its snapshot size, the visitor's and each agent's events."""
+
+    def __init__(self, rate: float, rng: random.Random | int | None = None) -> None:
+        if rate < 0:
+            raise ValueError("rate must be >= 0")
+        self.rate = rate
+        self.rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+
+    def snapshot_size(self) -> int:
+        return self.rng.randint(*SNAPSHOT_BYTES)
+
+    def visitor(self, duration: float) -> Iterator[Planned]:
+        return self._plan(VISITOR_GESTURES, self.rate, duration)
+
+    def agent(self, duration: float) -> Iterator[Planned]:
+        return self._plan(AGENT_GESTURES, self.rate * AGENT_SHARE, duration)
+
+    def _size(self, g: Gesture) -> int:
+        lo, hi = g.size
+        if g.log_size:
+            return int(round(math.exp(self.rng.uniform(math.log(lo), math.log(hi)))))
+        return self.rng.randint(lo, hi)
+
+    def _plan(
+        self, gestures: dict[str, Gesture], rate: float, duration: float
+    ) -> Iterator[Planned]:
+        """Events in time order, lazily (a long run never holds its whole plan)."""
+        if rate <= 0 or duration <= 0:
+            return
+        kinds = list(gestures)
+        weights = [gestures[k].weight for k in kinds]
+        gesture_rate = rate / mean_events_per_gesture(gestures)
+        pending: list[tuple[float, int, str, int]] = []  # (at, tie-break, kind, size)
+        tie = 0
+        next_gesture = self.rng.expovariate(gesture_rate)
+        while True:
+            # Start every gesture due before the earliest pending event.
+            while next_gesture < duration and (not pending or next_gesture <= pending[0][0]):
+                kind = self.rng.choices(kinds, weights)[0]
+                g = gestures[kind]
+                for i in range(self.rng.randint(*g.count)):
+                    at = next_gesture + i * g.spacing
+                    if at < duration:
+                        heapq.heappush(pending, (at, tie, kind, self._size(g)))
+                        tie += 1
+                next_gesture += self.rng.expovariate(gesture_rate)
+            if not pending:
+                return
+            at, _, kind, size = heapq.heappop(pending)
+            yield Planned(at, kind, size)
+
+
+# ---- payloads -----------------------------------------------------------------------------
+
+_BLOB = random.Random(0x0B).randbytes(64 * 1024)  # page bytes: content does not matter
+
+
+def blob(n: int) -> bytes:
+    """n bytes of filler (up to 64 KiB without copying more than once)."""
+    if n <= len(_BLOB):
+        return _BLOB[:n]
+    return (_BLOB * (n // len(_BLOB) + 1))[:n]
+
+
+def snapshot_bytes(size: int, label: str = "") -> bytes:
+    head = f"<!doctype html><html data-session='{label}'><body>".encode()
+    return head + blob(max(0, size - len(head)))
+
+
+def payload(kind: str, size: int, n: int, sent_at: float) -> dict[str, Any]:
+    """A payload of about `size` bytes that looks like its kind; `t` is the send time."""
+    if kind in ("pointer", "scroll"):
+        pad = "p" * max(0, size - 24)
+        return {"t": sent_at, "x": (n * 37) % 1280, "y": (n * 53) % 2400, "el": pad}
+    if kind == "input":
+        return {"t": sent_at, "id": f"#field-{n % 7}", "v": "x" * max(1, size - 24)}
+    if kind == "highlight":
+        return {"t": sent_at, "sel": f"#item-{n % 50}", "note": "x" * max(0, size - 30)}
+    if kind == "canvas":
+        return {"t": sent_at, "id": "chart", "w": 400, "h": 300, "png": blob(size)}
+    # mutation and anything else: a batch of node changes
+    return {"t": sent_at, "adds": [{"parent": n % 997, "html": blob(max(1, size - 40))}]}
