@@ -172,10 +172,10 @@ class LocalCluster:
             args += ["--workers", "1"]
         # The first gateway creates the stream; start it alone so the others do not race.
         self._start_gateway("gw-1", env, args)
-        starting = [(f"gw-{i + 1}", None) for i in range(1, spec.gateways)]
-        for gid, _ in starting:
+        others = [f"gw-{i + 1}" for i in range(1, spec.gateways)]
+        for gid in others:
             self._spawn_gateway(gid, env, args)
-        for gid, _ in starting:
+        for gid in others:
             self._await_gateway(gid, env, args)
         self._start_router(env)
         log(f"gateways: {', '.join(self.gateways)}; router API at {self.api_url}")

@@ -132,14 +132,16 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         nats.wait_ready()
         gws = []
         for i in range(gateways):
-            gid, port = f"gw-{i + 1}", natsproc.free_port()
-            proc = spawn_gateway(gid, port, nats.url, env, run_dir)
+            gid, port, admin = f"gw-{i + 1}", natsproc.free_port(), natsproc.free_port()
+            proc = spawn_gateway(gid, port, nats.url, env, run_dir, ["--health-port", str(admin)])
             record(gid, proc, "-m gateway")
             gws.append(
                 {
                     "id": gid,
                     "url": f"ws://127.0.0.1:{port}/",
                     "port": port,
+                    "admin": f"http://127.0.0.1:{admin}/",
+                    "admin_port": admin,
                     "log": str(run_dir / f"{gid}.log"),
                 }
             )
@@ -191,7 +193,14 @@ def up(run_dir: Path, gateways: int = 2) -> int:
                 if name in by_id:
                     # A drained (or crashed) gateway comes back, as its Deployment would.
                     print(f"{name} exited with {proc.returncode}; starting it again", flush=True)
-                    new = spawn_gateway(name, by_id[name]["port"], nats.url, env, run_dir)
+                    new = spawn_gateway(
+                        name,
+                        by_id[name]["port"],
+                        nats.url,
+                        env,
+                        run_dir,
+                        ["--health-port", str(by_id[name]["admin_port"])],
+                    )
                     procs[i] = (name, new)
                     pids[i] = {"name": name, "pid": new.pid, "marker": "-m gateway"}
                     (run_dir / "pids.json").write_text(json.dumps(pids))
