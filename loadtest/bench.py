@@ -43,7 +43,6 @@ from .bench_procs import (
     scrape,
     stop_pid,
     tail,
-    workers_flag_available,
 )
 from .bench_util import COLUMNS, fmt_ratio, mono, ratio, table_rows, write_json
 
@@ -588,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / LOG_MARKER).write_text("logs of python -m loadtest bench; safe to delete\n")
-    workers = workers_flag_available()
+    workers = True  # python -m gateway --workers N (SO_REUSEPORT) exists
     bench = Bench(QUICK if a.quick else FULL, log_dir, workers)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
     try:

@@ -9,11 +9,9 @@ gateway's Prometheus counters, and a nats-server's subscription count (its /conn
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -206,18 +204,3 @@ def runq_wait_tree(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 pass
     return total / 1e9
-
-
-def workers_flag_available() -> bool:
-    env = dict(os.environ, COBROWSE_TOKEN_KEYS="probe:" + "p" * 32)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "gateway", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=env,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--workers" in out.stdout

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -93,22 +92,6 @@ def _http_json(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[
         return e.code, {}
 
 
-def gateway_supports_workers() -> bool:
-    """Newer gateways run one worker per core by default; the harness wants one process
-    per gateway (so a SIGKILL or a drain hits exactly one)."""
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "gateway", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=dict(os.environ, COBROWSE_TOKEN_KEYS="x:" + "k" * 32),
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--workers" in out
-
-
 class LocalCluster:
     def __init__(self, spec: ClusterSpec, run_dir: Path) -> None:
         self.spec = spec
@@ -168,8 +151,7 @@ class LocalCluster:
             spec.storage,
             *spec.gateway_args,
         ]
-        if gateway_supports_workers():
-            args += ["--workers", "1"]
+        args += ["--workers", "1"]  # one process per gateway: a drain or a kill hits exactly it
         # The first gateway creates the stream; start it alone so the others do not race.
         self._start_gateway("gw-1", env, args)
         others = [f"gw-{i + 1}" for i in range(1, spec.gateways)]
