@@ -68,10 +68,6 @@ class Fanout:
             del self._subs[subject]
             await self.bridge.unsubscribe(entry.sub)
 
-    @property
-    def subjects(self) -> int:
-        return len(self._subs)
-
 
 class HistoryLost(Exception):
     """The resume point is older than what the stream retains."""
@@ -136,12 +132,6 @@ class Source:
         first = await self.bridge.call(streams.first_of, nc, self.stream, self.subject)
         if first is not None and first.key > self.buf.expected:
             raise HistoryLost(f"{self.subject}: stream starts at {first.key}")
-
-    async def history_lost_check(self) -> bool:
-        if self.buf is None:
-            return False
-        first = await self.bridge.call(streams.first_of, self.bridge.nc, self.stream, self.subject)
-        return first is not None and first.key > self.buf.expected
 
     def take_ready(self) -> list[tuple[int, Event]]:
         out, self.ready = self.ready, []
