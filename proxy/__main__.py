@@ -1,7 +1,7 @@
 """`python -m proxy`: the asset proxy's command line.
 
-Only `rewrite` works today: it runs the CSS rewriter on a local file or stdin, signing URLs
-with the configured keys. The HTTP service (`serve`) and fetching are not built yet.
+`rewrite` runs the CSS rewriter on a local file or stdin, signing URLs with the configured
+keys; `serve` runs the HTTP service (proxy.service) until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -91,12 +91,63 @@ def _rewrite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _serve_until_signal(app, host: str, port: int) -> None:
+    import signal
+
+    import trio
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.trio import serve as hypercorn_serve
+
+    hc = HyperConfig()
+    hc.bind = [_bind(host, port)]
+    hc.accesslog = None
+    hc.graceful_timeout = 5.0
+    hc.include_server_header = False
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def watch() -> None:
+            async for _signum in signals:
+                stop.set()
+                return
+
+        async def serving(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
+            await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(watch)
+            urls = await n.start(serving)
+            print(f"proxy listening on {', '.join(urls)}", file=sys.stderr, flush=True)
+            await stop.wait()
+            n.cancel_scope.deadline = trio.current_time() + 6
+        print("proxy stopped", file=sys.stderr, flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    print(
-        "error: the proxy HTTP service is not built yet; only `python -m proxy rewrite` works",
-        file=sys.stderr,
-    )
-    return EXIT_USAGE
+    import trio
+
+    from .service import create_app
+
+    try:
+        config = ProxyConfig.from_env()
+    except ConfigError as err:
+        print(f"error: bad configuration: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535:
+        print("error: --port must be 0..65535", file=sys.stderr)
+        return EXIT_USAGE
+    if config.keyring is None:
+        print(
+            "note: COBROWSE_PROXY_KEYS is not set; using a random ephemeral key, so only URLs "
+            "signed by this process verify",
+            file=sys.stderr,
+        )
+    trio.run(_serve_until_signal, create_app(config), args.host, args.port)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument(
         "source",
         metavar="FILE_OR_URL",
-        help="CSS file, or '-' for stdin (http(s) URLs need the proxy service, not built yet)",
+        help="CSS file, or '-' for stdin (for http(s) URLs use the service's /v1/stylesheet)",
     )
     rw.add_argument(
         "--base",
@@ -140,9 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     rw.set_defaults(func=_rewrite)
     srv = sub.add_parser(
         "serve",
-        help="serve the proxy over HTTP (not built yet)",
-        description="The proxy HTTP service is not built yet; this command exits with 2.",
+        help="serve the proxy over HTTP until SIGINT/SIGTERM",
+        description=(
+            "Serve GET /v1/stylesheet, GET /v1/asset, POST /v1/rewrite and GET /healthz "
+            "with Hypercorn (trio) until SIGINT or SIGTERM."
+        ),
     )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8090, help="port to bind (default 8090)")
     srv.set_defaults(func=_serve)
     return p
 

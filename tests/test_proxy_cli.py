@@ -171,10 +171,39 @@ def test_bad_env_config_is_a_clear_error(css_file: Path, name: str, value: str) 
     assert r.stdout == ""
 
 
-def test_serve_is_not_built_yet() -> None:
-    r = run("serve")
-    assert r.returncode == 2
-    assert "the proxy HTTP service is not built yet" in r.stderr
+def test_serve_answers_health_and_stops_on_sigterm() -> None:
+    import signal
+    import urllib.request
+
+    from router.natsproc import free_port
+
+    port = free_port()
+    environ = dict(os.environ, COBROWSE_PROXY_KEYS=KEYS, COBROWSE_PROXY_PUBLIC_URL=PUBLIC)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "proxy did not start"
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_help_lists_subcommands() -> None:

@@ -1,0 +1,309 @@
+"""The asset proxy's HTTP service (FastAPI, served by Hypercorn's trio worker).
+
+Endpoints:
+
+* ``GET /v1/stylesheet?u=&s=&e=&sig=``: a signed stylesheet, fetched (text/css only) under
+  the SSRF policy, rewritten by :func:`proxy.rewrite.rewrite`, served as
+  ``text/css; charset=utf-8``.
+* ``GET /v1/asset?u=&s=&e=&sig=``: a signed font or image (no SVG), or a stylesheet: a
+  ``text/css`` answer goes through the same rewriter. Design choice: the rewriter signs
+  *every* sub-resource (``url()`` and ``@import``) towards ``/v1/asset`` for the same
+  session, so ``@import``-ed stylesheets arrive rewritten through ``/v1/asset``.
+* ``POST /v1/rewrite``: JSON ``{"css", "base_url", "session", "e", "sig"}`` where
+  ``(base_url, session, e, sig)`` are ``proxy.signing.sign_params`` for ``base_url``;
+  answers ``{"css", "notes"}``.
+* ``GET /healthz``.
+
+Every refusal is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status.
+
+Caching: results (rewritten CSS, or asset bytes) live in a ``ByteLRU`` keyed by
+``(url, session)``; identical concurrent requests share one origin fetch (``SingleFlight``).
+A fresh entry is served as is; a stale one with an ETag / Last-Modified is revalidated with a
+conditional fetch (304 -> reuse). Rewritten CSS embeds signed URLs that expire after
+``url_ttl``, so a rewritten entry is reused only while its embedded URLs have at least half
+their lifetime left; otherwise it is fetched and rewritten afresh.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.tokens import Keyring
+
+from . import signing
+from .address_policy import Refused
+from .cache import ByteLRU, Entry, SingleFlight, freshness
+from .config import ProxyConfig
+from .fetch import Resolver, fetch
+from .rewrite import rewrite
+
+CSS_TYPE = "text/css"
+ASSET_TYPES = frozenset(
+    {
+        CSS_TYPE,
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
+        "font/woff",
+        "font/woff2",
+        "font/ttf",
+        "font/otf",
+        "font/sfnt",
+        "font/collection",
+        "application/font-woff",
+        "application/font-woff2",
+        "application/x-font-woff",
+        "application/x-font-ttf",
+        "application/x-font-otf",
+        "application/x-font-opentype",
+        "application/x-font-truetype",
+        "application/vnd.ms-fontobject",
+    }
+)  # image/svg+xml is refused on purpose: SVG can carry script.
+DEFAULT_MAX_AGE = 60
+
+_STATUS = {
+    "timeout": 504,
+    "too_large": 502,
+    "upstream_status": 502,
+    "upstream_error": 502,
+    "dns_error": 502,
+    "no_address": 502,
+    "bad_content_type": 415,
+    "too_many_redirects": 502,
+}  # every other Refused code (address_refused, bad_scheme, bad_url, ...) -> 403
+_SIG_STATUS = {"missing_param": 401, "bad_param": 401}  # others -> 403
+
+
+class ProxyError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class _Cached:
+    entry: Entry
+    signed_until: float  # when the signed URLs inside a rewritten body expire (inf: none)
+
+
+class ProxyService:
+    def __init__(self, cfg: ProxyConfig, resolve: Resolver | None = None) -> None:
+        self.cfg = cfg
+        self.resolve = resolve
+        self.key = cfg.keyring or Keyring((("ephemeral", secrets.token_bytes(32)),))
+        self.cache = ByteLRU(cfg.cache_bytes)
+        self.signed_until: dict[tuple[str, str], float] = {}
+        self.flight = SingleFlight()
+        self.origin_fetches = 0  # for tests / metrics
+
+    def verify(self, query) -> tuple[str, str]:
+        try:
+            return signing.verify(self.key, query, time.time())
+        except signing.SignatureError as err:
+            raise ProxyError(_SIG_STATUS.get(err.code, 403), err.code, err.message) from None
+
+    def rewrite_css(self, css: bytes | str, base_url: str, session: str) -> tuple[str, list]:
+        expires = int(time.time()) + self.cfg.url_ttl
+        text = css if isinstance(css, str) else css.decode("utf-8-sig", errors="replace")
+
+        def sign(url: str) -> str:
+            return self.cfg.public_url + signing.sign(self.key, url, session, expires)
+
+        result = rewrite(text, base_url, sign)
+        return result.css, result.notes
+
+    async def _fetch(self, url: str, accept, conditional=None):
+        self.origin_fetches += 1
+        try:
+            return await fetch(
+                url,
+                allow=self.cfg.allow,
+                resolve=self.resolve,
+                max_bytes=self.cfg.max_css_bytes,
+                timeout=self.cfg.timeout,
+                max_redirects=self.cfg.max_redirects,
+                accept=accept,
+                conditional=conditional,
+            )
+        except Refused as err:
+            raise ProxyError(_STATUS.get(err.code, 403), err.code, err.message) from None
+
+    async def get(self, url: str, session: str, accept) -> Entry:
+        key = (url, session)
+        now = time.time()
+        entry = self.cache.get(key)
+        usable = entry is not None and entry.content_type in accept
+        renew_at = self.signed_until.get(key, float("inf")) - self.cfg.url_ttl / 2
+        if usable and now >= renew_at:
+            usable = False  # embedded signed URLs are too close to expiry
+        if usable and entry.is_fresh(now):
+            return entry
+        if not usable:
+            entry = None
+        try:
+            return await self.flight.run(
+                (key, frozenset(accept)), lambda: self._load(key, entry, accept)
+            )
+        except RuntimeError as err:  # the shared fetch's leader was cancelled
+            raise ProxyError(503, "retry", f"shared fetch was abandoned ({err}); retry") from None
+
+    def _cap(self, fresh: float | None, signed_until: float | None) -> float | None:
+        """Rewritten CSS stays fresh at most until its signed URLs reach half their TTL."""
+        if fresh is None or signed_until is None:
+            return fresh
+        return min(fresh, signed_until - self.cfg.url_ttl / 2)
+
+    async def _load(self, key: tuple[str, str], old: Entry | None, accept) -> Entry:
+        url, session = key
+        conditional = None
+        if old is not None and (old.etag or old.last_modified):
+            conditional = {"etag": old.etag, "last_modified": old.last_modified}
+        result = await self._fetch(url, accept, conditional)
+        now = time.time()
+        if result.status == 304 and old is not None:
+            fresh = self._cap(freshness(result.headers, now), self.signed_until.get(key))
+            entry = Entry(old.value, old.content_type, old.etag, old.last_modified, fresh)
+            self.cache.put(key, entry)
+            return entry
+        body = result.body
+        signed_until = float("inf")
+        if result.content_type == CSS_TYPE:
+            css, _notes = self.rewrite_css(body, result.url, session)
+            body = css.encode()
+            signed_until = now + self.cfg.url_ttl
+        entry = Entry(
+            body,
+            result.content_type,
+            result.headers.get("etag"),
+            result.headers.get("last-modified"),
+            self._cap(freshness(result.headers, now), signed_until),
+        )
+        self.cache.put(key, entry)
+        self.signed_until[key] = signed_until
+        if len(self.signed_until) > 4 * max(1, len(self.cache)) + 64:
+            live = set(self.cache.keys())
+            self.signed_until = {k: v for k, v in self.signed_until.items() if k in live}
+        return entry
+
+    def respond(self, entry: Entry, *, asset: bool) -> Response:
+        now = time.time()
+        max_age = DEFAULT_MAX_AGE
+        if entry.expires_at is not None and entry.expires_at > now:
+            max_age = int(entry.expires_at - now)
+        headers = {
+            "Cache-Control": f"private, max-age={max_age}",
+            "ETag": '"' + hashlib.sha256(entry.value).hexdigest()[:32] + '"',
+            "X-Content-Type-Options": "nosniff",
+        }
+        if asset:
+            headers["Access-Control-Allow-Origin"] = "*"
+        media = entry.content_type or "application/octet-stream"
+        if media == CSS_TYPE:
+            media = "text/css; charset=utf-8"
+        return Response(entry.value, media_type=media, headers=headers)
+
+
+def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
+    svc = ProxyService(cfg, resolve)
+    app = FastAPI(title="cobrowse asset proxy", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.proxy = svc
+
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal", "internal error")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/v1/stylesheet")
+    async def stylesheet(request: Request) -> Response:
+        url, session = svc.verify(_query(request))
+        entry = await svc.get(url, session, frozenset({CSS_TYPE}))
+        return svc.respond(entry, asset=False)
+
+    @app.get("/v1/asset")
+    async def asset(request: Request) -> Response:
+        url, session = svc.verify(_query(request))
+        entry = await svc.get(url, session, ASSET_TYPES)
+        return svc.respond(entry, asset=True)
+
+    @app.post("/v1/rewrite")
+    async def rewrite_endpoint(request: Request) -> JSONResponse:
+        limit = cfg.max_css_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > 2 * limit + 65536:
+            raise ProxyError(413, "too_large", f"request body over the CSS limit ({limit} B)")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > 2 * limit + 65536:
+                raise ProxyError(413, "too_large", f"request body over the CSS limit ({limit} B)")
+        try:
+            body = json.loads(bytes(raw))
+        except ValueError:
+            raise ProxyError(400, "bad_json", "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ProxyError(400, "bad_json", "body must be a JSON object")
+        css, base_url = body.get("css"), body.get("base_url")
+        session, e, sig = body.get("session"), body.get("e"), body.get("sig")
+        for name, value, kind in (
+            ("css", css, str),
+            ("base_url", base_url, str),
+            ("session", session, str),
+            ("sig", sig, str),
+            ("e", e, int),
+        ):
+            if value is None:
+                raise ProxyError(
+                    401 if name != "css" else 400, "missing_param", f"{name!r} missing"
+                )
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ProxyError(400, "bad_param", f"{name!r} must be {kind.__name__}")
+        if len(css.encode("utf-8", errors="replace")) > limit:
+            raise ProxyError(413, "too_large", f"css is over the limit of {limit} bytes")
+        if not base_url:
+            raise ProxyError(400, "bad_param", "'base_url' is empty")
+        svc.verify({"u": _b64(base_url), "s": session, "e": str(e), "sig": sig})
+        out, notes = svc.rewrite_css(css, base_url, session)
+        return JSONResponse({"css": out, "notes": notes})
+
+    return app
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        out.setdefault(name, []).append(value)
+    return out

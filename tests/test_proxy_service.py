@@ -1,0 +1,295 @@
+"""proxy.service over real HTTP: Hypercorn (trio) on a free loopback port, a local h11 origin."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import h11
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from proxy import signing
+from proxy.address_policy import AllowList
+from proxy.config import ProxyConfig
+from proxy.service import create_app
+from router.tokens import Keyring
+
+KEY = Keyring((("t1", secrets.token_bytes(32)),))
+SID = "sess-1"
+CSS = b"a:hover { color: red; background: url(img.png) }\n@import 'more.css';\n"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+class Origin:
+    def __init__(self) -> None:
+        self.port = 0
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def hits(self, path: str) -> list[dict[str, str]]:
+        return [h for p, h in self.seen if p == path]
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            with trio.move_on_after(5):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(65536)
+                        conn.receive_data(data)
+                        if not data:
+                            return
+                        continue
+                    if isinstance(event, h11.Request):
+                        break
+                    return
+                headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                path = event.target.decode()
+                self.seen.append((path, headers))
+                status, rh, body = await self.route(path, headers)
+                rh = [*rh, ("Connection", "close"), ("Content-Length", str(len(body)))]
+                await stream.send_all(conn.send(h11.Response(status_code=status, headers=rh)))
+                if body:
+                    await stream.send_all(conn.send(h11.Data(data=body)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass
+        finally:
+            await stream.aclose()
+
+    async def route(self, path: str, headers: dict[str, str]):
+        css = [("Content-Type", "text/css; charset=utf-8")]
+        if path == "/style.css":
+            return 200, css, CSS
+        if path == "/fresh.css":
+            return 200, [*css, ("Cache-Control", "max-age=300")], CSS
+        if path == "/slowfresh.css":
+            await trio.sleep(0.3)
+            return 200, [*css, ("Cache-Control", "max-age=300")], CSS
+        if path == "/etag.css":
+            if headers.get("if-none-match") == '"v1"':
+                return 304, [("ETag", '"v1"'), ("Cache-Control", "max-age=0")], b""
+            return 200, [*css, ("ETag", '"v1"'), ("Cache-Control", "max-age=0")], CSS
+        if path == "/lm.css":
+            lm = [("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")]
+            if headers.get("if-modified-since") == lm[0][1]:
+                return 304, lm, b""
+            return 200, [*css, *lm], CSS
+        if path == "/big.css":
+            return 200, css, b"a" * 200_000
+        if path == "/slow.css":
+            await trio.sleep(10)
+            return 200, css, CSS
+        if path == "/img.png":
+            return 200, [("Content-Type", "image/png")], PNG
+        if path == "/img.svg":
+            return 200, [("Content-Type", "image/svg+xml")], b"<svg onload='x()'/>"
+        return 404, [("Content-Type", "text/plain")], b"not found"
+
+
+@pytest.fixture
+async def env(nursery):
+    origin = Origin()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    origin.port = listeners[0].socket.getsockname()[1]
+    await nursery.start(trio.serve_listeners, origin.handle, listeners)
+
+    cfg = ProxyConfig(
+        keyring=KEY,
+        public_url="http://proxy.test",
+        allow=AllowList.parse("127.0.0.1/32"),
+        max_css_bytes=100_000,
+        timeout=1.0,
+    )
+    app = create_app(cfg)
+    hc = HyperConfig()
+    hc.bind = ["127.0.0.1:0"]
+    hc.accesslog = None
+    hc.graceful_timeout = 1.0
+    stop = trio.Event()
+
+    async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
+        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+
+    urls = await nursery.start(serving)
+    async with httpx.AsyncClient(base_url=urls[0], timeout=10) as http:
+        yield origin, http, app.state.proxy
+    stop.set()
+
+
+def signed(origin: Origin, path: str, kind: str = "stylesheet", ttl: int = 600, **over):
+    params = signing.sign_params(
+        KEY, f"http://127.0.0.1:{origin.port}{path}", SID, int(time.time()) + ttl
+    )
+    params.update(over)
+    return f"/v1/{kind}", params
+
+
+async def get(http, origin, path, kind="stylesheet", **over):
+    url, params = signed(origin, path, kind, **over)
+    return await http.get(url, params=params)
+
+
+def assert_error(r: httpx.Response, status: int, code: str | None = None) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["message"]
+    if code is not None:
+        assert err["code"] == code
+
+
+async def test_stylesheet_rewritten(env):
+    origin, http, _ = env
+    r = await get(http, origin, "/style.css")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/css; charset=utf-8"
+    assert r.headers["cache-control"] == "private, max-age=60"
+    assert r.headers["etag"]
+    assert ".cb-hover" in r.text and "a:hover" in r.text
+    assert "http://proxy.test/v1/asset?u=" in r.text
+    assert "img.png" not in r.text and "more.css" not in r.text
+    # the signed sub-resource URL verifies for the same session
+    start = r.text.index("http://proxy.test/v1/asset?")
+    sub = r.text[start:].split(")", 1)[0].strip("'\"")
+    sub_query = httpx.URL(sub).params
+    target, sid = signing.verify(KEY, dict(sub_query), time.time())
+    assert target == f"http://127.0.0.1:{origin.port}/img.png" and sid == SID
+
+
+async def test_bad_signatures(env):
+    origin, http, _ = env
+    assert_error(await http.get("/v1/stylesheet"), 401, "missing_param")
+    assert_error(await get(http, origin, "/style.css", sig="A" * 43), 403, "bad_signature")
+    url, params = signed(origin, "/style.css")
+    params["s"] = "other"
+    assert_error(await http.get(url, params=params), 403, "bad_signature")
+    assert_error(await get(http, origin, "/style.css", ttl=-5), 403, "expired")
+    assert origin.seen == []
+
+
+async def test_private_target_refused_even_when_signed(env):
+    _, http, _ = env
+    params = signing.sign_params(
+        KEY, "http://169.254.169.254/latest/meta-data/", SID, int(time.time()) + 60
+    )
+    assert_error(await http.get("/v1/stylesheet", params=params), 403, "address_refused")
+    params = signing.sign_params(KEY, "file:///etc/passwd", SID, int(time.time()) + 60)
+    r = await http.get("/v1/asset", params=params)
+    assert r.status_code == 403 and "error" in r.json()
+
+
+async def test_oversized_and_slow(env):
+    origin, http, _ = env
+    assert_error(await get(http, origin, "/big.css"), 502, "too_large")
+    t0 = time.monotonic()
+    assert_error(await get(http, origin, "/slow.css"), 504, "timeout")
+    assert time.monotonic() - t0 < 3
+    assert_error(await get(http, origin, "/missing.css"), 502, "upstream_status")
+    assert_error(await get(http, origin, "/img.png"), 415, "bad_content_type")
+
+
+async def test_cached_without_second_fetch(env):
+    origin, http, _ = env
+    r1 = await get(http, origin, "/fresh.css")
+    r2 = await get(http, origin, "/fresh.css")
+    assert r1.status_code == r2.status_code == 200
+    assert r1.text == r2.text
+    assert len(origin.hits("/fresh.css")) == 1
+    max_age = int(r2.headers["cache-control"].split("max-age=")[1])
+    assert 290 <= max_age <= 300
+
+
+async def test_stale_revalidated_with_etag(env):
+    origin, http, _ = env
+    r1 = await get(http, origin, "/etag.css")
+    r2 = await get(http, origin, "/etag.css")
+    assert r1.status_code == r2.status_code == 200
+    assert r1.text == r2.text and ".cb-hover" in r2.text
+    hits = origin.hits("/etag.css")
+    assert len(hits) == 2
+    assert "if-none-match" not in hits[0]
+    assert hits[1]["if-none-match"] == '"v1"'
+
+
+async def test_stale_revalidated_with_last_modified(env):
+    origin, http, _ = env
+    r1 = await get(http, origin, "/lm.css")
+    r2 = await get(http, origin, "/lm.css")
+    assert r1.status_code == r2.status_code == 200 and r1.text == r2.text
+    hits = origin.hits("/lm.css")
+    assert len(hits) == 2 and "if-modified-since" not in hits[0]
+    assert hits[1]["if-modified-since"] == "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+async def test_concurrent_identical_requests_fetch_once(env):
+    origin, http, _ = env
+    results = []
+
+    async def one():
+        results.append(await get(http, origin, "/slowfresh.css"))
+
+    async with trio.open_nursery() as n:
+        for _ in range(10):
+            n.start_soon(one)
+    assert [r.status_code for r in results] == [200] * 10
+    assert len({r.text for r in results}) == 1
+    assert len(origin.hits("/slowfresh.css")) == 1
+
+
+async def test_asset_png_with_cors_and_svg_refused(env):
+    origin, http, _ = env
+    r = await get(http, origin, "/img.png", kind="asset")
+    assert r.status_code == 200
+    assert r.content == PNG
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert_error(await get(http, origin, "/img.svg", kind="asset"), 415, "bad_content_type")
+    # CSS through /v1/asset (how @import-ed stylesheets arrive) is rewritten too
+    r = await get(http, origin, "/style.css", kind="asset")
+    assert r.status_code == 200 and ".cb-hover" in r.text
+    assert r.headers["content-type"] == "text/css; charset=utf-8"
+
+
+async def test_post_rewrite(env):
+    _, http, _ = env
+    base = "https://example.com/css/site.css"
+    params = signing.sign_params(KEY, base, SID, int(time.time()) + 60)
+    body = {
+        "css": "b:hover{background:url(x.png)}",
+        "base_url": base,
+        "session": SID,
+        "e": int(params["e"]),
+        "sig": params["sig"],
+    }
+    r = await http.post("/v1/rewrite", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert ".cb-hover" in out["css"] and "http://proxy.test/v1/asset?u=" in out["css"]
+    assert isinstance(out["notes"], list)
+    assert_error(
+        await http.post("/v1/rewrite", json={**body, "sig": "B" * 43}), 403, "bad_signature"
+    )
+    assert_error(
+        await http.post("/v1/rewrite", json={**body, "base_url": base + "x"}), 403, "bad_signature"
+    )
+    assert_error(
+        await http.post("/v1/rewrite", json={**body, "css": "a" * 100_001}), 413, "too_large"
+    )
+    assert_error(await http.post("/v1/rewrite", content=b"not json"), 400)
+    assert_error(await http.post("/v1/rewrite", json={**body, "e": "x"}), 400)
+
+
+async def test_healthz(env):
+    _, http, _ = env
+    r = await http.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert_error(await http.get("/nope"), 404)
