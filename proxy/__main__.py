@@ -10,12 +10,17 @@ import argparse
 import secrets
 import sys
 import time
+from functools import partial
 from pathlib import Path
+
+import trio
 
 from router.tokens import Keyring
 
 from . import signing
+from .address_policy import Refused
 from .config import ConfigError, ProxyConfig
+from .fetch import fetch
 from .rewrite import rewrite
 
 EXIT_USAGE = 2
@@ -45,15 +50,27 @@ def _rewrite(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     source = args.source
-    if source.lower().startswith(("http://", "https://")):
-        print(
-            "error: fetching a stylesheet by URL arrives with the proxy service; "
-            "save it to a file and pass the file (with --base URL) instead",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    fetched_from: str | None = None
     try:
-        css = _read(source, config.max_css_bytes)
+        if source.lower().startswith(("http://", "https://")):
+            # The same fetch as the service: address policy, limits, redirects re-checked.
+            result = trio.run(
+                partial(
+                    fetch,
+                    source,
+                    allow=config.allow,
+                    max_bytes=config.max_css_bytes,
+                    timeout=config.timeout,
+                    max_redirects=config.max_redirects,
+                )
+            )
+            css = result.body.decode("utf-8-sig", errors="replace")
+            fetched_from = result.url
+        else:
+            css = _read(source, config.max_css_bytes)
+    except Refused as err:
+        print(f"error: {source!r} refused: {err.code}: {err.message}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"error: cannot read {source!r}: {err.strerror or err}", file=sys.stderr)
         return 1
@@ -74,7 +91,7 @@ def _rewrite(args: argparse.Namespace) -> int:
     def sign(url: str) -> str:
         return config.public_url + signing.sign(keyring, url, args.session, expires)
 
-    base = args.base
+    base = args.base or fetched_from
     if base is None:
         base = "file:///stdin" if source == "-" else Path(source).resolve().as_uri()
         print(
@@ -98,7 +115,6 @@ def _bind(host: str, port: int) -> str:
 async def _serve_until_signal(app, host: str, port: int) -> None:
     import signal
 
-    import trio
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hypercorn_serve
 
@@ -128,7 +144,6 @@ async def _serve_until_signal(app, host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import trio
 
     from .service import create_app
 
@@ -173,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument(
         "source",
         metavar="FILE_OR_URL",
-        help="CSS file, or '-' for stdin (for http(s) URLs use the service's /v1/stylesheet)",
+        help="CSS file, '-' for stdin, or an http(s) URL (fetched under the address policy)",
     )
     rw.add_argument(
         "--base",

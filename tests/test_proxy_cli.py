@@ -140,11 +140,35 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert r.stdout == ""
 
 
-def test_url_input_is_refused_honestly() -> None:
-    r = run("rewrite", "https://site.example/main.css")
-    assert r.returncode == 2
-    assert "arrives with the proxy service" in r.stderr
+def test_url_input_to_a_private_address_is_refused() -> None:
+    r = run("rewrite", "http://169.254.169.254/latest/main.css")
+    assert r.returncode == 1
+    assert "address_refused" in r.stderr
     assert r.stdout == ""
+
+
+def test_url_input_is_fetched_and_rewritten_against_its_own_url(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "site.css").write_text("a:hover { background: url(img/bg.png) }\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/site.css"
+        r = run("rewrite", url, env={"COBROWSE_PROXY_ALLOW": "127.0.0.1/32"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr
+    assert "a.cb-hover" in r.stdout
+    signed = re.findall(r"url\(([^)]*)\)", r.stdout)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(signed[0].strip("\"'")).query).items()}
+    target, _ = signing.verify(Keyring.parse(KEYS), query, time.time())
+    assert target == url.rsplit("/", 1)[0] + "/img/bg.png"
 
 
 def test_input_over_size_limit(css_file: Path) -> None:
