@@ -252,6 +252,15 @@ def table_rows(doc: dict) -> list[Row]:
                 fmt_rate(codec.get("events_per_s"), " ev/s"),
             )
         )
+    css = micro.get("css_rewrite", {})
+    if css:
+        rows.append(
+            _row(
+                "proxy CSS rewrite, large sheet",
+                f"{css.get('rewrite_ms')} ms, hit {css.get('cached_hit_us')} µs",
+                css.get("note", ""),
+            )
+        )
     for key, label in (
         ("reorder_in_order", "reorder push, in order"),
         ("reorder_shuffled", "reorder push, shuffled"),
