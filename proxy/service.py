@@ -33,13 +33,15 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.tokens import Keyring
 
-from . import signing
+from . import metrics, signing
 from .address_policy import Refused
 from .cache import ByteLRU, Entry, SingleFlight, freshness
 from .config import ProxyConfig
@@ -109,6 +111,10 @@ class _Cached:
     signed_until: float  # when the signed URLs inside a rewritten body expire (inf: none)
 
 
+log = structlog.get_logger("proxy")
+KNOWN_PATHS = {"/healthz", "/metrics", "/v1/stylesheet", "/v1/asset", "/v1/rewrite"}
+
+
 class ProxyService:
     def __init__(self, cfg: ProxyConfig, resolve: Resolver | None = None) -> None:
         self.cfg = cfg
@@ -132,11 +138,16 @@ class ProxyService:
         def sign(url: str) -> str:
             return self.cfg.public_url + signing.sign(self.key, url, session, expires)
 
+        t0 = time.perf_counter()
         result = rewrite(text, base_url, sign)
+        metrics.REWRITE_SECONDS.observe(time.perf_counter() - t0)
+        for note in result.notes:
+            log.info("rewrite_note", base_url=base_url, note=note)
         return result.css, result.notes
 
     async def _fetch(self, url: str, accept, conditional=None):
         self.origin_fetches += 1
+        metrics.ORIGIN_FETCHES.inc()
         try:
             return await fetch(
                 url,
@@ -149,6 +160,7 @@ class ProxyService:
                 conditional=conditional,
             )
         except Refused as err:
+            log.info("fetch_refused", url=url, code=err.code, reason=err.message)
             raise ProxyError(_STATUS.get(err.code, 403), err.code, err.message) from None
 
     async def get(self, url: str, session: str, accept) -> Entry:
@@ -160,7 +172,9 @@ class ProxyService:
         if usable and now >= renew_at:
             usable = False  # embedded signed URLs are too close to expiry
         if usable and entry.is_fresh(now):
+            metrics.CACHE.labels(result="hit").inc()
             return entry
+        metrics.CACHE.labels(result="revalidate" if usable else "miss").inc()
         if not usable:
             entry = None
         try:
@@ -231,8 +245,16 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
     app = FastAPI(title="cobrowse asset proxy", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.proxy = svc
 
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        response = await call_next(request)
+        endpoint = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        metrics.REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        return response
+
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        metrics.REFUSED.labels(code=exc.code).inc()
         return _error(exc.status, exc.code, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -241,11 +263,16 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal_error", path=request.url.path, error=repr(exc))
         return _error(500, "internal", "internal error")
 
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"ok": True}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/stylesheet")
     async def stylesheet(request: Request) -> Response:

@@ -205,6 +205,9 @@ async def test_cached_without_second_fetch(env):
     assert len(origin.hits("/fresh.css")) == 1
     max_age = int(r2.headers["cache-control"].split("max-age=")[1])
     assert 290 <= max_age <= 300
+    metrics = (await http.get("/metrics")).text
+    assert 'cobrowse_proxy_cache_total{result="hit"}' in metrics
+    assert 'cobrowse_proxy_requests_total{endpoint="/v1/stylesheet",status="200"}' in metrics
 
 
 async def test_stale_revalidated_with_etag(env):
