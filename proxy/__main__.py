@@ -144,8 +144,11 @@ async def _serve_until_signal(app, host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway import logs
 
     from .service import create_app
+
+    logs.configure("proxy")
 
     try:
         config = ProxyConfig.from_env()
