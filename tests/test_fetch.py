@@ -6,7 +6,6 @@ import email.utils
 import shutil
 import ssl
 
-import h11
 import pytest
 import trio
 import trio.testing
@@ -15,57 +14,14 @@ from proxy.address_policy import AllowList, Refused
 from proxy.cache import ByteLRU, Entry, SingleFlight, freshness
 from proxy.fetch import fetch
 
+from .origin import OriginServer
+
 LOCAL = AllowList.parse("127.0.0.1/32")
 CSS = b"body { color: red }\n"
 
 
-class Origin:
-    """A tiny HTTP/1.1 origin on 127.0.0.1; records the request headers it saw."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.seen: list[tuple[str, dict[str, str]]] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            with trio.move_on_after(5):
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        conn.receive_data(data)
-                        if not data:
-                            return
-                        continue
-                    if isinstance(event, h11.Request):
-                        break
-                    return
-                headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                path = event.target.decode()
-                self.seen.append((path, headers))
-                status, rh, body, chunks = await self.route(path, headers)
-                rh = [*rh, ("Connection", "close")]
-                if chunks is None:
-                    rh.append(("Content-Length", str(len(body))))
-                else:
-                    rh.append(("Transfer-Encoding", "chunked"))
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=rh)))
-                if chunks is None:
-                    if body:
-                        await stream.send_all(conn.send(h11.Data(data=body)))
-                else:
-                    for _ in range(chunks):
-                        await stream.send_all(conn.send(h11.Data(data=body)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass
-        finally:
-            await stream.aclose()
+class Origin(OriginServer):
+    """The routes these tests need."""
 
     async def route(self, path: str, headers: dict[str, str]):
         css = [("Content-Type", "text/css; charset=utf-8")]

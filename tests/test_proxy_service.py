@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 
-import h11
 import httpx
 import pytest
 import trio
@@ -18,6 +17,8 @@ from proxy.config import ProxyConfig
 from proxy.service import create_app
 from router.tokens import Keyring
 
+from .origin import OriginServer
+
 KEY = Keyring((("t1", secrets.token_bytes(32)),))
 SID = "sess-1"
 CSS = b"a:hover { color: red; background: url(img.png) }\n@import 'more.css';\n"
@@ -27,42 +28,8 @@ PNG = bytes.fromhex(
 )
 
 
-class Origin:
-    def __init__(self) -> None:
-        self.port = 0
-        self.seen: list[tuple[str, dict[str, str]]] = []
-
-    def hits(self, path: str) -> list[dict[str, str]]:
-        return [h for p, h in self.seen if p == path]
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            with trio.move_on_after(5):
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(65536)
-                        conn.receive_data(data)
-                        if not data:
-                            return
-                        continue
-                    if isinstance(event, h11.Request):
-                        break
-                    return
-                headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                path = event.target.decode()
-                self.seen.append((path, headers))
-                status, rh, body = await self.route(path, headers)
-                rh = [*rh, ("Connection", "close"), ("Content-Length", str(len(body)))]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=rh)))
-                if body:
-                    await stream.send_all(conn.send(h11.Data(data=body)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass
-        finally:
-            await stream.aclose()
+class Origin(OriginServer):
+    """The routes these tests need."""
 
     async def route(self, path: str, headers: dict[str, str]):
         css = [("Content-Type", "text/css; charset=utf-8")]
