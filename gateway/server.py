@@ -373,7 +373,7 @@ class Conn:
         if meta is not None and meta.ended:
             raise ProtocolError("session_ended", "this session has ended", Close.SESSION_ENDED)
         if hello.role == "visitor":
-            await self._run_visitor(hello)
+            await self._run_visitor(hello, meta)
         else:
             await self._run_agent(hello)
 
@@ -435,6 +435,7 @@ class Conn:
 
     async def _reader(self, subject: str, epoch: int, check: SequenceCheck, msgid_key: Any) -> None:
         allowed = VISITOR_KINDS if self.role == "visitor" else AGENT_KINDS
+        events_in = metrics.EVENTS_IN.labels(role=self.role)  # looked up once, not per frame
         window = self.window
         assert window is not None
         while True:
@@ -460,7 +461,7 @@ class Conn:
                                 "bad_shape", "snapshot payload must be {i, n, d}", Close.BAD_FRAME
                             )
                 check.check(frame.events)
-                metrics.EVENTS_IN.labels(role=self.role).inc(len(frame.events))
+                events_in.inc(len(frame.events))
                 for ev in frame.events:
                     # Bound the distance from the cumulative ack, not just the count in
                     # flight: _durable relies on it.
@@ -645,6 +646,8 @@ class Conn:
 
     async def _flush(self, sources: dict[str, Source]) -> None:
         role = "agent" if self.role == "agent" else "visitor"
+        frames_out = metrics.FRAMES_OUT.labels(role=role)
+        events_out = metrics.EVENTS_OUT.labels(role=role)
         for src in sources.values():
             ready = src.take_ready()
             if not ready:
@@ -653,14 +656,13 @@ class Conn:
                 await self.ws.send_message(
                     encode_frame(Events(epoch=epoch, events=evs, src=src.src))
                 )
-                metrics.FRAMES_OUT.labels(role=role).inc()
-                metrics.EVENTS_OUT.labels(role=role).inc(len(evs))
+                frames_out.inc()
+                events_out.inc(len(evs))
 
     # ---- visitor ------------------------------------------------------------------------
 
-    async def _run_visitor(self, hello: Hello) -> None:
+    async def _run_visitor(self, hello: Hello, before: session_store.SessionMeta | None) -> None:
         claims = self._verify_resume(hello, "visitor")
-        before = await self.bridge.call(session_store.load, self.gw.kv, self.sid)
         resumed = (
             claims is not None
             and before is not None
