@@ -1,0 +1,67 @@
+"""The browser's JavaScript, assembled from plain files at start-up (no build step).
+
+`/cobrowse.js` and `/embed.js` are each one script: the vendored msgpack codec, the shared
+wire client and the role's own file, wrapped in one function scope. The wrapper hides
+`define`, `exports` and `module`, so a page's AMD or CommonJS loader never picks up the
+vendored UMD bundle, and nothing but the role's global (`Cobrowse`, `CobrowseViewer`)
+leaks into the page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
+VENDOR_MSGPACK = STATIC / "vendor" / "msgpack.min.js"
+
+BUNDLES = {
+    "cobrowse.js": ("wire.js", "visitor.js"),
+    "embed.js": ("wire.js", "viewer.js"),
+}
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    etag: str
+    content_type: str
+
+
+def _wrap(parts: list[tuple[str, str]]) -> str:
+    vendor = VENDOR_MSGPACK.read_text()
+    out = [
+        "/* cobrowse: plain JavaScript, assembled by router/browser_assets.py */",
+        "(function () {",
+        "'use strict';",
+        "var MessagePack = (function (define, exports, module) {",
+        "  var holder = {};",
+        "  (function () {",
+        vendor,
+        "  }).call(holder);",
+        "  return holder.MessagePack;",
+        "})(undefined, undefined, undefined);",
+    ]
+    for name, text in parts:
+        out.append(f"/* ---- {name} ---- */")
+        out.append(text)
+    out.append("})();")
+    return "\n".join(out) + "\n"
+
+
+@cache
+def bundle(name: str) -> Asset:
+    """The assembled script `name` ("cobrowse.js" or "embed.js"), built once per process."""
+    files = BUNDLES[name]
+    text = _wrap([(f, (STATIC / f).read_text()) for f in files])
+    body = text.encode()
+    return Asset(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/javascript; charset=utf-8")
+
+
+@cache
+def page(name: str) -> Asset:
+    """A static HTML page from router/static (the embed page, the demo page)."""
+    body = (STATIC / name).read_bytes()
+    return Asset(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/html; charset=utf-8")

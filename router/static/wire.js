@@ -1,0 +1,1 @@
+/* wire.js: the JS wire client (protocol v1); being written. */

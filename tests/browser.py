@@ -1,0 +1,101 @@
+"""Real headless Chromium for the browser tests: Debian's `chromium`, driven by Playwright.
+
+Playwright's own browser download does not work here, so we launch the system binary by
+`executable_path`. `make test` installs it (see the Makefile's `chromium` target). A
+missing browser fails the tests rather than skipping them, unless COBROWSE_SKIP_BROWSER=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "router" / "static"
+PAGES = Path(__file__).resolve().parent / "pages"
+
+# Flags for a closed network: no background fetches to Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str | None:
+    for cand in (os.environ.get("COBROWSE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One Chromium process for the whole run; tests open their own contexts."""
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("COBROWSE_SKIP_BROWSER") == "1":
+            pytest.skip("COBROWSE_SKIP_BROWSER=1 and no chromium")
+        pytest.fail("chromium is not installed: run `make test`, which installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def context(chromium):
+    ctx = chromium.new_context()
+    yield ctx
+    ctx.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+class StaticServer:
+    """A plain HTTP server on 127.0.0.1 serving one directory, in a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def pages_server():
+    """Serves tests/pages/ (visitor test pages) and, under /static/, router/static/."""
+    srv = StaticServer(ROOT / "tests")
+    yield srv
+    srv.close()
