@@ -96,6 +96,16 @@ class AdmissionGate:
         return decision
 
 
+def wants_close_refusal(path: str) -> bool:
+    return parse_qs(urlsplit(path).query).get("refusal") == ["close"]
+
+
+def refusal_reason(decision: Decision) -> str:
+    """`<code>: retry_after=<s>`: what a browser gets instead of the HTTP status it cannot read."""
+    code = "draining" if decision.status == 503 else "rate_limited"
+    return f"{code}: retry_after={retry_after_header(decision.retry_after)}"
+
+
 def rejection(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     code = "draining" if decision.status == 503 else "rate_limited"
     body = json.dumps({"error": {"code": code, "message": decision.reason}}).encode()

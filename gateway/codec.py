@@ -41,6 +41,7 @@ class Close:
     SESSION_ENDED = 4004  # reserved: the session was ended through the API
     HELLO_TIMEOUT = 4008
     UNSUPPORTED_VERSION = 4006
+    REFUSED = 4009  # handshake refused (rate limited or draining), for `?refusal=close` clients
 
 
 class ProtocolError(Exception):

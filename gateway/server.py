@@ -31,7 +31,7 @@ from router import membership, tokens
 from router.drain_plan import DrainPlanner, reconnect_delay
 
 from . import metrics, session_store, streams
-from .admission_gate import AdmissionGate, rejection
+from .admission_gate import AdmissionGate, refusal_reason, rejection, wants_close_refusal
 from .codec import (
     AGENT_KINDS,
     MAX_FRAME_BYTES,
@@ -120,6 +120,12 @@ class Gateway:
         address = getattr(remote, "address", str(remote))
         decision = await self.gate.check(request.path, str(address), self.draining)
         if not decision.admit:
+            if wants_close_refusal(request.path):
+                # A browser cannot read a refused handshake's status or Retry-After, so it
+                # asked to be told through a close code instead (protocol.md, 4009).
+                ws = await request.accept()
+                await ws.aclose(code=Close.REFUSED, reason=refusal_reason(decision))
+                return
             status, headers, body = rejection(decision)
             await request.reject(status, extra_headers=headers, body=body)
             return

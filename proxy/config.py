@@ -47,6 +47,8 @@ class ProxyConfig:
     max_redirects: int = 5
     cache_bytes: int = 64 * MIB
     url_ttl: int = 3600
+    token_keys: Keyring | None = None  # verifies agents' join tokens (POST /v1/sign)
+    cors_origins: tuple[str, ...] = ("*",)  # pages that may call /v1/sign and /v1/rewrite
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyConfig:
@@ -83,7 +85,20 @@ class ProxyConfig:
                 f"COBROWSE_PROXY_ALLOW: {err} (comma-separated CIDR networks, IPs, host names)"
             ) from None
 
+        token_keys = None
+        spec = get("COBROWSE_TOKEN_KEYS")
+        if spec is not None:
+            try:
+                token_keys = Keyring.parse(spec)
+            except ValueError as err:
+                raise ConfigError(f"COBROWSE_TOKEN_KEYS is invalid ({err})") from None
+        cors = tuple(
+            o.strip() for o in (get("COBROWSE_PROXY_CORS_ORIGINS") or "*").split(",") if o.strip()
+        )
+
         return cls(
+            token_keys=token_keys,
+            cors_origins=cors,
             keyring=keyring,
             public_url=public_url.rstrip("/"),
             allow=allow,

@@ -38,11 +38,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
+from router import tokens
 from router.tokens import Keyring
 
 from . import metrics, signing
-from .address_policy import Refused
+from .address_policy import Refused, parse_target
 from .cache import ByteLRU, Entry, SingleFlight, freshness
 from .config import ProxyConfig
 from .fetch import Resolver, fetch
@@ -77,6 +79,8 @@ ASSET_TYPES = frozenset(
     }
 )  # image/svg+xml is refused on purpose: SVG can carry script.
 DEFAULT_MAX_AGE = 60
+MAX_SIGN_URLS = 512  # per POST /v1/sign
+MAX_SIGN_URL_CHARS = 8192
 
 _STATUS = {
     "timeout": 504,
@@ -112,7 +116,7 @@ class _Cached:
 
 
 log = structlog.get_logger("proxy")
-KNOWN_PATHS = {"/healthz", "/metrics", "/v1/stylesheet", "/v1/asset", "/v1/rewrite"}
+KNOWN_PATHS = {"/healthz", "/metrics", "/v1/stylesheet", "/v1/asset", "/v1/rewrite", "/v1/sign"}
 
 
 class ProxyService:
@@ -144,6 +148,17 @@ class ProxyService:
         for note in result.notes:
             log.info("rewrite_note", base_url=base_url, note=note)
         return result.css, result.notes
+
+    def sign_url(self, url: object, session: str) -> str | None:
+        """A signed proxy URL for an absolute http(s) URL, or None for anything else."""
+        if not isinstance(url, str) or len(url) > MAX_SIGN_URL_CHARS:
+            return None
+        try:
+            parse_target(url)
+        except Refused:
+            return None
+        expires = int(time.time()) + self.cfg.url_ttl
+        return self.cfg.public_url + signing.sign(self.key, url, session, expires)
 
     async def _fetch(self, url: str, accept, conditional=None):
         self.origin_fetches += 1
@@ -304,28 +319,81 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
         if not isinstance(body, dict):
             raise ProxyError(400, "bad_json", "body must be a JSON object")
         css, base_url = body.get("css"), body.get("base_url")
-        session, e, sig = body.get("session"), body.get("e"), body.get("sig")
-        for name, value, kind in (
-            ("css", css, str),
-            ("base_url", base_url, str),
-            ("session", session, str),
-            ("sig", sig, str),
-            ("e", e, int),
-        ):
-            if value is None:
-                raise ProxyError(
-                    401 if name != "css" else 400, "missing_param", f"{name!r} missing"
-                )
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ProxyError(400, "bad_param", f"{name!r} must be {kind.__name__}")
+        token_session = agent_session(request)
+        if token_session is not None:
+            # A viewer holding an agent join token: the token names the session.
+            for name, value in (("css", css), ("base_url", base_url)):
+                if not isinstance(value, str):
+                    raise ProxyError(400, "bad_param", f"{name!r} must be str")
+            session = token_session
+        else:
+            session, e, sig = body.get("session"), body.get("e"), body.get("sig")
+            for name, value, kind in (
+                ("css", css, str),
+                ("base_url", base_url, str),
+                ("session", session, str),
+                ("sig", sig, str),
+                ("e", e, int),
+            ):
+                if value is None:
+                    raise ProxyError(
+                        401 if name != "css" else 400, "missing_param", f"{name!r} missing"
+                    )
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise ProxyError(400, "bad_param", f"{name!r} must be {kind.__name__}")
         if len(css.encode("utf-8", errors="replace")) > limit:
             raise ProxyError(413, "too_large", f"css is over the limit of {limit} bytes")
         if not base_url:
             raise ProxyError(400, "bad_param", "'base_url' is empty")
-        svc.verify({"u": _b64(base_url), "s": session, "e": str(e), "sig": sig})
+        if token_session is None:
+            svc.verify({"u": _b64(base_url), "s": session, "e": str(e), "sig": sig})
         out, notes = svc.rewrite_css(css, base_url, session)
         return JSONResponse({"css": out, "notes": notes})
 
+    @app.post("/v1/sign")
+    async def sign_endpoint(request: Request) -> JSONResponse:
+        # The viewer turns the visitor's URLs into signed proxy URLs; only an agent of the
+        # session may, so the proxy never signs for anyone who could not see the page.
+        session = agent_session(request)
+        if session is None:
+            raise ProxyError(
+                401, "missing_token", "Authorization: Bearer <agent join token> needed"
+            )
+        raw = await request.body()
+        if len(raw) > 1024 * 1024:
+            raise ProxyError(413, "too_large", "body over 1 MiB")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ProxyError(400, "bad_json", "body is not JSON") from None
+        urls = body.get("urls") if isinstance(body, dict) else None
+        if not isinstance(urls, list) or len(urls) > MAX_SIGN_URLS:
+            raise ProxyError(400, "bad_param", f"'urls' must be a list of at most {MAX_SIGN_URLS}")
+        return JSONResponse({"urls": [svc.sign_url(u, session) for u in urls]})
+
+    def agent_session(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth:
+            return None
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or cfg.token_keys is None:
+            raise ProxyError(401, "bad_token", "only Bearer agent join tokens are accepted")
+        sid = tokens.peek_sid(token.strip())
+        try:
+            tokens.verify(
+                cfg.token_keys, token.strip(), sid=sid or "", role="agent", now=time.time()
+            )
+        except tokens.TokenError as err:
+            raise ProxyError(401, "bad_token", err.args[-1] if err.args else "bad token") from None
+        return sid
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(cfg.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     return app
 
 

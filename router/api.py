@@ -38,7 +38,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import session_store, streams
 from gateway.session_store import SessionMeta
 
-from . import admin, membership, sessions, shortcodes, tokens
+from . import admin, browser_routes, membership, sessions, shortcodes, tokens
 from .config import RouterConfig
 
 log = structlog.get_logger("router.api")
@@ -224,6 +224,14 @@ class LookupResponse(BaseModel):
     agent_token: str = Field(description="join token for the agent's WebSocket `hello`")
     token_expires_at: int = Field(description="Unix seconds")
     gateways: list[str]
+    proxy: str | None = Field(None, description="the asset proxy's base URL, for the viewer")
+
+
+class ConnectResponse(BaseModel):
+    session_id: str
+    role: str = Field(description="the role the join token was issued for")
+    gateways: list[str] = Field(description="gateway WebSocket URLs, try in this order")
+    proxy: str | None = Field(None, description="the asset proxy's base URL, for the viewer")
 
 
 class SessionSummary(BaseModel):
@@ -563,6 +571,56 @@ def create_app(
             agent_token=token,
             token_expires_at=int(now + cfg.token_ttl),
             gateways=urls,
+            proxy=cfg.proxy_url,
+        )
+
+    @app.post(
+        "/v1/sessions/{session_id}/connect",
+        response_model=ConnectResponse,
+        tags=["sessions"],
+        summary="Where to connect, for a holder of a join token (browser clients)",
+        responses=_doc(
+            (401, "bad_token"), (404, "unknown_session"), (503, "no_gateways"), UNAVAILABLE
+        ),
+    )
+    async def connect(
+        session_id: Annotated[str, Path(max_length=64)],
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ConnectResponse:
+        # A page that reloads, or an embed opened with a token, needs the session's current
+        # gateway order; the join token itself is the credential (expired ones still count:
+        # the session resumes on its resume token).
+        presented = creds.credentials if creds else ""
+        role = None
+        for candidate in ("agent", "visitor"):
+            try:
+                tokens.verify(
+                    cfg.keyring,
+                    presented,
+                    sid=session_id,
+                    role=candidate,
+                    now=clock(),
+                    allow_expired=True,
+                )
+            except tokens.TokenError:
+                continue
+            role = candidate
+            break
+        if role is None:
+            raise ApiError(
+                401,
+                "bad_token",
+                "missing or invalid join token for this session",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        meta = await load_session(session_id)
+        if meta.ended:
+            raise ApiError(404, "unknown_session", "the session has ended")
+        return ConnectResponse(
+            session_id=session_id,
+            role=role,
+            gateways=await gateway_urls(session_id),
+            proxy=cfg.proxy_url,
         )
 
     @app.get(
@@ -721,6 +779,7 @@ def create_app(
             raise ApiError(503, "not_ready", f"NATS is {state}")
         return Health(status="ok", nats=state)
 
+    browser_routes.add(app, cfg)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,

@@ -50,6 +50,9 @@ class RouterConfig:
     max_body_bytes: int = 16 * 1024
     stream: StreamSettings = field(default_factory=StreamSettings)
     codes_bucket: str = "cobrowse_codes"
+    proxy_url: str | None = None  # the asset proxy's public base URL, told to viewers
+    embed_frame_ancestors: str = "*"  # CSP frame-ancestors of /embed: who may embed it
+    demo_site_key: str | None = None  # serve /demo with this site key (development only)
 
     @property
     def codes_ttl(self) -> float:
@@ -233,6 +236,9 @@ def load(
         forwarded_hops=num("api_forwarded_hops", 0, int, 0),
         cors_origins=cors,
         stream=stream,
+        proxy_url=(str(get("proxy_public_url", "")).rstrip("/") or None),
+        embed_frame_ancestors=str(get("embed_frame_ancestors", "*")),
+        demo_site_key=(str(get("demo_site_key", "")) or None),
         **limits_,
     )
     if problems:

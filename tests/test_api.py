@@ -678,10 +678,14 @@ async def test_health_and_openapi(nats_server):
             "/v1/sessions",
             "/v1/sessions/lookup",
             "/v1/sessions/{session_id}",
+            "/v1/sessions/{session_id}/connect",
             "/v1/cluster",
             "/v1/cluster/gateways/{gateway_id}/drain",
             "/healthz",
             "/readyz",
+            "/cobrowse.js",
+            "/embed",
+            "/embed.js",
         }
         assert set(doc["paths"]["/v1/sessions"]) == {"get", "post"}
         assert set(doc["paths"]["/v1/sessions/{session_id}"]) == {"get", "delete"}
