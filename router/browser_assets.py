@@ -57,11 +57,15 @@ def bundle(name: str) -> Asset:
     files = BUNDLES[name]
     text = _wrap([(f, (STATIC / f).read_text()) for f in files])
     body = text.encode()
-    return Asset(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/javascript; charset=utf-8")
+    return Asset(
+        body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/javascript; charset=utf-8"
+    )
 
 
 @cache
 def page(name: str) -> Asset:
     """A static HTML page from router/static (the embed page, the demo page)."""
     body = (STATIC / name).read_bytes()
-    return Asset(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/html; charset=utf-8")
+    return Asset(
+        body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/html; charset=utf-8"
+    )
