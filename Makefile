@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m router up
 
-test: $(STAMP)
+# Debian's Chromium for the browser tests (Playwright's own browser download does not work
+# here); Playwright drives it through executable_path. Installed once, as root or with sudo.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

