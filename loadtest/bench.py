@@ -14,6 +14,7 @@ Sections of the result (printed as a table, written as JSON with --json):
   memory   gateway RSS per idle connection, and raw trio-websocket's
   micro    codec, reorder buffer, token bucket
   workers  aggregate events/s: `--workers 1` vs `--workers 2` on one port
+  browser  our snapshot and mutation encoder vs rrweb in one Chromium page (bench_browser)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from router import natsproc
 from router.cluster import _wait_port, spawn_gateway
 
-from . import bench_micro
+from . import bench_browser, bench_micro
 from .bench_procs import (
     Child,
     cpu_tree,
@@ -390,6 +391,8 @@ class Bench:
         t0 = mono()
         log("micro-benchmarks")
         doc["micro"] = bench_micro.run_all(s is QUICK)
+        log("browser: our snapshot and mutations vs rrweb, in Chromium")
+        doc["browser"] = bench_browser.section(self, s is QUICK)
 
         floor, raw_mem = self.floor_and_raw_memory()
         self.nats = natsproc.start_single(self.log_dir / "nats")
@@ -560,7 +563,7 @@ def print_table(doc: dict, file=None) -> None:
     for col in COLUMNS:
         just = "right" if col == "result" else "center" if col == "met" else "left"
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for row in table_rows(doc):
+    for row in table_rows(doc) + bench_browser.table_rows(doc.get("browser")):
         table.add_row(*row)
     Console(file=file or sys.stdout, width=150).print(table)
 
