@@ -14,6 +14,8 @@ import pytest
 from router import natsproc, tokens
 from router.cluster import _wait_port, spawn_gateway
 
+from .browser import chromium, context, pages_server  # noqa: F401  (fixtures for every test)
+
 KEYS = "test-1:" + secrets.token_urlsafe(32) + ",test-0:" + secrets.token_urlsafe(32)
 KEYRING = tokens.Keyring.parse(KEYS)
 ADMIN_KEY = "admin-" + secrets.token_urlsafe(16)
