@@ -80,6 +80,10 @@ class Supervisor:
     def ready(self) -> bool:
         if self.draining or any(p.poll() is not None for p in self.workers.values()):
             return False
+        # Not before every worker listens: a pod behind a Service must not get clients that
+        # no process accepts yet (workers start after the supervisor's admin port).
+        if not all((Path(self.dir) / f"ready-{i}").exists() for i in self.workers):
+            return False
         for metric in self.registry.collect():  # a worker drained over NATS says so here
             if metric.name == "cobrowse_gateway_draining":
                 if any(s.value > 0 for s in metric.samples):
