@@ -1,0 +1,645 @@
+"""The visitor's snippet (router/static/visitor.js) in real Chromium, through its capture hook.
+
+`Cobrowse._capture(emit)` records with no network and no consent; every event that would go on
+the wire lands in `window.__events` as `[kind, payload]` (bytes shown as `{"$bin": length}`).
+The session tests (start, consent, continuation across a reload) run the real snippet with a
+stub wire client and Playwright routes standing in for the router.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router import browser_assets
+from tests.browser import STATIC, chromium, context, pages_server  # noqa: F401 (fixtures)
+
+INJECT = """([src, attrs]) => {
+  const s = document.createElement("script");
+  for (const [k, v] of Object.entries(attrs)) s.setAttribute(k, v);
+  s.textContent = src;
+  document.head.appendChild(s);
+  return typeof window.Cobrowse;
+}"""
+
+CAPTURE = """() => {
+  window.__events = [];
+  const enc = (v) => JSON.parse(JSON.stringify(v, (k, x) =>
+    x instanceof Uint8Array ? {"$bin": x.length, "head": Array.from(x.slice(0, 4))} : x));
+  window.__cap = Cobrowse._capture((k, p) => window.__events.push([k, enc(p)]));
+}"""
+
+# A tiny viewer-side applier: rebuilds the tree from a snapshot, applies mutations in the
+# order the contract gives, and fails loudly when a parent or "before" node is missing.
+APPLIER = """() => {
+window.__mirror = (snap) => {
+  const map = new Map();
+  const build = (n, list) => {
+    const o = {id: n.id, list};
+    if (n.tag !== undefined) { o.tag = n.tag; o.a = Object.assign({}, n.a); o.c = [];
+      for (const ch of n.c || []) o.c.push(build(ch, o.c));
+      if (n.sh) { o.sh = []; for (const ch of n.sh.c) o.sh.push(build(ch, o.sh)); } }
+    else if (n.x !== undefined) o.x = n.x; else o.cm = n.cm;
+    map.set(n.id, o);
+    return o;
+  };
+  const root = build(snap.root, null);
+  const errors = [];
+  const apply = (m) => {
+    for (const id of m.rem || []) { const o = map.get(id); if (o && o.list) { const i = o.list.indexOf(o); if (i >= 0) o.list.splice(i, 1); o.list = null; } }
+    for (const ad of m.adds || []) {
+      const p = map.get(ad.p);
+      if (!p || !p.c) { errors.push("no parent " + ad.p); continue; }
+      const o = build(ad.n, p.c);
+      if (ad.b === null) p.c.push(o);
+      else { const b = map.get(ad.b); const i = b ? p.c.indexOf(b) : -1;
+        if (i < 0) { errors.push("no before " + ad.b + " in " + ad.p); p.c.push(o); } else p.c.splice(i, 0, o); }
+    }
+    for (const at of m.attr || []) { const o = map.get(at.id); if (!o) { errors.push("no attr node " + at.id); continue; }
+      for (const [k, v] of Object.entries(at.a)) { if (v === null) delete o.a[k]; else o.a[k] = v; } }
+    for (const t of m.text || []) { const o = map.get(t.id); if (!o) { errors.push("no text node " + t.id); continue; }
+      if (o.cm !== undefined) o.cm = t.x; else o.x = t.x; }
+  };
+  const canon = (o) => o.tag !== undefined
+    ? {id: o.id, tag: o.tag, a: Object.fromEntries(Object.entries(o.a).sort()), c: o.c.map(canon), sh: o.sh ? o.sh.map(canon) : null}
+    : (o.x !== undefined ? {id: o.id, x: o.x} : {id: o.id, cm: o.cm});
+  const canonSnap = (n) => n.tag !== undefined
+    ? {id: n.id, tag: n.tag, a: Object.fromEntries(Object.entries(n.a).sort()), c: (n.c || []).map(canonSnap), sh: n.sh ? n.sh.c.map(canonSnap) : null}
+    : (n.x !== undefined ? {id: n.id, x: n.x} : {id: n.id, cm: n.cm});
+  return {apply, errors, tree: () => canon(root), same: (snap2) => JSON.stringify(canon(root)) === JSON.stringify(canonSnap(snap2.root))};
+};
+}"""
+
+
+def bundle_js() -> str:
+    return browser_assets.bundle("cobrowse.js").body.decode()
+
+
+def open_page(context, pages_server, name, attrs=None, capture=True):  # noqa: F811
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{pages_server.url}/pages/{name}")
+    assert page.evaluate(INJECT, [bundle_js(), attrs or {}]) == "object"
+    if capture:
+        page.evaluate(CAPTURE)
+    page.errors = errors
+    return page
+
+
+def drain(page, kind=None):
+    evs = page.evaluate("() => window.__events.splice(0)")
+    return [p for k, p in evs if k == kind] if kind else evs
+
+
+def settle(page, ms=0):
+    """Let MutationObserver callbacks and timers run."""
+    page.evaluate(f"() => new Promise(r => setTimeout(r, {ms}))")
+
+
+def walk(node):
+    yield node
+    for ch in node.get("c", []):
+        yield from walk(ch)
+    if "sh" in node:
+        for ch in node["sh"]["c"]:
+            yield from walk(ch)
+
+
+def by_attr_id(root):
+    return {n["a"]["id"]: n for n in walk(root) if "a" in n and "id" in n["a"]}
+
+
+def test_snapshot_document(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    page.evaluate("() => window.scrollTo(0, 120)")
+    page.evaluate("() => window.__cap.snapshot()")
+    evs = drain(page)
+    assert evs[0][0] == "nav" and evs[0][1]["url"].endswith("/pages/visitor_basic.html")
+    assert evs[0][1]["title"] == "Visitor basic"
+    snaps = [p for k, p in evs if k == "snapshot"]
+    assert len(snaps) == 2
+    first, doc = snaps
+    assert doc["v"] == 1 and doc["title"] == "Visitor basic"
+    assert doc["dt"] == {"name": "html", "pub": "", "sys": ""}
+    assert doc["scroll"] == [0, 120] and len(doc["vw"]) == 2
+    assert doc["base"] == doc["url"]
+    root = doc["root"]
+    assert root["tag"] == "html"
+    # ids are stable within a page load: a second snapshot reuses them
+    assert [n["id"] for n in walk(first["root"])] == [n["id"] for n in walk(root)]
+    ids = [n["id"] for n in walk(root)]
+    assert len(ids) == len(set(ids)) and min(ids) >= 1
+    el = by_attr_id(root)
+    # namespaces and case
+    assert el["svg"]["ns"] == "svg"
+    assert any(n.get("tag") == "linearGradient" and n.get("ns") == "svg" for n in walk(el["svg"]))
+    assert el["m"]["ns"] == "math" and el["m"]["c"][0]["tag"] == "mi"
+    assert "ns" not in el["h"]
+    assert el["h"]["c"][0] == {"id": el["h"]["c"][0]["id"], "x": "Hello "}
+    # comments
+    assert any(n.get("cm") == " a comment " for n in walk(root))
+    # form state
+    assert el["t"]["v"] == "initial"
+    assert el["ta"]["v"] == "area text"
+    assert el["cb"].get("ck") is True and el["r1"].get("ck") is True and "ck" not in el["r2"]
+    assert el["s1"]["v"] == "b"
+    sel = [o.get("sl", False) for o in el["sm"]["c"] if o.get("tag") == "option"]
+    assert sel == [True, False, True]
+    # <script>: attributes, no children
+    assert el["sc"]["c"] == [] and "script-secret-9431" not in json.dumps(doc)
+    # <style>: text, plus css when the CSSOM differs
+    assert el["st"]["c"][0]["x"].startswith("body {") and "css" not in el["st"]
+    assert el["empty"]["c"] == [] and ".fromcssom" in el["empty"]["css"]
+    assert el["lk"]["a"]["href"] == "/pages/nothing-here.css"
+    # constructed + adopted sheets, open shadow root
+    sheets = {s["sid"]: s["css"] for s in doc["sheets"]}
+    assert len(doc["adopted"]) == 1 and "font-weight: 300" in sheets[doc["adopted"][0]]
+    sh = el["host"]["sh"]
+    assert sh["c"][0]["tag"] == "p" and sh["c"][0]["a"]["id"] == "inshadow"
+    assert len(sh["adopted"]) == 1 and "color: green" in sheets[sh["adopted"][0]]
+    # scroll offsets, canvas marker
+    assert el["scroller"]["sc"] == [0, 100]
+    assert el["cv"]["cv"] is True
+    # our overlay is not part of the page
+    assert not any(str(n.get("tag", "")).startswith("cobrowse") for n in walk(root))
+    assert page.evaluate("() => !!document.querySelector('cobrowse-overlay')")
+    assert page.errors == []
+
+
+SECRETS = ["pw-attr-secret", "4111111111111111", "private-title-77", "private-text-5521", "nested-private-8812",
+           "custom-masked-6613", "typed-pw-3141", "typed-cc-2718", "new-private-1618", "attr-secret-1414",
+           "show-pw-1732"]
+
+
+def test_masking_never_leaks(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html", {"data-mask-selector": ".mask-me"})
+    page.fill("#pw", "typed-pw-3141")
+    page.fill("#cc", "typed-cc-2718")
+    page.evaluate("""() => {
+      document.getElementById("privspan").textContent = "new-private-1618";
+      document.getElementById("pw").setAttribute("value", "attr-secret-1414");
+      const i = document.createElement("input"); i.type = "password"; i.value = "attr-secret-1414";
+      i.setAttribute("value", "attr-secret-1414");
+      document.getElementById("priv").appendChild(i);
+    }""")
+    settle(page)
+    # showing a password turns the field into type=text: it stays private
+    page.evaluate("() => { document.getElementById('pw').type = 'text'; }")
+    settle(page)
+    page.fill("#pw", "show-pw-1732")
+    page.evaluate("() => window.__cap.snapshot()")
+    evs = drain(page)
+    blob = json.dumps(evs)
+    for s in SECRETS:
+        assert s not in blob, s
+    snap = [p for k, p in evs if k == "snapshot"][-1]
+    el = by_attr_id(snap["root"])
+    assert el["pw"]["m"] is True and el["pw"]["v"] == "*" * len("show-pw-1732")
+    assert el["cc"]["v"] == "*" * 13 and el["cc"]["a"]["value"] == "*" * 16
+    assert el["priv"]["m"] and el["privspan"]["m"] and el["privspan"]["c"][0]["x"] == "*" * 16
+    assert el["priv"]["a"]["title"] == "*" * 16
+    assert el["custommask"]["m"] and el["custommask"]["c"][0]["x"] == "*" * 18
+    inputs = [p for k, p in evs if k == "input"]
+    assert {"id": el["pw"]["id"], "v": "*" * 13} in inputs
+    texts = [t for k, p in evs if k == "mutation" for t in p.get("text", [])]
+    assert {"id": el["privspan"]["c"][0]["id"], "x": "*" * 16} not in texts  # textContent= replaces the node
+    assert "t" not in el or "m" not in el["t"]  # a plain field is not masked
+    long = "x" * 100
+    page.fill("#pw", long)
+    assert drain(page, "input")[-1]["v"] == "*" * 64
+
+
+def test_mutations_one_event_per_batch(context, pages_server):
+    page = open_page(context, pages_server, "visitor_blank.html")
+    drain(page)
+    page.evaluate("""() => {
+      const root = document.getElementById("root");
+      const a = document.createElement("div"); a.id = "a"; a.textContent = "A";
+      root.appendChild(a);
+      document.getElementById("p1").setAttribute("class", "c1");
+      document.getElementById("p2").firstChild.data = "TWO";
+      root.insertBefore(document.createTextNode("t"), root.firstChild);
+    }""")
+    settle(page)
+    muts = drain(page, "mutation")
+    assert len(muts) == 1
+    m = muts[0]
+    assert "rem" not in m
+    assert [ad["n"].get("tag") or "text" for ad in m["adds"]] == ["div", "text"]
+    assert m["adds"][0]["b"] is None and m["adds"][0]["n"]["c"][0]["x"] == "A"
+    assert m["attr"][0]["a"] == {"class": "c1"}
+    assert m["text"][0]["x"] == "TWO"
+
+
+RANDOM_OPS = """async ([seed, rounds]) => {
+  let s = seed;
+  const rnd = (n) => { s = (s * 1103515245 + 12345) & 0x7fffffff; return s % n; };
+  const root = document.getElementById("root");
+  const host = document.createElement("section"); host.id = "shost"; root.appendChild(host);
+  host.attachShadow({mode: "open"}).innerHTML = "<i>s1</i><i>s2</i>";
+  let k = 0;
+  const all = () => Array.from(root.querySelectorAll("*")).concat(Array.from(host.shadowRoot.querySelectorAll("*")));
+  const anyNode = () => { const els = all(); const e = els[rnd(els.length)] || root;
+    const kids = Array.from(e.childNodes); return kids.length && rnd(2) ? kids[rnd(kids.length)] : e; };
+  const container = () => { const c = all().filter(e => !e.contains(root)); return rnd(5) ? (c[rnd(c.length)] || root) : (rnd(2) ? root : host.shadowRoot); };
+  for (let r = 0; r < rounds; r++) {
+    const n = 1 + rnd(6);
+    for (let i = 0; i < n; i++) {
+      const op = rnd(8);
+      try {
+        if (op === 0) { const d = document.createElement(rnd(2) ? "div" : "span"); d.textContent = "n" + (k++);
+          const p = container(); const ref = p.childNodes[rnd(p.childNodes.length + 1)] || null; p.insertBefore(d, ref); }
+        else if (op === 1) { const x = anyNode(); if (x !== root && x !== host && !x.contains(root)) x.remove(); }
+        else if (op === 2) { const x = anyNode(); const p = container();
+          if (x !== root && x !== host && !x.contains(p) && !(x.contains && x.contains(root))) { const ref = p.childNodes[rnd(p.childNodes.length + 1)] || null; if (ref !== x) p.insertBefore(x, ref); } }
+        else if (op === 3) { const e = all()[rnd(all().length)]; if (e) e.setAttribute("data-k", String(k++)); }
+        else if (op === 4) { const e = all()[rnd(all().length)]; if (e) e.removeAttribute("data-k"); }
+        else if (op === 5) { const x = anyNode(); if (x.nodeType === 3) x.data = "t" + (k++); }
+        else if (op === 6) { const p = container(); const a = document.createElement("b"), b = document.createElement("u");
+          a.textContent = "a" + k; b.textContent = "b" + (k++); p.appendChild(b); p.insertBefore(a, b);
+          if (rnd(2)) { const t = document.createElement("em"); p.appendChild(t); t.remove(); } }
+        else { const p = container(); const f = document.createDocumentFragment();
+          for (let j = 0; j < 3; j++) { const e = document.createElement("p"); e.textContent = "f" + (k++); f.appendChild(e); }
+          p.insertBefore(f, p.firstChild); }
+      } catch (e) { /* an impossible move (hierarchy): skip */ }
+    }
+    await new Promise(res => setTimeout(res, 0));
+  }
+}"""
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+def test_mutations_apply_in_order(context, pages_server, seed):
+    page = open_page(context, pages_server, "visitor_blank.html", capture=False)
+    page.evaluate(APPLIER)
+    page.evaluate(CAPTURE)
+    snap = drain(page, "snapshot")[0]
+    page.evaluate("(s) => { window.__m = window.__mirror(s); }", snap)
+    page.evaluate(RANDOM_OPS, [seed, 40])
+    settle(page)
+    for m in drain(page, "mutation"):
+        page.evaluate("(m) => window.__m.apply(m)", m)
+    page.evaluate("() => window.__cap.snapshot()")
+    fresh = drain(page, "snapshot")[0]
+    assert page.evaluate("() => window.__m.errors") == []
+    ok = page.evaluate("(s) => window.__m.same(s)", fresh)
+    if not ok:
+        mirror = page.evaluate("() => window.__m.tree()")
+        assert json.dumps(mirror, indent=1) == "fresh snapshot differs"  # show the tree
+    assert page.errors == []
+
+
+def test_move_and_siblings_in_one_batch(context, pages_server):
+    page = open_page(context, pages_server, "visitor_blank.html", capture=False)
+    page.evaluate(APPLIER)
+    page.evaluate(CAPTURE)
+    snap = drain(page, "snapshot")[0]
+    ids = {n["a"]["id"]: n["id"] for n in walk(snap["root"]) if "a" in n and "id" in n["a"]}
+    page.evaluate("(s) => { window.__m = window.__mirror(s); }", snap)
+    page.evaluate("""() => {
+      const root = document.getElementById("root");
+      const p1 = document.getElementById("p1"), p3 = document.getElementById("p3");
+      root.appendChild(p1);                       // move to the end
+      const x = document.createElement("p"); x.id = "x";
+      const y = document.createElement("p"); y.id = "y";
+      root.insertBefore(y, p3); root.insertBefore(x, y);   // x before y, both new
+      const z = document.createElement("p"); z.id = "z"; root.appendChild(z); z.remove(); // added and removed
+      x.appendChild(p3);                          // moved into a new node
+    }""")
+    settle(page)
+    muts = drain(page, "mutation")
+    assert len(muts) == 1
+    m = muts[0]
+    assert set(m["rem"]) == {ids["p1"], ids["p3"]}
+    page.evaluate("(m) => window.__m.apply(m)", m)
+    assert page.evaluate("() => window.__m.errors") == []
+    added = {ad["n"]["a"]["id"]: ad for ad in m["adds"]}
+    assert set(added) == {"x", "y", "p1"}
+    assert added["p1"]["n"]["id"] == ids["p1"]  # a move keeps the node's id
+    p3 = [n for n in walk(added["x"]["n"]) if n.get("a", {}).get("id") == "p3"][0]
+    assert p3["id"] == ids["p3"]
+    page.evaluate("() => window.__cap.snapshot()")
+    assert page.evaluate("(s) => window.__m.same(s)", drain(page, "snapshot")[0])
+
+
+def test_inputs_of_each_type(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    snap = drain(page, "snapshot")[0]
+    el = by_attr_id(snap["root"])
+    page.fill("#t", "hello")
+    page.fill("#ta", "multi\nline")
+    page.uncheck("#cb")
+    page.check("#r2")
+    page.select_option("#s1", "a")
+    page.select_option("#sm", ["y", "z"])
+    settle(page)
+    inputs = drain(page, "input")
+    assert {"id": el["t"]["id"], "v": "hello"} in inputs
+    assert {"id": el["ta"]["id"], "v": "multi\nline"} in inputs
+    assert {"id": el["cb"]["id"], "ck": False} in inputs
+    assert {"id": el["r1"]["id"], "ck": False} in inputs and {"id": el["r2"]["id"], "ck": True} in inputs
+    assert not any(p["id"] == el["r3"]["id"] for p in inputs)
+    assert {"id": el["s1"]["id"], "v": "a"} in inputs
+    assert {"id": el["sm"]["id"], "sel": [1, 2]} in inputs
+    # the same value is not sent twice (input then change)
+    assert len([p for p in inputs if p["id"] == el["t"]["id"]]) == 1
+
+
+def test_scroll_pointer_click_focus_viewport(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    el = by_attr_id(drain(page, "snapshot")[0]["root"])
+    page.evaluate("() => window.scrollTo(0, 200)")
+    page.evaluate("() => { document.getElementById('scroller').scrollTop = 150; }")
+    settle(page, 150)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.mouse.move(5, 5)
+    box = page.locator("#h b").bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 2, steps=5)
+    page.mouse.click(box["x"] + 2, box["y"] + 2)
+    page.focus("#t")
+    page.set_viewport_size({"width": 700, "height": 500})
+    settle(page, 250)
+    evs = drain(page)
+    scrolls = [p for k, p in evs if k == "scroll"]
+    assert {"id": 0, "x": 0, "y": 200} in scrolls and {"id": 0, "x": 0, "y": 0} in scrolls
+    assert {"id": el["scroller"]["id"], "x": 0, "y": 150} in scrolls
+    assert any(k == "pointer" for k, p in evs)
+    bold = el["h"]["c"][1]["id"]
+    assert {"id": bold} in [p for k, p in evs if k == "hover"]
+    clicks = [p for k, p in evs if k == "click"]
+    assert clicks and clicks[0]["id"] == bold
+    assert {"id": el["t"]["id"]} in [p for k, p in evs if k == "focus"]
+    assert {"w": 700, "h": 500} in [p for k, p in evs if k == "viewport"]
+
+
+def test_canvas_sent_when_changed(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    cid = by_attr_id(drain(page, "snapshot")[0]["root"])["cv"]["id"]
+    settle(page, 700)
+    assert drain(page, "canvas") == []  # blank: the viewer's canvas is blank already
+    page.evaluate("() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'red'; c.fillRect(0, 0, 30, 20); }")
+    settle(page, 700)
+    cv = drain(page, "canvas")
+    assert len(cv) == 1 and cv[0]["id"] == cid and cv[0]["w"] == 60 and cv[0]["h"] == 40
+    assert cv[0]["mime"] in ("image/webp", "image/png") and cv[0]["d"]["$bin"] > 20
+    settle(page, 1100)
+    assert drain(page, "canvas") == []  # unchanged: not resent
+    page.evaluate("() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'blue'; c.fillRect(10, 10, 30, 20); }")
+    settle(page, 700)
+    assert len(drain(page, "canvas")) == 1
+    # a snapshot resets the viewer: the current image comes again
+    page.evaluate("() => window.__cap.snapshot()")
+    settle(page, 700)
+    assert len(drain(page, "canvas")) == 1
+
+
+def test_big_canvas_is_scaled_under_the_event_limit(context, pages_server):
+    page = open_page(context, pages_server, "visitor_blank.html")
+    page.evaluate("""() => {
+      const c = document.createElement("canvas"); c.width = 1600; c.height = 1200; document.body.appendChild(c);
+      const g = c.getContext("2d"); let s = 1;
+      for (let i = 0; i < 20000; i++) { s = (s * 16807) % 2147483647;
+        g.fillStyle = "#" + (s % 0xffffff).toString(16).padStart(6, "0"); g.fillRect(s % 1600, (s >> 8) % 1200, 9, 9); }
+    }""")
+    settle(page, 1200)
+    cv = drain(page, "canvas")
+    assert len(cv) == 1 and cv[0]["w"] == 1600 and 0 < cv[0]["d"]["$bin"] <= 120 * 1024
+
+
+def test_cssom_events(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    el = by_attr_id(drain(page, "snapshot")[0]["root"])
+    known = page.evaluate("() => document.adoptedStyleSheets.length")
+    assert known == 1
+    page.evaluate("""() => {
+      const st = document.getElementById("st").sheet;
+      st.insertRule(".x { color: pink; }", 1);
+      st.deleteRule(0);
+      try { st.insertRule("not css", 0); } catch (e) { window.__thrown = e.name; }
+      const s2 = new CSSStyleSheet();
+      s2.replaceSync(".y { margin: 1px; }");
+      s2.insertRule(".z { margin: 2px; }", 1);
+      document.adoptedStyleSheets = [...document.adoptedStyleSheets, s2];
+      const s3 = new CSSStyleSheet();
+      s3.insertRule(".w { margin: 3px; }");
+      document.getElementById("host").shadowRoot.adoptedStyleSheets = [s3];
+    }""")
+    assert page.evaluate("() => window.__thrown") == "SyntaxError"
+    css = drain(page, "css")
+    st = el["st"]["id"]
+    assert css[0] == {"op": "insert", "node": st, "rule": ".x { color: pink; }", "index": 1}
+    assert css[1] == {"op": "delete", "node": st, "index": 0}
+    assert css[2]["op"] == "replace" and css[2]["css"] == ".y { margin: 1px; }"
+    s2 = css[2]["sheet"]
+    assert css[3] == {"op": "insert", "sheet": s2, "rule": ".z { margin: 2px; }", "index": 1}
+    assert css[4]["op"] == "adopt" and css[4]["host"] == 0 and css[4]["sheets"][-1] == s2 and len(css[4]["sheets"]) == 2
+    # s3 was never announced: it comes whole before it is adopted
+    assert css[5]["op"] == "replace" and css[5]["css"] == ".w { margin: 3px; }"
+    assert css[6] == {"op": "adopt", "host": el["host"]["id"], "sheets": [css[5]["sheet"]]}
+    assert len(css) == 7
+    # push() does not call the setter: found by the timer
+    page.evaluate("() => { const s = new CSSStyleSheet(); s.replaceSync('.q{top:0}'); document.adoptedStyleSheets.push(s); }")
+    settle(page, 700)
+    css = drain(page, "css")
+    assert css[-1]["op"] == "adopt" and len(css[-1]["sheets"]) == 3
+    # a snapshot now carries the style's CSSOM
+    page.evaluate("() => window.__cap.snapshot()")
+    snap = drain(page, "snapshot")[0]
+    st_node = by_attr_id(snap["root"])["st"]
+    assert ".x { color: pink; }" in st_node["css"] and "body" not in st_node["css"]
+    # insertRule on a style added in the same task: the add comes first
+    page.evaluate("""() => { const s = document.createElement("style"); s.id = "late"; document.head.appendChild(s);
+      s.sheet.insertRule(".late { color: red; }"); }""")
+    settle(page)
+    evs = [(k, p) for k, p in drain(page) if k in ("css", "mutation")]
+    assert evs[0][0] == "mutation" and evs[1][0] == "css"
+    late = evs[0][1]["adds"][0]["n"]
+    assert "css" not in late and evs[1][1] == {"op": "insert", "node": late["id"], "rule": ".late { color: red; }", "index": 0}
+    # patches go away when recording stops
+    page.evaluate("() => window.__cap.stop()")
+    assert page.evaluate("() => CSSStyleSheet.prototype.insertRule.toString().includes('[native code]')")
+
+
+def test_shadow_root_mutations(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html", capture=False)
+    page.evaluate(APPLIER)
+    page.evaluate(CAPTURE)
+    snap = drain(page, "snapshot")[0]
+    page.evaluate("(s) => { window.__m = window.__mirror(s); }", snap)
+    page.evaluate("""() => {
+      const sr = document.getElementById("host").shadowRoot;
+      sr.querySelector("p").textContent = "changed";
+      sr.appendChild(document.createElement("hr"));
+      const late = document.getElementById("h");
+      late.attachShadow({mode: "open"}).innerHTML = "<em>late root</em>";
+    }""")
+    settle(page)
+    muts = drain(page, "mutation")
+    assert len(muts) >= 1
+    for m in muts:
+        page.evaluate("(m) => window.__m.apply(m)", m)
+    page.evaluate("() => { document.getElementById('h').shadowRoot.querySelector('em').textContent = 'again'; }")
+    settle(page)
+    for m in drain(page, "mutation"):
+        page.evaluate("(m) => window.__m.apply(m)", m)
+    page.evaluate("() => window.__cap.snapshot()")
+    fresh = drain(page, "snapshot")[0]
+    assert page.evaluate("() => window.__m.errors") == []
+    assert page.evaluate("(s) => window.__m.same(s)", fresh)
+    assert by_attr_id(fresh["root"])["h"]["sh"]["c"][0]["c"][0]["x"] == "again"
+
+
+# ---- the session: consent, start(), continuation, with a stub wire client ----
+
+STUB_WIRE = """
+class CobrowseWire {
+  constructor(o) { this.o = o; window.__wire = this; }
+  log(x) { const l = JSON.parse(sessionStorage.getItem("wirelog") || "[]"); l.push(x); sessionStorage.setItem("wirelog", JSON.stringify(l)); }
+  start() { this.log(["start", this.o.sid, this.o.state]);
+    setTimeout(() => { this.o.onState("live"); this.o.onPersist({rt: "rt-1", epoch: 1, seq: 3, unacked: [], recv: {}}); }, 0); }
+  send(kind, payload) { if (kind !== "pointer" && kind !== "hover") this.log([kind]); }
+  sendSnapshot(text) { this.log(["snapshot", JSON.parse(text).url]); }
+  end(reason) { this.log(["end", reason]); }
+  persistState() { return {rt: "rt-2", epoch: 1, seq: 9, unacked: [], recv: {}}; }
+}
+"""
+
+SITE = "http://site.test"
+ROUTER = "http://router.test"
+
+
+def site_page(name, attrs):
+    a = " ".join(f'{k}="{v}"' for k, v in attrs.items())
+    return (f'<!DOCTYPE html><html><head><title>{name}</title>'
+            f'<script src="{ROUTER}/cobrowse.js" {a}></script></head>'
+            f'<body><p id="p">page {name}</p><input id="pw" type="password"></body></html>')
+
+
+def stub_bundle() -> str:
+    return browser_assets._wrap([("wire.js", STUB_WIRE), ("visitor.js", (STATIC / "visitor.js").read_text())])
+
+
+def routed(context, session_status=201, attrs=None):  # noqa: F811
+    attrs = {"data-site-key": "pk_test_1", "data-agent-name": "Example Support", **(attrs or {})}
+    calls = []
+    js = stub_bundle()
+
+    def router(route):
+        req = route.request
+        if req.url.endswith("/cobrowse.js"):
+            return route.fulfill(status=200, content_type="text/javascript", body=js)
+        if req.url.endswith("/v1/sessions"):
+            calls.append(json.loads(req.post_data))
+            if session_status == 201:
+                body = {"session_id": "sTESTsession0001", "visitor_token": "v1.tok", "token_expires_at": 1,
+                        "gateways": ["ws://gw.test/"], "short_code": "363219", "code_expires_at": 1}
+            elif session_status == 401:
+                body = {"error": {"code": "bad_site_key", "message": "unknown site key"}}
+            elif session_status == 429:
+                body = {"error": {"code": "rate_limited", "message": "slow down"}}
+            else:
+                return route.abort()
+            return route.fulfill(status=session_status, content_type="application/json", body=json.dumps(body),
+                                 headers={"access-control-allow-origin": "*", "retry-after": "3"})
+        return route.fulfill(status=404, body="")
+
+    context.route(f"{ROUTER}/**", router)
+    context.route(f"{SITE}/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=site_page(route.request.url.rsplit("/", 1)[-1], attrs)))
+    return calls
+
+
+def test_consent_prompt_and_decline(context):
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => { window.__p = Cobrowse.start().then(() => 'ok', (e) => e.code); }")
+    assert page.evaluate("() => Cobrowse.state()") == "consent"
+    assert page.evaluate("() => !!document.querySelector('cobrowse-consent')")
+    # the prompt is in a closed shadow root; the accessibility tree still shows its text
+    cdp = context.new_cdp_session(page)
+    names = json.dumps(cdp.send("Accessibility.getFullAXTree"))
+    assert "Example Support would like to see this page" in names
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => window.__p") == "declined"
+    assert page.evaluate("() => Cobrowse.state()") == "idle"
+    assert page.evaluate("() => !!document.querySelector('cobrowse-consent')") is False
+    assert page.evaluate("() => sessionStorage.getItem('wirelog')") is None  # nothing was sent
+
+
+def test_consent_accept_starts(context):
+    calls = routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => { window.__p = Cobrowse.start(); }")
+    page.keyboard.press("Enter")  # "Allow" has the focus
+    assert page.evaluate("() => window.__p") == {"sessionId": "sTESTsession0001", "code": "363219"}
+    assert calls == [{"site_key": "pk_test_1"}]
+
+
+@pytest.mark.parametrize("status,code", [(401, "bad_site_key"), (429, "rate_limited"), (0, "unavailable")])
+def test_start_errors(context, status, code):
+    routed(context, session_status=status)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    got = page.evaluate("""async () => { const errs = []; Cobrowse.on("error", (e) => errs.push(e.code));
+      try { await Cobrowse.start({consented: true}); return "ok"; } catch (e) { return [e.code, errs, Cobrowse.state()]; } }""")
+    assert got == [code, [code], "idle"]
+
+
+def test_session_continues_across_pages(context):
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    got = page.evaluate("() => Cobrowse.start({consented: true})")
+    assert got == {"sessionId": "sTESTsession0001", "code": "363219"}
+    settle(page, 50)
+    assert page.evaluate("() => Cobrowse.state()") == "live"
+    assert page.evaluate("() => Cobrowse.getCode()") == "363219"
+    stored = json.loads(page.evaluate("() => sessionStorage.getItem('cobrowse')"))
+    assert stored["sid"] == "sTESTsession0001" and stored["token"] == "v1.tok" and stored["code"] == "363219"
+    assert stored["rt"] == "rt-1" and stored["gateways"] == ["ws://gw.test/"]
+    page.goto(f"{SITE}/b.html")  # pagehide writes the latest state, the next page resumes
+    settle(page, 50)
+    log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
+    starts = [x for x in log if x[0] == "start"]
+    assert starts[0] == ["start", "sTESTsession0001", None]
+    assert starts[1][1] == "sTESTsession0001" and starts[1][2]["rt"] == "rt-2"
+    after = log[log.index(starts[1]):]
+    kinds = [x[0] for x in after]
+    assert kinds[:3] == ["start", "nav", "snapshot"] and after[2][1] == f"{SITE}/b.html"
+    assert page.evaluate("() => Cobrowse.state()") == "live"
+    assert page.evaluate("() => Cobrowse.getCode()") == "363219"
+    assert page.evaluate("() => document.querySelector('cobrowse-consent')") is None
+    page.evaluate("() => Cobrowse.end()")
+    assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == ["ended", None]
+    assert json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))[-1][0] == "end"
+    page.goto(f"{SITE}/c.html")
+    assert page.evaluate("() => Cobrowse.state()") == "idle"
+
+
+def test_agent_events_and_wire_controls(context):
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    got = page.evaluate("""async () => {
+      const seen = [];
+      Cobrowse.on("agent-joined", (e) => seen.push(["joined", e.agentId]));
+      Cobrowse.on("state", (e) => seen.push(["state", e.state]));
+      const w = window.__wire;
+      w.o.onControl({op: "joined", msg: "a0123456789ab"});
+      w.o.onEvents([{kind: "pointer", payload: {x: 10, y: 20}}, {kind: "highlight", payload: {id: 3, on: true}},
+                    {kind: "click", payload: {x: 5, y: 5}}, {kind: "highlight", payload: {id: 3, on: false}}]);
+      w.o.onState("reconnecting");
+      w.o.onControl({op: "snapshot"});
+      w.o.onState("live");
+      w.o.onState("ended", {code: "ended", reason: "agent ended"});
+      return seen;
+    }""")
+    assert got == [["joined", "a0123456789ab"], ["state", "reconnecting"], ["state", "live"], ["state", "ended"]]
+    log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
+    assert [x[0] for x in log].count("snapshot") == 2
+    assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]") == ["ended", None, False]
