@@ -235,7 +235,9 @@ def test_mutations_one_event_per_batch(context, pages_server):
 
 RANDOM_OPS = """async ([seed, rounds]) => {
   let s = seed;
-  const rnd = (n) => { s = (s * 1103515245 + 12345) & 0x7fffffff; return s % n; };
+  const rnd = (n) => {  // mulberry32
+    s = (s + 0x6D2B79F5) | 0; let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return ((t ^ (t >>> 14)) >>> 0) % n; };
   const root = document.getElementById("root");
   const host = document.createElement("section"); host.id = "shost"; root.appendChild(host);
   host.attachShadow({mode: "open"}).innerHTML = "<i>s1</i><i>s2</i>";
@@ -345,6 +347,32 @@ def test_inputs_of_each_type(context, pages_server):
     assert {"id": el["sm"]["id"], "sel": [1, 2]} in inputs
     # the same value is not sent twice (input then change)
     assert len([p for p in inputs if p["id"] == el["t"]["id"]]) == 1
+
+
+def test_inputs_set_by_script(context, pages_server):
+    page = open_page(context, pages_server, "visitor_basic.html")
+    el = by_attr_id(drain(page, "snapshot")[0]["root"])
+    page.evaluate("""() => {
+      const $ = (i) => document.getElementById(i);
+      $("t").value = "from-script"; $("t").value = "from-script-2";   // one event, the last value
+      $("cb").checked = false; $("r3").checked = true;
+      $("s1").selectedIndex = 0; $("sm").options[1].selected = true;
+      $("pw").value = "prog-secret-999";
+    }""")
+    settle(page)
+    inputs = drain(page, "input")
+    assert inputs == [
+        {"id": el["t"]["id"], "v": "from-script-2"},
+        {"id": el["cb"]["id"], "ck": False},
+        {"id": el["r1"]["id"], "ck": False},
+        {"id": el["r3"]["id"], "ck": True},
+        {"id": el["s1"]["id"], "v": "a"},
+        {"id": el["sm"]["id"], "sel": [0, 1, 2]},
+        {"id": el["pw"]["id"], "v": "*" * 15},
+    ]
+    page.evaluate("() => window.__cap.stop()")
+    assert page.evaluate("""() => Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set
+      .toString().includes("[native code]")""")
 
 
 def test_scroll_pointer_click_focus_viewport(context, pages_server):

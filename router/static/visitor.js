@@ -98,6 +98,8 @@ function isPrivate(n) {
   return false;
 }
 const mask = (s) => "*".repeat(Math.min(String(s).length, MAX_MASK));
+// Text between tags that is only whitespace says nothing: kept, so the masked layout holds.
+const maskText = (s) => (/^\s*$/.test(s) ? s : mask(s));
 
 // Is n part of what we send (connected, not ours, not inside a <script>)?
 function inTree(n) {
@@ -228,7 +230,7 @@ function makeRecorder(out) {
     switch (n.nodeType) {
       case 1: return serEl(n, priv, ctx);
       case 3:
-      case 4: return { id: idFor(n), x: priv ? mask(n.data) : n.data };
+      case 4: return { id: idFor(n), x: priv ? maskText(n.data) : n.data };
       case 8: return { id: idFor(n), cm: priv ? mask(n.data) : n.data };
       default: return null;
     }
@@ -438,7 +440,7 @@ function makeRecorder(out) {
     const text = [];
     for (const t of textT) {
       if (!ids.has(t) || rootSet.has(t) || covered(t) || !inTree(t)) continue;
-      text.push({ id: idOf(t), x: isPrivate(t.parentNode) ? mask(t.data) : t.data });
+      text.push({ id: idOf(t), x: isPrivate(t.parentNode) ? maskText(t.data) : t.data });
     }
     if (!rem.length && !adds.length && !attr.length && !text.length) return;
     const m = {};
@@ -543,7 +545,20 @@ function makeRecorder(out) {
 
   // ---- inputs, scroll, pointer, focus, viewport ----
   function onInput(e) {
-    const el = deepTarget(e);
+    fieldChanged(deepTarget(e));
+  }
+  // Fields set by script (el.value = ..., el.checked = ...): looked at once, after the task's
+  // other changes, like a visitor's input.
+  const setFields = new Set();
+  function fieldSet(el) {
+    if (!setFields.size) queueMicrotask(() => {
+      const l = Array.from(setFields);
+      setFields.clear();
+      if (running) for (const f of l) fieldChanged(f.localName === "option" ? f.closest("select") : f);
+    });
+    setFields.add(el);
+  }
+  function fieldChanged(el) {
     if (!el || el.nodeType !== 1 || el.namespaceURI !== NS_HTML) return;
     flush();
     const id = idOf(el);
@@ -742,12 +757,19 @@ function makeRecorder(out) {
     reAdd.add(host);
     queueMicrotask(() => { if (running) flush(); });
   }
-  const api = { start, stop, snapshot, flush, css, shadowAttached, get running() { return running; } };
+  const api = { start, stop, snapshot, flush, css, shadowAttached, fieldSet, get running() { return running; } };
   return api;
 }
 
 // ---- prototype patches: installed only while recording; originals called as is ----
 let patched = null;
+// Setters of form state: a script setting them fires no input event.
+const FIELD_PROPS = [
+  [HTMLInputElement.prototype, "value"], [HTMLInputElement.prototype, "checked"],
+  [HTMLTextAreaElement.prototype, "value"], [HTMLSelectElement.prototype, "value"],
+  [HTMLSelectElement.prototype, "selectedIndex"], [HTMLOptionElement.prototype, "selected"],
+];
+const FIELD_ORIG = [];
 function installPatches() {
   if (patched) return;
   const P = CSSStyleSheet.prototype;
@@ -791,6 +813,18 @@ function installPatches() {
   P.replace = w.replace;
   P.replaceSync = w.replaceSync;
   Element.prototype.attachShadow = w.attachShadow;
+  for (const [proto, prop] of FIELD_PROPS) {
+    const desc = Object.getOwnPropertyDescriptor(proto, prop);
+    if (!desc || !desc.set) continue;
+    FIELD_ORIG.push([proto, prop, desc]);
+    Object.defineProperty(proto, prop, Object.assign({}, desc, {
+      set(v) {
+        desc.set.call(this, v);
+        const rec = activeRec;
+        if (rec) safe(() => rec.fieldSet(this));
+      },
+    }));
+  }
   for (const [proto, desc] of [[Document.prototype, ORIG.docAdopted], [ShadowRoot.prototype, ORIG.rootAdopted]]) {
     if (!desc || !desc.set) continue;
     Object.defineProperty(proto, "adoptedStyleSheets", Object.assign({}, desc, {
@@ -809,6 +843,7 @@ function removePatches() {
   // Put back only what is still ours: a page may have wrapped our wrapper since.
   for (const k of ["insertRule", "deleteRule", "replace", "replaceSync"]) if (P[k] === patched[k]) P[k] = ORIG[k];
   if (Element.prototype.attachShadow === patched.attachShadow) Element.prototype.attachShadow = ORIG.attachShadow;
+  for (const [proto, prop, desc] of FIELD_ORIG.splice(0)) Object.defineProperty(proto, prop, desc);
   if (ORIG.docAdopted) Object.defineProperty(Document.prototype, "adoptedStyleSheets", ORIG.docAdopted);
   if (ORIG.rootAdopted) Object.defineProperty(ShadowRoot.prototype, "adoptedStyleSheets", ORIG.rootAdopted);
   patched = null;
