@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench loadtest clean
+.PHONY: run test lint bench loadtest clean image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,6 +36,13 @@ loadtest: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway router proxy loadtest tests
 	$(BIN)/ruff format --check gateway router proxy loadtest tests
+
+# The container image (Dockerfile): podman, else docker. Not part of `make test`.
+IMAGE ?= cobrowse:0.1.0
+CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build --tag $(IMAGE) --file Dockerfile .
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
