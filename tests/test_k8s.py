@@ -252,6 +252,24 @@ def names_read(component: str, monkeypatch) -> set[str]:
 # ---- rendering and schema validation ----------------------------------------------------
 
 
+def validate(path: Path) -> int:
+    """`kubernetes-validate --strict` on a file; the number of objects that passed. It only
+    warns on a kind it has no schema for (and passes an empty file): both fail here."""
+    out = subprocess.run(
+        [str(KUBERNETES_VALIDATE), "--strict", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    report = out.stdout + out.stderr
+    assert out.returncode == 0, report
+    assert "WARN" not in report and "Couldn't find schema" not in report, report
+    passed = report.count(" passed for resource ")
+    assert passed, f"nothing validated in {path}:\n{report}"
+    return passed
+
+
 def test_overlays_render_and_validate_against_the_kubernetes_schemas(overlay, tmp_path):
     docs = render(overlay)
     kinds = {d["kind"] for d in docs}
@@ -269,34 +287,25 @@ def test_overlays_render_and_validate_against_the_kubernetes_schemas(overlay, tm
     assert expected <= kinds, f"missing kinds: {expected - kinds}"
     rendered = tmp_path / f"{overlay}.yaml"
     rendered.write_text(render_text(OVERLAYS[overlay]))
-    out = subprocess.run(
-        [str(KUBERNETES_VALIDATE), "--strict", "-k", K8S_VERSION, str(rendered)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    report = out.stdout + out.stderr
-    assert out.returncode == 0, report
-    # kubernetes-validate only warns on a kind it has no schema for: fail on it here.
-    assert "WARN" not in report and "Couldn't find schema" not in report, report
-    assert report.count(" passed for resource ") == len(docs), report
+    assert validate(rendered) == len(docs)
 
 
-def test_the_examples_validate_too(tmp_path):
+def test_the_examples_validate_too():
     files = sorted((K8S / "examples").glob("*.yaml"))
     assert files, "k8s/examples holds the documented HPA on connections per pod"
     for f in files:
-        out = subprocess.run(
-            [str(KUBERNETES_VALIDATE), "--strict", "-k", K8S_VERSION, str(f)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        report = out.stdout + out.stderr
-        assert out.returncode == 0 and "WARN" not in report, report
-        assert " passed for resource " in report, report
+        assert validate(f) >= 1
+
+
+def test_the_validation_fails_on_an_unknown_kind_and_an_unknown_field(tmp_path):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("apiVersion: example.com/v1\nkind: Frobnicator\nmetadata: {name: x}\n")
+    with pytest.raises(AssertionError, match="Couldn't find schema"):
+        validate(unknown)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {bogus: 1}\n")
+    with pytest.raises(AssertionError, match="bogus"):
+        validate(bad)
 
 
 def test_kubectl_apply_k_k8s_deploys_the_prod_overlay():
@@ -379,6 +388,21 @@ def test_nats_config_is_valid_and_matches_the_statefulset(overlay, tmp_path):
     headless = one(docs, "Service", sts["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_no_two_nats_servers_share_a_node(overlay):
+    sts = workload(render(overlay), "nats")
+    [term] = pod_spec(sts)["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert selects(term["labelSelector"], sts["spec"]["template"]["metadata"]["labels"])
+    pdb = next(
+        p
+        for p in objects(render(overlay), "PodDisruptionBudget")
+        if selects(p["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
+    )
+    assert pdb["spec"]["maxUnavailable"] == 1  # a 3-node cluster keeps 2 of 3 through a drain
 
 
 def test_nats_probes_are_the_jetstream_aware_healthz(overlay):
