@@ -659,15 +659,22 @@ def test_agent_events_and_wire_controls(context):
       Cobrowse.on("state", (e) => seen.push(["state", e.state]));
       const w = window.__wire;
       w.o.onControl({op: "joined", msg: "a0123456789ab"});
-      w.o.onEvents([{kind: "pointer", payload: {x: 10, y: 20}}, {kind: "highlight", payload: {id: 3, on: true}},
-                    {kind: "click", payload: {x: 5, y: 5}}, {kind: "highlight", payload: {id: 3, on: false}}]);
+      const p = Cobrowse._nodeId(document.getElementById("p"));
+      w.o.onEvents([{kind: "pointer", payload: {x: 10, y: 20}}, {kind: "highlight", payload: {id: p, on: true}},
+                    {kind: "click", payload: {x: 5, y: 5}}, {kind: "highlight", payload: {id: 999, on: true}},
+                    {kind: "highlight", payload: {id: 999, on: false}}, {kind: "pointer", payload: {x: "bad"}}]);
+      seen.push(["overlay", Cobrowse._overlayState(), p]);
       w.o.onState("reconnecting");
+      seen.push(["badge", Cobrowse._overlayState().reconnecting]);
       w.o.onControl({op: "snapshot"});
       w.o.onState("live");
       w.o.onState("ended", {code: "ended", reason: "agent ended"});
       return seen;
     }""")
-    assert got == [["joined", "a0123456789ab"], ["state", "reconnecting"], ["state", "live"], ["state", "ended"]]
+    pid = got[1][2]
+    assert isinstance(pid, int) and pid > 0
+    assert got == [["joined", "a0123456789ab"], ["overlay", {"pointer": [10, 20], "highlights": [pid], "reconnecting": False}, pid],
+                   ["state", "reconnecting"], ["badge", True], ["state", "live"], ["state", "ended"]]
     log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
     assert [x[0] for x in log].count("snapshot") == 2
     assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]") == ["ended", None, False]

@@ -936,6 +936,8 @@ function makeOverlay() {
   const hls = new Map(); // id -> box
   let hlTimer = null;
   let ptrHide = null;
+  let ptrAt = null; // [x, y] while the agent's pointer shows
+  let badgeOn = false;
   function place() {
     for (const [id, box] of hls) {
       const n = nodeOf(id);
@@ -956,8 +958,9 @@ function makeOverlay() {
       if (kind === "pointer" && Number.isFinite(p.x) && Number.isFinite(p.y)) {
         ptr.style.display = "block";
         ptr.style.transform = `translate(${p.x}px, ${p.y}px)`;
+        ptrAt = [p.x, p.y];
         clearTimeout(ptrHide);
-        ptrHide = setTimeout(() => { ptr.style.display = "none"; }, 15000);
+        ptrHide = setTimeout(() => { ptr.style.display = "none"; ptrAt = null; }, 15000);
       } else if (kind === "click" && Number.isFinite(p.x) && Number.isFinite(p.y)) {
         const r = document.createElement("div");
         r.className = "rip";
@@ -985,6 +988,7 @@ function makeOverlay() {
     },
     agentLeft() {
       ptr.style.display = "none";
+      ptrAt = null;
       for (const b of hls.values()) b.remove();
       hls.clear();
       clearInterval(hlTimer);
@@ -993,6 +997,12 @@ function makeOverlay() {
     reconnecting(on) {
       attach();
       badge.style.display = on ? "block" : "none";
+      badgeOn = on;
+    },
+    // For tests (the shadow root is closed): what the overlay shows, or null when nothing.
+    state() {
+      if (!ptrAt && !hls.size && !badgeOn) return null;
+      return { pointer: ptrAt, highlights: Array.from(hls.keys()), reconnecting: badgeOn };
     },
     remove() {
       this.agentLeft();
@@ -1067,7 +1077,8 @@ function readStore() {
 function writeStore(obj) {
   if (!session) return;
   try {
-    const v = Object.assign({}, obj || {}, { sid: session.sid, token: session.token, gateways: session.gateways, code: session.code });
+    // The wire's own fields (rt, epoch, unacked, recv, a refreshed gateway list) plus ours.
+    const v = Object.assign({ gateways: session.gateways }, obj || {}, { sid: session.sid, token: session.token, code: session.code });
     sessionStorage.setItem(STORE_KEY, JSON.stringify(v));
   } catch (e) { /* storage full or disabled: the session ends with the page */ }
 }
@@ -1105,6 +1116,30 @@ async function createSession() {
   throw codedError("unavailable", msg);
 }
 
+// The session's gateway order again, when every known gateway failed (api.md, connect).
+async function refreshGateways() {
+  const sid = session && session.sid;
+  if (!sid || !CB_CFG.base) return null;
+  const r = await fetch(`${CB_CFG.base}/v1/sessions/${encodeURIComponent(sid)}/connect`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + session.token },
+    credentials: "omit",
+  });
+  if (r.status === 404 || r.status === 401) {
+    // The session ended (or the token is not valid for it): stop trying.
+    if (wire) { try { wire.end("session gone"); } catch (e) { /* ending anyway */ } }
+    finish({ code: r.status === 404 ? "unknown_session" : "bad_token", reason: "the session is over" });
+    return null;
+  }
+  if (!r.ok) return null;
+  const body = await r.json();
+  if (Array.isArray(body.gateways) && body.gateways.length) {
+    session.gateways = body.gateways;
+    return body.gateways;
+  }
+  return null;
+}
+
 function whenReady(fn) {
   // A snapshot of a half-parsed page would stream the rest as mutations: wait for the DOM.
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fn, { once: true });
@@ -1126,6 +1161,7 @@ function begin(saved) {
     gateways: session.gateways,
     routerBase: CB_CFG.base,
     state: saved || null,
+    refreshGateways,
     onEvents(events) {
       for (const ev of events || []) if (overlay) overlay.agentEvent(ev.kind, ev.payload);
     },
@@ -1219,6 +1255,13 @@ const Cobrowse = {
   state() {
     return cbState;
   },
+  // Test hooks: the id a node has on the wire; what the overlay shows (null: nothing).
+  _nodeId(node) {
+    return (node && idOf(node)) ?? null;
+  },
+  _overlayState() {
+    return overlay ? overlay.state() : null;
+  },
   // Test hook: record with no network and no consent. emit(kind, payload) gets every event
   // that would go on the wire; the snapshot comes as its document object, not as parts.
   _capture(emit) {
@@ -1234,6 +1277,7 @@ const Cobrowse = {
       snapshot() { r.snapshot(); },
       flush() { r.flush(); },
       agent(kind, payload) { ov.agentEvent(kind, payload); },
+      overlayState() { return ov.state(); },
     };
   },
 };
