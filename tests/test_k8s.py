@@ -731,6 +731,9 @@ def test_every_container_runs_with_the_restricted_security_context(overlay):
         pod_sc = spec.get("securityContext", {})
         assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
         assert spec.get("automountServiceAccountToken") is False
+        # Service links would put COBROWSE_NATS_PORT=tcp://... and the like (from the
+        # Services named cobrowse-*) into the components' own variable namespace.
+        assert spec.get("enableServiceLinks") is False
         for v in spec.get("volumes", []):
             assert "hostPath" not in v
         for c in spec.get("initContainers", []) + spec["containers"]:
