@@ -182,6 +182,12 @@ NORMALIZE_JS = r"""
 """
 
 
+def js_call(expression: str = "document", **options: Any) -> str:
+    """A JS expression (no function to call: pages whose CSP forbids eval can run it through
+    Playwright's `evaluate`) giving the normalised tree of the node `expression`."""
+    return f"({NORMALIZE_JS})({expression}, {json.dumps(options)})"
+
+
 def normalized(frame: Any, expression: str = "document", **options: Any) -> Any:
     """The normalised tree of `expression` (a JS expression for a node) in a Playwright
     Page or Frame, e.g. ``normalized(page, "document.getElementById('f').contentDocument")``."""
@@ -217,10 +223,10 @@ def first_difference(a: Any, b: Any, path: str = "$") -> str | None:
     return None if a == b else f"{path}: {_short(a)} != {_short(b)}"
 
 
-def assert_same(a: Any, b: Any) -> None:
+def assert_same(a: Any, b: Any, what: str = "") -> None:
     """Assert two normalised trees are equal, naming the first difference."""
     d = first_difference(a, b)
-    assert d is None, "DOM trees differ at " + d
+    assert d is None, (what + ": " if what else "") + "DOM trees differ at " + str(d)
 
 
 def _short(v: Any, limit: int = 300) -> str:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 import zlib
+from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 
@@ -1114,3 +1117,266 @@ def test_dom_compare_normalizer_rules(context, pages_server):
         ["blocked", "script"],
         ["blocked", "script"],
     ]
+
+
+# ---- the /embed page, with a fake router, proxy and gateway (Playwright routes) ----
+
+ROUTER = "http://router.test"
+PROXY = "http://proxy.test"
+GATEWAY = "ws://gw.test/"
+APP = "http://app.test"
+
+
+class FakeCluster:
+    """Router, proxy and one gateway, answered by Playwright routes in one browser context."""
+
+    def __init__(self, ctx, snapshot: dict, token: str = "tok-1") -> None:
+        import msgpack
+
+        from router.browser_routes import embed_csp
+
+        self.msgpack = msgpack
+        self.token = token
+        self.snapshot = snapshot
+        self.calls: list[tuple[str, str, dict]] = []
+        self.agent_events: list = []
+        self.socket = None
+        self.csp = embed_csp(SimpleNamespace(proxy_url=PROXY, embed_frame_ancestors="*"))
+        ctx.route(ROUTER + "/**", self._router)
+        ctx.route(PROXY + "/**", self._proxy)
+        ctx.route(APP + "/**", self._app)
+        ctx.route(ORIGIN + "/**", lambda route: route.abort())
+        ctx.route_web_socket(GATEWAY + "**", self._gateway)
+
+    def _json(self, route, body, status=200):
+        route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
+
+    def _record(self, route) -> dict:
+        req = route.request
+        body = json.loads(req.post_data or "{}")
+        self.calls.append((req.url, req.headers.get("authorization", ""), body))
+        return body
+
+    def _router(self, route) -> None:
+        url = route.request.url
+        if url.startswith(ROUTER + "/embed.js"):
+            route.fulfill(
+                status=200,
+                content_type="text/javascript",
+                body=browser_assets.bundle("embed.js").body,
+            )
+        elif url.startswith(ROUTER + "/embed"):
+            route.fulfill(
+                status=200,
+                content_type="text/html",
+                headers={"Content-Security-Policy": self.csp},
+                body=browser_assets.page("embed.html").body,
+            )
+        elif url == ROUTER + "/v1/sessions/lookup":
+            body = self._record(route)
+            if (
+                route.request.headers.get("authorization") != "Bearer ak_1"
+                or body.get("code") != "123456"
+            ):
+                return self._json(
+                    route, {"error": {"code": "unknown_code", "message": "unknown code"}}, 404
+                )
+            self._json(
+                route, {"session_id": "s1", "agent_token": self.token, "gateways": [GATEWAY]}
+            )
+        elif url == ROUTER + "/v1/sessions/s1/connect":
+            self._record(route)
+            if route.request.headers.get("authorization") != "Bearer " + self.token:
+                return self._json(
+                    route, {"error": {"code": "bad_token", "message": "bad token"}}, 401
+                )
+            self._json(route, {"gateways": [GATEWAY], "proxy": PROXY})
+        else:
+            route.fulfill(status=404)
+
+    def _proxy(self, route) -> None:
+        url = route.request.url
+        if route.request.method == "POST":
+            body = self._record(route)
+            if url == PROXY + "/v1/sign":
+                return self._json(
+                    route,
+                    {
+                        "urls": [
+                            f"{PROXY}/v1/{body['kind']}?u={quote(u, safe='')}" for u in body["urls"]
+                        ]
+                    },
+                )
+            if url == PROXY + "/v1/rewrite":
+                return self._json(
+                    route, {"css": body["css"].replace(":hover", ".cb-hover"), "notes": []}
+                )
+        if "/v1/stylesheet" in url:
+            return route.fulfill(
+                status=200, content_type="text/css", body="h1 { color: rgb(0, 0, 200); }"
+            )
+        route.fulfill(status=404)
+
+    def _app(self, route) -> None:
+        # The agent's product, embedding the viewer and listening to its messages.
+        html = (
+            "<!DOCTYPE html><html><body><script>window.msgs = []; addEventListener('message', (e) => msgs.push(e.data));</script>"
+            f"<iframe id=embed style='width:1000px;height:700px' src='{ROUTER}/embed#{route.request.url.split('?', 1)[1]}'></iframe></body></html>"
+        )
+        route.fulfill(status=200, content_type="text/html", body=html)
+
+    def _gateway(self, ws) -> None:
+        self.socket = ws
+        ws.on_message(lambda m: self._frame(ws, m))
+
+    def send(self, ws, frame: dict) -> None:
+        ws.send(self.msgpack.packb(frame, use_bin_type=True))
+
+    def _frame(self, ws, message) -> None:
+        f = self.msgpack.unpackb(
+            message if isinstance(message, bytes) else message.encode(), raw=False
+        )
+        if f.get("t") == "hello":
+            assert f["role"] == "agent" and f["sid"] == "s1" and f["token"] == self.token
+            self.send(
+                ws,
+                {
+                    "t": "welcome",
+                    "v": 1,
+                    "sid": "s1",
+                    "aid": "a1",
+                    "epoch": 1,
+                    "durable": 0,
+                    "rt": "rt1",
+                    "gw": "gw-1",
+                    "delivered": None,
+                },
+            )
+            data = json.dumps(self.snapshot).encode()
+            half = len(data) // 2
+            parts = [{"i": 0, "n": 2, "d": data[:half]}, {"i": 1, "n": 2, "d": data[half:]}]
+            self.send(
+                ws,
+                {"t": "ev", "e": 1, "ev": [[1 + i, "snapshot", 0, p] for i, p in enumerate(parts)]},
+            )
+        elif f.get("t") == "ev":
+            self.agent_events += [[e[1], e[3]] for e in f["ev"]]
+            self.send(ws, {"t": "ack", "seq": f["ev"][-1][0]})
+
+    def visitor_events(self, first_seq: int, events: list) -> None:
+        self.send(
+            self.socket,
+            {
+                "t": "ev",
+                "e": 1,
+                "ev": [[first_seq + i, k, 0, p] for i, (k, p) in enumerate(events)],
+            },
+        )
+
+
+def poll(frame, expr: str, timeout: float = 10.0):
+    """evaluate until truthy: the embed page's CSP forbids the eval that wait_for_function uses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = frame.evaluate(expr)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            state = frame.evaluate(
+                "window.CobrowseViewer && CobrowseViewer.current && JSON.stringify({state: CobrowseViewer.current.state, error: CobrowseViewer.current.error, stats: CobrowseViewer.current.replayer && CobrowseViewer.current.replayer.stats()})"
+            )
+            raise AssertionError(f"timed out waiting for {expr}; viewer: {state}")
+        time.sleep(0.03)
+
+
+EMBED_DOC = "document.getElementById('cb-frame').contentDocument"
+
+
+def test_embed_page_connects_signs_and_replays(context, pages_server):
+    snap = page_doc(
+        [
+            {"id": 4, "tag": "h1", "a": {}, "c": [{"id": 5, "x": "Hello"}]},
+            {"id": 6, "tag": "img", "a": {"src": "a.png"}},
+        ],
+        head_children=[
+            {"id": 7, "tag": "link", "a": {"rel": "stylesheet", "href": "/s.css"}},
+            {"id": 8, "tag": "style", "a": {}, "c": [{"id": 9, "x": "a:hover { color: red }"}]},
+        ],
+        title="Cart",
+    )
+    fake = FakeCluster(context, snap)
+    page = context.new_page()
+    page.goto(APP + "/host?sid=s1&token=" + fake.token)  # becomes the embed's fragment
+    embed = next(f for f in page.frames if f.url.startswith(ROUTER + "/embed"))
+    poll(
+        embed,
+        f"CobrowseViewer.current && CobrowseViewer.current.state === 'live' && {EMBED_DOC}.body && {EMBED_DOC}.body.textContent === 'Hello'",
+    )
+    # The stylesheet came through the proxy, signed with the agent token.
+    poll(embed, f"getComputedStyle({EMBED_DOC}.querySelector('h1')).color === 'rgb(0, 0, 200)'")
+    assert embed.evaluate(
+        f"{EMBED_DOC}.querySelector('img').getAttribute('src')"
+    ) == PROXY + "/v1/asset?u=" + quote(ORIGIN + "/a.png", safe="")
+    assert (
+        embed.evaluate(f"{EMBED_DOC}.querySelector('style').textContent")
+        == "a.cb-hover { color: red }"
+    )
+    urls = {(u, auth) for u, auth, _ in fake.calls}
+    assert (ROUTER + "/v1/sessions/s1/connect", "Bearer tok-1") in urls
+    assert (PROXY + "/v1/sign", "Bearer tok-1") in urls and (
+        PROXY + "/v1/rewrite",
+        "Bearer tok-1",
+    ) in urls
+    rewrite = next(b for u, _, b in fake.calls if u.endswith("/v1/rewrite"))
+    assert rewrite == {"css": "a:hover { color: red }", "base_url": ORIGIN + "/"}
+    assert embed.evaluate("document.getElementById('cb-status').textContent") == "Live"
+    assert embed.evaluate("document.getElementById('cb-title').textContent") == "Cart"
+    # Later visitor events.
+    fake.visitor_events(
+        3, [("mutation", {"text": [{"id": 5, "x": "Changed"}]}), ("pointer", {"x": 10, "y": 10})]
+    )
+    poll(embed, f"{EMBED_DOC}.body.textContent === 'Changed'")
+    # The agent's pointer and highlight go out on the wire.
+    box = page.locator("#embed").bounding_box()
+    page.mouse.move(box["x"] + 50, box["y"] + 80)
+    embed.evaluate("document.getElementById('cb-highlight').click()")
+    h1 = embed.evaluate(
+        f"(() => {{ const r = {EMBED_DOC}.querySelector('h1').getBoundingClientRect(); const s = CobrowseViewer.current.replayer.scale(); const f = document.getElementById('cb-frame').getBoundingClientRect(); return [f.left + (r.left + 5) * s, f.top + (r.top + 5) * s]; }})()"
+    )
+    page.mouse.click(box["x"] + h1[0], box["y"] + h1[1])
+    deadline = time.monotonic() + 5
+    while not any(k == "highlight" for k, _ in fake.agent_events) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ["highlight", {"id": 4, "on": True}] in fake.agent_events
+    assert any(k == "pointer" for k, _ in fake.agent_events)
+    msgs = poll(page, "() => msgs.some((m) => m.event === 'live') && msgs")
+    assert all(m["type"] == "cobrowse" for m in msgs)
+    assert not any(fake.token in json.dumps(m) for m in msgs)  # no secrets to the host page
+    # The session ends: the gateway closes with 4004.
+    fake.socket.close(code=4004, reason="ended")
+    poll(embed, "document.getElementById('cb-status').textContent === 'Session ended'")
+    poll(page, "() => msgs.some((m) => m.event === 'ended')")
+
+
+def test_embed_page_by_code_and_key(context, pages_server):
+    fake = FakeCluster(context, page_doc([{"id": 4, "x": "by code"}]))
+    page = context.new_page()
+    page.goto(ROUTER + "/embed#code=123456&key=ak_1")
+    poll(
+        page,
+        f"CobrowseViewer.current && CobrowseViewer.current.state === 'live' && {EMBED_DOC}.body && {EMBED_DOC}.body.textContent === 'by code'",
+    )
+    lookup = next(c for c in fake.calls if c[0].endswith("/lookup"))
+    assert lookup[1:] == ("Bearer ak_1", {"code": "123456"})
+
+
+def test_embed_page_reports_bad_links(context, pages_server):
+    FakeCluster(context, page_doc([]))
+    page = context.new_page()
+    page.goto(ROUTER + "/embed#code=999999&key=ak_1")
+    poll(page, "document.getElementById('cb-status').dataset.state === 'error'")
+    assert "unknown code" in page.evaluate("document.getElementById('cb-status').textContent")
+    page.goto("about:blank")
+    page.goto(ROUTER + "/embed#nothing=1")
+    poll(page, "document.getElementById('cb-status').dataset.state === 'error'")
+    assert page.evaluate("CobrowseViewer.current.error.code") == "bad_link"

@@ -154,7 +154,6 @@ function replayer(iframe, opts) {
   const host = iframe.parentElement;
   const edoc = iframe.ownerDocument;
   if (host && edoc.defaultView.getComputedStyle(host).position === "static") host.style.position = "relative";
-  if (host) host.style.overflow = "hidden";
   Object.assign(iframe.style, {position: "absolute", left: "0", top: "0", border: "0",
     transformOrigin: "0 0", background: "#fff"});
   const overlay = edoc.createElement("div");
