@@ -78,10 +78,10 @@ class Cluster:
         return (self.base / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
+        # One at a time, NATS last: a gateway draining on SIGTERM still needs NATS.
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in reversed(self.procs):
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

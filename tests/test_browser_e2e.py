@@ -1,0 +1,412 @@
+"""Co-browsing end to end in real Chromium, through a real local cluster.
+
+A visitor page carrying the one script tag, in one browser context; the agent's `/embed`
+page in another; NATS, a gateway, the router and the proxy as real processes. What the
+agent sees is compared with what the visitor has, after the snapshot, after random DOM
+mutations and after form input; the wire is watched for private values (G4).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgpack
+import pytest
+
+from . import dom_compare, e2e_cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+FRAME = "document.getElementById('cb-frame')"
+VDOC = f"{FRAME}.contentDocument"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = e2e_cluster.start(tmp_path_factory.mktemp("e2e"))
+    yield c
+    c.stop()
+
+
+def poll(page, expr: str, timeout: float = 15.0, what: str = ""):
+    """Wait until `expr` is truthy. The embed page's CSP forbids eval, which Playwright's
+    wait_for_function needs, so this polls with evaluate (run by the debugger, not eval)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expr)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or expr}")
+        time.sleep(0.05)
+
+
+class Visitor:
+    def __init__(self, chromium, cluster, page_name: str) -> None:
+        self.ctx = chromium.new_context(viewport={"width": 900, "height": 600})
+        self.page = self.ctx.new_page()
+        self.sent: list[bytes] = []
+        self.page.on("websocket", self._watch)
+        self.page.goto(cluster.page(page_name))
+        started = self.page.evaluate("Cobrowse.start({consented: true})")
+        self.sid, self.code = started["sessionId"], started["code"]
+
+    def _watch(self, ws) -> None:
+        ws.on(
+            "framesent",
+            lambda payload: self.sent.append(
+                payload if isinstance(payload, bytes) else payload.encode()
+            ),
+        )
+
+    def frames(self) -> list[dict]:
+        return [msgpack.unpackb(f, raw=False) for f in self.sent]
+
+    def events(self, kind: str | None = None) -> list:
+        out = []
+        for f in self.frames():
+            if f.get("t") == "ev":
+                out += [e for e in f["ev"] if kind is None or e[1] == kind]
+        return out
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+class Agent:
+    def __init__(self, chromium, cluster, code: str) -> None:
+        self.ctx = chromium.new_context(viewport={"width": 1200, "height": 900})
+        self.page = self.ctx.new_page()
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(cluster.embed_url(code))
+        poll(
+            self.page,
+            f"CobrowseViewer.current && CobrowseViewer.current.state === 'live' && {VDOC} && {VDOC}.body && {VDOC}.body.childElementCount > 0",
+            20,
+            "the viewer to go live",
+        )
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+OURS = "cobrowse-overlay, cobrowse-consent, [data-cobrowse-overlay]"  # the snippet's own UI
+
+
+def visitor_tree(v: Visitor):
+    return v.page.evaluate(dom_compare.js_call("document", ignore=OURS))
+
+
+def viewer_tree(a: Agent):
+    return a.page.evaluate(dom_compare.js_call(VDOC, ignore=OURS))
+
+
+def wait_same(
+    v: Visitor, a: Agent, timeout: float = 15.0, what: str = "the viewer to match"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        want, got = visitor_tree(v), viewer_tree(a)
+        if want == got:
+            return
+        if time.monotonic() > deadline:
+            dom_compare.assert_same(want, got, what)
+        time.sleep(0.1)
+
+
+RANDOM_MUTATIONS = """
+(seed) => {
+  // A seeded PRNG (mulberry32) so a failure can be replayed.
+  let s = seed >>> 0;
+  const rnd = () => { s = (s + 0x6D2B79F5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+  const root = document.getElementById('playground');
+  const all = () => [root, ...root.querySelectorAll('*')];
+  const tags = ['div', 'p', 'span', 'b', 'i', 'ul', 'li', 'section', 'em'];
+  let n = 0;
+  const ops = [
+    () => { const el = document.createElement(pick(tags)); el.textContent = 'n' + (n++);
+            const parent = pick(all()); const ref = pick([null, ...parent.childNodes]);
+            parent.insertBefore(el, ref); },
+    () => { const c = all().slice(1); if (c.length > 3) pick(c).remove(); },
+    () => { const c = all().slice(1); if (!c.length) return; const el = pick(c);
+            const target = pick(all()); if (el.contains(target)) return;
+            target.insertBefore(el, pick([null, ...target.childNodes])); },
+    () => { pick(all()).setAttribute(pick(['class', 'title', 'data-x']), 'v' + Math.floor(rnd() * 100)); },
+    () => { const el = pick(all()); el.removeAttribute(pick(['class', 'title', 'data-x'])); },
+    () => { const texts = []; const w = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            while (w.nextNode()) texts.push(w.currentNode); if (texts.length) pick(texts).data = 't' + (n++); },
+    () => { pick(all()).appendChild(document.createTextNode(' x' + (n++))); },
+  ];
+  return new Promise((resolve) => {
+    let done = 0;
+    const step = () => {
+      // Several mutations per task, so batches hold adds, moves and removals together.
+      for (let k = 0; k < 10 && done < 200; k++, done++) pick(ops)();
+      if (done < 200) setTimeout(step, 5); else resolve(done);
+    };
+    step();
+  });
+}
+"""
+
+
+def test_viewer_mirrors_snapshot_mutations_and_form_input(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        wait_same(v, a, what="after the snapshot")
+        assert v.page.evaluate(RANDOM_MUTATIONS, 20261125) == 200
+        wait_same(v, a, what="after 200 random mutations")
+        # typing, selecting, checking, scrolling
+        v.page.fill("#name", "Grace Hopper")
+        v.page.fill("#notes", "second\nthird")
+        v.page.check("#gift")
+        v.page.check("#r2")
+        v.page.select_option("#size", "L")
+        v.page.select_option("#colors", ["red", "blue"])
+        v.page.evaluate(
+            "document.getElementById('scroller').scrollTop = 120; window.scrollTo(0, 400)"
+        )
+        want = {
+            "name": "Grace Hopper",
+            "notes": "second\nthird",
+            "gift": True,
+            "r1": False,
+            "r2": True,
+            "size": "L",
+            "colors": ["red", "blue"],
+        }
+        state_js = """(doc) => ({
+            name: doc.getElementById('name').value, notes: doc.getElementById('notes').value,
+            gift: doc.getElementById('gift').checked, r1: doc.getElementById('r1').checked,
+            r2: doc.getElementById('r2').checked, size: doc.getElementById('size').value,
+            colors: [...doc.getElementById('colors').selectedOptions].map(o => o.value),
+            scroller: doc.getElementById('scroller').scrollTop,
+            win: doc.defaultView.scrollY })"""
+        assert {
+            k: val for k, val in v.page.evaluate(f"({state_js})(document)").items() if k in want
+        } == want
+        poll(
+            a.page,
+            f"(() => {{ const s = ({state_js})({VDOC}); return s.name === 'Grace Hopper' && s.size === 'L' "
+            "&& s.r2 && s.gift && s.colors.join() === 'red,blue' && s.notes === 'second\\nthird' "
+            "&& s.scroller === 120 && s.win === 400; })()",
+            15,
+            "form state and scroll in the viewer",
+        )
+        wait_same(v, a, what="after form input")
+    finally:
+        a.close()
+        v.close()
+
+
+def test_hover_in_the_viewer_has_the_visitors_computed_style(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        # the proxied stylesheet has arrived and applies
+        poll(
+            a.page,
+            f"{VDOC}.defaultView.getComputedStyle({VDOC}.getElementById('buy')).backgroundColor === 'rgb(200, 200, 200)'",
+            15,
+            "the proxied stylesheet",
+        )
+        v.page.hover("#buy")
+        style = "(doc) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById('buy')); return [cs.backgroundColor, cs.color]; }"
+        want = v.page.evaluate(f"({style})(document)")
+        assert want == ["rgb(10, 125, 50)", "rgb(255, 255, 0)"]
+        poll(
+            a.page,
+            f"(s => s[0] === {json.dumps(want[0])} && s[1] === {json.dumps(want[1])})(({style})({VDOC}))",
+            10,
+            "hover style",
+        )
+        # leaving the element takes the hover away again
+        v.page.mouse.move(5, 590)
+        poll(a.page, f"({style})({VDOC})[0] === 'rgb(200, 200, 200)'", 10, "hover to end")
+        # the menu item: the rule is on li:hover > a, so the ancestor must carry the class too
+        v.page.hover("#shoes")
+        poll(
+            a.page,
+            f"{VDOC}.defaultView.getComputedStyle({VDOC}.getElementById('shoes')).color === 'rgb(200, 0, 0)'",
+            10,
+            "ancestor hover",
+        )
+    finally:
+        a.close()
+        v.close()
+
+
+def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        draw = "(c) => { const x = document.getElementById('moving').getContext('2d'); x.fillStyle = c; x.fillRect(0, 0, 64, 32); }"
+        v.page.evaluate(f"({draw})('rgb(255, 0, 0)')")
+        pixel = f"(() => {{ const c = {VDOC}.getElementById('moving'); const d = c.getContext('2d').getImageData(10, 10, 1, 1).data; return [d[0], d[1], d[2]]; }})()"
+        poll(
+            a.page,
+            f"(p => p[0] > 240 && p[1] < 15 && p[2] < 15)({pixel})",
+            10,
+            "a red canvas in the viewer",
+        )
+        v.page.evaluate(f"({draw})('rgb(0, 0, 255)')")
+        poll(a.page, f"(p => p[2] > 240 && p[0] < 15)({pixel})", 10, "a blue canvas in the viewer")
+        time.sleep(1.5)  # three sampling intervals with nothing drawn
+        ids = {}
+        for e in v.events("canvas"):
+            ids.setdefault(e[3]["id"], []).append(e[3])
+        moving = v.page.evaluate(
+            "Cobrowse._nodeId ? Cobrowse._nodeId(document.getElementById('moving')) : null"
+        )
+        counts = sorted(len(x) for x in ids.values())
+        # 'still' was drawn once before the snapshot: at most one image; 'moving' twice (+ its first blank)
+        assert len(ids) == 2, ids.keys()
+        if moving is not None:
+            assert 2 <= len(ids[moving]) <= 3, len(ids[moving])
+        assert counts[0] <= 1 and counts[-1] <= 3, counts
+        before = len(v.events("canvas"))
+        time.sleep(1.2)
+        assert len(v.events("canvas")) == before, "an unchanged canvas was sent again"
+    finally:
+        a.close()
+        v.close()
+
+
+def test_private_values_never_reach_the_wire_or_the_viewer(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        secret_pw, secret_cc = "hunter2-Zq9", "4111111111111111"
+        v.page.type("#pw", secret_pw, delay=5)
+        v.page.type("#cc", secret_cc, delay=5)
+        v.page.evaluate("document.getElementById('secret').textContent = 'Account 5555-6666-7777'")
+        v.page.fill("#name", "visible")
+        poll(a.page, f"{VDOC}.getElementById('name').value === 'visible'", 10, "the public field")
+        time.sleep(0.3)
+        raw = b"".join(v.sent)
+        for secret in (
+            secret_pw,
+            secret_cc,
+            "9911-2233-4455",
+            "5555-6666-7777",
+            "hunter",
+            "41111111",
+        ):
+            assert secret.encode() not in raw, f"{secret!r} went over the wire"
+        # snapshot parts are JSON inside msgpack bin: check the decoded text too
+        snap = b"".join(bytes(e[3]["d"]) for e in v.events("snapshot")).decode("utf-8", "replace")
+        assert "9911" not in snap and secret_pw not in snap
+        html = a.page.evaluate(f"{VDOC}.documentElement.outerHTML")
+        values = a.page.evaluate(
+            f"[...{VDOC}.querySelectorAll('input')].map(i => i.value).join('|')"
+        )
+        for secret in (secret_pw, secret_cc, "9911-2233-4455", "5555-6666-7777"):
+            assert secret not in html and secret not in values
+        assert a.page.evaluate(f"{VDOC}.getElementById('pw').value") == "*" * len(secret_pw)
+    finally:
+        a.close()
+        v.close()
+
+
+def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_hostile.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        poll(a.page, f"!!{VDOC}.getElementById('a1')", 10, "the hostile page in the viewer")
+        # later additions and attribute changes are hostile too
+        v.page.evaluate(
+            """() => {
+            const later = document.getElementById('later');
+            const img = document.createElement('img'); img.setAttribute('src', 'x:nope');
+            img.setAttribute('onerror', "parent.__pwned='mutation-onerror'"); later.appendChild(img);
+            const s = document.createElement('script'); s.textContent = "parent.__pwned='mutation-script'";
+            later.appendChild(s);
+            document.getElementById('a1').setAttribute('href', "javascript:parent.__pwned='attr'");
+            document.getElementById('i1').setAttribute('onload', "parent.__pwned='attr-onload'");
+        }"""
+        )
+        poll(a.page, f"{VDOC}.querySelectorAll('#later *').length >= 2", 10, "the mutations")
+        # try to trigger what could run: clicks on links and buttons inside the viewer
+        for sel in ("#a1", "#a2", "#btn", "#sa"):
+            a.page.evaluate(
+                f"(() => {{ const el = {VDOC}.querySelector('{sel}'); if (el) el.dispatchEvent(new MouseEvent('click', {{bubbles: true}})); }})()"
+            )
+        time.sleep(1.0)
+        assert a.page.evaluate("window.__pwned === undefined"), a.page.evaluate(
+            "String(window.__pwned)"
+        )
+        assert a.page.evaluate(f"{VDOC}.defaultView.__visitorRan === undefined")
+        assert (
+            a.page.evaluate(
+                f"{VDOC}.querySelectorAll('script, base, iframe[srcdoc], object, embed').length"
+            )
+            == 0
+        )
+        assert a.page.evaluate(f"{VDOC}.querySelectorAll('meta[http-equiv]').length") == 0
+        handlers = a.page.evaluate(
+            f"[...{VDOC}.querySelectorAll('*')].flatMap(el => [...el.attributes].filter(at => /^on/i.test(at.name) || /^\\s*javascript:/i.test(at.value)).map(at => el.tagName + ' ' + at.name))"
+        )
+        assert handlers == []
+        # the viewer page is still where it was: no navigation, no refresh
+        assert a.page.url.startswith(cluster.router + "/embed")
+        # nothing was fetched from the visitor's origin directly: only through the proxy
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+    finally:
+        a.close()
+        v.close()
+
+
+def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        wait_same(v, a, what="before the reload")
+        v.page.evaluate("document.querySelector('.title').textContent = 'before reload'")
+        poll(a.page, f"{VDOC}.querySelector('.title').textContent === 'before reload'", 10)
+        epoch = v.page.evaluate("JSON.parse(sessionStorage.getItem('cobrowse')).epoch")
+        v.page.reload()
+        # the new page picks the session up by itself: no consent, no new code
+        poll(v.page, "window.Cobrowse && Cobrowse.getCode()", 10, "the session after reload")
+        assert v.page.evaluate("Cobrowse.getCode()") == v.code
+        state = v.page.evaluate("JSON.parse(sessionStorage.getItem('cobrowse'))")
+        assert state["sid"] == v.sid and state["epoch"] == epoch
+        v.page.evaluate("document.querySelector('.title').textContent = 'after reload'")
+        poll(
+            a.page,
+            f"{VDOC}.querySelector('.title').textContent === 'after reload'",
+            15,
+            "the viewer after reload",
+        )
+        wait_same(v, a, what="after the reload")
+        navs = v.events("nav")
+        assert navs, "the new page announced itself"
+    finally:
+        a.close()
+        v.close()
+
+
+def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    a = Agent(chromium, cluster, v.code)
+    try:
+        a.page.evaluate("CobrowseViewer.current.wire.send('pointer', {x: 120, y: 80})")
+        buy = v.page.evaluate("Cobrowse._nodeId(document.getElementById('buy'))")
+        a.page.evaluate(f"CobrowseViewer.current.wire.send('highlight', {{id: {buy}, on: true}})")
+        got = poll(
+            v.page,
+            "(s => s && s.pointer && s.highlights.length ? s : null)(Cobrowse._overlayState())",
+            10,
+            "the agent's pointer and highlight in the overlay",
+        )
+        assert got["pointer"] == [120, 80] or got["pointer"] == {"x": 120, "y": 80}
+        assert buy in got["highlights"]
+        # the overlay never takes the visitor's clicks
+        v.page.click("#buy")
+    finally:
+        a.close()
+        v.close()
