@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import trio
 
@@ -64,6 +65,15 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         assert not any(natsproc.pid_alive(p) for p in leftover_pids), "leftovers of the crashed run"
         assert len(info["gateways"]) == 2
         assert trio.run(exchange, info) == b"hello"
+        # the browser side: the proxy answers, and the demo page carries the snippet tag
+        with urllib.request.urlopen(info["proxy"]["url"] + "/healthz", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(info["demo"], timeout=5) as r:
+            demo = r.read().decode()
+        assert f'data-site-key="{info["site_key"]}"' in demo and "/cobrowse.js" in demo
+        with urllib.request.urlopen(info["api"]["url"] + "/cobrowse.js", timeout=5) as r:
+            assert b"Cobrowse" in r.read()
+        assert info["embed"].startswith(info["api"]["url"] + "/embed#key=")
         children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
     finally:
         proc.send_signal(signal.SIGINT)
