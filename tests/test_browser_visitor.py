@@ -326,6 +326,37 @@ def test_move_and_siblings_in_one_batch(context, pages_server):
     assert page.evaluate("(s) => window.__m.same(s)", drain(page, "snapshot")[0])
 
 
+def test_big_batch_is_split_in_order(context, pages_server):
+    page = open_page(context, pages_server, "visitor_blank.html", capture=False)
+    page.evaluate(APPLIER)
+    page.evaluate(CAPTURE)
+    page.evaluate("(s) => { window.__m = window.__mirror(s); }", drain(page, "snapshot")[0])
+    page.evaluate("""() => {
+      const root = document.getElementById("root");
+      document.getElementById("p1").remove();
+      const kids = Array.from(root.children);
+      for (let i = 0; i < 3000; i++) { const d = document.createElement("div"); d.className = "row-" + i;
+        d.innerHTML = "<b>bold " + i + "</b> and some text to make it longer than a few bytes";
+        root.insertBefore(d, kids[i % kids.length]); }
+      document.getElementById("p3").setAttribute("class", "last");
+    }""")
+    settle(page)
+    evs = drain(page)
+    assert [k for k, p in evs] == ["mutation"] * len(evs) and len(evs) > 1  # no snapshot fallback
+    assert all(len(json.dumps(p, separators=(",", ":")).encode()) < 120 * 1024 for k, p in evs)
+    assert "rem" in evs[0][1] and "attr" in evs[-1][1]
+    for k, m in evs:
+        page.evaluate("(m) => window.__m.apply(m)", m)
+    page.evaluate("() => window.__cap.snapshot()")
+    assert page.evaluate("() => window.__m.errors") == []
+    assert page.evaluate("(s) => window.__m.same(s)", drain(page, "snapshot")[0])
+    # one node too big for any event: a new snapshot instead
+    page.evaluate("""() => { const d = document.createElement("pre"); d.textContent = "x".repeat(200000);
+      document.body.appendChild(d); }""")
+    settle(page)
+    assert [k for k, p in drain(page)] == ["snapshot"]
+
+
 def test_inputs_of_each_type(context, pages_server):
     page = open_page(context, pages_server, "visitor_basic.html")
     snap = drain(page, "snapshot")[0]

@@ -361,7 +361,11 @@ function makeRecorder(out) {
     for (const r of records) {
       const t = r.target;
       if (r.type === "childList") {
-        if (t === document) { full = true; continue; }
+        if (t === document) {
+          // A new <html> element needs a new snapshot; a comment beside it is not sent.
+          for (const n of [...r.addedNodes, ...r.removedNodes]) if (n.nodeType === 1) full = true;
+          continue;
+        }
         if (t.nodeType === 11) { if (t.host) cand.add(t.host); }
         for (const n of r.removedNodes) if (ids.has(n)) removed.add(n);
         for (const n of r.addedNodes) cand.add(n);
@@ -448,10 +452,32 @@ function makeRecorder(out) {
     if (adds.length) m.adds = adds;
     if (attr.length) m.attr = attr;
     if (text.length) m.text = text;
-    if (tooBig(m)) { snapshot(); return; } // a snapshot is cut into parts; one event is not
+    // Over the per-event limit: consecutive events, in the same order (rem, adds, attr, text).
+    let parts = [m];
+    if (tooBig(m)) {
+      parts = split(m);
+      if (!parts) { snapshot(); return; } // one node alone is too big: a snapshot is cut into parts
+    }
     // Constructed sheets adopted by new shadow roots: announce them before they are used.
     for (const s of ctx.sheets) emit("css", { op: "replace", sheet: s.sid, css: s.css });
-    emit("mutation", m);
+    for (const part of parts) emit("mutation", part);
+  }
+  function split(m) {
+    const enc = new TextEncoder();
+    const room = MAX_EVENT - 1024;
+    const out = [];
+    let cur = {}, size = 0;
+    for (const key of ["rem", "adds", "attr", "text"]) {
+      for (const item of m[key] || []) {
+        const n = enc.encode(JSON.stringify(item)).length + 8;
+        if (n > room) return null;
+        if (size && size + n > room) { out.push(cur); cur = {}; size = 0; }
+        (cur[key] || (cur[key] = [])).push(item);
+        size += n;
+      }
+    }
+    if (size) out.push(cur);
+    return out;
   }
   function tooBig(payload) {
     const j = JSON.stringify(payload);
