@@ -41,6 +41,8 @@ rules apply on both sides, so each rule below removes a difference that the cont
   invisible (the viewer uses one inside ``cb-blocked``).
 - ``options.ignore``: a CSS selector of elements to leave out entirely (for instance the
   snippet's own overlay host in the visitor's page). Default: ``[data-cobrowse-overlay]``.
+- A document's own comments (before or after ``<html>``) are left out: the snapshot
+  carries only the doctype and the root element.
 - ``template`` contents (a separate fragment) are not compared.
 """
 
@@ -176,7 +178,8 @@ NORMALIZE_JS = r"""
     }
     return res;
   };
-  if (root.nodeType === 9) return ["#document", kids(root, false, false)];
+  // The snapshot carries the doctype and the root element only: not comments around them.
+  if (root.nodeType === 9) return ["#document", kids(root, false, false).filter((t) => t[0] !== "#comment")];
   return walk(root, false, false);
 }
 """

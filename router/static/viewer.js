@@ -27,6 +27,7 @@ const BOX_ATTRS = new Set(["class", "id", "style", "width", "height", "title", "
 const URL_ATTRS = new Set(["href", "src", "action", "formaction", "xlink:href", "poster", "background",
   "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc", "manifest", "icon",
   "classid", "archive", "profile", "imagesrcset", "itemtype"]);
+const BACKGROUND_TAGS = new Set(["body", "table", "thead", "tbody", "tfoot", "tr", "td", "th"]);
 const SVG_ANIMATIONS = new Set(["animate", "set", "animatemotion", "animatetransform", "animatecolor"]);
 const VIEWER_CLASSES = ["cb-hover", "cb-focus", "cb-agent-hl"];
 const SIGN_BATCH = 200;
@@ -527,12 +528,15 @@ function replayer(iframe, opts) {
         return;
       }
       if (!has) return put(el, name, null);
+      if (!v.trim() && (lname === "src" || lname === "srcset" || lname === "poster" || lname === "background")) {
+        return put(el, name, v);  // an empty URL loads nothing
+      }
       if (lname === "src" && (tag === "img" || tag === "source" || tag === "video" || tag === "audio")) {
         return putLater(el, name, "", assetUrl(v, "asset"));
       }
       if (lname === "srcset" && (tag === "img" || tag === "source")) return putLater(el, name, "", signSrcset(v));
       if (lname === "poster" && tag === "video") return putLater(el, name, "", assetUrl(v, "asset"));
-      if (lname === "background") return putLater(el, name, null, assetUrl(v, "asset"));
+      if (lname === "background" && BACKGROUND_TAGS.has(tag)) return putLater(el, name, null, assetUrl(v, "asset"));
       if (lname === "src" && tag === "track") return moveTo(el, name, alias, v, has);
       if (lname === "content" && tag === "meta" && containsScriptUrl(v)) return put(el, name, null);
       if (URL_ATTRS.has(lname) && isScriptUrl(v)) return put(el, name, null);
@@ -741,7 +745,7 @@ function replayer(iframe, opts) {
     doc.close();
     doc = iframe.contentDocument;
     while (doc.firstChild) doc.removeChild(doc.firstChild);
-    if (snap.dt && snap.dt.name) {
+    if (snap.dt && typeof snap.dt === "object") {  // "<!DOCTYPE >" has an empty name
       try {
         doc.appendChild(doc.implementation.createDocumentType(String(snap.dt.name), String(snap.dt.pub || ""), String(snap.dt.sys || "")));
       } catch (e) { stats.skipped++; }
