@@ -89,8 +89,31 @@ def open_page(context, pages_server, name, attrs=None, capture=True):  # noqa: F
 
 
 def drain(page, kind=None):
-    evs = page.evaluate("() => window.__events.splice(0)")
+    # JSON text: far faster through Playwright than a deep object graph
+    evs = json.loads(page.evaluate("() => JSON.stringify(window.__events.splice(0))"))
     return [p for k, p in evs if k == kind] if kind else evs
+
+
+def mirror_start(page):
+    """Capture with the applier: the mirror starts from the first snapshot."""
+    page.evaluate(APPLIER)
+    page.evaluate(CAPTURE)
+    page.evaluate("() => { window.__m = window.__mirror(window.__events.splice(0).find(e => e[0] === 'snapshot')[1]); }")
+
+
+def mirror_apply(page, keep=False):
+    """Apply the pending mutation events in the page; returns the events (when keep) or their kinds."""
+    got = page.evaluate("""(keep) => { const evs = window.__events.splice(0);
+      for (const [k, p] of evs) if (k === "mutation") window.__m.apply(p);
+      return keep ? JSON.stringify(evs) : JSON.stringify(evs.map(e => e[0])); }""", keep)
+    return json.loads(got)
+
+
+def mirror_check(page):
+    """A fresh snapshot of the page against the mirror: (errors, same)."""
+    return page.evaluate("""() => { window.__cap.snapshot();
+      const s = window.__events.splice(0).filter(e => e[0] === "snapshot").pop()[1];
+      return [window.__m.errors, window.__m.same(s)]; }""")
 
 
 def settle(page, ms=0):
@@ -275,19 +298,14 @@ RANDOM_OPS = """async ([seed, rounds]) => {
 @pytest.mark.parametrize("seed", [1, 7, 42])
 def test_mutations_apply_in_order(context, pages_server, seed):
     page = open_page(context, pages_server, "visitor_blank.html", capture=False)
-    page.evaluate(APPLIER)
-    page.evaluate(CAPTURE)
-    snap = drain(page, "snapshot")[0]
-    page.evaluate("(s) => { window.__m = window.__mirror(s); }", snap)
+    mirror_start(page)
     page.evaluate(RANDOM_OPS, [seed, 40])
     settle(page)
-    for m in drain(page, "mutation"):
-        page.evaluate("(m) => window.__m.apply(m)", m)
-    page.evaluate("() => window.__cap.snapshot()")
-    fresh = drain(page, "snapshot")[0]
-    assert page.evaluate("() => window.__m.errors") == []
-    ok = page.evaluate("(s) => window.__m.same(s)", fresh)
-    if not ok:
+    kinds = mirror_apply(page)
+    assert kinds.count("mutation") >= 30
+    errors, same = mirror_check(page)
+    assert errors == []
+    if not same:
         mirror = page.evaluate("() => window.__m.tree()")
         assert json.dumps(mirror, indent=1) == "fresh snapshot differs"  # show the tree
     assert page.errors == []
@@ -316,21 +334,17 @@ def test_move_and_siblings_in_one_batch(context, pages_server):
     m = muts[0]
     assert set(m["rem"]) == {ids["p1"], ids["p3"]}
     page.evaluate("(m) => window.__m.apply(m)", m)
-    assert page.evaluate("() => window.__m.errors") == []
     added = {ad["n"]["a"]["id"]: ad for ad in m["adds"]}
     assert set(added) == {"x", "y", "p1"}
     assert added["p1"]["n"]["id"] == ids["p1"]  # a move keeps the node's id
     p3 = [n for n in walk(added["x"]["n"]) if n.get("a", {}).get("id") == "p3"][0]
     assert p3["id"] == ids["p3"]
-    page.evaluate("() => window.__cap.snapshot()")
-    assert page.evaluate("(s) => window.__m.same(s)", drain(page, "snapshot")[0])
+    assert mirror_check(page) == [[], True]
 
 
 def test_big_batch_is_split_in_order(context, pages_server):
     page = open_page(context, pages_server, "visitor_blank.html", capture=False)
-    page.evaluate(APPLIER)
-    page.evaluate(CAPTURE)
-    page.evaluate("(s) => { window.__m = window.__mirror(s); }", drain(page, "snapshot")[0])
+    mirror_start(page)
     page.evaluate("""() => {
       const root = document.getElementById("root");
       document.getElementById("p1").remove();
@@ -341,15 +355,11 @@ def test_big_batch_is_split_in_order(context, pages_server):
       document.getElementById("p3").setAttribute("class", "last");
     }""")
     settle(page)
-    evs = drain(page)
+    evs = mirror_apply(page, keep=True)
     assert [k for k, p in evs] == ["mutation"] * len(evs) and len(evs) > 1  # no snapshot fallback
     assert all(len(json.dumps(p, separators=(",", ":")).encode()) < 120 * 1024 for k, p in evs)
     assert "rem" in evs[0][1] and "attr" in evs[-1][1]
-    for k, m in evs:
-        page.evaluate("(m) => window.__m.apply(m)", m)
-    page.evaluate("() => window.__cap.snapshot()")
-    assert page.evaluate("() => window.__m.errors") == []
-    assert page.evaluate("(s) => window.__m.same(s)", drain(page, "snapshot")[0])
+    assert mirror_check(page) == [[], True]
     # one node too big for any event: a new snapshot instead
     page.evaluate("""() => { const d = document.createElement("pre"); d.textContent = "x".repeat(200000);
       document.body.appendChild(d); }""")
@@ -523,10 +533,7 @@ def test_cssom_events(context, pages_server):
 
 def test_shadow_root_mutations(context, pages_server):
     page = open_page(context, pages_server, "visitor_basic.html", capture=False)
-    page.evaluate(APPLIER)
-    page.evaluate(CAPTURE)
-    snap = drain(page, "snapshot")[0]
-    page.evaluate("(s) => { window.__m = window.__mirror(s); }", snap)
+    mirror_start(page)
     page.evaluate("""() => {
       const sr = document.getElementById("host").shadowRoot;
       sr.querySelector("p").textContent = "changed";
@@ -535,18 +542,13 @@ def test_shadow_root_mutations(context, pages_server):
       late.attachShadow({mode: "open"}).innerHTML = "<em>late root</em>";
     }""")
     settle(page)
-    muts = drain(page, "mutation")
-    assert len(muts) >= 1
-    for m in muts:
-        page.evaluate("(m) => window.__m.apply(m)", m)
+    assert "mutation" in mirror_apply(page)
     page.evaluate("() => { document.getElementById('h').shadowRoot.querySelector('em').textContent = 'again'; }")
     settle(page)
-    for m in drain(page, "mutation"):
-        page.evaluate("(m) => window.__m.apply(m)", m)
+    assert mirror_apply(page) == ["mutation"]
+    assert mirror_check(page) == [[], True]
     page.evaluate("() => window.__cap.snapshot()")
     fresh = drain(page, "snapshot")[0]
-    assert page.evaluate("() => window.__m.errors") == []
-    assert page.evaluate("(s) => window.__m.same(s)", fresh)
     assert by_attr_id(fresh["root"])["h"]["sh"]["c"][0]["c"][0]["x"] == "again"
 
 
