@@ -864,6 +864,15 @@ def hostile_doc() -> dict:
                         el(
                             "animate",
                             {
+                                "attributeName": "filter",
+                                "to": "url(" + ORIGIN + "/f.svg#f)",
+                                "dur": "1s",
+                            },
+                            ns="svg",
+                        ),
+                        el(
+                            "animate",
+                            {
                                 "attributeName": "xlink:href",
                                 "values": "x;" + js_urls[2],
                                 "begin": "0s",

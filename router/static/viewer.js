@@ -483,8 +483,7 @@ function replayer(iframe, opts) {
     const tag = el.localName.toLowerCase();
     const ns = el.namespaceURI;
     const alias = "data-cb-" + lname.replace(/[^a-z0-9-]/g, "-");
-    const current = token(el, name);  // any pending async value for this name is now stale
-    void current;
+    if (attrTokens.has(el)) token(el, name);  // any pending async value for this name is now stale
     if (lname.startsWith("on") || lname === "srcdoc" || lname === "formaction" || lname === "xml:base" ||
         lname === "integrity" || lname === "crossorigin" || lname === "ping" || lname === "manifest" ||
         lname === "imagesrcset" || lname === "imagesizes" || (lname === "http-equiv" && tag === "meta")) {
@@ -558,7 +557,9 @@ function replayer(iframe, opts) {
           for (const a of ["attributeName", "to", "from", "values", "by"]) {
             const av = raw(el).get(a);
             if (av === undefined || av === null) { put(el, a, null); continue; }
-            put(el, a, (a === "attributeName" ? bad : containsScriptUrl(av)) ? null : av);
+            // An animated url() to another document would load it from the origin.
+            const drop = a === "attributeName" ? bad : containsScriptUrl(av) || /url\(\s*['"]?\s*[^#'"\s)]/i.test(av);
+            put(el, a, drop ? null : av);
           }
           return;
         }
@@ -788,12 +789,14 @@ function replayer(iframe, opts) {
     else setTimeout(run, 16);
   }
 
+  function noSubmit(e) { e.preventDefault(); }
+
   function listen() {
     // document.open() dropped listeners on the old document: resources that change layout.
     doc.addEventListener("load", relayout, true);
     // Without allow-forms the sandbox blocks submission; this holds even without a sandbox
     // (an action-less form would submit to the iframe's own URL, target=_top to the embed).
-    doc.addEventListener("submit", (e) => e.preventDefault(), true);
+    doc.addEventListener("submit", noSubmit, true);
   }
 
   // ---- incremental events ----
@@ -1280,7 +1283,10 @@ function embed(options) {
       },
       onControl(ctl) { /* "reset": the snapshot that follows resets the replica anyway */ void ctl; },
       onState(s, detail) {
-        setStatus(s);
+        const err = detail && detail.error;
+        const why = s === "ended" && detail && detail.code && detail.code !== 1000 && detail.code !== 4004
+          ? ` (${(err && err.msg) || "code " + detail.code})` : "";
+        setStatus(s, why ? LABELS[s] + why : undefined);
         if (s === "live" || s === "ended" || s === "reconnecting") post(s, detail && detail.code ? {code: detail.code} : {});
       },
     });
