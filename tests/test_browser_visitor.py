@@ -193,7 +193,7 @@ def test_snapshot_document(context, pages_server):
 
 SECRETS = ["pw-attr-secret", "4111111111111111", "private-title-77", "private-text-5521", "nested-private-8812",
            "custom-masked-6613", "typed-pw-3141", "typed-cc-2718", "new-private-1618", "attr-secret-1414",
-           "show-pw-1732"]
+           "show-pw-1732", "acct-secret-3377", "secret-order-4242", "late-secret-2236"]
 
 
 def test_masking_never_leaks(context, pages_server):
@@ -202,6 +202,7 @@ def test_masking_never_leaks(context, pages_server):
     page.fill("#cc", "typed-cc-2718")
     page.evaluate("""() => {
       document.getElementById("privspan").textContent = "new-private-1618";
+      document.getElementById("privlink").setAttribute("data-x", "late-secret-2236");
       document.getElementById("pw").setAttribute("value", "attr-secret-1414");
       const i = document.createElement("input"); i.type = "password"; i.value = "attr-secret-1414";
       i.setAttribute("value", "attr-secret-1414");
@@ -222,7 +223,9 @@ def test_masking_never_leaks(context, pages_server):
     assert el["pw"]["m"] is True and el["pw"]["v"] == "*" * len("show-pw-1732")
     assert el["cc"]["v"] == "*" * 13 and el["cc"]["a"]["value"] == "*" * 16
     assert el["priv"]["m"] and el["privspan"]["m"] and el["privspan"]["c"][0]["x"] == "*" * 16
-    assert el["priv"]["a"]["title"] == "*" * 16
+    assert el["priv"]["a"]["title"] == "*" * 16 and el["priv"]["a"]["data-acct"] == "*" * 16
+    assert el["privlink"]["a"] == {"id": "privlink", "class": "l", "href": "", "data-x": "*" * 16}
+    assert el["pw"]["a"]["type"] == "text" and el["cc"]["a"]["autocomplete"] == "cc-number"
     assert el["custommask"]["m"] and el["custommask"]["c"][0]["x"] == "*" * 18
     inputs = [p for k, p in evs if k == "input"]
     assert {"id": el["pw"]["id"], "v": "*" * 13} in inputs

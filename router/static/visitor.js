@@ -44,8 +44,20 @@ const NS_MATH = "http://www.w3.org/1998/Math/MathML";
 const NS_XLINK = "http://www.w3.org/1999/xlink";
 const NS_XML = "http://www.w3.org/XML/1998/namespace";
 const MO_OPTS = { subtree: true, childList: true, attributes: true, characterData: true };
-// Attributes of a private element that may carry its content: masked like the value.
-const MASK_ATTRS = new Set(["value", "title", "alt", "aria-label", "aria-valuetext", "aria-description"]);
+// A private element keeps only the attributes that shape it (any other may carry its
+// content: value, title, data-*, ...). Those are masked like the value; URLs are emptied,
+// so the viewer never asks for a made-up address.
+const KEEP_ATTRS = new Set([
+  "id", "class", "style", "type", "name", "role", "for", "tabindex", "hidden", "disabled",
+  "readonly", "required", "multiple", "rows", "cols", "size", "maxlength", "minlength",
+  "width", "height", "autocomplete", "inputmode", "dir", "lang", "slot", "part",
+  "aria-hidden", "data-cobrowse-private", "colspan", "rowspan", "viewBox", "xmlns",
+]);
+const URL_ATTRS = new Set(["href", "src", "srcset", "poster", "action", "formaction", "data", "background", "xlink:href", "ping"]);
+function maskAttr(name, value) {
+  if (KEEP_ATTRS.has(name)) return value;
+  return URL_ATTRS.has(name) ? "" : mask(value);
+}
 
 // ---- node ids: one counter per page load, kept across snapshots ----
 const ids = new WeakMap();
@@ -255,7 +267,7 @@ function makeRecorder(out) {
     const a = {};
     for (const at of el.attributes) {
       if (at.name === "__proto__") continue;
-      a[at.name] = priv && MASK_ATTRS.has(at.name) ? mask(at.value) : at.value;
+      a[at.name] = priv ? maskAttr(at.name, at.value) : at.value;
     }
     o.a = a;
     if (priv) { o.m = true; sentMasked.add(el); }
@@ -437,7 +449,7 @@ function makeRecorder(out) {
       const a = {};
       for (const [key, [ns, local]] of names) {
         const v = ns ? el.getAttributeNS(ns, local) : el.getAttribute(local);
-        a[key] = v === null ? null : priv && MASK_ATTRS.has(key) ? mask(v) : v;
+        a[key] = v === null ? null : priv ? maskAttr(key, v) : v;
       }
       attr.push({ id: idOf(el), a });
     }
