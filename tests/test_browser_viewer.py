@@ -1389,3 +1389,56 @@ def test_embed_page_reports_bad_links(context, pages_server):
     page.goto(ROUTER + "/embed#nothing=1")
     poll(page, "document.getElementById('cb-status').dataset.state === 'error'")
     assert page.evaluate("CobrowseViewer.current.error.code") == "bad_link"
+
+
+def test_open_shadow_roots_and_their_sheets(context, pages_server, bundle):
+    v = open_viewer(context, pages_server, bundle)
+    host = {
+        "id": 4,
+        "tag": "fancy-tabs",
+        "a": {"background": ""},
+        "c": [{"id": 5, "tag": "span", "a": {"slot": "t"}, "c": [{"id": 6, "x": "light"}]}],
+        "sh": {
+            "c": [
+                {
+                    "id": 7,
+                    "tag": "style",
+                    "a": {},
+                    "c": [
+                        {
+                            "id": 8,
+                            "x": "b { color: rgb(1, 2, 3); } b:hover { color: rgb(4, 5, 6); }",
+                        }
+                    ],
+                },
+                {"id": 9, "tag": "b", "a": {}, "c": [{"id": 10, "x": "shadow"}]},
+                {"id": 11, "tag": "slot", "a": {"name": "t"}, "c": []},
+                {"id": 12, "tag": "i", "a": {}, "c": []},
+            ],
+            "adopted": [3],
+        },
+    }
+    v.snapshot(page_doc([host], sheets=[{"sid": 3, "css": "i { color: rgb(7, 8, 9); }"}]))
+    color = "(id) => getComputedStyle(byId(id)).color"
+    assert v.js(
+        "() => [byId(4).shadowRoot.mode, byId(9).getRootNode() === byId(4).shadowRoot, byId(4).getAttribute('background')]"
+    ) == ["open", True, ""]
+    assert v.js(color, 9) == "rgb(1, 2, 3)" and v.js(color, 12) == "rgb(7, 8, 9)"
+    v.apply(
+        "hover", {"id": 10}
+    )  # a text node inside the shadow root: its element and up, across the host
+    v.settle()
+    assert v.js(
+        "() => Array.from([byId(9), byId(4), D().body], (e) => e.classList.contains('cb-hover'))"
+    ) == [True, True, True]
+    assert v.js(color, 9) == "rgb(4, 5, 6)"
+    v.apply("mutation", {"adds": [{"p": 12, "b": None, "n": {"id": 13, "x": "added in shadow"}}]})
+    assert v.js("() => byId(12).textContent") == "added in shadow"
+    v.apply("css", {"op": "replace", "sheet": 3, "css": "i { color: rgb(9, 9, 9); }"})
+    v.settle()
+    assert v.js(color, 12) == "rgb(9, 9, 9)"
+    v.apply("nav", {"url": ORIGIN + "/next", "title": "Next"})
+    assert v.js("() => R.info()") == {"url": ORIGIN + "/next", "title": "Next"}
+    v.snapshot(doc(None))  # a document without a root element
+    assert v.js("() => [D().documentElement, R.nodeById(4)]") == [None, None]
+    assert v.stats()["errors"] == 0

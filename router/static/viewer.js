@@ -721,7 +721,7 @@ function replayer(iframe, opts) {
 
   // ---- snapshot ----
   function applySnapshot(snap) {
-    if (!snap || typeof snap !== "object" || !snap.root) throw new Error("bad snapshot");
+    if (!snap || typeof snap !== "object") throw new Error("bad snapshot");
     gen++;
     stats.snapshots++;
     ids.clear();
@@ -759,8 +759,7 @@ function replayer(iframe, opts) {
       scheduleSheet(c.state);
     }
     adopt(doc, Array.isArray(snap.adopted) ? snap.adopted : []);
-    const root = build(snap.root, null);
-    doc.appendChild(root);
+    if (snap.root && typeof snap.root === "object") doc.appendChild(build(snap.root, null));  // null: an empty document
     listen();
     if (Array.isArray(snap.vw)) setViewport(snap.vw[0], snap.vw[1]);
     winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
