@@ -444,6 +444,9 @@ def test_scroll_pointer_click_focus_viewport(context, pages_server):
     assert clicks and clicks[0]["id"] == bold
     assert {"id": el["t"]["id"]} in [p for k, p in evs if k == "focus"]
     assert {"w": 700, "h": 500} in [p for k, p in evs if k == "viewport"]
+    # a snapshot resets the viewer's hover: it is sent again right after
+    page.evaluate("() => window.__cap.snapshot()")
+    assert [(k, p) for k, p in drain(page) if k != "snapshot"] == [("hover", {"id": bold})]
 
 
 def test_canvas_sent_when_changed(context, pages_server):
@@ -631,6 +634,12 @@ def test_consent_prompt_and_decline(context):
     assert page.evaluate("() => Cobrowse.state()") == "idle"
     assert page.evaluate("() => !!document.querySelector('cobrowse-consent')") is False
     assert page.evaluate("() => sessionStorage.getItem('wirelog')") is None  # nothing was sent
+    # end() while the prompt shows is a "no" too
+    page.evaluate("() => { window.__p = Cobrowse.start().then(() => 'ok', (e) => e.code); }")
+    assert page.evaluate("() => !!document.querySelector('cobrowse-consent')")
+    page.evaluate("() => Cobrowse.end()")
+    assert page.evaluate("() => window.__p") == "declined"
+    assert page.evaluate("() => [Cobrowse.state(), !!document.querySelector('cobrowse-consent')]") == ["idle", False]
 
 
 def test_consent_accept_starts(context):

@@ -349,6 +349,8 @@ function makeRecorder(out) {
       adopted,
       focus: lastFocus,
     });
+    // The viewer starts without hover: tell it again where the pointer is.
+    if (lastHover !== null) emit("hover", { id: lastHover });
   }
 
   // ---- mutations ----
@@ -1051,6 +1053,7 @@ function makeOverlay() {
 }
 
 // ---- consent prompt ----
+let cancelConsent = null; // Cobrowse.end() while the prompt shows: a "no"
 function askConsent() {
   return new Promise((resolve) => {
     const host = document.createElement("cobrowse-consent");
@@ -1073,9 +1076,11 @@ function askConsent() {
     t.textContent = `${CB_CFG.agentName} would like to see this page with you, to help you.`;
     small.textContent = "Passwords, card numbers and fields marked private stay hidden. You can stop at any time.";
     const done = (ok) => {
+      cancelConsent = null;
       host.remove();
       resolve(ok);
     };
+    cancelConsent = () => done(false);
     root.querySelector(".yes").addEventListener("click", () => done(true));
     root.querySelector(".no").addEventListener("click", () => done(false));
     root.addEventListener("keydown", (e) => { if (e.key === "Escape") done(false); });
@@ -1275,6 +1280,7 @@ const Cobrowse = {
     return session && cbState !== "ended" ? session.code : null;
   },
   end() {
+    if (cancelConsent) cancelConsent();
     const w = wire;
     if (w) { try { w.end("visitor ended the session"); } catch (e) { /* closing anyway */ } }
     if (session) finish({ code: "visitor", reason: "ended by the visitor" });
