@@ -693,7 +693,7 @@ def table_rows(doc: dict | None) -> list[tuple[str, str, str, str, str, str]]:
         cmp = f"rrweb.record {_ms(mr.get('median_ms'))}: {_x(m.get('ratio_to_rrweb'))}; " + cmp
     rows.append(
         (
-            f"mutation batch, {m.get('ops_per_batch', '?')} DOM ops",
+            f"mutation batch, {m.get('ops_per_batch', 0):,} DOM ops",
             f"{_ms(mo.get('median_ms'))} ({mo.get('ops_per_s') or 0:,} ops/s)",
             cmp,
             "",
