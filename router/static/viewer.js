@@ -137,7 +137,6 @@ function replayer(iframe, opts) {
   let win = null;
   let base = null;
   let viewerSheet = null;
-  let docAdopted = [];
   let winScroll = [0, 0];
   let viewport = [iframe.clientWidth || 1024, iframe.clientHeight || 768];
   let scale = 1;
@@ -194,6 +193,10 @@ function replayer(iframe, opts) {
     const key = kind + "\n" + url;
     const hit = signCache.get(key);
     if (hit && hit.until > Date.now()) return hit.p;
+    if (signCache.size > 5000) {  // a long session: forget the oldest (Map keeps insertion order)
+      let drop = 1000;
+      for (const k of signCache.keys()) { signCache.delete(k); if (--drop <= 0) break; }
+    }
     const entry = {until: Infinity, p: null};
     entry.p = new Promise((resolve) => pendingSign[kind].push({url, resolve, entry, key}));
     signCache.set(key, entry);
@@ -417,7 +420,6 @@ function replayer(iframe, opts) {
       list.push(s.sheet);
     }
     if (target === doc) {
-      docAdopted = list;
       doc.adoptedStyleSheets = list.concat(viewerSheet ? [viewerSheet] : []);
     } else if (target) {
       target.adoptedStyleSheets = list;
@@ -1034,7 +1036,8 @@ function replayer(iframe, opts) {
   function snapshotPart(p) {
     const i = Number(p.i);
     const n = Number(p.n);
-    const d = p.d instanceof Uint8Array ? p.d : typeof p.d === "string" ? new TextEncoder().encode(p.d) : null;
+    const d = p.d instanceof Uint8Array ? p.d : Array.isArray(p.d) ? Uint8Array.from(p.d)
+      : typeof p.d === "string" ? new TextEncoder().encode(p.d) : null;
     if (!d || !(n >= 1)) { stats.skipped++; return; }
     if (i === 0) snapParts = {n, parts: []};
     if (!snapParts || snapParts.n !== n || snapParts.parts.length !== i) { snapParts = null; stats.skipped++; return; }
