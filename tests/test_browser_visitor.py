@@ -524,6 +524,12 @@ def test_cssom_events(context, pages_server):
     snap = drain(page, "snapshot")[0]
     st_node = by_attr_id(snap["root"])["st"]
     assert ".x { color: pink; }" in st_node["css"] and "body" not in st_node["css"]
+    # new text replaces a style's CSSOM: the style is sent again, without the stale "css"
+    page.evaluate("() => { document.getElementById('st').textContent = '.fresh { top: 1px; }'; }")
+    settle(page)
+    m = drain(page, "mutation")[0]
+    assert st in m["rem"] and m["adds"][0]["n"]["id"] == st and "css" not in m["adds"][0]["n"]
+    assert m["adds"][0]["n"]["c"][0]["x"] == ".fresh { top: 1px; }"
     # insertRule on a style added in the same task: the add comes first
     page.evaluate("""() => { const s = document.createElement("style"); s.id = "late"; document.head.appendChild(s);
       s.sheet.insertRule(".late { color: red; }"); }""")

@@ -200,6 +200,7 @@ function makeRecorder(out) {
   const lastVal = new WeakMap(); // field -> last value sent (kept here, never sent unmasked)
   const lastCk = new WeakMap();
   const sentMasked = new WeakSet();
+  const sentCss = new WeakSet(); // <style> sent with "css": a new text replaces its CSSOM
   const reAdd = new Set(); // hosts that got a shadow root after they were sent
   let lastHover = null, lastFocus = null;
   const throttles = new Map();
@@ -294,7 +295,7 @@ function makeRecorder(out) {
         o.cv = true;
       } else if (tag === "style") {
         const css = styleCss(el);
-        if (css !== null) o.css = css;
+        if (css !== null) { o.css = css; sentCss.add(el); } else sentCss.delete(el);
       }
     }
     // Reading scroll offsets forces layout: only in full snapshots (new nodes rarely scroll).
@@ -381,6 +382,7 @@ function makeRecorder(out) {
           continue;
         }
         if (t.nodeType === 11) { if (t.host) cand.add(t.host); }
+        if (sentCss.has(t)) cand.add(t); // send the style again: its "css" is stale now
         for (const n of r.removedNodes) if (ids.has(n)) removed.add(n);
         for (const n of r.addedNodes) cand.add(n);
       } else if (r.type === "attributes") {
@@ -390,6 +392,7 @@ function makeRecorder(out) {
         m.set(attrKey(r), [r.attributeNamespace, r.attributeName]);
       } else if (r.type === "characterData") {
         textT.add(t);
+        if (t.parentNode && sentCss.has(t.parentNode)) cand.add(t.parentNode);
       }
     }
     if (full || !document.documentElement || !ids.has(document.documentElement)) {
