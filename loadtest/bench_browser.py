@@ -67,8 +67,7 @@ CHROMIUM_ARGS = [
 
 SEED = 20240611
 BATCH = {"removes": 300, "adds": 300, "attrs": 300, "texts": 100}  # 1,000 DOM operations
-FULL = {"nodes": 10_000, "snapshot_reps": 15, "batches": 20, "rounds": 2}
-QUICK = {"nodes": 2_000, "snapshot_reps": 3, "batches": 3, "rounds": 1}
+FULL = {"nodes": 10_000, "snapshot_reps": 11, "batches": 15, "rounds": 2}
 
 
 def log(msg: str) -> None:
