@@ -1442,3 +1442,16 @@ def test_open_shadow_roots_and_their_sheets(context, pages_server, bundle):
     v.snapshot(doc(None))  # a document without a root element
     assert v.js("() => [D().documentElement, R.nodeById(4)]") == [None, None]
     assert v.stats()["errors"] == 0
+
+
+def test_signing_is_batched_under_the_proxy_limits(context, pages_server, bundle):
+    v = open_viewer(context, pages_server, bundle)
+    imgs = [
+        {"id": 10 + i, "tag": "img", "a": {"src": f"/i/{i}.png", "loading": "lazy"}}
+        for i in range(450)
+    ]
+    v.snapshot(page_doc(imgs))
+    assert [len(urls) for _, urls in v.js("() => signCalls")] == [200, 200, 50]
+    assert v.js("() => byId(459).getAttribute('src')").startswith(
+        pages_server.url + "/signed/asset?u="
+    )

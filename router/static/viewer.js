@@ -211,8 +211,21 @@ function replayer(iframe, opts) {
     signScheduled = false;
     for (const kind of ["stylesheet", "asset"]) {
       const all = pendingSign[kind].splice(0);
-      for (let i = 0; i < all.length; i += SIGN_BATCH) {
-        const batch = all.slice(i, i + SIGN_BATCH);
+      // Batches under the proxy's limits (count and body size).
+      const batches = [];
+      let cur = [];
+      let chars = 0;
+      for (const item of all) {
+        if (cur.length && (cur.length >= SIGN_BATCH || chars + item.url.length > 256 * 1024)) {
+          batches.push(cur);
+          cur = [];
+          chars = 0;
+        }
+        cur.push(item);
+        chars += item.url.length + 4;
+      }
+      if (cur.length) batches.push(cur);
+      for (const batch of batches) {
         Promise.resolve().then(() => sign(batch.map((b) => b.url), kind)).then((out) => {
           batch.forEach((b, j) => {
             const u = out && out[j];
@@ -1247,7 +1260,8 @@ function embed(options) {
     const sign = async (urls, kind) => {
       if (!proxy) return urls.map(() => null);
       const r = await postJson(proxy + "/v1/sign", token, {urls, kind});
-      return Array.isArray(r.urls) ? r.urls : urls.map(() => null);
+      if (!Array.isArray(r.urls)) return urls.map(() => null);
+      return r.urls.map((u) => (typeof u === "string" ? new URL(u, proxy + "/").href : null));
     };
     // Without a proxy the page's CSS could only load from its origin: show it unstyled.
     const rewriteCss = async (css, baseUrl) => {
