@@ -92,7 +92,8 @@ function selfPrivate(el) {
   if (sticky.has(el)) return true;
   let p = false;
   if (el.localName === "input" && ((el.getAttribute("type") || "").toLowerCase() === "password" || el.type === "password")) p = true;
-  else if (/(^|\s)cc-/i.test(el.getAttribute("autocomplete") || "")) p = true;
+  // cc-* (the contract), and passwords or one-time codes shown as text.
+  else if (/(^|\s)(cc-|current-password|new-password|one-time-code)/i.test(el.getAttribute("autocomplete") || "")) p = true;
   else if (el.hasAttribute("data-cobrowse-private")) p = true;
   else if (CB_CFG.maskSelector) {
     try { p = el.matches(CB_CFG.maskSelector); } catch (e) { p = false; }
@@ -713,34 +714,39 @@ function makeRecorder(out) {
   }
   function grabCanvases() {
     for (const cv of allCanvases()) {
-      try { grabCanvas(cv); } catch (e) { /* tainted or lost context: skip */ }
+      try { grabCanvas(cv); } catch (e) { /* tainted (SecurityError) or lost context: skip */ }
     }
   }
+  const grabbing = new WeakSet();
+  // toBlob encodes off the main thread (toDataURL would stall the page every 500 ms).
   function grabCanvas(cv) {
     const id = idOf(cv);
-    if (id === undefined || !cv.width || !cv.height || !inTree(cv) || isPrivate(cv)) return;
+    if (id === undefined || grabbing.has(cv) || !cv.width || !cv.height || !inTree(cv) || isPrivate(cv)) return;
     const last = canvasLast.get(cv);
     const now = performance.now();
     if (last && now - last.t < 450) return; // at most 2 images/s per canvas
     const mime = webpOk() ? "image/webp" : "image/png";
-    const url = cv.toDataURL(mime, 0.8); // SecurityError when tainted: caught above
-    const h = hashStr(url);
-    if (last ? last.h === h : h === blankHash(cv.width, cv.height, mime)) return;
-    canvasLast.set(cv, { h, t: now });
-    let bytes = dataBytes(url);
-    let sentMime = url.startsWith("data:image/webp") ? "image/webp" : "image/png";
-    // Too big for one event: scale down into an offscreen canvas.
-    for (let f = Math.sqrt(CANVAS_MAX / bytes.length) * 0.9, i = 0; bytes.length > CANVAS_MAX && i < 4; i++, f *= 0.7) {
-      const off = document.createElement("canvas");
-      off.width = Math.max(1, Math.round(cv.width * f));
-      off.height = Math.max(1, Math.round(cv.height * f));
-      off.getContext("2d").drawImage(cv, 0, 0, off.width, off.height);
-      const u = off.toDataURL(mime, 0.7);
-      bytes = dataBytes(u);
-      sentMime = u.startsWith("data:image/webp") ? "image/webp" : "image/png";
-    }
-    if (bytes.length > CANVAS_MAX) return;
-    send("canvas", { id, d: bytes, mime: sentMime, w: cv.width, h: cv.height });
+    const w = cv.width, h = cv.height;
+    const gen = canvasLast; // a snapshot in between starts over
+    grabbing.add(cv);
+    encode(cv, mime, 0.8).then(async (bytes) => {
+      if (!running || !bytes || gen !== canvasLast) return;
+      const hash = hashBytes(bytes);
+      const prev = canvasLast.get(cv);
+      if (prev ? prev.h === hash : hash === blankHash(w, h, mime)) return;
+      canvasLast.set(cv, { h: hash, t: now });
+      // Too big for one event: scale down into an offscreen canvas.
+      for (let f = Math.sqrt(CANVAS_MAX / bytes.length) * 0.9, i = 0; bytes.length > CANVAS_MAX && i < 4; i++, f *= 0.7) {
+        const off = document.createElement("canvas");
+        off.width = Math.max(1, Math.round(w * f));
+        off.height = Math.max(1, Math.round(h * f));
+        off.getContext("2d").drawImage(cv, 0, 0, off.width, off.height);
+        bytes = await encode(off, mime, 0.7);
+        if (!bytes) return;
+      }
+      if (bytes.length > CANVAS_MAX || !running) return;
+      send("canvas", { id, d: bytes, mime: sniffMime(bytes), w, h });
+    }).catch(() => { /* lost context, tainted: skip */ }).finally(() => grabbing.delete(cv));
   }
 
   function tick() {
@@ -896,14 +902,30 @@ function safe(f) {
 }
 
 // ---- small helpers ----
-function hashStr(s) {
-  // FNV-1a over the string, plus its length: enough to tell frames apart.
+function hashBytes(b) {
+  // FNV-1a over the bytes, plus the length: enough to tell frames apart.
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
+  for (let i = 0; i < b.length; i++) {
+    h ^= b[i];
     h = Math.imul(h, 0x01000193);
   }
-  return (h >>> 0) + ":" + s.length;
+  return (h >>> 0) + ":" + b.length;
+}
+function encode(canvas, mime, quality) {
+  return new Promise((resolve, reject) => {
+    try {
+      canvas.toBlob((blob) => {
+        if (!blob) return resolve(null);
+        blob.arrayBuffer().then((buf) => resolve(new Uint8Array(buf)), reject);
+      }, mime, quality);
+    } catch (e) {
+      reject(e); // SecurityError: a tainted canvas
+    }
+  });
+}
+// What the encoder really produced (a browser without webp falls back to png).
+function sniffMime(b) {
+  return b[0] === 0x52 && b[1] === 0x49 && b[8] === 0x57 && b[9] === 0x45 ? "image/webp" : "image/png";
 }
 function dataBytes(url) {
   const bin = atob(url.slice(url.indexOf(",") + 1));
@@ -930,7 +952,7 @@ function blankHash(w, h, mime) {
     const c = document.createElement("canvas");
     c.width = w;
     c.height = h;
-    v = hashStr(c.toDataURL(mime, 0.8));
+    v = hashBytes(dataBytes(c.toDataURL(mime, 0.8)));
     if (blanks.size > 32) blanks.clear();
     blanks.set(k, v);
   }
