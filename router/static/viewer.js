@@ -779,7 +779,7 @@ function replayer(iframe, opts) {
     if (Array.isArray(snap.vw)) setViewport(snap.vw[0], snap.vw[1]);
     winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
     setFocus(snap.focus === undefined ? null : snap.focus);
-    applyScroll();
+    relayout();  // scrolling needs a layout: let the next frame do it rather than force one now
     onInfo(info);
   }
 
@@ -787,7 +787,8 @@ function replayer(iframe, opts) {
   function applyScroll() {
     if (!doc) return;
     try {
-      if (win.scrollX !== winScroll[0] || win.scrollY !== winScroll[1]) win.scrollTo(winScroll[0], winScroll[1]);
+      // scrollTo of the current position is a no-op, and cheaper than reading it back.
+      if (winScroll[0] || winScroll[1] || win.scrollX || win.scrollY) win.scrollTo(winScroll[0], winScroll[1]);
     } catch (e) { /* detached */ }
     for (const [el, [x, y]] of desiredScroll) {
       if (el.scrollLeft !== x) el.scrollLeft = x;
