@@ -193,7 +193,7 @@ def test_snapshot_document(context, pages_server):
 
 SECRETS = ["pw-attr-secret", "4111111111111111", "private-title-77", "private-text-5521", "nested-private-8812",
            "custom-masked-6613", "typed-pw-3141", "typed-cc-2718", "new-private-1618", "attr-secret-1414",
-           "show-pw-1732", "acct-secret-3377", "secret-order-4242", "late-secret-2236"]
+           "show-pw-1732", "chardata-secret-7071", "acct-secret-3377", "secret-order-4242", "late-secret-2236"]
 
 
 def test_masking_never_leaks(context, pages_server):
@@ -211,6 +211,7 @@ def test_masking_never_leaks(context, pages_server):
     settle(page)
     # showing a password turns the field into type=text: it stays private
     page.evaluate("() => { document.getElementById('pw').type = 'text'; }")
+    page.evaluate("() => { document.getElementById('privspan').firstChild.data = 'chardata-secret-7071'; }")
     settle(page)
     page.fill("#pw", "show-pw-1732")
     page.evaluate("() => window.__cap.snapshot()")
@@ -222,7 +223,7 @@ def test_masking_never_leaks(context, pages_server):
     el = by_attr_id(snap["root"])
     assert el["pw"]["m"] is True and el["pw"]["v"] == "*" * len("show-pw-1732")
     assert el["cc"]["v"] == "*" * 13 and el["cc"]["a"]["value"] == "*" * 16
-    assert el["priv"]["m"] and el["privspan"]["m"] and el["privspan"]["c"][0]["x"] == "*" * 16
+    assert el["priv"]["m"] and el["privspan"]["m"] and el["privspan"]["c"][0]["x"] == "*" * 20
     assert el["priv"]["a"]["title"] == "*" * 16 and el["priv"]["a"]["data-acct"] == "*" * 16
     assert el["privlink"]["a"] == {"id": "privlink", "class": "l", "href": "", "data-x": "*" * 16}
     assert el["pw"]["a"]["type"] == "text" and el["cc"]["a"]["autocomplete"] == "cc-number"
@@ -230,11 +231,22 @@ def test_masking_never_leaks(context, pages_server):
     inputs = [p for k, p in evs if k == "input"]
     assert {"id": el["pw"]["id"], "v": "*" * 13} in inputs
     texts = [t for k, p in evs if k == "mutation" for t in p.get("text", [])]
-    assert {"id": el["privspan"]["c"][0]["id"], "x": "*" * 16} not in texts  # textContent= replaces the node
+    assert {"id": el["privspan"]["c"][0]["id"], "x": "*" * 20} in texts
     assert "t" not in el or "m" not in el["t"]  # a plain field is not masked
     long = "x" * 100
     page.fill("#pw", long)
     assert drain(page, "input")[-1]["v"] == "*" * 64
+
+
+def test_bad_mask_selector_is_ignored(context, pages_server):
+    page = context.new_page()
+    warnings = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    page.goto(f"{pages_server.url}/pages/visitor_blank.html")
+    assert page.evaluate(INJECT, [bundle_js(), {"data-mask-selector": "[[nope"}]) == "object"
+    page.evaluate(CAPTURE)
+    assert drain(page, "snapshot")[0]["root"]["tag"] == "html"
+    assert any("data-mask-selector" in w for w in warnings)
 
 
 def test_mutations_one_event_per_batch(context, pages_server):
