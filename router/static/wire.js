@@ -15,6 +15,7 @@ const BACKOFF_CAP_MS = 15000;
 // Close codes after which retrying cannot help (protocol.md, "Close codes").
 const FATAL_CLOSE = new Set([4000, 4001, 4002, 4004, 4005, 4006]);
 const REFUSED_CLOSE = 4009;          // handshake refused (429/503), told to a browser
+const PERSIST_MS = 250;
 
 const utf8 = new TextEncoder();
 
@@ -78,6 +79,7 @@ class CobrowseWire {
     this.timer = null;
     this.state = "idle";
     this.closeInfo = null;
+    this.persistTimer = null;
     this.stats = {sent: 0, received: 0, reconnects: 0, dropped: 0};
   }
 
@@ -106,6 +108,7 @@ class CobrowseWire {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.persistTimer);
     const ws = this.ws;
     if (ws && ws.readyState === 1) {
       try { ws.send(MessagePack.encode({t: "bye", reason: String(reason || "ended").slice(0, 256)})); } catch (e) { /* closing anyway */ }
@@ -254,7 +257,7 @@ class CobrowseWire {
     try { this.onEpoch(w.epoch, fresh); } catch (e) { console.error("cobrowse: onEpoch", e); }
     this._resend();
     this._flush();
-    this._persist();
+    this._persist(true);  // the new resume token must survive a reload right away
   }
 
   _resend() {
@@ -341,7 +344,15 @@ class CobrowseWire {
     try { this.onControl(c); } catch (e) { console.error("cobrowse: onControl", e); }
   }
 
-  _persist() {
+  // Saving encodes every unacked event: at most every PERSIST_MS under load (acks come
+  // every 5 ms). The page's pagehide handler saves the final state itself.
+  _persist(now) {
+    if (!now) {
+      if (!this.persistTimer) this.persistTimer = setTimeout(() => this._persist(true), PERSIST_MS);
+      return;
+    }
+    clearTimeout(this.persistTimer);
+    this.persistTimer = null;
     try { this.onPersist(this.persistState()); } catch (e) { /* storage full or blocked */ }
   }
 
