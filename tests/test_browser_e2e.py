@@ -356,6 +356,15 @@ def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, 
         assert a.page.url.startswith(cluster.router + "/embed")
         # nothing was fetched from the visitor's origin directly: only through the proxy
         assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+        # and if the viewer ever missed a URL, the embed page's CSP (inherited by the
+        # iframe's document) still stops the load
+        a.page.evaluate(
+            f"""(url) => {{ window.__violations = [];
+            {VDOC}.addEventListener('securitypolicyviolation', e => __violations.push(e.blockedURI));
+            const img = {VDOC}.createElement('img'); img.src = url; {VDOC}.body.appendChild(img); }}""",
+            cluster.origin + "/pages/e2e_shop.css?direct",
+        )
+        poll(a.page, "window.__violations.length > 0", 5, "a CSP violation for a direct load")
     finally:
         a.close()
         v.close()
