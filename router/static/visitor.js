@@ -718,6 +718,14 @@ function makeRecorder(out) {
     }
   }
   const grabbing = new WeakSet();
+  const scales = new WeakMap(); // canvas -> the scale its images last fitted at
+  function shrink(cv, f) {
+    const off = document.createElement("canvas");
+    off.width = Math.max(1, Math.round(cv.width * f));
+    off.height = Math.max(1, Math.round(cv.height * f));
+    off.getContext("2d").drawImage(cv, 0, 0, off.width, off.height);
+    return off;
+  }
   // toBlob encodes off the main thread (toDataURL would stall the page every 500 ms).
   function grabCanvas(cv) {
     const id = idOf(cv);
@@ -728,21 +736,22 @@ function makeRecorder(out) {
     const mime = webpOk() ? "image/webp" : "image/png";
     const w = cv.width, h = cv.height;
     const gen = canvasLast; // a snapshot in between starts over
+    // A canvas that was too big before starts at the scale that fitted, not at full size.
+    let f = scales.get(cv) || 1;
+    const src = f < 1 ? shrink(cv, f) : cv;
     grabbing.add(cv);
-    encode(cv, mime, 0.8).then(async (bytes) => {
+    encode(src, mime, 0.8).then(async (bytes) => {
       if (!running || !bytes || gen !== canvasLast) return;
       const hash = hashBytes(bytes);
       const prev = canvasLast.get(cv);
-      if (prev ? prev.h === hash : hash === blankHash(w, h, mime)) return;
+      if (prev ? prev.h === hash : hash === blankHash(src.width, src.height, mime)) return;
       canvasLast.set(cv, { h: hash, t: now });
       // Too big for one event: scale down into an offscreen canvas.
-      for (let f = Math.sqrt(CANVAS_MAX / bytes.length) * 0.9, i = 0; bytes.length > CANVAS_MAX && i < 4; i++, f *= 0.7) {
-        const off = document.createElement("canvas");
-        off.width = Math.max(1, Math.round(w * f));
-        off.height = Math.max(1, Math.round(h * f));
-        off.getContext("2d").drawImage(cv, 0, 0, off.width, off.height);
-        bytes = await encode(off, mime, 0.7);
+      for (let i = 0; bytes.length > CANVAS_MAX && i < 4; i++) {
+        f *= Math.min(0.9, Math.sqrt(CANVAS_MAX / bytes.length) * 0.9);
+        bytes = await encode(shrink(cv, f), mime, 0.7);
         if (!bytes) return;
+        scales.set(cv, f);
       }
       if (bytes.length > CANVAS_MAX || !running) return;
       send("canvas", { id, d: bytes, mime: sniffMime(bytes), w, h });
