@@ -236,8 +236,8 @@ function makeRecorder(out) {
     if (ac) {
       // scroll and change are not composed: they never reach the document's listeners.
       const o = { capture: true, passive: true, signal: ac.signal };
-      sr.addEventListener("scroll", onScroll, o);
-      sr.addEventListener("change", onInput, o);
+      sr.addEventListener("scroll", guarded.scroll, o);
+      sr.addEventListener("change", guarded.input, o);
     }
   }
   function ser(n, priv, ctx) {
@@ -598,7 +598,7 @@ function makeRecorder(out) {
     if (!setFields.size) queueMicrotask(() => {
       const l = Array.from(setFields);
       setFields.clear();
-      if (running) for (const f of l) fieldChanged(f.localName === "option" ? f.closest("select") : f);
+      if (running) for (const f of l) safe(() => fieldChanged(f.localName === "option" ? f.closest("select") : f));
     });
     setFields.add(el);
   }
@@ -648,14 +648,14 @@ function makeRecorder(out) {
   function throttle(key, ms, fn) {
     const st = throttles.get(key);
     if (st) { st.pending = fn; return; }
-    fn();
+    safe(fn);
     const s = { pending: null };
     const tick = () => {
       if (!running) { throttles.delete(key); return; }
       if (s.pending) {
         const f = s.pending;
         s.pending = null;
-        f();
+        safe(f);
         s.timer = setTimeout(tick, ms);
       } else throttles.delete(key);
     };
@@ -693,14 +693,14 @@ function makeRecorder(out) {
   }
   function onFocus() {
     // focusout then focusin: look once the focus has settled.
-    setTimeout(() => {
+    setTimeout(() => safe(() => {
       if (!running) return;
       flush();
       const id = focusId();
       if (id === lastFocus) return;
       lastFocus = id;
       emit("focus", { id });
-    }, 0);
+    }), 0);
   }
   function onResize() {
     throttle("vw", SCROLL_MS, () => send("viewport", { w: window.innerWidth, h: window.innerHeight }));
@@ -772,6 +772,12 @@ function makeRecorder(out) {
   }
 
   // ---- life cycle ----
+  // Our listeners never throw into the page's event dispatch (or its error tracker).
+  const guard = (fn) => (e) => { try { fn(e); } catch (err) { console.warn("cobrowse:", err); } };
+  const guarded = {
+    input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
+    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize),
+  };
   function start(opts) {
     if (running) return;
     running = true;
@@ -779,15 +785,15 @@ function makeRecorder(out) {
     installPatches();
     ac = new AbortController();
     const o = { capture: true, passive: true, signal: ac.signal };
-    document.addEventListener("input", onInput, o);
-    document.addEventListener("change", onInput, o);
-    document.addEventListener("scroll", onScroll, o);
-    document.addEventListener("pointermove", onPointer, o);
-    document.addEventListener("mouseout", onOut, o);
-    document.addEventListener("click", onClick, o);
-    document.addEventListener("focusin", onFocus, o);
-    document.addEventListener("focusout", onFocus, o);
-    window.addEventListener("resize", onResize, o);
+    document.addEventListener("input", guarded.input, o);
+    document.addEventListener("change", guarded.input, o);
+    document.addEventListener("scroll", guarded.scroll, o);
+    document.addEventListener("pointermove", guarded.pointer, o);
+    document.addEventListener("mouseout", guarded.out, o);
+    document.addEventListener("click", guarded.click, o);
+    document.addEventListener("focusin", guarded.focus, o);
+    document.addEventListener("focusout", guarded.focus, o);
+    window.addEventListener("resize", guarded.resize, o);
     observer = new MutationObserver((recs) => {
       try { process(recs); } catch (e) { console.warn("cobrowse: mutation failed", e); }
     });
@@ -813,7 +819,7 @@ function makeRecorder(out) {
   function shadowAttached(host, sr) {
     if (sr.mode !== "open" || !ids.has(host) || !inTree(host)) return;
     reAdd.add(host);
-    queueMicrotask(() => { if (running) flush(); });
+    queueMicrotask(() => { if (running) safe(flush); });
   }
   const api = { start, stop, snapshot, flush, css, shadowAttached, fieldSet, get running() { return running; } };
   return api;
