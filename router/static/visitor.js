@@ -1098,7 +1098,9 @@ function askConsent() {
   return new Promise((resolve) => {
     const host = document.createElement("cobrowse-consent");
     ours.add(host);
-    host.setAttribute("style", HOST_STYLE.replace("pointer-events: none", "pointer-events: auto").replace("inset: 0", "right: 16px; bottom: 16px"));
+    host.setAttribute("style",
+      "all: initial !important; position: fixed !important; right: 16px !important; bottom: 16px !important; " +
+      "z-index: 2147483647 !important; display: block !important; pointer-events: auto !important;");
     const root = ORIG.attachShadow.call(host, { mode: "closed" });
     root.innerHTML = `<style>
       .box { font: 14px/1.45 system-ui, sans-serif; color: #111827; background: #fff; width: 320px;
