@@ -244,6 +244,30 @@ def test_masking_never_leaks(context, pages_server):
     assert drain(page, "input")[-1]["v"] == "*" * 64
 
 
+def test_our_elements_are_never_sent(context, pages_server):
+    page = open_page(context, pages_server, "visitor_blank.html")
+    drain(page)
+    page.evaluate("""() => {
+      document.querySelector("cobrowse-overlay").remove();           // a page script removes it
+      window.__cap.agent("pointer", {x: 30, y: 30});                // the next agent event puts it back
+      window.__cap.agent("highlight", {id: 5, on: true});
+      window.__cap.agent("click", {x: 30, y: 30});
+      Cobrowse.start().catch(() => {});                              // the consent prompt shows
+      document.getElementById("p1").textContent = "changed";
+    }""")
+    settle(page)
+    evs = drain(page)
+    assert [k for k, p in evs] == ["mutation"]
+    assert "cobrowse" not in json.dumps(evs)
+    assert page.evaluate("() => !!document.querySelector('cobrowse-overlay') && !!document.querySelector('cobrowse-consent')")
+    assert page.evaluate("() => window.__cap.overlayState()")["pointer"] == [30, 30]
+    # the overlay never takes the visitor's pointer
+    assert page.evaluate("() => document.elementFromPoint(30, 30).localName") != "cobrowse-overlay"
+    page.evaluate("() => window.__cap.snapshot()")
+    assert "cobrowse" not in json.dumps(drain(page))
+    page.keyboard.press("Escape")
+
+
 def test_bad_mask_selector_is_ignored(context, pages_server):
     page = context.new_page()
     warnings = []
