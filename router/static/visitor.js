@@ -1260,8 +1260,10 @@ function begin(saved) {
       }
     },
     onEpoch(epoch, fresh) {
-      // Unacked events were abandoned with the old epoch: the agents need a new snapshot.
-      if (fresh && rec && rec.running) rec.snapshot();
+      // Unacked events were abandoned with the old epoch: the agents need a new snapshot,
+      // unless one is still queued (not numbered yet, so it goes out in the new epoch).
+      const queued = wire && Array.isArray(wire.pending) && wire.pending.some((e) => e[0] === "snapshot");
+      if (fresh && !queued && rec && rec.running) rec.snapshot();
     },
     onState(s, detail) {
       if (s === "ended") finish(detail || {});
