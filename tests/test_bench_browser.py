@@ -10,7 +10,6 @@ import json
 import pytest
 
 from loadtest import bench_browser
-from tests.browser import chromium  # noqa: F401  (fixture)
 
 
 def test_generated_page_is_deterministic():
@@ -28,7 +27,7 @@ def test_table_rows_for_a_skipped_section():
     assert bench_browser.table_rows(None) == []
 
 
-def test_tiny_run_ours_only(chromium):  # noqa: F811
+def test_tiny_run_ours_only(chromium):
     doc = bench_browser.run(
         nodes=500,
         snapshot_reps=2,

@@ -30,7 +30,7 @@ import pytest
 
 from router.browser_assets import bundle
 from tests import dom_compare
-from tests.browser import ROOT, StaticServer, chromium  # noqa: F401  (fixture)
+from tests.browser import ROOT, StaticServer
 
 CORPUS = Path(
     os.environ.get("COBROWSE_CORPUS") or ROOT.parent / "shared" / "corpus" / "rrweb-fixtures"
@@ -248,7 +248,7 @@ class Mirror:
 
 
 @pytest.fixture(scope="module")
-def mirror(chromium):  # noqa: F811
+def mirror(chromium):
     server = StaticServer(CORPUS)
     m = Mirror(chromium, server)
     try:
