@@ -771,3 +771,18 @@ def test_agent_events_and_wire_controls(context):
     log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
     assert [x[0] for x in log].count("snapshot") == 2
     assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]") == ["ended", None, False]
+
+
+def test_new_epoch_sends_a_snapshot_unless_one_is_queued(context):
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    count = "() => JSON.parse(sessionStorage.getItem('wirelog')).filter(x => x[0] === 'snapshot').length"
+    assert page.evaluate(count) == 1
+    page.evaluate("() => { window.__wire.pending = [['snapshot', 0, {}]]; window.__wire.o.onEpoch(2, true); }")
+    assert page.evaluate(count) == 1
+    page.evaluate("() => { window.__wire.pending = []; window.__wire.o.onEpoch(3, false); }")
+    assert page.evaluate(count) == 1
+    page.evaluate("() => window.__wire.o.onEpoch(4, true)")
+    assert page.evaluate(count) == 2
