@@ -786,3 +786,17 @@ def test_new_epoch_sends_a_snapshot_unless_one_is_queued(context):
     assert page.evaluate(count) == 1
     page.evaluate("() => window.__wire.o.onEpoch(4, true)")
     assert page.evaluate(count) == 2
+
+
+def test_fatal_close_is_an_error_then_ended(context):
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    got = page.evaluate("""() => { const seen = [];
+      Cobrowse.on("error", (e) => seen.push(["error", e.code, e.closeCode]));
+      Cobrowse.on("ended", (d) => seen.push(["ended", d.code]));
+      window.__wire.o.onState("ended", {code: 4001, reason: "", error: {code: "bad_token", msg: "no"}});
+      return seen; }""")
+    assert got == [["error", "bad_token", 4001], ["ended", 4001]]
+    assert page.evaluate("() => [Cobrowse.state(), Cobrowse.getCode(), sessionStorage.getItem('cobrowse')]") == ["ended", None, None]

@@ -1277,8 +1277,16 @@ function begin(saved) {
   whenReady(() => { if (rec && cbState !== "ended") rec.start({ nav: true }); });
 }
 
+// Fatal close codes that mean something went wrong (4004 ended and 4005 replaced do not).
+const CLOSE_ERRORS = { 4000: "bad_frame", 4001: "unauthorized", 4002: "protocol", 4006: "unsupported_version" };
 function finish(detail) {
   if (cbState === "ended") return;
+  const bad = detail && CLOSE_ERRORS[detail.code];
+  if (bad) {
+    const e = codedError((detail.error && detail.error.code) || bad, (detail.error && detail.error.msg) || detail.reason || bad);
+    e.closeCode = detail.code;
+    fire("error", e);
+  }
   clearStore();
   if (rec) rec.stop();
   rec = null;
