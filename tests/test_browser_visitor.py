@@ -181,6 +181,7 @@ def test_snapshot_document(context, pages_server):
     # <style>: text, plus css when the CSSOM differs
     assert el["st"]["c"][0]["x"].startswith("body {") and "css" not in el["st"]
     assert el["empty"]["c"] == [] and ".fromcssom" in el["empty"]["css"]
+    assert "css" not in el["imp"]  # @import alone does not make a style differ
     assert el["lk"]["a"]["href"] == "/pages/nothing-here.css"
     # constructed + adopted sheets, open shadow root
     sheets = {s["sid"]: s["css"] for s in doc["sheets"]}

@@ -178,7 +178,9 @@ function styleCss(el) {
   try {
     const fresh = new CSSStyleSheet();
     ORIG.replaceSync.call(fresh, el.textContent);
-    return sheetText(fresh) === now ? null : now;
+    // A constructed sheet drops @import rules: compare without them.
+    const noImports = (sh) => Array.from(sh.cssRules).filter((r) => !(r instanceof CSSImportRule)).map((r) => r.cssText).join("\n");
+    return noImports(fresh) === noImports(sheet) ? null : now;
   } catch (e) {
     return null;
   }
