@@ -637,7 +637,7 @@ def stub_bundle() -> str:
     return browser_assets._wrap([("wire.js", STUB_WIRE), ("visitor.js", (STATIC / "visitor.js").read_text())])
 
 
-def routed(context, session_status=201, attrs=None):  # noqa: F811
+def routed(context, session_status=201, attrs=None, connect_status=200):  # noqa: F811
     attrs = {"data-site-key": "pk_test_1", "data-agent-name": "Example Support", **(attrs or {})}
     calls = []
     js = stub_bundle()
@@ -646,6 +646,14 @@ def routed(context, session_status=201, attrs=None):  # noqa: F811
         req = route.request
         if req.url.endswith("/cobrowse.js"):
             return route.fulfill(status=200, content_type="text/javascript", body=js)
+        if req.url.endswith("/connect"):
+            calls.append(["connect", req.headers.get("authorization")])
+            if connect_status == 200:
+                body = {"session_id": "sTESTsession0001", "role": "visitor", "gateways": ["ws://gw2.test/"], "proxy": None}
+            else:
+                body = {"error": {"code": "unknown_session", "message": "gone"}}
+            return route.fulfill(status=connect_status, content_type="application/json", body=json.dumps(body),
+                                 headers={"access-control-allow-origin": "*", "access-control-allow-headers": "authorization"})
         if req.url.endswith("/v1/sessions"):
             calls.append(json.loads(req.post_data))
             if session_status == 201:
@@ -801,3 +809,20 @@ def test_fatal_close_is_an_error_then_ended(context):
       return seen; }""")
     assert got == [["error", "bad_token", 4001], ["ended", 4001]]
     assert page.evaluate("() => [Cobrowse.state(), Cobrowse.getCode(), sessionStorage.getItem('cobrowse')]") == ["ended", None, None]
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_refresh_gateways(context, status):
+    calls = routed(context, connect_status=status)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    got = page.evaluate("() => window.__wire.o.refreshGateways()")
+    assert calls[-1] == ["connect", "Bearer v1.tok"]
+    if status == 200:
+        assert got == ["ws://gw2.test/"]
+        page.evaluate("() => window.__wire.o.onPersist({rt: 'rt-3', epoch: 1})")
+        assert json.loads(page.evaluate("() => sessionStorage.getItem('cobrowse')"))["gateways"] == ["ws://gw2.test/"]
+    else:
+        assert got is None
+        assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == ["ended", None]

@@ -1214,8 +1214,9 @@ async function refreshGateways() {
   });
   if (r.status === 404 || r.status === 401) {
     // The session ended (or the token is not valid for it): stop trying.
-    if (wire) { try { wire.end("session gone"); } catch (e) { /* ending anyway */ } }
+    const w = wire;
     finish({ code: r.status === 404 ? "unknown_session" : "bad_token", reason: "the session is over" });
+    if (w) { try { w.end("session gone"); } catch (e) { /* ending anyway */ } }
     return null;
   }
   if (!r.ok) return null;
@@ -1336,8 +1337,8 @@ const Cobrowse = {
   end() {
     if (cancelConsent) cancelConsent();
     const w = wire;
-    if (w) { try { w.end("visitor ended the session"); } catch (e) { /* closing anyway */ } }
     if (session) finish({ code: "visitor", reason: "ended by the visitor" });
+    if (w) { try { w.end("visitor ended the session"); } catch (e) { /* closing anyway */ } }
     clearStore();
   },
   on(name, fn) {
