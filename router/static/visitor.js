@@ -839,40 +839,39 @@ const FIELD_ORIG = [];
 function installPatches() {
   if (patched) return;
   const P = CSSStyleSheet.prototype;
-  const wrap = (f) => f; // keeps names readable in stack traces
   const w = {
-    insertRule: wrap(function insertRule(rule, index) {
+    insertRule: function insertRule(rule, index) {
       const rec = activeRec;
       if (rec) safe(() => rec.flush());
       const r = ORIG.insertRule.apply(this, arguments);
       if (rec) safe(() => rec.css.insert(this, r));
       return r;
-    }),
-    deleteRule: wrap(function deleteRule(index) {
+    },
+    deleteRule: function deleteRule(index) {
       const rec = activeRec;
       if (rec) safe(() => rec.flush());
       const r = ORIG.deleteRule.apply(this, arguments);
       if (rec) safe(() => rec.css.delete(this, Number(index) >>> 0));
       return r;
-    }),
-    replace: wrap(function replace(text) {
+    },
+    replace: function replace(text) {
       const p = ORIG.replace.apply(this, arguments);
       const sheet = this;
       p.then(() => { const rec = activeRec; if (rec) safe(() => rec.css.replace(sheet)); }, () => {});
       return p;
-    }),
-    replaceSync: wrap(function replaceSync(text) {
+    },
+    replaceSync: function replaceSync(text) {
       const r = ORIG.replaceSync.apply(this, arguments);
       const rec = activeRec;
       if (rec) safe(() => rec.css.replace(this));
       return r;
-    }),
-    attachShadow: wrap(function attachShadow(init) {
+    },
+    attachShadow: function attachShadow(init) {
       const sr = ORIG.attachShadow.apply(this, arguments);
       const rec = activeRec;
       if (rec) safe(() => rec.shadowAttached(this, sr));
       return sr;
-    }),
+    },
   };
   P.insertRule = w.insertRule;
   P.deleteRule = w.deleteRule;
