@@ -20,6 +20,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from router import tokens
 from router.admission import Admission, Decision, retry_after_header
+from router.forwarded import forwarded_client
 
 from . import metrics, session_store
 from .codec import SESSION_ID_RE
@@ -32,6 +33,7 @@ class AdmissionSettings:
     resume_rate: float = 500.0  # resumes per second per gateway: the drain lane
     resume_burst: float = 2000.0
     new_per_address: str = "120/minute"  # new sessions per client address
+    forwarded_hops: int = 0  # trusted reverse proxies in front (X-Forwarded-For hops)
 
 
 def handshake_params(path: str) -> tuple[str | None, str | None]:
@@ -94,6 +96,14 @@ class AdmissionGate:
         decision = self.policy.decide(resume=resume, now=time.monotonic(), draining=draining)
         metrics.ADMISSION.labels(lane=decision.lane).inc()
         return decision
+
+
+def client_address(headers: list[tuple[bytes, bytes]], peer: str, trusted_hops: int) -> str:
+    """The visitor's address for the per-address limit, not the Ingress controller's."""
+    if trusted_hops <= 0:
+        return peer
+    values = [v.decode("latin-1") for k, v in headers if k.lower() == b"x-forwarded-for"]
+    return forwarded_client(values, peer, trusted_hops)
 
 
 def wants_close_refusal(path: str) -> bool:

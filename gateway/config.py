@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         help="new sessions per client address, in the limits package's notation",
     )
     p.add_argument(
+        "--forwarded-hops",
+        type=int,
+        default=int(_env("COBROWSE_GATEWAY_FORWARDED_HOPS", "0")),
+        help="trusted reverse proxies in front that append to X-Forwarded-For (0: use the peer)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=int(_env("COBROWSE_GATEWAY_WORKERS", "0")) or (os.cpu_count() or 1),
@@ -128,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
             resume_rate=a.resume_rate,
             resume_burst=a.resume_burst,
             new_per_address=a.new_per_address,
+            forwarded_hops=a.forwarded_hops,
         ),
         stream=StreamSettings(
             storage=a.storage,

@@ -31,7 +31,13 @@ from router import membership, tokens
 from router.drain_plan import DrainPlanner, reconnect_delay
 
 from . import metrics, session_store, streams
-from .admission_gate import AdmissionGate, refusal_reason, rejection, wants_close_refusal
+from .admission_gate import (
+    AdmissionGate,
+    client_address,
+    refusal_reason,
+    rejection,
+    wants_close_refusal,
+)
 from .codec import (
     AGENT_KINDS,
     MAX_FRAME_BYTES,
@@ -117,8 +123,12 @@ class Gateway:
 
     async def handle(self, request: WebSocketRequest) -> None:
         remote = request.remote
-        address = getattr(remote, "address", str(remote))
-        decision = await self.gate.check(request.path, str(address), self.draining)
+        address = client_address(
+            request.headers,
+            str(getattr(remote, "address", remote)),
+            self.cfg.admission.forwarded_hops,
+        )
+        decision = await self.gate.check(request.path, address, self.draining)
         if not decision.admit:
             if wants_close_refusal(request.path):
                 # A browser cannot read a refused handshake's status or Retry-After, so it

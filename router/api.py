@@ -40,6 +40,7 @@ from gateway.session_store import SessionMeta
 
 from . import admin, browser_routes, membership, sessions, shortcodes, tokens
 from .config import RouterConfig
+from .forwarded import forwarded_client
 
 log = structlog.get_logger("router.api")
 
@@ -168,18 +169,6 @@ def find_key(keys: dict[str, str], presented: str | None) -> str | None:
         if hmac.compare_digest(key.encode(), raw):
             found = key
     return found
-
-
-def forwarded_client(forwarded_for: list[str], peer: str, trusted_hops: int) -> str:
-    """The client address behind `trusted_hops` reverse proxies that each append the address
-    they received from to X-Forwarded-For; the peer itself with no trusted proxy. A header
-    shorter than the hops (a client talking to us directly) falls back to its first entry."""
-    if trusted_hops <= 0:
-        return peer
-    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
-    if not hops:
-        return peer
-    return hops[-trusted_hops] if len(hops) >= trusted_hops else hops[0]
 
 
 def normalize_code(code: str) -> str:

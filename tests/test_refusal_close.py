@@ -1,4 +1,4 @@
-"""Browsers cannot read a refused handshake's HTTP status, so `?refusal=close` gets 4009."""
+"""Admission at the handshake as browsers and proxies see it: 4009 refusals, X-Forwarded-For."""
 
 from __future__ import annotations
 
@@ -36,3 +36,27 @@ async def test_refused_browser_handshake_is_a_4009_close_with_retry_after(
             pass
     assert rej.value.status_code == 429
     assert any(k.lower() == b"retry-after" for k, _ in rej.value.headers)
+
+
+async def test_per_address_limit_reads_trusted_forwarded_for(nats_server, gateways_factory):
+    """Behind an Ingress every peer is the controller: with one trusted hop the visitor's
+    own address (the right-most X-Forwarded-For entry) is what the limit counts."""
+    g = gateways_factory(nats_server.url)
+    url = g.start("gw-x", ["--forwarded-hops", "1", "--new-per-address", "1/minute"])
+
+    async def status(xff: str) -> int:
+        try:
+            async with open_websocket_url(
+                f"{url}?sid={new_sid()}",
+                connect_timeout=5,
+                extra_headers=[(b"X-Forwarded-For", xff.encode())],
+            ):
+                return 101
+        except ConnectionRejected as exc:
+            return exc.status_code
+
+    assert await status("203.0.113.7") == 101
+    assert await status("203.0.113.8") == 101  # another visitor, same TCP peer
+    assert await status("203.0.113.7") == 429  # the first visitor again
+    # a forged left-most entry does not help: only the trusted hop counts
+    assert await status("198.51.100.1, 203.0.113.8") == 429
