@@ -13,7 +13,9 @@ import json
 import pytest
 
 from router import browser_assets
-from tests.browser import STATIC, chromium, context, pages_server  # noqa: F401 (fixtures)
+from tests.browser import (
+    STATIC,  # the fixtures (chromium, context, pages_server) come from conftest
+)
 
 INJECT = """([src, attrs]) => {
   const s = document.createElement("script");
@@ -76,7 +78,7 @@ def bundle_js() -> str:
     return browser_assets.bundle("cobrowse.js").body.decode()
 
 
-def open_page(context, pages_server, name, attrs=None, capture=True):  # noqa: F811
+def open_page(context, pages_server, name, attrs=None, capture=True):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -96,7 +98,11 @@ def drain(page, kind=None):
 
 def wait_for(page, kind, timeout=8.0):
     """Events of one kind, once at least one has come (the canvas encodes asynchronously)."""
-    page.wait_for_function(f"() => window.__events.some(e => e[0] === {json.dumps(kind)})", timeout=timeout * 1000, polling=50)
+    page.wait_for_function(
+        f"() => window.__events.some(e => e[0] === {json.dumps(kind)})",
+        timeout=timeout * 1000,
+        polling=50,
+    )
     return drain(page, kind)
 
 
@@ -104,14 +110,19 @@ def mirror_start(page):
     """Capture with the applier: the mirror starts from the first snapshot."""
     page.evaluate(APPLIER)
     page.evaluate(CAPTURE)
-    page.evaluate("() => { window.__m = window.__mirror(window.__events.splice(0).find(e => e[0] === 'snapshot')[1]); }")
+    page.evaluate(
+        "() => { window.__m = window.__mirror(window.__events.splice(0).find(e => e[0] === 'snapshot')[1]); }"
+    )
 
 
 def mirror_apply(page, keep=False):
     """Apply the pending mutation events in the page; returns the events (when keep) or their kinds."""
-    got = page.evaluate("""(keep) => { const evs = window.__events.splice(0);
+    got = page.evaluate(
+        """(keep) => { const evs = window.__events.splice(0);
       for (const [k, p] of evs) if (k === "mutation") window.__m.apply(p);
-      return keep ? JSON.stringify(evs) : JSON.stringify(evs.map(e => e[0])); }""", keep)
+      return keep ? JSON.stringify(evs) : JSON.stringify(evs.map(e => e[0])); }""",
+        keep,
+    )
     return json.loads(got)
 
 
@@ -198,13 +209,29 @@ def test_snapshot_document(context, pages_server):
     assert page.errors == []
 
 
-SECRETS = ["pw-attr-secret", "4111111111111111", "private-title-77", "private-text-5521", "nested-private-8812",
-           "custom-masked-6613", "typed-pw-3141", "typed-cc-2718", "new-private-1618", "attr-secret-1414",
-           "show-pw-1732", "chardata-secret-7071", "acct-secret-3377", "secret-order-4242", "late-secret-2236"]
+SECRETS = [
+    "pw-attr-secret",
+    "4111111111111111",
+    "private-title-77",
+    "private-text-5521",
+    "nested-private-8812",
+    "custom-masked-6613",
+    "typed-pw-3141",
+    "typed-cc-2718",
+    "new-private-1618",
+    "attr-secret-1414",
+    "show-pw-1732",
+    "chardata-secret-7071",
+    "acct-secret-3377",
+    "secret-order-4242",
+    "late-secret-2236",
+]
 
 
 def test_masking_never_leaks(context, pages_server):
-    page = open_page(context, pages_server, "visitor_basic.html", {"data-mask-selector": ".mask-me"})
+    page = open_page(
+        context, pages_server, "visitor_basic.html", {"data-mask-selector": ".mask-me"}
+    )
     page.fill("#pw", "typed-pw-3141")
     page.fill("#cc", "typed-cc-2718")
     page.evaluate("""() => {
@@ -218,7 +245,9 @@ def test_masking_never_leaks(context, pages_server):
     settle(page)
     # showing a password turns the field into type=text: it stays private
     page.evaluate("() => { document.getElementById('pw').type = 'text'; }")
-    page.evaluate("() => { document.getElementById('privspan').firstChild.data = 'chardata-secret-7071'; }")
+    page.evaluate(
+        "() => { document.getElementById('privspan').firstChild.data = 'chardata-secret-7071'; }"
+    )
     settle(page)
     page.fill("#pw", "show-pw-1732")
     page.evaluate("() => window.__cap.snapshot()")
@@ -260,7 +289,9 @@ def test_our_elements_are_never_sent(context, pages_server):
     evs = drain(page)
     assert [k for k, p in evs] == ["mutation"]
     assert "cobrowse" not in json.dumps(evs)
-    assert page.evaluate("() => !!document.querySelector('cobrowse-overlay') && !!document.querySelector('cobrowse-consent')")
+    assert page.evaluate(
+        "() => !!document.querySelector('cobrowse-overlay') && !!document.querySelector('cobrowse-consent')"
+    )
     assert page.evaluate("() => window.__cap.overlayState()")["pointer"] == [30, 30]
     # the overlay never takes the visitor's pointer
     assert page.evaluate("() => document.elementFromPoint(30, 30).localName") != "cobrowse-overlay"
@@ -428,7 +459,10 @@ def test_inputs_of_each_type(context, pages_server):
     assert {"id": el["t"]["id"], "v": "hello"} in inputs
     assert {"id": el["ta"]["id"], "v": "multi\nline"} in inputs
     assert {"id": el["cb"]["id"], "ck": False} in inputs
-    assert {"id": el["r1"]["id"], "ck": False} in inputs and {"id": el["r2"]["id"], "ck": True} in inputs
+    assert {"id": el["r1"]["id"], "ck": False} in inputs and {
+        "id": el["r2"]["id"],
+        "ck": True,
+    } in inputs
     assert not any(p["id"] == el["r3"]["id"] for p in inputs)
     assert {"id": el["s1"]["id"], "v": "a"} in inputs
     assert {"id": el["sm"]["id"], "sel": [1, 2]} in inputs
@@ -497,13 +531,17 @@ def test_canvas_sent_when_changed(context, pages_server):
     cid = by_attr_id(drain(page, "snapshot")[0]["root"])["cv"]["id"]
     settle(page, 700)
     assert drain(page, "canvas") == []  # blank: the viewer's canvas is blank already
-    page.evaluate("() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'red'; c.fillRect(0, 0, 30, 20); }")
+    page.evaluate(
+        "() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'red'; c.fillRect(0, 0, 30, 20); }"
+    )
     cv = wait_for(page, "canvas")
     assert len(cv) == 1 and cv[0]["id"] == cid and cv[0]["w"] == 60 and cv[0]["h"] == 40
     assert cv[0]["mime"] in ("image/webp", "image/png") and cv[0]["d"]["$bin"] > 20
     settle(page, 1100)
     assert drain(page, "canvas") == []  # unchanged: not resent
-    page.evaluate("() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'blue'; c.fillRect(10, 10, 30, 20); }")
+    page.evaluate(
+        "() => { const c = document.getElementById('cv').getContext('2d'); c.fillStyle = 'blue'; c.fillRect(10, 10, 30, 20); }"
+    )
     assert len(wait_for(page, "canvas")) == 1
     # a snapshot resets the viewer: the current image comes again
     page.evaluate("() => window.__cap.snapshot()")
@@ -521,7 +559,9 @@ def test_big_canvas_is_scaled_under_the_event_limit(context, pages_server):
     cv = wait_for(page, "canvas")
     assert len(cv) == 1 and cv[0]["w"] == 1600 and 0 < cv[0]["d"]["$bin"] <= 120 * 1024
     # the next change starts at the scale that fitted
-    page.evaluate("() => { const g = document.querySelector('canvas').getContext('2d'); g.fillStyle = '#000'; g.fillRect(0, 0, 400, 300); }")
+    page.evaluate(
+        "() => { const g = document.querySelector('canvas').getContext('2d'); g.fillStyle = '#000'; g.fillRect(0, 0, 400, 300); }"
+    )
     cv = wait_for(page, "canvas")
     assert len(cv) == 1 and cv[0]["w"] == 1600 and 0 < cv[0]["d"]["$bin"] <= 120 * 1024
 
@@ -552,13 +592,20 @@ def test_cssom_events(context, pages_server):
     assert css[2]["op"] == "replace" and css[2]["css"] == ".y { margin: 1px; }"
     s2 = css[2]["sheet"]
     assert css[3] == {"op": "insert", "sheet": s2, "rule": ".z { margin: 2px; }", "index": 1}
-    assert css[4]["op"] == "adopt" and css[4]["host"] == 0 and css[4]["sheets"][-1] == s2 and len(css[4]["sheets"]) == 2
+    assert (
+        css[4]["op"] == "adopt"
+        and css[4]["host"] == 0
+        and css[4]["sheets"][-1] == s2
+        and len(css[4]["sheets"]) == 2
+    )
     # s3 was never announced: it comes whole before it is adopted
     assert css[5]["op"] == "replace" and css[5]["css"] == ".w { margin: 3px; }"
     assert css[6] == {"op": "adopt", "host": el["host"]["id"], "sheets": [css[5]["sheet"]]}
     assert len(css) == 7
     # push() does not call the setter: found by the timer
-    page.evaluate("() => { const s = new CSSStyleSheet(); s.replaceSync('.q{top:0}'); document.adoptedStyleSheets.push(s); }")
+    page.evaluate(
+        "() => { const s = new CSSStyleSheet(); s.replaceSync('.q{top:0}'); document.adoptedStyleSheets.push(s); }"
+    )
     settle(page, 700)
     css = drain(page, "css")
     assert css[-1]["op"] == "adopt" and len(css[-1]["sheets"]) == 3
@@ -580,10 +627,17 @@ def test_cssom_events(context, pages_server):
     evs = [(k, p) for k, p in drain(page) if k in ("css", "mutation")]
     assert evs[0][0] == "mutation" and evs[1][0] == "css"
     late = evs[0][1]["adds"][0]["n"]
-    assert "css" not in late and evs[1][1] == {"op": "insert", "node": late["id"], "rule": ".late { color: red; }", "index": 0}
+    assert "css" not in late and evs[1][1] == {
+        "op": "insert",
+        "node": late["id"],
+        "rule": ".late { color: red; }",
+        "index": 0,
+    }
     # patches go away when recording stops
     page.evaluate("() => window.__cap.stop()")
-    assert page.evaluate("() => CSSStyleSheet.prototype.insertRule.toString().includes('[native code]')")
+    assert page.evaluate(
+        "() => CSSStyleSheet.prototype.insertRule.toString().includes('[native code]')"
+    )
 
 
 def test_shadow_root_mutations(context, pages_server):
@@ -598,7 +652,9 @@ def test_shadow_root_mutations(context, pages_server):
     }""")
     settle(page)
     assert "mutation" in mirror_apply(page)
-    page.evaluate("() => { document.getElementById('h').shadowRoot.querySelector('em').textContent = 'again'; }")
+    page.evaluate(
+        "() => { document.getElementById('h').shadowRoot.querySelector('em').textContent = 'again'; }"
+    )
     settle(page)
     assert mirror_apply(page) == ["mutation"]
     assert mirror_check(page) == [[], True]
@@ -628,16 +684,20 @@ ROUTER = "http://router.test"
 
 def site_page(name, attrs):
     a = " ".join(f'{k}="{v}"' for k, v in attrs.items())
-    return (f'<!DOCTYPE html><html><head><title>{name}</title>'
-            f'<script src="{ROUTER}/cobrowse.js" {a}></script></head>'
-            f'<body><p id="p">page {name}</p><input id="pw" type="password"></body></html>')
+    return (
+        f"<!DOCTYPE html><html><head><title>{name}</title>"
+        f'<script src="{ROUTER}/cobrowse.js" {a}></script></head>'
+        f'<body><p id="p">page {name}</p><input id="pw" type="password"></body></html>'
+    )
 
 
 def stub_bundle() -> str:
-    return browser_assets._wrap([("wire.js", STUB_WIRE), ("visitor.js", (STATIC / "visitor.js").read_text())])
+    return browser_assets._wrap(
+        [("wire.js", STUB_WIRE), ("visitor.js", (STATIC / "visitor.js").read_text())]
+    )
 
 
-def routed(context, session_status=201, attrs=None, connect_status=200):  # noqa: F811
+def routed(context, session_status=201, attrs=None, connect_status=200):
     attrs = {"data-site-key": "pk_test_1", "data-agent-name": "Example Support", **(attrs or {})}
     calls = []
     js = stub_bundle()
@@ -649,29 +709,57 @@ def routed(context, session_status=201, attrs=None, connect_status=200):  # noqa
         if req.url.endswith("/connect"):
             calls.append(["connect", req.headers.get("authorization")])
             if connect_status == 200:
-                body = {"session_id": "sTESTsession0001", "role": "visitor", "gateways": ["ws://gw2.test/"], "proxy": None}
+                body = {
+                    "session_id": "sTESTsession0001",
+                    "role": "visitor",
+                    "gateways": ["ws://gw2.test/"],
+                    "proxy": None,
+                }
             else:
                 body = {"error": {"code": "unknown_session", "message": "gone"}}
-            return route.fulfill(status=connect_status, content_type="application/json", body=json.dumps(body),
-                                 headers={"access-control-allow-origin": "*", "access-control-allow-headers": "authorization"})
+            return route.fulfill(
+                status=connect_status,
+                content_type="application/json",
+                body=json.dumps(body),
+                headers={
+                    "access-control-allow-origin": "*",
+                    "access-control-allow-headers": "authorization",
+                },
+            )
         if req.url.endswith("/v1/sessions"):
             calls.append(json.loads(req.post_data))
             if session_status == 201:
-                body = {"session_id": "sTESTsession0001", "visitor_token": "v1.tok", "token_expires_at": 1,
-                        "gateways": ["ws://gw.test/"], "short_code": "363219", "code_expires_at": 1}
+                body = {
+                    "session_id": "sTESTsession0001",
+                    "visitor_token": "v1.tok",
+                    "token_expires_at": 1,
+                    "gateways": ["ws://gw.test/"],
+                    "short_code": "363219",
+                    "code_expires_at": 1,
+                }
             elif session_status == 401:
                 body = {"error": {"code": "bad_site_key", "message": "unknown site key"}}
             elif session_status == 429:
                 body = {"error": {"code": "rate_limited", "message": "slow down"}}
             else:
                 return route.abort()
-            return route.fulfill(status=session_status, content_type="application/json", body=json.dumps(body),
-                                 headers={"access-control-allow-origin": "*", "retry-after": "3"})
+            return route.fulfill(
+                status=session_status,
+                content_type="application/json",
+                body=json.dumps(body),
+                headers={"access-control-allow-origin": "*", "retry-after": "3"},
+            )
         return route.fulfill(status=404, body="")
 
     context.route(f"{ROUTER}/**", router)
-    context.route(f"{SITE}/**", lambda route: route.fulfill(
-        status=200, content_type="text/html", body=site_page(route.request.url.rsplit("/", 1)[-1], attrs)))
+    context.route(
+        f"{SITE}/**",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/html",
+            body=site_page(route.request.url.rsplit("/", 1)[-1], attrs),
+        ),
+    )
     return calls
 
 
@@ -696,7 +784,9 @@ def test_consent_prompt_and_decline(context):
     assert page.evaluate("() => !!document.querySelector('cobrowse-consent')")
     page.evaluate("() => Cobrowse.end()")
     assert page.evaluate("() => window.__p") == "declined"
-    assert page.evaluate("() => [Cobrowse.state(), !!document.querySelector('cobrowse-consent')]") == ["idle", False]
+    assert page.evaluate(
+        "() => [Cobrowse.state(), !!document.querySelector('cobrowse-consent')]"
+    ) == ["idle", False]
 
 
 def test_consent_accept_starts(context):
@@ -709,7 +799,9 @@ def test_consent_accept_starts(context):
     assert calls == [{"site_key": "pk_test_1"}]
 
 
-@pytest.mark.parametrize("status,code", [(401, "bad_site_key"), (429, "rate_limited"), (0, "unavailable")])
+@pytest.mark.parametrize(
+    "status,code", [(401, "bad_site_key"), (429, "rate_limited"), (0, "unavailable")]
+)
 def test_start_errors(context, status, code):
     routed(context, session_status=status)
     page = context.new_page()
@@ -729,7 +821,11 @@ def test_session_continues_across_pages(context):
     assert page.evaluate("() => Cobrowse.state()") == "live"
     assert page.evaluate("() => Cobrowse.getCode()") == "363219"
     stored = json.loads(page.evaluate("() => sessionStorage.getItem('cobrowse')"))
-    assert stored["sid"] == "sTESTsession0001" and stored["token"] == "v1.tok" and stored["code"] == "363219"
+    assert (
+        stored["sid"] == "sTESTsession0001"
+        and stored["token"] == "v1.tok"
+        and stored["code"] == "363219"
+    )
     assert stored["rt"] == "rt-1" and stored["gateways"] == ["ws://gw.test/"]
     page.goto(f"{SITE}/b.html")  # pagehide writes the latest state, the next page resumes
     settle(page, 50)
@@ -737,14 +833,17 @@ def test_session_continues_across_pages(context):
     starts = [x for x in log if x[0] == "start"]
     assert starts[0] == ["start", "sTESTsession0001", None]
     assert starts[1][1] == "sTESTsession0001" and starts[1][2]["rt"] == "rt-2"
-    after = log[log.index(starts[1]):]
+    after = log[log.index(starts[1]) :]
     kinds = [x[0] for x in after]
     assert kinds[:3] == ["start", "nav", "snapshot"] and after[2][1] == f"{SITE}/b.html"
     assert page.evaluate("() => Cobrowse.state()") == "live"
     assert page.evaluate("() => Cobrowse.getCode()") == "363219"
     assert page.evaluate("() => document.querySelector('cobrowse-consent')") is None
     page.evaluate("() => Cobrowse.end()")
-    assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == ["ended", None]
+    assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == [
+        "ended",
+        None,
+    ]
     assert json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))[-1][0] == "end"
     page.goto(f"{SITE}/c.html")
     assert page.evaluate("() => Cobrowse.state()") == "idle"
@@ -775,11 +874,19 @@ def test_agent_events_and_wire_controls(context):
     }""")
     pid = got[1][2]
     assert isinstance(pid, int) and pid > 0
-    assert got == [["joined", "a0123456789ab"], ["overlay", {"pointer": [10, 20], "highlights": [pid], "reconnecting": False}, pid],
-                   ["state", "reconnecting"], ["badge", True], ["state", "live"], ["state", "ended"]]
+    assert got == [
+        ["joined", "a0123456789ab"],
+        ["overlay", {"pointer": [10, 20], "highlights": [pid], "reconnecting": False}, pid],
+        ["state", "reconnecting"],
+        ["badge", True],
+        ["state", "live"],
+        ["state", "ended"],
+    ]
     log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
     assert [x[0] for x in log].count("snapshot") == 2
-    assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]") == ["ended", None, False]
+    assert page.evaluate(
+        "() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]"
+    ) == ["ended", None, False]
 
 
 def test_new_epoch_sends_a_snapshot_unless_one_is_queued(context):
@@ -789,7 +896,9 @@ def test_new_epoch_sends_a_snapshot_unless_one_is_queued(context):
     page.evaluate("() => Cobrowse.start({consented: true})")
     count = "() => JSON.parse(sessionStorage.getItem('wirelog')).filter(x => x[0] === 'snapshot').length"
     assert page.evaluate(count) == 1
-    page.evaluate("() => { window.__wire.pending = [['snapshot', 0, {}]]; window.__wire.o.onEpoch(2, true); }")
+    page.evaluate(
+        "() => { window.__wire.pending = [['snapshot', 0, {}]]; window.__wire.o.onEpoch(2, true); }"
+    )
     assert page.evaluate(count) == 1
     page.evaluate("() => { window.__wire.pending = []; window.__wire.o.onEpoch(3, false); }")
     assert page.evaluate(count) == 1
@@ -808,7 +917,9 @@ def test_fatal_close_is_an_error_then_ended(context):
       window.__wire.o.onState("ended", {code: 4001, reason: "", error: {code: "bad_token", msg: "no"}});
       return seen; }""")
     assert got == [["error", "bad_token", 4001], ["ended", 4001]]
-    assert page.evaluate("() => [Cobrowse.state(), Cobrowse.getCode(), sessionStorage.getItem('cobrowse')]") == ["ended", None, None]
+    assert page.evaluate(
+        "() => [Cobrowse.state(), Cobrowse.getCode(), sessionStorage.getItem('cobrowse')]"
+    ) == ["ended", None, None]
 
 
 @pytest.mark.parametrize("status", [200, 404])
@@ -822,7 +933,12 @@ def test_refresh_gateways(context, status):
     if status == 200:
         assert got == ["ws://gw2.test/"]
         page.evaluate("() => window.__wire.o.onPersist({rt: 'rt-3', epoch: 1})")
-        assert json.loads(page.evaluate("() => sessionStorage.getItem('cobrowse')"))["gateways"] == ["ws://gw2.test/"]
+        assert json.loads(page.evaluate("() => sessionStorage.getItem('cobrowse')"))[
+            "gateways"
+        ] == ["ws://gw2.test/"]
     else:
         assert got is None
-        assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == ["ended", None]
+        assert page.evaluate("() => [Cobrowse.state(), sessionStorage.getItem('cobrowse')]") == [
+            "ended",
+            None,
+        ]
