@@ -13,9 +13,10 @@ import json
 import pytest
 
 from router import browser_assets
-from tests.browser import (
-    STATIC,  # the fixtures (chromium, context, pages_server) come from conftest
-)
+from tests.browser import STATIC
+
+# The fixtures chromium, context and pages_server come from conftest: binding them here too
+# would start a second Playwright in the same run.
 
 INJECT = """([src, attrs]) => {
   const s = document.createElement("script");
