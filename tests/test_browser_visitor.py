@@ -943,3 +943,16 @@ def test_refresh_gateways(context, status):
             "ended",
             None,
         ]
+
+
+def test_twice_on_a_page_and_a_placeholder(context, pages_server):
+    page = context.new_page()
+    page.goto(f"{pages_server.url}/pages/visitor_blank.html")
+    page.evaluate("() => { window.Cobrowse = {queue: []}; }")  # a site's own placeholder
+    assert page.evaluate(INJECT, [bundle_js(), {}]) == "object"
+    assert page.evaluate("() => typeof Cobrowse._capture") == "function"
+    page.evaluate("() => { window.__first = Cobrowse; }")
+    assert page.evaluate(INJECT, [bundle_js(), {}]) == "object"  # a second copy stays inert
+    assert page.evaluate("() => Cobrowse === window.__first")
+    page.evaluate(CAPTURE)
+    assert [k for k, p in drain(page)] == ["nav", "snapshot"]

@@ -1380,7 +1380,8 @@ const Cobrowse = {
   },
 };
 // A second copy of the snippet on the page stays inert: one recorder per page.
-const cbFirst = !window.Cobrowse;
+// (A page's own placeholder named Cobrowse is replaced; only our snippet counts.)
+const cbFirst = !(window.Cobrowse && typeof window.Cobrowse._capture === "function");
 if (cbFirst) Object.defineProperty(window, "Cobrowse", { value: Object.freeze(Cobrowse), configurable: true });
 else console.warn("cobrowse: the snippet is on this page twice; the second copy does nothing");
 
