@@ -7,6 +7,7 @@ missing browser fails the tests rather than skipping them, unless COBROWSE_SKIP_
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import os
@@ -50,12 +51,23 @@ def chromium():
         pytest.fail("chromium is not installed: run `make test`, which installs it")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    # trio-asyncio (imported by the NATS bridge) installs an event-loop policy whose loops
+    # cannot host Playwright's greenlet-driven asyncio loop: give Playwright a plain one.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        manager = sync_playwright()
+        pw = manager.__enter__()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    try:
         browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
             browser.close()
+    finally:
+        manager.__exit__(None, None, None)
 
 
 @pytest.fixture

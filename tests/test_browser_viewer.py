@@ -20,15 +20,9 @@ from urllib.parse import quote
 import pytest
 
 from router import browser_assets
-from tests import browser as _browser
 from tests.dom_compare import NORMALIZE_JS, assert_same, normalized
 
 ORIGIN = "http://origin.test"
-
-# The shared browser fixtures (tests/browser.py), made visible to this module.
-chromium = _browser.chromium
-context = _browser.context
-pages_server = _browser.pages_server
 
 
 @pytest.fixture(scope="module")
