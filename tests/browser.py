@@ -35,7 +35,11 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str | None:
-    for cand in (os.environ.get("COBROWSE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+    for cand in (
+        os.environ.get("COBROWSE_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+    ):
         if cand and os.path.exists(cand):
             return cand
     return None
