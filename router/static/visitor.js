@@ -61,6 +61,29 @@ function maskAttr(name, value) {
 
 // ---- node ids: one counter per page load, kept across snapshots ----
 const ids = new WeakMap();
+// Some frameworks replace MutationObserver before any other script runs (Salesforce LWC,
+// Angular zones): take the browser's own constructor from a fresh same-origin iframe, as
+// rrweb does. Only when the page's one is not native, so most pages never see the iframe.
+let nativeMO = null;
+function nativeMutationObserver() {
+  if (nativeMO) return nativeMO;
+  const MO = window.MutationObserver;
+  let native = false;
+  try { native = /\[native code\]/.test(Function.prototype.toString.call(MO)); } catch (e) { /* a Proxy */ }
+  nativeMO = MO;
+  if (!native) {
+    try {
+      const f = document.createElement("iframe");
+      f.style.display = "none";
+      (document.body || document.documentElement).appendChild(f);
+      const fresh = f.contentWindow && f.contentWindow.MutationObserver;
+      f.remove();
+      if (fresh) nativeMO = fresh;
+    } catch (e) { /* keep the page's own and hope */ }
+  }
+  return nativeMO;
+}
+
 const byId = new Map(); // id -> WeakRef(node): agent highlights name nodes by id
 let nextId = 1;
 const idOf = (n) => ids.get(n);
@@ -796,7 +819,7 @@ function makeRecorder(out) {
     document.addEventListener("focusin", guarded.focus, o);
     document.addEventListener("focusout", guarded.focus, o);
     window.addEventListener("resize", guarded.resize, o);
-    observer = new MutationObserver((recs) => {
+    observer = new (nativeMutationObserver())((recs) => {
       try { process(recs); } catch (e) { console.warn("cobrowse: mutation failed", e); }
     });
     observer.observe(document, MO_OPTS);
