@@ -92,19 +92,25 @@ COMPARE_EXTRA: dict[str, dict] = {
     "rrweb/test/html/password.html": {"maskSelector": "#password"},
 }
 
-# page -> why it does not match (docs/fidelity.md lists the same, with more detail).
-_HIJACKED_MO = (
-    "the page replaces window.MutationObserver with a class whose constructor throws (as "
-    "Salesforce LWC does); the snippet constructs the page's MutationObserver, so "
-    "Cobrowse._capture throws at start and nothing is recorded (rrweb takes the native "
-    "constructor from a fresh iframe; with that, this page matches)"
-)
-MISMATCH: dict[str, str] = {
-    "rrweb/test/html/monkey-patched-mutation.html": _HIJACKED_MO,
-    "rrweb-snapshot/test/html/monkey-patched-elements.html": _HIJACKED_MO
-    + ". The page also makes Element.prototype.childNodes throw (non-configurable), which "
-    "dom_compare's normaliser reads, so this page cannot be compared even then",
+# Run in the visitor's page after recording, before its DOM is normalised (no DOM change).
+BEFORE_COMPARE: dict[str, str] = {
+    # The page makes Node/Element.prototype.childNodes throw, non-configurable (as Salesforce
+    # Lightning does). The snippet walks firstChild/nextSibling; dom_compare's normaliser
+    # reads childNodes, so each node gets an own childNodes built from the native getters.
+    "rrweb-snapshot/test/html/monkey-patched-elements.html": """() => {
+      const get = (k) => Object.getOwnPropertyDescriptor(Node.prototype, k).get;
+      const first = get("firstChild"), next = get("nextSibling");
+      const list = (n) => { const out = []; for (let c = first.call(n); c; c = next.call(c)) out.push(c); return out; };
+      const fix = (n) => {
+        Object.defineProperty(n, "childNodes", {get: () => list(n), configurable: true});
+        list(n).forEach(fix);
+      };
+      fix(document);
+    }""",
 }
+
+# page -> why it does not match (none at the moment; docs/fidelity.md keeps the list).
+MISMATCH: dict[str, str] = {}
 
 
 def _params():
@@ -215,8 +221,9 @@ class Mirror:
         self.cobrowse = bundle("cobrowse.js").body.decode()
         self.embed = bundle("embed.js").body.decode()
 
-    def run(self, page: str) -> dict:
-        """Mirror one corpus page; the visitor's and the viewer's trees and sheets."""
+    def run(self, page: str, tamper=None) -> dict:
+        """Mirror one corpus page; the visitor's and the viewer's trees and sheets.
+        `tamper(events)` may change the recorded [kind, payload] list before the replay."""
         v = self.visitor
         v.goto(f"{self.server.url}/{page}", wait_until="load")
         for src in (self.cobrowse, HELPERS_JS):
@@ -229,13 +236,18 @@ class Mirror:
         else:
             v.evaluate(work)
         v.wait_for_timeout(SETTLE_MS)
+        if page in BEFORE_COMPARE:
+            v.evaluate(BEFORE_COMPARE[page])
         options = {**COMPARE, **COMPARE_EXTRA.get(page, {})}
         got = v.evaluate(STOP_JS, [dom_compare.NORMALIZE_JS, options])
         w = self.viewer
         w.set_content(VIEWER_HTML)
         for src in (self.embed, HELPERS_JS):
             w.add_script_tag(content=src)
-        mirrored = w.evaluate(REPLAY_JS, [got["events"], dom_compare.NORMALIZE_JS, options])
+        events = got["events"]
+        if tamper is not None:
+            events = json.dumps(tamper(json.loads(events)))
+        mirrored = w.evaluate(REPLAY_JS, [events, dom_compare.NORMALIZE_JS, options])
         return {
             "visitor": got["tree"],
             "viewer": mirrored["tree"],
@@ -281,3 +293,27 @@ def first_difference(a: str, b: str) -> str | None:
 def assert_same(a: str, b: str, what: str) -> None:
     d = first_difference(a, b)
     assert d is None, f"{what} differ at {d}"
+
+
+def test_the_comparison_notices_a_lost_event(mirror):
+    """The harness is not vacuous: a page differs without its mutation events, and its
+    sheets differ without the snapshot's CSSOM text (`css` of a <style> given insertRule)."""
+    got = mirror.run(
+        "rrweb/test/html/mutation-observer.html",
+        tamper=lambda evs: [e for e in evs if e[0] != "mutation"],
+    )
+    assert first_difference(got["visitor"], got["viewer"]) is not None
+
+    def drop_css(node):
+        if isinstance(node, dict):
+            node.pop("css", None)
+            for v in node.values():
+                drop_css(v)
+        elif isinstance(node, list):
+            for v in node:
+                drop_css(v)
+        return node
+
+    got = mirror.run("rrweb/test/html/style.html", tamper=drop_css)
+    assert first_difference(got["visitor"], got["viewer"]) is None
+    assert first_difference(got["visitor_sheets"], got["viewer_sheets"]) is not None
