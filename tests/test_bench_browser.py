@@ -55,3 +55,16 @@ def test_tiny_run_ours_only(chromium):
     rows = bench_browser.table_rows(doc)
     assert rows[0][0] == "full snapshot, 500 nodes" and "KiB" in rows[0][1]
     assert rows[1][0] == "mutation batch, 100 DOM ops"
+
+
+def test_without_npm_rrweb_is_skipped_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_browser, "RRWEB_JS", tmp_path / "missing.js")
+    monkeypatch.setattr(bench_browser.shutil, "which", lambda name: None)
+    assert bench_browser.ensure_rrweb() == "npm is not installed"
+
+
+def test_without_chromium_the_section_is_skipped(monkeypatch):
+    monkeypatch.setattr(bench_browser, "chromium_path", lambda: None)
+    doc = bench_browser.run(nodes=100)
+    assert doc["skipped"].startswith("chromium is not installed")
+    assert bench_browser.table_rows(doc)[0][1] == "skipped"
