@@ -45,9 +45,14 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One Chromium process for the whole run; tests open their own contexts."""
+    """One Chromium per test module; tests open their own contexts.
+
+    Playwright's sync API runs an asyncio loop in a greenlet of the main thread and leaves
+    it as the thread's running loop between calls, which breaks trio-asyncio (the NATS
+    bridge) in later tests. So Playwright lives only while a browser module runs, and the
+    thread's asyncio state is reset after it."""
     path = chromium_path()
     if path is None:
         if os.environ.get("COBROWSE_SKIP_BROWSER") == "1":
@@ -55,8 +60,8 @@ def chromium():
         pytest.fail("chromium is not installed: run `make test`, which installs it")
     from playwright.sync_api import sync_playwright
 
-    # trio-asyncio (imported by the NATS bridge) installs an event-loop policy whose loops
-    # cannot host Playwright's greenlet-driven asyncio loop: give Playwright a plain one.
+    # trio-asyncio installs an event-loop policy whose loops cannot host Playwright's
+    # greenlet-driven loop: give Playwright a plain one.
     policy = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
     try:
@@ -72,6 +77,8 @@ def chromium():
             browser.close()
     finally:
         manager.__exit__(None, None, None)
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture
