@@ -22,8 +22,7 @@ Run alone: `python -m loadtest.bench_browser [--nodes N] [--json PATH]`. In `mak
 runs in a child process (`--child`, one JSON line on stdout) before any server starts.
 Without chromium, Playwright, npm or the snippet, the section says "skipped" and why.
 
-The Chromium flags are those of tests/browser.py (CHROMIUM_ARGS, copied: loadtest does not
-import the tests), plus `--js-flags=--expose-gc` so every timed step starts after a GC.
+The Chromium flags are loadtest/chromium.py's, shared with the tests, plus `--js-flags=--expose-gc` so every timed step starts after a GC.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import argparse
 import hashlib
 import html
 import json
-import os
 import random
 import shutil
 import signal
@@ -43,6 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtest.chromium import CHROMIUM_ARGS as BASE_ARGS
+from loadtest.chromium import chromium_path
+
 HERE = Path(__file__).resolve().parent
 NPM_DIR = HERE / "browser_bench"
 LOCK_MARK = NPM_DIR / "node_modules" / ".cobrowse-lock-sha256"
@@ -52,18 +53,7 @@ RRWEB_SNAPSHOT_JS = (
 RRWEB_JS = NPM_DIR / "node_modules" / "rrweb" / "dist" / "rrweb.umd.min.cjs"
 ORIGIN = "http://bench.cobrowse.test"  # served by page.route: no server, no DNS
 
-# Same as tests/browser.py's CHROMIUM_ARGS (a closed network: no background fetches).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--js-flags=--expose-gc",
-]
+CHROMIUM_ARGS = [*BASE_ARGS, "--js-flags=--expose-gc"]  # gc() between measured steps
 
 SEED = 20240611
 BATCH = {"removes": 300, "adds": 300, "attrs": 300, "texts": 100}  # 1,000 DOM operations
@@ -245,17 +235,6 @@ def _pkg_version(name: str) -> str | None:
         return json.loads((NPM_DIR / "node_modules" / name / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return None
-
-
-def chromium_path() -> str | None:
-    for cand in (
-        os.environ.get("COBROWSE_CHROMIUM"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-    ):
-        if cand and os.path.exists(cand):
-            return cand
-    return None
 
 
 # ---- in the page -------------------------------------------------------------------------

@@ -11,38 +11,18 @@ import asyncio
 import functools
 import http.server
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
+from loadtest.chromium import CHROMIUM_ARGS, chromium_path
+
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "router" / "static"
 PAGES = Path(__file__).resolve().parent / "pages"
 
-# Flags for a closed network: no background fetches to Google's hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
-
-def chromium_path() -> str | None:
-    for cand in (
-        os.environ.get("COBROWSE_CHROMIUM"),
-        "/usr/bin/chromium",
-        shutil.which("chromium"),
-    ):
-        if cand and os.path.exists(cand):
-            return cand
-    return None
+__all__ = ["CHROMIUM_ARGS", "chromium_path"]
 
 
 @pytest.fixture(scope="module")

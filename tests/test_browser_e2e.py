@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 
 import msgpack
 import pytest
@@ -95,6 +96,20 @@ class Agent:
 OURS = "cobrowse-overlay, cobrowse-consent, [data-cobrowse-overlay]"  # the snippet's own UI
 
 
+@contextmanager
+def pair(chromium, cluster, page_name: str):
+    """A visitor on `page_name` that started a session, and an agent watching it."""
+    v = Visitor(chromium, cluster, page_name)
+    try:
+        a = Agent(chromium, cluster, v.code)
+        try:
+            yield v, a
+        finally:
+            a.close()
+    finally:
+        v.close()
+
+
 def visitor_tree(v: Visitor):
     return v.page.evaluate(dom_compare.js_call("document", ignore=OURS))
 
@@ -155,9 +170,7 @@ RANDOM_MUTATIONS = """
 
 
 def test_viewer_mirrors_snapshot_mutations_and_form_input(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         wait_same(v, a, what="after the snapshot")
         assert v.page.evaluate(RANDOM_MUTATIONS, 20261125) == 200
         wait_same(v, a, what="after 200 random mutations")
@@ -199,15 +212,10 @@ def test_viewer_mirrors_snapshot_mutations_and_form_input(chromium, cluster):
             "form state and scroll in the viewer",
         )
         wait_same(v, a, what="after form input")
-    finally:
-        a.close()
-        v.close()
 
 
 def test_hover_in_the_viewer_has_the_visitors_computed_style(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         # the proxied stylesheet has arrived and applies
         poll(
             a.page,
@@ -236,15 +244,10 @@ def test_hover_in_the_viewer_has_the_visitors_computed_style(chromium, cluster):
             10,
             "ancestor hover",
         )
-    finally:
-        a.close()
-        v.close()
 
 
 def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         draw = "(c) => { const x = document.getElementById('moving').getContext('2d'); x.fillStyle = c; x.fillRect(0, 0, 64, 32); }"
         v.page.evaluate(f"({draw})('rgb(255, 0, 0)')")
         pixel = f"(() => {{ const c = {VDOC}.getElementById('moving'); const d = c.getContext('2d').getImageData(10, 10, 1, 1).data; return [d[0], d[1], d[2]]; }})()"
@@ -272,15 +275,10 @@ def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluste
         before = len(v.events("canvas"))
         time.sleep(1.2)
         assert len(v.events("canvas")) == before, "an unchanged canvas was sent again"
-    finally:
-        a.close()
-        v.close()
 
 
 def test_private_values_never_reach_the_wire_or_the_viewer(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         secret_pw, secret_cc = "hunter2-Zq9", "4111111111111111"
         v.page.type("#pw", secret_pw, delay=5)
         v.page.type("#cc", secret_cc, delay=5)
@@ -308,15 +306,10 @@ def test_private_values_never_reach_the_wire_or_the_viewer(chromium, cluster):
         for secret in (secret_pw, secret_cc, "9911-2233-4455", "5555-6666-7777"):
             assert secret not in html and secret not in values
         assert a.page.evaluate(f"{VDOC}.getElementById('pw').value") == "*" * len(secret_pw)
-    finally:
-        a.close()
-        v.close()
 
 
 def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_hostile.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_hostile.html") as (v, a):
         poll(a.page, f"!!{VDOC}.getElementById('a1')", 10, "the hostile page in the viewer")
         # later additions and attribute changes are hostile too
         v.page.evaluate(
@@ -365,15 +358,10 @@ def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, 
             cluster.origin + "/pages/e2e_shop.css?direct",
         )
         poll(a.page, "window.__violations.length > 0", 5, "a CSP violation for a direct load")
-    finally:
-        a.close()
-        v.close()
 
 
 def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         wait_same(v, a, what="before the reload")
         v.page.evaluate("document.querySelector('.title').textContent = 'before reload'")
         poll(a.page, f"{VDOC}.querySelector('.title').textContent === 'before reload'", 10)
@@ -394,15 +382,10 @@ def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster)
         wait_same(v, a, what="after the reload")
         navs = v.events("nav")
         assert navs, "the new page announced itself"
-    finally:
-        a.close()
-        v.close()
 
 
 def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
-    v = Visitor(chromium, cluster, "e2e_shop.html")
-    a = Agent(chromium, cluster, v.code)
-    try:
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         a.page.evaluate("CobrowseViewer.current.wire.send('pointer', {x: 120, y: 80})")
         buy = v.page.evaluate("Cobrowse._nodeId(document.getElementById('buy'))")
         a.page.evaluate(f"CobrowseViewer.current.wire.send('highlight', {{id: {buy}, on: true}})")
@@ -416,6 +399,3 @@ def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
         assert buy in got["highlights"]
         # the overlay never takes the visitor's clicks
         v.page.click("#buy")
-    finally:
-        a.close()
-        v.close()
