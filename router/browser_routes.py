@@ -83,3 +83,13 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
                 media_type="text/html; charset=utf-8",
                 headers={"Cache-Control": "no-cache"},
             )
+
+        @app.get("/demo.css", include_in_schema=False)
+        async def demo_css() -> Response:
+            body = (browser_assets.STATIC / "demo.css").read_bytes()
+            return Response(content=body, media_type="text/css; charset=utf-8")
+
+        @app.get("/demo.js", include_in_schema=False)
+        async def demo_js() -> Response:
+            body = (browser_assets.STATIC / "demo.js").read_bytes()
+            return Response(content=body, media_type="text/javascript; charset=utf-8")

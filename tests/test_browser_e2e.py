@@ -257,6 +257,13 @@ def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluste
             10,
             "a red canvas in the viewer",
         )
+        # The replica has scripting disabled, where a <canvas> shows only its fallback
+        # content: the agent must see the image anyway, at the canvas's size.
+        shown = a.page.evaluate(
+            f"(() => {{ const c = {VDOC}.getElementById('moving'); const r = c.getBoundingClientRect();"
+            f" return [r.width, r.height, {VDOC}.defaultView.getComputedStyle(c).backgroundImage]; }})()"
+        )
+        assert shown[0] == 64 and shown[1] == 32 and shown[2].startswith('url("blob:'), shown
         v.page.evaluate(f"({draw})('rgb(0, 0, 255)')")
         poll(a.page, f"(p => p[2] > 240 && p[0] < 15)({pixel})", 10, "a blue canvas in the viewer")
         time.sleep(1.5)  # three sampling intervals with nothing drawn

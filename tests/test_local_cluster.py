@@ -71,8 +71,13 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         with urllib.request.urlopen(info["demo"], timeout=5) as r:
             demo = r.read().decode()
         assert f'data-site-key="{info["site_key"]}"' in demo and "/cobrowse.js" in demo
-        with urllib.request.urlopen(info["api"]["url"] + "/cobrowse.js", timeout=5) as r:
-            assert b"Cobrowse" in r.read()
+        for path, marker in (
+            ("/cobrowse.js", b"Cobrowse"),
+            ("/demo.js", b"Cobrowse.start"),
+            ("/demo.css", b".cta"),
+        ):
+            with urllib.request.urlopen(info["api"]["url"] + path, timeout=5) as r:
+                assert marker in r.read(), path
         assert info["embed"].startswith(info["api"]["url"] + "/embed#key=")
         children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
     finally:

@@ -127,6 +127,7 @@ function replayer(iframe, opts) {
   const styleState = new WeakMap(); // <style> -> sheet state
   const rawText = new WeakMap();    // text node inside <style> -> the visitor's CSS text
   const canvasSeq = new WeakMap();
+  let canvasRules = new Map();  // canvas id -> {rule, url}: its image as a background
   const signCache = new Map();      // kind \n url -> {p: Promise, until}
   const pendingSign = {stylesheet: [], asset: []};
   const sheets = new Map();         // constructed sheet id -> {sheet, state}
@@ -766,6 +767,8 @@ function replayer(iframe, opts) {
         doc.appendChild(doc.implementation.createDocumentType(String(snap.dt.name), String(snap.dt.pub || ""), String(snap.dt.sys || "")));
       } catch (e) { stats.skipped++; }
     }
+    for (const entry of canvasRules.values()) if (entry.url) URL.revokeObjectURL(entry.url);
+    canvasRules = new Map();
     viewerSheet = new win.CSSStyleSheet();
     viewerSheet.replaceSync(VIEWER_CSS);
     for (const s of Array.isArray(snap.sheets) ? snap.sheets : []) {
@@ -948,15 +951,40 @@ function replayer(iframe, opts) {
     const n = (canvasSeq.get(el) || 0) + 1;
     canvasSeq.set(el, n);
     const g = gen;
-    createImageBitmap(new Blob([p.d], {type: mime})).then((bmp) => {
+    const blob = new Blob([p.d], {type: mime});
+    createImageBitmap(blob).then((bmp) => {
       if (g !== gen || canvasSeq.get(el) !== n) return;  // a newer image arrived first
       // Keep the visitor's own width/height attributes (layout); the image may be scaled down.
       const ctx = el.getContext("2d");
-      if (!ctx) return;
-      ctx.clearRect(0, 0, el.width, el.height);
-      ctx.drawImage(bmp, 0, 0, el.width, el.height);
+      if (ctx) {
+        ctx.clearRect(0, 0, el.width, el.height);
+        ctx.drawImage(bmp, 0, 0, el.width, el.height);
+      }
       if (bmp.close) bmp.close();
+      showCanvas(el, p.id, blob);
     }, () => { stats.skipped++; });
+  }
+
+  // The replica runs with scripting disabled, and a <canvas> in such a document renders as
+  // its fallback content, with no size and no bitmap. So the image is also shown as the
+  // element's background, by a zero-specificity rule in the viewer's own sheet: the page's
+  // CSS still decides the canvas's size and display where it says anything.
+  function showCanvas(el, id, blob) {
+    if (!viewerSheet || !Number.isInteger(id)) return;
+    el.setAttribute("data-cb-canvas", String(id));
+    let entry = canvasRules.get(id);
+    if (!entry) {
+      const i = viewerSheet.cssRules.length;
+      viewerSheet.insertRule(`:where(canvas[data-cb-canvas="${id}"]) {}`, i);
+      entry = {rule: viewerSheet.cssRules[i], url: null};
+      canvasRules.set(id, entry);
+    }
+    const url = URL.createObjectURL(blob);
+    entry.rule.style.setProperty("width", `${el.width}px`);
+    entry.rule.style.setProperty("height", `${el.height}px`);
+    entry.rule.style.setProperty("background-image", `url("${url}")`);
+    if (entry.url) URL.revokeObjectURL(entry.url);
+    entry.url = url;
   }
 
   function applyCss(p) {
@@ -1166,6 +1194,9 @@ cb-blocked:is([data-tag="iframe"],[data-tag="frame"],[data-tag="object"],[data-t
   background: repeating-linear-gradient(45deg, #f4f4f4 0 10px, #e8e8e8 10px 20px); vertical-align: bottom; }
 .cb-focus { outline: 2px solid #f59e0b !important; outline-offset: 1px !important; }
 .cb-agent-hl { outline: 3px solid #2563eb !important; outline-offset: 2px !important; }
+:where(canvas) { display: inline-block; background: no-repeat 0 0 / 100% 100%;
+  width: attr(width px, 300px); height: attr(height px, 150px); }
+canvas > * { display: none !important; }
 `;
 
 // ---- the /embed page ----
