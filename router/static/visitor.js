@@ -134,8 +134,10 @@ function isPrivate(n) {
   return false;
 }
 const mask = (s) => "*".repeat(Math.min(String(s).length, MAX_MASK));
-// Text between tags that is only whitespace says nothing: kept, so the masked layout holds.
-const maskText = (s) => (/^\s*$/.test(s) ? s : mask(s));
+// Private text keeps its whitespace (as rrweb does), so it still wraps where the real
+// text would and the agent's layout holds; every other character becomes "*".
+const MAX_MASK_TEXT = 4096;
+const maskText = (s) => String(s).slice(0, MAX_MASK_TEXT).replace(/\S/g, "*");
 
 // Is n part of what we send (connected, not ours, not inside a <script>)?
 function inTree(n) {
