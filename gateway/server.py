@@ -956,17 +956,23 @@ class Conn:
         finally:
             with trio.CancelScope(shield=True):
                 await self.gw.fanout.remove(ctl, self._on_ctl)
-        if self.said_bye and self.error is None:
-            # A clean goodbye: this agent id will not resume, so forget it.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                # In `finally`: a bye stops the connection by cancelling its tasks, so code
+                # after this block never ran and the visitor was never told.
+                if self.said_bye and self.error is None:
+                    await self._agent_left(aid)
 
-                def forget(m: session_store.SessionMeta) -> None:
-                    m.agents.pop(aid, None)
+    async def _agent_left(self, aid: str) -> None:
+        """A clean goodbye: this agent id will not resume, so forget it and tell the visitor."""
+        with trio.move_on_after(5):
 
-                await self.bridge.call(session_store.update, self.gw.kv, self.sid, forget)
-                await self.bridge.publish_core(
-                    streams.subject_ctl(self.sid), json.dumps({"op": "left", "aid": aid}).encode()
-                )
+            def forget(m: session_store.SessionMeta) -> None:
+                m.agents.pop(aid, None)
+
+            await self.bridge.call(session_store.update, self.gw.kv, self.sid, forget)
+            await self.bridge.publish_core(
+                streams.subject_ctl(self.sid), json.dumps({"op": "left", "aid": aid}).encode()
+            )
+            self.log.info("agent_left", aid=aid)
 
     async def _agent_tasks(
         self, subject, check, aid, vsubject, sources, src, on_lost, initial, late, need_snapshot

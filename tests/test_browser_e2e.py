@@ -406,3 +406,11 @@ def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
         assert buy in got["highlights"]
         # the overlay never takes the visitor's clicks
         v.page.click("#buy")
+        # closing the viewer is heard on the visitor's side
+        # (the trailing null: Playwright would call the unsubscribe function `on` returns)
+        v.page.evaluate(
+            "window.__left = []; Cobrowse.on('agent-left', (e) => __left.push(e.agentId)); null"
+        )
+        aid = a.page.evaluate("CobrowseViewer.current.wire.aid")
+        a.page.close()  # pagehide: the viewer says bye
+        assert poll(v.page, "window.__left.length && window.__left", 10, "agent-left") == [aid]

@@ -1340,6 +1340,9 @@ function embed(options) {
     });
     current.wire = wire;
     wire.start();
+    // Closing the viewer says bye, so the visitor hears "agent-left" at once; a dropped
+    // connection is not reported (it may resume).
+    window.addEventListener("pagehide", () => wire.end("agent closed the viewer"));
   })().catch(fail);
   return current;
 }
