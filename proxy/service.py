@@ -304,20 +304,9 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
     @app.post("/v1/rewrite")
     async def rewrite_endpoint(request: Request) -> JSONResponse:
         limit = cfg.max_css_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > 2 * limit + 65536:
-            raise ProxyError(413, "too_large", f"request body over the CSS limit ({limit} B)")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > 2 * limit + 65536:
-                raise ProxyError(413, "too_large", f"request body over the CSS limit ({limit} B)")
-        try:
-            body = json.loads(bytes(raw))
-        except ValueError:
-            raise ProxyError(400, "bad_json", "body is not JSON") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "bad_json", "body must be a JSON object")
+        body = await read_json_object(
+            request, 2 * limit + 65536, f"request body over the CSS limit ({limit} B)"
+        )
         css, base_url = body.get("css"), body.get("base_url")
         token_session = agent_session(request)
         if token_session is not None:
@@ -359,14 +348,8 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
             raise ProxyError(
                 401, "missing_token", "Authorization: Bearer <agent join token> needed"
             )
-        raw = await request.body()
-        if len(raw) > 1024 * 1024:
-            raise ProxyError(413, "too_large", "body over 1 MiB")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ProxyError(400, "bad_json", "body is not JSON") from None
-        urls = body.get("urls") if isinstance(body, dict) else None
+        body = await read_json_object(request, 1024 * 1024, "body over 1 MiB")
+        urls = body.get("urls")
         if not isinstance(urls, list) or len(urls) > MAX_SIGN_URLS:
             raise ProxyError(400, "bad_param", f"'urls' must be a list of at most {MAX_SIGN_URLS}")
         return JSONResponse({"urls": [svc.sign_url(u, session) for u in urls]})
@@ -395,6 +378,26 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
         max_age=600,
     )
     return app
+
+
+async def read_json_object(request: Request, max_bytes: int, too_large: str) -> dict:
+    """The request's JSON object, read in chunks and refused (413) as soon as it passes
+    `max_bytes`, so no client can make the proxy hold more than that."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ProxyError(413, "too_large", too_large)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise ProxyError(413, "too_large", too_large)
+    try:
+        body = json.loads(bytes(raw))
+    except ValueError:
+        raise ProxyError(400, "bad_json", "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProxyError(400, "bad_json", "body must be a JSON object")
+    return body
 
 
 def _query(request: Request) -> dict[str, list[str]]:

@@ -149,6 +149,10 @@ async def test_proxy_signs_only_for_an_agent_of_the_session(proxy_http):
     assert r.status_code == 400
     r = await proxy_http.post("/v1/sign", content=b"{", headers=agent)
     assert r.status_code == 400
+    r = await proxy_http.post("/v1/sign", json=["not", "an object"], headers=agent)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json"
+    r = await proxy_http.post("/v1/sign", content=b" " * (1024 * 1024 + 1), headers=agent)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
     # CORS preflight from the embed page's origin
     r = await proxy_http.options(
         "/v1/sign",
