@@ -62,10 +62,16 @@ def bundle(name: str) -> Asset:
     )
 
 
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
+
+
 @cache
 def page(name: str) -> Asset:
-    """A static HTML page from router/static (the embed page, the demo page)."""
+    """A static file from router/static (the embed page, the demo page and its CSS and JS),
+    read once per process."""
     body = (STATIC / name).read_bytes()
-    return Asset(
-        body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/html; charset=utf-8"
-    )
+    return Asset(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', TYPES[Path(name).suffix])

@@ -84,12 +84,10 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
                 headers={"Cache-Control": "no-cache"},
             )
 
-        @app.get("/demo.css", include_in_schema=False)
-        async def demo_css() -> Response:
-            body = (browser_assets.STATIC / "demo.css").read_bytes()
-            return Response(content=body, media_type="text/css; charset=utf-8")
+        def demo_file(name: str) -> None:
+            @app.get(f"/{name}", include_in_schema=False)
+            async def serve(request: Request) -> Response:
+                return _serve(browser_assets.page(name), request, {"Cache-Control": "no-cache"})
 
-        @app.get("/demo.js", include_in_schema=False)
-        async def demo_js() -> Response:
-            body = (browser_assets.STATIC / "demo.js").read_bytes()
-            return Response(content=body, media_type="text/javascript; charset=utf-8")
+        demo_file("demo.css")
+        demo_file("demo.js")
