@@ -270,14 +270,11 @@ def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluste
         ids = {}
         for e in v.events("canvas"):
             ids.setdefault(e[3]["id"], []).append(e[3])
-        moving = v.page.evaluate(
-            "Cobrowse._nodeId ? Cobrowse._nodeId(document.getElementById('moving')) : null"
-        )
+        moving = v.page.evaluate("Cobrowse._nodeId(document.getElementById('moving'))")
         counts = sorted(len(x) for x in ids.values())
         # 'still' was drawn once before the snapshot: at most one image; 'moving' twice (+ its first blank)
         assert len(ids) == 2, ids.keys()
-        if moving is not None:
-            assert 2 <= len(ids[moving]) <= 3, len(ids[moving])
+        assert 2 <= len(ids[moving]) <= 3, len(ids[moving])
         assert counts[0] <= 1 and counts[-1] <= 3, counts
         before = len(v.events("canvas"))
         time.sleep(1.2)
