@@ -80,6 +80,7 @@ class CobrowseWire {
     this.state = "idle";
     this.closeInfo = null;
     this.persistTimer = null;
+    this.storedForm = new WeakMap();  // event -> its payload as base64 msgpack, for storage
     this.stats = {sent: 0, received: 0, reconnects: 0, dropped: 0};
   }
 
@@ -126,11 +127,21 @@ class CobrowseWire {
       rt: this.rt,
       aid: this.aid,
       lastSeq: this.lastSeq + this.pending.length,
-      unacked: unacked.map((e) => [e[0], e[1], e[2], b64encode(MessagePack.encode(e[3]))]),
+      unacked: unacked.map((e) => [e[0], e[1], e[2], this._stored(e)]),
       recv: this.recv,
       lastKey: this.lastKey,
       gateways: this.gateways,
     };
+  }
+
+  // An unacked event is saved again on every save until it is acked: encode it once.
+  _stored(ev) {
+    let text = this.storedForm.get(ev);
+    if (text === undefined) {
+      text = b64encode(MessagePack.encode(ev[3]));
+      this.storedForm.set(ev, text);
+    }
+    return text;
   }
 
   _numberPendingForStorage() {
