@@ -6,9 +6,6 @@ import time
 
 import httpx
 import pytest
-import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from proxy import signing
 from proxy.address_policy import AllowList
@@ -16,6 +13,7 @@ from proxy.config import ProxyConfig
 from proxy.service import create_app
 from router import browser_assets, tokens
 
+from .asgi import serving_app
 from .conftest import KEYRING, mint, new_sid
 from .test_api import auth, serving
 
@@ -109,19 +107,8 @@ async def proxy_http(nursery):
         token_keys=KEYRING,
     )
     app = create_app(cfg)
-    hc = HyperConfig()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = None
-    hc.graceful_timeout = 1.0
-    stop = trio.Event()
-
-    async def run(*, task_status=trio.TASK_STATUS_IGNORED):
-        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
-
-    urls = await nursery.start(run)
-    async with httpx.AsyncClient(base_url=urls[0], timeout=10) as http:
+    async with serving_app(nursery, app) as http:
         yield http
-    stop.set()
 
 
 async def test_proxy_signs_only_for_an_agent_of_the_session(proxy_http):

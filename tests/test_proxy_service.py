@@ -8,8 +8,6 @@ import time
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from proxy import signing
 from proxy.address_policy import AllowList
@@ -17,6 +15,7 @@ from proxy.config import ProxyConfig
 from proxy.service import create_app
 from router.tokens import Keyring
 
+from .asgi import serving_app
 from .origin import OriginServer
 
 KEY = Keyring((("t1", secrets.token_bytes(32)),))
@@ -76,19 +75,8 @@ async def env(nursery):
         timeout=1.0,
     )
     app = create_app(cfg)
-    hc = HyperConfig()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = None
-    hc.graceful_timeout = 1.0
-    stop = trio.Event()
-
-    async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
-        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
-
-    urls = await nursery.start(serving)
-    async with httpx.AsyncClient(base_url=urls[0], timeout=10) as http:
+    async with serving_app(nursery, app) as http:
         yield origin, http, app.state.proxy
-    stop.set()
 
 
 def signed(origin: Origin, path: str, kind: str = "stylesheet", ttl: int = 600, **over):
