@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from router import natsproc
-from router.cluster import _wait_healthy, spawn_gateway, spawn_router
+from router.cluster import _wait_healthy, spawn_gateway, spawn_proxy, spawn_router
 
 from .conftest import ADMIN_KEY, KEYS
 
@@ -116,24 +117,15 @@ def start(base: Path) -> Cluster:
         procs.append(gw)
         proxy_port, router_port = natsproc.free_port(), natsproc.free_port()
         proxy_url = f"http://127.0.0.1:{proxy_port}"
-        proxy = natsproc.spawn_logged(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(proxy_port),
-            ],
-            base / "proxy.log",
+        proxy = spawn_proxy(
+            proxy_port,
             dict(
                 env,
                 COBROWSE_PROXY_KEYS=PROXY_KEYS,
                 COBROWSE_PROXY_PUBLIC_URL=proxy_url,
                 COBROWSE_PROXY_ALLOW="127.0.0.1/32",  # the test origin is on loopback
             ),
+            base,
         )
         procs.append(proxy)
         router = spawn_router(
@@ -156,9 +148,6 @@ def start(base: Path) -> Cluster:
         _wait_healthy(router_url + "/readyz", router, timeout=30)
         # The router lists gateways from their heartbeats: wait until ours is there.
         deadline = time.monotonic() + 20
-        import json
-        import urllib.request
-
         while True:
             req = urllib.request.Request(
                 router_url + "/v1/cluster", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
