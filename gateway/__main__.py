@@ -10,7 +10,7 @@ import time
 import structlog
 import trio
 
-from router import membership
+from gateway import membership
 
 from . import logs, streams
 from .admin import AdminHooks, serve_admin

@@ -1,4 +1,4 @@
-"""Admission at the WebSocket handshake: the trio shell around router.admission.
+"""Admission at the WebSocket handshake: the trio shell around gateway.admission.
 
 A client names its session in the URL (`?sid=...`), and a resuming client adds its resume
 token (`&rt=...`), because a handshake must be decided before any frame is read. A valid,
@@ -18,9 +18,9 @@ import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from router import tokens
-from router.admission import Admission, Decision, retry_after_header
-from router.forwarded import forwarded_client
+from gateway import tokens
+from gateway.admission import Admission, Decision, retry_after_header
+from gateway.forwarded import forwarded_client
 
 from . import metrics, session_store
 from .codec import SESSION_ID_RE

@@ -7,7 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-from router.tokens import Keyring
+from gateway.tokens import Keyring
 
 from .admission_gate import AdmissionSettings
 from .streams import StreamSettings

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from router import tokens
+from gateway import tokens
 
 from .client import Client
 

@@ -27,8 +27,8 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from router import membership, tokens
-from router.drain_plan import DrainPlanner, reconnect_delay
+from gateway import membership, tokens
+from gateway.drain_plan import DrainPlanner, reconnect_delay
 
 from . import metrics, session_store, streams
 from .admission_gate import (

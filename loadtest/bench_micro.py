@@ -12,9 +12,9 @@ import random
 import time
 from pathlib import Path
 
+from gateway.admission import TokenBucket
 from gateway.codec import VISITOR_KINDS, Event, Events, decode_frame, encode_frame
 from gateway.reorder import ReorderBuffer
-from router.admission import TokenBucket
 
 
 def _timed(fn, n: int) -> float:

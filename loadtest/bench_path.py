@@ -27,8 +27,8 @@ import time
 
 import trio
 
+from gateway import tokens
 from gateway.client import Client
-from router import tokens
 
 from .bench_util import latency_summary, mono
 

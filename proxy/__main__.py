@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from router.tokens import Keyring
+from gateway.tokens import Keyring
 
 from . import signing
 from .address_policy import Refused

@@ -2,7 +2,7 @@
 
 Variables (all optional except where noted):
 
-* ``COBROWSE_PROXY_KEYS``: signing keys, a ``router.tokens.Keyring`` spec
+* ``COBROWSE_PROXY_KEYS``: signing keys, a ``gateway.tokens.Keyring`` spec
   ``kid:secret[,kid:secret]`` (current first, secrets >= 16 bytes). No default: when unset
   ``keyring`` is None and each caller decides (the CLI uses an ephemeral key).
 * ``COBROWSE_PROXY_PUBLIC_URL``: base URL the signed ``/v1/asset?...`` paths are appended
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from router.tokens import Keyring
+from gateway.tokens import Keyring
 
 from .address_policy import AllowList
 

@@ -40,8 +40,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from router import tokens
-from router.tokens import Keyring
+from gateway import tokens
+from gateway.tokens import Keyring
 
 from . import metrics, signing
 from .address_policy import Refused, parse_target

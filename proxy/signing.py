@@ -6,7 +6,7 @@ Sans-I/O: the caller passes `now`. The viewer asks for a stylesheet or asset wit
 
 where the MAC covers a version tag, the target URL, the session id and the expiry,
 length-prefixed so no field can bleed into another. Verification accepts a bare secret or a
-`router.tokens.Keyring` (current + previous secrets), trying each secret in constant time,
+`gateway.tokens.Keyring` (current + previous secrets), trying each secret in constant time,
 so URLs minted before a secret rotation keep working until they expire.
 """
 
@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlencode
 
-from router.tokens import Keyring
+from gateway.tokens import Keyring
 
 ASSET_PATH = "/v1/asset"
 MAX_URL_LENGTH = 8192

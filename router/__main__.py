@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import tokens
+from gateway import tokens
 
 
 def _keyring(args) -> tokens.Keyring:

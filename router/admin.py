@@ -14,7 +14,7 @@ from typing import Any
 
 import nats.errors
 
-from .membership import DRAIN_SUBJECT, GatewayInfo
+from gateway.membership import DRAIN_SUBJECT, GatewayInfo
 
 GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -2,8 +2,8 @@
 
 A FastAPI app served by Hypercorn's trio worker, so everything runs on trio (Starlette runs on
 anyio). NATS is reached only through `await bridge.call(...)` (nats-py under trio-asyncio).
-Handlers are thin: the session logic is in `router.sessions`, tokens in `router.tokens`, the
-gateway order in `router.membership`. Every error is JSON
+Handlers are thin: the session logic is in `router.sessions`, tokens in `gateway.tokens`, the
+gateway order in `gateway.membership`. Every error is JSON
 `{"error": {"code": "<stable code>", "message": "<text>"}}`; bad input is always a 4xx.
 
 Auth: a public *site key* (in the page's script tag) creates sessions; a secret *agent API
@@ -35,12 +35,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from gateway import session_store, streams
+from gateway import membership, session_store, streams, tokens
+from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
-from . import admin, browser_routes, membership, sessions, shortcodes, tokens
+from . import admin, browser_routes, sessions, shortcodes
 from .config import RouterConfig
-from .forwarded import forwarded_client
 
 log = structlog.get_logger("router.api")
 

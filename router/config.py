@@ -20,8 +20,7 @@ from typing import Any
 import limits
 
 from gateway.streams import StreamSettings
-
-from .tokens import Keyring
+from gateway.tokens import Keyring
 
 SITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{8,128}")
 MIN_SECRET_LEN = 16  # agent API keys and the admin key

@@ -21,11 +21,11 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 from nats.js.errors import BucketNotFoundError
 
-from gateway import streams
+from gateway import membership, streams
 from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
 
-from . import admin, membership, sessions
+from . import admin, sessions
 from .api import create_app
 from .config import ConfigError, RouterConfig
 from .config import load as load_config

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from router import natsproc, tokens
+from gateway import tokens
+from router import natsproc
 from router.cluster import _wait_port, spawn_gateway
 
 from .browser import chromium, context, pages_server  # noqa: F401  (fixtures for every test)

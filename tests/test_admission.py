@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.admission import (
+from gateway.admission import (
     MAX_RETRY_AFTER,
     Admission,
     Decision,

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import trio
 
-from gateway import session_store, streams
+from gateway import membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_stored
 from gateway.nats_bridge import NatsBridge, open_bridge
 from gateway.session_store import SessionMeta
-from router import admin, api, membership, natsproc, sessions, shortcodes, tokens
+from router import admin, api, natsproc, sessions, shortcodes
 from router.config import ConfigError, RouterConfig
 from router.config import load as load_config
 from router.serve import run_server

@@ -7,9 +7,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from gateway import tokens
 from gateway.client import Client
 from gateway.codec import Close, Event, Events, Hello, decode_frame, encode_frame
-from router import tokens
 
 from .conftest import mint, new_sid
 

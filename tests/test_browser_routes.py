@@ -7,11 +7,12 @@ import time
 import httpx
 import pytest
 
+from gateway import tokens
 from proxy import signing
 from proxy.address_policy import AllowList
 from proxy.config import ProxyConfig
 from proxy.service import create_app
-from router import browser_assets, tokens
+from router import browser_assets
 
 from .asgi import serving_app
 from .conftest import KEYRING, mint, new_sid

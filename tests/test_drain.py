@@ -12,10 +12,10 @@ import urllib.request
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from gateway import membership
 from gateway.client import Client, handshake_url
+from gateway.drain_plan import spread_stats
 from gateway.nats_bridge import open_bridge
-from router import membership
-from router.drain_plan import spread_stats
 
 from .conftest import ADMIN_KEY, mint, new_sid
 

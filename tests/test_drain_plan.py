@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.drain_plan import DrainPlanner, reconnect_delay, spread_stats
+from gateway.drain_plan import DrainPlanner, reconnect_delay, spread_stats
 
 
 class MaxRandom(random.Random):

@@ -237,10 +237,10 @@ def names_read(component: str, monkeypatch) -> set[str]:
     env = dict(read_env_file(DEV_SECRETS))
     if component == "gateway":
         _, read = gateway_config(env, monkeypatch)
-        files = ("gateway/config.py", "router/tokens.py")
+        files = ("gateway/config.py", "gateway/tokens.py")
     elif component == "router":
         _, read = router_config(env)
-        files = ("router/config.py", "router/tokens.py")
+        files = ("router/config.py", "gateway/tokens.py")
     elif component == "proxy":
         _, read = proxy_config(env)
         files = ("proxy/config.py",)
@@ -588,7 +588,7 @@ def test_supervisor_is_not_ready_until_every_worker_listens(tmp_path):
     """With several workers the supervisor answers /readyz: it must wait for the workers."""
     from gateway.config import GatewayConfig
     from gateway.supervisor import Supervisor
-    from router.tokens import Keyring
+    from gateway.tokens import Keyring
 
     class Alive:
         def poll(self):
@@ -833,8 +833,8 @@ def test_secrets_are_never_committed_for_production():
     example = read_env_file(SECRET_EXAMPLE)
     assert set(example) == {key for _, key in refs}
     # The placeholders are refused by the components, so an unedited copy cannot start.
+    from gateway.tokens import Keyring
     from router.config import ConfigError, load
-    from router.tokens import Keyring
 
     with pytest.raises(ValueError):
         Keyring.parse(example["COBROWSE_TOKEN_KEYS"])

@@ -11,8 +11,9 @@ import urllib.request
 
 import trio
 
+from gateway import tokens
 from gateway.client import Client
-from router import natsproc, tokens
+from router import natsproc
 
 
 def _wait_for(path, proc, timeout=60.0):

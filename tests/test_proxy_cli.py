@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from gateway.tokens import Keyring
 from proxy import signing
 from proxy.config import ConfigError, ProxyConfig
-from router.tokens import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "p-1:" + secrets.token_urlsafe(32) + ",p-0:" + secrets.token_urlsafe(32)

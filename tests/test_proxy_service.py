@@ -9,11 +9,11 @@ import httpx
 import pytest
 import trio
 
+from gateway.tokens import Keyring
 from proxy import signing
 from proxy.address_policy import AllowList
 from proxy.config import ProxyConfig
 from proxy.service import create_app
-from router.tokens import Keyring
 
 from .asgi import serving_app
 from .origin import OriginServer

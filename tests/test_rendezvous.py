@@ -4,7 +4,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.rendezvous import order, weight
+from gateway.rendezvous import order, weight
 
 NODES = ["gw-a", "gw-b", "gw-c", "gw-d", "gw-e"]
 KEYS = [f"s{i:05d}" for i in range(2000)]

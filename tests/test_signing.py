@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.tokens import Keyring
 from proxy.signing import ASSET_PATH, SignatureError, sign, sign_params, verify
-from router.tokens import Keyring
 
 SECRET = b"s" * 32
 OTHER = b"o" * 32

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.tokens import Keyring, TokenError, mint, verify
+from gateway.tokens import Keyring, TokenError, mint, verify
 
 OLD = Keyring.parse("k1:" + "a" * 32)
 ROTATED = Keyring.parse("k2:" + "b" * 32 + ",k1:" + "a" * 32)

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 
 from nats.js.errors import NoKeysError
 
-from gateway.streams import ensure_kv
-
 from .rendezvous import order
+from .streams import ensure_kv
 
 BUCKET = "cobrowse_gateways"
 TTL = 10.0  # an entry not refreshed for this long is gone
