@@ -146,6 +146,7 @@ GATEWAY_FIGURES: dict[str, tuple[str, str | None]] = {
     "gap_fills": ("cobrowse_gateway_gap_fills_total", None),
     "reorder_waits": ("cobrowse_gateway_reorder_waits_total", None),
     "snapshot_requests": ("cobrowse_gateway_snapshot_requests_total", None),
+    "cpu_seconds": ("process_cpu_seconds_total", None),  # absent behind a multi-worker supervisor
 }
 
 
@@ -227,6 +228,7 @@ def build_report(
     gateways: dict[str, dict[str, Any]] | None = None,
     scenario_details: dict[str, Any] | None = None,
     ramp_end: float | None = None,
+    cpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     v = verifier.totals("v")
     a = verifier.totals("a")
@@ -273,6 +275,7 @@ def build_report(
         "settle": settle or {},
         "marks": [{"t": m.t, "label": m.label} for m in timeline.marks],
         "scenario_details": scenario_details or {},
+        "cpu": cpu or {},
         "gateway_metrics": {
             "totals": sum_figures(gateways.values()),
             "gateways": gateways,
@@ -435,6 +438,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         )
     for m in report.get("marks", []):
         rows.append((f"at {m['t']:g} s", m["label"]))
+    rows += cpu_rows(report.get("cpu") or {})
     storm = report.get("scenario_details", {}).get("flood")
     if storm:
         rows.append(
@@ -449,6 +453,27 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if report.get("settle") and not report["settle"].get("complete", True):
         rows.append(("settle", f"timed out after {report['settle'].get('seconds')} s"))
     rows.append(("result", "PASS" if report["ok"] else "FAIL"))
+    return rows
+
+
+def cpu_rows(cpu: dict[str, Any]) -> list[tuple[str, str]]:
+    """The harness's and the gateways' CPU per event, side by side, and whether to trust them."""
+    if not cpu:
+        return []
+    rows = []
+    if cpu.get("events") is not None:
+        gw = cpu.get("gateways_us_per_event")
+        rows.append(
+            (
+                "CPU per delivered event",
+                f"harness ({cpu.get('client')} client) {_fmt(cpu.get('harness_us_per_event'))} us, "
+                f"gateways {_fmt(gw)} us"
+                + (f" ({cpu.get('gateway_source')})" if gw is not None else " (unknown)")
+                + f", ratio {_fmt(cpu.get('harness_to_gateways'))}; "
+                f"{cpu['events']} events in {_fmt(cpu.get('window_s'))} s, both directions",
+            )
+        )
+    rows.append(("measured", cpu.get("verdict", "-")))
     return rows
 
 

@@ -20,7 +20,7 @@ from gateway.client import Client
 from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
 from loadtest.localcluster import end_leftovers
-from loadtest.run import LaneStats, RecordingSequencer
+from loadtest.instrumented import LaneStats, RecordingSequencer
 from loadtest.verifier import SeqSet, Verifier
 from loadtest.workload import (
     AGENT_SHARE,

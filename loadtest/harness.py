@@ -1,0 +1,398 @@
+"""The harness of one run: ramps sessions up, lets the scenario act at half time, watches the
+clients, the gateways and itself, settles, and builds the report."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+import httpx
+import trio
+
+from gateway.client import Client
+
+from . import report as rep
+from . import scenarios
+from .api import Api, ApiError
+from .cpu import CpuPoint, CpuWindow
+from .localcluster import LocalCluster, Target
+from .session import SimSession
+from .verifier import Verifier, new_histogram, percentiles_ms
+
+
+class Harness:
+    def __init__(self, opts: argparse.Namespace, target: Target, cluster: LocalCluster | None):
+        self.opts = opts
+        self.target = target
+        self.cluster = cluster
+        self.api = Api(target)
+        self.rng = random.Random(opts.seed)
+        self.verifier = Verifier()
+        self.ack_latency = {"v": new_histogram(), "a": new_histogram()}  # send -> durable
+        self.timeline = rep.Timeline(t0=time.time())
+        self.sessions: list[SimSession] = []
+        self.extra: list[SimSession] = []
+        self.details: dict[str, Any] = {}
+        self.client_errors: list[str] = []
+        self.errors: list[str] = []
+        self.epoch_restarts = 0
+        self.gateway_figures: dict[str, dict[str, Any]] = {}
+        self.gateway_states: dict[str, dict[str, Any]] = {}
+        self.scrape_failures = 0
+        self.harness_cpu: list[float] = []
+        self.ramp_end: float | None = None
+        self.loop_lag_max = 0.0
+        self.delivered_total = 0  # events delivered to receivers, both directions
+        self.cpu = CpuWindow(client=getattr(opts, "client", "reference"))
+        self._gateway_procs: dict[str, Any] = {}  # gateway id -> psutil.Process
+        self._gateway_cpu: dict[str, float] = {}  # gateway id -> last CPU seconds seen
+        self.stop_sending = trio.Event()
+        self.closing = trio.Event()
+        self.stop_at = math.inf
+        self.phase = "starting"
+        self.settle: dict[str, Any] = {}
+        self._nursery: trio.Nursery | None = None
+        self._scenario_scope = trio.CancelScope()
+        self.interrupted = False
+
+    # -- used by scenarios --
+
+    def mark(self, label: str) -> None:
+        self.timeline.mark(time.time(), label)
+
+    def live_clients(self) -> list[Client]:
+        return [c for s in self.sessions + self.extra if s.ready for _, c in s.clients]
+
+    async def spawn_extra_sessions(self, count: int, seconds: float) -> None:
+        """New sessions arriving at count/seconds per second (the storm's new traffic)."""
+        assert self._nursery is not None
+        start = trio.current_time()
+        for i in range(count):
+            if self.stop_sending.is_set():
+                break
+            await trio.sleep_until(start + i * seconds / max(1, count))
+            s = SimSession(self, len(self.sessions) + len(self.extra), extra=True)
+            self.extra.append(s)
+            self._nursery.start_soon(s.main, self.stop_at)
+
+    # -- the run --
+
+    def all_sessions(self) -> list[SimSession]:
+        return self.sessions + self.extra
+
+    def progress(self) -> dict[str, Any]:
+        now = time.time()
+        sent_rate, delivered_rate = self.timeline.rates(now)
+        clients = [c for s in self.all_sessions() for _, c in s.clients]
+        v = self.verifier
+        return {
+            "scenario": self.opts.scenario,
+            "elapsed": now - self.timeline.t0,
+            "duration": self.opts.duration,
+            "phase": self.phase,
+            "sessions": len(self.all_sessions()),
+            "connected": sum(1 for s in self.all_sessions() if s.connected()),
+            "sent": sum(self.timeline.sent),
+            "delivered": sum(self.timeline.delivered),
+            "sent_rate": sent_rate,
+            "delivered_rate": delivered_rate,
+            "p99_ms": percentiles_ms(v.latency["v"])["p99"],
+            "reconnects": sum(max(0, c.stats.connects - 1) for c in clients),
+            "rejected": sum(c.stats.rejected for c in clients),
+            "last_mark": self.timeline.marks[-1].label if self.timeline.marks else None,
+        }
+
+    async def _scrape(self) -> None:
+        try:
+            gws = await self.api.cluster()
+        except (httpx.HTTPError, ApiError):
+            self.scrape_failures += 1
+            return
+        for g in gws:
+            self.gateway_states[g["id"]] = {
+                "state": g.get("state"),
+                "connections": g.get("connections"),
+                "url": g.get("url"),
+            }
+            if g.get("admin_url") and not await self.scrape_gateway(g["id"], g["admin_url"]):
+                self.scrape_failures += 1
+
+    async def scrape_gateway(self, gateway_id: str, admin_url: str | None) -> bool:
+        """Keep the latest figures of one gateway; False when its /metrics did not answer."""
+        if not admin_url:
+            return False
+        text = await self.api.metrics(admin_url)
+        if text is None:
+            return False
+        self.gateway_figures[gateway_id] = rep.gateway_figures(text)
+        return True
+
+    async def _monitor(self) -> None:
+        """Connections per gateway, the harness's own CPU and event-loop lag every second
+        (if the harness itself is saturated its latency figures mean little); gateway
+        metrics every 5 s."""
+        import psutil
+
+        me = psutil.Process()
+        me.cpu_percent()
+        last_scrape = -math.inf
+        while True:
+            t = trio.current_time()
+            await trio.sleep(0.01)
+            lag = max(0.0, trio.current_time() - t - 0.01)
+            self.loop_lag_max = max(self.loop_lag_max, lag)
+            self.harness_cpu.append(me.cpu_percent())
+            self.cpu.lag(lag * 1000)
+            self._sample_gateway_cpu()
+            per_gw: dict[str, int] = {}
+            for s in self.all_sessions():
+                for _, c in s.clients:
+                    if c.connected.is_set() and c.gateway:
+                        per_gw[c.gateway] = per_gw.get(c.gateway, 0) + 1
+            self.timeline.sample(
+                time.time(),
+                sum(1 for s in self.all_sessions() if s.connected()),
+                per_gw,
+                harness_cpu=self.harness_cpu[-1],
+                loop_lag_ms=round(lag * 1000, 1),
+            )
+            if trio.current_time() - last_scrape >= 5:
+                last_scrape = trio.current_time()
+                with trio.move_on_after(4):
+                    await self._scrape()
+            await trio.sleep(1)
+
+    async def _display(self) -> None:
+        if sys.stdout.isatty():
+            from rich.live import Live
+
+            with Live(rep.progress_table(self.progress()), refresh_per_second=4) as live:
+                while True:
+                    live.update(rep.progress_table(self.progress()))
+                    await trio.sleep(0.5)
+        else:
+            while True:
+                await trio.sleep(5)
+                print(rep.progress_line(self.progress()), flush=True)
+
+    async def _scenario(self, at: float) -> None:
+        with self._scenario_scope:
+            await self._scenario_at(at)
+
+    async def _scenario_at(self, at: float) -> None:
+        await trio.sleep_until(at)
+        with trio.move_on_after(max(5.0, self.opts.duration / 4)):  # a slow ramp: wait a bit
+            while not all(s.ready or s.failed for s in self.sessions):  # noqa: ASYNC110 (polls state owned elsewhere)
+                await trio.sleep(0.1)
+        if self.opts.scenario != "steady":
+            self.phase = self.opts.scenario
+        try:
+            await scenarios.act(self.opts.scenario, self)
+        except (RuntimeError, ApiError, httpx.HTTPError, OSError) as exc:
+            self.errors.append(f"scenario {self.opts.scenario} failed: {exc}")
+
+    async def _watch_ramp(self) -> None:
+        """Note when every initial session is streaming (or has failed): the ramp's end."""
+        while not all(s.ready or s.failed for s in self.sessions):  # noqa: ASYNC110
+            await trio.sleep(0.2)
+        self.ramp_end = time.time() - self.timeline.t0
+        if trio.current_time() < self.stop_at:
+            self.cpu.start = await self._cpu_point()
+
+    # -- CPU per event --
+
+    def _sample_gateway_cpu(self) -> None:
+        """Local gateways by pid: keep each one's last CPU seconds (it may exit any time)."""
+        if self.cluster is None:
+            return
+        import psutil
+
+        for gid, p in self.cluster.gateways.items():
+            proc = self._gateway_procs.get(gid)
+            try:
+                if proc is None or proc.pid != p.proc.pid:
+                    proc = self._gateway_procs[gid] = psutil.Process(p.proc.pid)
+                t = proc.cpu_times()
+            except (psutil.Error, OSError):
+                continue
+            self._gateway_cpu[gid] = t.user + t.system
+
+    async def _cpu_point(self) -> CpuPoint:
+        import psutil
+
+        if self.cluster is not None:
+            self._sample_gateway_cpu()
+            self.cpu.source = "psutil"
+            gateways = dict(self._gateway_cpu)
+        else:
+            with trio.move_on_after(4):
+                await self._scrape()
+            gateways = {
+                g: f["cpu_seconds"] for g, f in self.gateway_figures.items() if f.get("cpu_seconds")
+            }
+            self.cpu.source = "process_cpu_seconds_total" if gateways else None
+        t = psutil.Process().cpu_times()
+        return CpuPoint(
+            t=trio.current_time(),
+            harness=t.user + t.system,
+            gateways=gateways,
+            delivered=self.delivered_total,
+        )
+
+    async def _settle(self) -> None:
+        self.phase = "settle"
+        t = trio.current_time()
+        deadline = t + self.opts.settle
+        unacked = outstanding = 0
+        while trio.current_time() < deadline:
+            unacked = sum(
+                1
+                for s in self.all_sessions()
+                if s.ready
+                for _, c in s.clients
+                if c.seq.next_seq - 1 > c.seq.acked
+            )
+            outstanding = self.verifier.outstanding()
+            if unacked == 0 and outstanding == 0:
+                break
+            await trio.sleep(0.2)
+        self.settle = {
+            "seconds": round(trio.current_time() - t, 2),
+            "complete": unacked == 0 and outstanding == 0,
+            "senders_with_unacked": unacked,
+            "receivers_behind": outstanding,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        o = self.opts
+        t_start = trio.current_time()
+        self.timeline = rep.Timeline(t0=time.time())
+        self.stop_at = t_start + o.duration
+        try:
+            async with trio.open_nursery() as top:
+                top.start_soon(self._signals, top.cancel_scope)
+                top.start_soon(self._display)
+                top.start_soon(self._monitor)
+                async with trio.open_nursery() as n:
+                    self._nursery = n
+                    self.phase = "ramp"
+                    n.start_soon(self._scenario, t_start + o.duration / 2)
+                    setup_deadline = t_start + max(o.duration * 0.75, o.ramp + 30)
+                    for i in range(o.sessions):
+                        await trio.sleep_until(t_start + i * o.ramp / o.sessions)
+                        s = SimSession(self, i)
+                        self.sessions.append(s)
+                        n.start_soon(s.main, min(setup_deadline, self.stop_at))
+                    n.start_soon(self._watch_ramp)
+                    self.phase = "load"
+                    await trio.sleep_until(self.stop_at)
+                    if self.cpu.start is not None:
+                        self.cpu.end = await self._cpu_point()
+                    self.stop_sending.set()
+                    await self._settle()
+                    with trio.move_on_after(5):
+                        await self._scrape()
+                    self.phase = "closing"
+                    self._scenario_scope.cancel()
+                    self.closing.set()  # sessions say bye and end (each within 5 s)
+                top.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.api.aclose()
+        if self.interrupted:
+            raise KeyboardInterrupt
+        return self.build_report()
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        """Ctrl-C or SIGTERM: cancel everything in order (trio's way), then stop."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.interrupted = True
+                self.phase = "stopping"
+                scope.cancel()
+                return
+
+    def build_report(self) -> dict[str, Any]:
+        o = self.opts
+        for s in self.all_sessions():
+            for name, c in s.clients:
+                st = c.stats
+                notice_waits = []
+                for t in s.notices.get(name, []):
+                    later = [w for w in st.welcomes if w > t]
+                    if later:
+                        notice_waits.append(min(later) - t)
+                self.verifier.record_client(
+                    connects=st.connects,
+                    resumes=st.resumes,
+                    reconnect_notices=st.reconnect_notices,
+                    rejected_new=getattr(st, "rejected_new", 0),
+                    rejected_resume=getattr(st, "rejected_resume", 0),
+                    duplicates_dropped=st.duplicates_dropped,
+                    gaps=st.gaps,
+                    resume_times=st.resume_times,
+                    notice_times=notice_waits,
+                )
+        initial_failed = [s for s in self.sessions if not s.ready]
+        details = dict(self.details)
+        details["gateways_seen"] = self.gateway_states
+        details["api_rate_limited"] = self.api.rate_limited
+        details["metrics_scrape_failures"] = self.scrape_failures
+        details["ack_latency_ms"] = {
+            "visitor": percentiles_ms(self.ack_latency["v"]),
+            "agents": percentiles_ms(self.ack_latency["a"]),
+        }
+        cpu = sorted(self.harness_cpu)
+        details["harness"] = {
+            "cpu_percent_p50": cpu[len(cpu) // 2] if cpu else None,
+            "cpu_percent_max": cpu[-1] if cpu else None,
+            "loop_lag_max_ms": round(self.loop_lag_max * 1000, 1),
+        }
+        if self.extra:
+            details["extra_sessions_started"] = sum(1 for s in self.extra if s.ready)
+            details["extra_sessions_not_started"] = sum(1 for s in self.extra if not s.ready)
+        if self.errors:
+            details["errors"] = self.errors
+        config = {
+            "scenario": o.scenario,
+            "sessions": o.sessions,
+            "agents_per_session": o.agents_per_session,
+            "rate": o.rate,
+            "duration": o.duration,
+            "seed": o.seed,
+            "ramp": o.ramp,
+            "settle_max": o.settle,
+            "target": self.target.api_url if not self.target.local else "local cluster",
+        }
+        if self.cluster is not None:
+            spec = self.cluster.spec
+            config["local_cluster"] = {
+                "gateways": spec.gateways,
+                "nats_nodes": spec.nats_nodes,
+                "replicas": spec.replicas,
+                "storage": spec.storage,
+                "drain_window": spec.drain_window,
+                "gateway_args": spec.gateway_args,
+            }
+        report = rep.build_report(
+            scenario=o.scenario,
+            config=config,
+            verifier=self.verifier,
+            timeline=self.timeline,
+            sessions_started=sum(1 for s in self.sessions if s.ready),
+            sessions_failed=len(initial_failed),
+            extra_sessions=sum(1 for s in self.extra if s.ready),
+            client_errors=self.client_errors + self.errors,
+            epoch_restarts=self.epoch_restarts,
+            settle=self.settle,
+            gateways=self.gateway_figures,
+            scenario_details=details,
+            cpu=self.cpu.figures(),
+            ramp_end=self.ramp_end,
+        )
+        return report
