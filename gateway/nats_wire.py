@@ -1,0 +1,367 @@
+"""The NATS client protocol, sans-I/O (in the style of h11 and wsproto).
+
+`Parser.feed(bytes)` turns what a server sends into events (`Msg`, `Ping`, `Pong`, `Info`,
+`Ok`, `Err`), whatever the read boundaries; the encoders (`pub`, `sub`, `unsub`, `connect`,
+`PING`, `PONG`) turn a client's operations into bytes. No sockets, no clock: `nats_client`
+is the trio shell around it.
+
+The parser is on the gateway's hot path (every event a gateway relays crosses it once), so
+one message costs a `find` for the CRLF, a `split` of its line and two slices; a payload
+that spans reads is collected in a list of chunks and joined once (a 1 MiB payload in 256
+KiB reads is not copied again on every read). Memory is bounded: a control line longer
+than `max_line`, or a payload larger than the server's max_payload (plus headroom for the
+headers the server adds itself), is a `ProtocolError` at once, before it is buffered.
+
+Reference: https://docs.nats.io/reference/reference-protocols/nats-protocol
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = [
+    "PING",
+    "PONG",
+    "Err",
+    "Info",
+    "Msg",
+    "Ok",
+    "Parser",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "connect",
+    "parse_headers",
+    "pub",
+    "sub",
+    "unsub",
+]
+
+MAX_LINE = 64 * 1024  # a control line; INFO lists every cluster URL, so not the server's 4 KiB
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, until INFO says otherwise
+# Stored messages come back from a direct get with headers the server adds (Nats-Stream,
+# Nats-Sequence, Nats-Time-Stamp, Nats-Subject: about 150 bytes), so a reply to a request
+# for a max_payload-sized message is larger than max_payload.
+HEADROOM = 64 * 1024
+
+PING = b"PING\r\n"
+PONG = b"PONG\r\n"
+_CRLF = b"\r\n"
+_HDR_LINE = b"NATS/1.0"
+_HDR_LINE_CRLF = b"NATS/1.0\r\n"
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (or an argument would): the connection cannot go on."""
+
+
+# ---- events ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Msg:
+    """A delivered message (MSG, or HMSG with `headers`, the raw `NATS/1.0` block)."""
+
+    subject: str
+    sid: int
+    reply: str | None
+    data: bytes
+    headers: bytes | None = None
+    _parsed: dict[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def header_dict(self) -> dict[str, str]:
+        """The headers as a dict (parsed on first use): names as sent, first value wins."""
+        if self._parsed is None:
+            self._parsed = parse_headers(self.headers) if self.headers else {}
+        return self._parsed
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.header_dict().get(name, default)
+
+    @property
+    def status(self) -> str | None:
+        """The inline status ("503" no responders, "404", "408", "204" end of batch), if any."""
+        h = self.headers
+        if h is None or len(h) < 12 or h[8] != 32:  # b"NATS/1.0 503"; 32 is a space
+            return None
+        return h[9:12].decode("ascii", "replace")
+
+    @property
+    def description(self) -> str:
+        """The text after the status code ("No Responders", "EOB", "Message Not Found")."""
+        h = self.headers
+        if self.status is None:
+            return ""
+        return h[12 : h.find(_CRLF)].decode("utf-8", "replace").strip()
+
+
+@dataclass(slots=True)
+class Ping:
+    pass
+
+
+@dataclass(slots=True)
+class Pong:
+    pass
+
+
+@dataclass(slots=True)
+class Ok:
+    pass
+
+
+@dataclass(slots=True)
+class Info:
+    info: dict
+
+
+@dataclass(slots=True)
+class Err:
+    text: str
+
+
+Event = Msg | Ping | Pong | Ok | Info | Err
+_PING, _PONG, _OK = Ping(), Pong(), Ok()  # no fields: one instance each
+
+
+def parse_headers(block: bytes) -> dict[str, str]:
+    """`NATS/1.0[ status]\\r\\nName: value\\r\\n...\\r\\n` -> {name: first value}."""
+    if not block.startswith(_HDR_LINE):
+        raise ProtocolError(f"header block does not start with NATS/1.0: {block[:40]!r}")
+    out: dict[str, str] = {}
+    for line in block.split(_CRLF)[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name:
+            continue  # the blank line that ends the block, or junk: not a header
+        key = name.decode("utf-8", "replace").strip()
+        if key not in out:
+            out[key] = value.decode("utf-8", "replace").strip()
+    return out
+
+
+# ---- parser ----------------------------------------------------------------------------
+
+
+class Parser:
+    """Bytes from a server in, events out; partial reads may split anything anywhere.
+
+    After a `ProtocolError` the parser is spent: drop the connection and start a new one.
+    """
+
+    __slots__ = ("max_payload", "max_line", "_chunks", "_have", "_need")
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, max_line: int = MAX_LINE) -> None:
+        self.max_payload = max_payload  # the client sets it from INFO
+        self.max_line = max_line
+        self._chunks: list[bytes] = []  # unparsed bytes, waiting until we _have >= _need
+        self._have = 0
+        self._need = 0
+
+    @property
+    def buffered(self) -> int:
+        return self._have
+
+    def feed(self, data: bytes) -> list[Event]:
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []  # inside a payload (or a line): nothing new to parse yet
+            buf = b"".join(self._chunks)
+            self._chunks = []
+            self._have = 0
+        else:
+            buf = data
+        events: list[Event] = []
+        pos = self._parse(buf, events)
+        if pos < len(buf):
+            rest = buf[pos:] if pos else buf
+            self._chunks = [rest]
+            self._have = len(rest)
+        return events
+
+    def _parse(self, buf: bytes, events: list[Event]) -> int:
+        """Parse whole operations from `buf`; return where the unparsed tail starts.
+
+        The MSG branch is written out inline (HMSG has the same checks in helpers): it runs
+        once per delivered message, and each helper call costs about a tenth of a message."""
+        pos = 0
+        n = len(buf)
+        max_line = self.max_line
+        limit = self.max_payload + HEADROOM
+        append = events.append
+        try:
+            while pos < n:
+                end = buf.find(_CRLF, pos, pos + max_line + 2)
+                if end < 0:
+                    if n - pos > max_line:
+                        raise ProtocolError(f"control line longer than {max_line} bytes")
+                    self._need = n - pos + 1  # any more bytes may complete the line
+                    return pos
+                args = buf[pos:end].split(b" ")
+                if args[0] == b"MSG":  # MSG subject sid [reply] size
+                    size = int(args[-1])
+                    if not 0 <= size <= limit:
+                        raise ProtocolError(f"bad payload size {size} (limit {limit})")
+                    start = end + 2
+                    stop = start + size
+                    if stop + 2 > n:
+                        self._need = stop + 2 - pos
+                        return pos
+                    if buf[stop] != 13 or buf[stop + 1] != 10:
+                        raise ProtocolError("MSG payload not followed by CRLF")
+                    if len(args) == 4:
+                        reply = None
+                    elif len(args) == 5 and args[3]:
+                        reply = args[3].decode()
+                    else:
+                        raise ProtocolError(f"bad MSG line {buf[pos:end][:200]!r}")
+                    if not args[1]:
+                        raise ProtocolError("empty MSG subject")
+                    append(Msg(args[1].decode(), int(args[2]), reply, buf[start:stop]))
+                    pos = stop + 2
+                elif args[0] == b"HMSG":
+                    nxt = self._hmsg(buf, pos, end, args, limit, append)
+                    if nxt < 0:
+                        return pos
+                    pos = nxt
+                else:
+                    append(self._control(buf[pos:end]))
+                    pos = end + 2
+        except (ValueError, IndexError) as exc:  # int() of a non-number, too few arguments
+            raise ProtocolError(f"bad message line {buf[pos : pos + 80]!r}: {exc}") from None
+        return pos
+
+    def _hmsg(self, buf: bytes, pos: int, end: int, args: list, limit: int, append) -> int:
+        """HMSG subject sid [reply] hdr_size total_size: the next position, -1 if partial."""
+        del args[0]
+        hlen, total = int(args[-2]), int(args[-1])
+        if not 0 <= hlen <= total <= limit:
+            raise ProtocolError(f"bad HMSG sizes {hlen}/{total} (limit {limit})")
+        del args[-1]  # _subj and _reply_of expect one size last, as in MSG
+        start = end + 2
+        stop = start + total
+        if stop + 2 > len(buf):
+            self._need = stop + 2 - pos
+            return -1
+        if not buf.startswith(_CRLF, stop):
+            raise ProtocolError("HMSG payload not followed by CRLF")
+        split = start + hlen
+        if not buf.startswith(_HDR_LINE, start, split):
+            raise ProtocolError("HMSG headers do not start with NATS/1.0")
+        hdr = buf[start:split]
+        append(Msg(_subj(args), int(args[1]), _reply_of(args), buf[split:stop], hdr))
+        return stop + 2
+
+    @staticmethod
+    def _control(line: bytes) -> Event:
+        if line == b"PING":
+            return _PING
+        if line == b"PONG":
+            return _PONG
+        if line == b"+OK":
+            return _OK
+        if line.startswith(b"INFO "):
+            try:
+                info = json.loads(line[5:])
+            except ValueError as exc:
+                raise ProtocolError(f"bad INFO: {exc}") from None
+            if not isinstance(info, dict):
+                raise ProtocolError("INFO is not a JSON object")
+            return Info(info)
+        if line.startswith(b"-ERR"):
+            return Err(line[4:].decode("utf-8", "replace").strip().strip("'"))
+        raise ProtocolError(f"unknown operation {line[:60]!r}")
+
+
+def _subj(args: list[bytes]) -> str:
+    """args: subject sid [reply] size."""
+    if not args[0] or not 3 <= len(args) <= 4:
+        raise ProtocolError(f"bad message arguments {b' '.join(args)[:200]!r}")
+    return args[0].decode()
+
+
+def _reply_of(args: list[bytes]) -> str | None:
+    if len(args) == 3:
+        return None
+    if not args[2]:
+        raise ProtocolError("empty reply subject")
+    return args[2].decode()
+
+
+# ---- encoders --------------------------------------------------------------------------
+
+
+def _subject(subject: str, what: str = "subject") -> bytes:
+    """Printable and without spaces: whitespace would split the protocol line."""
+    if not subject or " " in subject or not subject.isprintable():
+        raise ValueError(
+            f"invalid NATS {what} {subject!r}: empty, or contains whitespace or control characters"
+        )
+    return subject.encode()
+
+
+_header_names: dict[str, bytes] = {}  # checked names -> b"Name: " (a handful ever used)
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """The `NATS/1.0` block; names are checked once, values for CR/LF every time."""
+    parts = [_HDR_LINE_CRLF]
+    for name, value in headers.items():
+        prefix = _header_names.get(name)
+        if prefix is None:
+            if not name or ":" in name or " " in name or not name.isprintable():
+                raise ValueError(f"invalid NATS header name {name!r}")
+            prefix = name.encode() + b": "
+            if len(_header_names) < 1024:
+                _header_names[name] = prefix
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"invalid NATS header value for {name!r}: contains CR or LF")
+        parts.append(prefix + value.encode() + _CRLF)
+    parts.append(_CRLF)
+    return b"".join(parts)
+
+
+def pub(
+    subject: str,
+    data: bytes,
+    reply: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """PUB, or HPUB when there are headers."""
+    s = _subject(subject)
+    if headers:
+        hdr = encode_headers(headers)
+        if reply is None:
+            return b"HPUB %b %d %d\r\n%b%b\r\n" % (s, len(hdr), len(hdr) + len(data), hdr, data)
+        return b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
+            s,
+            _subject(reply, "reply subject"),
+            len(hdr),
+            len(hdr) + len(data),
+            hdr,
+            data,
+        )
+    if reply is None:
+        return b"PUB %b %d\r\n%b\r\n" % (s, len(data), data)
+    return b"PUB %b %b %d\r\n%b\r\n" % (s, _subject(reply, "reply subject"), len(data), data)
+
+
+def sub(subject: str, sid: int, queue: str | None = None) -> bytes:
+    s = _subject(subject)
+    if queue is None:
+        return b"SUB %b %d\r\n" % (s, sid)
+    return b"SUB %b %b %d\r\n" % (s, _subject(queue, "queue group"), sid)
+
+
+def unsub(sid: int, max: int | None = None) -> bytes:  # noqa: A002 - the protocol's name
+    if max is None:
+        return b"UNSUB %d\r\n" % sid
+    return b"UNSUB %d %d\r\n" % (sid, max)
+
+
+def connect(options: dict) -> bytes:
+    return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + _CRLF
