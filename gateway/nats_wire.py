@@ -206,13 +206,6 @@ class Parser:
                     size = int(args[-1])
                     if not 0 <= size <= limit:
                         raise ProtocolError(f"bad payload size {size} (limit {limit})")
-                    start = end + 2
-                    stop = start + size
-                    if stop + 2 > n:
-                        self._need = stop + 2 - pos
-                        return pos
-                    if buf[stop] != 13 or buf[stop + 1] != 10:
-                        raise ProtocolError("MSG payload not followed by CRLF")
                     if len(args) == 4:
                         reply = None
                     elif len(args) == 5 and args[3]:
@@ -221,6 +214,13 @@ class Parser:
                         raise ProtocolError(f"bad MSG line {buf[pos:end][:200]!r}")
                     if not args[1]:
                         raise ProtocolError("empty MSG subject")
+                    start = end + 2
+                    stop = start + size
+                    if stop + 2 > n:
+                        self._need = stop + 2 - pos
+                        return pos
+                    if buf[stop] != 13 or buf[stop + 1] != 10:
+                        raise ProtocolError("MSG payload not followed by CRLF")
                     append(Msg(args[1].decode(), int(args[2]), reply, buf[start:stop]))
                     pos = stop + 2
                 elif args[0] == b"HMSG":
@@ -242,6 +242,7 @@ class Parser:
         if not 0 <= hlen <= total <= limit:
             raise ProtocolError(f"bad HMSG sizes {hlen}/{total} (limit {limit})")
         del args[-1]  # _subj and _reply_of expect one size last, as in MSG
+        subject, reply = _subj(args), _reply_of(args)
         start = end + 2
         stop = start + total
         if stop + 2 > len(buf):
@@ -253,7 +254,7 @@ class Parser:
         if not buf.startswith(_HDR_LINE, start, split):
             raise ProtocolError("HMSG headers do not start with NATS/1.0")
         hdr = buf[start:split]
-        append(Msg(_subj(args), int(args[1]), _reply_of(args), buf[split:stop], hdr))
+        append(Msg(subject, int(args[1]), reply, buf[split:stop], hdr))
         return stop + 2
 
     @staticmethod
