@@ -10,12 +10,11 @@ import time
 import structlog
 import trio
 
-from gateway import membership
-
-from . import logs, streams
+from . import logs, membership, streams
 from .admin import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
+from .nats_client import NatsClient
 from .server import Gateway
 from .supervisor import Supervisor, ready_file, set_parent_death_signal
 
@@ -66,11 +65,12 @@ async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
 
 
 async def run(cfg: GatewayConfig) -> None:
-    async with open_bridge(
-        cfg.nats_servers, name=cfg.gateway_id, publish_timeout=cfg.publish_timeout
-    ) as bridge:
+    async with (
+        NatsClient.open(cfg.nats_servers, name=cfg.gateway_id) as nc,
+        open_bridge(cfg.nats_servers, name=f"{cfg.gateway_id}-mgmt") as bridge,
+    ):
         kv, members = await ensure_layout(bridge, cfg)
-        gw = Gateway(cfg, bridge, kv, members)
+        gw = Gateway(cfg, nc, bridge, kv, members)
 
         def drain_state() -> dict:
             gw.start_drain()
@@ -86,7 +86,7 @@ async def run(cfg: GatewayConfig) -> None:
             admin_url = None
             if cfg.health_port is not None:
                 hooks = AdminHooks(
-                    ready=lambda: not gw.draining and bridge.connected,
+                    ready=lambda: not gw.draining and nc.connected and bridge.connected,
                     drain=drain_state,
                     admin_key=cfg.admin_key,
                 )
@@ -96,11 +96,10 @@ async def run(cfg: GatewayConfig) -> None:
             nursery.start_soon(heartbeat, gw, members, admin_url)
 
             def on_drain_request(msg) -> None:
-                reply = json.dumps(drain_state()).encode()
                 if msg.reply:
-                    nursery.start_soon(bridge.publish_core, msg.reply, reply)
+                    nc.publish(msg.reply, json.dumps(drain_state()).encode())
 
-            await bridge.subscribe_msgs(
+            nc.subscribe(
                 membership.DRAIN_SUBJECT.format(gateway_id=cfg.base_id or cfg.gateway_id),
                 on_drain_request,
             )

@@ -98,12 +98,12 @@ class AdmissionGate:
         return decision
 
 
-def client_address(headers: list[tuple[bytes, bytes]], peer: str, trusted_hops: int) -> str:
-    """The visitor's address for the per-address limit, not the Ingress controller's."""
+def client_address(forwarded_for: list[str], peer: str, trusted_hops: int) -> str:
+    """The visitor's address for the per-address limit, not the Ingress controller's:
+    `forwarded_for` holds the values of the request's X-Forwarded-For headers."""
     if trusted_hops <= 0:
         return peer
-    values = [v.decode("latin-1") for k, v in headers if k.lower() == b"x-forwarded-for"]
-    return forwarded_client(values, peer, trusted_hops)
+    return forwarded_client(forwarded_for, peer, trusted_hops)
 
 
 def wants_close_refusal(path: str) -> bool:
@@ -116,11 +116,11 @@ def refusal_reason(decision: Decision) -> str:
     return f"{code}: retry_after={retry_after_header(decision.retry_after)}"
 
 
-def rejection(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def rejection(decision: Decision) -> tuple[int, list[tuple[str, str]], bytes]:
     code = "draining" if decision.status == 503 else "rate_limited"
     body = json.dumps({"error": {"code": code, "message": decision.reason}}).encode()
     headers = [
-        (b"Retry-After", retry_after_header(decision.retry_after).encode()),
-        (b"Content-Type", b"application/json"),
+        ("Retry-After", retry_after_header(decision.retry_after)),
+        ("Content-Type", "application/json"),
     ]
     return decision.status, headers, body

@@ -115,6 +115,8 @@ class Events:
     epoch: int
     events: list[Event] = field(default_factory=list)
     src: str | None = None  # None: the visitor; else the agent id that sent them
+    # The received bytes when they hold exactly {t, e, ev}: stored and forwarded as they are.
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,21 @@ def _decode_event(item: Any, allowed_kinds: frozenset[str]) -> Event:
         raise ProtocolError("forbidden_kind", f"kind {kind!r} not allowed here", Close.PROTOCOL)
     if type(ts) is not int or ts < 0:
         raise _bad("event ts must be a non-negative integer (ms)")
+    if kind == "snapshot" and snapshot_part(payload) is None:
+        raise _bad("snapshot payload must be {i, n, d} with 0 <= i < n")
     return Event(seq, kind, ts, payload)
+
+
+def snapshot_part(payload: Any) -> int | None:
+    """The part number `i` of a snapshot payload `{i, n, d}`, or None when it is malformed.
+
+    Part 0 is where late-joining agents start, so the gateway must be able to trust it."""
+    if not isinstance(payload, dict):
+        return None
+    i, n = payload.get("i"), payload.get("n")
+    if type(i) is not int or type(n) is not int or not 0 <= i < n:
+        return None
+    return i
 
 
 def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS) -> Frame:
@@ -212,13 +228,19 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
                 Close.BAD_FRAME,
             )
         events = [_decode_event(e, allowed_kinds) for e in evs]
-        for e in events:
-            if _payload_size(e.payload) > MAX_EVENT_BYTES:
-                raise ProtocolError(
-                    "event_too_large", f"event payload over {MAX_EVENT_BYTES} bytes", Close.TOO_BIG
-                )
+        # No payload can be larger than the frame that carries it: most frames skip the check.
+        if len(data) > MAX_EVENT_BYTES:
+            for e in events:
+                if _payload_size(e.payload) > MAX_EVENT_BYTES:
+                    raise ProtocolError(
+                        "event_too_large",
+                        f"event payload over {MAX_EVENT_BYTES} bytes",
+                        Close.TOO_BIG,
+                    )
         src = _str(m, "src", 40, optional=True)
-        return Events(epoch=_int(m, "e"), events=events, src=src)
+        # A frame of exactly {t, e, ev} is already the stored and delivered form of its batch.
+        wire = data if len(m) == 3 else None
+        return Events(epoch=_int(m, "e"), events=events, src=src, wire=wire)
     if t == "ack":
         return Ack(seq=_int(m, "seq"))
     if t == "hello":
@@ -366,11 +388,54 @@ def error_frame(err: ProtocolError) -> bytes:
     return encode_frame(Control(op="error", code=err.code, msg=err.message))
 
 
-# JetStream message body for one event: [epoch, seq, kind, ts, payload].
-def encode_stored(epoch: int, ev: Event) -> bytes:
-    return msgpack.packb([epoch, ev.seq, ev.kind, ev.ts, ev.payload], use_bin_type=True)
+# ---- what JetStream stores ----------------------------------------------------------------
+#
+# One stored message per batch of one sender's consecutive events, and its body is the frame
+# its receivers get: {"t": "ev", "e": epoch, "ev": [[seq, kind, ts, payload], ...]}, with
+# "src": <aid> on an agent's subject. A receiving gateway whose receiver is in order forwards
+# the body as it is, without decoding the payloads into Python objects and encoding them again.
 
 
-def decode_stored(data: bytes) -> tuple[int, Event]:
-    epoch, seq, kind, ts, payload = msgpack.unpackb(data, raw=False)
-    return epoch, Event(seq, kind, ts, payload)
+def encode_batch(epoch: int, events: list, src: str | None = None) -> bytes:
+    """The stored body (and delivered frame) of consecutive events of one sender."""
+    m: dict[str, Any] = {"t": "ev", "e": epoch, "ev": [list(e) for e in events]}
+    if src is not None:
+        m["src"] = src
+    return _pack(m)
+
+
+class StoredBatch(NamedTuple):
+    """A stored message's events, still as msgpack lists: most receivers need only the keys."""
+
+    epoch: int
+    items: list  # [[seq, kind, ts, payload], ...], consecutive seqs
+    src: str | None
+
+    @property
+    def first(self) -> int:
+        return self.items[0][0]
+
+    @property
+    def last(self) -> int:
+        return self.items[-1][0]
+
+    def events(self) -> list[Event]:
+        return [Event(*item) for item in self.items]
+
+
+def decode_batch(data: bytes) -> StoredBatch:
+    """A stored body. Bodies are written by gateways, so this checks the shape only; it raises
+    ValueError on anything else (a receiver then reads the stream instead).
+
+    Bodies of the earlier layout, one event per message ([epoch, seq, kind, ts, payload]),
+    are read as batches of one."""
+    m = msgpack.unpackb(data, raw=False)
+    if isinstance(m, dict):
+        epoch, items = m.get("e"), m.get("ev")
+        if type(epoch) is int and isinstance(items, list) and items:
+            if all(isinstance(i, list) and len(i) == 4 and type(i[0]) is int for i in items):
+                src = m.get("src")
+                return StoredBatch(epoch, items, src if isinstance(src, str) else None)
+    elif isinstance(m, list) and len(m) == 5 and type(m[0]) is int and type(m[1]) is int:
+        return StoredBatch(m[0], [m[1:]], None)
+    raise ValueError("not a stored batch")

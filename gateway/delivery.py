@@ -1,144 +1,317 @@
-"""Delivery to one receiver: live core-NATS messages merged with JetStream reads, in order.
+"""Delivery to one connection: live core-NATS messages merged with stream reads, in order.
 
-Each sender the receiver listens to (the visitor for an agent; each agent for the visitor)
-is a `Source` with its own sans-I/O ReorderBuffer. Live messages come from the gateway's
-shared subscription (`Fanout`); reads from the stream resume the receiver and fill gaps, so
-an event missing from the live path (a NATS reconnect, a slow consumer, a publish retried
-through a leader election) is fetched rather than waited for forever.
+Each sender a connection listens to (the visitor, for an agent; each agent, for the visitor)
+is a `Receiver` with its own sans-I/O ReorderBuffer. Live messages come from the gateway's
+shared subscription (`Fanout`) and are handled synchronously on the NATS reader task: a
+stored batch that is exactly what the receiver expects next (the common case) is forwarded
+as it is, since its body already is the frame the client gets; anything else goes through
+the reorder buffer event by event.
+
+The stream is read (in the connection's own task, `catch_up`) to start a receiver, to fill a
+hole that lasted `gap_timeout`, to catch a tail the live path lost (`tail_check` after a
+receiver's last event, every `idle_check` otherwise, and after a NATS reconnect), and to
+serve a receiver that fell behind: a client that reads slower than its events arrive stops
+taking live messages once `high_water` bytes wait in its socket's outbox, and is served from
+the stream when that outbox has drained, so a slow agent costs its gateway a bounded buffer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 
 import structlog
-import trio
 
 from . import metrics, streams
-from .codec import MAX_EVENTS_PER_BATCH, Event, approx_size, decode_stored
-from .nats_bridge import NatsBridge
-from .reorder import ReorderBuffer, ReorderOverflow
+from .codec import (
+    MAX_EVENTS_PER_BATCH,
+    Event,
+    Events,
+    approx_size,
+    decode_batch,
+    encode_frame,
+    snapshot_part,
+)
+from .nats_client import Msg, NatsClient
+from .reorder import ReorderBuffer
 
 log = structlog.get_logger("gateway.delivery")
 
-SendBatch = Callable[[int, list[Event], str | None], Awaitable[None]]
-
-
-@dataclass
-class _Entry:
-    listeners: set = field(default_factory=set)
-    sub: object = None
-    ready: trio.Event = field(default_factory=trio.Event)
-
-
-class Fanout:
-    """One core-NATS subscription per subject per gateway, shared by its local receivers."""
-
-    def __init__(self, bridge: NatsBridge) -> None:
-        self.bridge = bridge
-        self._subs: dict[str, _Entry] = {}
-
-    def _dispatch(self, entry: _Entry, subject: str, data: bytes) -> None:
-        for listener in list(entry.listeners):
-            listener(subject, data)
-
-    async def add(self, subject: str, listener: Callable[[str, bytes], None]) -> None:
-        entry = self._subs.get(subject)
-        if entry is None:
-            entry = self._subs[subject] = _Entry()
-            entry.listeners.add(listener)
-            try:
-                entry.sub = await self.bridge.subscribe(subject, partial(self._dispatch, entry))
-            except BaseException:
-                self._subs.pop(subject, None)
-                raise
-            entry.ready.set()
-        else:
-            entry.listeners.add(listener)
-            await entry.ready.wait()
-
-    async def remove(self, subject: str, listener: Callable[[str, bytes], None]) -> None:
-        entry = self._subs.get(subject)
-        if entry is None:
-            return
-        entry.listeners.discard(listener)
-        if not entry.listeners and entry.ready.is_set():
-            del self._subs[subject]
-            await self.bridge.unsubscribe(entry.sub)
+HIGH_WATER = 1 << 20  # bytes queued for one client before its receivers stop taking live events
+FRAME_BUDGET = 512 * 1024  # estimated bytes per frame built from released events
+READ_BATCH = 64  # stored messages per stream read before the outbox is looked at again
 
 
 class HistoryLost(Exception):
     """The resume point is older than what the stream retains."""
 
 
-class Source:
-    """One sender's event stream as one receiver sees it."""
+class Fanout:
+    """One core-NATS subscription per subject per gateway, shared by its local receivers."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self._subs: dict[str, tuple[object, set]] = {}
+
+    @staticmethod
+    def _dispatch(listeners: set, msg: Msg) -> None:
+        for listener in tuple(listeners) if len(listeners) > 1 else listeners:
+            listener(msg)
+
+    def add(self, subject: str, listener: Callable[[Msg], None]) -> None:
+        entry = self._subs.get(subject)
+        if entry is None:
+            listeners: set = {listener}
+            sub = self.nc.subscribe(subject, partial(self._dispatch, listeners))
+            self._subs[subject] = (sub, listeners)
+        else:
+            entry[1].add(listener)
+
+    def remove(self, subject: str, listener: Callable[[Msg], None]) -> None:
+        entry = self._subs.get(subject)
+        if entry is None:
+            return
+        entry[1].discard(listener)
+        if not entry[1]:
+            del self._subs[subject]
+            self.nc.unsubscribe(entry[0])
+
+    @property
+    def subjects(self) -> int:
+        return len(self._subs)
+
+
+class Receiver:
+    """One sender's events as one connection receives them."""
+
+    __slots__ = ("subject", "src", "buf", "behind", "last_live", "tail_checked", "needs_read")
+
+    def __init__(self, subject: str, src: str | None, buf: ReorderBuffer | None) -> None:
+        self.subject = subject
+        self.src = src  # the agent id for the visitor's receivers; None: the visitor's events
+        self.buf = buf  # None: waiting for the next snapshot part 0 to start from
+        self.behind = False  # the client is slow: serve from the stream, not the live path
+        self.last_live = 0.0
+        self.tail_checked = True
+        self.needs_read = False  # a hole or a lost tail: read the stream
+
+
+Send = Callable[[bytes], None]
+Clock = Callable[[], float]
+
+
+class Delivery:
+    """Everything one connection receives, and the frames that carry it."""
 
     def __init__(
         self,
-        bridge: NatsBridge,
-        stream: str,
-        subject: str,
-        buf: ReorderBuffer | None,
         *,
-        src: str | None,
-        gap_timeout: float = 0.25,
+        nc: NatsClient,
+        stream: str,
+        send: Send,
+        backlog: Callable[[], int],
+        clock: Clock,
+        poke: Callable[[float], None],
+        gap_timeout: float,
+        tail_check: float,
+        idle_check: float,
+        role: str,
+        high_water: int = HIGH_WATER,
     ) -> None:
-        self.bridge = bridge
+        self.nc = nc
         self.stream = stream
-        self.subject = subject
-        self.buf = buf  # None: waiting for the next snapshot to start from
-        self.src = src
+        self.send = send  # queue one binary frame to the client
+        self.backlog = backlog  # bytes queued for the client
+        self.clock = clock
+        self.poke = poke  # ask the connection's task to run `catch_up` at this time
         self.gap_timeout = gap_timeout
-        self.ready: list[tuple[int, Event]] = []  # released, not yet sent
+        self.tail_check = tail_check
+        self.idle_check = idle_check
+        self.high_water = high_water
+        self.receivers: dict[str, Receiver] = {}  # by sender: "v" or the agent id
+        self.on_new_sender: Callable[[str], Receiver | None] | None = None
+        self._next_idle_check = clock() + idle_check
+        self.events_out = metrics.EVENTS_OUT.labels(role=role)
+        self.frames_out = metrics.FRAMES_OUT.labels(role=role)
 
-    def _release(self, items: list) -> None:
-        self.ready.extend(items)
+    # ---- the live path (synchronous, on the NATS reader task) ------------------------------
 
-    def push(self, epoch: int, ev: Event, now: float) -> None:
-        if self.buf is None:
-            if ev.kind == "snapshot" and isinstance(ev.payload, dict) and ev.payload.get("i") == 0:
-                self.buf = ReorderBuffer(epoch, ev.seq, gap_timeout=self.gap_timeout)
-            else:
+    def receiver_for(self, subject: str) -> Receiver | None:
+        key = "v" if subject.endswith(".v") else subject.rsplit(".", 1)[1]
+        rcv = self.receivers.get(key)
+        if rcv is None and self.on_new_sender is not None:
+            rcv = self.on_new_sender(key)
+        return rcv
+
+    def on_live(self, msg: Msg) -> None:
+        rcv = self.receiver_for(msg.subject)
+        if rcv is None or rcv.behind:
+            return
+        now = self.clock()
+        rcv.last_live = now
+        rcv.tail_checked = False
+        try:
+            batch = decode_batch(msg.data)
+        except Exception:
+            log.warning("undecodable_stored_batch", subject=msg.subject, size=len(msg.data))
+            self._want_read(rcv, now)
+            return
+        buf = rcv.buf
+        if buf is None:
+            buf = self._start_at_snapshot(rcv, batch.epoch, batch.events())
+            if buf is None:
                 return
-        self._release(self.buf.push(epoch, ev.seq, (epoch, ev), now))
-
-    async def fill(self, now: Callable[[], float], start_pos: int | None = None) -> None:
-        """Read the stream from the expected key (or `start_pos`) to its end."""
-        if self.buf is None:
+        elif buf.take_run(batch.epoch, batch.first, batch.last):
+            self.send(msg.data)  # in order: the stored body is the client's frame
+            self.frames_out.inc()
+            self.events_out.inc(len(batch.items))
+            self._check_backlog(rcv)
             return
+        self._push(rcv, batch.epoch, batch.events(), now)
+
+    def _start_at_snapshot(self, rcv: Receiver, epoch: int, events: list[Event]):
+        """A receiver that waits for a snapshot starts at the newest part 0 it sees."""
+        start = None
+        for ev in events:
+            if ev.kind == "snapshot" and snapshot_part(ev.payload) == 0:
+                start = ev.seq
+        if start is None:
+            return None
+        rcv.buf = ReorderBuffer(epoch, start, gap_timeout=self.gap_timeout)
+        return rcv.buf
+
+    def _push(self, rcv: Receiver, epoch: int, events: list[Event], now: float) -> None:
+        buf = rcv.buf
+        assert buf is not None
+        released: list = []
+        for ev in events:
+            released += buf.push(epoch, ev.seq, (epoch, ev), now)  # may raise ReorderOverflow
+        if released:
+            self._send_released(rcv, released)
+        if buf.pending:
+            deadline = buf.deadline()
+            if deadline is not None:
+                self.poke(deadline)
+
+    def _send_released(self, rcv: Receiver, items: list[tuple[int, Event]]) -> None:
+        for epoch, evs in batches(items):
+            self.send(encode_frame(Events(epoch=epoch, events=evs, src=rcv.src)))
+            self.frames_out.inc()
+            self.events_out.inc(len(evs))
+        self._check_backlog(rcv)
+
+    def _check_backlog(self, rcv: Receiver) -> None:
+        if self.backlog() > self.high_water and not rcv.behind:
+            rcv.behind = True
+            metrics.RECEIVERS_BEHIND.inc()
+
+    def _want_read(self, rcv: Receiver, now: float) -> None:
+        rcv.needs_read = True
+        self.poke(now)
+
+    def nats_reconnected(self) -> None:
+        """The live path may have lost messages while NATS was away: look at every tail."""
+        now = self.clock()
+        for rcv in self.receivers.values():
+            rcv.tail_checked = False
+            rcv.last_live = now - self.tail_check
+        self.poke(now)
+
+    # ---- the stream (asynchronous, on the connection's task) -------------------------------
+
+    @property
+    def behind(self) -> bool:
+        return any(rcv.behind for rcv in self.receivers.values())
+
+    def deadline(self) -> float | None:
+        """When `catch_up` next has something to do."""
+        times = [self._next_idle_check] if self.receivers else []
+        for rcv in self.receivers.values():
+            if rcv.needs_read or rcv.behind:
+                return self.clock()
+            if rcv.buf is not None:
+                d = rcv.buf.deadline()
+                if d is not None:
+                    times.append(d)
+                if not rcv.tail_checked:
+                    times.append(rcv.last_live + self.tail_check)
+        return min(times, default=None)
+
+    async def catch_up(self, on_lost: Callable) -> None:
+        """Read the stream for every receiver that needs it now. The caller first waits
+        until the client has taken what was queued for it when a receiver is `behind`.
+        `on_lost(receiver)` is awaited when a resume point is gone from the stream."""
+        now = self.clock()
+        idle_round = now >= self._next_idle_check
+        if idle_round:
+            self._next_idle_check = now + self.idle_check
+        for rcv in list(self.receivers.values()):
+            if rcv.behind:
+                rcv.behind = False
+                rcv.needs_read = True
+            if rcv.buf is None:
+                continue
+            gap = rcv.buf.gap_due(now) is not None
+            if gap:
+                metrics.REORDER_WAITS.inc()
+            tail = not rcv.tail_checked and now >= rcv.last_live + self.tail_check
+            if rcv.needs_read or gap:
+                await self.fill(rcv, on_lost)
+            elif tail or idle_round:
+                rcv.tail_checked = True
+                last = await streams.last_of(self.nc, self.stream, rcv.subject)
+                if last is not None and rcv.buf is not None and last.last_key >= rcv.buf.expected:
+                    await self.fill(rcv, on_lost)
+
+    async def fill(self, rcv: Receiver, on_lost: Callable, pos: int | None = None) -> None:
+        """Read the stream from what the receiver expects next (or from position `pos`)."""
+        if rcv.buf is None:
+            return
+        rcv.needs_read = False
         metrics.GAP_FILLS.inc()
-        nc = self.bridge.nc
-        pos = start_pos
+        try:
+            await self._read(rcv, pos)
+        except HistoryLost as exc:
+            log.info("history_lost", subject=rcv.subject, detail=str(exc))
+            await on_lost(rcv)
+
+    async def _read(self, rcv: Receiver, pos: int | None) -> None:
+        buf = rcv.buf
+        assert buf is not None
         if pos is None:
-            pos = await self.bridge.call(
-                streams.locate, nc, self.stream, self.subject, self.buf.expected
-            )
+            pos = await streams.locate(self.nc, self.stream, rcv.subject, buf.expected)
         while pos is not None:
-            got, pos = await self.bridge.call(streams.read_from, nc, self.stream, self.subject, pos)
-            t = now()
-            for s in got:
-                self._release(self.buf.push(s.epoch, s.event.seq, (s.epoch, s.event), t))
-        if not self.buf.pending:
-            # Nothing held back, so no gap: the next event may simply not exist yet.
-            return
-        # Something is held back, so the expected event is missing after reading everything stored.
-        newer = self.buf.pending_newer_epoch()
+            got, pos = await streams.read_from(self.nc, self.stream, rcv.subject, pos, READ_BATCH)
+            if rcv.buf is not buf:
+                return  # reset meanwhile (a new snapshot start): that start reads for itself
+            now = self.clock()
+            released: list = []
+            for m in got:
+                b = m.batch
+                if buf.take_run(b.epoch, b.first, b.last):
+                    released += [(b.epoch, Event(*item)) for item in b.items]
+                else:
+                    for ev in b.events():
+                        released += buf.push(b.epoch, ev.seq, (b.epoch, ev), now)
+            if released:
+                self._send_released(rcv, released)
+            if rcv.behind and pos is not None:
+                rcv.needs_read = True  # the rest when the client has read what it has
+                return
+        if not buf.pending:
+            return  # nothing held back: no hole, the next event may not exist yet
+        # Something waits behind a hole that the whole stream does not fill.
+        newer = buf.pending_newer_epoch()
         if newer is not None:
-            self._release(self.buf.advance_epoch(newer, now()))
+            # The epoch's tail was never stored (a new page began): go on with the next one.
+            self._send_released(rcv, buf.advance_epoch(newer, self.clock()))
             return
-        first = await self.bridge.call(streams.first_of, nc, self.stream, self.subject)
-        if first is not None and first.key > self.buf.expected:
-            raise HistoryLost(f"{self.subject}: stream starts at {first.key}")
-
-    def take_ready(self) -> list[tuple[int, Event]]:
-        out, self.ready = self.ready, []
-        return out
+        first = await streams.first_of(self.nc, self.stream, rcv.subject)
+        if first is not None and first.first_key > buf.expected:
+            raise HistoryLost(f"{rcv.subject}: stream starts at {first.first_key}")
 
 
-def batches(items: list[tuple[int, Event]], max_bytes: int = 512 * 1024):
+def batches(items: list[tuple[int, Event]], max_bytes: int = FRAME_BUDGET):
     """Group released events into frames: one epoch per frame, bounded count and size."""
     cur: list[Event] = []
     cur_epoch = None
@@ -155,14 +328,3 @@ def batches(items: list[tuple[int, Event]], max_bytes: int = 512 * 1024):
         size += est
     if cur:
         yield cur_epoch, cur
-
-
-def decode_live(data: bytes) -> tuple[int, Event] | None:
-    try:
-        return decode_stored(data)
-    except Exception:
-        log.warning("undecodable_stored_event", size=len(data))
-        return None
-
-
-__all__ = ["Fanout", "Source", "HistoryLost", "batches", "decode_live", "ReorderOverflow"]

@@ -25,8 +25,8 @@ SNAPSHOT_REQUESTS = Counter(
 )
 JS_PUBLISH_BATCH = Histogram(
     "cobrowse_gateway_js_publish_batch",
-    "Publishes written per pump wake-up",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+    "Events per stored JetStream message",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 JS_PUBLISH_LATENCY = Histogram(
     "cobrowse_gateway_js_publish_seconds",
@@ -44,4 +44,8 @@ DRAINING = Gauge(
 DRAIN_NOTICES = Counter("cobrowse_gateway_drain_notices_total", "Reconnect notices sent")
 REORDER_WAITS = Counter(
     "cobrowse_gateway_reorder_waits_total", "Gaps a receiver waited on past the gap timeout"
+)
+RECEIVERS_BEHIND = Counter(
+    "cobrowse_gateway_receivers_behind_total",
+    "Times a slow client's receiver left the live path to be served from the stream",
 )

@@ -76,6 +76,15 @@ class ReorderBuffer:
             self._gap_since = now
         return []
 
+    def take_run(self, epoch: int, first: int, last: int) -> bool:
+        """Release the consecutive keys (epoch, first..last) at once, if they are exactly what
+        comes next and nothing waits behind a hole: the common case, in O(1) whatever the
+        run's length. False changes nothing; the caller then pushes the items one by one."""
+        if self._n or epoch != self._epoch or first != self._next or last < first:
+            return False
+        self._next = last + 1
+        return True
+
     def gap_due(self, now: float) -> tuple[int, int] | None:
         """The missing key once a hole has lasted gap_timeout; then waits another gap_timeout."""
         if self._gap_since is None or now < self._gap_since + self.gap_timeout:

@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+
+class SnapshotPointer(NamedTuple):
+    """Where the latest full snapshot starts: part 0's key and the stream position of the
+    stored message that holds it. Late-joining agents start there."""
+
+    epoch: int
+    seq: int
+    sseq: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.epoch, self.seq)
 
 
 @dataclass
 class SessionMeta:
     epoch: int = 0
     agents: dict[str, float] = field(default_factory=dict)  # aid -> joined at (unix s)
-    snap: list[int] | None = None  # [epoch, seq, stream seq] of the latest snapshot's part 0
+    snap: SnapshotPointer | None = None  # stored as [epoch, seq, stream seq]
     snap_wanted: bool = False
     vgen: int = 0  # bumped by every visitor connection: the newest one owns the session
     # Last seq acked to each sender when its connection ended: "v" (this epoch's visitor) and
@@ -36,6 +50,8 @@ class SessionMeta:
     def from_bytes(cls, data: bytes) -> SessionMeta:
         raw = json.loads(data)
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        snap = known.get("snap")
+        known["snap"] = SnapshotPointer(*snap) if isinstance(snap, list) and len(snap) == 3 else None
         return cls(**known)
 
     def to_bytes(self) -> bytes:

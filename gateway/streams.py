@@ -6,21 +6,24 @@ all sessions rather than a stream per session, because every clustered stream is
 
 The live path is a core-NATS subscription (a stream-captured publish also reaches core
 subscribers); JetStream is read only to resume and to fill gaps, with batched direct gets,
-so a drain's reconnect wave creates no consumers. Every function here is an asyncio
-coroutine, called through `NatsBridge.call` once per operation, never per event.
+so a drain's reconnect wave creates no consumers. The reads go through the gateway's own
+NATS client (nats_client.py), on the same connection as its subscriptions, so a read made
+after a subscription sees everything the subscription does not. Stream and bucket set-up
+are management: asyncio coroutines on nats-py, called through `NatsBridge.call`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 
-import nats
 from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from .codec import MAX_FRAME_BYTES, Event, decode_stored
+from .codec import MAX_FRAME_BYTES, StoredBatch, decode_batch
+from .nats_client import Msg, NatsClient
+
+REQUEST_TIMEOUT = 3.0  # seconds for one direct get; a NATS reconnect may take this long
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,10 @@ def subject_ctl(sid: str) -> str:
     return f"cb.{sid}.ctl"
 
 
-def msg_id(sid: str, epoch_or_aid: int | str, seq: int) -> str:
-    """Nats-Msg-Id: <sid>:<epoch>:<seq> (visitor) or <sid>:<aid>:<seq> (agent)."""
-    return f"{sid}:{epoch_or_aid}:{seq}"
+def msg_id_prefix(sid: str, epoch_or_aid: int | str) -> str:
+    """Nats-Msg-Id of a stored batch: <sid>:<epoch>:<first>-<last> (visitor) or
+    <sid>:<aid>:<first>-<last> (agent); see publish_chain.py."""
+    return f"{sid}:{epoch_or_aid}"
 
 
 def _storage(s: str) -> StorageType:
@@ -104,131 +108,114 @@ async def ensure_kv(js, bucket: str, ttl: float, storage: str, replicas: int):
 
 
 @dataclass(frozen=True)
-class Stored:
-    sseq: int  # stream sequence
-    epoch: int
-    event: Event
+class StoredMessage:
+    """One stored message: a batch of one sender's consecutive events, at stream position
+    `sseq`."""
+
+    sseq: int
+    batch: StoredBatch
 
     @property
-    def key(self) -> tuple[int, int]:
-        return (self.epoch, self.event.seq)
+    def epoch(self) -> int:
+        return self.batch.epoch
+
+    @property
+    def first_key(self) -> tuple[int, int]:
+        return (self.batch.epoch, self.batch.first)
+
+    @property
+    def last_key(self) -> tuple[int, int]:
+        return (self.batch.epoch, self.batch.last)
 
 
-def _status(msg) -> str | None:
-    return msg.headers.get("Status") if msg.headers else None
+def _stored(msg: Msg) -> StoredMessage:
+    return StoredMessage(int(msg.header("Nats-Sequence")), decode_batch(msg.data))
 
 
-async def _direct(nc: nats.NATS, stream: str, req: dict, timeout: float = 3.0):
-    """Batched direct get: the stored events from the request's position.
-
-    Collected by a subscription callback: awaiting next_msg per message costs a task and a
-    timer each (about 0.4 ms per message under trio-asyncio, 20x slower)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
-    out: list[Stored] = []
-    single = "batch" not in req
-
-    async def on_msg(msg) -> None:
-        if done.done():
-            return
-        st = _status(msg)
-        if st is None:
-            epoch, ev = decode_stored(msg.data)
-            out.append(Stored(int(msg.headers["Nats-Sequence"]), epoch, ev))
-            if single:
-                done.set_result(None)
-        elif st in ("204", "404"):
-            done.set_result(None)
-        else:
-            done.set_exception(RuntimeError(f"direct get failed: {msg.headers}"))
-
-    sub = await nc.subscribe(nc.new_inbox(), cb=on_msg)
-    try:
-        await nc.publish(
-            f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=sub.subject
-        )
-        await asyncio.wait_for(done, timeout)
-        return out
-    finally:
-        await sub.unsubscribe()
+def _direct_get(stream: str) -> str:
+    return f"$JS.API.DIRECT.GET.{stream}"
 
 
-async def last_of(nc: nats.NATS, stream: str, subject: str) -> Stored | None:
-    """The newest stored event on a subject (what is durable for that sender)."""
-    msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=3.0)
-    if _status(msg) is not None:
-        return None
-    epoch, ev = decode_stored(msg.data)
-    return Stored(int(msg.headers["Nats-Sequence"]), epoch, ev)
+class DirectGetFailed(RuntimeError):
+    pass
 
 
-async def _next_at(nc, stream: str, subject: str, pos: int) -> Stored | None:
-    """One direct get through the connection's shared request inbox (no SUB/UNSUB)."""
+def _check(msg: Msg, *ok: str) -> bool:
+    """True for a stored message, False for an expected status (none found), else raise."""
+    st = msg.status
+    if st is None:
+        return True
+    if st in ok:
+        return False
+    raise DirectGetFailed(f"direct get failed: {st} {msg.description or ''}".strip())
+
+
+async def last_of(nc: NatsClient, stream: str, subject: str) -> StoredMessage | None:
+    """The newest stored message on a subject."""
+    msg = await nc.request(f"{_direct_get(stream)}.{subject}", b"", timeout=REQUEST_TIMEOUT)
+    return _stored(msg) if _check(msg, "404") else None
+
+
+async def _next_at(nc: NatsClient, stream: str, subject: str, pos: int) -> StoredMessage | None:
     req = json.dumps({"seq": pos, "next_by_subj": subject}).encode()
-    msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}", req, timeout=3.0)
-    st = _status(msg)
-    if st == "404":
-        return None
-    if st is not None:
-        raise RuntimeError(f"direct get failed: {msg.headers}")
-    epoch, ev = decode_stored(msg.data)
-    return Stored(int(msg.headers["Nats-Sequence"]), epoch, ev)
+    msg = await nc.request(_direct_get(stream), req, timeout=REQUEST_TIMEOUT)
+    return _stored(msg) if _check(msg, "404") else None
 
 
-async def locate(
-    nc: nats.NATS, stream: str, subject: str, key: tuple[int, int], margin: int = 1024
-) -> int | None:
-    """Stream position from which every event with (epoch, seq) >= key can be read.
+async def first_of(nc: NatsClient, stream: str, subject: str) -> StoredMessage | None:
+    return await _next_at(nc, stream, subject, 1)
 
-    Binary search over stream positions with next-by-subject direct gets: O(log n) requests.
-    Keys are in stream order except within the publish window (a retried publish may land
-    after a later one), so the search targets `margin` sequences earlier; the reorder buffer
-    drops what comes before the resume point.
-    """
+
+async def locate(nc: NatsClient, stream: str, subject: str, key: tuple[int, int]) -> int | None:
+    """The stream position of the first message on `subject` that holds `key` or anything
+    after it; None when nothing stored comes at or after `key`.
+
+    A subject is a chain in key order (publish_chain.py), so a binary search over stream
+    positions with next-by-subject direct gets finds it in O(log n) requests."""
     last = await last_of(nc, stream, subject)
-    if last is None:
+    if last is None or last.last_key < key:
         return None
-    epoch, seq = key
-    target = (epoch, max(1, seq - margin))
-    first = await _next_at(nc, stream, subject, 1)
+    first = await first_of(nc, stream, subject)
     if first is None:
         return None
-    if first.key >= target:
+    if first.last_key >= key:
         return first.sseq
-    lo, hi = first.sseq + 1, last.sseq
-    while lo < hi:
+    # P(p): the first message at or after position p holds `key` or later. P is monotone,
+    # false at first.sseq and true at last.sseq: find the smallest p where it holds.
+    lo, hi = first.sseq, last.sseq
+    while hi - lo > 1:
         mid = (lo + hi) // 2
         m = await _next_at(nc, stream, subject, mid)
-        if m is None or m.key >= target:
+        if m is None or m.last_key >= key:
             hi = mid
         else:
-            lo = m.sseq + 1
-    return lo
+            lo = m.sseq if m.sseq < hi else mid
+    return hi
 
 
 async def read_from(
-    nc: nats.NATS, stream: str, subject: str, pos: int, limit: int = 2000
-) -> tuple[list[Stored], int | None]:
-    """Up to `limit` stored events of `subject` from stream position `pos`, and the position
-    to continue from (None when the read reached the end)."""
-    out: list[Stored] = []
+    nc: NatsClient, stream: str, subject: str, pos: int, limit: int = 2000
+) -> tuple[list[StoredMessage], int | None]:
+    """Up to `limit` stored messages of `subject` from stream position `pos` (batched direct
+    gets, 256 messages or 8 MiB per request), and the position to continue from (None when
+    the read reached the end)."""
+    out: list[StoredMessage] = []
     while len(out) < limit:
-        batch = await _direct(
-            nc,
-            stream,
-            {
-                "seq": pos,
-                "next_by_subj": subject,
-                "batch": min(256, limit - len(out)),
-                "max_bytes": 8 * 2**20,
-            },
+        req = {
+            "seq": pos,
+            "next_by_subj": subject,
+            "batch": min(256, limit - len(out)),
+            "max_bytes": 8 * 2**20,
+        }
+        replies = await nc.request_many(
+            _direct_get(stream),
+            json.dumps(req).encode(),
+            timeout=REQUEST_TIMEOUT,
+            until=lambda m: m.status is not None,
         )
-        if not batch:
+        got = [_stored(m) for m in replies if _check(m, "404", "204")]
+        if not got:
             return out, None
-        out.extend(batch)
-        pos = batch[-1].sseq + 1
+        out.extend(got)
+        pos = got[-1].sseq + 1
     return out, pos
-
-
-async def first_of(nc: nats.NATS, stream: str, subject: str) -> Stored | None:
-    return await _next_at(nc, stream, subject, 1)

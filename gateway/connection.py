@@ -1,0 +1,730 @@
+"""One client connection, visitor or agent: the thin trio shell around the session core.
+
+One task per connection does everything that waits: the upgrade and admission, the hello,
+the join (the session metadata's compare-and-set, the stream's tail, the first stream
+reads), then a loop that reads frames, publishes the sender's events, retries a publish
+whose acknowledgement is late, reads the stream for its receivers, and waits for a slow
+client. What needs no waiting happens where it arrives, on the NATS reader task: a
+JetStream acknowledgement becomes the client's `ack` and the next publish, a live event
+becomes a frame to the client. Frames go out through the socket's outbox at the end of the
+run-loop turn. The decisions are made by session.py, publish_chain.py, sequencer.py and
+delivery.py; here is only the order of the I/O.
+
+The task sleeps in one place, on its socket (or, while the sender may not send more, on
+nothing), inside a cancel scope whose deadline is its next timer; sync code wakes it with
+`poke` (an earlier deadline) or `_wake` (now).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from . import metrics, session, session_store, streams
+from .admission_gate import (
+    AdmissionGate,
+    client_address,
+    refusal_reason,
+    rejection,
+    wants_close_refusal,
+)
+from .codec import (
+    AGENT_KINDS,
+    MAX_FRAME_BYTES,
+    VISITOR_KINDS,
+    Ack,
+    Bye,
+    Close,
+    Control,
+    Events,
+    Hello,
+    ProtocolError,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    error_frame,
+)
+from .config import GatewayConfig
+from .delivery import Delivery, Fanout, Receiver
+from .jetstream import AckReply, Publisher
+from .nats_bridge import NatsBridge
+from .nats_client import Msg, NatsClient
+from .publish_chain import PublishChain, unavailable
+from .reorder import ReorderBuffer, ReorderOverflow
+from .sequencer import SequenceCheck
+from .session import Role
+from .session_store import SessionMeta
+from .tokens import mint
+from .websocket import Message, WebSocket
+
+log = structlog.get_logger("gateway")
+
+SEND_TIMEOUT = 30.0  # a client that takes nothing from its socket for this long is dropped
+IDLE_CHECK = 30.0  # an idle receiver looks at the stream's tail this often (lost live events)
+MAX_QUEUED_BYTES = 2 * MAX_FRAME_BYTES  # a sender's events waiting for the message in flight
+KV_TIMEOUT = 5.0
+LEAVE_TIMEOUT = 5.0  # a drained connection waits this long for its last publish to settle
+
+
+@dataclass
+class ConnContext:
+    """What a connection needs from its gateway, and nothing more."""
+
+    cfg: GatewayConfig
+    nc: NatsClient  # the data path: publishes, subscriptions, stream reads
+    bridge: NatsBridge  # management: the session metadata in the KV bucket (nats-py)
+    kv: Any
+    fanout: Fanout
+    publisher: Publisher
+    gate: AdmissionGate
+    draining: Callable[[], bool]
+    visitors: dict[str, Connection]  # this gateway's visitor connection of each session
+
+    async def load(self, sid: str) -> SessionMeta | None:
+        return await self.bridge.call(session_store.load, self.kv, sid, timeout=KV_TIMEOUT)
+
+    async def update(self, sid: str, change: Callable[[SessionMeta], None]) -> SessionMeta:
+        return await self.bridge.call(
+            session_store.update, self.kv, sid, change, timeout=KV_TIMEOUT
+        )
+
+
+class _End(Exception):
+    """Internal: leave the connection's loop (its error and close code are already set)."""
+
+
+class Connection:
+    """One WebSocket client of this gateway."""
+
+    def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.sock = sock
+        self.peer = peer
+        self.ws = WebSocket(sock, 2 * MAX_FRAME_BYTES, self._wake)
+        self.id = secrets.token_hex(4)
+        self.accepted_at = trio.current_time()
+        self.role: Role | None = None
+        self.sid: str | None = None
+        self.aid: str | None = None
+        self.epoch = 0
+        self.vgen = 0
+        self.joined = False
+        self.chain: PublishChain | None = None
+        self.check: SequenceCheck | None = None
+        self.delivery: Delivery | None = None
+        self.error: ProtocolError | None = None
+        self.close_code = Close.NORMAL
+        self.close_reason = "bye"
+        self.said_bye = False
+        self.stopping = False
+        self._subject = ""  # this sender's subject
+        self._token: int | None = None  # reply token of the message in flight
+        self._published_at = 0.0
+        self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
+        self._early: list[Message] = []  # frames that came with the hello
+        self._scope: trio.CancelScope | None = None
+        self._paused = False  # waiting for acks before reading more of the sender's events
+        self.leaving = False  # asked to leave: store what was taken, then close with 1001
+        self._notice: Control | None = None  # what to tell the client just before
+        self._leave_by = 0.0
+        self._allowed = VISITOR_KINDS
+        self._role_metric = "pending"
+
+    # ---- called from elsewhere (sync) --------------------------------------------------------
+
+    def stop(self, err: ProtocolError | None = None) -> None:
+        """End the connection soon: with `err` (error frame, its close code) or as set."""
+        if err is not None and self.error is None:
+            self.error = err
+        self.stopping = True
+        self._wake()
+
+    def reconnect(self, delay_ms: int, hint: list[str] | None) -> None:
+        """Lame duck: ask the client to come back elsewhere after `delay_ms`, then close.
+
+        The sender's events already taken are stored and acked first (bounded by
+        LEAVE_TIMEOUT), so the client resends nothing and the next gateway's join finds the
+        stream settled: a publish still landing after it read the tail would break the chain
+        and cost the client one more reconnect."""
+        self._leave(Control(op="reconnect", delay_ms=delay_ms, hint=hint), "gateway draining")
+
+    def going_away(self) -> None:
+        """End of a drain window: close with 1001 (the client resumes elsewhere)."""
+        self._leave(None, "gateway drained")
+
+    def _leave(self, notice: Control | None, reason: str) -> None:
+        if self.leaving or self.stopping:
+            return
+        self.leaving, self._notice = True, notice
+        self._leave_by = trio.current_time() + LEAVE_TIMEOUT
+        self.close_code, self.close_reason = Close.GOING_AWAY, reason
+        if not self.joined:
+            self.stop()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _poke(self, when: float) -> None:
+        """Run the loop's timers by `when` (a hole in a receiver, a publish retry)."""
+        scope = self._scope
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
+
+    def _later(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Have the connection's task run `job` (for sync code that needs to wait)."""
+        self._jobs.append(job)
+        self._wake()
+
+    # ---- the lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        metrics.CONNECTIONS.labels(role="pending").inc()
+        self._role_metric = "pending"
+        try:
+            try:
+                await self._run()
+            except trio.TooSlowError:
+                self.error = self.error or ProtocolError(
+                    "hello_timeout", "no hello in time", Close.HELLO_TIMEOUT
+                )
+            except ProtocolError as err:
+                self.error = self.error or err
+            except ReorderOverflow:
+                self.error = self.error or ProtocolError(
+                    "overloaded", "receiver too far behind", Close.INTERNAL
+                )
+            except _End:
+                pass
+            except Exception as exc:
+                log.exception("connection_failed", conn=self.id, sid=self.sid, error=repr(exc))
+                self.error = self.error or unavailable("gateway error, retry")
+            with trio.CancelScope(shield=True):
+                await self._close()
+        finally:
+            metrics.CONNECTIONS.labels(role=self._role_metric).dec()
+
+    async def _run(self) -> None:
+        if not await self._upgrade():
+            return
+        with trio.fail_after(self.cfg.hello_timeout):
+            hello = await self._hello()
+        if hello is None:
+            return
+        join = session.check_hello(hello, self.cfg.keyring, time.time())
+        self.role, self.sid = join.role, join.sid
+        metrics.CONNECTIONS.labels(role="pending").dec()
+        self._role_metric = join.role.value
+        metrics.CONNECTIONS.labels(role=self._role_metric).inc()
+        before = await self.ctx.load(join.sid)
+        session.refuse_ended(before)
+        if join.role is Role.VISITOR:
+            await self._join_visitor(join, before)
+        else:
+            await self._join_agent(join)
+        self.joined = True
+        await self._serve()
+
+    async def _upgrade(self) -> bool:
+        """The WebSocket upgrade and admission (G3), decided before any frame is read."""
+        ws = self.ws
+        request = None
+        with trio.move_on_after(self.cfg.hello_timeout):
+            request = await ws.read_request()
+        if request is None:
+            return False
+        forwarded = request.headers.get_all("X-Forwarded-For")
+        address = client_address(forwarded, self.peer, self.cfg.admission.forwarded_hops)
+        decision = await self.ctx.gate.check(request.path, address, self.ctx.draining())
+        if not decision.admit:
+            if wants_close_refusal(request.path):
+                # A browser cannot read a refused handshake's status or Retry-After, so it
+                # asked to be told through a close code instead (protocol.md, 4009).
+                if ws.accept(request):
+                    ws.close(Close.REFUSED, refusal_reason(decision))
+            else:
+                ws.reject(*rejection(decision))
+            return False
+        return ws.accept(request)
+
+    async def _hello(self) -> Hello | None:
+        while True:
+            messages = await self._read()
+            if messages:
+                self._early = messages[1:]
+                frame = self._decode(messages[0], frozenset())
+                if not isinstance(frame, Hello):
+                    raise ProtocolError(
+                        "expected_hello", "the first frame must be hello", Close.PROTOCOL
+                    )
+                return frame
+            if self.ws.closed is not None:
+                return None
+
+    async def _read(self) -> list[Message]:
+        """Wait for the socket and take what came (an empty list: nothing, or closed)."""
+        await trio.lowlevel.wait_readable(self.sock)
+        return self.ws.receive() or []
+
+    # ---- the visitor's join --------------------------------------------------------------------
+
+    async def _join_visitor(self, join: session.Join, before: SessionMeta | None) -> None:
+        ctx, cfg, sid = self.ctx, self.cfg, join.sid
+        nc, stream = ctx.nc, cfg.stream.stream
+        subject = streams.subject_v(sid)
+        floor = 0
+        if before is None:
+            # No metadata (new session, or its KV entry expired): a new epoch must still be
+            # above every epoch in the stream, or message ids and receivers' keys collide.
+            tail = await streams.last_of(nc, stream, subject)
+            floor = tail.epoch if tail is not None else 0
+        meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor))
+        resumed = session.visitor_resumed(join, meta)
+        self.epoch, self.vgen = meta.epoch, meta.vgen
+        tail = await streams.last_of(nc, stream, subject)
+        durable = session.durable_prefix(tail.last_key if tail else None, meta.epoch)
+        durable = durable if resumed else 0
+
+        # One visitor per session: the newest generation takes over.
+        old = ctx.visitors.get(sid)
+        if old is not None and session.takeover_lost(old.vgen, self.vgen):
+            old.stop(session.REPLACED)
+        ctx.visitors[sid] = self
+        ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
+        takeover = session.SessionControl(session.CtlOp.TAKEOVER, vgen=self.vgen)
+        nc.publish(streams.subject_ctl(sid), takeover.encode())
+        # A newer visitor that published its takeover before we subscribed is in the KV.
+        now_meta = await ctx.load(sid)
+        if now_meta is not None and session.takeover_lost(self.vgen, now_meta.vgen):
+            raise session.REPLACED
+
+        newest: dict[str, int] = {}
+        if not resumed:  # a new page: only what agents send from now on
+            for aid in meta.agents:
+                last = await streams.last_of(nc, stream, streams.subject_a(sid, aid))
+                newest[aid] = last.last_key[1] if last is not None else 0
+        starts = session.visitor_starts(meta.agents, join, resumed, newest)
+        delivery = self._new_delivery("visitor")
+        for aid, after in starts.items():
+            delivery.receivers[aid] = self._agent_receiver(aid, after + 1)
+        delivery.on_new_sender = lambda aid: delivery.receivers.setdefault(
+            aid, self._agent_receiver(aid, 1)
+        )
+        ctx.fanout.add(streams.subject_a_all(sid), delivery.on_live)
+
+        self._start_sender(subject, epoch=self.epoch, src=None, tail=tail, durable=durable)
+        self._send(
+            Welcome(
+                gw=cfg.gateway_id,
+                epoch=self.epoch,
+                rt=self._resume_token(r="visitor", epoch=self.epoch),
+                durable=durable,
+                delivered=starts,
+            )
+        )
+        self._accepted(resumed, durable=durable, epoch=self.epoch)
+        if meta.snap_wanted:
+            self._send(Control(op="snapshot"))
+        if resumed:
+            for rcv in list(delivery.receivers.values()):
+                await delivery.fill(rcv, self._on_lost)
+
+    def _agent_receiver(self, aid: str, start: int) -> Receiver:
+        buf = ReorderBuffer(session.AGENT_EPOCH, start, gap_timeout=self.cfg.gap_timeout)
+        return Receiver(streams.subject_a(self.sid, aid), aid, buf)
+
+    # ---- the agent's join ----------------------------------------------------------------------
+
+    async def _join_agent(self, join: session.Join) -> None:
+        ctx, cfg, sid = self.ctx, self.cfg, join.sid
+        nc, stream = ctx.nc, cfg.stream.stream
+        aid, resumed = session.agent_identity(join, "a" + secrets.token_hex(6))
+        self.aid = aid
+        self._allowed = AGENT_KINDS
+        joined_at = time.time()
+        meta = await ctx.update(sid, lambda m: m.agents.__setitem__(aid, joined_at))
+        subject = streams.subject_a(sid, aid)
+        tail = await streams.last_of(nc, stream, subject) if resumed else None
+        durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)
+
+        start = session.agent_start(join, resumed, meta)
+        delivery = self._new_delivery("agent")
+        rcv = Receiver(streams.subject_v(sid), None, self._buffer_for(start))
+        delivery.receivers["v"] = rcv
+        ctx.fanout.add(streams.subject_v(sid), delivery.on_live)  # before any stream read
+        ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
+
+        self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
+        self._send(
+            Welcome(
+                gw=cfg.gateway_id,
+                epoch=meta.epoch,
+                rt=self._resume_token(r="agent", aid=aid),
+                durable=durable,
+                aid=aid,
+                delivered=session.welcome_delivered(start),
+            )
+        )
+        self._accepted(resumed, durable=durable, aid=aid)
+        joined = session.SessionControl(session.CtlOp.JOINED, aid=aid)
+        nc.publish(streams.subject_ctl(sid), joined.encode())
+        if isinstance(start, session.FromSnapshot):
+            await delivery.fill(rcv, self._on_lost, start.pointer.sseq)
+        elif isinstance(start, session.FromResume):
+            await delivery.fill(rcv, self._on_lost)
+        else:
+            await self._request_snapshot()
+            await self._late_snapshot(rcv)
+
+    def _buffer_for(self, start: session.AgentStart) -> ReorderBuffer | None:
+        gap = self.cfg.gap_timeout
+        if isinstance(start, session.FromResume):
+            return ReorderBuffer(start.after[0], start.after[1] + 1, gap_timeout=gap)
+        if isinstance(start, session.FromSnapshot):
+            return ReorderBuffer(start.pointer.epoch, start.pointer.seq, gap_timeout=gap)
+        return None
+
+    async def _late_snapshot(self, rcv: Receiver) -> None:
+        """A snapshot recorded between reading the metadata and subscribing was missed by
+        the live path: start from it instead of waiting for the next one."""
+        meta = await self.ctx.load(self.sid)
+        if rcv.buf is None and meta is not None and meta.snap is not None:
+            rcv.buf = self._buffer_for(session.FromSnapshot(meta.snap))
+            await self.delivery.fill(rcv, self._on_lost, meta.snap.sseq)
+
+    async def _request_snapshot(self) -> None:
+        await self.ctx.update(self.sid, session.want_snapshot)
+        ask = session.SessionControl(session.CtlOp.SNAPSHOT)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), ask.encode())
+        metrics.SNAPSHOT_REQUESTS.inc()
+
+    async def _on_lost(self, rcv: Receiver) -> None:
+        """A receiver's resume point is gone from the stream."""
+        nc, stream = self.ctx.nc, self.cfg.stream.stream
+        first = await streams.first_of(nc, stream, rcv.subject)
+        if self.role is Role.VISITOR:  # an agent's old events: go on from the oldest kept
+            rcv.buf.reset(session.AGENT_EPOCH, first.first_key[1] if first else 1)
+            await self.delivery.fill(rcv, self._on_lost)
+            return
+        self._send(Control(op="reset", msg=session.RESET_NOTE))
+        meta = await self.ctx.load(self.sid)
+        start = session.agent_recovery(meta, first.sseq if first else None)
+        rcv.buf = self._buffer_for(start)
+        if isinstance(start, session.FromSnapshot):
+            await self.delivery.fill(rcv, self._on_lost, start.pointer.sseq)
+        else:
+            await self._request_snapshot()
+
+    # ---- shared by both joins -------------------------------------------------------------------
+
+    def _new_delivery(self, role: str) -> Delivery:
+        cfg = self.cfg
+        self.delivery = Delivery(
+            nc=self.ctx.nc,
+            stream=cfg.stream.stream,
+            send=self.ws.send,
+            backlog=lambda: self.ws.out.pending,
+            clock=trio.current_time,
+            poke=self._poke,
+            gap_timeout=cfg.gap_timeout,
+            tail_check=cfg.tail_check,
+            idle_check=IDLE_CHECK,
+            role=role,
+        )
+        return self.delivery
+
+    def _start_sender(self, subject: str, *, epoch: int, src: str | None, tail, durable: int):
+        self._subject = subject
+        self.check = SequenceCheck(durable + 1)
+        self.chain = PublishChain(
+            msg_id_prefix=streams.msg_id_prefix(self.sid, src if src is not None else epoch),
+            epoch=epoch,
+            src=src,
+            last_sseq=tail.sseq if tail is not None else 0,
+            acked=durable,
+            is_visitor=src is None,
+            publish_timeout=self.cfg.publish_timeout,
+        )
+
+    def _resume_token(self, **claims: Any) -> str:
+        return mint(
+            self.cfg.keyring,
+            sid=self.sid,
+            role="resume",
+            now=time.time(),
+            ttl=self.cfg.resume_ttl,
+            **claims,
+        )
+
+    def _accepted(self, resumed: bool, **fields: Any) -> None:
+        role = self.role.value
+        metrics.CONNECTS.labels(role=role, resumed=str(resumed).lower()).inc()
+        log.info(
+            "connection_accepted",
+            conn=self.id,
+            gateway=self.cfg.gateway_id,
+            role=role,
+            sid=self.sid,
+            resumed=resumed,
+            setup_ms=round((trio.current_time() - self.accepted_at) * 1000, 1),
+            **fields,
+        )
+
+    def _send(self, frame) -> None:
+        self.ws.send(encode_frame(frame))
+
+    def _on_ctl(self, msg: Msg) -> None:
+        ctl = session.SessionControl.decode(msg.data)
+        if ctl is None:
+            return
+        action = session.on_control(self.role, self.vgen, ctl)
+        if isinstance(action, session.EndConnection):
+            self.stop(action.error)
+        elif isinstance(action, session.TellVisitor):
+            self._send(Control(op=action.op, msg=action.aid))
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        ws, chain, delivery = self.ws, self.chain, self.delivery
+        events_in = metrics.EVENTS_IN.labels(role=self.role.value)
+        for m in self._early:
+            self._on_message(m, events_in)
+        self._early = []
+        self._publish_next()
+        while not self.stopping:
+            if ws.out.closed:
+                return
+            if self.leaving:
+                self._publish_next()
+                if chain.idle or trio.current_time() >= self._leave_by:
+                    if self._notice is not None:
+                        self._send(self._notice)
+                    return
+            if ws.out.blocked:
+                await self._drain_outbox()
+                continue
+            if self._jobs:
+                await self._jobs.popleft()()
+                continue
+            now = trio.current_time()
+            msg = chain.due(now)  # raises once a publish has failed for publish_timeout
+            if msg is not None:
+                metrics.JS_PUBLISH_RETRIES.inc()
+                self.ctx.publisher.publish(self._subject, msg, self._token)
+            due = delivery.deadline()
+            if due is not None and due <= now:
+                if delivery.behind:
+                    await self._drain_outbox()
+                await delivery.catch_up(self._on_lost)
+                await trio.lowlevel.checkpoint()
+                continue
+            deadline = min(due if due is not None else math.inf, chain.next_try or math.inf)
+            if self.leaving:
+                deadline = min(deadline, self._leave_by)
+            paused = (
+                self.leaving
+                or chain.outstanding >= self.cfg.max_in_flight
+                or chain.queued_bytes > MAX_QUEUED_BYTES
+            )
+            self._paused = paused
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._scope = scope
+                if paused:  # back-pressure: the sender waits for acks before sending more
+                    await trio.sleep_forever()
+                else:
+                    await trio.lowlevel.wait_readable(self.sock)
+            self._scope = None
+            if scope.cancelled_caught:
+                continue
+            messages = ws.receive()
+            if messages:
+                for m in messages:
+                    self._on_message(m, events_in)
+                self._publish_next()
+            if ws.closed is not None:
+                self.close_code, self.close_reason = ws.closed.code, ws.closed.reason
+                return
+
+    async def _drain_outbox(self) -> None:
+        with trio.move_on_after(SEND_TIMEOUT) as scope:
+            await self.ws.out.wait_flushed()
+        if scope.cancelled_caught:
+            log.info("client_too_slow", conn=self.id, sid=self.sid, queued=self.ws.out.pending)
+            self.ws.out.close()
+            raise _End
+
+    def _decode(self, m: Message, allowed: frozenset[str]):
+        if isinstance(m.data, str):
+            raise ProtocolError(
+                "text_frame", "text frames are not part of the protocol", Close.UNSUPPORTED_DATA
+            )
+        return decode_frame(m.data, allowed_kinds=allowed)
+
+    def _on_message(self, m: Message, events_in) -> None:
+        frame = self._decode(m, self._allowed)
+        if type(frame) is Events:
+            if frame.epoch != self.epoch:
+                raise ProtocolError(
+                    "wrong_epoch", f"events must carry epoch {self.epoch}", Close.PROTOCOL
+                )
+            if frame.src is not None:
+                raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
+            self.check.check(frame.events)
+            events_in.inc(len(frame.events))
+            self.chain.add(frame.events, frame.wire)
+        elif type(frame) is Bye:
+            self.close_code, self.close_reason = Close.NORMAL, "bye"
+            self.said_bye = True
+            log.info("bye", conn=self.id, sid=self.sid, reason=frame.reason)
+            raise _End
+        else:
+            raise ProtocolError(
+                "unexpected_frame",
+                f"{type(frame).__name__.lower()} is not sent by clients here",
+                Close.PROTOCOL,
+            )
+
+    # ---- JetStream -----------------------------------------------------------------------------
+
+    def _publish_next(self) -> None:
+        msg = self.chain.next(trio.current_time())
+        if msg is None:
+            return
+        self._token = self.ctx.publisher.token(self._on_js_reply)
+        self._published_at = trio.current_time()
+        self.ctx.publisher.publish(self._subject, msg, self._token)
+        metrics.JS_PUBLISH_BATCH.observe(msg.last - msg.first + 1)
+
+    def _on_js_reply(self, reply: AckReply) -> None:
+        """On the NATS reader task: JetStream answered the message in flight."""
+        chain = self.chain
+        if chain is None or chain.in_flight is None or self.stopping:
+            return
+        now = trio.current_time()
+        if reply.seq is None:
+            try:
+                chain.refused(now, reply.code, reply.err_code, reply.text)
+            except ProtocolError as err:
+                metrics.JS_PUBLISH_FAILED.inc()
+                log.warning("publish_refused", conn=self.id, sid=self.sid, error=reply.text)
+                self.stop(err)
+                return
+            self._poke(chain.next_try)
+            return
+        self.ctx.publisher.settle(self._token)
+        self._token = None
+        metrics.JS_PUBLISH_LATENCY.observe(now - self._published_at)
+        stored = chain.stored(reply.seq)
+        if stored.ack is not None:
+            self._send(Ack(stored.ack))
+            if self._paused:
+                self._wake()  # the sender was waiting for room
+        if stored.record is not None:
+            pointer = stored.record
+            self._later(lambda: self._record_snapshot(pointer))
+        self._publish_next()
+
+    async def _record_snapshot(self, pointer: session_store.SnapshotPointer) -> None:
+        """The ack waits for the pointer so an acknowledged snapshot is always findable, but
+        never for long: through a KV leader election it retries, then gives up (late joiners
+        then ask the visitor for a snapshot) rather than stall the visitor."""
+        try:
+            with trio.move_on_after(20):
+                while True:
+                    try:
+                        await self.ctx.update(
+                            self.sid, lambda m: session.record_snapshot(m, pointer)
+                        )
+                        break
+                    except Exception as exc:
+                        log.warning("snapshot_pointer_retry", sid=self.sid, error=repr(exc))
+                        await trio.sleep(0.5)
+        finally:
+            ack = self.chain.pointer_recorded(pointer.seq)
+            if ack is not None:
+                self._send(Ack(ack))
+
+    # ---- the close -------------------------------------------------------------------------------
+
+    async def _close(self) -> None:
+        ctx, ws, err = self.ctx, self.ws, self.error
+        if self._token is not None:
+            ctx.publisher.settle(self._token)
+        if self.sid is not None:
+            ctx.fanout.remove(streams.subject_ctl(self.sid), self._on_ctl)
+            if self.delivery is not None:
+                listen = streams.subject_v(self.sid)
+                if self.role is Role.VISITOR:
+                    listen = streams.subject_a_all(self.sid)
+                ctx.fanout.remove(listen, self.delivery.on_live)
+            if ctx.visitors.get(self.sid) is self:
+                del ctx.visitors[self.sid]
+        if err is not None:
+            metrics.PROTOCOL_ERRORS.labels(code=err.code).inc()
+            code, reason = err.close_code, f"{err.code}: {err.message}"[:120]
+        else:
+            code, reason = self.close_code, self.close_reason
+        by_peer = ws.closed is not None and ws.closed.by_peer
+        if ws.open:
+            if err is not None:
+                ws.send(error_frame(err))
+            ws.close(code, reason)
+        elif ws.closed is not None:
+            code = ws.closed.code
+        if self.role is not None:
+            log.info(
+                "connection_closed",
+                conn=self.id,
+                sid=self.sid,
+                role=self.role.value,
+                code=int(code),
+                error=err.code if err else None,
+                by="peer" if by_peer else "gateway",
+            )
+        metrics.CLOSES.labels(code=str(int(code))).inc()
+        await ws.finish()
+        if self.joined:
+            await self._after_close()
+
+    async def _after_close(self) -> None:
+        """Bounded bookkeeping in the session metadata once the socket is gone."""
+        with trio.move_on_after(3):
+            try:
+                if self.said_bye and self.error is None and self.role is Role.AGENT:
+                    # A clean goodbye: this agent id will not resume; the visitor is told.
+                    aid = self.aid
+                    await self.ctx.update(self.sid, lambda m: m.agents.pop(aid, None))
+                    left = session.SessionControl(session.CtlOp.LEFT, aid=aid)
+                    self.ctx.nc.publish(streams.subject_ctl(self.sid), left.encode())
+                    log.info("agent_left", sid=self.sid, aid=aid)
+                await self._record_durable()
+            except Exception as exc:
+                log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))
+
+    async def _record_durable(self) -> None:
+        """Informational (operators, status): resumes read the stream, which is authoritative
+        even after a gateway crash skipped this write."""
+        chain = self.chain
+        if chain is None or chain.acked == 0:
+            return
+        key = "v" if self.role is Role.VISITOR else self.aid
+        epoch, acked = self.epoch, chain.acked
+
+        def change(m: SessionMeta) -> None:
+            if key != "v":
+                m.durable[key] = max(m.durable.get(key, 0), acked)
+            elif m.epoch == epoch:
+                m.durable["v"] = max(m.durable.get("v", 0), acked)
+
+        await self.ctx.update(self.sid, change)

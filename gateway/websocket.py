@@ -1,0 +1,194 @@
+"""One server-side WebSocket on a raw non-blocking socket: websockets' sans-I/O protocol
+under a thin trio shell.
+
+The protocol object (`websockets.server.ServerProtocol`) parses the upgrade request and the
+frames and builds what goes out; this shell moves bytes. Frames go out through an `Outbox`
+(one `send()` per socket per run-loop turn) and come in through whatever task owns the
+connection: it waits for the socket to be readable and calls `receive()`. One task per
+connection and no channels: trio-websocket spent a reader task, a memory channel and about
+87 us per received frame here; websockets' protocol takes 6.4 us to parse one and 1.8 us to
+build one (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import trio
+from websockets.datastructures import Headers
+from websockets.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .outbox import Outbox, current_flusher
+
+RECV_SIZE = 256 * 1024  # one recv() per wake takes what a burst of frames brings
+CLOSE_TIMEOUT = 2.0  # how long a closing connection waits for the peer's close and EOF
+
+_log = logging.getLogger("gateway.websocket")  # websockets' own per-connection messages
+
+
+@dataclass(frozen=True)
+class Message:
+    """One complete WebSocket message from the peer."""
+
+    data: bytes | str  # str for a text message
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The peer closed (with its code, 1006 when the TCP connection just ended), or the
+    protocol layer failed the connection (a frame over the size limit: 1009)."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+class WebSocket:
+    """A server connection: the upgrade, then messages both ways, then the close."""
+
+    __slots__ = ("sock", "proto", "out", "closed", "_parts", "_text", "_eof_out", "_finished")
+
+    def __init__(self, sock: socket.socket, max_message: int, notify) -> None:
+        self.sock = sock
+        self.proto = ServerProtocol(max_size=max_message, logger=_log)
+        self.out = Outbox(sock, current_flusher(), notify)
+        self.closed: Closed | None = None
+        self._parts: list[bytes] | None = None  # a fragmented message being assembled
+        self._text = False
+        self._eof_out = False  # the protocol asked to half-close once the rest is sent
+        self._finished = False
+
+    # ---- the upgrade ----------------------------------------------------------------------
+
+    async def read_request(self) -> Request | None:
+        """The client's upgrade request; None when it was not a valid one (a 400 is queued)
+        or the client left. The caller bounds the time."""
+        while True:
+            await trio.lowlevel.wait_readable(self.sock)
+            data = self._recv()
+            if data is None:
+                continue
+            if not data:
+                return None
+            self.proto.receive_data(data)
+            for ev in self.proto.events_received():
+                if isinstance(ev, Request):
+                    return ev
+            if self.proto.handshake_exc is not None:
+                response = self.proto.reject(400, "Failed to open a WebSocket connection.\n")
+                self.proto.send_response(response)
+                self._pump()
+                return None
+
+    def accept(self, request: Request) -> bool:
+        """Send the 101 (or the protocol's own refusal of a malformed upgrade)."""
+        response = self.proto.accept(request)
+        self.proto.send_response(response)
+        self._pump()
+        return response.status_code == 101
+
+    def reject(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        h = Headers([("Connection", "close"), ("Content-Length", str(len(body))), *headers])
+        phrase = {429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "Refused")
+        self.proto.send_response(Response(status, phrase, h, body))
+        self._pump()
+
+    # ---- messages -------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self.proto.state is State.OPEN
+
+    def send(self, data: bytes) -> None:
+        """Queue one binary message (sent at the end of this run-loop turn)."""
+        if self.proto.state is State.OPEN:
+            self.proto.send_binary(data)
+            self._pump()
+
+    def receive(self) -> list[Message] | None:
+        """The messages that arrived (after the socket was readable); None when the read
+        would have blocked. Sets `closed` when the peer closed or the connection failed."""
+        data = self._recv()
+        if data is None:
+            return None
+        out: list[Message] = []
+        if not data:
+            self.proto.receive_eof()
+        else:
+            self.proto.receive_data(data)
+        for frame in self.proto.events_received():
+            op = frame.opcode
+            if op is OP_BINARY or op is OP_TEXT:
+                if frame.fin:
+                    data = frame.data
+                    out.append(Message(data.decode(errors="replace") if op is OP_TEXT else data))
+                else:
+                    self._parts, self._text = [frame.data], op is OP_TEXT
+            elif op is OP_CONT and self._parts is not None:
+                self._parts.append(frame.data)
+                if frame.fin:
+                    whole = b"".join(self._parts)
+                    self._parts = None
+                    out.append(Message(whole.decode(errors="replace") if self._text else whole))
+            elif op is OP_CLOSE:
+                rcvd = self.proto.close_rcvd
+                self.closed = Closed(rcvd.code if rcvd else 1005, rcvd.reason if rcvd else "", True)
+        self._pump()
+        if self.closed is None and self.proto.state is not State.OPEN:
+            # The protocol failed the connection (oversized message: 1009, bad framing: 1002)
+            # or the TCP connection ended without a close frame (1006).
+            sent = self.proto.close_sent
+            by_peer = not data
+            self.closed = Closed(sent.code if sent else 1006, sent.reason if sent else "", by_peer)
+        return out
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; `finish()` completes it."""
+        if self.proto.state is State.OPEN:
+            self.proto.send_close(code, reason)
+            self._pump()
+
+    async def finish(self) -> None:
+        """Send what is queued, half-close, wait (bounded) for the peer to close, then close
+        the socket. Reading to the end matters: closing with unread data makes the kernel
+        reset the connection, and the peer may lose the close frame we sent."""
+        if self._finished:
+            return
+        self._finished = True
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self.out.wait_flushed()
+            if not self.out.closed:
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                while True:
+                    await trio.lowlevel.wait_readable(self.sock)
+                    data = self._recv()
+                    if data == b"":
+                        break
+        self.out.close()
+        self.sock.close()
+
+    # ---- bytes ----------------------------------------------------------------------------
+
+    def _recv(self) -> bytes | None:
+        """b"" at EOF (or a reset), None when nothing is there yet."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def _pump(self) -> None:
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.out.write(chunk)
+            else:
+                self._eof_out = True
