@@ -38,6 +38,7 @@ from .admission_gate import (
 )
 from .codec import (
     AGENT_KINDS,
+    ALL_KINDS,
     MAX_FRAME_BYTES,
     VISITOR_KINDS,
     Ack,
@@ -262,7 +263,7 @@ class Connection:
             messages = await self._read()
             if messages:
                 self._early = messages[1:]
-                frame = self._decode(messages[0], frozenset())
+                frame = self._decode(messages[0], ALL_KINDS)
                 if not isinstance(frame, Hello):
                     raise ProtocolError(
                         "expected_hello", "the first frame must be hello", Close.PROTOCOL
