@@ -58,7 +58,8 @@ from .delivery import Delivery, Fanout, Receiver
 from .jetstream import AckReply, Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
-from .publish_chain import PublishChain, unavailable
+from .publish_chain import ChainMessage
+from .publish_chain import PublishChain, Refusal, Stored, unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sequencer import SequenceCheck
 from .session import Role
@@ -615,18 +616,22 @@ class Connection:
         now = trio.current_time()
         if reply.seq is None:
             try:
-                chain.refused(now, reply.code, reply.err_code, reply.text)
+                refusal = chain.refused(now, reply.code, reply.err_code, reply.text)
             except ProtocolError as err:
-                metrics.JS_PUBLISH_FAILED.inc()
-                log.warning("publish_refused", conn=self.id, sid=self.sid, error=reply.text)
-                self.stop(err)
+                self._publish_failed(err, reply.text)
                 return
-            self._poke(chain.next_try)
+            if refusal is Refusal.CHECK_TAIL:
+                msg = chain.in_flight
+                self._later(lambda: self._check_tail(msg))
+            else:
+                self._poke(chain.next_try)
             return
+        self._stored(chain.stored(reply.seq))
+
+    def _stored(self, stored: Stored) -> None:
         self.ctx.publisher.settle(self._token)
         self._token = None
-        metrics.JS_PUBLISH_LATENCY.observe(now - self._published_at)
-        stored = chain.stored(reply.seq)
+        metrics.JS_PUBLISH_LATENCY.observe(trio.current_time() - self._published_at)
         if stored.ack is not None:
             self._send(Ack(stored.ack))
             if self._paused:
@@ -635,6 +640,25 @@ class Connection:
             pointer = stored.record
             self._later(lambda: self._record_snapshot(pointer))
         self._publish_next()
+
+    def _publish_failed(self, err: ProtocolError, text: str) -> None:
+        metrics.JS_PUBLISH_FAILED.inc()
+        log.warning("publish_refused", conn=self.id, sid=self.sid, error=text)
+        self.stop(err)
+
+    async def _check_tail(self, msg: ChainMessage) -> None:
+        """A wrong last sequence: if the subject's newest message is this very one (an
+        earlier attempt stored without its ack reaching us), it is stored."""
+        tail = await streams.last_of(self.ctx.nc, self.cfg.stream.stream, self._subject)
+        try:
+            stored = self.chain.confirm(
+                msg, tail.msg_id if tail else None, tail.sseq if tail else 0
+            )
+        except ProtocolError as err:
+            self._publish_failed(err, "wrong last sequence: another writer")
+            return
+        if stored is not None:
+            self._stored(stored)
 
     async def _record_snapshot(self, pointer: session_store.SnapshotPointer) -> None:
         """The ack waits for the pointer so an acknowledged snapshot is always findable, but

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .nats_client import Msg, NatsClient
-from .publish_chain import Message
+from .publish_chain import ChainMessage
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Publisher:
     def settle(self, token: int) -> None:
         self._waiting.pop(token, None)
 
-    def publish(self, subject: str, msg: Message, token: int) -> None:
+    def publish(self, subject: str, msg: ChainMessage, token: int) -> None:
         self.nc.publish(
             subject,
             msg.body,

@@ -4,9 +4,9 @@ A sender (a visitor in one epoch, or one agent id) writes one subject. Its check
 are stored as messages of consecutive events, one per client frame, or several frames
 coalesced while the previous message is in flight, and each message is published with
 
-- `Nats-Msg-Id: <sid>:<epoch or aid>:<first>-<last>`, so a retry of the same message (its
-  ack lost in a leader election) is dropped by JetStream's duplicate window and answered
-  with the original stream position;
+- `Nats-Msg-Id: <sid>:<epoch or aid>:<first>-<last>`, so a message stays one message however
+  often it is retried (JetStream's duplicate window), and a retry refused for a wrong last
+  sequence can be recognised as our own earlier attempt in the subject's tail;
 - `Nats-Expected-Last-Subject-Sequence: <stream position of the previous message>`, so the
   subject is a chain: a publish from another connection of the same sender (a dead or
   partitioned gateway still retrying, a replaced visitor) can never land in between, and the
@@ -23,6 +23,7 @@ the session metadata, so a sender never drops a snapshot that late joiners canno
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
 
@@ -42,8 +43,13 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a failed expected-last-s
 RETRY_SOON = 0.25  # seconds before retrying a publish that found no stream leader
 
 
+class Refusal(enum.Enum):
+    RETRY = "retry"  # no stream leader right now: the same message again soon
+    CHECK_TAIL = "check_tail"  # wrong last sequence: was the subject's tail our own attempt?
+
+
 @dataclass(frozen=True)
-class Message:
+class ChainMessage:
     """One JetStream publish: consecutive events `first..last` of one sender."""
 
     msg_id: str
@@ -106,7 +112,7 @@ class PublishChain:
         self.acked = acked  # the client's cumulative ack
         self._queue: deque[_Chunk] = deque()
         self._held: deque[int] = deque()  # snapshot part-0 seqs waiting for their pointer
-        self.in_flight: Message | None = None
+        self.in_flight: ChainMessage | None = None
         self._first_try = 0.0
         self._next_try = 0.0
 
@@ -134,7 +140,7 @@ class PublishChain:
         self._queue.append(_Chunk(events, wire, size))
         self.added_upto = events[-1].seq
 
-    def next(self, now: float) -> Message | None:
+    def next(self, now: float) -> ChainMessage | None:
         """The next message to publish, if none is in flight and something is queued."""
         if self.in_flight is not None or not self._queue:
             return None
@@ -145,7 +151,7 @@ class PublishChain:
                 if ev.kind == "snapshot" and snapshot_part(ev.payload) == 0:
                     snap = ev.seq
         first, last = events[0].seq, events[-1].seq
-        self.in_flight = Message(
+        self.in_flight = ChainMessage(
             msg_id=f"{self.msg_id_prefix}:{first}-{last}",
             expected=self.last_sseq,
             body=body,
@@ -212,19 +218,31 @@ class PublishChain:
             return ack
         return None
 
-    def refused(self, now: float, code: int | None, err_code: int | None, text: str) -> None:
+    def refused(self, now: float, code: int | None, err_code: int | None, text: str) -> Refusal:
         """JetStream answered the message in flight with an error. Without a stream leader
-        (503, or a timeout status) the same message goes again soon; a broken chain or any
-        other refusal ends the connection (ProtocolError), and the client's resume rebuilds
-        the chain from what the stream holds."""
+        (503, or a timeout status) the same message goes again soon. A wrong last sequence
+        is either our own earlier attempt, stored but unacknowledged (JetStream checks the
+        expected position before the duplicate window), or another writer: the caller reads
+        the subject's tail and calls `confirm`. Anything else ends the connection
+        (ProtocolError) and the client's resume rebuilds the chain from the stream."""
         if err_code == WRONG_LAST_SEQUENCE:
-            raise unavailable("another connection wrote this sender's events; resume")
+            return Refusal.CHECK_TAIL
         if code in (503, 408):
             self._next_try = now + RETRY_SOON
-            return
+            return Refusal.RETRY
         raise unavailable(f"JetStream refused the events: {text}"[:200])
 
-    def due(self, now: float) -> Message | None:
+    def confirm(self, msg: ChainMessage, tail_msg_id: str | None, tail_sseq: int) -> Stored | None:
+        """After a wrong last sequence: the subject's newest message is `tail_msg_id` at
+        `tail_sseq`. Ours: it is stored. Another writer's: the chain is broken (raises).
+        None when `msg` is no longer in flight (its own acknowledgement came meanwhile)."""
+        if self.in_flight is not msg:
+            return None
+        if tail_msg_id != msg.msg_id:
+            raise unavailable("another connection wrote this sender's events; resume")
+        return self.stored(tail_sseq)
+
+    def due(self, now: float) -> ChainMessage | None:
         """The message in flight again (same id, same expected position) when its attempt
         timed out; raises once it has been trying for `publish_timeout`, which must
         outlast a stream-leader election (about 5-7 s)."""

@@ -51,7 +51,9 @@ class SessionMeta:
         raw = json.loads(data)
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         snap = known.get("snap")
-        known["snap"] = SnapshotPointer(*snap) if isinstance(snap, list) and len(snap) == 3 else None
+        known["snap"] = (
+            SnapshotPointer(*snap) if isinstance(snap, list) and len(snap) == 3 else None
+        )
         return cls(**known)
 
     def to_bytes(self) -> bytes:

@@ -114,6 +114,7 @@ class StoredMessage:
 
     sseq: int
     batch: StoredBatch
+    msg_id: str | None = None  # the Nats-Msg-Id it was published with
 
     @property
     def epoch(self) -> int:
@@ -129,7 +130,9 @@ class StoredMessage:
 
 
 def _stored(msg: Msg) -> StoredMessage:
-    return StoredMessage(int(msg.header("Nats-Sequence")), decode_batch(msg.data))
+    return StoredMessage(
+        int(msg.header("Nats-Sequence")), decode_batch(msg.data), msg.header("Nats-Msg-Id")
+    )
 
 
 def _direct_get(stream: str) -> str:

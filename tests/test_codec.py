@@ -22,10 +22,10 @@ from gateway.codec import (
     ProtocolError,
     Resume,
     Welcome,
+    decode_batch,
     decode_frame,
-    decode_stored,
+    encode_batch,
     encode_frame,
-    encode_stored,
     error_frame,
 )
 
@@ -49,12 +49,19 @@ payloads = st.one_of(
     st.dictionaries(short_text, scalars, max_size=5),
     st.lists(scalars, max_size=5),
 )
+snapshot_parts = st.integers(1, 50).flatmap(
+    lambda n: st.fixed_dictionaries(
+        {"i": st.integers(0, n - 1), "n": st.just(n), "d": st.binary(max_size=64)}
+    )
+)
 events = st.builds(
     Event,
     seq=st.integers(1, 2**53),
-    kind=st.sampled_from(sorted(VISITOR_KINDS)),
+    kind=st.sampled_from(sorted(VISITOR_KINDS - {"snapshot"})),
     ts=U53,
     payload=payloads,
+) | st.builds(
+    Event, seq=st.integers(1, 2**53), kind=st.just("snapshot"), ts=U53, payload=snapshot_parts
 )
 
 
@@ -145,9 +152,34 @@ def test_error_frame_decodes_to_an_error_control():
     )
 
 
+@given(U53, st.lists(events, min_size=1, max_size=8), st.none() | aids)
+def test_a_stored_batch_round_trips_and_is_the_frame_receivers_get(epoch, evs, src):
+    body = encode_batch(epoch, evs, src)
+    batch = decode_batch(body)
+    assert (batch.epoch, batch.events(), batch.src) == (epoch, evs, src)
+    assert (batch.first, batch.last) == (evs[0].seq, evs[-1].seq)
+    assert decode_frame(body) == Events(epoch=epoch, events=evs, src=src)
+
+
 @given(U53, events)
-def test_stored_round_trip(epoch, ev):
-    assert decode_stored(encode_stored(epoch, ev)) == (epoch, ev)
+def test_a_stored_event_of_the_earlier_layout_reads_as_a_batch_of_one(epoch, ev):
+    legacy = msgpack.packb([epoch, ev.seq, ev.kind, ev.ts, ev.payload], use_bin_type=True)
+    batch = decode_batch(legacy)
+    assert (batch.epoch, batch.events(), batch.src) == (epoch, [ev], None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",
+        msgpack.packb({"t": "ev", "e": 1, "ev": []}),
+        msgpack.packb([1, 2]),
+        msgpack.packb(7),
+    ],
+)
+def test_a_body_that_is_not_a_stored_batch_is_a_value_error(body):
+    with pytest.raises(ValueError):
+        decode_batch(body)
 
 
 def test_encode_rejects_non_frames():
@@ -349,3 +381,17 @@ def test_error_frame_for_a_huge_unknown_type_is_decodable():
     with pytest.raises(ProtocolError) as ei:
         decode_frame(pack({"t": "x" * 5000}))
     assert decode_frame(error_frame(ei.value)).op == "error"
+
+
+@given(
+    st.one_of(
+        payloads.filter(lambda p: not isinstance(p, dict)),
+        st.fixed_dictionaries(
+            {"i": st.integers(-(2**63), 2**63 - 1), "n": st.integers(-(2**63), 2**63 - 1)}
+        ).filter(lambda p: not 0 <= p["i"] < p["n"]),
+        st.fixed_dictionaries({"i": st.text(max_size=3), "n": st.integers(1, 5)}),
+    )
+)
+def test_a_snapshot_part_must_say_which_of_how_many(payload):
+    frame = pack({"t": "ev", "e": 1, "ev": [[1, "snapshot", 0, payload]]})
+    rejects(frame, "bad_shape", Close.BAD_FRAME)

@@ -1,12 +1,18 @@
-"""Stream and KV set-up is idempotent, and history reads locate resume points."""
+"""Stream and KV set-up is idempotent; stored batches are found and read back by direct get;
+JetStream's duplicate window and expected-last-sequence check keep each subject a chain."""
 
 from __future__ import annotations
+
+import json
 
 import trio
 
 from gateway import session_store, streams
-from gateway.codec import Event, encode_stored
+from gateway.codec import Event, encode_batch
+from gateway.jetstream import Publisher, parse_ack
 from gateway.nats_bridge import open_bridge
+from gateway.nats_client import NatsClient
+from gateway.publish_chain import WRONG_LAST_SEQUENCE, ChainMessage
 
 
 async def test_setup_is_idempotent_and_updates_settings(nats_server):
@@ -22,39 +28,46 @@ async def test_setup_is_idempotent_and_updates_settings(nats_server):
         assert info.config.allow_direct
 
 
-async def test_locate_and_read_across_epochs(nats_server):
+async def store(nc: NatsClient, subject: str, body: bytes, **headers: str) -> dict:
+    reply = await nc.request(subject, body, headers=headers or None, timeout=5)
+    return json.loads(reply.data)
+
+
+async def test_locate_and_read_batches_across_epochs(nats_server):
+    settings = streams.StreamSettings()
     async with open_bridge(nats_server.url) as bridge:
-        settings = streams.StreamSettings()
         await bridge.call(streams.ensure_stream, bridge.js, settings)
-        js, nc = bridge.js, bridge.nc
-        subj = streams.subject_v("locate-test")
-        other = streams.subject_v("other-session")
+    subj = streams.subject_v("locate-test")
+    other = streams.subject_v("other-session")
+    batches = {}  # first key -> last key
+    async with NatsClient.open(nats_server.url) as nc:
         for epoch, count in ((1, 300), (2, 200)):
-            for seq in range(1, count + 1):
-                await bridge.call(
-                    js.publish, subj, encode_stored(epoch, Event(seq, "mutation", 0, seq))
-                )
-                if seq % 3 == 0:  # interleave another session
-                    await bridge.call(
-                        js.publish, other, encode_stored(1, Event(seq, "mutation", 0, 0))
-                    )
-        for key in [(1, 1), (1, 150), (1, 300), (2, 1), (2, 199)]:
-            pos = await bridge.call(streams.locate, nc, settings.stream, subj, key, 0)
-            got, _ = await bridge.call(streams.read_from, nc, settings.stream, subj, pos, 1)
-            assert got[0].key == key
-        pos = await bridge.call(streams.locate, nc, settings.stream, subj, (2, 100), 10)
-        got, nxt = await bridge.call(streams.read_from, nc, settings.stream, subj, pos, 10_000)
+            seq, size = 1, 1
+            while seq <= count:
+                evs = [
+                    Event(s, "mutation", 0, s) for s in range(seq, min(count, seq + size - 1) + 1)
+                ]
+                await store(nc, subj, encode_batch(epoch, evs))
+                batches[(epoch, evs[0].seq)] = (epoch, evs[-1].seq)
+                await store(nc, other, encode_batch(1, [Event(1, "mutation", 0, 0)]))
+                seq, size = evs[-1].seq + 1, size % 7 + 1  # batches of 1..7 events
+        stream = settings.stream
+        for key in [(1, 1), (1, 150), (1, 300), (2, 1), (2, 199), (2, 200)]:
+            pos = await streams.locate(nc, stream, subj, key)
+            got, _ = await streams.read_from(nc, stream, subj, pos, 1)
+            assert got[0].first_key <= key <= got[0].last_key
+            assert batches[got[0].first_key] == got[0].last_key
+        pos = await streams.locate(nc, stream, subj, (2, 100))
+        got, nxt = await streams.read_from(nc, stream, subj, pos, 10_000)
         assert nxt is None
-        assert got[0].key == (2, 90) and got[-1].key == (2, 200)
-        assert all(s.key[0] == 2 for s in got)
-        last = await bridge.call(streams.last_of, nc, settings.stream, subj)
-        assert last.key == (2, 200)
-        assert (
-            await bridge.call(
-                streams.last_of, nc, settings.stream, streams.subject_v("nothing-here")
-            )
-            is None
-        )
+        assert got[0].first_key <= (2, 100) and got[-1].last_key == (2, 200)
+        seqs = [item[0] for m in got for item in m.batch.items]
+        assert seqs == list(range(got[0].batch.first, 201))
+        assert all(m.epoch == 2 for m in got)
+        assert (await streams.last_of(nc, stream, subj)).last_key == (2, 200)
+        assert await streams.locate(nc, stream, subj, (2, 201)) is None
+        assert await streams.last_of(nc, stream, streams.subject_v("nothing-here")) is None
+        assert (await streams.first_of(nc, stream, subj)).first_key == (1, 1)
 
 
 async def test_session_meta_compare_and_set_under_contention(nats_server):
@@ -71,21 +84,71 @@ async def test_session_meta_compare_and_set_under_contention(nats_server):
         assert meta.vgen == 20
 
 
-async def test_publish_is_deduplicated_by_msg_id(nats_server):
+async def test_a_subject_is_a_chain_and_a_retry_is_found_in_its_tail(nats_server):
+    """What publish_chain.py relies on, against the real server: a stale writer is refused
+    (wrong last sequence), and so is a retry of a stored message whose ack was lost (the
+    server checks the expected position before its duplicate window), which the gateway
+    recognises by the subject's tail carrying the retried message's Nats-Msg-Id."""
     async with open_bridge(nats_server.url) as bridge:
         await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
-        results = []
-        done = trio.Event()
+    subj = streams.subject_v("chain-test")
+    replies: dict[int, list] = {}
+    got = trio.Event()
 
-        def cb(sseq, dup, err):
-            results.append((sseq, dup, err))
-            if len(results) == 2:
-                done.set()
+    def on_reply(token):
+        def handle(reply):
+            replies.setdefault(token, []).append(reply)
+            got.set()
 
-        body = encode_stored(1, Event(1, "mutation", 0, b"x"))
-        bridge.publish(streams.subject_v("dedup-test"), body, "dedup-test:1:1", cb)
-        bridge.publish(streams.subject_v("dedup-test"), body, "dedup-test:1:1", cb)
-        with trio.fail_after(10):
-            await done.wait()
-    assert results[0][0] == results[1][0]
-    assert [r[1] for r in results] == [False, True]
+        return handle
+
+    async def publish(pub: Publisher, msg: ChainMessage):
+        nonlocal got
+        got = trio.Event()
+        token = pub.token(lambda r: None)
+        pub._waiting[token] = on_reply(token)
+        pub.publish(subj, msg, token)
+        with trio.fail_after(5):
+            await got.wait()
+        return replies[token][-1]
+
+    def message(msg_id: str, expected: int, first: int) -> ChainMessage:
+        body = encode_batch(1, [Event(first, "mutation", 0, {})])
+        return ChainMessage(msg_id, expected, body, first, first, None)
+
+    async with NatsClient.open(nats_server.url) as nc:
+        pub = Publisher(nc)
+        a = await publish(pub, message("chain-test:1:1-1", 0, 1))  # empty subject: expect 0
+        b = await publish(pub, message("chain-test:1:2-2", a.seq, 2))
+        retry = await publish(pub, message("chain-test:1:2-2", a.seq, 2))  # ack was "lost"
+        stale = await publish(pub, message("chain-test:1:3-3", a.seq, 3))  # a stale writer
+        not_empty = await publish(pub, message("chain-test:1:9-9", 0, 9))
+        tail = await streams.last_of(nc, streams.StreamSettings().stream, subj)
+        # With the right position, a repeat is a duplicate: the original position again.
+        same = await publish(pub, message("chain-test:1:2-2", b.seq, 2))
+        after = await streams.last_of(nc, streams.StreamSettings().stream, subj)
+    assert a.seq is not None and b.seq is not None and b.seq > a.seq
+    assert retry.seq is None and retry.err_code == WRONG_LAST_SEQUENCE
+    assert (tail.msg_id, tail.sseq) == ("chain-test:1:2-2", b.seq)  # the retried one's id
+    assert same.seq == b.seq and after.sseq == b.seq  # nothing stored twice
+    assert stale.seq is None and stale.err_code == WRONG_LAST_SEQUENCE
+    assert not_empty.seq is None and not_empty.err_code == WRONG_LAST_SEQUENCE
+
+
+def test_parse_ack_reads_acks_errors_and_status_replies():
+    from gateway.nats_wire import Msg
+
+    ok = Msg("x", 1, None, b'{"stream":"COBROWSE","seq":42,"duplicate":true}')
+    assert parse_ack(ok).seq == 42
+    err = Msg(
+        "x",
+        1,
+        None,
+        b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}',
+    )
+    assert parse_ack(err) == parse_ack(err)
+    assert (parse_ack(err).seq, parse_ack(err).code, parse_ack(err).err_code) == (None, 400, 10071)
+    status = Msg("x", 1, None, b"", b"NATS/1.0 503\r\n\r\n")
+    assert (parse_ack(status).seq, parse_ack(status).code) == (None, 503)
+    assert parse_ack(Msg("x", 1, None, b"garbage")).seq is None
+    assert parse_ack(Msg("x", 1, None, b"[1,2]")).seq is None
