@@ -37,6 +37,7 @@ import structlog
 import trio
 
 from .nats_wire import (
+    DEFAULT_MAX_PAYLOAD,
     PING,
     PONG,
     Err,
@@ -45,6 +46,7 @@ from .nats_wire import (
     Msg,
     Ok,
     Parser,
+    PayloadTooLarge,
     Ping,
     Pong,
     ProtocolError,
@@ -64,6 +66,7 @@ __all__ = [
     "NatsError",
     "NoServersAvailable",
     "OutboundBufferFull",
+    "PayloadTooLarge",
     "ProtocolError",
     "Stats",
     "Subscription",
@@ -269,6 +272,7 @@ class NatsClient:
         self._conn: _Conn | None = None
         self._up = trio.Event()  # set while connected
         self._pending = bytearray()  # publishes queued while disconnected
+        self._max_payload = DEFAULT_MAX_PAYLOAD  # the last server's, from its INFO
         self._closing = False
         self._closed = False
         self._subs: dict[int, Subscription] = {}
@@ -471,7 +475,7 @@ class NatsClient:
 
     def _on_info(self, conn: _Conn, info: dict) -> None:
         if isinstance(info.get("max_payload"), int):
-            conn.parser.max_payload = info["max_payload"]
+            conn.parser.max_payload = self._max_payload = info["max_payload"]
         urls = info.get("connect_urls")
         if isinstance(urls, list):
             self._pool.add([u for u in urls if isinstance(u, str)], like=conn.server)
@@ -569,6 +573,11 @@ class NatsClient:
     def connected_url(self) -> str | None:
         return self._conn.server.url if self._conn is not None else None
 
+    @property
+    def known_servers(self) -> list[str]:
+        """The configured servers and those the cluster announced (without credentials)."""
+        return [s.url for s in self._pool.servers]
+
     def on_reconnected(self, cb: Callable[[], None]) -> None:
         """`cb()` after each reconnect, once the subscriptions are re-sent."""
         self._on_reconnected.append(cb)
@@ -588,8 +597,11 @@ class NatsClient:
         reply: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Queue a publish (sent this run-loop turn when connected). Never awaits."""
-        wire = pub(subject, data, reply, headers)
+        """Queue a publish (sent this run-loop turn when connected). Never awaits.
+
+        `PayloadTooLarge` over the server's max_payload (headers count), which the server
+        would answer by closing the connection; `OutboundBufferFull` past pending_limit."""
+        wire = pub(subject, data, reply, headers, self._max_payload)
         self._send(wire)
         stats = self.stats
         stats.msgs_out += 1

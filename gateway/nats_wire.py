@@ -30,6 +30,7 @@ __all__ = [
     "Parser",
     "Ping",
     "Pong",
+    "PayloadTooLarge",
     "ProtocolError",
     "connect",
     "parse_headers",
@@ -53,7 +54,11 @@ _HDR_LINE_CRLF = b"NATS/1.0\r\n"
 
 
 class ProtocolError(Exception):
-    """The peer broke the protocol (or an argument would): the connection cannot go on."""
+    """The peer broke the protocol: the connection cannot go on."""
+
+
+class PayloadTooLarge(ValueError):
+    """Headers and data over the server's max_payload: it would close the connection."""
 
 
 # ---- events ----------------------------------------------------------------------------
@@ -331,11 +336,18 @@ def pub(
     data: bytes,
     reply: str | None = None,
     headers: dict[str, str] | None = None,
+    max_payload: int = 1 << 62,
 ) -> bytes:
     """PUB, or HPUB when there are headers."""
     s = _subject(subject)
+    if len(data) > max_payload:
+        raise PayloadTooLarge(f"{len(data)} bytes over max_payload {max_payload}")
     if headers:
         hdr = encode_headers(headers)
+        if len(hdr) + len(data) > max_payload:
+            raise PayloadTooLarge(
+                f"{len(hdr)} + {len(data)} bytes of headers and data over max_payload {max_payload}"
+            )
         if reply is None:
             return b"HPUB %b %d %d\r\n%b%b\r\n" % (s, len(hdr), len(hdr) + len(data), hdr, data)
         return b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
