@@ -23,6 +23,7 @@ stored before the drop is acked then, or the caller retries with the same Nats-M
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import secrets
@@ -33,6 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+import outcome
 import structlog
 import trio
 
@@ -130,16 +132,82 @@ class Subscription:
         return f"Subscription(sid={self.sid}, subject={self.subject!r}, queue={self.queue!r})"
 
 
-class _Waiter:
-    """One request's replies (or one flush's PONG); `event` is set when it is complete."""
+class _Pong:
+    """A flush waiting for its PONG; `error` is set if the connection drops first."""
 
-    __slots__ = ("event", "msgs", "until", "error")
+    __slots__ = ("event", "error")
 
-    def __init__(self, until: Callable[[Msg], bool] | None = None) -> None:
+    def __init__(self) -> None:
         self.event = trio.Event()
+        self.error: BaseException | None = None
+
+
+class _Request:
+    __slots__ = ("task", "msgs", "until", "timeout", "deadline")
+
+    def __init__(self, until: Callable[[Msg], bool] | None, timeout: float) -> None:
+        self.task = trio.lowlevel.current_task()
         self.msgs: list[Msg] = []
         self.until = until
-        self.error: BaseException | None = None
+        self.timeout = timeout
+        self.deadline = trio.current_time() + timeout
+
+
+class _Requests:
+    """Requests waiting for replies, by token, and one task that times them out.
+
+    A cancel scope per request (`trio.fail_after`) was about half of what a request cost
+    here, so a waiting task is parked with `wait_task_rescheduled` and woken by the reply
+    or by the sweeper. Requests with the same timeout expire in the order they were made,
+    so each timeout value has a FIFO (an insertion-ordered dict) whose head expires first,
+    and the sweeper sleeps until the earliest head."""
+
+    def __init__(self) -> None:
+        self.by_token: dict[str, _Request] = {}
+        self._fifos: dict[float, dict[str, _Request]] = {}
+        self._sleep: trio.CancelScope | None = None  # the sweeper's, until its next expiry
+
+    def add(self, token: str, r: _Request) -> None:
+        self.by_token[token] = r
+        fifo = self._fifos.get(r.timeout)
+        if fifo is None:
+            fifo = self._fifos[r.timeout] = {}
+        fifo[token] = r
+        if self._sleep is not None and r.deadline < self._sleep.deadline:
+            self._sleep.deadline = r.deadline  # only for a shorter timeout than any so far
+
+    def pop(self, token: str) -> _Request | None:
+        r = self.by_token.pop(token, None)
+        if r is not None:
+            fifo = self._fifos[r.timeout]
+            del fifo[token]
+            if not fifo:  # timeouts computed per call must not leave a FIFO each behind
+                del self._fifos[r.timeout]
+        return r
+
+    def finish(self, token: str, result: outcome.Outcome) -> None:
+        r = self.pop(token)
+        if r is not None:
+            trio.lowlevel.reschedule(r.task, result)
+
+    async def sweep(self) -> None:
+        while True:
+            now = trio.current_time()
+            expired, wake = [], math.inf
+            for fifo in self._fifos.values():
+                for token, r in fifo.items():
+                    if r.deadline > now:
+                        wake = min(wake, r.deadline)
+                        break
+                    expired.append(token)
+            for token in expired:
+                self.finish(token, outcome.Error(trio.TooSlowError()))
+            with trio.CancelScope(deadline=wake) as self._sleep:
+                await trio.sleep_forever()
+
+    def fail_all(self, exc: BaseException) -> None:
+        for token in list(self.by_token):
+            self.finish(token, outcome.Error(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +280,7 @@ class _Conn:
         self.parser = Parser()
         self.wake = trio.Event()  # the outbox is blocked or closed: the writer must act
         self.outbox = Outbox(sock, current_flusher(), self._outbox_needs_writer)
-        self.pongs: deque[_Waiter | None] = deque()  # one per PING sent; None: the pinger's
+        self.pongs: deque[_Pong | None] = deque()  # one per PING sent; None: the pinger's
         self.pings_out = 0
         self.backlog: deque[Event] = deque()  # read with the handshake's PONG, not handled yet
         self.failure: BaseException | None = None
@@ -282,7 +350,7 @@ class NatsClient:
         # Requests: one wildcard subscription, a token per request (no SUB/UNSUB each).
         self._inbox = self.new_inbox() + "."
         self._inbox_len = len(self._inbox)
-        self._waiters: dict[str, _Waiter] = {}
+        self._requests = _Requests()
         self._next_token = 0
         self.subscribe(self._inbox + "*", self._on_reply)
 
@@ -316,6 +384,7 @@ class NatsClient:
             client._closed = True
             if client._conn is not None:  # cancelled before the loop ever served it
                 client._lost(client._conn)
+            client._requests.fail_all(ClientClosed("the NATS client closed"))
             if client._pending:
                 log.warning("nats_pending_dropped", bytes=len(client._pending))
                 client._pending = bytearray()
@@ -331,13 +400,15 @@ class NatsClient:
     async def _run(self, conn: _Conn, scope: trio.CancelScope) -> None:
         """Serve a connection until it fails, reconnect, repeat."""
         with scope:
-            while True:
-                await self._serve(conn)
-                conn = await self._reconnect(conn.server)
-                self.stats.reconnects += 1
-                self._ready(conn)
-                log.info("nats_reconnected", url=conn.server.url)
-                _call_all(self._on_reconnected, "on_reconnected")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._requests.sweep)
+                while True:
+                    await self._serve(conn)
+                    conn = await self._reconnect(conn.server)
+                    self.stats.reconnects += 1
+                    self._ready(conn)
+                    log.info("nats_reconnected", url=conn.server.url)
+                    _call_all(self._on_reconnected, "on_reconnected")
 
     async def _serve(self, conn: _Conn) -> None:
         try:
@@ -667,30 +738,34 @@ class NatsClient:
     async def _request(self, subject, data, headers, timeout, until) -> list[Msg]:
         self._next_token += 1
         token = f"{self._next_token:x}"
-        w = _Waiter(until)
-        self._waiters[token] = w
+        requests = self._requests
+        requests.add(token, _Request(until, timeout))
         try:
             self.publish(subject, data, reply=self._inbox + token, headers=headers)
-            with trio.fail_after(timeout):
-                await w.event.wait()
-        finally:
-            del self._waiters[token]
-        if w.error is not None:
-            raise w.error
-        return w.msgs
+        except BaseException:
+            requests.pop(token)
+            raise
+
+        def abort(_: object) -> trio.lowlevel.Abort:  # cancelled from outside
+            requests.pop(token)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _on_reply(self, msg: Msg) -> None:
-        w = self._waiters.get(msg.subject[self._inbox_len :])
-        if w is None or w.event.is_set():
+        token = msg.subject[self._inbox_len :]
+        r = self._requests.by_token.get(token)
+        if r is None:
             return  # late: its request timed out or already has what it waited for
-        w.msgs.append(msg)
-        if w.until is not None:
+        r.msgs.append(msg)
+        if r.until is not None:
             try:
-                if not w.until(msg):
+                if not r.until(msg):
                     return
             except Exception as exc:
-                w.error = exc
-        w.event.set()
+                self._requests.finish(token, outcome.Error(exc))
+                return
+        self._requests.finish(token, outcome.Value(r.msgs))
 
     async def flush(self, timeout: float = 5.0) -> None:
         """A PING/PONG round trip: the server has processed everything written before.
@@ -701,7 +776,7 @@ class NatsClient:
                     raise ClientClosed("the NATS client is closed")
                 await self._up.wait()
             conn = self._conn
-            w = _Waiter()
+            w = _Pong()
             conn.pongs.append(w)
             conn.outbox.write(PING)
             await w.event.wait()

@@ -94,6 +94,29 @@ async def test_request_reply_no_responders_and_timeout(nats_server):
             assert (await nc.request("svc.upper", b"ok", timeout=2)).data == b"OK"
 
 
+async def test_request_timeouts_of_any_length_and_order_and_cancellation(nats_server):
+    async with NatsClient.open(nats_server.url) as nc:
+        nc.subscribe("svc.never", lambda m: None)
+        await nc.flush()
+        timed_out: dict[float, float] = {}
+
+        async def expect_timeout(timeout: float) -> None:
+            t0 = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                await nc.request("svc.never", b"", timeout=timeout)
+            timed_out[timeout] = trio.current_time() - t0
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for timeout in (1.0, 0.6, 0.2, 1.0, 0.4):  # a shorter one after longer ones
+                    nursery.start_soon(expect_timeout, timeout)
+                with trio.move_on_after(0.1):  # cancelled from outside: nothing left behind
+                    await nc.request("svc.never", b"", timeout=5)
+        for timeout, took in timed_out.items():
+            assert timeout <= took < timeout + 0.5
+        assert not nc._requests.by_token
+
+
 async def asyncio_free_gather(nc: NatsClient, n: int) -> list[bytes]:
     """n requests in flight at once, each matched to its own reply."""
     out: list[bytes | None] = [None] * n
