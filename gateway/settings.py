@@ -474,7 +474,8 @@ ADMIT_NEW_RATE = Var(
     "COBROWSE_ADMIT_NEW_RATE",
     50.0,
     number,
-    "new sessions admitted per second per gateway (token-bucket rate, at least 0)",
+    "new sessions admitted per second by each gateway process (each worker has its own "
+    "buckets): the token-bucket rate, at least 0",
     checks=(at_least(0),),
 )
 ADMIT_NEW_BURST = Var(
@@ -488,7 +489,7 @@ ADMIT_RESUME_RATE = Var(
     "COBROWSE_ADMIT_RESUME_RATE",
     500.0,
     number,
-    "resumes admitted per second per gateway, the drain lane (at least 0)",
+    "resumes admitted per second by each gateway process, the drain lane (at least 0)",
     checks=(at_least(0),),
 )
 ADMIT_RESUME_BURST = Var(
@@ -502,7 +503,7 @@ ADMIT_NEW_PER_ADDRESS = Var(
     "COBROWSE_ADMIT_NEW_PER_ADDRESS",
     "120/minute",
     rate_limit,
-    "new sessions per client address, in the `limits` package's notation",
+    "new sessions per client address and gateway process, in the `limits` package's notation",
 )
 
 # The router (python -m router serve).
