@@ -354,13 +354,15 @@ class NatsClient:
         self._next_token = 0
         self.subscribe(self._inbox + "*", self._on_reply)
 
-    # ---- lifetime ----------------------------------------------------------------------
+    # ---- the API -----------------------------------------------------------------------
 
     @classmethod
     @asynccontextmanager
     async def open(cls, servers: list[str] | str, **options) -> AsyncIterator[NatsClient]:
         """Connect (trying every server once, else `NoServersAvailable`) and run the
-        connection loop for the block; on exit, flush what was written (1 s at most)."""
+        connection loop for the block; on exit, flush what was written (1 s at most).
+        `options` are `NatsClient`'s: name, connect_timeout, reconnect_wait, ping_interval,
+        max_pings_out, pending_limit."""
         client = cls(servers, **options)
         conn = await client._connect_first()
         client._ready(conn)
@@ -388,6 +390,156 @@ class NatsClient:
             if client._pending:
                 log.warning("nats_pending_dropped", bytes=len(client._pending))
                 client._pending = bytearray()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def connected_url(self) -> str | None:
+        return self._conn.server.url if self._conn is not None else None
+
+    @property
+    def known_servers(self) -> list[str]:
+        """The configured servers and those the cluster announced (without credentials)."""
+        return [s.url for s in self._pool.servers]
+
+    def on_reconnected(self, cb: Callable[[], None]) -> None:
+        """`cb()` after each reconnect, once the subscriptions are re-sent."""
+        self._on_reconnected.append(cb)
+
+    def on_disconnected(self, cb: Callable[[], None]) -> None:
+        """`cb()` when a connection is lost (also when the client closes)."""
+        self._on_disconnected.append(cb)
+
+    def new_inbox(self) -> str:
+        return "_INBOX." + secrets.token_hex(11)
+
+    def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        reply: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Queue a publish (sent this run-loop turn when connected). Never awaits.
+
+        `PayloadTooLarge` over the server's max_payload (headers count), which the server
+        would answer by closing the connection; `OutboundBufferFull` past pending_limit."""
+        wire = pub(subject, data, reply, headers, self._max_payload)
+        self._send(wire)
+        stats = self.stats
+        stats.msgs_out += 1
+        stats.bytes_out += len(wire)
+
+    def _send(self, wire: bytes) -> None:
+        conn = self._conn
+        if conn is not None:
+            box = conn.outbox
+            if box.pending + len(wire) > self._pending_limit:
+                raise OutboundBufferFull(f"{box.pending} bytes not yet taken by the kernel")
+            box.write(wire)
+            return
+        if self._closed:
+            raise ClientClosed("the NATS client is closed")
+        if len(self._pending) + len(wire) > self._pending_limit:
+            raise OutboundBufferFull(f"{len(self._pending)} bytes queued while disconnected")
+        self._pending += wire
+
+    def subscribe(
+        self, subject: str, handler: Callable[[Msg], None], *, queue: str | None = None
+    ) -> Subscription:
+        """`handler(msg)` runs on the reader task and must not block. SUB is queued."""
+        self._next_sid += 1
+        s = Subscription(self._next_sid, subject, queue, handler)
+        wire = sub(subject, s.sid, queue)  # checks the subject before anything is kept
+        self._subs[s.sid] = s
+        if self._conn is not None:
+            self._conn.outbox.write(wire)
+        return s
+
+    def unsubscribe(self, s: Subscription) -> None:
+        """No more calls to its handler from now on, even for messages already read."""
+        if self._subs.pop(s.sid, None) is not None and self._conn is not None:
+            self._conn.outbox.write(unsub(s.sid))
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+    ) -> Msg:
+        """The first reply, which may be a status message (`msg.status` "503": no
+        responders): the caller decides. `trio.TooSlowError` after `timeout`; a connection
+        lost meanwhile does not end the wait (the reply may come after the reconnect)."""
+        return (await self._request(subject, data, headers, timeout, None))[0]
+
+    async def request_many(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+        until: Callable[[Msg], bool],
+    ) -> list[Msg]:
+        """Replies up to and including the first for which `until(msg)` is true (a batched
+        direct get ends with status 204 "EOB"; a 503 or 404 may come instead, so `until`
+        should accept any status). `trio.TooSlowError` if it does not come in time."""
+        return await self._request(subject, data, headers, timeout, until)
+
+    async def _request(self, subject, data, headers, timeout, until) -> list[Msg]:
+        self._next_token += 1
+        token = f"{self._next_token:x}"
+        requests = self._requests
+        requests.add(token, _Request(until, timeout))
+        try:
+            self.publish(subject, data, reply=self._inbox + token, headers=headers)
+        except BaseException:
+            requests.pop(token)
+            raise
+
+        def abort(_: object) -> trio.lowlevel.Abort:  # cancelled from outside
+            requests.pop(token)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject[self._inbox_len :]
+        r = self._requests.by_token.get(token)
+        if r is None:
+            return  # late: its request timed out or already has what it waited for
+        r.msgs.append(msg)
+        if r.until is not None:
+            try:
+                if not r.until(msg):
+                    return
+            except Exception as exc:
+                self._requests.finish(token, outcome.Error(exc))
+                return
+        self._requests.finish(token, outcome.Value(r.msgs))
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """A PING/PONG round trip: the server has processed everything written before.
+        Waits for a connection if there is none; `ConnectionLost` if it drops first."""
+        with trio.fail_after(timeout):
+            while self._conn is None:
+                if self._closed:
+                    raise ClientClosed("the NATS client is closed")
+                await self._up.wait()
+            conn = self._conn
+            w = _Pong()
+            conn.pongs.append(w)
+            conn.outbox.write(PING)
+            await w.event.wait()
+        if w.error is not None:
+            raise w.error
+
+    # ---- lifetime ----------------------------------------------------------------------
 
     async def _flush_on_exit(self) -> None:
         if self._conn is None:
@@ -633,155 +785,6 @@ class NatsClient:
             conn.pings_out += 1
             conn.pongs.append(None)
             conn.outbox.write(PING)
-
-    # ---- the API -----------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    @property
-    def connected_url(self) -> str | None:
-        return self._conn.server.url if self._conn is not None else None
-
-    @property
-    def known_servers(self) -> list[str]:
-        """The configured servers and those the cluster announced (without credentials)."""
-        return [s.url for s in self._pool.servers]
-
-    def on_reconnected(self, cb: Callable[[], None]) -> None:
-        """`cb()` after each reconnect, once the subscriptions are re-sent."""
-        self._on_reconnected.append(cb)
-
-    def on_disconnected(self, cb: Callable[[], None]) -> None:
-        """`cb()` when a connection is lost (also when the client closes)."""
-        self._on_disconnected.append(cb)
-
-    def new_inbox(self) -> str:
-        return "_INBOX." + secrets.token_hex(11)
-
-    def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        reply: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Queue a publish (sent this run-loop turn when connected). Never awaits.
-
-        `PayloadTooLarge` over the server's max_payload (headers count), which the server
-        would answer by closing the connection; `OutboundBufferFull` past pending_limit."""
-        wire = pub(subject, data, reply, headers, self._max_payload)
-        self._send(wire)
-        stats = self.stats
-        stats.msgs_out += 1
-        stats.bytes_out += len(wire)
-
-    def _send(self, wire: bytes) -> None:
-        conn = self._conn
-        if conn is not None:
-            box = conn.outbox
-            if box.pending + len(wire) > self._pending_limit:
-                raise OutboundBufferFull(f"{box.pending} bytes not yet taken by the kernel")
-            box.write(wire)
-            return
-        if self._closed:
-            raise ClientClosed("the NATS client is closed")
-        if len(self._pending) + len(wire) > self._pending_limit:
-            raise OutboundBufferFull(f"{len(self._pending)} bytes queued while disconnected")
-        self._pending += wire
-
-    def subscribe(
-        self, subject: str, handler: Callable[[Msg], None], *, queue: str | None = None
-    ) -> Subscription:
-        """`handler(msg)` runs on the reader task and must not block. SUB is queued."""
-        self._next_sid += 1
-        s = Subscription(self._next_sid, subject, queue, handler)
-        wire = sub(subject, s.sid, queue)  # checks the subject before anything is kept
-        self._subs[s.sid] = s
-        if self._conn is not None:
-            self._conn.outbox.write(wire)
-        return s
-
-    def unsubscribe(self, s: Subscription) -> None:
-        """No more calls to its handler from now on, even for messages already read."""
-        if self._subs.pop(s.sid, None) is not None and self._conn is not None:
-            self._conn.outbox.write(unsub(s.sid))
-
-    async def request(
-        self,
-        subject: str,
-        data: bytes = b"",
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float,
-    ) -> Msg:
-        """The first reply, which may be a status message (`msg.status` "503": no
-        responders): the caller decides. `trio.TooSlowError` after `timeout`."""
-        return (await self._request(subject, data, headers, timeout, None))[0]
-
-    async def request_many(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float,
-        until: Callable[[Msg], bool],
-    ) -> list[Msg]:
-        """Replies up to and including the first for which `until(msg)` is true (a batched
-        direct get ends with status 204 "EOB"; a 503 or 404 may come instead, so `until`
-        should accept any status). `trio.TooSlowError` if it does not come in time."""
-        return await self._request(subject, data, headers, timeout, until)
-
-    async def _request(self, subject, data, headers, timeout, until) -> list[Msg]:
-        self._next_token += 1
-        token = f"{self._next_token:x}"
-        requests = self._requests
-        requests.add(token, _Request(until, timeout))
-        try:
-            self.publish(subject, data, reply=self._inbox + token, headers=headers)
-        except BaseException:
-            requests.pop(token)
-            raise
-
-        def abort(_: object) -> trio.lowlevel.Abort:  # cancelled from outside
-            requests.pop(token)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _on_reply(self, msg: Msg) -> None:
-        token = msg.subject[self._inbox_len :]
-        r = self._requests.by_token.get(token)
-        if r is None:
-            return  # late: its request timed out or already has what it waited for
-        r.msgs.append(msg)
-        if r.until is not None:
-            try:
-                if not r.until(msg):
-                    return
-            except Exception as exc:
-                self._requests.finish(token, outcome.Error(exc))
-                return
-        self._requests.finish(token, outcome.Value(r.msgs))
-
-    async def flush(self, timeout: float = 5.0) -> None:
-        """A PING/PONG round trip: the server has processed everything written before.
-        Waits for a connection if there is none; `ConnectionLost` if it drops first."""
-        with trio.fail_after(timeout):
-            while self._conn is None:
-                if self._closed:
-                    raise ClientClosed("the NATS client is closed")
-                await self._up.wait()
-            conn = self._conn
-            w = _Pong()
-            conn.pongs.append(w)
-            conn.outbox.write(PING)
-            await w.event.wait()
-        if w.error is not None:
-            raise w.error
 
 
 async def _read_until_event(conn: _Conn) -> None:
