@@ -14,6 +14,7 @@ import structlog
 import trio
 
 from gateway.nats_client import (
+    ConnectionLost,
     NatsClient,
     NoServersAvailable,
     OutboundBufferFull,
@@ -385,7 +386,40 @@ async def test_unanswered_pings_end_the_connection():
             async with NatsClient.open(url, ping_interval=0.1, max_pings_out=2) as nc:
                 back = trio.Event()
                 nc.on_reconnected(back.set)
+                with pytest.raises(ConnectionLost):  # its PONG never came on that connection
+                    await nc.flush(timeout=5)
                 await back.wait()
+                await nc.flush()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_that_stops_reading_blocks_the_writer_not_the_client():
+    received = 0
+
+    async def slow(stream: trio.SocketStream) -> None:
+        nonlocal received
+        await stream.send_all(b"PONG\r\n")
+        await trio.sleep(0.5)  # the kernel buffers fill up; the outbox blocks
+        while True:
+            data = await stream.receive_some(1 << 20)
+            if not data:
+                return
+            received += len(data)
+            if data.endswith(b"PING\r\n"):
+                await stream.send_all(b"PONG\r\n")
+
+    async with trio.open_nursery() as nursery:
+        url = await fake_server(nursery, [slow])
+        with trio.fail_after(20):
+            async with NatsClient.open(url) as nc:
+                chunk = b"x" * (256 * 1024)
+                for _ in range(64):  # 16 MiB in one turn
+                    nc.publish("flood", chunk)
+                await trio.sleep(0.1)
+                assert nc._conn.outbox.blocked  # the writer task waits for writable
+                await nc.flush()  # answered once the server has read through everything
+                assert received >= 64 * len(chunk)
+                assert nc.stats.reconnects == 0
         nursery.cancel_scope.cancel()
 
 
