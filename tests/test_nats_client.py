@@ -530,9 +530,16 @@ async def test_jetstream_batched_direct_get_ends_with_eob(nats_server):
         assert [int(m.header("Nats-Sequence")) for m in stored] == [1, 3, 5, 7, 9]
         assert all(m.header("Nats-Subject") == "dg.a" for m in stored)
         assert (eob.status, eob.description) == ("204", "EOB")
-        # Past the end: no stored message, a 404 instead of data.
+        # Past the end: one 404, no 204 (so `until` must take any status).
         req = json.dumps({"seq": 10, "next_by_subj": "dg.a", "batch": 100}).encode()
         (only,) = await nc.request_many(
             "$JS.API.DIRECT.GET.DG", req, timeout=5, until=lambda m: m.status is not None
         )
-        assert only.status in ("404", "204")
+        assert (only.status, only.description) == ("404", "Message Not Found")
+        # A stored message keeps the headers it was published with.
+        assert stored[0].header("Nats-Msg-Id") == "a0"
+        # The last message of a subject, and of one with none.
+        last = await nc.request("$JS.API.DIRECT.GET.DG.dg.b", b"", timeout=5)
+        assert (last.data, last.header("Nats-Sequence")) == (b"event b4", "10")
+        none = await nc.request("$JS.API.DIRECT.GET.DG.dg.none", b"", timeout=5)
+        assert none.status == "404"
