@@ -80,29 +80,47 @@ async def timed_publishes(
 # ---- the native client -------------------------------------------------------------------
 
 
+async def with_cpu(run: Callable) -> dict:
+    """`await run()` (a dict with "msgs" or "acks"), plus this process's CPU per operation:
+    the figure that matters for a gateway, and steadier than rates on a shared machine."""
+    c0 = time.process_time()
+    out = await run()
+    ops = out.get("msgs") or out.get("acks") or 1
+    out["cpu_us_per_op"] = round((time.process_time() - c0) / ops * 1e6, 1)
+    return out
+
+
 async def native(url: str, a: argparse.Namespace) -> dict:
     out: dict = {}
     async with NatsClient.open(url) as nc:
         await ensure_stream(nc)
-        # core
-        for label, n in (("warmup", 2000), ("core", a.msgs)):
-            counter = Counter(n)
-            sub = nc.subscribe(CORE_SUBJECT, counter.hit)
-            await nc.flush()
-
-            async def batch(k: int) -> None:
-                for _ in range(k):
-                    nc.publish(CORE_SUBJECT, PAYLOAD)
-                await trio.lowlevel.checkpoint()  # the turn ends: one send, the reader runs
-
-            secs = await timed_publishes(batch, n, counter, a.max_seconds)
-            nc.unsubscribe(sub)
-            out[label] = {"msgs": counter.n, "msgs_per_s": rate(counter.n, secs)}
-        del out["warmup"]
-        out["js_1"] = await native_js_tasks(nc, "n1", min(a.js, 5000), 1, a.max_seconds)
-        out["js_100"] = await native_js_tasks(nc, "n100", a.js, 100, a.max_seconds)
-        out["js_100_callbacks"] = await native_js_callbacks(nc, "ncb", a.js, 100, a.max_seconds)
+        await native_core(nc, 2000, a.max_seconds)  # warm-up
+        out["core"] = await with_cpu(lambda: native_core(nc, a.msgs, a.max_seconds))
+        n1 = min(a.js, 5000)
+        out["js_1"] = await with_cpu(lambda: native_js_tasks(nc, "n1", n1, 1, a.max_seconds))
+        out["js_100"] = await with_cpu(
+            lambda: native_js_tasks(nc, "n100", a.js, 100, a.max_seconds)
+        )
+        out["js_100_callbacks"] = await with_cpu(
+            lambda: native_js_callbacks(nc, "ncb", a.js, 100, a.max_seconds)
+        )
     return out
+
+
+async def native_core(nc: NatsClient, n: int, max_s: float) -> dict:
+    """1000 publishes per run-loop turn, one subscription counting them."""
+    counter = Counter(n)
+    sub = nc.subscribe(CORE_SUBJECT, counter.hit)
+    await nc.flush()
+
+    async def batch(k: int) -> None:
+        for _ in range(k):
+            nc.publish(CORE_SUBJECT, PAYLOAD)
+        await trio.lowlevel.checkpoint()  # the turn ends: one send, the reader runs
+
+    secs = await timed_publishes(batch, n, counter, max_s)
+    nc.unsubscribe(sub)
+    return {"msgs": counter.n, "msgs_per_s": rate(counter.n, secs)}
 
 
 async def ensure_stream(nc: NatsClient) -> None:
@@ -191,21 +209,26 @@ async def bridged(url: str, a: argparse.Namespace) -> dict:
 
     out: dict = {}
     async with open_bridge(url) as bridge:
-        for label, n in (("warmup", 1000), ("core", a.msgs)):
-            counter = Counter(n)
-            sub = await bridge.subscribe(CORE_SUBJECT, counter.hit)
-
-            async def batch(k: int) -> None:
-                for _ in range(k):
-                    await bridge.publish_core(CORE_SUBJECT, PAYLOAD)
-
-            secs = await timed_publishes(batch, n, counter, a.max_seconds, batch=100)
-            await bridge.unsubscribe(sub)
-            out[label] = {"msgs": counter.n, "msgs_per_s": rate(counter.n, secs)}
-        del out["warmup"]
-        out["js_1"] = await bridge_js(bridge, "b1", min(a.js, 5000), 1, a.max_seconds)
-        out["js_100"] = await bridge_js(bridge, "b100", a.js, 100, a.max_seconds)
+        await bridge_core(bridge, 1000, a.max_seconds)  # warm-up
+        out["core"] = await with_cpu(lambda: bridge_core(bridge, a.msgs, a.max_seconds))
+        n1 = min(a.js, 5000)
+        out["js_1"] = await with_cpu(lambda: bridge_js(bridge, "b1", n1, 1, a.max_seconds))
+        out["js_100"] = await with_cpu(lambda: bridge_js(bridge, "b100", a.js, 100, a.max_seconds))
     return out
+
+
+async def bridge_core(bridge, n: int, max_s: float) -> dict:
+    """One bridge call per publish (`publish_core`), one subscription counting them."""
+    counter = Counter(n)
+    sub = await bridge.subscribe(CORE_SUBJECT, counter.hit)
+
+    async def batch(k: int) -> None:
+        for _ in range(k):
+            await bridge.publish_core(CORE_SUBJECT, PAYLOAD)
+
+    secs = await timed_publishes(batch, n, counter, max_s, batch=100)
+    await bridge.unsubscribe(sub)
+    return {"msgs": counter.n, "msgs_per_s": rate(counter.n, secs)}
 
 
 async def bridge_js(bridge, run: str, n: int, inflight: int, max_s: float) -> dict:
@@ -247,14 +270,14 @@ ROWS = (
 
 
 def report(nat: dict, bri: dict) -> str:
-    lines = [f"{'':44} {'native':>10} {'bridge':>10} {'ratio':>7}"]
-    for key, field, label in ROWS:
-        x, y = nat[key][field], bri[key][field]
-        lines.append(f"{label:44} {x:>10,.0f} {y:>10,.0f} {x / y:>6.1f}x")
-    cb = nat["js_100_callbacks"]["acks_per_s"]
-    y = bri["js_100"]["acks_per_s"]
-    label = "  native, callbacks instead of request()"
-    lines.append(f"{label:44} {cb:>10,.0f} {y:>10,.0f} {cb / y:>6.1f}x")
+    head = f"{'':44} {'native':>9} {'bridge':>9} {'ratio':>6}   CPU us/op: native bridge"
+    lines = [head]
+    rows = [*ROWS, ("js_100_callbacks", "acks_per_s", "  native with callbacks, not request()")]
+    for key, field, label in rows:
+        n, b = nat[key], bri[key if key in bri else "js_100"]
+        x, y = n[field], b[field]
+        cpu = f"{n['cpu_us_per_op']:>7.1f} {b['cpu_us_per_op']:>6.1f}"
+        lines.append(f"{label:44} {x:>9,.0f} {y:>9,.0f} {x / y:>5.1f}x {' ' * 12}{cpu}")
     return "\n".join(lines)
 
 
