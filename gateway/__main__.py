@@ -129,7 +129,7 @@ async def _signals(gw: Gateway) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
-    logs.configure("gateway")
+    logs.configure("gateway", cfg.log)
     if cfg.worker_index is None and cfg.workers > 1:
         sys.exit(trio.run(Supervisor(cfg, argv).run))
     if cfg.worker_index is not None:

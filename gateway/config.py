@@ -1,30 +1,63 @@
-"""Gateway settings: environment first (12-factor, for k8s), command-line flags override."""
+"""Gateway settings: environment first (12-factor, for k8s), command-line flags override.
+
+The variables, their defaults and their rules are declared in gateway/settings.py; this module
+maps each flag to the variable beside it and builds `GatewayConfig`. A bad value, from the
+environment or a flag, ends `parse_args` with exit status 2 and one message naming each.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.tokens import Keyring
 
+from . import settings as s
 from .admission_gate import AdmissionSettings
 from .streams import StreamSettings
+
+PROG = "python -m gateway"
+
+# flag -> (argparse dest, the variable it overrides)
+FLAGS: dict[str, tuple[str, s.Var]] = {
+    "--host": ("host", s.GATEWAY_HOST),
+    "--port": ("port", s.GATEWAY_PORT),
+    "--id": ("gateway_id", s.GATEWAY_ID),
+    "--public-url": ("public_url", s.GATEWAY_PUBLIC_URL),
+    "--health-port": ("health_port", s.GATEWAY_HEALTH_PORT),
+    "--nats": ("nats", s.NATS_URL),
+    "--storage": ("storage", s.STREAM_STORAGE),
+    "--replicas": ("replicas", s.STREAM_REPLICAS),
+    "--max-age": ("max_age", s.STREAM_MAX_AGE),
+    "--max-msgs-per-session": ("max_msgs_per_session", s.STREAM_MAX_MSGS_PER_SESSION),
+    "--hello-timeout": ("hello_timeout", s.HELLO_TIMEOUT),
+    "--drain-window": ("drain_window", s.DRAIN_WINDOW),
+    "--new-rate": ("new_rate", s.ADMIT_NEW_RATE),
+    "--new-burst": ("new_burst", s.ADMIT_NEW_BURST),
+    "--resume-rate": ("resume_rate", s.ADMIT_RESUME_RATE),
+    "--resume-burst": ("resume_burst", s.ADMIT_RESUME_BURST),
+    "--new-per-address": ("new_per_address", s.ADMIT_NEW_PER_ADDRESS),
+    "--forwarded-hops": ("forwarded_hops", s.GATEWAY_FORWARDED_HOPS),
+    "--workers": ("workers", s.GATEWAY_WORKERS),
+}
+FLAG_OF: dict[str, str] = {var.name: flag for flag, (_, var) in FLAGS.items()}
 
 
 @dataclass
 class GatewayConfig:
     keyring: Keyring
-    nats_servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    nats_servers: list[str] = field(default_factory=lambda: list(s.NATS_URL.default))
     gateway_id: str = field(default_factory=lambda: "gw-" + secrets.token_hex(3))
-    host: str = "127.0.0.1"
-    port: int = 8765
+    host: str = s.GATEWAY_HOST.default
+    port: int = s.GATEWAY_PORT.default
     public_url: str | None = None
     health_port: int | None = None  # admin port: /healthz /readyz /metrics /admin/drain
     admin_key: str | None = None  # bearer key for POST /admin/drain; None: endpoint refuses
     stream: StreamSettings = field(default_factory=StreamSettings)
-    hello_timeout: float = 10.0
+    hello_timeout: float = s.HELLO_TIMEOUT.default
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
     ack_interval: float = 0.005  # acks to a sender are batched over this window
     max_in_flight: int = (
@@ -33,11 +66,12 @@ class GatewayConfig:
     gap_timeout: float = 0.25  # how long a receiver waits on a gap before reading the stream
     tail_check: float = 2.0  # an idle receiver checks the stream's tail this often
     publish_timeout: float = 30.0  # must outlast a stream-leader election
-    drain_window: float = 30.0  # reconnect notices are spread over this many seconds
+    drain_window: float = s.DRAIN_WINDOW.default  # reconnect notices are spread over this
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
     worker_index: int | None = None  # set in a worker process started by the supervisor
     base_id: str | None = None  # a worker's gateway id without its ".w<i>" suffix
+    log: s.LogSettings = field(default_factory=s.LogSettings)
 
     @property
     def reuse_port(self) -> bool:
@@ -48,108 +82,74 @@ class GatewayConfig:
         return self.public_url or f"ws://{self.host}:{self.port}/"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+def _help(var: s.Var) -> str:
+    meaning = var.meaning.replace("`", "").replace("%", "%%")
+    default = var.doc_default().replace("`", "")
+    return f"{meaning} ({var.name}; default {default})"
 
 
-def parse_args(argv: list[str] | None = None) -> GatewayConfig:
-    p = argparse.ArgumentParser(prog="python -m gateway", description="cobrowse WebSocket gateway")
-    p.add_argument("--host", default=_env("COBROWSE_GATEWAY_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(_env("COBROWSE_GATEWAY_PORT", "8765")))
-    p.add_argument("--id", dest="gateway_id", default=_env("COBROWSE_GATEWAY_ID"))
-    p.add_argument("--public-url", default=_env("COBROWSE_GATEWAY_PUBLIC_URL"))
-    p.add_argument(
-        "--health-port",
-        type=int,
-        default=int(_env("COBROWSE_GATEWAY_HEALTH_PORT", "") or 0) or None,
-        help="port for /healthz, /readyz and /metrics (default: none)",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="cobrowse WebSocket gateway. Settings come from COBROWSE_* environment "
+        "variables (README, Configuration); a flag overrides the variable beside it.",
     )
-    p.add_argument(
-        "--nats",
-        default=_env("COBROWSE_NATS_URL", "nats://127.0.0.1:4222"),
-        help="comma-separated NATS server URLs",
-    )
-    p.add_argument(
-        "--storage", choices=["memory", "file"], default=_env("COBROWSE_STREAM_STORAGE", "memory")
-    )
-    p.add_argument("--replicas", type=int, default=int(_env("COBROWSE_STREAM_REPLICAS", "1")))
-    p.add_argument("--max-age", type=float, default=float(_env("COBROWSE_STREAM_MAX_AGE", "21600")))
-    p.add_argument(
-        "--max-msgs-per-session",
-        type=int,
-        default=int(_env("COBROWSE_STREAM_MAX_MSGS_PER_SESSION", "200000")),
-    )
-    p.add_argument(
-        "--hello-timeout", type=float, default=float(_env("COBROWSE_HELLO_TIMEOUT", "10"))
-    )
-    p.add_argument("--drain-window", type=float, default=float(_env("COBROWSE_DRAIN_WINDOW", "30")))
-    p.add_argument("--new-rate", type=float, default=float(_env("COBROWSE_ADMIT_NEW_RATE", "50")))
-    p.add_argument(
-        "--new-burst", type=float, default=float(_env("COBROWSE_ADMIT_NEW_BURST", "100"))
-    )
-    p.add_argument(
-        "--resume-rate", type=float, default=float(_env("COBROWSE_ADMIT_RESUME_RATE", "500"))
-    )
-    p.add_argument(
-        "--resume-burst", type=float, default=float(_env("COBROWSE_ADMIT_RESUME_BURST", "2000"))
-    )
-    p.add_argument(
-        "--new-per-address",
-        default=_env("COBROWSE_ADMIT_NEW_PER_ADDRESS", "120/minute"),
-        help="new sessions per client address, in the limits package's notation",
-    )
-    p.add_argument(
-        "--forwarded-hops",
-        type=int,
-        default=int(_env("COBROWSE_GATEWAY_FORWARDED_HOPS", "0")),
-        help="trusted reverse proxies in front that append to X-Forwarded-For (0: use the peer)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=int(_env("COBROWSE_GATEWAY_WORKERS", "0")) or (os.cpu_count() or 1),
-        help="worker processes sharing the port (default: the CPU count)",
-    )
+    for flag, (dest, var) in FLAGS.items():
+        p.add_argument(flag, dest=dest, default=None, metavar="VALUE", help=_help(var))
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """The configuration from the environment (os.environ unless `environ` is given) and
+    the flags in `argv`; exit status 2 with a message naming every bad value."""
+    p = build_parser()
     a = p.parse_args(argv)
-    if a.workers < 1:
-        p.error("--workers must be at least 1")
+    if a.worker_index is not None and a.worker_index < 0:
+        p.error("--worker-index must be at least 0")
+    overrides = {var.name: getattr(a, dest) for dest, var in FLAGS.values()}
+    kw = dict(overrides=overrides, labels=FLAG_OF)
     try:
-        keyring = Keyring.from_env()
-    except ValueError as exc:
-        p.error(str(exc))
+        if environ is None:
+            got = s.from_environ(s.GatewaySettings, **kw)
+        else:
+            got = s.read(s.GatewaySettings, environ, **kw)
+    except s.SettingsError as exc:
+        p.exit(2, exc.report(PROG))
+    return config_from(got, a.worker_index)
+
+
+def config_from(got: s.GatewaySettings, worker_index: int | None = None) -> GatewayConfig:
     cfg = GatewayConfig(
-        keyring=keyring,
-        nats_servers=[s for s in a.nats.split(",") if s],
-        host=a.host,
-        port=a.port,
-        public_url=a.public_url,
-        health_port=a.health_port,
-        drain_window=a.drain_window,
-        hello_timeout=a.hello_timeout,
-        admin_key=_env("COBROWSE_ADMIN_KEY") or None,
+        keyring=got.token_keys,
+        nats_servers=list(got.nats_servers),
+        host=got.host,
+        port=got.port,
+        public_url=got.public_url,
+        health_port=got.health_port,
+        drain_window=got.drain_window,
+        hello_timeout=got.hello_timeout,
+        admin_key=got.admin_key,
         admission=AdmissionSettings(
-            new_rate=a.new_rate,
-            new_burst=a.new_burst,
-            resume_rate=a.resume_rate,
-            resume_burst=a.resume_burst,
-            new_per_address=a.new_per_address,
-            forwarded_hops=a.forwarded_hops,
+            new_rate=got.new_rate,
+            new_burst=got.new_burst,
+            resume_rate=got.resume_rate,
+            resume_burst=got.resume_burst,
+            new_per_address=got.new_per_address,
+            forwarded_hops=got.forwarded_hops,
         ),
-        stream=StreamSettings(
-            storage=a.storage,
-            replicas=a.replicas,
-            max_age=a.max_age,
-            max_msgs_per_subject=a.max_msgs_per_session,
-        ),
+        stream=got.stream.settings,
+        workers=got.workers or (os.cpu_count() or 1),
+        log=got.log,
     )
-    if a.gateway_id:
-        cfg.gateway_id = a.gateway_id
-    cfg.workers = a.workers
-    if a.worker_index is not None:
-        cfg.worker_index = a.worker_index
+    if got.gateway_id:
+        cfg.gateway_id = got.gateway_id
+    if worker_index is not None:
+        cfg.worker_index = worker_index
         cfg.base_id = cfg.gateway_id
-        cfg.gateway_id = f"{cfg.gateway_id}.w{a.worker_index}"
+        cfg.gateway_id = f"{cfg.gateway_id}.w{worker_index}"
         if cfg.health_port is not None:  # the supervisor has the port; worker i takes +1+i
-            cfg.health_port += 1 + a.worker_index
+            cfg.health_port += 1 + worker_index
     return cfg

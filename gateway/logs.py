@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
 
+from . import settings
 
-def configure(component: str, level: str | None = None) -> None:
-    lvl = getattr(
-        logging, (level or os.environ.get("COBROWSE_LOG_LEVEL", "INFO")).upper(), logging.INFO
-    )
-    fmt = os.environ.get("COBROWSE_LOG_FORMAT", "kv")
+
+def configure(
+    component: str, log: settings.LogSettings | None = None, *, level: str | None = None
+) -> None:
+    """Set up structlog from `log` (the component's COBROWSE_LOG_* settings; read from the
+    environment when not given); `level` overrides the level."""
+    if log is None:
+        log = settings.from_environ(settings.LogSettings)
+    lvl = getattr(logging, (level or log.level).upper(), logging.INFO)
     renderer = (
         structlog.processors.JSONRenderer()
-        if fmt == "json"
+        if log.format == "json"
         else structlog.processors.KeyValueRenderer(
             key_order=["timestamp", "level", "event"], drop_missing=True
         )

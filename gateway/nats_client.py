@@ -23,6 +23,7 @@ stored before the drop is acked then, or the caller retries with the same Nats-M
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import secrets
@@ -33,10 +34,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+import outcome
 import structlog
 import trio
 
 from .nats_wire import (
+    DEFAULT_MAX_PAYLOAD,
     PING,
     PONG,
     Err,
@@ -45,6 +48,7 @@ from .nats_wire import (
     Msg,
     Ok,
     Parser,
+    PayloadTooLarge,
     Ping,
     Pong,
     ProtocolError,
@@ -64,6 +68,7 @@ __all__ = [
     "NatsError",
     "NoServersAvailable",
     "OutboundBufferFull",
+    "PayloadTooLarge",
     "ProtocolError",
     "Stats",
     "Subscription",
@@ -127,16 +132,82 @@ class Subscription:
         return f"Subscription(sid={self.sid}, subject={self.subject!r}, queue={self.queue!r})"
 
 
-class _Waiter:
-    """One request's replies (or one flush's PONG); `event` is set when it is complete."""
+class _Pong:
+    """A flush waiting for its PONG; `error` is set if the connection drops first."""
 
-    __slots__ = ("event", "msgs", "until", "error")
+    __slots__ = ("event", "error")
 
-    def __init__(self, until: Callable[[Msg], bool] | None = None) -> None:
+    def __init__(self) -> None:
         self.event = trio.Event()
+        self.error: BaseException | None = None
+
+
+class _Request:
+    __slots__ = ("task", "msgs", "until", "timeout", "deadline")
+
+    def __init__(self, until: Callable[[Msg], bool] | None, timeout: float) -> None:
+        self.task = trio.lowlevel.current_task()
         self.msgs: list[Msg] = []
         self.until = until
-        self.error: BaseException | None = None
+        self.timeout = timeout
+        self.deadline = trio.current_time() + timeout
+
+
+class _Requests:
+    """Requests waiting for replies, by token, and one task that times them out.
+
+    A cancel scope per request (`trio.fail_after`) was about half of what a request cost
+    here, so a waiting task is parked with `wait_task_rescheduled` and woken by the reply
+    or by the sweeper. Requests with the same timeout expire in the order they were made,
+    so each timeout value has a FIFO (an insertion-ordered dict) whose head expires first,
+    and the sweeper sleeps until the earliest head."""
+
+    def __init__(self) -> None:
+        self.by_token: dict[str, _Request] = {}
+        self._fifos: dict[float, dict[str, _Request]] = {}
+        self._sleep: trio.CancelScope | None = None  # the sweeper's, until its next expiry
+
+    def add(self, token: str, r: _Request) -> None:
+        self.by_token[token] = r
+        fifo = self._fifos.get(r.timeout)
+        if fifo is None:
+            fifo = self._fifos[r.timeout] = {}
+        fifo[token] = r
+        if self._sleep is not None and r.deadline < self._sleep.deadline:
+            self._sleep.deadline = r.deadline  # only for a shorter timeout than any so far
+
+    def pop(self, token: str) -> _Request | None:
+        r = self.by_token.pop(token, None)
+        if r is not None:
+            fifo = self._fifos[r.timeout]
+            del fifo[token]
+            if not fifo:  # timeouts computed per call must not leave a FIFO each behind
+                del self._fifos[r.timeout]
+        return r
+
+    def finish(self, token: str, result: outcome.Outcome) -> None:
+        r = self.pop(token)
+        if r is not None:
+            trio.lowlevel.reschedule(r.task, result)
+
+    async def sweep(self) -> None:
+        while True:
+            now = trio.current_time()
+            expired, wake = [], math.inf
+            for fifo in self._fifos.values():
+                for token, r in fifo.items():
+                    if r.deadline > now:
+                        wake = min(wake, r.deadline)
+                        break
+                    expired.append(token)
+            for token in expired:
+                self.finish(token, outcome.Error(trio.TooSlowError()))
+            with trio.CancelScope(deadline=wake) as self._sleep:
+                await trio.sleep_forever()
+
+    def fail_all(self, exc: BaseException) -> None:
+        for token in list(self.by_token):
+            self.finish(token, outcome.Error(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +280,7 @@ class _Conn:
         self.parser = Parser()
         self.wake = trio.Event()  # the outbox is blocked or closed: the writer must act
         self.outbox = Outbox(sock, current_flusher(), self._outbox_needs_writer)
-        self.pongs: deque[_Waiter | None] = deque()  # one per PING sent; None: the pinger's
+        self.pongs: deque[_Pong | None] = deque()  # one per PING sent; None: the pinger's
         self.pings_out = 0
         self.backlog: deque[Event] = deque()  # read with the handshake's PONG, not handled yet
         self.failure: BaseException | None = None
@@ -269,6 +340,7 @@ class NatsClient:
         self._conn: _Conn | None = None
         self._up = trio.Event()  # set while connected
         self._pending = bytearray()  # publishes queued while disconnected
+        self._max_payload = DEFAULT_MAX_PAYLOAD  # the last server's, from its INFO
         self._closing = False
         self._closed = False
         self._subs: dict[int, Subscription] = {}
@@ -278,17 +350,19 @@ class NatsClient:
         # Requests: one wildcard subscription, a token per request (no SUB/UNSUB each).
         self._inbox = self.new_inbox() + "."
         self._inbox_len = len(self._inbox)
-        self._waiters: dict[str, _Waiter] = {}
+        self._requests = _Requests()
         self._next_token = 0
         self.subscribe(self._inbox + "*", self._on_reply)
 
-    # ---- lifetime ----------------------------------------------------------------------
+    # ---- the API -----------------------------------------------------------------------
 
     @classmethod
     @asynccontextmanager
     async def open(cls, servers: list[str] | str, **options) -> AsyncIterator[NatsClient]:
         """Connect (trying every server once, else `NoServersAvailable`) and run the
-        connection loop for the block; on exit, flush what was written (1 s at most)."""
+        connection loop for the block; on exit, flush what was written (1 s at most).
+        `options` are `NatsClient`'s: name, connect_timeout, reconnect_wait, ping_interval,
+        max_pings_out, pending_limit."""
         client = cls(servers, **options)
         conn = await client._connect_first()
         client._ready(conn)
@@ -312,9 +386,160 @@ class NatsClient:
             client._closed = True
             if client._conn is not None:  # cancelled before the loop ever served it
                 client._lost(client._conn)
+            client._requests.fail_all(ClientClosed("the NATS client closed"))
             if client._pending:
                 log.warning("nats_pending_dropped", bytes=len(client._pending))
                 client._pending = bytearray()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def connected_url(self) -> str | None:
+        return self._conn.server.url if self._conn is not None else None
+
+    @property
+    def known_servers(self) -> list[str]:
+        """The configured servers and those the cluster announced (without credentials)."""
+        return [s.url for s in self._pool.servers]
+
+    def on_reconnected(self, cb: Callable[[], None]) -> None:
+        """`cb()` after each reconnect, once the subscriptions are re-sent."""
+        self._on_reconnected.append(cb)
+
+    def on_disconnected(self, cb: Callable[[], None]) -> None:
+        """`cb()` when a connection is lost (also when the client closes)."""
+        self._on_disconnected.append(cb)
+
+    def new_inbox(self) -> str:
+        return "_INBOX." + secrets.token_hex(11)
+
+    def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        reply: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Queue a publish (sent this run-loop turn when connected). Never awaits.
+
+        `PayloadTooLarge` over the server's max_payload (headers count), which the server
+        would answer by closing the connection; `OutboundBufferFull` past pending_limit."""
+        wire = pub(subject, data, reply, headers, self._max_payload)
+        self._send(wire)
+        stats = self.stats
+        stats.msgs_out += 1
+        stats.bytes_out += len(wire)
+
+    def _send(self, wire: bytes) -> None:
+        conn = self._conn
+        if conn is not None:
+            box = conn.outbox
+            if box.pending + len(wire) > self._pending_limit:
+                raise OutboundBufferFull(f"{box.pending} bytes not yet taken by the kernel")
+            box.write(wire)
+            return
+        if self._closed:
+            raise ClientClosed("the NATS client is closed")
+        if len(self._pending) + len(wire) > self._pending_limit:
+            raise OutboundBufferFull(f"{len(self._pending)} bytes queued while disconnected")
+        self._pending += wire
+
+    def subscribe(
+        self, subject: str, handler: Callable[[Msg], None], *, queue: str | None = None
+    ) -> Subscription:
+        """`handler(msg)` runs on the reader task and must not block. SUB is queued."""
+        self._next_sid += 1
+        s = Subscription(self._next_sid, subject, queue, handler)
+        wire = sub(subject, s.sid, queue)  # checks the subject before anything is kept
+        self._subs[s.sid] = s
+        if self._conn is not None:
+            self._conn.outbox.write(wire)
+        return s
+
+    def unsubscribe(self, s: Subscription) -> None:
+        """No more calls to its handler from now on, even for messages already read."""
+        if self._subs.pop(s.sid, None) is not None and self._conn is not None:
+            self._conn.outbox.write(unsub(s.sid))
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+    ) -> Msg:
+        """The first reply, which may be a status message (`msg.status` "503": no
+        responders): the caller decides. `trio.TooSlowError` after `timeout`; a connection
+        lost meanwhile does not end the wait (the reply may come after the reconnect)."""
+        return (await self._request(subject, data, headers, timeout, None))[0]
+
+    async def request_many(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+        until: Callable[[Msg], bool],
+    ) -> list[Msg]:
+        """Replies up to and including the first for which `until(msg)` is true (a batched
+        direct get ends with status 204 "EOB"; a 503 or 404 may come instead, so `until`
+        should accept any status). `trio.TooSlowError` if it does not come in time."""
+        return await self._request(subject, data, headers, timeout, until)
+
+    async def _request(self, subject, data, headers, timeout, until) -> list[Msg]:
+        self._next_token += 1
+        token = f"{self._next_token:x}"
+        requests = self._requests
+        requests.add(token, _Request(until, timeout))
+        try:
+            self.publish(subject, data, reply=self._inbox + token, headers=headers)
+        except BaseException:
+            requests.pop(token)
+            raise
+
+        def abort(_: object) -> trio.lowlevel.Abort:  # cancelled from outside
+            requests.pop(token)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject[self._inbox_len :]
+        r = self._requests.by_token.get(token)
+        if r is None:
+            return  # late: its request timed out or already has what it waited for
+        r.msgs.append(msg)
+        if r.until is not None:
+            try:
+                if not r.until(msg):
+                    return
+            except Exception as exc:
+                self._requests.finish(token, outcome.Error(exc))
+                return
+        self._requests.finish(token, outcome.Value(r.msgs))
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """A PING/PONG round trip: the server has processed everything written before.
+        Waits for a connection if there is none; `ConnectionLost` if it drops first."""
+        with trio.fail_after(timeout):
+            while self._conn is None:
+                if self._closed:
+                    raise ClientClosed("the NATS client is closed")
+                await self._up.wait()
+            conn = self._conn
+            w = _Pong()
+            conn.pongs.append(w)
+            conn.outbox.write(PING)
+            await w.event.wait()
+        if w.error is not None:
+            raise w.error
+
+    # ---- lifetime ----------------------------------------------------------------------
 
     async def _flush_on_exit(self) -> None:
         if self._conn is None:
@@ -327,13 +552,15 @@ class NatsClient:
     async def _run(self, conn: _Conn, scope: trio.CancelScope) -> None:
         """Serve a connection until it fails, reconnect, repeat."""
         with scope:
-            while True:
-                await self._serve(conn)
-                conn = await self._reconnect(conn.server)
-                self.stats.reconnects += 1
-                self._ready(conn)
-                log.info("nats_reconnected", url=conn.server.url)
-                _call_all(self._on_reconnected, "on_reconnected")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._requests.sweep)
+                while True:
+                    await self._serve(conn)
+                    conn = await self._reconnect(conn.server)
+                    self.stats.reconnects += 1
+                    self._ready(conn)
+                    log.info("nats_reconnected", url=conn.server.url)
+                    _call_all(self._on_reconnected, "on_reconnected")
 
     async def _serve(self, conn: _Conn) -> None:
         try:
@@ -471,7 +698,7 @@ class NatsClient:
 
     def _on_info(self, conn: _Conn, info: dict) -> None:
         if isinstance(info.get("max_payload"), int):
-            conn.parser.max_payload = info["max_payload"]
+            conn.parser.max_payload = self._max_payload = info["max_payload"]
         urls = info.get("connect_urls")
         if isinstance(urls, list):
             self._pool.add([u for u in urls if isinstance(u, str)], like=conn.server)
@@ -558,143 +785,6 @@ class NatsClient:
             conn.pings_out += 1
             conn.pongs.append(None)
             conn.outbox.write(PING)
-
-    # ---- the API -----------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    @property
-    def connected_url(self) -> str | None:
-        return self._conn.server.url if self._conn is not None else None
-
-    def on_reconnected(self, cb: Callable[[], None]) -> None:
-        """`cb()` after each reconnect, once the subscriptions are re-sent."""
-        self._on_reconnected.append(cb)
-
-    def on_disconnected(self, cb: Callable[[], None]) -> None:
-        """`cb()` when a connection is lost (also when the client closes)."""
-        self._on_disconnected.append(cb)
-
-    def new_inbox(self) -> str:
-        return "_INBOX." + secrets.token_hex(11)
-
-    def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        reply: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Queue a publish (sent this run-loop turn when connected). Never awaits."""
-        wire = pub(subject, data, reply, headers)
-        self._send(wire)
-        stats = self.stats
-        stats.msgs_out += 1
-        stats.bytes_out += len(wire)
-
-    def _send(self, wire: bytes) -> None:
-        conn = self._conn
-        if conn is not None:
-            box = conn.outbox
-            if box.pending + len(wire) > self._pending_limit:
-                raise OutboundBufferFull(f"{box.pending} bytes not yet taken by the kernel")
-            box.write(wire)
-            return
-        if self._closed:
-            raise ClientClosed("the NATS client is closed")
-        if len(self._pending) + len(wire) > self._pending_limit:
-            raise OutboundBufferFull(f"{len(self._pending)} bytes queued while disconnected")
-        self._pending += wire
-
-    def subscribe(
-        self, subject: str, handler: Callable[[Msg], None], *, queue: str | None = None
-    ) -> Subscription:
-        """`handler(msg)` runs on the reader task and must not block. SUB is queued."""
-        self._next_sid += 1
-        s = Subscription(self._next_sid, subject, queue, handler)
-        wire = sub(subject, s.sid, queue)  # checks the subject before anything is kept
-        self._subs[s.sid] = s
-        if self._conn is not None:
-            self._conn.outbox.write(wire)
-        return s
-
-    def unsubscribe(self, s: Subscription) -> None:
-        """No more calls to its handler from now on, even for messages already read."""
-        if self._subs.pop(s.sid, None) is not None and self._conn is not None:
-            self._conn.outbox.write(unsub(s.sid))
-
-    async def request(
-        self,
-        subject: str,
-        data: bytes = b"",
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float,
-    ) -> Msg:
-        """The first reply, which may be a status message (`msg.status` "503": no
-        responders): the caller decides. `trio.TooSlowError` after `timeout`."""
-        return (await self._request(subject, data, headers, timeout, None))[0]
-
-    async def request_many(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float,
-        until: Callable[[Msg], bool],
-    ) -> list[Msg]:
-        """Replies up to and including the first for which `until(msg)` is true (a batched
-        direct get ends with status 204 "EOB"; a 503 or 404 may come instead, so `until`
-        should accept any status). `trio.TooSlowError` if it does not come in time."""
-        return await self._request(subject, data, headers, timeout, until)
-
-    async def _request(self, subject, data, headers, timeout, until) -> list[Msg]:
-        self._next_token += 1
-        token = f"{self._next_token:x}"
-        w = _Waiter(until)
-        self._waiters[token] = w
-        try:
-            self.publish(subject, data, reply=self._inbox + token, headers=headers)
-            with trio.fail_after(timeout):
-                await w.event.wait()
-        finally:
-            del self._waiters[token]
-        if w.error is not None:
-            raise w.error
-        return w.msgs
-
-    def _on_reply(self, msg: Msg) -> None:
-        w = self._waiters.get(msg.subject[self._inbox_len :])
-        if w is None or w.event.is_set():
-            return  # late: its request timed out or already has what it waited for
-        w.msgs.append(msg)
-        if w.until is not None:
-            try:
-                if not w.until(msg):
-                    return
-            except Exception as exc:
-                w.error = exc
-        w.event.set()
-
-    async def flush(self, timeout: float = 5.0) -> None:
-        """A PING/PONG round trip: the server has processed everything written before.
-        Waits for a connection if there is none; `ConnectionLost` if it drops first."""
-        with trio.fail_after(timeout):
-            while self._conn is None:
-                if self._closed:
-                    raise ClientClosed("the NATS client is closed")
-                await self._up.wait()
-            conn = self._conn
-            w = _Waiter()
-            conn.pongs.append(w)
-            conn.outbox.write(PING)
-            await w.event.wait()
-        if w.error is not None:
-            raise w.error
 
 
 async def _read_until_event(conn: _Conn) -> None:

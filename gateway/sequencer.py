@@ -10,6 +10,7 @@ cumulative ack that never covers an event JetStream has not stored.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Any
 
 import msgpack
@@ -102,6 +103,16 @@ class Sequencer:
 
     def unacked(self) -> list[Event]:
         return [ev for ev, _ in self._buf]
+
+    def since(self, seq: int) -> list[Event]:
+        """The unacked events numbered after `seq`, in order. Walks from the newest end, so it
+        costs O(events returned), however many older ones wait for their ack."""
+        n = self._next - 1 - max(seq, self._acked)
+        if n <= 0:
+            return []
+        out = [ev for ev, _ in islice(reversed(self._buf), n)]
+        out.reverse()
+        return out
 
     def resume(self, durable: int) -> list[Event]:
         """JetStream holds everything up to `durable` in this epoch: resend only what follows."""

@@ -20,8 +20,9 @@ from . import report as rep
 from . import scenarios
 from .api import Api, ApiError
 from .cpu import CpuPoint, CpuWindow
+from .fastclient import Reactor
 from .localcluster import LocalCluster, Target
-from .session import SimSession
+from .session import SESSIONS, SimSession
 from .verifier import Verifier, new_histogram, percentiles_ms
 
 
@@ -48,7 +49,9 @@ class Harness:
         self.ramp_end: float | None = None
         self.loop_lag_max = 0.0
         self.delivered_total = 0  # events delivered to receivers, both directions
-        self.cpu = CpuWindow(client=getattr(opts, "client", "reference"))
+        self.cpu = CpuWindow(client=opts.client)
+        self.session_class = SESSIONS[opts.client]
+        self.reactor = Reactor() if opts.client == "fast" else None
         self._gateway_procs: dict[str, Any] = {}  # gateway id -> psutil.Process
         self._gateway_cpu: dict[str, float] = {}  # gateway id -> last CPU seconds seen
         self.stop_sending = trio.Event()
@@ -76,7 +79,7 @@ class Harness:
             if self.stop_sending.is_set():
                 break
             await trio.sleep_until(start + i * seconds / max(1, count))
-            s = SimSession(self, len(self.sessions) + len(self.extra), extra=True)
+            s = self.session_class(self, len(self.sessions) + len(self.extra), extra=True)
             self.extra.append(s)
             self._nursery.start_soon(s.main, self.stop_at)
 
@@ -278,6 +281,8 @@ class Harness:
                 top.start_soon(self._signals, top.cancel_scope)
                 top.start_soon(self._display)
                 top.start_soon(self._monitor)
+                if self.reactor is not None:
+                    top.start_soon(self.reactor.run)
                 async with trio.open_nursery() as n:
                     self._nursery = n
                     self.phase = "ramp"
@@ -285,7 +290,7 @@ class Harness:
                     setup_deadline = t_start + max(o.duration * 0.75, o.ramp + 30)
                     for i in range(o.sessions):
                         await trio.sleep_until(t_start + i * o.ramp / o.sessions)
-                        s = SimSession(self, i)
+                        s = self.session_class(self, i)
                         self.sessions.append(s)
                         n.start_soon(s.main, min(setup_deadline, self.stop_at))
                     n.start_soon(self._watch_ramp)

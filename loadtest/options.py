@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="storm: real new sessions created during the storm (default sessions/2)",
     )
+    p.add_argument(
+        "--client",
+        choices=("fast", "reference"),
+        default="fast",
+        help="fast: the load generator (one epoll reactor, loadtest/fastclient.py); reference: "
+        "the trio reference client, gateway/client.py (costs several times more CPU per event)",
+    )
     p.add_argument("--run-dir", type=Path, default=Path(".run/loadtest"), help="local logs")
     p.add_argument("--keep-logs", action="store_true", help="keep local logs after a pass")
     return p

@@ -165,6 +165,9 @@ async def nats_failover(h) -> None:
 def abort_connection(client: Client) -> bool:
     """Drop a client's connection the way a network does: the TCP socket is shut down under
     the WebSocket, with no close frame. The client sees 1006 and resumes on its own."""
+    abort = getattr(client, "abort", None)  # the load generator's FastClient
+    if abort is not None:
+        return abort()
     ws = getattr(client, "_ws", None)
     stream = getattr(ws, "_stream", None)
     sock = getattr(stream, "socket", None)

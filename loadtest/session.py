@@ -4,8 +4,10 @@ instrumented for the verifier."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -13,9 +15,10 @@ import trio
 from gateway.client import Client, ClientError
 
 from .api import ApiError
+from .fastclient import FastClient, Reactor
 from .instrumented import LaneStats, RecordingSequencer
 from .verifier import record_latency
-from .workload import EventMix, payload, snapshot_bytes
+from .workload import EventMix, Planned, payload, snapshot_bytes
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -44,9 +47,9 @@ class SimSession:
         h = self.h
         rng = random.Random(f"{h.opts.seed}:{self.index}:{name}")
         self.notices[name] = []
-        client = Client(urls, self.sid, token, role, rng=rng, on_control=self._on_control(name))
-        client.stats = LaneStats().bind(client)
         direction = "v" if role == "visitor" else "a"
+        client = self._new_client(urls, token, role, name, rng, direction)
+        client.stats = LaneStats().bind(client)
 
         def sender() -> str:
             if role == "visitor":
@@ -102,20 +105,26 @@ class SimSession:
             if not self.h.closing.is_set():
                 self.h.client_errors.append(f"{self.sid} {name}: {exc}")
 
-    async def _consume(self, name: str, client: Client, direction: str) -> None:
+    def _delivered(
+        self, name: str, direction: str, src: str | None, epoch: int, evs, received: float
+    ) -> None:
+        """A receiver's application got these events (after the client's duplicate dropping)."""
         h = self.h
-        async for d in client.events:
-            sent_at = d.payload.get("t") if isinstance(d.payload, dict) else None
-            if not isinstance(sent_at, float):
-                sent_at = d.ts / 1000
+        joined = self.joined_at.get(name, 0)
+        sender = "visitor" if src is None else src
+        delivered, on_delivered = h.verifier.delivered, h.timeline.on_delivered
+        for ev in evs:
+            p = ev.payload
+            sent_at = p.get("t") if type(p) is dict else None
+            if type(sent_at) is not float:
+                sent_at = ev.ts / 1000
             # Only events sent after this receiver joined have a meaningful latency (a late
             # joiner starts with a snapshot sent before it came).
-            latency = d.received - sent_at if sent_at >= self.joined_at.get(name, 0) else None
-            sender = "visitor" if d.src is None else d.src
-            h.delivered_total += 1
-            h.verifier.delivered(self.sid, direction, sender, name, d.epoch, d.seq, latency)
+            latency = received - sent_at if sent_at >= joined else None
+            delivered(self.sid, direction, sender, name, epoch, ev.seq, latency)
             if direction == "v":
-                h.timeline.on_delivered(d.received, latency)
+                on_delivered(received, latency)
+        h.delivered_total += len(evs)
 
     # -- the session's life --
 
@@ -134,12 +143,7 @@ class SimSession:
                 n.cancel_scope.cancel()
                 return
             self.ready = True
-            with trio.move_on_at(h.stop_at):
-                async with trio.open_nursery() as senders:
-                    senders.start_soon(self._visitor_loop)
-                    for name, client in self.clients:
-                        if client.role == "agent":
-                            senders.start_soon(self._agent_loop, name, client)
+            await self._stream()
             await h.closing.wait()
             for _, client in self.clients:
                 client.close()
@@ -158,7 +162,7 @@ class SimSession:
         )
         self.joined_at["visitor"] = time.time()
         await n.start(self._run_client, "visitor", self.visitor)
-        n.start_soon(self._consume, "visitor", self.visitor, "a")
+        self._receive(n, "visitor", self.visitor, "a")
         await self._send_snapshot()
         await self.visitor.wait_acked(self.visitor.seq.next_seq - 1, timeout=60)
         for k in range(h.opts.agents_per_session):
@@ -170,7 +174,7 @@ class SimSession:
             delivered = agent.welcome.delivered if agent.welcome else None
             after = tuple(delivered) if isinstance(delivered, list) else None
             h.verifier.expect(self.sid, "v", name, after)
-            n.start_soon(self._consume, name, agent, "v")
+            self._receive(n, name, agent, "v")
             self.agents.append(agent)
 
     async def _send_snapshot(self) -> None:
@@ -179,6 +183,46 @@ class SimSession:
         data = snapshot_bytes(self.mix.snapshot_size(), self.sid)
         parts = await self.visitor.send_snapshot(data)
         self.h.timeline.on_sent(time.time(), len(parts))
+
+    def connected(self) -> bool:
+        return self.ready and all(c.connected.is_set() for _, c in self.clients)
+
+    # -- what the two clients do differently --
+
+    def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
+        raise NotImplementedError
+
+    def _receive(self, n: trio.Nursery, name: str, client, direction: str) -> None:
+        """Deliveries from `client` go to `_delivered` from now on."""
+        raise NotImplementedError
+
+    async def _stream(self) -> None:
+        """Play the session's event mix until the run stops sending."""
+        raise NotImplementedError
+
+
+class ReferenceSession(SimSession):
+    """Every client is the trio reference client (`gateway.client.Client`), used as an
+    application would: a task per client reads its `events` channel, a task per sender
+    sleeps until each planned event and awaits `send`."""
+
+    def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
+        return Client(urls, self.sid, token, role, rng=rng, on_control=self._on_control(name))
+
+    def _receive(self, n: trio.Nursery, name: str, client: Client, direction: str) -> None:
+        n.start_soon(self._consume, name, client, direction)
+
+    async def _consume(self, name: str, client: Client, direction: str) -> None:
+        async for d in client.events:
+            self._delivered(name, direction, d.src, d.epoch, (d,), d.received)
+
+    async def _stream(self) -> None:
+        with trio.move_on_at(self.h.stop_at):
+            async with trio.open_nursery() as senders:
+                senders.start_soon(self._visitor_loop)
+                for name, client in self.clients:
+                    if client.role == "agent":
+                        senders.start_soon(self._agent_loop, name, client)
 
     async def _visitor_loop(self) -> None:
         h, visitor = self.h, self.visitor
@@ -201,5 +245,89 @@ class SimSession:
             n += 1
             await agent.send(ev.kind, payload(ev.kind, ev.size, n, time.time()))
 
-    def connected(self) -> bool:
-        return self.ready and all(c.connected.is_set() for _, c in self.clients)
+
+class FastSession(SimSession):
+    """Every client is a `FastClient` on the harness's reactor: deliveries arrive as calls,
+    and the planned events are timers of the reactor, so one wake sends every event that is
+    due across all sessions (docs/loadtest.md, "The load generator")."""
+
+    def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
+        receives = "a" if role == "visitor" else "v"  # the direction this client receives
+
+        def on_delivery(d) -> None:
+            self._delivered(name, receives, d.src, d.epoch, d.events, d.received)
+
+        return FastClient(
+            self.h.reactor,
+            urls,
+            self.sid,
+            token,
+            role,
+            rng=rng,
+            on_control=self._on_control(name),
+            on_delivery=on_delivery,
+        )
+
+    def _receive(self, n: trio.Nursery, name: str, client, direction: str) -> None:
+        pass  # on_delivery is called by the reactor
+
+    async def _stream(self) -> None:
+        h = self.h
+        start = trio.current_time()
+        seconds = max(0.0, h.stop_at - start)
+        visitor = self.visitor
+        assert visitor is not None
+        PlanTimer(h.reactor, start, self.mix.visitor(seconds), self._visitor_event).arm()
+        for agent in self.agents:
+            PlanTimer(h.reactor, start, self.mix.agent(seconds), self._agent_event(agent)).arm()
+        await trio.sleep_until(h.stop_at)
+
+    def _visitor_event(self, ev: Planned) -> bool:
+        visitor, h = self.visitor, self.h
+        now = h.reactor.now
+        if self.need_snapshot and visitor.seq.can_push():
+            self.need_snapshot = False
+            data = snapshot_bytes(self.mix.snapshot_size(), self.sid)
+            h.timeline.on_sent(now, len(visitor.push_snapshot(data)))
+        if visitor.push(ev.kind, payload(ev.kind, ev.size, self.counter + 1, now)) is None:
+            return False  # the resend buffer is full: try again shortly
+        self.counter += 1
+        h.timeline.on_sent(now)
+        return True
+
+    def _agent_event(self, agent: FastClient):
+        count = itertools.count(1)
+
+        def fire(ev: Planned) -> bool:
+            now = self.h.reactor.now
+            return agent.push(ev.kind, payload(ev.kind, ev.size, next(count), now)) is not None
+
+        return fire
+
+
+class PlanTimer:
+    """A sender's planned events as reactor timers: one armed at a time, each fired at its
+    planned time (relative to `start`, trio time); a refused one is retried 10 ms later."""
+
+    __slots__ = ("reactor", "start", "plan", "fire", "pending")
+
+    RETRY = 0.01
+
+    def __init__(self, reactor: Reactor, start: float, plan: Iterator[Planned], fire) -> None:
+        self.reactor, self.start, self.plan, self.fire = reactor, start, plan, fire
+        self.pending: Planned | None = None
+
+    def arm(self) -> None:
+        self.pending = next(self.plan, None)
+        if self.pending is not None:
+            self.reactor.call_at(self.start + self.pending.at, self._due)
+
+    def _due(self) -> None:
+        assert self.pending is not None
+        if self.fire(self.pending):
+            self.arm()
+        else:
+            self.reactor.call_at(trio.current_time() + self.RETRY, self._due)
+
+
+SESSIONS = {"reference": ReferenceSession, "fast": FastSession}

@@ -46,7 +46,22 @@ def new_histogram(digits: int = LATENCY_DIGITS) -> HdrHistogram:
 
 
 def record_latency(hist: HdrHistogram, seconds: float) -> None:
-    hist.record_value(min(LATENCY_MAX_US, max(1, int(seconds * 1_000_000))))
+    """`hist.record_value` of the microseconds, with hdrh's index arithmetic inlined: its
+    five method calls per value were a tenth of the load generator's CPU per event."""
+    v = min(LATENCY_MAX_US, max(1, int(seconds * 1_000_000)))
+    unit = hist.unit_magnitude
+    bucket = (
+        (v | hist.sub_bucket_mask).bit_length() - unit - hist.sub_bucket_half_count_magnitude - 1
+    )
+    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (
+        (v >> (bucket + unit)) - hist.sub_bucket_half_count
+    )
+    hist.counts[index] += 1
+    hist.total_count += 1
+    if v < hist.min_value:
+        hist.min_value = v
+    if v > hist.max_value:
+        hist.max_value = v
 
 
 def percentiles_ms(hist: HdrHistogram, ps: Iterable[float] = (50, 99)) -> dict[str, float | None]:

@@ -24,6 +24,7 @@ from .fetch import fetch
 from .rewrite import rewrite
 
 EXIT_USAGE = 2
+PROG = "python -m proxy"
 
 
 def _read(source: str, limit: int) -> str:
@@ -37,11 +38,18 @@ def _read(source: str, limit: int) -> str:
     return data.decode("utf-8-sig", errors="replace")
 
 
-def _rewrite(args: argparse.Namespace) -> int:
+def _config() -> ProxyConfig | None:
+    """The settings from the environment; None after saying every bad value on stderr."""
     try:
-        config = ProxyConfig.from_env()
+        return ProxyConfig.from_env()
     except ConfigError as err:
-        print(f"error: bad configuration: {err}", file=sys.stderr)
+        sys.stderr.write(err.report(PROG))
+        return None
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    config = _config()
+    if config is None:
         return EXIT_USAGE
     if not args.session or len(args.session) > signing.MAX_SESSION_ID_LENGTH:
         print(
@@ -148,13 +156,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .service import create_app
 
-    logs.configure("proxy")
-
-    try:
-        config = ProxyConfig.from_env()
-    except ConfigError as err:
-        print(f"error: bad configuration: {err}", file=sys.stderr)
+    config = _config()
+    if config is None:
         return EXIT_USAGE
+    logs.configure("proxy", config.log)
     if not 0 <= args.port <= 65535:
         print("error: --port must be 0..65535", file=sys.stderr)
         return EXIT_USAGE
@@ -170,7 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m proxy",
+        prog=PROG,
         description=(
             "The co-browsing asset proxy. Settings come from COBROWSE_PROXY_* environment "
             "variables (see docs/proxy.md)."

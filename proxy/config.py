@@ -1,40 +1,29 @@
 """Asset-proxy settings from the environment, never keys in code.
 
-Variables (all optional except where noted):
-
-* ``COBROWSE_PROXY_KEYS``: signing keys, a ``gateway.tokens.Keyring`` spec
-  ``kid:secret[,kid:secret]`` (current first, secrets >= 16 bytes). No default: when unset
-  ``keyring`` is None and each caller decides (the CLI uses an ephemeral key).
-* ``COBROWSE_PROXY_PUBLIC_URL``: base URL the signed ``/v1/asset?...`` paths are appended
-  to (default ``http://127.0.0.1:8090``).
-* ``COBROWSE_PROXY_ALLOW``: SSRF allow-list for ``proxy.address_policy.AllowList.parse``
-  (default empty: only public addresses).
-* ``COBROWSE_PROXY_MAX_CSS_BYTES`` (default 5 MiB), ``COBROWSE_PROXY_TIMEOUT`` (seconds,
-  default 10), ``COBROWSE_PROXY_MAX_REDIRECTS`` (default 5), ``COBROWSE_PROXY_CACHE_BYTES``
-  (default 64 MiB), ``COBROWSE_PROXY_URL_TTL`` (seconds a signed URL stays valid, default
-  3600).
-
-A bad value raises :class:`ConfigError` naming the variable and the expected format.
+The COBROWSE_PROXY_* variables (and the shared COBROWSE_TOKEN_KEYS and logging) are declared
+once in gateway/settings.py (`ProxySettings`), with their defaults and rules; docs/proxy.md
+lists them. `ProxyConfig.from_env` reads them and turns the allow-list into an `AllowList`.
+Every bad value is reported in one :class:`ConfigError` that names each variable; key secrets
+are never echoed.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from gateway import settings as s
+from gateway.settings import SettingsError
 from gateway.tokens import Keyring
 
 from .address_policy import AllowList
 
-MIB = 1024 * 1024
+# Where signed URLs point when COBROWSE_PROXY_PUBLIC_URL is not set: `python -m proxy
+# serve`'s own default address (development).
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
 
-
-class ConfigError(ValueError):
-    """The proxy settings are unusable; the message says which variable and why."""
+ConfigError = SettingsError  # the proxy settings are unusable; it says which and why
 
 
 @dataclass(frozen=True)
@@ -42,95 +31,32 @@ class ProxyConfig:
     keyring: Keyring | None = None
     public_url: str = DEFAULT_PUBLIC_URL
     allow: AllowList = field(default_factory=AllowList)
-    max_css_bytes: int = 5 * MIB
-    timeout: float = 10.0
-    max_redirects: int = 5
-    cache_bytes: int = 64 * MIB
-    url_ttl: int = 3600
+    max_css_bytes: int = s.PROXY_MAX_CSS_BYTES.default
+    timeout: float = s.PROXY_TIMEOUT.default
+    max_redirects: int = s.PROXY_MAX_REDIRECTS.default
+    cache_bytes: int = s.PROXY_CACHE_BYTES.default
+    url_ttl: int = s.PROXY_URL_TTL.default
     token_keys: Keyring | None = None  # verifies agents' join tokens (POST /v1/sign)
-    cors_origins: tuple[str, ...] = ("*",)  # pages that may call /v1/sign and /v1/rewrite
+    cors_origins: tuple[str, ...] = s.PROXY_CORS_ORIGINS.default  # may call sign/rewrite
+    log: s.LogSettings = field(default_factory=s.LogSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyConfig:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return None if value is None or not value.strip() else value.strip()
-
-        keyring = None
-        spec = get("COBROWSE_PROXY_KEYS")
-        if spec is not None:
-            try:
-                keyring = Keyring.parse(spec)
-            except ValueError as err:
-                raise ConfigError(
-                    f"COBROWSE_PROXY_KEYS is invalid ({err}); expected 'kid:secret[,kid:secret]' "
-                    "with secrets of at least 16 bytes"
-                ) from None
-
-        public_url = get("COBROWSE_PROXY_PUBLIC_URL") or DEFAULT_PUBLIC_URL
-        parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"COBROWSE_PROXY_PUBLIC_URL: {public_url!r} is not an http(s) URL with a host"
-            )
-        if parts.query or parts.fragment:
-            raise ConfigError("COBROWSE_PROXY_PUBLIC_URL: must not carry a query or fragment")
-
-        try:
-            allow = AllowList.parse(get("COBROWSE_PROXY_ALLOW"))
-        except ValueError as err:
-            raise ConfigError(
-                f"COBROWSE_PROXY_ALLOW: {err} (comma-separated CIDR networks, IPs, host names)"
-            ) from None
-
-        token_keys = None
-        spec = get("COBROWSE_TOKEN_KEYS")
-        if spec is not None:
-            try:
-                token_keys = Keyring.parse(spec)
-            except ValueError as err:
-                raise ConfigError(f"COBROWSE_TOKEN_KEYS is invalid ({err})") from None
-        cors = tuple(
-            o.strip() for o in (get("COBROWSE_PROXY_CORS_ORIGINS") or "*").split(",") if o.strip()
-        )
-
+        reader = s.Reader(os.environ if environ is None else environ)
+        got = reader.read(s.ProxySettings)
+        allow = reader.refine(s.PROXY_ALLOW, AllowList.parse)
+        reader.check()
+        assert got is not None and allow is not None
         return cls(
-            token_keys=token_keys,
-            cors_origins=cors,
-            keyring=keyring,
-            public_url=public_url.rstrip("/"),
+            keyring=got.keys,
+            public_url=got.public_url or DEFAULT_PUBLIC_URL,
             allow=allow,
-            max_css_bytes=_int(get, "COBROWSE_PROXY_MAX_CSS_BYTES", cls.max_css_bytes, 1),
-            timeout=_seconds(get, "COBROWSE_PROXY_TIMEOUT", cls.timeout),
-            max_redirects=_int(get, "COBROWSE_PROXY_MAX_REDIRECTS", cls.max_redirects, 0),
-            cache_bytes=_int(get, "COBROWSE_PROXY_CACHE_BYTES", cls.cache_bytes, 0),
-            url_ttl=_int(get, "COBROWSE_PROXY_URL_TTL", cls.url_ttl, 1),
+            max_css_bytes=got.max_css_bytes,
+            timeout=got.timeout,
+            max_redirects=got.max_redirects,
+            cache_bytes=got.cache_bytes,
+            url_ttl=got.url_ttl,
+            token_keys=got.token_keys,
+            cors_origins=got.cors_origins,
+            log=got.log,
         )
-
-
-def _int(get, name: str, default: int, minimum: int) -> int:
-    raw = get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: {value} is below the minimum {minimum}")
-    return value
-
-
-def _seconds(get, name: str, default: float) -> float:
-    raw = get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: {raw!r} must be a positive, finite number of seconds")
-    return value

@@ -10,12 +10,19 @@ import sys
 import time
 from pathlib import Path
 
-from gateway import tokens
+from gateway import settings, tokens
+
+PROG = "python -m router"
 
 
 def _keyring(args) -> tokens.Keyring:
-    if os.environ.get("COBROWSE_TOKEN_KEYS"):
-        return tokens.Keyring.from_env()
+    reader = settings.Reader(os.environ)
+    keyring = reader.value(settings.TOKEN_KEYS)
+    if reader.problems:
+        sys.stderr.write(settings.SettingsError(reader.problems).report(PROG))
+        sys.exit(2)
+    if keyring is not None:
+        return keyring
     cluster = Path(args.cluster)
     if cluster.exists():
         return tokens.Keyring.parse(json.loads(cluster.read_text())["token_keys"])
@@ -23,7 +30,7 @@ def _keyring(args) -> tokens.Keyring:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m router")
+    p = argparse.ArgumentParser(prog=PROG)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a local cluster (NATS, gateways, HTTP API) on loopback")
     up.add_argument("--run-dir", default=".run")
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--cluster", default=".run/cluster.json")
     srv = sub.add_parser("serve", help="serve the HTTP API (settings from COBROWSE_* variables)")
     srv.add_argument("--host", default=None, help="listen address (COBROWSE_API_HOST)")
-    srv.add_argument("--port", type=int, default=None, help="listen port (COBROWSE_API_PORT)")
+    srv.add_argument("--port", default=None, help="listen port (COBROWSE_API_PORT)")
     st = sub.add_parser("status", help="list the cluster's gateways")
     st.add_argument("--nats", default=None, help="NATS URL (default: COBROWSE_NATS_URL)")
     dr = sub.add_parser("drain", help="tell one gateway to drain")

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -21,7 +22,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 from nats.js.errors import BucketNotFoundError
 
-from gateway import membership, streams
+from gateway import membership, settings, streams
 from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
 
@@ -33,6 +34,7 @@ from .config import load as load_config
 log = structlog.get_logger("router.serve")
 
 CONNECT_TIMEOUT = 5.0
+PROG = "python -m router"
 
 
 def _bind(host: str, port: int) -> str:
@@ -93,13 +95,13 @@ async def _serve_until_signal(cfg: RouterConfig) -> None:
             n.cancel_scope.cancel()
 
 
-def cmd_serve(host: str | None, port: int | None) -> int:
-    configure("router")
+def cmd_serve(host: str | None, port: int | str | None) -> int:
     try:
         cfg = load_config(host=host, port=port)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        sys.stderr.write(exc.report(PROG))
         return 2
+    configure("router", cfg.log)
     trio.run(_serve_until_signal, cfg)
     log.info("router_stopped")
     return 0
@@ -108,12 +110,22 @@ def cmd_serve(host: str | None, port: int | None) -> int:
 # ---- operator commands ------------------------------------------------------------------
 
 
-def nats_url(flag: str | None, cluster: str = ".run/cluster.json") -> str | None:
-    """--nats, else COBROWSE_NATS_URL, else the local cluster's (`make run`)."""
-    if flag:
-        return flag
-    if os.environ.get("COBROWSE_NATS_URL"):
-        return os.environ["COBROWSE_NATS_URL"]
+def nats_url(
+    flag: str | None, cluster: str = ".run/cluster.json", environ: Mapping[str, str] | None = None
+) -> str | None:
+    """--nats, else COBROWSE_NATS_URL, else the local cluster's (`make run`). A bad flag or
+    variable raises ConfigError (with a bad log setting: the commands log too)."""
+    reader = settings.Reader(
+        os.environ if environ is None else environ,
+        overrides={settings.NATS_URL.name: flag},
+        labels={settings.NATS_URL.name: "--nats"},
+    )
+    given = reader.raw(settings.NATS_URL) is not None
+    servers = reader.value(settings.NATS_URL)
+    reader.read(settings.LogSettings)
+    reader.check()
+    if given:
+        return ",".join(servers)
     path = Path(cluster)
     if path.exists():
         try:
@@ -144,8 +156,12 @@ async def _with_nats(url: str, action):
 
 
 def _nats_or_exit(flag: str | None) -> str:
+    try:
+        url = nats_url(flag)
+    except ConfigError as exc:
+        sys.stderr.write(exc.report(PROG))
+        sys.exit(2)
     configure("router", level="ERROR")  # stdout is the answer; a clean close logs warnings
-    url = nats_url(flag)
     if not url:
         print(
             "no NATS URL: pass --nats, set COBROWSE_NATS_URL, or run `make run` "

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from gateway.client import Client
 from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
-from loadtest.localcluster import end_leftovers
 from loadtest.instrumented import LaneStats, RecordingSequencer
+from loadtest.localcluster import end_leftovers
 from loadtest.verifier import SeqSet, Verifier
 from loadtest.workload import (
     AGENT_SHARE,

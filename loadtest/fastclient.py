@@ -1,0 +1,563 @@
+"""The load generator's client: the protocol core of the reference client (`ClientProtocol`)
+on raw non-blocking sockets, all of them behind one epoll per process.
+
+Why not the reference client: it costs 250-600 us of CPU per event on this machine (a trio
+reader task, a memory channel and wsproto per received frame, a sender task woken per
+event), so on 2 cores a harness built on it runs out of CPU before the gateways do.
+
+Here one trio task (`Reactor.run`) owns a private `select.epoll` and waits on its fd with
+`trio.lowlevel.wait_readable` when idle. Each *turn* it reads every ready socket once, fires every
+due timer (the sessions' planned events, reconnects, deadlines), and writes each socket that
+has something to send once, so a turn's events of one connection leave in one `send()` and a
+tick's events of all sessions cost one wake. After a turn that had work it sleeps one tick
+(2 ms) and turns again, so that under load the wakes per second are bounded by the tick rather
+than by the frames arriving: a received event is read at most a tick after it arrived, which the
+report's latencies include.
+
+A `FastClient` has the attributes the harness reads on a reference `Client` (`seq`, `stats`,
+`welcome`, `gateway`, `rt`, `connected`, `run`, `send_snapshot`, `wait_acked`, `close`), and
+calls `on_delivery` with each `Delivery` (a frame's events after duplicate dropping) instead
+of feeding a channel. `ws://` only: TLS gateways need `--client reference`.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import random
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import trio
+
+from gateway.backoff import Backoff
+from gateway.client_protocol import (
+    SNAPSHOT_CHUNK,
+    WELCOME_TIMEOUT,
+    Acked,
+    ClientError,
+    ClientProtocol,
+    Decision,
+    Delivery,
+    Fatal,
+    Reconnect,
+    Welcomed,
+    retry_after,
+)
+from gateway.codec import Ack, Control, Event, Events, Frame, ProtocolError, decode_frame
+
+from . import wsframes as wsf
+
+TICK = 0.002  # seconds between turns under load
+CONNECT_TIMEOUT = 5.0  # TCP connect and the HTTP upgrade, as the reference client
+CLOSE_TIMEOUT = 2.0  # after bye: wait this long for the gateway's close
+RECV_BYTES = 256 * 1024
+
+_EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+_EPOLLERR = select.EPOLLERR | select.EPOLLHUP
+
+
+def decode_from_gateway(data: bytes) -> Frame:
+    """A gateway's frame. `ev` and `ack`, nearly all of the traffic, are checked only as far
+    as the client relies on them (types of epoch, seqs, src); the rest goes through the
+    codec. 1.9 us for a one-event frame against the codec's 7.5."""
+    try:
+        m = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception:
+        return decode_frame(data)  # the codec's error for garbage
+    if type(m) is dict:
+        t = m.get("t")
+        if t == "ev":
+            evs, epoch, src = m.get("ev"), m.get("e"), m.get("src")
+            if (
+                type(epoch) is int
+                and type(evs) is list
+                and evs
+                and (src is None or type(src) is str)
+                and all(type(e) is list and len(e) == 4 and type(e[0]) is int for e in evs)
+            ):
+                return Events(epoch, [Event(*e) for e in evs], src)
+        elif t == "ack" and type(m.get("seq")) is int:
+            return Ack(m["seq"])
+    return decode_frame(data)
+
+
+class Reactor:
+    """One epoll and one timer heap for every connection of this process."""
+
+    def __init__(self, tick: float = TICK) -> None:
+        self.tick = tick
+        self.ep = select.epoll()
+        self.conns: dict[int, FastClient] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._dirty: list[FastClient] = []
+        self.turns = 0
+        self.now = time.time()  # wall clock of the current turn
+
+    # -- used by connections and sessions --
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run `fn` at the first turn at or after `when` (trio time)."""
+        heapq.heappush(self._timers, (when, next(self._order), fn))
+
+    def register(self, conn: FastClient, events: int) -> None:
+        self.conns[conn.sock.fileno()] = conn
+        self.ep.register(conn.sock.fileno(), events)
+
+    def modify(self, conn: FastClient, events: int) -> None:
+        self.ep.modify(conn.sock.fileno(), events)
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if self.conns.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def dirty(self, conn: FastClient) -> None:
+        if not conn._dirty:
+            conn._dirty = True
+            self._dirty.append(conn)
+
+    # -- the loop --
+
+    async def run(self) -> None:
+        fd = self.ep.fileno()
+        try:
+            while True:
+                if self.turn():  # busy: more will be ready a tick from now
+                    await trio.sleep(self.tick)
+                    continue
+                wait = self._timers[0][0] - trio.current_time() if self._timers else 1.0
+                if wait > 0:
+                    with trio.move_on_after(wait):
+                        await trio.lowlevel.wait_readable(fd)
+        finally:
+            for conn in list(self.conns.values()):
+                conn._drop_socket()
+            self.ep.close()
+
+    def turn(self) -> bool:
+        """Read every ready socket once, fire due timers, write every dirty socket once;
+        False when there was nothing to do."""
+        self.turns += 1
+        self.now = time.time()
+        conns = self.conns
+        ready = self.ep.poll(0)
+        for fd, ev in ready:
+            conn = conns.get(fd)
+            if conn is not None:
+                conn._on_ready(ev)
+        t = trio.current_time()
+        timers = self._timers
+        fired = bool(timers) and timers[0][0] <= t
+        while timers and timers[0][0] <= t:
+            heapq.heappop(timers)[2]()
+        busy = bool(ready) or fired or bool(self._dirty)
+        self.flush()
+        return busy
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn._dirty = False
+            conn._write_pending()
+
+
+# connection states (the socket's; the protocol core has its own phases)
+_DOWN, _CONNECTING, _UPGRADING, _OPEN, _CLOSING = range(5)
+
+
+class FastClient:
+    """One visitor or agent: a `ClientProtocol` on a socket of the reactor."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        urls: list[str] | str,
+        sid: str,
+        token: str,
+        role: str,
+        *,
+        rng: random.Random | None = None,
+        on_control: Callable[[Control], None] | None = None,
+        on_delivery: Callable[[Delivery], None] | None = None,
+        max_unacked: int = 20_000,
+    ) -> None:
+        self.reactor = reactor
+        self.protocol = ClientProtocol(
+            urls, sid, token, role, max_unacked=max_unacked, backoff=Backoff(rng=rng)
+        )
+        self.on_control = on_control
+        self.on_delivery = on_delivery
+        self.connected = trio.Event()
+        self.sock: socket.socket | None = None
+        self._state = _DOWN
+        self._attempt = 0  # a deadline is for the attempt it was set in
+        self._out = bytearray()
+        self._want_out = False
+        self._dirty = False
+        self._rbuf = bytearray()
+        self._parser = wsf.FrameParser()
+        self._accept = b""
+        self._close: tuple[int | None, str] | None = None  # the gateway's close frame
+        self._started = trio.Event()
+        self._done = trio.Event()
+        self._fatal: ClientError | None = None
+        self._ack_waiters: list[tuple[int, trio.Event]] = []
+
+    # ---- the reference client's attributes ---------------------------------------------
+
+    role = property(lambda self: self.protocol.role)
+    welcome = property(lambda self: self.protocol.welcome)
+    rt = property(lambda self: self.protocol.rt)
+    gateway = property(lambda self: self.protocol.gateway)
+
+    @property
+    def seq(self):
+        return self.protocol.seq
+
+    @seq.setter
+    def seq(self, value) -> None:
+        self.protocol.seq = value
+
+    @property
+    def stats(self):
+        return self.protocol.stats
+
+    @stats.setter
+    def stats(self, value) -> None:
+        self.protocol.stats = value
+
+    # ---- application API ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect; report started at the first welcome; return when closed, or raise the
+        ClientError that ended the client."""
+        self._connect()
+        await self._started.wait()
+        if self._fatal is not None and not self.connected.is_set():
+            raise self._fatal
+        task_status.started()
+        await self._done.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def push(self, kind: str, payload: Any) -> Event | None:
+        """Number an event and have it sent at the end of this turn; None (nothing numbered)
+        while the resend buffer is full."""
+        seq = self.protocol.seq
+        if not seq.can_push():
+            return None
+        ev = seq.push(kind, int(self.reactor.now * 1000), payload)
+        if self._state == _OPEN:
+            self.reactor.dirty(self)
+        return ev
+
+    def push_snapshot(self, data: bytes, chunk: int = SNAPSHOT_CHUNK) -> list[Event]:
+        parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+        seq = self.protocol.seq
+        evs = [
+            seq.push("snapshot", int(time.time() * 1000), {"i": i, "n": len(parts), "d": p})
+            for i, p in enumerate(parts)
+        ]
+        if self._state == _OPEN:
+            self.reactor.dirty(self)
+        return evs
+
+    async def send_snapshot(self, data: bytes) -> list[Event]:
+        evs = self.push_snapshot(data)
+        self.reactor.flush()  # from a task, not a turn: do not wait for the next one
+        return evs
+
+    async def wait_acked(self, seq: int, timeout: float = 30.0) -> None:
+        with trio.fail_after(timeout):
+            if self.protocol.seq.acked < seq:
+                ev = trio.Event()
+                self._ack_waiters.append((seq, ev))
+                await ev.wait()
+
+    def close(self) -> None:
+        """Say bye (once everything sent is out) and close; no reconnect after this."""
+        p = self.protocol
+        if p.closed:
+            return
+        p.close()
+        if self._state == _OPEN and p.connected:
+            self._write(wsf.frame(p.bye()))
+            self._write(wsf.close_frame(1000))
+            self._state = _CLOSING
+            self._deadline_after(CLOSE_TIMEOUT, "close")
+            self.reactor.flush()
+        elif self._state in (_DOWN, _CONNECTING, _UPGRADING, _OPEN):
+            self._drop_socket()
+            self._finish()
+
+    def abort(self) -> bool:
+        """Drop the TCP connection under the WebSocket, as a network does (no close frame)."""
+        if self.sock is None or self._state != _OPEN:
+            return False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
+        return True
+
+    # ---- connecting ----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        p = self.protocol
+        if p.closed:
+            self._finish()
+            return
+        self._attempt += 1
+        url = p.connect_url()
+        try:
+            t = wsf.target(url)
+        except wsf.WsError as exc:
+            self._end_with(Fatal(ClientError("unsupported_url", str(exc))))
+            return
+        self._rbuf.clear()
+        self._out.clear()
+        self._parser = wsf.FrameParser()
+        self._close = None
+        try:
+            addr = _resolve(t.host, t.port)
+            sock = socket.socket(addr[0], socket.SOCK_STREAM)
+        except OSError:
+            self._decide(p.connect_failed(time.time()))
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._state = _CONNECTING
+        err = sock.connect_ex(addr[1])
+        if err not in (0, errno.EINPROGRESS):
+            self._fail_attempt()
+            return
+        req, self._accept = wsf.handshake_request(t)
+        self._out += req
+        self._want_out = True
+        self.reactor.register(self, _EPOLLOUT | _EPOLLIN)
+        self._deadline_after(CONNECT_TIMEOUT, "connect")
+
+    def _deadline_after(self, seconds: float, what: str) -> None:
+        attempt = self._attempt
+        self.reactor.call_at(trio.current_time() + seconds, lambda: self._deadline(attempt, what))
+
+    def _deadline(self, attempt: int, what: str) -> None:
+        if attempt != self._attempt:
+            return
+        if what == "connect" and self._state in (_CONNECTING, _UPGRADING):
+            self._fail_attempt()
+        elif what == "welcome" and self._state == _OPEN and not self.protocol.connected:
+            self._fail_attempt()
+        elif what == "close" and self._state == _CLOSING:
+            self._lost(None, "")
+
+    def _fail_attempt(self) -> None:
+        self._drop_socket()
+        self._decide(self.protocol.connect_failed(time.time()))
+
+    def _upgraded(self) -> None:
+        """The HTTP response is complete in the read buffer."""
+        try:
+            parsed = wsf.parse_response(self._rbuf)
+        except wsf.WsError:
+            self._fail_attempt()
+            return
+        if parsed is None:
+            return
+        resp, n = parsed
+        del self._rbuf[:n]
+        if resp.status != 101:
+            self._drop_socket()
+            if resp.status in (429, 503):
+                ra = resp.headers.get("retry-after")
+                refused = self.protocol.handshake_refused(resp.status, retry_after(ra), time.time())
+                self._decide(refused)
+            else:
+                self._decide(self.protocol.connect_failed(time.time()))
+            return
+        try:
+            wsf.check_accept(resp, self._accept)
+        except wsf.WsError:
+            self._fail_attempt()
+            return
+        self._state = _OPEN
+        self._write(wsf.frame(self.protocol.hello()))
+        self._deadline_after(WELCOME_TIMEOUT, "welcome")
+        if self._rbuf:
+            data = bytes(self._rbuf)
+            self._rbuf.clear()
+            self._frames(data)
+
+    # ---- socket events -------------------------------------------------------------------
+
+    def _on_ready(self, ev: int) -> None:
+        if ev & _EPOLLOUT and self._want_out:
+            if self._state == _CONNECTING:
+                if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    self._fail_attempt()
+                    return
+                self._state = _UPGRADING
+            self._write_pending()
+        if ev & (_EPOLLIN | _EPOLLERR) and self.sock is not None:
+            try:
+                data = self.sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                if self._state in (_CONNECTING, _UPGRADING):
+                    self._fail_attempt()
+                else:
+                    code, reason = self._close or (None, "")
+                    self._lost(code, reason)
+                return
+            if self._state == _UPGRADING:
+                self._rbuf += data
+                self._upgraded()
+            elif self._state in (_OPEN, _CLOSING):
+                self._frames(data)
+
+    def _frames(self, data: bytes) -> None:
+        try:
+            messages = self._parser.feed(data)
+        except wsf.WsError:
+            self._lost(None, "")
+            return
+        p = self.protocol
+        for op, payload in messages:
+            if op == wsf.OP_BINARY:
+                try:
+                    happenings = p.receive_frame(decode_from_gateway(payload), self.reactor.now)
+                except ProtocolError as exc:
+                    self._protocol_broken(
+                        ClientError(exc.code, f"gateway sent a bad frame: {exc.message}")
+                    )
+                    return
+                except ClientError as exc:
+                    self._protocol_broken(exc)
+                    return
+                self._apply(happenings)
+            elif op == wsf.OP_CLOSE:
+                self._close = wsf.parse_close(payload)
+                if self._state == _OPEN:  # answer it; the gateway then closes the socket
+                    self._write(wsf.close_frame(self._close[0] or 1000))
+                    self._state = _CLOSING
+                    self._deadline_after(CLOSE_TIMEOUT, "close")
+            elif op == wsf.OP_PING:
+                self._write(wsf.frame(payload, wsf.OP_PONG))
+            elif op == wsf.OP_TEXT:
+                self._protocol_broken(ClientError("text_frame", "the gateway sent text"))
+                return
+
+    def _apply(self, happenings: list) -> None:
+        for h in happenings:
+            if type(h) is Delivery:
+                if h.events and self.on_delivery is not None:
+                    self.on_delivery(h)
+            elif type(h) is Acked:
+                if h.freed and self._ack_waiters:
+                    acked = self.protocol.seq.acked
+                    keep = []
+                    for seq, ev in self._ack_waiters:
+                        (ev.set() if seq <= acked else keep.append((seq, ev)))
+                    self._ack_waiters = keep
+            elif type(h) is Welcomed:
+                self.connected.set()
+                self._started.set()
+                if h.resend:
+                    self.reactor.dirty(self)
+            elif self.on_control is not None:
+                self.on_control(h.control)
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out += data
+        self.reactor.dirty(self)
+
+    def _write_pending(self) -> None:
+        """Frame the events numbered since the last write, then send what the kernel takes."""
+        if self.sock is None:
+            return
+        if self._state == _OPEN:
+            for f in self.protocol.frames_to_send():
+                self._out += wsf.frame(f)
+        if self._state == _CONNECTING or not self._out:
+            return
+        out = self._out
+        try:
+            n = self.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            return  # the read side sees the end and decides
+        del out[:n]
+        want = bool(out)
+        if want != self._want_out:
+            self._want_out = want
+            self.reactor.modify(self, _EPOLLIN | (_EPOLLOUT if want else 0))
+
+    # ---- the end of a connection -----------------------------------------------------------
+
+    def _protocol_broken(self, err: ClientError) -> None:
+        self._drop_socket()
+        self._end_with(Fatal(err))
+
+    def _lost(self, code: int | None, reason: str) -> None:
+        self._drop_socket()
+        self._decide(self.protocol.connection_lost(code, reason, time.time()))
+
+    def _decide(self, decision: Decision) -> None:
+        if isinstance(decision, Reconnect):
+            self.reactor.call_at(trio.current_time() + decision.delay, self._connect)
+        else:
+            self._end_with(decision)
+
+    def _end_with(self, decision: Decision) -> None:
+        if isinstance(decision, Fatal):
+            self._fatal = decision.error
+        self._finish()
+
+    def _finish(self) -> None:
+        self._started.set()
+        self._done.set()
+        for _, ev in self._ack_waiters:
+            ev.set()
+        self._ack_waiters = []
+
+    def _drop_socket(self) -> None:
+        if self.connected.is_set():
+            self.connected = trio.Event()
+        self._state = _DOWN
+        self._attempt += 1  # deadlines of this attempt no longer apply
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.reactor.unregister(sock)
+            sock.close()
+        self._want_out = False
+        self._out.clear()
+
+
+_ADDRS: dict[tuple[str, int], tuple[int, tuple]] = {}
+
+
+def _resolve(host: str, port: int) -> tuple[int, tuple]:
+    """Resolved once per host and port (blocking, so a name costs one lookup per run)."""
+    key = (host, port)
+    addr = _ADDRS.get(key)
+    if addr is None:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addr = _ADDRS[key] = (info[0], info[4])
+    return addr
