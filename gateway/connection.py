@@ -58,8 +58,7 @@ from .delivery import Delivery, Fanout, Receiver
 from .jetstream import AckReply, Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
-from .publish_chain import ChainMessage
-from .publish_chain import PublishChain, Refusal, Stored, unavailable
+from .publish_chain import ChainMessage, PublishChain, Refusal, Stored, unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sequencer import SequenceCheck
 from .session import Role
@@ -177,8 +176,18 @@ class Connection:
         if self._scope is not None:
             self._scope.cancel()
 
+    def tick(self, now: float, sweep: bool) -> None:
+        """The gateway's ticker (every TICK s; `sweep` about once a second): wake this task
+        when a publish is due a retry or a receiver's tail is due a look. One task for
+        every connection's slow timers keeps each connection's wait free of deadlines."""
+        chain = self.chain
+        if chain is not None and chain.next_try is not None and now >= chain.next_try:
+            self._wake()
+        elif sweep and self.delivery is not None and self.delivery.sweep(now):
+            self._wake()
+
     def _poke(self, when: float) -> None:
-        """Run the loop's timers by `when` (a hole in a receiver, a publish retry)."""
+        """Run the loop's timers by `when` (a hole in a receiver that lasts)."""
         scope = self._scope
         if scope is not None and when < scope.deadline:
             scope.deadline = when
@@ -524,14 +533,14 @@ class Connection:
             if msg is not None:
                 metrics.JS_PUBLISH_RETRIES.inc()
                 self.ctx.publisher.publish(self._subject, msg, self._token)
-            due = delivery.deadline()
+            due = delivery.deadline()  # usually None: the gateway's ticker pokes for the rest
             if due is not None and due <= now:
                 if delivery.behind:
                     await self._drain_outbox()
                 await delivery.catch_up(self._on_lost)
                 await trio.lowlevel.checkpoint()
                 continue
-            deadline = min(due if due is not None else math.inf, chain.next_try or math.inf)
+            deadline = due if due is not None else math.inf
             if self.leaving:
                 deadline = min(deadline, self._leave_by)
             paused = (
@@ -623,9 +632,7 @@ class Connection:
             if refusal is Refusal.CHECK_TAIL:
                 msg = chain.in_flight
                 self._later(lambda: self._check_tail(msg))
-            else:
-                self._poke(chain.next_try)
-            return
+            return  # the gateway's ticker wakes us when it is time to retry
         self._stored(chain.stored(reply.seq))
 
     def _stored(self, stored: Stored) -> None:

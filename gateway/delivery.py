@@ -84,7 +84,16 @@ class Fanout:
 class Receiver:
     """One sender's events as one connection receives them."""
 
-    __slots__ = ("subject", "src", "buf", "behind", "last_live", "tail_checked", "needs_read")
+    __slots__ = (
+        "subject",
+        "src",
+        "buf",
+        "behind",
+        "last_live",
+        "tail_checked",
+        "needs_read",
+        "needs_tail",
+    )
 
     def __init__(self, subject: str, src: str | None, buf: ReorderBuffer | None) -> None:
         self.subject = subject
@@ -94,6 +103,7 @@ class Receiver:
         self.last_live = 0.0
         self.tail_checked = True
         self.needs_read = False  # a hole or a lost tail: read the stream
+        self.needs_tail = False  # look at the stream's tail: did the live path lose something?
 
 
 Send = Callable[[bytes], None]
@@ -213,8 +223,7 @@ class Delivery:
         """The live path may have lost messages while NATS was away: look at every tail."""
         now = self.clock()
         for rcv in self.receivers.values():
-            rcv.tail_checked = False
-            rcv.last_live = now - self.tail_check
+            rcv.needs_tail = True
         self.poke(now)
 
     # ---- the stream (asynchronous, on the connection's task) -------------------------------
@@ -223,18 +232,32 @@ class Delivery:
     def behind(self) -> bool:
         return any(rcv.behind for rcv in self.receivers.values())
 
-    def deadline(self) -> float | None:
-        """When `catch_up` next has something to do."""
-        times = [self._next_idle_check] if self.receivers else []
+    def sweep(self, now: float) -> bool:
+        """Called about once a second by the gateway: mark the receivers whose tail is due a
+        look (`tail_check` after their last live event, and all of them every
+        `idle_check`); True when the connection's task has stream reads to do. Timers
+        that would fire for every connection live here rather than in each task's wait."""
+        idle_round = now >= self._next_idle_check
+        if idle_round:
+            self._next_idle_check = now + self.idle_check
+        due = False
         for rcv in self.receivers.values():
-            if rcv.needs_read or rcv.behind:
+            if idle_round or (not rcv.tail_checked and now >= rcv.last_live + self.tail_check):
+                rcv.tail_checked = True
+                rcv.needs_tail = rcv.buf is not None
+            due = due or rcv.needs_tail or rcv.needs_read or rcv.behind
+        return due
+
+    def deadline(self) -> float | None:
+        """When `catch_up` next has something to do: now, or when a hole is due a read."""
+        times = []
+        for rcv in self.receivers.values():
+            if rcv.needs_read or rcv.needs_tail or rcv.behind:
                 return self.clock()
             if rcv.buf is not None:
                 d = rcv.buf.deadline()
                 if d is not None:
                     times.append(d)
-                if not rcv.tail_checked:
-                    times.append(rcv.last_live + self.tail_check)
         return min(times, default=None)
 
     async def catch_up(self, on_lost: Callable) -> None:
@@ -242,23 +265,21 @@ class Delivery:
         until the client has taken what was queued for it when a receiver is `behind`.
         `on_lost(receiver)` is awaited when a resume point is gone from the stream."""
         now = self.clock()
-        idle_round = now >= self._next_idle_check
-        if idle_round:
-            self._next_idle_check = now + self.idle_check
         for rcv in list(self.receivers.values()):
             if rcv.behind:
                 rcv.behind = False
                 rcv.needs_read = True
             if rcv.buf is None:
+                rcv.needs_tail = False
                 continue
-            gap = rcv.buf.gap_due(now) is not None
-            if gap:
+            if rcv.buf.gap_due(now) is not None:
                 metrics.REORDER_WAITS.inc()
-            tail = not rcv.tail_checked and now >= rcv.last_live + self.tail_check
-            if rcv.needs_read or gap:
+                rcv.needs_read = True
+            if rcv.needs_read:
+                rcv.needs_tail = False
                 await self.fill(rcv, on_lost)
-            elif tail or idle_round:
-                rcv.tail_checked = True
+            elif rcv.needs_tail:
+                rcv.needs_tail = False
                 last = await streams.last_of(self.nc, self.stream, rcv.subject)
                 if last is not None and rcv.buf is not None and last.last_key >= rcv.buf.expected:
                     await self.fill(rcv, on_lost)

@@ -30,6 +30,8 @@ from .nats_client import NatsClient
 log = structlog.get_logger("gateway")
 
 LISTEN_BACKLOG = 4096  # a drain's reconnect wave arrives at once
+TICK = 0.1  # the ticker's period: publish retries are due 2 s after a publish, 0.25 s after a 503
+SWEEP_EVERY = 10  # ticks between sweeps of every connection's receivers (tail checks)
 
 
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -84,6 +86,7 @@ class Gateway:
         log.info("gateway_listening", gateway=self.cfg.gateway_id, port=self.listen_port)
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ticker)
                 task_status.started(self.listen_port)
                 await self._accept(listener, nursery)
         finally:
@@ -117,6 +120,16 @@ class Gateway:
             self.conns.discard(conn)
             if not self.conns:
                 self._empty.set()
+
+    async def _ticker(self) -> None:
+        """Slow timers of every connection (publish retries, tail checks) in one task."""
+        n = 0
+        while True:
+            await trio.sleep(TICK)
+            n += 1
+            now = trio.current_time()
+            for conn in list(self.conns):
+                conn.tick(now, sweep=n % SWEEP_EVERY == 0)
 
     def _nats_reconnected(self) -> None:
         for conn in self.conns:

@@ -86,13 +86,16 @@ def check_hello(hello: Hello, keyring: tokens.Keyring, now: float) -> Join:
     expiry is waived while a valid resume token comes with it: a session under way outlives
     the join token it started with. A forged resume token is refused even then."""
     try:
-        tokens.verify(keyring, hello.token, sid=hello.sid, role=hello.role, now=now)
+        try:
+            tokens.verify(keyring, hello.token, sid=hello.sid, role=hello.role, now=now)
+        except tokens.TokenError as e:
+            if e.code != "token_expired" or _resume_claims(hello, keyring, now) is None:
+                raise
+            tokens.verify(
+                keyring, hello.token, sid=hello.sid, role=hello.role, now=now, allow_expired=True
+            )
     except tokens.TokenError as e:
-        if e.code != "token_expired" or _resume_claims(hello, keyring, now) is None:
-            raise ProtocolError(e.code, e.message, Close.UNAUTHORIZED) from None
-        tokens.verify(
-            keyring, hello.token, sid=hello.sid, role=hello.role, now=now, allow_expired=True
-        )
+        raise ProtocolError(e.code, e.message, Close.UNAUTHORIZED) from None
     return Join(Role(hello.role), hello.sid, hello, _resume_claims(hello, keyring, now))
 
 

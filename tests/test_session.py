@@ -1,0 +1,269 @@
+"""The session protocol core (gateway/session.py): every rule alone, sans-I/O."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway import session, tokens
+from gateway.codec import Close, Hello, ProtocolError, Resume
+from gateway.session import (
+    AwaitSnapshot,
+    CtlOp,
+    EndConnection,
+    FromResume,
+    FromSnapshot,
+    Join,
+    ResumeClaims,
+    Role,
+    SessionControl,
+    TellVisitor,
+)
+from gateway.session_store import SessionMeta, SnapshotPointer
+
+KEYS = tokens.Keyring.parse("k1:" + "s" * 32 + ",k0:" + "t" * 32)
+OTHER = tokens.Keyring.parse("k1:" + "x" * 32)  # same key id, another secret
+NOW = 1_000_000.0
+SID = "session-1"
+
+epochs = st.integers(0, 50)
+seqs = st.integers(0, 10_000)
+
+
+def token(role: str, *, ttl: float = 60, sid: str = SID, keys=KEYS, **claims) -> str:
+    return tokens.mint(keys, sid=sid, role=role, now=NOW, ttl=ttl, **claims)
+
+
+def hello(role: str, tok: str, resume: Resume | None = None) -> Hello:
+    return Hello(role=role, sid=SID, token=tok, resume=resume)
+
+
+def resume_of(role: str, rt: str, epoch: int = 0, recv=None) -> Resume:
+    return Resume(rt=rt, epoch=epoch, recv=recv)
+
+
+# ---- the hello ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["visitor", "agent"])
+def test_a_valid_join_token_alone_is_a_fresh_join(role):
+    join = session.check_hello(hello(role, token(role)), KEYS, NOW)
+    assert join == Join(Role(role), SID, hello(role, token(role)), None)
+
+
+JOIN_ERRORS = {
+    "forged": (lambda r: token(r, keys=OTHER), "bad_token"),
+    "expired": (lambda r: token(r, ttl=-1), "token_expired"),
+    "other_session": (lambda r: token(r, sid="session-2"), "wrong_session"),
+    "other_role": (lambda r: token("agent" if r == "visitor" else "visitor"), "wrong_role"),
+    "garbage": (lambda r: "v1.nope", "bad_token"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOIN_ERRORS))
+@pytest.mark.parametrize("role", ["visitor", "agent"])
+def test_a_bad_join_token_is_refused_with_its_code(case, role):
+    make, code = JOIN_ERRORS[case]
+    with pytest.raises(ProtocolError) as ei:
+        session.check_hello(hello(role, make(role)), KEYS, NOW)
+    assert (ei.value.code, ei.value.close_code) == (code, Close.UNAUTHORIZED)
+
+
+def test_a_valid_resume_token_waives_only_the_join_tokens_expiry():
+    rt = token("resume", ttl=3600, r="visitor", epoch=3)
+    h = hello("visitor", token("visitor", ttl=-1), resume_of("visitor", rt, 3))
+    join = session.check_hello(h, KEYS, NOW)
+    assert join.claims == ResumeClaims(epoch=3)
+    # ... but not a forged one, nor another session's
+    for bad in (token("visitor", ttl=-1, keys=OTHER), token("visitor", ttl=-1, sid="session-2")):
+        with pytest.raises(ProtocolError) as ei:
+            session.check_hello(hello("visitor", bad, resume_of("visitor", rt, 3)), KEYS, NOW)
+        assert ei.value.close_code == Close.UNAUTHORIZED
+
+
+def test_an_expired_resume_token_makes_a_fresh_join_and_cannot_rescue_an_expired_join_token():
+    old = token("resume", ttl=-1, r="agent", aid="aabcdef")
+    join = session.check_hello(hello("agent", token("agent"), resume_of("agent", old)), KEYS, NOW)
+    assert join.claims is None
+    with pytest.raises(ProtocolError) as ei:
+        session.check_hello(
+            hello("agent", token("agent", ttl=-1), resume_of("agent", old)), KEYS, NOW
+        )
+    assert ei.value.code == "token_expired"
+
+
+@pytest.mark.parametrize(
+    "rt",
+    [
+        token("resume", keys=OTHER, r="agent", aid="aabcdef"),  # forged
+        token("resume", sid="session-2", r="agent", aid="aabcdef"),  # another session's
+        token("resume", r="visitor", epoch=1),  # another role's
+        token("agent"),  # not a resume token
+    ],
+)
+def test_a_resume_token_that_is_not_ours_is_bad_resume(rt):
+    with pytest.raises(ProtocolError) as ei:
+        session.check_hello(hello("agent", token("agent"), resume_of("agent", rt)), KEYS, NOW)
+    assert (ei.value.code, ei.value.close_code) == ("bad_resume", Close.UNAUTHORIZED)
+
+
+def test_an_ended_session_is_refused():
+    session.refuse_ended(None)
+    session.refuse_ended(SessionMeta())
+    with pytest.raises(ProtocolError) as ei:
+        session.refuse_ended(SessionMeta(ended=True))
+    assert ei.value.close_code == Close.SESSION_ENDED
+
+
+# ---- the visitor's join -----------------------------------------------------------------------
+
+
+def visitor_join(claims_epoch: int | None, resume_epoch: int | None, recv=None) -> Join:
+    resume = None if resume_epoch is None else Resume(rt="rt", epoch=resume_epoch, recv=recv)
+    claims = None if claims_epoch is None else ResumeClaims(epoch=claims_epoch)
+    return Join(Role.VISITOR, SID, Hello("visitor", SID, "t", resume), claims)
+
+
+@given(epochs, st.none() | epochs, st.none() | epochs, epochs, st.integers(0, 9))
+def test_the_visitor_keeps_its_epoch_only_on_a_real_resume_of_the_current_one(
+    meta_epoch, claims_epoch, resume_epoch, floor, vgen
+):
+    meta = SessionMeta(epoch=meta_epoch, vgen=vgen, durable={"v": 5, "a1": 2})
+    join = visitor_join(claims_epoch, resume_epoch)
+    session.bump_visitor(meta, join, floor)
+    real = claims_epoch is not None and claims_epoch == resume_epoch == meta_epoch
+    assert meta.vgen == vgen + 1  # every visitor connection takes a new generation
+    assert session.visitor_resumed(join, meta) == real
+    if real:
+        assert meta.epoch == meta_epoch and meta.durable["v"] == 5
+    else:
+        assert meta.epoch == max(meta_epoch, floor) + 1  # above the metadata and the stream
+        assert "v" not in meta.durable and meta.durable["a1"] == 2
+
+
+def test_a_compare_and_set_retry_sees_the_newer_epoch_and_starts_another():
+    """Another visitor moved the epoch between our read and our write: we do not resume."""
+    join = visitor_join(3, 3)
+    meta = SessionMeta(epoch=4)  # what the retried change reads
+    session.bump_visitor(meta, join, 0)
+    assert meta.epoch == 5 and not session.visitor_resumed(join, meta)
+
+
+@given(st.none() | st.tuples(epochs, seqs), epochs)
+def test_durable_is_the_newest_stored_event_of_the_same_epoch(newest, epoch):
+    got = session.durable_prefix(newest, epoch)
+    assert got == (newest[1] if newest is not None and newest[0] == epoch else 0)
+
+
+aid_lists = st.lists(st.sampled_from(["a1111", "a2222", "a3333", "a4444"]), unique=True)
+
+
+@given(aid_lists, st.dictionaries(st.sampled_from(["a1111", "a2222"]), seqs), st.booleans())
+def test_where_each_agents_events_restart_for_the_visitor(agents, recv, resumed):
+    join = visitor_join(1, 1, recv=recv)
+    newest = {aid: 100 + i for i, aid in enumerate(agents)}
+    starts = session.visitor_starts(dict.fromkeys(agents, 0.0), join, resumed, newest)
+    assert set(starts) == set(agents)
+    for aid in agents:
+        if resumed:
+            assert starts[aid] == recv.get(aid, 0)  # what it says it has, else from the start
+        else:
+            assert starts[aid] == newest[aid]  # a new page: only what comes from now on
+
+
+@given(st.integers(0, 9), st.integers(0, 9))
+def test_the_newest_visitor_generation_wins(mine, other):
+    assert session.takeover_lost(mine, other) == (other > mine)
+
+
+# ---- the agent's join ---------------------------------------------------------------------------
+
+
+def agent_join(aid: str | None, recv=None) -> Join:
+    resume = Resume(rt="rt", epoch=0, recv=recv) if aid is not None else None
+    claims = ResumeClaims(aid=aid) if aid is not None else None
+    return Join(Role.AGENT, SID, Hello("agent", SID, "t", resume), claims)
+
+
+def test_an_agent_keeps_its_id_only_with_a_valid_resume_token():
+    assert session.agent_identity(agent_join("aold1"), "anew1") == ("aold1", True)
+    assert session.agent_identity(agent_join(None), "anew1") == ("anew1", False)
+
+
+pointers = st.builds(SnapshotPointer, st.integers(1, 9), st.integers(1, 99), st.integers(1, 999))
+
+
+@given(st.none() | st.tuples(epochs, seqs), st.none() | pointers, st.booleans())
+def test_where_an_agent_starts(recv, snap, resumed):
+    join = agent_join("aold1", recv=list(recv) if recv else None)
+    start = session.agent_start(join, resumed, SessionMeta(snap=snap))
+    if resumed and recv is not None:
+        assert start == FromResume(recv)
+        assert session.welcome_delivered(start) == list(recv)
+    elif snap is not None:
+        assert start == FromSnapshot(snap)  # the latest snapshot's part 0 comes first
+        assert session.welcome_delivered(start) == [snap.epoch, snap.seq - 1]
+    else:
+        assert start == AwaitSnapshot()
+        assert session.welcome_delivered(start) is None
+
+
+@given(st.none() | pointers, st.none() | st.integers(1, 999))
+def test_an_agent_whose_resume_point_is_gone_restarts_at_a_snapshot_still_kept(snap, first):
+    got = session.agent_recovery(SessionMeta(snap=snap), first)
+    if snap is not None and first is not None and first <= snap.sseq:
+        assert got == FromSnapshot(snap)
+    else:
+        assert got == AwaitSnapshot()  # ask the visitor for a new one
+    assert session.agent_recovery(None, first) == AwaitSnapshot()
+
+
+# ---- snapshots ---------------------------------------------------------------------------------
+
+
+@given(st.lists(pointers, min_size=1, max_size=6), st.booleans())
+def test_the_newest_snapshot_pointer_wins_whatever_order_they_are_recorded_in(ps, wanted):
+    meta = SessionMeta(snap_wanted=wanted)
+    for p in ps:
+        session.record_snapshot(meta, p)
+    assert meta.snap.key == max(p.key for p in ps)
+    assert meta.snap_wanted is False
+    session.want_snapshot(meta)
+    assert meta.snap_wanted is True
+
+
+# ---- control messages ---------------------------------------------------------------------------
+
+controls = st.builds(
+    SessionControl,
+    st.sampled_from(list(CtlOp)),
+    st.none() | st.integers(0, 99),
+    st.none() | st.text(max_size=8),
+)
+
+
+@given(controls)
+def test_a_control_message_round_trips(ctl):
+    assert SessionControl.decode(ctl.encode()) == ctl
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"{", b"[]", b'{"op":"nope"}', b'{"vgen":1}', b"\xff", b'{"op":5}']
+)
+def test_a_malformed_control_message_is_ignored(data):
+    assert SessionControl.decode(data) is None
+
+
+@given(controls, st.sampled_from(list(Role)), st.integers(0, 99))
+def test_what_a_connection_does_with_a_control_message(ctl, role, vgen):
+    action = session.on_control(role, vgen, ctl)
+    if ctl.op is CtlOp.END:
+        assert action == EndConnection(session.SESSION_ENDED)
+    elif role is Role.AGENT:
+        assert action is None
+    elif ctl.op is CtlOp.TAKEOVER:
+        lost = ctl.vgen is not None and ctl.vgen > vgen
+        assert action == (EndConnection(session.REPLACED) if lost else None)
+    else:
+        assert action == TellVisitor(ctl.op.value, ctl.aid)
