@@ -28,6 +28,11 @@ from .outbox import Outbox, current_flusher
 RECV_SIZE = 256 * 1024  # one recv() per wake takes what a burst of frames brings
 CLOSE_TIMEOUT = 2.0  # how long a closing connection waits for the peer's close and EOF
 
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 39\r\n\r\nFailed to open a WebSocket connection.\n"
+)
+
 _log = logging.getLogger("gateway.websocket")  # websockets' own per-connection messages
 
 
@@ -80,8 +85,8 @@ class WebSocket:
                 if isinstance(ev, Request):
                     return ev
             if self.proto.handshake_exc is not None:
-                response = self.proto.reject(400, "Failed to open a WebSocket connection.\n")
-                self.proto.send_response(response)
+                # Not HTTP at all: the protocol layer can only hang up, so say why first.
+                self.out.write(BAD_REQUEST)
                 self._pump()
                 return None
 

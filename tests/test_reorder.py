@@ -175,3 +175,21 @@ def test_reset_forgets_everything():
     assert rb.pending_newer_epoch() is None
     assert rb.push(7, 39, "old", 1.0) == []
     assert rb.push(7, 40, "a", 1.0) == ["a"]
+
+
+@given(st.integers(1, 5), st.integers(1, 50), st.integers(0, 20), st.integers(0, 60))
+def test_a_run_is_taken_whole_only_when_it_is_exactly_what_comes_next(epoch, nxt, n, first):
+    rb = ReorderBuffer(epoch, nxt)
+    last = first + n
+    took = rb.take_run(epoch, first, last)
+    assert took == (first == nxt)
+    assert rb.expected == ((epoch, last + 1) if took else (epoch, nxt))
+    assert not rb.take_run(epoch + 1, rb.expected[1], rb.expected[1])  # another epoch: push it
+
+
+def test_a_run_waits_behind_a_hole_like_single_events():
+    rb = ReorderBuffer(1)
+    assert rb.push(1, 3, "c", 0.0) == []
+    assert not rb.take_run(1, 1, 2)  # something is held back: one by one, to release it too
+    assert rb.push(1, 1, "a", 0.0) + rb.push(1, 2, "b", 0.0) == ["a", "b", "c"]
+    assert rb.take_run(1, 4, 9) and rb.expected == (1, 10)
