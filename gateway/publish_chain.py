@@ -40,6 +40,9 @@ from .codec import (
 from .session_store import SnapshotPointer
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a failed expected-last-sequence check
+DUPLICATE_IN_PROCESS = 10158  # a replicated stream still storing the first copy of a retry
+# A stored body leaves room for the headers: NATS's max_payload (1 MiB by default) counts them.
+MAX_BODY = MAX_FRAME_BYTES - 4096
 RETRY_SOON = 0.25  # seconds before retrying a publish that found no stream leader
 
 
@@ -166,7 +169,7 @@ class PublishChain:
     def _take(self) -> tuple[list[Event], bytes]:
         """Whole chunks from the queue, up to the message limits (at least one chunk)."""
         chunk = self._queue.popleft()
-        if not self._queue and chunk.wire is not None:
+        if not self._queue and chunk.wire is not None and len(chunk.wire) <= MAX_BODY:
             return chunk.events, chunk.wire
         events, size = list(chunk.events), chunk.size
         while self._queue:
@@ -180,8 +183,8 @@ class PublishChain:
             events += more.events
             size += more.size
         body = encode_batch(self.epoch, events, self.src)
-        while len(body) > MAX_FRAME_BYTES and len(events) > 1:
-            # Only a frame near the limit grows past it (an agent's gains its src): split it.
+        while len(body) > MAX_BODY and len(events) > 1:
+            # Only a frame near the limit gets here (an agent's also gains its src): split it.
             keep = len(events) // 2
             rest = events[keep:]
             self._queue.appendleft(_Chunk(rest, None, _estimate(rest)))
@@ -227,7 +230,7 @@ class PublishChain:
         (ProtocolError) and the client's resume rebuilds the chain from the stream."""
         if err_code == WRONG_LAST_SEQUENCE:
             return Refusal.CHECK_TAIL
-        if code in (503, 408):
+        if code in (503, 408) or err_code == DUPLICATE_IN_PROCESS:
             self._next_try = now + RETRY_SOON
             return Refusal.RETRY
         raise unavailable(f"JetStream refused the events: {text}"[:200])

@@ -117,7 +117,12 @@ def test_handshake_request_and_responses():
             st.integers(1, 2**53),
             st.sampled_from(["pointer", "mutation", "highlight"]),
             st.integers(0, 2**40),
-            st.one_of(st.none(), st.integers(-(2**31), 2**31), st.text(max_size=20), st.binary(max_size=20)),
+            st.one_of(
+                st.none(),
+                st.integers(-(2**31), 2**31),
+                st.text(max_size=20),
+                st.binary(max_size=20),
+            ),
         ),
         min_size=1,
         max_size=20,

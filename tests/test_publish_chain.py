@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codec import MAX_FRAME_BYTES, Event, ProtocolError, decode_batch, encode_batch
-from gateway.publish_chain import WRONG_LAST_SEQUENCE, PublishChain, Refusal
+from gateway.publish_chain import MAX_BODY, WRONG_LAST_SEQUENCE, PublishChain, Refusal
 from gateway.session_store import SnapshotPointer
 
 
@@ -62,7 +62,7 @@ def test_stored_messages_are_a_gapless_chain_and_acks_never_run_ahead(spec, rnd,
             assert msg.first == (stored_events[-1].seq + 1 if stored_events else 1)
             batch = decode_batch(msg.body)
             assert batch.events() == sent[msg.first - 1 : msg.last]
-            assert batch.src == src and len(msg.body) <= MAX_FRAME_BYTES
+            assert batch.src == src and len(msg.body) <= MAX_BODY
             assert len(batch.items) <= 64 or (as_wire and is_visitor)
             assert msg.msg_id == f"s1:3:{msg.first}-{msg.last}"
             sseq += rnd.randrange(1, 5)  # other sessions' messages in between
@@ -119,7 +119,7 @@ def test_a_frame_too_big_once_it_names_its_agent_is_split():
     c.add(big)
     parts = []
     while (msg := c.next(0.0)) is not None:
-        assert len(msg.body) <= MAX_FRAME_BYTES
+        assert len(msg.body) <= MAX_BODY
         parts.append((msg.first, msg.last))
         c.stored(100 + len(parts))
     assert parts[0][0] == 1 and parts[-1][1] == 9 and len(parts) >= 2
@@ -144,6 +144,7 @@ def test_no_stream_leader_retries_soon_and_other_refusals_end_the_connection():
     c.next(0.0)
     assert c.refused(5.0, 503, None, "no responders") is Refusal.RETRY
     assert c.next_try == pytest.approx(5.25)
+    assert c.refused(6.0, 409, 10158, "duplicate message id is in process") is Refusal.RETRY
     with pytest.raises(ProtocolError) as ei:
         c.refused(6.0, 400, 10059, "stream not found")
     assert ei.value.code == "unavailable"
@@ -170,3 +171,16 @@ def test_acks_start_from_what_was_durable_at_the_join():
     assert (msg.first, msg.expected) == (8, 90)
     assert c.outstanding == 2
     assert c.stored(91).ack == 9
+
+
+def test_a_frame_at_the_size_limit_is_split_so_its_headers_still_fit_nats_max_payload():
+    evs = [Event(s, "custom", 0, "z" * 104_450) for s in range(1, 11)]  # just under 1 MiB
+    frame = encode_batch(3, evs)
+    assert MAX_BODY < len(frame) <= MAX_FRAME_BYTES
+    c = chain()
+    c.add(evs, frame)
+    first = c.next(0.0)
+    assert first.body is not frame and len(first.body) <= MAX_BODY and first.first == 1
+    c.stored(41)
+    second = c.next(0.0)
+    assert second.first == first.last + 1 and second.last == 10
