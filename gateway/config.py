@@ -59,7 +59,6 @@ class GatewayConfig:
     stream: StreamSettings = field(default_factory=StreamSettings)
     hello_timeout: float = s.HELLO_TIMEOUT.default
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
-    ack_interval: float = 0.005  # acks to a sender are batched over this window
     max_in_flight: int = (
         512  # seqs a sender may run ahead of its cumulative ack (bounds resume reads)
     )

@@ -1,10 +1,9 @@
 """Sequence numbers on both sides of a hop, sans-I/O.
 
 `Sequencer` is the sender: it numbers events and keeps them until the gateway acks them, so
-that a reconnect can resend exactly what JetStream does not hold yet. `SequenceCheck` and
-`PublishWindow` are the gateway's view of one inbound sender: the first rejects batches that
-are not the exact continuation, the second turns out-of-order publish completions into a
-cumulative ack that never covers an event JetStream has not stored.
+that a reconnect can resend exactly what JetStream does not hold yet. `SequenceCheck` is the
+gateway's view of one inbound sender: it rejects batches that are not the exact
+continuation. (What the gateway acks is decided by the publish chain, publish_chain.py.)
 """
 
 from __future__ import annotations
@@ -156,63 +155,3 @@ class SequenceCheck:
                 raise ProtocolError("seq_gap", f"got seq {ev.seq}, expected {want}", Close.PROTOCOL)
             want += 1
         self.next_seq = want
-
-
-_IN_FLIGHT, _HELD, _DONE = 0, 1, 2
-
-
-class PublishWindow:
-    """Turns out-of-order publish completions into a safe cumulative ack for the sender.
-
-    `sent(seq)` registers a publish, `done(seq)` reports that JetStream stored it. The ack
-    covers the longest prefix of registered seqs that are all done, so it never passes a
-    publish still in flight. `done(seq, hold=True)` records the completion but keeps the ack
-    from passing `seq` until `release(seq)`: the gateway holds a snapshot's ack until it has
-    recorded the snapshot pointer, so a sender never drops a snapshot nobody can find.
-    """
-
-    def __init__(self, acked: int = 0):
-        self._acked = acked
-        self._last = acked
-        self._order: deque[int] = deque()
-        self._state: dict[int, int] = {}
-        self._in_flight = 0
-
-    @property
-    def acked(self) -> int:
-        return self._acked
-
-    @property
-    def in_flight(self) -> int:
-        """Publishes registered and not yet reported done (held ones are done)."""
-        return self._in_flight
-
-    def sent(self, seq: int) -> None:
-        if seq <= self._last:
-            raise ValueError(f"seq {seq} not above last registered {self._last}")
-        self._last = seq
-        self._order.append(seq)
-        self._state[seq] = _IN_FLIGHT
-        self._in_flight += 1
-
-    def done(self, seq: int, *, hold: bool = False) -> int | None:
-        """Returns the new cumulative ack if it advanced; unknown or repeated seqs are ignored."""
-        if self._state.get(seq) != _IN_FLIGHT:
-            return None
-        self._in_flight -= 1
-        self._state[seq] = _HELD if hold else _DONE
-        return None if hold else self._advance()
-
-    def release(self, seq: int) -> int | None:
-        """Let a held seq count as done; returns the new cumulative ack if it advanced."""
-        if self._state.get(seq) != _HELD:
-            return None
-        self._state[seq] = _DONE
-        return self._advance()
-
-    def _advance(self) -> int | None:
-        start = self._acked
-        while self._order and self._state[self._order[0]] == _DONE:
-            self._acked = self._order.popleft()
-            del self._state[self._acked]
-        return self._acked if self._acked != start else None
