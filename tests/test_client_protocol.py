@@ -342,7 +342,8 @@ def test_reset_forgets_the_last_key_and_controls_are_named():
     connect(p, aid="a111111111111", delivered=[1, 9])
     (r,) = p.receive(ctl("reset", msg="gone"), 1.0)
     assert isinstance(r, DeliveryReset) and p.last_v is None
-    (d,) = p.receive(encode_frame(Events(epoch=1, events=[Event(4, "snapshot", 0, {})])), 1)
+    part0 = {"i": 0, "n": 1, "d": b""}
+    (d,) = p.receive(encode_frame(Events(epoch=1, events=[Event(4, "snapshot", 0, part0)])), 1)
     assert [e.seq for e in d.events] == [4]  # lower than before the reset: delivered
     v = client("visitor")
     connect(v)
