@@ -17,6 +17,7 @@ the stream when that outbox has drained, so a slow agent costs its gateway a bou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -40,6 +41,7 @@ log = structlog.get_logger("gateway.delivery")
 HIGH_WATER = 1 << 20  # bytes queued for one client before its receivers stop taking live events
 FRAME_BUDGET = 512 * 1024  # estimated bytes per frame built from released events
 READ_BATCH = 64  # stored messages per stream read before the outbox is looked at again
+AT_ONCE = -math.inf  # a deadline already past, whenever the caller reads its clock
 
 
 class HistoryLost(Exception):
@@ -249,11 +251,11 @@ class Delivery:
         return due
 
     def deadline(self) -> float | None:
-        """When `catch_up` next has something to do: now, or when a hole is due a read."""
+        """When `catch_up` next has something to do: AT_ONCE, or when a hole is due a read."""
         times = []
         for rcv in self.receivers.values():
             if rcv.needs_read or rcv.needs_tail or rcv.behind:
-                return self.clock()
+                return AT_ONCE
             if rcv.buf is not None:
                 d = rcv.buf.deadline()
                 if d is not None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codec import Event, decode_frame, encode_batch
-from gateway.delivery import Delivery, Receiver
+from gateway.delivery import AT_ONCE, Delivery, Receiver
 from gateway.nats_wire import Msg
 from gateway.reorder import ReorderBuffer, ReorderOverflow
 
@@ -110,7 +110,7 @@ def test_a_slow_client_leaves_the_live_path_until_it_has_read_what_it_has():
     assert rcv.behind and d.behind
     d.on_live(Msg(subject, 1, None, batch(1, 41, 1)))  # not taken: read from the stream later
     assert delivered(sent)[-1] == (1, 40)
-    assert d.deadline() == clock.t  # the connection's task has work: wait for the client, read
+    assert d.deadline() == AT_ONCE  # the connection's task has work: wait for the client, read
 
 
 def test_an_undecodable_body_asks_for_a_stream_read():
@@ -137,3 +137,13 @@ def test_too_much_waiting_behind_a_hole_overflows():
     d, sent, pokes, clock, _, subject = make(buf=ReorderBuffer(1, 1, max_pending=5))
     with pytest.raises(ReorderOverflow):
         d.on_live(Msg(subject, 1, None, batch(1, 10, 8)))
+
+
+def test_a_receiver_with_work_is_due_whenever_the_clock_is_read():
+    """A deadline of `clock()` read after the caller's `now` would never be due (and its
+    task would spin waking up for it): work to do is due at once."""
+    d, sent, pokes, clock, _, subject = make()
+    d.receivers["v"].needs_tail = True
+    due = d.deadline()
+    clock.t += 1.0
+    assert due <= clock.t - 1.0 and due <= clock.t
