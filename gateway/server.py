@@ -30,7 +30,8 @@ from .nats_client import NatsClient
 log = structlog.get_logger("gateway")
 
 LISTEN_BACKLOG = 4096  # a drain's reconnect wave arrives at once
-TICK = 0.1  # the ticker's period: publish retries are due 2 s after a publish, 0.25 s after a 503
+TICK = 0.1  # the ticker's period: how late an ack may be; publish retries are due 2 s after
+# a publish (0.25 s after a 503)
 SWEEP_EVERY = 10  # ticks between sweeps of every connection's receivers (tail checks)
 
 
@@ -77,6 +78,7 @@ class Gateway:
             gate=AdmissionGate(cfg.admission, cfg.keyring, bridge, kv),
             draining=lambda: self.draining,
             visitors={},
+            acks_due=set(),
         )
         nc.on_reconnected(self._nats_reconnected)
 
@@ -122,11 +124,14 @@ class Gateway:
                 self._empty.set()
 
     async def _ticker(self) -> None:
-        """Slow timers of every connection (publish retries, tail checks) in one task."""
+        """Slow timers of every connection (acks, publish retries, tail checks) in one task."""
         n = 0
         while True:
             await trio.sleep(TICK)
             n += 1
+            due, self.ctx.acks_due = self.ctx.acks_due, set()
+            for conn in due:
+                conn.send_ack()
             now = trio.current_time()
             for conn in list(self.conns):
                 conn.tick(now, sweep=n % SWEEP_EVERY == 0)
