@@ -423,6 +423,10 @@ class StoredBatch(NamedTuple):
         return [Event(*item) for item in self.items]
 
 
+def _stored_item(item: Any) -> bool:
+    return type(item) is list and len(item) == 4 and type(item[0]) is int
+
+
 def decode_batch(data: bytes) -> StoredBatch:
     """A stored body. Bodies are written by gateways, so this checks the shape only; it raises
     ValueError on anything else (a receiver then reads the stream instead).
@@ -433,7 +437,9 @@ def decode_batch(data: bytes) -> StoredBatch:
     if isinstance(m, dict):
         epoch, items = m.get("e"), m.get("ev")
         if type(epoch) is int and isinstance(items, list) and items:
-            if all(isinstance(i, list) and len(i) == 4 and type(i[0]) is int for i in items):
+            # The ends give the keys; a malformed item between fails in `events()`.
+            first, last = items[0], items[-1]
+            if _stored_item(first) and _stored_item(last):
                 src = m.get("src")
                 return StoredBatch(epoch, items, src if isinstance(src, str) else None)
     elif isinstance(m, list) and len(m) == 5 and type(m[0]) is int and type(m[1]) is int:

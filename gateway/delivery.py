@@ -143,8 +143,7 @@ class Delivery:
         self.receivers: dict[str, Receiver] = {}  # by sender: "v" or the agent id
         self.on_new_sender: Callable[[str], Receiver | None] | None = None
         self._next_idle_check = clock() + idle_check
-        self.events_out = metrics.EVENTS_OUT.labels(role=role)
-        self.frames_out = metrics.FRAMES_OUT.labels(role=role)
+        self.role = role  # the receiving client's, for the counters
 
     # ---- the live path (synchronous, on the NATS reader task) ------------------------------
 
@@ -175,8 +174,9 @@ class Delivery:
                 return
         elif buf.take_run(batch.epoch, batch.first, batch.last):
             self.send(msg.data)  # in order: the stored body is the client's frame
-            self.frames_out.inc()
-            self.events_out.inc(len(batch.items))
+            tally = metrics.TALLY
+            tally.frames_out[self.role] += 1
+            tally.events_out[self.role] += len(batch.items)
             self._check_backlog(rcv)
             return
         self._push(rcv, batch.epoch, batch.events(), now)
@@ -208,8 +208,9 @@ class Delivery:
     def _send_released(self, rcv: Receiver, items: list[tuple[int, Event]]) -> None:
         for epoch, evs in batches(items):
             self.send(encode_frame(Events(epoch=epoch, events=evs, src=rcv.src)))
-            self.frames_out.inc()
-            self.events_out.inc(len(evs))
+            tally = metrics.TALLY
+            tally.frames_out[self.role] += 1
+            tally.events_out[self.role] += len(evs)
         self._check_backlog(rcv)
 
     def _check_backlog(self, rcv: Receiver) -> None:

@@ -17,7 +17,7 @@ from .nats_client import Msg, NatsClient
 from .publish_chain import ChainMessage
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AckReply:
     """JetStream's answer to one publish: `seq` when stored, else an error."""
 
@@ -27,8 +27,25 @@ class AckReply:
     text: str = ""
 
 
+_STORED_PREFIX = b'{"stream":"'
+_SEQ = b'","seq":'
+
+
 def parse_ack(msg: Msg) -> AckReply:
-    """Sans-I/O: a JetStream publish acknowledgement, or a NATS status reply."""
+    """Sans-I/O: a JetStream publish acknowledgement, or a NATS status reply.
+
+    The common answer, `{"stream":"S","seq":N,...}`, is read without a JSON parser (a
+    quarter of the cost, once per stored message); anything else goes through json."""
+    data = msg.data
+    if msg.headers is None and data.startswith(_STORED_PREFIX):
+        i = data.find(_SEQ)
+        if i > 0:
+            j = i + len(_SEQ)
+            k = j
+            while k < len(data) and 48 <= data[k] <= 57:
+                k += 1
+            if k > j and data[k : k + 1] in (b",", b"}"):
+                return AckReply(int(data[j:k]))
     if msg.status is not None:  # "503": no responders, no stream leader right now
         return AckReply(None, int(msg.status) if msg.status.isdigit() else None, None, "status")
     try:

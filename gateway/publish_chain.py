@@ -51,7 +51,7 @@ class Refusal(enum.Enum):
     CHECK_TAIL = "check_tail"  # wrong last sequence: was the subject's tail our own attempt?
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ChainMessage:
     """One JetStream publish: consecutive events `first..last` of one sender."""
 
@@ -63,7 +63,7 @@ class ChainMessage:
     snapshot_seq: int | None  # seq of the newest visitor snapshot part 0 in it
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stored:
     """A message is in the stream. `ack`: the client's new cumulative ack, if it moved.
     `record`: write this snapshot pointer, then call `pointer_recorded` with its seq."""
@@ -114,6 +114,7 @@ class PublishChain:
         self.added_upto = acked  # highest seq queued
         self.acked = acked  # the client's cumulative ack
         self._queue: deque[_Chunk] = deque()
+        self._queued_bytes = 0  # the sum of the queue's sizes
         self._held: deque[int] = deque()  # snapshot part-0 seqs waiting for their pointer
         self.in_flight: ChainMessage | None = None
         self._first_try = 0.0
@@ -131,7 +132,7 @@ class PublishChain:
 
     @property
     def queued_bytes(self) -> int:
-        return sum(c.size for c in self._queue)
+        return self._queued_bytes
 
     def add(self, events: list[Event], wire: bytes | None = None) -> None:
         """Queue the events of one checked client frame (consecutive, continuing the chain)."""
@@ -141,6 +142,7 @@ class PublishChain:
             wire = None  # an agent's body must name it (src) for the visitor
         size = len(wire) if wire is not None else _estimate(events)
         self._queue.append(_Chunk(events, wire, size))
+        self._queued_bytes += size
         self.added_upto = events[-1].seq
 
     def next(self, now: float) -> ChainMessage | None:
@@ -169,6 +171,7 @@ class PublishChain:
     def _take(self) -> tuple[list[Event], bytes]:
         """Whole chunks from the queue, up to the message limits (at least one chunk)."""
         chunk = self._queue.popleft()
+        self._queued_bytes -= chunk.size
         if not self._queue and chunk.wire is not None and len(chunk.wire) <= MAX_BODY:
             return chunk.events, chunk.wire
         events, size = list(chunk.events), chunk.size
@@ -180,6 +183,7 @@ class PublishChain:
             ):
                 break
             self._queue.popleft()
+            self._queued_bytes -= more.size
             events += more.events
             size += more.size
         body = encode_batch(self.epoch, events, self.src)
@@ -188,6 +192,7 @@ class PublishChain:
             keep = len(events) // 2
             rest = events[keep:]
             self._queue.appendleft(_Chunk(rest, None, _estimate(rest)))
+            self._queued_bytes += self._queue[0].size
             events = events[:keep]
             body = encode_batch(self.epoch, events, self.src)
         return events, body

@@ -132,6 +132,7 @@ class Gateway:
             due, self.ctx.acks_due = self.ctx.acks_due, set()
             for conn in due:
                 conn.send_ack()
+            metrics.TALLY.flush()
             now = trio.current_time()
             for conn in list(self.conns):
                 conn.tick(now, sweep=n % SWEEP_EVERY == 0)
@@ -181,6 +182,7 @@ class Gateway:
         with trio.move_on_after(5):
             await self._empty.wait()
         flushed = await self._flush(self.cfg.publish_timeout)
+        metrics.TALLY.flush()
         log.info(
             "gateway_drained",
             stragglers=len(stragglers),
