@@ -23,6 +23,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # a platform without websockets' C extension
+    from websockets.utils import apply_mask
+
 from .outbox import Outbox, current_flusher
 
 RECV_SIZE = 256 * 1024  # one recv() per wake takes what a burst of frames brings
@@ -51,6 +56,33 @@ class Closed:
     code: int
     reason: str
     by_peer: bool
+
+
+def binary_frames(data: bytes, max_size: int) -> tuple[list[Message], int]:
+    """Complete, unfragmented, masked binary frames at the start of `data` (what clients
+    send nearly always) and how many bytes they took; parsing stops at anything else,
+    which goes to the protocol object whole. It took 6.4-38 us a frame through the
+    protocol object's generator-based parser (the larger figure with 100 connections'
+    state out of cache), a few here; unmasking is websockets' C `apply_mask`."""
+    out: list[Message] = []
+    i, n = 0, len(data)
+    while n - i >= 6:
+        if data[i] != 0x82:  # FIN, no RSV bits, binary
+            break
+        length = data[i + 1] ^ 0x80  # the mask bit must be set
+        j = i + 2
+        if length == 126:
+            if n - j < 2:
+                break
+            length = int.from_bytes(data[j : j + 2], "big")
+            j += 2
+        elif length > 126:  # unmasked (>= 0x80 after the xor) or a 64-bit length
+            break
+        if length > max_size or n - j < 4 + length:
+            break
+        out.append(Message(apply_mask(data[j + 4 : j + 4 + length], data[j : j + 4])))
+        i = j + 4 + length
+    return out, i
 
 
 class WebSocket:
@@ -133,10 +165,16 @@ class WebSocket:
         if data is None:
             return None
         out: list[Message] = []
+        proto = self.proto
+        if data and self._parts is None and not proto.reader.buffer and proto.state is State.OPEN:
+            out, used = binary_frames(data, proto.max_size)
+            if used == len(data):
+                return out
+            data = data[used:]  # the rest (control frames, fragments, a partial frame) below
         if not data:
-            self.proto.receive_eof()
+            proto.receive_eof()
         else:
-            self.proto.receive_data(data)
+            proto.receive_data(data)
         for frame in self.proto.events_received():
             op = frame.opcode
             if op is OP_BINARY or op is OP_TEXT:

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.frames import OP_BINARY, OP_CONT, OP_TEXT, Frame
 from websockets.http11 import Response
@@ -199,3 +201,81 @@ async def test_a_text_message_arrives_as_text_even_when_it_is_not_utf8(pair):
     peer.flush()
     [m] = await server_messages(ws, 1)
     assert isinstance(m.data, str)  # the gateway refuses text frames (1003) whatever they hold
+
+
+# Messages of all kinds, sent by a real client protocol and cut into arbitrary reads: the
+# fast path for plain binary frames and the protocol object for the rest give the same
+# messages, in order.
+kinds = st.lists(
+    st.tuples(
+        st.sampled_from(["binary", "text", "fragmented", "ping"]),
+        st.binary(max_size=300),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kinds, st.lists(st.integers(1, 200), min_size=1, max_size=40))
+async def test_any_mix_of_frames_cut_anywhere_arrives_whole_and_in_order(msgs, cuts):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        ws, peer = await upgraded((a, b))
+        want = []
+        for kind, data in msgs:
+            if kind == "binary":
+                peer.proto.send_binary(data)
+                want.append(Message(data))
+            elif kind == "text":
+                text = data.decode("latin-1")
+                peer.proto.send_text(text.encode())
+                want.append(Message(text.encode().decode()))
+            elif kind == "fragmented":
+                half = len(data) // 2
+                peer.proto.send_frame(Frame(OP_BINARY, data[:half], fin=False))
+                peer.proto.send_frame(Frame(OP_CONT, data[half:], fin=True))
+                want.append(Message(data))
+            else:
+                peer.proto.send_ping(data[:100])
+        wire = b"".join(peer.proto.data_to_send())
+        got = []
+        pos = 0
+        for cut in cuts + [len(wire)]:
+            chunk = wire[pos : pos + cut]
+            pos += len(chunk)
+            if chunk:
+                peer.sock.sendall(chunk)
+                with trio.fail_after(5):
+                    await trio.lowlevel.wait_readable(ws.sock)
+                got += ws.receive() or []
+            if pos >= len(wire):
+                break
+        assert got == want and ws.closed is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_plain_binary_frames_take_the_fast_path_and_stop_at_anything_else():
+    from gateway.websocket import binary_frames
+
+    client = ClientProtocol(parse_uri("ws://x/"))
+    client.state = client.state.__class__.OPEN
+    for data in (b"", b"a" * 125, b"b" * 126, b"c" * 65_535):
+        client.send_binary(data)
+    client.send_ping(b"p")
+    client.send_binary(b"after the ping")
+    wire = b"".join(client.data_to_send())
+    got, used = binary_frames(wire, 1 << 20)
+    assert [len(m.data) for m in got] == [0, 125, 126, 65_535]
+    assert wire[used] & 0x0F == 0x9  # stopped at the ping: the protocol object takes it
+    client.send_binary(b"d" * 65_536)  # a 64-bit length: the protocol object too
+    assert binary_frames(b"".join(client.data_to_send()), 1 << 20) == ([], 0)
+    got, used = binary_frames(wire[: used - 1], 1 << 20)  # the last frame is not complete
+    assert len(got) == 3
+    assert binary_frames(wire, 100)[0] == got[:1]  # over the limit: left for the 1009
