@@ -630,11 +630,12 @@ class Connection:
     # ---- JetStream -----------------------------------------------------------------------------
 
     def _publish_next(self) -> None:
-        msg = self.chain.next(trio.current_time())
+        now = trio.current_time()
+        msg = self.chain.next(now)
         if msg is None:
             return
         self._token = self.ctx.publisher.token(self._on_js_reply)
-        self._published_at = trio.current_time()
+        self._published_at = now
         self.ctx.publisher.publish(self._subject, msg, self._token)
         metrics.TALLY.js_messages += 1
 

@@ -92,6 +92,8 @@ class Receiver:
         "buf",
         "behind",
         "last_live",
+        "live",
+        "live_seen",
         "tail_checked",
         "needs_read",
         "needs_tail",
@@ -102,7 +104,9 @@ class Receiver:
         self.src = src  # the agent id for the visitor's receivers; None: the visitor's events
         self.buf = buf  # None: waiting for the next snapshot part 0 to start from
         self.behind = False  # the client is slow: serve from the stream, not the live path
-        self.last_live = 0.0
+        self.last_live = 0.0  # about when the last live message came (to the sweep's second)
+        self.live = 0  # live messages taken: counted here, timed by the sweep
+        self.live_seen = 0
         self.tail_checked = True
         self.needs_read = False  # a hole or a lost tail: read the stream
         self.needs_tail = False  # look at the stream's tail: did the live path lose something?
@@ -158,14 +162,12 @@ class Delivery:
         rcv = self.receiver_for(msg.subject)
         if rcv is None or rcv.behind:
             return
-        now = self.clock()
-        rcv.last_live = now
-        rcv.tail_checked = False
+        rcv.live += 1
         try:
             batch = decode_batch(msg.data)
         except Exception:
             log.warning("undecodable_stored_batch", subject=msg.subject, size=len(msg.data))
-            self._want_read(rcv, now)
+            self._want_read(rcv, self.clock())
             return
         buf = rcv.buf
         if buf is None:
@@ -179,7 +181,7 @@ class Delivery:
             tally.events_out[self.role] += len(batch.items)
             self._check_backlog(rcv)
             return
-        self._push(rcv, batch.epoch, batch.events(), now)
+        self._push(rcv, batch.epoch, batch.events(), self.clock())
 
     def _start_at_snapshot(self, rcv: Receiver, epoch: int, events: list[Event]):
         """A receiver that waits for a snapshot starts at the newest part 0 it sees."""
@@ -245,6 +247,8 @@ class Delivery:
             self._next_idle_check = now + self.idle_check
         due = False
         for rcv in self.receivers.values():
+            if rcv.live != rcv.live_seen:  # live messages since the last sweep
+                rcv.live_seen, rcv.last_live, rcv.tail_checked = rcv.live, now, False
             if idle_round or (not rcv.tail_checked and now >= rcv.last_live + self.tail_check):
                 rcv.tail_checked = True
                 rcv.needs_tail = rcv.buf is not None

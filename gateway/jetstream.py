@@ -27,6 +27,7 @@ class AckReply:
     text: str = ""
 
 
+_HEADERS = b"NATS/1.0\r\nNats-Msg-Id: %b\r\nNats-Expected-Last-Subject-Sequence: %d\r\n\r\n"
 _STORED_PREFIX = b'{"stream":"'
 _SEQ = b'","seq":'
 
@@ -86,15 +87,10 @@ class Publisher:
         self._waiting.pop(token, None)
 
     def publish(self, subject: str, msg: ChainMessage, token: int) -> None:
-        self.nc.publish(
-            subject,
-            msg.body,
-            reply=f"{self.prefix}{token}",
-            headers={
-                "Nats-Msg-Id": msg.msg_id,
-                "Nats-Expected-Last-Subject-Sequence": str(msg.expected),
-            },
-        )
+        # Built here rather than from a dict: the id is made of a session id
+        # ([A-Za-z0-9_-]), an epoch or agent id and numbers, so it cannot hold CR or LF.
+        headers = _HEADERS % (msg.msg_id.encode(), msg.expected)
+        self.nc.publish(subject, msg.body, reply=f"{self.prefix}{token}", headers=headers)
 
     @property
     def in_flight(self) -> int:

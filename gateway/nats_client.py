@@ -421,9 +421,10 @@ class NatsClient:
         data: bytes,
         *,
         reply: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | bytes | None = None,
     ) -> None:
         """Queue a publish (sent this run-loop turn when connected). Never awaits.
+        `headers`: a dict, or an encoded `NATS/1.0` block (see nats_wire.pub).
 
         `PayloadTooLarge` over the server's max_payload (headers count), which the server
         would answer by closing the connection; `OutboundBufferFull` past pending_limit."""

@@ -318,15 +318,16 @@ def pub(
     subject: str,
     data: bytes,
     reply: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | bytes | None = None,
     max_payload: int = 1 << 62,
 ) -> bytes:
-    """PUB, or HPUB when there are headers."""
+    """PUB, or HPUB when there are headers: a dict, or a whole `NATS/1.0` block already
+    encoded (by a caller that builds it from values that cannot hold CR or LF)."""
     s = _subject(subject)
     if len(data) > max_payload:
         raise PayloadTooLarge(f"{len(data)} bytes over max_payload {max_payload}")
     if headers:
-        hdr = encode_headers(headers)
+        hdr = headers if type(headers) is bytes else encode_headers(headers)
         if len(hdr) + len(data) > max_payload:
             raise PayloadTooLarge(
                 f"{len(hdr)} + {len(data)} bytes of headers and data over max_payload {max_payload}"

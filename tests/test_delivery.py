@@ -123,10 +123,11 @@ def test_tail_checks_are_due_after_the_last_event_and_every_idle_round():
     d, sent, pokes, clock, _, subject = make()
     assert not d.sweep(clock.t)
     d.on_live(Msg(subject, 1, None, batch(1, 1, 1)))
-    assert not d.sweep(clock.t + 1.0)
-    assert d.sweep(clock.t + 2.0) and d.receivers["v"].needs_tail
+    assert not d.sweep(clock.t + 0.5)  # the sweep notes when it saw the event (to its second)
+    assert not d.sweep(clock.t + 2.0)
+    assert d.sweep(clock.t + 2.5) and d.receivers["v"].needs_tail
     d.receivers["v"].needs_tail = False
-    assert not d.sweep(clock.t + 3.0)  # looked once after that event: done
+    assert not d.sweep(clock.t + 3.5)  # looked once after that event: done
     assert d.sweep(clock.t + 31.0)  # the idle round looks at every tail
     d.receivers["v"].needs_tail = False
     d.nats_reconnected()  # the live path may have lost messages

@@ -48,7 +48,7 @@ async def test_writes_of_one_turn_go_out_in_one_send():
     for i in range(50):
         box.write(b"%03d;" % i)
     assert read_all(b) == b""  # nothing before the turn ends
-    await trio.sleep(0)  # a checkpoint ends the turn: the flusher runs before the I/O wait
+    await trio.lowlevel.checkpoint()  # ends the turn: the flusher runs before the I/O wait
     assert counting.sends == [200]
     assert read_all(b) == b"".join(b"%03d;" % i for i in range(50))
     assert not notified and box.pending == 0
