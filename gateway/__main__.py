@@ -20,6 +20,13 @@ from .supervisor import Supervisor, ready_file, set_parent_death_signal
 
 log = structlog.get_logger("gateway")
 
+# JetStream publishes go out on their own NATS connection, whose acknowledgements are read
+# at most every 5 ms while they keep coming: nothing waits for them but a sender's next
+# message (a burst's events then share it) and the client's ack (sent every 0.1 s anyway),
+# and at 2,000 events/s it saves about half the gateway's NATS wake-ups. Live events and
+# requests stay on the main connection, read as they come.
+ACK_READ_INTERVAL = 0.005
+
 
 async def ensure_layout(bridge: NatsBridge, cfg: GatewayConfig):
     """Idempotent stream and KV set-up; gateways starting together may race, so retry."""
@@ -67,10 +74,13 @@ async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
 async def run(cfg: GatewayConfig) -> None:
     async with (
         NatsClient.open(cfg.nats_servers, name=cfg.gateway_id) as nc,
+        NatsClient.open(
+            cfg.nats_servers, name=f"{cfg.gateway_id}-publish", read_interval=ACK_READ_INTERVAL
+        ) as nc_publish,
         open_bridge(cfg.nats_servers, name=f"{cfg.gateway_id}-mgmt") as bridge,
     ):
         kv, members = await ensure_layout(bridge, cfg)
-        gw = Gateway(cfg, nc, bridge, kv, members)
+        gw = Gateway(cfg, nc, bridge, kv, members, publish_nc=nc_publish)
 
         def drain_state() -> dict:
             gw.start_drain()

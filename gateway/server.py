@@ -55,9 +55,12 @@ class Gateway:
         bridge: NatsBridge,
         kv: Any,
         members_kv: Any = None,
+        *,
+        publish_nc: NatsClient | None = None,
     ) -> None:
         self.cfg = cfg
         self.nc = nc
+        self.publish_nc = publish_nc or nc
         self.bridge = bridge
         self.members_kv = members_kv
         self.rng = random.Random()
@@ -74,7 +77,7 @@ class Gateway:
             bridge=bridge,
             kv=kv,
             fanout=Fanout(nc),
-            publisher=Publisher(nc),
+            publisher=Publisher(self.publish_nc),
             gate=AdmissionGate(cfg.admission, cfg.keyring, bridge, kv),
             draining=lambda: self.draining,
             visitors={},
@@ -197,5 +200,6 @@ class Gateway:
             while self.ctx.publisher.in_flight:  # noqa: ASYNC110 - answers arrive on the reader
                 await trio.sleep(0.02)
             await self.nc.flush()
+            await self.publish_nc.flush()
             return True
         return False

@@ -75,6 +75,31 @@ async def test_pub_sub_with_and_without_headers_in_order(nats_server):
         assert nc.stats.msgs_in == 5003 and nc.stats.msgs_out == 5003
 
 
+async def test_a_read_interval_batches_a_stream_and_not_the_first_message(nats_server):
+    """With read_interval, messages that keep coming are read at most that often; the first
+    after a quiet spell is read at once, and nothing is lost or reordered."""
+    async with (
+        NatsClient.open(nats_server.url, read_interval=0.2) as slow,
+        NatsClient.open(nats_server.url) as sender,
+    ):
+        inbox = Inbox()
+        slow.subscribe("ri.>", inbox)
+        await slow.flush()
+        await trio.sleep(0.3)  # quiet for longer than the interval after the PONG was read
+        t0 = trio.current_time()
+        sender.publish("ri.first", b"0")
+        await inbox.wait_for(1)
+        first = trio.current_time() - t0
+        await trio.sleep(0.05)  # still inside the interval that the first read started
+        for i in range(1, 200):
+            sender.publish("ri.n", b"%d" % i)
+        await sender.flush()
+        await trio.sleep(0.05)
+        assert len(inbox.msgs) == 1  # held in the socket until the interval ends
+        msgs = await inbox.wait_for(200, timeout=5)
+        assert first < 0.15 and [m.data for m in msgs] == [b"%d" % i for i in range(200)]
+
+
 async def test_request_reply_no_responders_and_timeout(nats_server):
     async with NatsClient.open(nats_server.url) as nc:
         nc.subscribe("svc.upper", lambda m: nc.publish(m.reply, m.data.upper()))
