@@ -41,7 +41,6 @@ from .codec import (
     ALL_KINDS,
     MAX_FRAME_BYTES,
     VISITOR_KINDS,
-    Ack,
     Bye,
     Close,
     Control,
@@ -55,12 +54,12 @@ from .codec import (
 )
 from .config import GatewayConfig
 from .delivery import Delivery, Fanout, Receiver
-from .jetstream import AckReply, Publisher
+from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
-from .publish_chain import ChainMessage, PublishChain, Refusal, Stored, unavailable
+from .publish_chain import unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
-from .sequencer import SequenceCheck
+from .sender import Sender
 from .session import Role
 from .session_store import SessionMeta
 from .tokens import mint
@@ -70,7 +69,6 @@ log = structlog.get_logger("gateway")
 
 SEND_TIMEOUT = 30.0  # a client that takes nothing from its socket for this long is dropped
 IDLE_CHECK = 30.0  # an idle receiver looks at the stream's tail this often (lost live events)
-MAX_QUEUED_BYTES = 2 * MAX_FRAME_BYTES  # a sender's events waiting for the message in flight
 KV_TIMEOUT = 5.0
 LEAVE_TIMEOUT = 5.0  # a drained connection waits this long for its last publish to settle
 
@@ -88,7 +86,7 @@ class ConnContext:
     gate: AdmissionGate
     draining: Callable[[], bool]
     visitors: dict[str, Connection]  # this gateway's visitor connection of each session
-    acks_due: set[Connection]  # acks to send at the ticker's next turn
+    acks_due: set[Sender]  # acks to send at the ticker's next turn
 
     async def load(self, sid: str) -> SessionMeta | None:
         return await self.bridge.call(session_store.load, self.kv, sid, timeout=KV_TIMEOUT)
@@ -111,7 +109,7 @@ class Connection:
         self.cfg = ctx.cfg
         self.sock = sock
         self.peer = peer
-        self.ws = WebSocket(sock, 2 * MAX_FRAME_BYTES, self._wake)
+        self.ws = WebSocket(sock, 2 * MAX_FRAME_BYTES, self.wake)
         self.id = secrets.token_hex(4)
         self.accepted_at = trio.current_time()
         self.role: Role | None = None
@@ -120,22 +118,17 @@ class Connection:
         self.epoch = 0
         self.vgen = 0
         self.joined = False
-        self.chain: PublishChain | None = None
-        self.check: SequenceCheck | None = None
+        self.sender: Sender | None = None
         self.delivery: Delivery | None = None
         self.error: ProtocolError | None = None
         self.close_code = Close.NORMAL
         self.close_reason = "bye"
         self.said_bye = False
         self.stopping = False
-        self._subject = ""  # this sender's subject
-        self._token: int | None = None  # reply token of the message in flight
-        self._published_at = 0.0
-        self._ack_sent = 0  # the last ack the client got
         self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
         self._early: list[Message] = []  # frames that came with the hello
         self._scope: trio.CancelScope | None = None
-        self._paused = False  # waiting for acks before reading more of the sender's events
+        self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
         self._notice: Control | None = None  # what to tell the client just before
         self._leave_by = 0.0
@@ -149,7 +142,7 @@ class Connection:
         if err is not None and self.error is None:
             self.error = err
         self.stopping = True
-        self._wake()
+        self.wake()
 
     def reconnect(self, delay_ms: int, hint: list[str] | None) -> None:
         """Lame duck: ask the client to come back elsewhere after `delay_ms`, then close.
@@ -172,21 +165,27 @@ class Connection:
         self.close_code, self.close_reason = Close.GOING_AWAY, reason
         if not self.joined:
             self.stop()
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+
+    def send(self, frame) -> None:
+        self.ws.send(encode_frame(frame))
+
+    def is_open(self) -> bool:
+        return self.ws.open
 
     def tick(self, now: float, sweep: bool) -> None:
         """The gateway's ticker (every TICK s; `sweep` about once a second): wake this task
         when a publish is due a retry or a receiver's tail is due a look. One task for
         every connection's slow timers keeps each connection's wait free of deadlines."""
-        chain = self.chain
-        if chain is not None and chain.next_try is not None and now >= chain.next_try:
-            self._wake()
+        sender = self.sender
+        if sender is not None and sender.retry_due(now):
+            self.wake()
         elif sweep and self.delivery is not None and self.delivery.sweep(now):
-            self._wake()
+            self.wake()
 
     def _poke(self, when: float) -> None:
         """Run the loop's timers by `when` (a hole in a receiver that lasts)."""
@@ -194,10 +193,10 @@ class Connection:
         if scope is not None and when < scope.deadline:
             scope.deadline = when
 
-    def _later(self, job: Callable[[], Awaitable[None]]) -> None:
+    def later(self, job: Callable[[], Awaitable[None]]) -> None:
         """Have the connection's task run `job` (for sync code that needs to wait)."""
         self._jobs.append(job)
-        self._wake()
+        self.wake()
 
     # ---- the lifecycle -----------------------------------------------------------------------
 
@@ -336,7 +335,7 @@ class Connection:
         ctx.fanout.add(streams.subject_a_all(sid), delivery.on_live)
 
         self._start_sender(subject, epoch=self.epoch, src=None, tail=tail, durable=durable)
-        self._send(
+        self.send(
             Welcome(
                 gw=cfg.gateway_id,
                 epoch=self.epoch,
@@ -347,7 +346,7 @@ class Connection:
         )
         self._accepted(resumed, durable=durable, epoch=self.epoch)
         if meta.snap_wanted:
-            self._send(Control(op="snapshot"))
+            self.send(Control(op="snapshot"))
         if resumed:
             for rcv in list(delivery.receivers.values()):
                 await delivery.fill(rcv, self._on_lost)
@@ -378,7 +377,7 @@ class Connection:
         ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
 
         self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
-        self._send(
+        self.send(
             Welcome(
                 gw=cfg.gateway_id,
                 epoch=meta.epoch,
@@ -429,7 +428,7 @@ class Connection:
             rcv.buf.reset(session.AGENT_EPOCH, first.first_key[1] if first else 1)
             await self.delivery.fill(rcv, self._on_lost)
             return
-        self._send(Control(op="reset", msg=session.RESET_NOTE))
+        self.send(Control(op="reset", msg=session.RESET_NOTE))
         meta = await self.ctx.load(self.sid)
         start = session.agent_recovery(meta, first.sseq if first else None)
         rcv.buf = self._buffer_for(start)
@@ -457,17 +456,15 @@ class Connection:
         return self.delivery
 
     def _start_sender(self, subject: str, *, epoch: int, src: str | None, tail, durable: int):
-        self._subject = subject
-        self._ack_sent = durable
-        self.check = SequenceCheck(durable + 1)
-        self.chain = PublishChain(
-            msg_id_prefix=streams.msg_id_prefix(self.sid, src if src is not None else epoch),
+        self.sender = Sender(
+            self,
+            self.ctx,
+            sid=self.sid,
+            subject=subject,
             epoch=epoch,
             src=src,
-            last_sseq=tail.sseq if tail is not None else 0,
-            acked=durable,
-            is_visitor=src is None,
-            publish_timeout=self.cfg.publish_timeout,
+            tail=tail,
+            durable=durable,
         )
 
     def _resume_token(self, **claims: Any) -> str:
@@ -494,9 +491,6 @@ class Connection:
             **fields,
         )
 
-    def _send(self, frame) -> None:
-        self.ws.send(encode_frame(frame))
-
     def _on_ctl(self, msg: Msg) -> None:
         ctl = session.SessionControl.decode(msg.data)
         if ctl is None:
@@ -505,26 +499,26 @@ class Connection:
         if isinstance(action, session.EndConnection):
             self.stop(action.error)
         elif isinstance(action, session.TellVisitor):
-            self._send(Control(op=action.op, msg=action.aid))
+            self.send(Control(op=action.op, msg=action.aid))
 
     # ---- the loop --------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        ws, chain, delivery = self.ws, self.chain, self.delivery
+        ws, sender, delivery = self.ws, self.sender, self.delivery
         events_in = metrics.TALLY.events_in  # by role
         for m in self._early:
             self._on_message(m, events_in)
         self._early = []
-        self._publish_next()
+        sender.publish_next()
         while not self.stopping:
             if ws.out.closed:
                 return
             if self.leaving:
-                self._publish_next()
-                if chain.idle or trio.current_time() >= self._leave_by:
-                    self.send_ack()
+                sender.publish_next()
+                if sender.idle or trio.current_time() >= self._leave_by:
+                    sender.send_ack()
                     if self._notice is not None:
-                        self._send(self._notice)
+                        self.send(self._notice)
                     return
             if ws.out.blocked:
                 await self._drain_outbox()
@@ -533,10 +527,7 @@ class Connection:
                 await self._jobs.popleft()()
                 continue
             now = trio.current_time()
-            msg = chain.due(now)  # raises once a publish has failed for publish_timeout
-            if msg is not None:
-                metrics.JS_PUBLISH_RETRIES.inc()
-                self.ctx.publisher.publish(self._subject, msg, self._token)
+            sender.retry(now)  # raises once a publish has failed for publish_timeout
             due = delivery.deadline()  # usually None: the gateway's ticker pokes for the rest
             if due is not None and due <= now:
                 if delivery.behind:
@@ -547,12 +538,8 @@ class Connection:
             deadline = due if due is not None else math.inf
             if self.leaving:
                 deadline = min(deadline, self._leave_by)
-            paused = (
-                self.leaving
-                or chain.outstanding >= self.cfg.max_in_flight
-                or chain.queued_bytes > MAX_QUEUED_BYTES
-            )
-            self._paused = paused
+            paused = self.leaving or sender.full
+            self.paused = paused
             with trio.CancelScope(deadline=deadline) as scope:
                 self._scope = scope
                 if paused:  # back-pressure: the sender waits for acks before sending more
@@ -570,22 +557,15 @@ class Connection:
         outer loop has work: the connection ended, the client stopped reading, the sender
         must wait for room, or a job came; sync code that needs it sooner cancels the scope
         (`_wake`) or moves its deadline (`_poke`)."""
-        ws, chain, jobs = self.ws, self.chain, self._jobs
-        max_in_flight = self.cfg.max_in_flight
+        ws, sender, jobs = self.ws, self.sender, self._jobs
         while True:
             await trio.lowlevel.wait_readable(self.sock)
             messages = ws.receive()
             if messages:
                 for m in messages:
                     self._on_message(m, events_in)
-                self._publish_next()
-            if (
-                ws.closed is not None
-                or ws.out.blocked
-                or jobs
-                or chain.outstanding >= max_in_flight
-                or chain.queued_bytes > MAX_QUEUED_BYTES
-            ):
+                sender.publish_next()
+            if ws.closed is not None or ws.out.blocked or jobs or sender.full:
                 return
 
     async def _drain_outbox(self) -> None:
@@ -612,9 +592,8 @@ class Connection:
                 )
             if frame.src is not None:
                 raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
-            self.check.check(frame.events)
+            self.sender.take(frame)
             events_in[self.role.value] += len(frame.events)
-            self.chain.add(frame.events, frame.wire)
         elif type(frame) is Bye:
             self.close_code, self.close_reason = Close.NORMAL, "bye"
             self.said_bye = True
@@ -627,109 +606,13 @@ class Connection:
                 Close.PROTOCOL,
             )
 
-    # ---- JetStream -----------------------------------------------------------------------------
-
-    def _publish_next(self) -> None:
-        now = trio.current_time()
-        msg = self.chain.next(now)
-        if msg is None:
-            return
-        self._token = self.ctx.publisher.token(self._on_js_reply)
-        self._published_at = now
-        self.ctx.publisher.publish(self._subject, msg, self._token)
-        metrics.TALLY.js_messages += 1
-
-    def _on_js_reply(self, reply: AckReply) -> None:
-        """On the NATS reader task: JetStream answered the message in flight."""
-        chain = self.chain
-        if chain is None or chain.in_flight is None or self.stopping:
-            return
-        now = trio.current_time()
-        if reply.seq is None:
-            try:
-                refusal = chain.refused(now, reply.code, reply.err_code, reply.text)
-            except ProtocolError as err:
-                self._publish_failed(err, reply.text)
-                return
-            if refusal is Refusal.CHECK_TAIL:
-                msg = chain.in_flight
-                self._later(lambda: self._check_tail(msg))
-            return  # the gateway's ticker wakes us when it is time to retry
-        self._stored(chain.stored(reply.seq))
-
-    def _stored(self, stored: Stored) -> None:
-        self.ctx.publisher.settle(self._token)
-        self._token = None
-        if metrics.TALLY.js_messages % metrics.JS_LATENCY_SAMPLE == 0:
-            metrics.JS_PUBLISH_LATENCY.observe(trio.current_time() - self._published_at)
-        if stored.ack is not None:
-            self._ack_soon()
-        if stored.record is not None:
-            pointer = stored.record
-            self._later(lambda: self._record_snapshot(pointer))
-        self._publish_next()
-
-    def _ack_soon(self) -> None:
-        """Acks are bookkeeping for the sender's resend buffer, not latency: they go out with
-        the gateway's ticker (at most ACK_INTERVAL later), one frame for all that was
-        stored meanwhile, which halves a visitor's frames at 20 events/s. A sender waiting
-        for room is acked at once."""
-        if self._paused:
-            self.send_ack()
-            self._wake()  # the sender was waiting for room
-        else:
-            self.ctx.acks_due.add(self)
-
-    def send_ack(self) -> None:
-        chain = self.chain
-        if chain is not None and chain.acked > self._ack_sent and self.ws.open:
-            self._ack_sent = chain.acked
-            self._send(Ack(chain.acked))
-
-    def _publish_failed(self, err: ProtocolError, text: str) -> None:
-        metrics.JS_PUBLISH_FAILED.inc()
-        log.warning("publish_refused", conn=self.id, sid=self.sid, error=text)
-        self.stop(err)
-
-    async def _check_tail(self, msg: ChainMessage) -> None:
-        """A wrong last sequence: if the subject's newest message is this very one (an
-        earlier attempt stored without its ack reaching us), it is stored."""
-        tail = await streams.last_of(self.ctx.nc, self.cfg.stream.stream, self._subject)
-        try:
-            stored = self.chain.confirm(
-                msg, tail.msg_id if tail else None, tail.sseq if tail else 0
-            )
-        except ProtocolError as err:
-            self._publish_failed(err, "wrong last sequence: another writer")
-            return
-        if stored is not None:
-            self._stored(stored)
-
-    async def _record_snapshot(self, pointer: session_store.SnapshotPointer) -> None:
-        """The ack waits for the pointer so an acknowledged snapshot is always findable, but
-        never for long: through a KV leader election it retries, then gives up (late joiners
-        then ask the visitor for a snapshot) rather than stall the visitor."""
-        try:
-            with trio.move_on_after(20):
-                while True:
-                    try:
-                        await self.ctx.update(
-                            self.sid, lambda m: session.record_snapshot(m, pointer)
-                        )
-                        break
-                    except Exception as exc:
-                        log.warning("snapshot_pointer_retry", sid=self.sid, error=repr(exc))
-                        await trio.sleep(0.5)
-        finally:
-            if self.chain.pointer_recorded(pointer.seq) is not None:
-                self._ack_soon()
-
     # ---- the close -------------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        ctx, ws, err = self.ctx, self.ws, self.error
-        if self._token is not None:
-            ctx.publisher.settle(self._token)
+        ctx, ws, err, sender = self.ctx, self.ws, self.error, self.sender
+        if sender is not None:
+            sender.settle()
+            ctx.acks_due.discard(sender)
         if self.sid is not None:
             ctx.fanout.remove(streams.subject_ctl(self.sid), self._on_ctl)
             if self.delivery is not None:
@@ -745,9 +628,9 @@ class Connection:
         else:
             code, reason = self.close_code, self.close_reason
         by_peer = ws.closed is not None and ws.closed.by_peer
-        ctx.acks_due.discard(self)
+        if ws.open and sender is not None:
+            sender.send_ack()  # what is stored, so a client that ends or resumes resends less
         if ws.open:
-            self.send_ack()  # what is stored, so a client that ends or resumes resends less
             if err is not None:
                 ws.send(error_frame(err))
             ws.close(code, reason)
@@ -779,23 +662,8 @@ class Connection:
                     left = session.SessionControl(session.CtlOp.LEFT, aid=aid)
                     self.ctx.nc.publish(streams.subject_ctl(self.sid), left.encode())
                     log.info("agent_left", sid=self.sid, aid=aid)
-                await self._record_durable()
+                if self.sender is not None:
+                    key = "v" if self.role is Role.VISITOR else self.aid
+                    await self.sender.record_durable(key, self.epoch)
             except Exception as exc:
                 log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))
-
-    async def _record_durable(self) -> None:
-        """Informational (operators, status): resumes read the stream, which is authoritative
-        even after a gateway crash skipped this write."""
-        chain = self.chain
-        if chain is None or chain.acked == 0:
-            return
-        key = "v" if self.role is Role.VISITOR else self.aid
-        epoch, acked = self.epoch, chain.acked
-
-        def change(m: SessionMeta) -> None:
-            if key != "v":
-                m.durable[key] = max(m.durable.get(key, 0), acked)
-            elif m.epoch == epoch:
-                m.durable["v"] = max(m.durable.get("v", 0), acked)
-
-        await self.ctx.update(self.sid, change)

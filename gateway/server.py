@@ -133,8 +133,8 @@ class Gateway:
             await trio.sleep(TICK)
             n += 1
             due, self.ctx.acks_due = self.ctx.acks_due, set()
-            for conn in due:
-                conn.send_ack()
+            for sender in due:
+                sender.send_ack()
             metrics.TALLY.flush()
             now = trio.current_time()
             for conn in list(self.conns):
