@@ -21,10 +21,10 @@ from .supervisor import Supervisor, ready_file, set_parent_death_signal
 log = structlog.get_logger("gateway")
 
 # JetStream publishes go out on their own NATS connection, whose acknowledgements are read
-# at most every 5 ms while they keep coming: nothing waits for them but a sender's next
-# message (a burst's events then share it) and the client's ack (sent every 0.1 s anyway),
-# and at 2,000 events/s it saves about half the gateway's NATS wake-ups. Live events and
-# requests stay on the main connection, read as they come.
+# at most every 5 ms while they keep coming, unless a sender has events waiting on one:
+# otherwise nothing waits for them but the client's ack (sent every 0.1 s anyway), and at
+# 2,000 events/s it saves about half the gateway's NATS wake-ups. Live events and requests
+# stay on the main connection, read as they come.
 ACK_READ_INTERVAL = 0.005
 
 

@@ -83,6 +83,8 @@ class Sender:
         """A checked frame of the sender's events (raises ProtocolError on a seq error)."""
         self.check.check(frame.events)
         self.chain.add(frame.events, frame.wire)
+        if self.chain.in_flight is not None:
+            self.ctx.publisher.nc.hurry()  # its answer holds these back: read it at once
 
     @property
     def full(self) -> bool:

@@ -100,6 +100,27 @@ async def test_a_read_interval_batches_a_stream_and_not_the_first_message(nats_s
         assert first < 0.15 and [m.data for m in msgs] == [b"%d" % i for i in range(200)]
 
 
+async def test_hurry_ends_a_read_interval_for_someone_who_waits(nats_server):
+    async with (
+        NatsClient.open(nats_server.url, read_interval=5.0) as slow,
+        NatsClient.open(nats_server.url) as sender,
+    ):
+        inbox = Inbox()
+        slow.subscribe("rh.>", inbox)
+        await slow.flush()
+        await trio.sleep(0.1)
+        sender.publish("rh.a", b"a")
+        await inbox.wait_for(1)  # read at once; now the reader lingers for 5 s
+        sender.publish("rh.b", b"b")
+        await sender.flush()
+        await trio.sleep(0.1)
+        assert len(inbox.msgs) == 1
+        t0 = trio.current_time()
+        slow.hurry()
+        await inbox.wait_for(2, timeout=2)
+        assert trio.current_time() - t0 < 1.0
+
+
 async def test_request_reply_no_responders_and_timeout(nats_server):
     async with NatsClient.open(nats_server.url) as nc:
         nc.subscribe("svc.upper", lambda m: nc.publish(m.reply, m.data.upper()))
