@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +104,14 @@ class _End(Exception):
 class Connection:
     """One WebSocket client of this gateway."""
 
+    # Slots: thousands of these live at once, and each attribute dict cost about 1 KB.
+    __slots__ = (
+        "ctx", "cfg", "sock", "peer", "ws", "id", "accepted_at", "role", "sid", "aid",
+        "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
+        "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
+        "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "__weakref__",
+    )  # fmt: skip
+
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
@@ -126,7 +133,7 @@ class Connection:
         self.close_reason = "bye"
         self.said_bye = False
         self.stopping = False
-        self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
+        self._jobs: list[Callable[[], Awaitable[None]]] = []  # few, rare: a list is smaller
         self._early: list[Message] = []  # frames that came with the hello
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
@@ -246,6 +253,7 @@ class Connection:
         else:
             await self._join_agent(join)
         self.joined = True
+        del hello, join, before  # this frame lives as long as the connection: keep it light
         await self._serve()
 
     async def _upgrade(self) -> bool:
@@ -257,10 +265,11 @@ class Connection:
         if request is None:
             return False
         forwarded = request.headers.get_all("X-Forwarded-For")
+        path = request.path
         address = client_address(forwarded, self.peer, self.cfg.admission.forwarded_hops)
-        decision = await self.ctx.gate.check(request.path, address, self.ctx.draining())
+        decision = await self.ctx.gate.check(path, address, self.ctx.draining())
         if not decision.admit:
-            if wants_close_refusal(request.path):
+            if wants_close_refusal(path):
                 # A browser cannot read a refused handshake's status or Retry-After, so it
                 # asked to be told through a close code instead (protocol.md, 4009).
                 if ws.accept(request):
@@ -525,7 +534,7 @@ class Connection:
                 await self._drain_outbox()
                 continue
             if self._jobs:
-                await self._jobs.popleft()()
+                await self._jobs.pop(0)()
                 continue
             now = trio.current_time()
             sender.retry(now)  # raises once a publish has failed for publish_timeout

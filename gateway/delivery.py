@@ -119,6 +119,11 @@ Clock = Callable[[], float]
 class Delivery:
     """Everything one connection receives, and the frames that carry it."""
 
+    __slots__ = (
+        "nc", "stream", "send", "backlog", "clock", "poke", "gap_timeout", "tail_check",
+        "idle_check", "high_water", "receivers", "on_new_sender", "_next_idle_check", "role",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,

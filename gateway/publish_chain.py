@@ -24,7 +24,6 @@ the session metadata, so a sender never drops a snapshot that late joiners canno
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 from .codec import (
@@ -87,6 +86,12 @@ class _Chunk:
 class PublishChain:
     """The sender's queue of checked events and its one message in flight."""
 
+    __slots__ = (
+        "msg_id_prefix", "epoch", "src", "is_visitor", "attempt_timeout", "publish_timeout",
+        "max_events", "max_bytes", "last_sseq", "stored_upto", "added_upto", "acked",
+        "_queue", "_queued_bytes", "_held", "in_flight", "_first_try", "_next_try",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,
@@ -113,9 +118,9 @@ class PublishChain:
         self.stored_upto = acked  # highest seq stored
         self.added_upto = acked  # highest seq queued
         self.acked = acked  # the client's cumulative ack
-        self._queue: deque[_Chunk] = deque()
+        self._queue: list[_Chunk] = []  # usually empty: a deque is ten times its size
         self._queued_bytes = 0  # the sum of the queue's sizes
-        self._held: deque[int] = deque()  # snapshot part-0 seqs waiting for their pointer
+        self._held: list[int] = []  # snapshot part-0 seqs waiting for their pointer (few)
         self.in_flight: ChainMessage | None = None
         self._first_try = 0.0
         self._next_try = 0.0
@@ -170,7 +175,7 @@ class PublishChain:
 
     def _take(self) -> tuple[list[Event], bytes]:
         """Whole chunks from the queue, up to the message limits (at least one chunk)."""
-        chunk = self._queue.popleft()
+        chunk = self._queue.pop(0)
         self._queued_bytes -= chunk.size
         if not self._queue and chunk.wire is not None and len(chunk.wire) <= MAX_BODY:
             return chunk.events, chunk.wire
@@ -182,7 +187,7 @@ class PublishChain:
                 or size + more.size > self.max_bytes
             ):
                 break
-            self._queue.popleft()
+            self._queue.pop(0)
             self._queued_bytes -= more.size
             events += more.events
             size += more.size
@@ -191,7 +196,7 @@ class PublishChain:
             # Only a frame near the limit gets here (an agent's also gains its src): split it.
             keep = len(events) // 2
             rest = events[keep:]
-            self._queue.appendleft(_Chunk(rest, None, _estimate(rest)))
+            self._queue.insert(0, _Chunk(rest, None, _estimate(rest)))
             self._queued_bytes += self._queue[0].size
             events = events[:keep]
             body = encode_batch(self.epoch, events, self.src)

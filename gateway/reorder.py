@@ -23,6 +23,8 @@ class ReorderBuffer:
     Time is passed in: a hole is reported by `gap_due` once it has lasted `gap_timeout`.
     """
 
+    __slots__ = ("gap_timeout", "max_pending", "_epoch", "_next", "_buf", "_n", "_gap_since")
+
     def __init__(
         self,
         epoch: int,

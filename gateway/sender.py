@@ -47,6 +47,11 @@ class SenderOwner(Protocol):
 class Sender:
     """One sender (a visitor in one epoch, or one agent id) on one connection."""
 
+    __slots__ = (
+        "owner", "ctx", "sid", "subject", "check", "chain", "_token", "_published_at",
+        "_ack_sent", "__weakref__",
+    )  # fmt: skip
+
     def __init__(
         self,
         owner: SenderOwner,

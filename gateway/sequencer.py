@@ -140,6 +140,8 @@ class SequenceCheck:
     which resend cannot repair on this connection.
     """
 
+    __slots__ = ("next_seq",)
+
     def __init__(self, next_seq: int):
         self.next_seq = next_seq
 
