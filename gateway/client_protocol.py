@@ -450,6 +450,17 @@ class ClientProtocol:
         frames.append(encode_frame(Events(epoch=epoch, events=chunk)))
         return frames
 
+    def take_unsent(self) -> list[Event]:
+        """The events the next `frames_to_send` would frame, unencoded, for a shell that
+        encodes its events itself (the load generator keeps each event's bytes): those
+        numbered since the last call (after a welcome: the unacked ones to resend first)."""
+        if self.phase is not Phase.OPEN or self.closed:
+            return []
+        pending = self.seq.since(self._sent_upto)
+        if pending:
+            self._sent_upto = pending[-1].seq
+        return pending
+
     def has_unsent(self) -> bool:
         return (
             self.phase is Phase.OPEN and not self.closed and self.seq.next_seq - 1 > self._sent_upto

@@ -84,6 +84,19 @@ class Sequencer:
         self._bytes += n
         return ev
 
+    def push_event(self, ev: Event, nbytes: int) -> Event:
+        """Keep an event its caller numbered (`ev.seq` must be `next_seq`) and sized (`nbytes`,
+        for instance the length of its encoding): `push` for a sender that encodes each event
+        once and keeps the bytes with it. Raises ResendBufferFull like `push`."""
+        if ev.seq != self._next:
+            raise ValueError(f"event seq {ev.seq}, expected {self._next}")
+        if not self.can_push(nbytes):
+            raise ResendBufferFull(f"{len(self._buf)} events / {self._bytes} bytes unacked")
+        self._next += 1
+        self._buf.append((ev, nbytes))
+        self._bytes += nbytes
+        return ev
+
     def ack(self, seq: int) -> int:
         """Cumulative ack; returns how many events it freed. Stale acks are harmless repeats."""
         if seq >= self._next:

@@ -28,6 +28,7 @@ import itertools
 import random
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,7 @@ import trio
 
 from gateway.backoff import Backoff
 from gateway.client_protocol import (
+    FRAME_BUDGET,
     SNAPSHOT_CHUNK,
     WELCOME_TIMEOUT,
     Acked,
@@ -49,17 +51,84 @@ from gateway.client_protocol import (
     Welcomed,
     retry_after,
 )
-from gateway.codec import Ack, Control, Event, Events, Frame, ProtocolError, decode_frame
+from gateway.codec import (
+    MAX_EVENTS_PER_BATCH,
+    Ack,
+    Control,
+    Event,
+    Events,
+    Frame,
+    ProtocolError,
+    decode_frame,
+)
+from gateway.sequencer import ResendBufferFull
 
 from . import wsframes as wsf
 
-TICK = 0.002  # seconds between turns under load
+GAP = 0.002  # seconds from one turn's start to the next under load
+IDLE_MAX = 0.005  # the longest the reactor blocks the thread while it has nothing to do
 CONNECT_TIMEOUT = 5.0  # TCP connect and the HTTP upgrade, as the reference client
 CLOSE_TIMEOUT = 2.0  # after bye: wait this long for the gateway's close
 RECV_BYTES = 256 * 1024
+# The kernel's arrival time of received bytes (Linux; CPython has no name for it).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TS_SPACE = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("qq")
 
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 _EPOLLERR = select.EPOLLERR | select.EPOLLHUP
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack  # one packer, reused (packb makes one a call)
+_unpackb = msgpack.unpackb
+
+
+_tuple_new = tuple.__new__
+
+
+class WireEvent(Event):
+    """An event with its encoding kept beside it: `wire` is the msgpack of
+    [seq, kind, ts, payload], made once when the event is numbered and reused for every
+    frame that carries it (a resend too) and as its size in the resend buffer."""
+
+    wire: bytes
+
+
+def wire_event(seq: int, kind: str, ts: int, payload: Any) -> WireEvent:
+    ev = _tuple_new(WireEvent, (seq, kind, ts, payload))
+    ev.wire = _pack([seq, kind, ts, payload])
+    return ev
+
+
+def events_head(epoch: int, n: int) -> bytes:
+    """The msgpack of an `ev` frame up to its events: {"t": "ev", "e": epoch, "ev": [n...]},
+    keys in the codec's order."""
+    if n < 16:
+        count = bytes((0x90 | n,))
+    else:
+        count = struct.pack(">BH", 0xDC, n)
+    return b"\x83\xa1t\xa2ev\xa1e" + _pack(epoch) + b"\xa2ev" + count
+
+
+def events_frames(epoch: int, events: list[Event]) -> list[bytes]:
+    """`ev` frames (msgpack) of consecutive events from their kept encodings, split as
+    `ClientProtocol.frames_to_send` splits them: at most MAX_EVENTS_PER_BATCH events and
+    about FRAME_BUDGET bytes a frame."""
+    if len(events) == 1:
+        e = events[0]
+        return [events_head(epoch, 1) + (e.wire if type(e) is WireEvent else _pack(list(e)))]
+    wires = [e.wire if type(e) is WireEvent else _pack(list(e)) for e in events]
+    frames = []
+    chunk: list[bytes] = []
+    size = 0
+    for w in wires:
+        if chunk and (len(chunk) >= MAX_EVENTS_PER_BATCH or size + len(w) > FRAME_BUDGET):
+            frames.append(events_head(epoch, len(chunk)) + b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(w)
+        size += len(w)
+    frames.append(events_head(epoch, len(chunk)) + b"".join(chunk))
+    return frames
 
 
 def decode_from_gateway(data: bytes) -> Frame:
@@ -67,7 +136,7 @@ def decode_from_gateway(data: bytes) -> Frame:
     as the client relies on them (types of epoch, seqs, src); the rest goes through the
     codec. 1.9 us for a one-event frame against the codec's 7.5."""
     try:
-        m = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        m = _unpackb(data, raw=False, strict_map_key=True)
     except Exception:
         return decode_frame(data)  # the codec's error for garbage
     if type(m) is dict:
@@ -79,9 +148,13 @@ def decode_from_gateway(data: bytes) -> Frame:
                 and type(evs) is list
                 and evs
                 and (src is None or type(src) is str)
-                and all(type(e) is list and len(e) == 4 and type(e[0]) is int for e in evs)
             ):
-                return Events(epoch, [Event(*e) for e in evs], src)
+                out = []
+                for e in evs:
+                    if type(e) is not list or len(e) != 4 or type(e[0]) is not int:
+                        return decode_frame(data)
+                    out.append(_tuple_new(Event, e))
+                return Events(epoch, out, src)
         elif t == "ack" and type(m.get("seq")) is int:
             return Ack(m["seq"])
     return decode_frame(data)
@@ -90,15 +163,17 @@ def decode_from_gateway(data: bytes) -> Frame:
 class Reactor:
     """One epoll and one timer heap for every connection of this process."""
 
-    def __init__(self, tick: float = TICK) -> None:
-        self.tick = tick
+    def __init__(self, gap: float = GAP, idle_max: float = IDLE_MAX) -> None:
+        self.gap = gap
+        self.idle_max = idle_max
         self.ep = select.epoll()
         self.conns: dict[int, FastClient] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._dirty: list[FastClient] = []
         self.turns = 0
-        self.now = time.time()  # wall clock of the current turn
+        self.now = time.time()  # wall clock at this turn's timers: the send time of its events
+        self.stamp = self.now  # wall clock when this turn's readiness was seen
 
     # -- used by connections and sessions --
 
@@ -129,40 +204,66 @@ class Reactor:
     # -- the loop --
 
     async def run(self) -> None:
-        fd = self.ep.fileno()
+        ready: list[tuple[int, int]] = []
         try:
             while True:
-                if self.turn():  # busy: more will be ready a tick from now
-                    await trio.sleep(self.tick)
-                    continue
-                wait = self._timers[0][0] - trio.current_time() if self._timers else 1.0
-                if wait > 0:
-                    with trio.move_on_after(wait):
-                        await trio.lowlevel.wait_readable(fd)
+                start = time.monotonic()
+                worked = self.turn(ready)
+                await trio.lowlevel.checkpoint()  # the harness's other tasks
+                ready = self._wait(worked, start)
         finally:
             for conn in list(self.conns.values()):
                 conn._drop_socket()
             self.ep.close()
 
-    def turn(self) -> bool:
-        """Read every ready socket once, fire due timers, write every dirty socket once;
-        False when there was nothing to do."""
+    def _wait(self, worked: bool, start: float) -> list[tuple[int, int]]:
+        """Block this thread (trio's too, on purpose: a trio wake-up costs this machine 4-6
+        times a plain epoll_wait's) until the next turn is due, and return what is ready.
+
+        After a turn that had work, the next one starts `gap` after it did, whatever becomes
+        ready meanwhile: under load the turns per second are bounded by the gap, not by the
+        frames arriving. Received frames carry the kernel's arrival time (SO_TIMESTAMPNS), so
+        the gap adds nothing to the latencies measured. After an idle turn, wait for
+        readiness, the next timer or trio's next deadline, at most `idle_max` (trio's own
+        sockets, the API calls and metrics scrapes, wait at most that long)."""
+        if worked and self.gap > 0:
+            rest = start + self.gap - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+            return self.ep.poll(0)
+        stats = trio.lowlevel.current_statistics()
+        if stats.tasks_runnable:
+            return self.ep.poll(0)
+        timeout = min(self.idle_max, stats.seconds_to_next_deadline)
+        if self._timers:
+            timeout = min(timeout, self._timers[0][0] - trio.current_time())
+        return self.ep.poll(max(0.0, timeout))
+
+    def turn(self, ready: list[tuple[int, int]] | None = None) -> bool:
+        """Fire due timers and send what they numbered, then read every socket of `ready`
+        once and write what that produced; False when there was nothing to do."""
         self.turns += 1
-        self.now = time.time()
-        conns = self.conns
-        ready = self.ep.poll(0)
-        for fd, ev in ready:
-            conn = conns.get(fd)
-            if conn is not None:
-                conn._on_ready(ev)
+        self.stamp = time.time()
         t = trio.current_time()
         timers = self._timers
         fired = bool(timers) and timers[0][0] <= t
-        while timers and timers[0][0] <= t:
-            heapq.heappop(timers)[2]()
-        busy = bool(ready) or fired or bool(self._dirty)
-        self.flush()
-        return busy
+        if fired:
+            self.now = time.time()
+            while timers and timers[0][0] <= t:
+                heapq.heappop(timers)[2]()
+        if self._dirty:
+            self.flush()
+        if ready is None:
+            ready = self.ep.poll(0)
+        if ready:
+            conns = self.conns
+            for fd, ev in ready:
+                conn = conns.get(fd)
+                if conn is not None:
+                    conn._on_ready(ev)
+            if self._dirty:
+                self.flush()
+        return fired or bool(ready)
 
     def flush(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -212,6 +313,7 @@ class FastClient:
         self._done = trio.Event()
         self._fatal: ClientError | None = None
         self._ack_waiters: list[tuple[int, trio.Event]] = []
+        self.received = 0.0  # when the bytes being handled arrived (the kernel's stamp)
 
     # ---- the reference client's attributes ---------------------------------------------
 
@@ -251,23 +353,29 @@ class FastClient:
             raise self._fatal
 
     def push(self, kind: str, payload: Any) -> Event | None:
-        """Number an event and have it sent at the end of this turn; None (nothing numbered)
-        while the resend buffer is full."""
+        """Number an event (encoded once, here) and have it sent at the end of this turn;
+        None (nothing numbered) while the resend buffer is full."""
         seq = self.protocol.seq
-        if not seq.can_push():
+        n = seq.next_seq
+        ts = int(self.reactor.now * 1000)
+        ev = _tuple_new(WireEvent, (n, kind, ts, payload))
+        wire = ev.wire = _pack([n, kind, ts, payload])
+        try:
+            seq.push_event(ev, len(wire))
+        except ResendBufferFull:
             return None
-        ev = seq.push(kind, int(self.reactor.now * 1000), payload)
-        if self._state == _OPEN:
+        if not self._dirty and self._state == _OPEN:
             self.reactor.dirty(self)
         return ev
 
     def push_snapshot(self, data: bytes, chunk: int = SNAPSHOT_CHUNK) -> list[Event]:
         parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
         seq = self.protocol.seq
-        evs = [
-            seq.push("snapshot", int(time.time() * 1000), {"i": i, "n": len(parts), "d": p})
-            for i, p in enumerate(parts)
-        ]
+        ts = int(time.time() * 1000)
+        evs = []
+        for i, p in enumerate(parts):
+            ev = wire_event(seq.next_seq, "snapshot", ts, {"i": i, "n": len(parts), "d": p})
+            evs.append(seq.push_event(ev, len(ev.wire)))
         if self._state == _OPEN:
             self.reactor.dirty(self)
         return evs
@@ -336,6 +444,10 @@ class FastClient:
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # no kernel stamps: the turn's own clock reading stands in
         self.sock = sock
         self._state = _CONNECTING
         err = sock.connect_ex(addr[1])
@@ -397,7 +509,7 @@ class FastClient:
         if self._rbuf:
             data = bytes(self._rbuf)
             self._rbuf.clear()
-            self._frames(data)
+            self._frames(data, self.reactor.stamp)
 
     # ---- socket events -------------------------------------------------------------------
 
@@ -411,11 +523,11 @@ class FastClient:
             self._write_pending()
         if ev & (_EPOLLIN | _EPOLLERR) and self.sock is not None:
             try:
-                data = self.sock.recv(RECV_BYTES)
+                data, anc, _, _ = self.sock.recvmsg(RECV_BYTES, _TS_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data = b""
+                data, anc = b"", None
             if not data:
                 if self._state in (_CONNECTING, _UPGRADING):
                     self._fail_attempt()
@@ -427,9 +539,14 @@ class FastClient:
                 self._rbuf += data
                 self._upgraded()
             elif self._state in (_OPEN, _CLOSING):
-                self._frames(data)
+                if anc:  # when the last of these bytes reached the socket
+                    sec, ns = _TIMESPEC.unpack_from(anc[0][2])
+                    self._frames(data, sec + ns * 1e-9)
+                else:
+                    self._frames(data, self.reactor.stamp)
 
-    def _frames(self, data: bytes) -> None:
+    def _frames(self, data: bytes, received: float) -> None:
+        self.received = received
         try:
             messages = self._parser.feed(data)
         except wsf.WsError:
@@ -439,7 +556,7 @@ class FastClient:
         for op, payload in messages:
             if op == wsf.OP_BINARY:
                 try:
-                    happenings = p.receive_frame(decode_from_gateway(payload), self.reactor.now)
+                    happenings = p.receive_frame(decode_from_gateway(payload), received)
                 except ProtocolError as exc:
                     self._protocol_broken(
                         ClientError(exc.code, f"gateway sent a bad frame: {exc.message}")
@@ -491,19 +608,35 @@ class FastClient:
         """Frame the events numbered since the last write, then send what the kernel takes."""
         if self.sock is None:
             return
-        if self._state == _OPEN:
-            for f in self.protocol.frames_to_send():
-                self._out += wsf.frame(f)
-        if self._state == _CONNECTING or not self._out:
-            return
         out = self._out
+        data = b""
+        if self._state == _OPEN:
+            p = self.protocol
+            evs = p.take_unsent()
+            if evs:
+                frames = events_frames(p.seq.epoch, evs)
+                if not out and len(frames) == 1:
+                    data = wsf.frame(frames[0])  # the usual write: one frame, sent as it is
+                else:
+                    for f in frames:
+                        out += wsf.frame(f)
+        if not data:
+            if self._state == _CONNECTING or not out:
+                return
+            data = out
         try:
-            n = self.sock.send(out)
+            n = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError:
             return  # the read side sees the end and decides
-        del out[:n]
+        if data is out:
+            if n == len(out):
+                out.clear()
+            else:
+                del out[:n]
+        elif n < len(data):
+            out += data[n:]
         want = bool(out)
         if want != self._want_out:
             self._want_out = want

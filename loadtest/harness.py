@@ -23,7 +23,7 @@ from .cpu import CpuPoint, CpuWindow
 from .fastclient import Reactor
 from .localcluster import LocalCluster, Target
 from .session import SESSIONS, SimSession
-from .verifier import Verifier, new_histogram, percentiles_ms
+from .verifier import Latencies, Verifier, percentiles_ms
 
 
 class Harness:
@@ -34,7 +34,7 @@ class Harness:
         self.api = Api(target)
         self.rng = random.Random(opts.seed)
         self.verifier = Verifier()
-        self.ack_latency = {"v": new_histogram(), "a": new_histogram()}  # send -> durable
+        self.ack_latency = {"v": Latencies(), "a": Latencies()}  # send -> durable
         self.timeline = rep.Timeline(t0=time.time())
         self.sessions: list[SimSession] = []
         self.extra: list[SimSession] = []
@@ -358,6 +358,8 @@ class Harness:
             "cpu_percent_max": cpu[-1] if cpu else None,
             "loop_lag_max_ms": round(self.loop_lag_max * 1000, 1),
         }
+        if self.reactor is not None:
+            details["harness"]["reactor_turns"] = self.reactor.turns
         if self.extra:
             details["extra_sessions_started"] = sum(1 for s in self.extra if s.ready)
             details["extra_sessions_not_started"] = sum(1 for s in self.extra if not s.ready)

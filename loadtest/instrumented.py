@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.client import Client, ClientStats
 from gateway.sequencer import Sequencer
@@ -15,37 +14,61 @@ from gateway.sequencer import Sequencer
 @dataclass
 class LaneStats(ClientStats):
     """ClientStats that also sorts refused handshakes by admission lane: a client without a
-    resume token asks the new-session lane, one with a resume token the resume lane."""
+    resume token asks the new-session lane, one with a resume token the resume lane.
+
+    `rejected` is a property here, so that the other counters (the protocol core bumps
+    `duplicates_dropped` and `gaps` on every frame) stay plain attributes."""
 
     rejected_new: int = 0
     rejected_resume: int = 0
 
     def bind(self, client: Client) -> LaneStats:
-        object.__setattr__(self, "_owner", client)
+        self._owner = client
         return self
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        owner = self.__dict__.get("_owner")
-        if name == "rejected" and owner is not None:
-            lane = "rejected_new" if owner.rt is None else "rejected_resume"
-            object.__setattr__(self, lane, getattr(self, lane) + value - self.rejected)
-        object.__setattr__(self, name, value)
+
+def _get_rejected(self: LaneStats) -> int:
+    return self.__dict__.get("_rejected", 0)
+
+
+def _set_rejected(self: LaneStats, value: int) -> None:
+    owner = self.__dict__.get("_owner")
+    if owner is not None:
+        lane = "rejected_new" if owner.rt is None else "rejected_resume"
+        setattr(self, lane, getattr(self, lane) + value - self.rejected)
+    self.__dict__["_rejected"] = value
+
+
+# Set after the dataclass is made: its __init__ still takes and sets `rejected`.
+LaneStats.rejected = property(_get_rejected, _set_rejected)  # type: ignore[assignment]
 
 
 class RecordingSequencer(Sequencer):
     """The client's sequencer, reporting what it numbers and what the gateway acks, and
-    (with `on_acked_after`) how long each event waited for its ack: the time to durable."""
+    (with `ack_us`, a list) how long each event waited for its ack in microseconds: the time
+    to durable. `clock` gives the time of a push, `ack_clock` that of an ack (the load
+    generator's: its turn's clock, and the ack frame's arrival); both default to time.time."""
 
-    def __init__(self, on_push, on_ack, on_restart, *, on_acked_after=None, clock=None, **kw):
+    def __init__(
+        self, on_push, on_ack, on_restart, *, ack_us=None, clock=None, ack_clock=None, **kw
+    ):
         self._on_push, self._on_ack, self._on_restart = on_push, on_ack, on_restart
-        self._on_acked_after = on_acked_after
+        self._ack_us: list[int] | None = ack_us
         self._clock = clock or time.time
+        self._ack_clock = ack_clock or self._clock
         self._pushed_at: deque[tuple[int, float]] = deque()
         super().__init__(**kw)
 
     def push(self, kind, ts, payload):
         ev = super().push(kind, ts, payload)
-        if self._on_acked_after is not None:
+        if self._ack_us is not None:
+            self._pushed_at.append((ev.seq, self._clock()))
+        self._on_push(self.epoch, ev.seq)
+        return ev
+
+    def push_event(self, ev, nbytes):
+        super().push_event(ev, nbytes)
+        if self._ack_us is not None:
             self._pushed_at.append((ev.seq, self._clock()))
         self._on_push(self.epoch, ev.seq)
         return ev
@@ -54,10 +77,12 @@ class RecordingSequencer(Sequencer):
         freed = super().ack(seq)
         if seq > 0 and seq == self.acked:
             self._on_ack(self.epoch, seq)
-            if self._pushed_at and self._pushed_at[0][0] <= seq:
-                now = self._clock()
-                while self._pushed_at and self._pushed_at[0][0] <= seq:
-                    self._on_acked_after(now - self._pushed_at.popleft()[1])
+            pushed = self._pushed_at
+            if pushed and pushed[0][0] <= seq:
+                now = self._ack_clock()
+                record = self._ack_us.append
+                while pushed and pushed[0][0] <= seq:
+                    record(int((now - pushed.popleft()[1]) * 1_000_000))
         return freed
 
     def restart(self, epoch: int) -> None:

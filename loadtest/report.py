@@ -16,7 +16,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from .verifier import LATENCY_MAX_US, Verifier, percentiles_ms, record_latency
+from .verifier import LATENCY_MAX_US, Verifier, percentiles_ms, record_latency, record_many
 
 # ---- time line ----------------------------------------------------------------------------
 
@@ -38,16 +38,24 @@ class Timeline:
     t0: float
     sent: list[int] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
-    latency: list[HdrHistogram | None] = field(default_factory=list)
+    _latency: list[HdrHistogram | None] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)  # connections over time
     marks: list[Mark] = field(default_factory=list)
+    # Latencies (us) not yet folded into their second's histogram, by second.
+    _pending: dict[int, list[int]] = field(default_factory=dict)
+    _last: tuple[float, float, int] = (0.0, 0.0, -1)  # [from, to) of the last slot, its index
 
     def _slot(self, now: float) -> int:
+        lo, hi, i = self._last
+        if lo <= now < hi:
+            return i
         i = max(0, int(now - self.t0))
         while len(self.sent) <= i:
             self.sent.append(0)
             self.delivered.append(0)
-            self.latency.append(None)
+            self._latency.append(None)
+        if now >= self.t0:
+            self._last = (self.t0 + i, self.t0 + i + 1, i)
         return i
 
     def on_sent(self, now: float, n: int = 1) -> None:
@@ -57,10 +65,37 @@ class Timeline:
         i = self._slot(now)
         self.delivered[i] += 1
         if latency is not None:
-            h = self.latency[i]
+            h = self._latency[i]
             if h is None:
-                h = self.latency[i] = _second_histogram()
+                h = self._latency[i] = _second_histogram()
             record_latency(h, latency)
+
+    def delivered_at(self, now: float, n: int) -> list[int]:
+        """Count `n` deliveries at `now` and return the list that takes their latencies, in
+        microseconds (`append`): the load generator's way, one call per frame."""
+        i = self._slot(now)
+        self.delivered[i] += n
+        us = self._pending.get(i)
+        if us is None:
+            us = self._pending[i] = []
+        return us
+
+    def flush(self) -> None:
+        """Fold the pending latencies into their seconds' histograms."""
+        pending, self._pending = self._pending, {}
+        for i, us in pending.items():
+            if us:
+                h = self._latency[i]
+                if h is None:
+                    h = self._latency[i] = _second_histogram()
+                record_many(h, us)
+
+    @property
+    def latency(self) -> list[HdrHistogram | None]:
+        """One histogram per second (None: nothing recorded in that second)."""
+        if self._pending:
+            self.flush()
+        return self._latency
 
     def sample(self, now: float, connected: int, gateways: dict[str, int], **extra: Any) -> None:
         self.samples.append(

@@ -8,17 +8,17 @@ import itertools
 import random
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gateway.client import Client, ClientError
+from gateway.client_protocol import Delivery
 
 from .api import ApiError
 from .fastclient import FastClient, Reactor
 from .instrumented import LaneStats, RecordingSequencer
-from .verifier import record_latency
-from .workload import EventMix, Planned, payload, snapshot_bytes
+from .workload import EventMix, payload, snapshot_bytes
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -52,15 +52,12 @@ class SimSession:
         client.stats = LaneStats().bind(client)
 
         def sender() -> str:
-            if role == "visitor":
-                return "visitor"
             return client.welcome.aid if client.welcome and client.welcome.aid else name
 
-        def on_push(epoch: int, seq: int) -> None:
-            h.verifier.sent(self.sid, direction, sender(), epoch, seq)
-
-        def on_ack(epoch: int, seq: int) -> None:
-            h.verifier.acked(self.sid, direction, sender(), epoch, seq)
+        if role == "visitor":
+            stream = h.verifier.stream(self.sid, direction, "visitor")
+        else:  # an agent's name is its id, known at its first welcome, and may change
+            stream = SenderStream(h.verifier, self.sid, direction, sender)
 
         def on_restart(old: int, new: int, abandoned: int) -> None:
             if role == "visitor" and old != 0:
@@ -73,16 +70,14 @@ class SimSession:
                 h.epoch_restarts += 1
                 h.verifier.reset(self.sid, "v", name)
 
-        def on_acked_after(seconds: float) -> None:
-            record_latency(h.ack_latency[direction], seconds)
-
         client.seq = RecordingSequencer(
-            on_push,
-            on_ack,
+            stream.pushed,
+            stream.ack,
             on_restart,
-            on_acked_after=on_acked_after,
+            ack_us=h.ack_latency[direction].us,
             epoch=0,
             max_unacked=client.seq.max_unacked,
+            **self._clocks(client),
         )
         self.clients.append((name, client))
         return client
@@ -192,6 +187,10 @@ class SimSession:
     def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
         raise NotImplementedError
 
+    def _clocks(self, client) -> dict:
+        """The clocks of the client's sequencer (push and ack times); time.time by default."""
+        return {}
+
     def _receive(self, n: trio.Nursery, name: str, client, direction: str) -> None:
         """Deliveries from `client` go to `_delivered` from now on."""
         raise NotImplementedError
@@ -253,10 +252,6 @@ class FastSession(SimSession):
 
     def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
         receives = "a" if role == "visitor" else "v"  # the direction this client receives
-
-        def on_delivery(d) -> None:
-            self._delivered(name, receives, d.src, d.epoch, d.events, d.received)
-
         return FastClient(
             self.h.reactor,
             urls,
@@ -265,8 +260,51 @@ class FastSession(SimSession):
             role,
             rng=rng,
             on_control=self._on_control(name),
-            on_delivery=on_delivery,
+            on_delivery=self._delivery(name, receives),
         )
+
+    def _clocks(self, client) -> dict:
+        # A push happens at its turn's clock (the payload's "t"); an ack when its frame came.
+        reactor = self.h.reactor
+        return {"clock": lambda: reactor.now, "ack_clock": lambda: client.received}
+
+    def _delivery(self, name: str, direction: str):
+        """What a receiver does with each frame's events (`_delivered`, per frame): each one
+        goes to the verifier's record of its stream (kept per sender, O(1) in order), its
+        latency (the frame's arrival minus the payload's send time) to the run's and the
+        second's latency lists, folded into histograms in bulk."""
+        h = self.h
+        verifier, timeline = h.verifier, h.timeline
+        receipts: dict[str | None, Any] = {}
+        run_us = verifier.latency[direction].us
+
+        def on_delivery(d: Delivery) -> None:
+            src, evs = d.src, d.events
+            r = receipts.get(src)
+            if r is None:
+                sender = "visitor" if src is None else src
+                r = receipts[src] = verifier.receipt(self.sid, direction, sender, name)
+            n = len(evs)
+            h.delivered_total += n
+            received, epoch = d.received, d.epoch
+            second_us = timeline.delivered_at(received, n) if direction == "v" else None
+            joined = self.joined_at.get(name, 0)
+            deliver = r.deliver
+            for ev in evs:
+                if deliver(epoch, ev.seq):
+                    p = ev.payload
+                    sent_at = p.get("t") if type(p) is dict else None
+                    if type(sent_at) is not float:
+                        sent_at = ev.ts / 1000
+                    # Only events sent after this receiver joined have a meaningful latency
+                    # (a late joiner starts with a snapshot sent before it came).
+                    if sent_at >= joined:
+                        us = int((received - sent_at) * 1_000_000)
+                        run_us.append(us)
+                        if second_us is not None:
+                            second_us.append(us)
+
+        return on_delivery
 
     def _receive(self, n: trio.Nursery, name: str, client, direction: str) -> None:
         pass  # on_delivery is called by the reactor
@@ -277,19 +315,20 @@ class FastSession(SimSession):
         seconds = max(0.0, h.stop_at - start)
         visitor = self.visitor
         assert visitor is not None
-        PlanTimer(h.reactor, start, self.mix.visitor(seconds), self._visitor_event).arm()
+        mix = self.mix
+        PlanTimer(h.reactor, start, mix.visitor_tuples(seconds), self._visitor_event).arm()
         for agent in self.agents:
-            PlanTimer(h.reactor, start, self.mix.agent(seconds), self._agent_event(agent)).arm()
+            PlanTimer(h.reactor, start, mix.agent_tuples(seconds), self._agent_event(agent)).arm()
         await trio.sleep_until(h.stop_at)
 
-    def _visitor_event(self, ev: Planned) -> bool:
+    def _visitor_event(self, kind: str, size: int) -> bool:
         visitor, h = self.visitor, self.h
         now = h.reactor.now
         if self.need_snapshot and visitor.seq.can_push():
             self.need_snapshot = False
             data = snapshot_bytes(self.mix.snapshot_size(), self.sid)
             h.timeline.on_sent(now, len(visitor.push_snapshot(data)))
-        if visitor.push(ev.kind, payload(ev.kind, ev.size, self.counter + 1, now)) is None:
+        if visitor.push(kind, payload(kind, size, self.counter + 1, now)) is None:
             return False  # the resend buffer is full: try again shortly
         self.counter += 1
         h.timeline.on_sent(now)
@@ -298,36 +337,65 @@ class FastSession(SimSession):
     def _agent_event(self, agent: FastClient):
         count = itertools.count(1)
 
-        def fire(ev: Planned) -> bool:
-            now = self.h.reactor.now
-            return agent.push(ev.kind, payload(ev.kind, ev.size, next(count), now)) is not None
+        def fire(kind: str, size: int) -> bool:
+            return (
+                agent.push(kind, payload(kind, size, next(count), self.h.reactor.now)) is not None
+            )
 
         return fire
 
 
-class PlanTimer:
-    """A sender's planned events as reactor timers: one armed at a time, each fired at its
-    planned time (relative to `start`, trio time); a refused one is retried 10 ms later."""
+class SenderStream:
+    """A client's stream in the verifier, counted into directly (`pushed`, `acked`: the
+    sequencer's hooks) and looked up again only when the sender's name changes (an agent's
+    id: at its first welcome, or a new identity)."""
 
-    __slots__ = ("reactor", "start", "plan", "fire", "pending")
+    __slots__ = ("verifier", "session", "direction", "name", "_key", "_stream")
+
+    def __init__(self, verifier, session: str, direction: str, name) -> None:
+        self.verifier, self.session, self.direction, self.name = verifier, session, direction, name
+        self._key: str | None = None
+        self._stream = None
+
+    def stream(self):
+        key = self.name()
+        if key != self._key:
+            self._key = key
+            self._stream = self.verifier.stream(self.session, self.direction, key)
+        return self._stream
+
+    def pushed(self, epoch: int, seq: int) -> None:
+        self.stream().sent += 1
+
+    def ack(self, epoch: int, seq: int) -> None:
+        self.stream().ack(epoch, seq)
+
+
+class PlanTimer:
+    """A sender's planned (at, kind, size) events as reactor timers: one armed at a time,
+    each fired at its planned time (relative to `start`, trio time) as `fire(kind, size)`;
+    a refused one is retried 10 ms later."""
+
+    __slots__ = ("reactor", "start", "plan", "fire", "pending", "_due_cb")
 
     RETRY = 0.01
 
-    def __init__(self, reactor: Reactor, start: float, plan: Iterator[Planned], fire) -> None:
+    def __init__(self, reactor: Reactor, start: float, plan: Iterator[tuple], fire) -> None:
         self.reactor, self.start, self.plan, self.fire = reactor, start, plan, fire
-        self.pending: Planned | None = None
+        self.pending: tuple | None = None
+        self._due_cb = self._due
 
     def arm(self) -> None:
-        self.pending = next(self.plan, None)
-        if self.pending is not None:
-            self.reactor.call_at(self.start + self.pending.at, self._due)
+        self.pending = p = next(self.plan, None)
+        if p is not None:
+            self.reactor.call_at(self.start + p[0], self._due_cb)
 
     def _due(self) -> None:
-        assert self.pending is not None
-        if self.fire(self.pending):
+        _, kind, size = self.pending
+        if self.fire(kind, size):
             self.arm()
         else:
-            self.reactor.call_at(trio.current_time() + self.RETRY, self._due)
+            self.reactor.call_at(trio.current_time() + self.RETRY, self._due_cb)
 
 
 SESSIONS = {"reference": ReferenceSession, "fast": FastSession}

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 Key = tuple[int, int]
@@ -64,8 +65,60 @@ def record_latency(hist: HdrHistogram, seconds: float) -> None:
         hist.max_value = v
 
 
-def percentiles_ms(hist: HdrHistogram, ps: Iterable[float] = (50, 99)) -> dict[str, float | None]:
+def record_many(hist: HdrHistogram, us: list[int]) -> None:
+    """Record many values (microseconds, clamped like `record_latency`) at once: what
+    `record_latency` does for one, in numpy array operations."""
+    if not us:
+        return
+    v = np.asarray(us, dtype=np.int64)
+    np.clip(v, 1, LATENCY_MAX_US, out=v)
+    unit, half = hist.unit_magnitude, hist.sub_bucket_half_count_magnitude
+    # bit_length(v | mask), exactly: frexp's exponent of an integer below 2**53
+    bits = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - unit - half - 1
+    index = ((bucket + 1) << half) + ((v >> (bucket + unit)) - hist.sub_bucket_half_count)
+    counts = np.ctypeslib.as_array(hist.counts)
+    counts += np.bincount(index, minlength=len(counts)).astype(counts.dtype)
+    hist.total_count += len(v)
+    lo, hi = int(v.min()), int(v.max())
+    if lo < hist.min_value:
+        hist.min_value = lo
+    if hi > hist.max_value:
+        hist.max_value = hi
+
+
+class Latencies:
+    """Latencies recorded in bulk, for the load generator's hot path: `us` takes each value in
+    microseconds with one `append` (`us.append(int(seconds * 1e6))`), and `histogram()`
+    folds what came since into the HDR histogram (`record_many`) before anyone reads it.
+    The list is emptied in place, so a caller may keep `us.append`."""
+
+    __slots__ = ("hist", "us")
+
+    def __init__(self, digits: int = LATENCY_DIGITS) -> None:
+        self.hist = new_histogram(digits)
+        self.us: list[int] = []
+
+    def record(self, seconds: float) -> None:
+        self.us.append(int(seconds * 1_000_000))
+
+    def histogram(self) -> HdrHistogram:
+        if self.us:
+            record_many(self.hist, self.us)
+            self.us.clear()
+        return self.hist
+
+    def __getattr__(self, name: str):
+        """Read like the histogram (`get_total_count()`, `get_value_at_percentile(p)`...)."""
+        return getattr(self.histogram(), name)
+
+
+def percentiles_ms(
+    hist: HdrHistogram | Latencies, ps: Iterable[float] = (50, 99)
+) -> dict[str, float | None]:
     """{"p50": ms, "p99": ms, "max": ms}, or Nones when nothing was recorded."""
+    if isinstance(hist, Latencies):
+        hist = hist.histogram()
     out: dict[str, float | None] = {}
     empty = hist.get_total_count() == 0
     for p in ps:
@@ -76,61 +129,118 @@ def percentiles_ms(hist: HdrHistogram, ps: Iterable[float] = (50, 99)) -> dict[s
 
 
 class SeqSet:
-    """Seqs of one epoch seen so far: a contiguous prefix `1..upto` plus stragglers above it.
+    """Seqs of one epoch seen so far: a contiguous run `base+1..upto` (from the first seq
+    added: a receiver that joins late starts past 1) plus stragglers outside it.
 
-    Delivery is in order almost always, so this stays O(1) in memory for long runs.
-    """
+    Delivery is in order almost always, so this stays O(1) in memory for long runs."""
 
-    __slots__ = ("upto", "extra")
+    __slots__ = ("base", "upto", "extra")
 
     def __init__(self) -> None:
-        self.upto = 0  # seqs start at 1
+        self.base = self.upto = 0  # the run is empty until the first add
         self.extra: set[int] = set()
 
     def add(self, seq: int) -> bool:
         """Record `seq`; False if it was already there."""
-        if seq <= self.upto or seq in self.extra:
+        if self.base < seq <= self.upto or seq in self.extra:
             return False
         if seq == self.upto + 1:
             self.upto = seq
-            while self.upto + 1 in self.extra:
+            extra = self.extra
+            while self.upto + 1 in extra:
                 self.upto += 1
-                self.extra.discard(self.upto)
+                extra.discard(self.upto)
+        elif self.upto == self.base:  # the first: the run starts here
+            self.base, self.upto = seq - 1, seq
         else:
             self.extra.add(seq)
         return True
 
     def __contains__(self, seq: int) -> bool:
-        return seq <= self.upto or seq in self.extra
+        return self.base < seq <= self.upto or seq in self.extra
 
     def count_in(self, lo: int, hi: int) -> int:
         """How many of lo..hi (inclusive) are present."""
         if hi < lo:
             return 0
-        n = max(0, min(hi, self.upto) - lo + 1)
-        return n + sum(1 for s in self.extra if lo <= s <= hi and s > self.upto)
+        n = max(0, min(hi, self.upto) - max(lo, self.base + 1) + 1)
+        return n + sum(1 for s in self.extra if lo <= s <= hi)
 
 
-@dataclass
 class _Receipt:
-    """What one receiver got of one stream."""
+    """What one receiver got of one stream. `deliver` is O(1) for an event that continues the
+    stream in order, the usual case, and allocates nothing then."""
 
-    after: Key | None  # expected: acked keys > after; None: set by the first delivery
-    seen: dict[int, SeqSet] = field(default_factory=dict)
-    top: Key | None = None  # highest key delivered
-    delivered: int = 0
-    duplicated: int = 0
-    reordered: int = 0
+    __slots__ = (
+        "after",
+        "seen",
+        "top_epoch",
+        "top_seq",
+        "delivered",
+        "duplicated",
+        "reordered",
+        "_epoch",
+        "_set",
+    )
+
+    def __init__(self, after: Key | None) -> None:
+        self.restart(after)
+
+    def restart(self, after: Key | None) -> None:
+        """Start over (in place, so that a client's cached reference stays valid)."""
+        self.after = after  # expected: acked keys > after; None: set by the first delivery
+        self.seen: dict[int, SeqSet] = {}
+        self.top_epoch = self.top_seq = -1  # the highest key delivered; -1: none yet
+        self.delivered = self.duplicated = self.reordered = 0
+        self._epoch = -1  # the epoch of the last delivery, and its SeqSet
+        self._set = SeqSet()
+
+    @property
+    def top(self) -> Key | None:
+        return None if self.top_epoch < 0 else (self.top_epoch, self.top_seq)
 
     def has(self, key: Key) -> bool:
         s = self.seen.get(key[0])
         return s is not None and key[1] in s
+
+    def deliver(self, epoch: int, seq: int) -> bool:
+        """Record one delivered key; False when it is a duplicate."""
+        if epoch == self._epoch:
+            s = self._set
+        else:
+            s = self.seen.get(epoch)
+            if s is None:
+                s = self.seen[epoch] = SeqSet()
+            self._epoch, self._set = epoch, s
+            if self.after is None:
+                self.after = (epoch, seq - 1)
+        if seq == s.upto + 1 and not s.extra:
+            s.upto = seq
+        elif not s.add(seq):
+            self.duplicated += 1
+            return False
+        self.delivered += 1
+        te = self.top_epoch
+        if epoch < te or (epoch == te and seq < self.top_seq):
+            self.reordered += 1
+        else:
+            self.top_epoch, self.top_seq = epoch, seq
+        return True
 
 
 @dataclass
 class _Stream:
     sent: int = 0
     acked: dict[int, int] = field(default_factory=dict)  # epoch -> highest acked seq
+
+    def pushed(self, epoch: int, seq: int) -> None:
+        """The sender numbered an event (a sequencer's hook)."""
+        self.sent += 1
+
+    def ack(self, epoch: int, seq: int) -> None:
+        """Cumulative: every seq <= `seq` of `epoch` is stored."""
+        if seq > self.acked.get(epoch, 0):
+            self.acked[epoch] = seq
 
     def top(self) -> Key | None:
         """The highest acked key."""
@@ -188,7 +298,7 @@ class Verifier:
         # (session, direction) -> receiver -> default start
         self._receivers: dict[tuple[str, str], dict[str, Key | None]] = defaultdict(dict)
         self._receipts: dict[tuple[StreamId, str], _Receipt] = {}
-        self.latency = {"v": new_histogram(), "a": new_histogram()}
+        self.latency = {"v": Latencies(), "a": Latencies()}
         self.resets = 0
         self.clients = ClientFigures()
 
@@ -200,14 +310,17 @@ class Verifier:
             st = self._streams[sid] = _Stream()
         return st
 
+    def stream(self, session: str, direction: str, sender: str) -> _Stream:
+        """One sender's stream, for a client that counts into it directly (`sent += 1`, and
+        `ack()`) instead of calling `sent` and `acked` with its key each time."""
+        return self._stream((session, direction, sender))
+
     def sent(self, session: str, direction: str, sender: str, epoch: int, seq: int) -> None:
         self._stream((session, direction, sender)).sent += 1
 
     def acked(self, session: str, direction: str, sender: str, epoch: int, seq: int) -> None:
         """Cumulative: every seq <= `seq` of `epoch` is stored."""
-        st = self._stream((session, direction, sender))
-        if seq > st.acked.get(epoch, 0):
-            st.acked[epoch] = seq
+        self._stream((session, direction, sender)).ack(epoch, seq)
 
     # ---- what receivers did ------------------------------------------------------------
 
@@ -226,6 +339,14 @@ class Verifier:
             self._receivers[(sid[0], sid[1])].setdefault(receiver, default)
         return r
 
+    def receipt(self, session: str, direction: str, sender: str, receiver: str) -> _Receipt:
+        """What `receiver` got of one stream, for a client that feeds it directly
+        (`deliver(epoch, seq)`, then the latency into `latency[direction].us`). The object
+        stays the same across `reset`, so it can be kept."""
+        sid = (session, direction, sender)
+        self._stream(sid)
+        return self._receipt(sid, receiver)
+
     def delivered(
         self,
         session: str,
@@ -236,33 +357,18 @@ class Verifier:
         seq: int,
         latency: float | None = None,
     ) -> None:
-        self._stream((session, direction, sender))
-        r = self._receipt((session, direction, sender), receiver)
-        key = (epoch, seq)
-        if r.after is None:
-            r.after = (epoch, seq - 1)
-        seen = r.seen.get(epoch)
-        if seen is None:
-            seen = r.seen[epoch] = SeqSet()
-        if not seen.add(seq):
-            r.duplicated += 1
-            return
-        r.delivered += 1
-        if r.top is not None and key < r.top:
-            r.reordered += 1
-        else:
-            r.top = key
-        if latency is not None:
-            record_latency(self.latency[direction], latency)
+        r = self.receipt(session, direction, sender, receiver)
+        if r.deliver(epoch, seq) and latency is not None:
+            self.latency[direction].record(latency)
 
     def reset(self, session: str, direction: str, receiver: str) -> None:
         """The receiver starts over (ctl reset, or a new agent identity): what it got so far
         no longer counts, and it expects acked events from its next delivery on."""
         self.resets += 1
         self._receivers[(session, direction)][receiver] = None
-        for (sid, rcv), _ in list(self._receipts.items()):
+        for (sid, rcv), r in self._receipts.items():
             if rcv == receiver and sid[0] == session and sid[1] == direction:
-                self._receipts[(sid, rcv)] = _Receipt(after=None)
+                r.restart(None)
 
     def skip_acked(self, session: str, direction: str, receiver: str) -> None:
         """Events acked so far need not reach `receiver` (a visitor's new page does not

@@ -23,11 +23,13 @@ current wall clock in the payload (`"t"`), which is what latency is measured fro
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
+from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 SNAPSHOT_BYTES = (100_000, 300_000)
 CANVAS_BYTES = (45_000, 55_000)
@@ -61,8 +63,7 @@ AGENT_GESTURES: dict[str, Gesture] = {
 }
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     at: float  # seconds after the session started streaming
     kind: str
     size: int  # payload bytes to carry (approximately)
@@ -91,39 +92,76 @@ class EventMix:
     def agent(self, duration: float) -> Iterator[Planned]:
         return self._plan(AGENT_GESTURES, self.rate * AGENT_SHARE, duration)
 
-    def _size(self, g: Gesture) -> int:
-        lo, hi = g.size
-        if g.log_size:
-            return int(round(math.exp(self.rng.uniform(math.log(lo), math.log(hi)))))
-        return self.rng.randint(lo, hi)
+    def visitor_tuples(self, duration: float) -> Iterator[tuple[float, str, int]]:
+        """`visitor` as plain (at, kind, size) tuples."""
+        return self.plan_tuples(VISITOR_GESTURES, self.rate, duration)
+
+    def agent_tuples(self, duration: float) -> Iterator[tuple[float, str, int]]:
+        return self.plan_tuples(AGENT_GESTURES, self.rate * AGENT_SHARE, duration)
 
     def _plan(
         self, gestures: dict[str, Gesture], rate: float, duration: float
     ) -> Iterator[Planned]:
         """Events in time order, lazily (a long run never holds its whole plan)."""
+        return itertools.starmap(Planned, self.plan_tuples(gestures, rate, duration))
+
+    def plan_tuples(
+        self, gestures: dict[str, Gesture], rate: float, duration: float
+    ) -> Iterator[tuple[float, str, int]]:
+        """`_plan` as plain (at, kind, size) tuples, for the load generator's timers.
+
+        The draws are those of `random.choices`, `randint`, `uniform` and `expovariate`
+        made by hand (CPython's own formulas, same calls to `random()` and `getrandbits`),
+        so a seed plans the same events as through those methods, at a third of the cost."""
         if rate <= 0 or duration <= 0:
             return
+        rng = self.rng
+        rand, bits = rng.random, rng.getrandbits
         kinds = list(gestures)
-        weights = [gestures[k].weight for k in kinds]
+        cum = list(itertools.accumulate(gestures[k].weight for k in kinds))
+        total, last = cum[-1] + 0.0, len(kinds) - 1
+        # per kind: events per gesture (lo, width, bits), spacing, the size's draw
+        spec = {}
+        for k, g in gestures.items():
+            n_lo, n_hi = g.count
+            s_lo, s_hi = g.size
+            if g.log_size:
+                size = (True, math.log(s_lo), math.log(s_hi) - math.log(s_lo), 0)
+            else:
+                size = (False, s_lo, s_hi - s_lo + 1, (s_hi - s_lo + 1).bit_length())
+            spec[k] = (n_lo, n_hi - n_lo + 1, (n_hi - n_lo + 1).bit_length(), g.spacing, size)
         gesture_rate = rate / mean_events_per_gesture(gestures)
+        log, exp = math.log, math.exp
         pending: list[tuple[float, int, str, int]] = []  # (at, tie-break, kind, size)
         tie = 0
-        next_gesture = self.rng.expovariate(gesture_rate)
+        next_gesture = -log(1.0 - rand()) / gesture_rate
+        push, pop = heapq.heappush, heapq.heappop
         while True:
             # Start every gesture due before the earliest pending event.
             while next_gesture < duration and (not pending or next_gesture <= pending[0][0]):
-                kind = self.rng.choices(kinds, weights)[0]
-                g = gestures[kind]
-                for i in range(self.rng.randint(*g.count)):
-                    at = next_gesture + i * g.spacing
-                    if at < duration:
-                        heapq.heappush(pending, (at, tie, kind, self._size(g)))
-                        tie += 1
-                next_gesture += self.rng.expovariate(gesture_rate)
+                kind = kinds[bisect(cum, rand() * total, 0, last)]
+                n_lo, n_width, n_bits, spacing, (log_size, a, width, k) = spec[kind]
+                r = bits(n_bits)
+                while r >= n_width:
+                    r = bits(n_bits)
+                for i in range(n_lo + r):
+                    at = next_gesture + i * spacing
+                    if at >= duration:
+                        continue
+                    if log_size:
+                        size = int(round(exp(a + width * rand())))
+                    else:
+                        size = bits(k)
+                        while size >= width:
+                            size = bits(k)
+                        size += a
+                    push(pending, (at, tie, kind, size))
+                    tie += 1
+                next_gesture += -log(1.0 - rand()) / gesture_rate
             if not pending:
                 return
-            at, _, kind, size = heapq.heappop(pending)
-            yield Planned(at, kind, size)
+            at, _, kind, size = pop(pending)
+            yield at, kind, size
 
 
 # ---- payloads -----------------------------------------------------------------------------

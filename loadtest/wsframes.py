@@ -127,6 +127,13 @@ class FrameParser:
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Feed bytes; returns (opcode, payload) of each complete message or control frame."""
         buf = self._buf
+        if not buf and len(data) > 2 and self._op < 0 and data[0] & 0x8F > 0x80:
+            # The usual read: exactly one whole, final, unmasked frame (not a continuation).
+            n = data[1]
+            if n < 126 and len(data) == n + 2:
+                return [(data[0] & 0x0F, data[2:])]
+            if n == 126 and len(data) > 4 and len(data) == ((data[2] << 8) | data[3]) + 4:
+                return [(data[0] & 0x0F, data[4:])]
         buf += data
         out = []
         pos = 0

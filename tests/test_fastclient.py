@@ -156,7 +156,7 @@ def test_the_inlined_latency_recorder_matches_hdrh(values):
 
 
 async def test_the_reactor_fires_due_timers_in_order_one_turn_for_all_due():
-    reactor = Reactor(tick=0.001)
+    reactor = Reactor(gap=0.001)
     fired: list[tuple[int, int]] = []
     now = trio.current_time()
     for i in (3, 1, 2):
