@@ -50,6 +50,16 @@ DRAIN_NOTICES = Counter("cobrowse_gateway_drain_notices_total", "Reconnect notic
 REORDER_WAITS = Counter(
     "cobrowse_gateway_reorder_waits_total", "Gaps a receiver waited on past the gap timeout"
 )
+SEND_QUEUE_BYTES = Gauge(
+    "cobrowse_gateway_send_queue_bytes",
+    "Bytes queued for clients that the kernel did not take yet (all connections), each second",
+    multiprocess_mode="livesum",
+)
+SEND_QUEUE_MAX_BYTES = Gauge(
+    "cobrowse_gateway_send_queue_max_bytes",
+    "The most bytes queued for one client, each second (slow clients are bounded near 1 MiB)",
+    multiprocess_mode="livemax",
+)
 RECEIVERS_BEHIND = Counter(
     "cobrowse_gateway_receivers_behind_total",
     "Times a slow client's receiver left the live path to be served from the stream",

@@ -137,8 +137,17 @@ class Gateway:
                 sender.send_ack()
             metrics.TALLY.flush()
             now = trio.current_time()
+            sweep = n % SWEEP_EVERY == 0
+            queued = top = 0
             for conn in list(self.conns):
-                conn.tick(now, sweep=n % SWEEP_EVERY == 0)
+                conn.tick(now, sweep=sweep)
+                if sweep:
+                    pending = conn.ws.out.pending
+                    queued += pending
+                    top = max(top, pending)
+            if sweep:
+                metrics.SEND_QUEUE_BYTES.set(queued)
+                metrics.SEND_QUEUE_MAX_BYTES.set(top)
 
     def _nats_reconnected(self) -> None:
         for conn in self.conns:
