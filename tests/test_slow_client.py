@@ -46,10 +46,9 @@ async def test_an_agent_that_stops_reading_is_caught_up_from_the_stream(two_gate
         visitor.close()
         n.cancel_scope.cancel()
     assert got == list(range(1, 2 + N_EVENTS))  # the snapshot, then every event, once, in order
-    # Held for the client: the high water (1 MiB) and one frame, whatever it missed. (The
+    # Held for the client: at most the high water (1 MiB) and one frame, whatever it missed
+    # (less once the kernel's socket buffers took some: queued may be 0). (The
     # process's RSS is no measure of this: 15 MB passing through leaves the allocator's high
     # water mark behind either way.)
-    assert 0 < queued < 2 * 2**20, (
-        f"{queued / 2**20:.1f} MiB queued for a client that reads nothing"
-    )
+    assert queued < 2 * 2**20, f"{queued / 2**20:.1f} MiB queued for a client that reads nothing"
     assert g.metric("gw-b", "cobrowse_gateway_receivers_behind_total") >= 1
