@@ -110,8 +110,8 @@ class Welcome:
     delivered: Any = None  # where delivery restarts: agent [epoch, seq] / visitor {aid: seq}
 
 
-@dataclass(frozen=True)
-class Events:
+@dataclass(slots=True)
+class Events:  # not frozen: one is made per received frame, and frozen __init__ costs twice
     epoch: int
     events: list[Event] = field(default_factory=list)
     src: str | None = None  # None: the visitor; else the agent id that sent them
@@ -338,6 +338,9 @@ def approx_size(v: Any, depth: int = 0) -> int:
     return 9
 
 
+_ACK_HEAD = b"\x82\xa1t\xa3ack\xa3seq"  # {"t": "ack", "seq": ...}, a map of 2, before the seq
+
+
 def _pack(m: dict) -> bytes:
     return msgpack.packb(m, use_bin_type=True)
 
@@ -350,7 +353,7 @@ def encode_frame(frame: Frame) -> bytes:
             m["src"] = frame.src
         return _pack(m)
     if isinstance(frame, Ack):
-        return _pack({"t": "ack", "seq": frame.seq})
+        return _ACK_HEAD + _pack(frame.seq)
     if isinstance(frame, Hello):
         m = {"t": "hello", "v": frame.v, "role": frame.role, "sid": frame.sid, "token": frame.token}
         if frame.resume is not None:

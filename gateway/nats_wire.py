@@ -284,13 +284,25 @@ class Parser:
 # ---- encoders --------------------------------------------------------------------------
 
 
-def _subject(subject: str, what: str = "subject") -> bytes:
-    """Printable and without spaces: whitespace would split the protocol line."""
+_checked: dict[str, bytes] = {}  # recent subjects, checked and encoded (each sender's repeats)
+
+
+def _subject(subject: str, what: str = "subject", *, remember: bool = True) -> bytes:
+    """Printable and without spaces: whitespace would split the protocol line. Subjects
+    used again (a sender's, a subscription's) are remembered; one-off reply subjects not."""
+    b = _checked.get(subject)
+    if b is not None:
+        return b
     if not subject or " " in subject or not subject.isprintable():
         raise ValueError(
             f"invalid NATS {what} {subject!r}: empty, or contains whitespace or control characters"
         )
-    return subject.encode()
+    b = subject.encode()
+    if remember:
+        if len(_checked) >= 4096:
+            _checked.clear()
+        _checked[subject] = b
+    return b
 
 
 _header_names: dict[str, bytes] = {}  # checked names -> b"Name: " (a handful ever used)
@@ -336,7 +348,7 @@ def pub(
             return b"HPUB %b %d %d\r\n%b%b\r\n" % (s, len(hdr), len(hdr) + len(data), hdr, data)
         return b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
             s,
-            _subject(reply, "reply subject"),
+            _subject(reply, "reply subject", remember=False),
             len(hdr),
             len(hdr) + len(data),
             hdr,
@@ -344,7 +356,12 @@ def pub(
         )
     if reply is None:
         return b"PUB %b %d\r\n%b\r\n" % (s, len(data), data)
-    return b"PUB %b %b %d\r\n%b\r\n" % (s, _subject(reply, "reply subject"), len(data), data)
+    return b"PUB %b %b %d\r\n%b\r\n" % (
+        s,
+        _subject(reply, "reply subject", remember=False),
+        len(data),
+        data,
+    )
 
 
 def sub(subject: str, sid: int, queue: str | None = None) -> bytes:
