@@ -367,6 +367,29 @@ class ClientProtocol:
             resend=self.seq.next_seq - 1 - self.seq.acked,
         )
 
+    def receive_items(self, epoch: int, items: list, src: str | None, now: float) -> list:
+        """`receive_frame` of an `ev` frame for a shell that decodes frames itself (the load
+        generator): `items` are the frame's events as decoded, [seq, kind, ts, payload] each.
+        Returns what the application gets, exactly the events of the `Delivery` that
+        `receive_frame` would return (the same list when nothing was dropped), with the same
+        bookkeeping. The usual frame, one event that continues its stream, costs no objects;
+        anything else goes through `_deliver`."""
+        if self.phase is not Phase.OPEN:
+            raise ClientError("unexpected_frame", "events before welcome")
+        if len(items) == 1:
+            seq = items[0][0]
+            if src is None:
+                last = self.last_v
+                if last is None or (epoch == last[0] and seq == last[1] + 1):
+                    self.last_v = (epoch, seq)
+                    return items
+            else:
+                last_seq = self.last_a.get(src)  # None: the first event from this agent
+                if (seq > 0) if last_seq is None else (seq == last_seq + 1):
+                    self.last_a[src] = seq
+                    return items
+        return self._deliver(Events(epoch, [Event(*i) for i in items], src), now).events
+
     def _deliver(self, frame: Events, now: float) -> Delivery:
         kept: list[Event] = []
         dups = gaps = 0

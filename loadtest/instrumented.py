@@ -56,33 +56,34 @@ class RecordingSequencer(Sequencer):
         self._ack_us: list[int] | None = ack_us
         self._clock = clock or time.time
         self._ack_clock = ack_clock or self._clock
-        self._pushed_at: deque[tuple[int, float]] = deque()
+        # With ack_us: when each unacked event was pushed, in step with the resend buffer
+        # (the same events, in order: appended by a push, freed by an ack, cleared together).
+        self._pushed_at: deque[float] = deque()
         super().__init__(**kw)
 
     def push(self, kind, ts, payload):
         ev = super().push(kind, ts, payload)
         if self._ack_us is not None:
-            self._pushed_at.append((ev.seq, self._clock()))
+            self._pushed_at.append(self._clock())
         self._on_push(self.epoch, ev.seq)
         return ev
 
     def push_event(self, ev, nbytes):
         super().push_event(ev, nbytes)
         if self._ack_us is not None:
-            self._pushed_at.append((ev.seq, self._clock()))
-        self._on_push(self.epoch, ev.seq)
+            self._pushed_at.append(self._clock())
+        self._on_push(self.epoch, ev[0])
         return ev
 
     def ack(self, seq: int) -> int:
         freed = super().ack(seq)
         if seq > 0 and seq == self.acked:
             self._on_ack(self.epoch, seq)
-            pushed = self._pushed_at
-            if pushed and pushed[0][0] <= seq:
-                now = self._ack_clock()
+            if freed and self._pushed_at:
+                now, pop = self._ack_clock(), self._pushed_at.popleft
                 record = self._ack_us.append
-                while pushed and pushed[0][0] <= seq:
-                    record(int((now - pushed.popleft()[1]) * 1_000_000))
+                for _ in range(freed):
+                    record(int((now - pop()) * 1_000_000))
         return freed
 
     def restart(self, epoch: int) -> None:

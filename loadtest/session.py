@@ -7,16 +7,14 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gateway.client import Client, ClientError
-from gateway.client_protocol import Delivery
 
 from .api import ApiError
-from .fastclient import FastClient, Reactor
+from .fastclient import FastClient, PlanTimer
 from .instrumented import LaneStats, RecordingSequencer
 from .workload import EventMix, payload, snapshot_bytes
 
@@ -278,24 +276,23 @@ class FastSession(SimSession):
         receipts: dict[str | None, Any] = {}
         run_us = verifier.latency[direction].us
 
-        def on_delivery(d: Delivery) -> None:
-            src, evs = d.src, d.events
+        def on_delivery(src: str | None, epoch: int, evs: list, received: float) -> None:
+            # evs: [seq, kind, ts, payload] each (decoded lists, or Event tuples)
             r = receipts.get(src)
             if r is None:
                 sender = "visitor" if src is None else src
                 r = receipts[src] = verifier.receipt(self.sid, direction, sender, name)
             n = len(evs)
             h.delivered_total += n
-            received, epoch = d.received, d.epoch
             second_us = timeline.delivered_at(received, n) if direction == "v" else None
             joined = self.joined_at.get(name, 0)
             deliver = r.deliver
             for ev in evs:
-                if deliver(epoch, ev.seq):
-                    p = ev.payload
+                if deliver(epoch, ev[0]):
+                    p = ev[3]
                     sent_at = p.get("t") if type(p) is dict else None
                     if type(sent_at) is not float:
-                        sent_at = ev.ts / 1000
+                        sent_at = ev[2] / 1000
                     # Only events sent after this receiver joined have a meaningful latency
                     # (a late joiner starts with a snapshot sent before it came).
                     if sent_at >= joined:
@@ -315,10 +312,10 @@ class FastSession(SimSession):
         seconds = max(0.0, h.stop_at - start)
         visitor = self.visitor
         assert visitor is not None
-        mix = self.mix
-        PlanTimer(h.reactor, start, mix.visitor_tuples(seconds), self._visitor_event).arm()
+        mix, reactor = self.mix, h.reactor
+        PlanTimer(reactor, start, mix.visitor_tuples(seconds), self._visitor_event).arm()
         for agent in self.agents:
-            PlanTimer(h.reactor, start, mix.agent_tuples(seconds), self._agent_event(agent)).arm()
+            PlanTimer(reactor, start, mix.agent_tuples(seconds), self._agent_event(agent)).arm()
         await trio.sleep_until(h.stop_at)
 
     def _visitor_event(self, kind: str, size: int) -> bool:
@@ -369,33 +366,6 @@ class SenderStream:
 
     def ack(self, epoch: int, seq: int) -> None:
         self.stream().ack(epoch, seq)
-
-
-class PlanTimer:
-    """A sender's planned (at, kind, size) events as reactor timers: one armed at a time,
-    each fired at its planned time (relative to `start`, trio time) as `fire(kind, size)`;
-    a refused one is retried 10 ms later."""
-
-    __slots__ = ("reactor", "start", "plan", "fire", "pending", "_due_cb")
-
-    RETRY = 0.01
-
-    def __init__(self, reactor: Reactor, start: float, plan: Iterator[tuple], fire) -> None:
-        self.reactor, self.start, self.plan, self.fire = reactor, start, plan, fire
-        self.pending: tuple | None = None
-        self._due_cb = self._due
-
-    def arm(self) -> None:
-        self.pending = p = next(self.plan, None)
-        if p is not None:
-            self.reactor.call_at(self.start + p[0], self._due_cb)
-
-    def _due(self) -> None:
-        _, kind, size = self.pending
-        if self.fire(kind, size):
-            self.arm()
-        else:
-            self.reactor.call_at(trio.current_time() + self.RETRY, self._due_cb)
 
 
 SESSIONS = {"reference": ReferenceSession, "fast": FastSession}
