@@ -367,6 +367,16 @@ class ClientProtocol:
             resend=self.seq.next_seq - 1 - self.seq.acked,
         )
 
+    def receive_ack(self, seq: int) -> int:
+        """`receive_frame` of an `ack` frame for a shell that decodes frames itself: the
+        number of events the ack freed from the resend buffer."""
+        if self.phase is not Phase.OPEN:
+            raise ClientError("unexpected_frame", "ack before welcome")
+        try:
+            return self.seq.ack(seq)
+        except ProtocolError as exc:
+            raise ClientError(exc.code, exc.message, None) from exc
+
     def receive_items(self, epoch: int, items: list, src: str | None, now: float) -> list:
         """`receive_frame` of an `ev` frame for a shell that decodes frames itself (the load
         generator): `items` are the frame's events as decoded, [seq, kind, ts, payload] each.
@@ -479,7 +489,12 @@ class ClientProtocol:
         numbered since the last call (after a welcome: the unacked ones to resend first)."""
         if self.phase is not Phase.OPEN or self.closed:
             return []
-        pending = self.seq.since(self._sent_upto)
+        seq = self.seq
+        if seq.next_seq == self._sent_upto + 2 and seq.acked <= self._sent_upto:
+            ev = seq.newest()  # one new event, the usual case
+            self._sent_upto = ev.seq
+            return [ev]
+        pending = seq.since(self._sent_upto)
         if pending:
             self._sent_upto = pending[-1].seq
         return pending

@@ -113,6 +113,10 @@ class Sequencer:
         self._acked = seq
         return freed
 
+    def newest(self) -> Event | None:
+        """The last event numbered, if it is still unacked."""
+        return self._buf[-1][0] if self._buf else None
+
     def unacked(self) -> list[Event]:
         return [ev for ev, _ in self._buf]
 

@@ -31,7 +31,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -65,6 +65,7 @@ from gateway.codec import (
 from gateway.sequencer import ResendBufferFull
 
 from . import wsframes as wsf
+from .workload import Packed
 
 GAP = 0.002  # seconds from one turn's start to the next under load
 IDLE_MAX = 0.005  # the longest the reactor blocks the thread while it has nothing to do
@@ -150,18 +151,19 @@ _ACK_HEAD = b"\x82\xa1t\xa3ack\xa3seq"  # {"t": "ack", "seq": ...} as the codec 
 _UINT_BYTES = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # msgpack's unsigned ints past 127
 
 
-def read_from_gateway(data: bytes) -> Frame | tuple[int, list, str | None]:
+def read_from_gateway(data: bytes) -> Frame | tuple[int, list, str | None] | int:
     """A gateway's frame, with an `ev` frame left as (epoch, items, src), its events as
-    decoded lists [seq, kind, ts, payload]. `ev` and `ack`, nearly all of the traffic, are
-    checked only as far as the client relies on them (types of epoch, seqs, src; an ack in
-    the codec's layout is read off its bytes); the rest goes through the codec."""
+    decoded lists [seq, kind, ts, payload], and an `ack` as its seq. `ev` and `ack`, nearly
+    all of the traffic, are checked only as far as the client relies on them (types of
+    epoch, seqs, src; an ack in the codec's layout is read off its bytes); the rest goes
+    through the codec."""
     if data.startswith(_ACK_HEAD) and len(data) > 9:
         b = data[9]
         if b < 0x80:
             if len(data) == 10:
-                return Ack(b)
+                return b
         elif len(data) == 10 + _UINT_BYTES.get(b, -10):
-            return Ack(int.from_bytes(data[10:], "big"))
+            return int.from_bytes(data[10:], "big")
     try:
         m = _unpackb(data, raw=False, strict_map_key=True)
     except Exception:
@@ -181,22 +183,90 @@ def read_from_gateway(data: bytes) -> Frame | tuple[int, list, str | None]:
                         return decode_frame(data)
                 return epoch, evs, src
         elif t == "ack" and type(m.get("seq")) is int:
-            return Ack(m["seq"])
+            return m["seq"]
     return decode_frame(data)
 
 
 def decode_from_gateway(data: bytes) -> Frame:
-    """`read_from_gateway` with `ev` frames as the codec's `Events`. 1.9 us for a one-event
-    frame against the codec's 7.5."""
+    """`read_from_gateway` with the codec's frames (`Events`, `Ack`). 1.9 us for a
+    one-event frame against the codec's 7.5."""
     r = read_from_gateway(data)
     if type(r) is tuple:
         epoch, items, src = r
         return Events(epoch, [_tuple_new(Event, e) for e in items], src)
+    if type(r) is int:
+        return Ack(r)
     return r
 
 
+class TimerWheel:
+    """Timers in 1 ms slots, sans-I/O: adding one and firing it cost a dict lookup and a
+    list append, where a heap of (when, order, fn) costs two sift passes over tuples scattered
+    in memory per timer (the load generator fires one per event).
+
+    A timer fires at the first `fire_due(now)` at or after its time, never before: its slot
+    is its time rounded up to the millisecond. Timers of one slot fire in the order they were
+    added; one added for a slot that has already fired (its time has passed) fires at the
+    next `fire_due`, those in time order."""
+
+    RES = 1000  # slots per second
+
+    def __init__(self) -> None:
+        self._slots: dict[int, list[Callable[[], None]]] = {}
+        self._done = -1  # every slot up to this one has fired
+        self._late: list[tuple[float, int, Callable[[], None]]] = []  # a heap
+        self._order = itertools.count()
+
+    def __bool__(self) -> bool:
+        return bool(self._slots or self._late)
+
+    def add(self, when: float, fn: Callable[[], None]) -> None:
+        slot = math.ceil(when * self.RES)
+        if slot <= self._done:
+            heapq.heappush(self._late, (when, next(self._order), fn))
+            return
+        fns = self._slots.get(slot)
+        if fns is None:
+            self._slots[slot] = [fn]
+        else:
+            fns.append(fn)
+
+    def fire_due(self, now: float) -> bool:
+        """Run every timer due at `now` (and those they add that are due); False if none."""
+        cur = math.floor(now * self.RES)
+        done = self._done
+        fired = False
+        if cur > done:
+            slots = self._slots
+            self._done = cur  # from here on, a timer added for a slot up to cur is late
+            if cur - done <= 64:
+                due = [slots.pop(k) for k in range(done + 1, cur + 1) if k in slots]
+            else:  # a long wait: look at the slots that exist rather than at every ms
+                due = [slots.pop(k) for k in sorted(k for k in slots if k <= cur)]
+            for fns in due:
+                fired = True
+                for fn in fns:
+                    fn()
+        late = self._late
+        while late:
+            fired = True
+            heapq.heappop(late)[2]()
+        return fired
+
+    def next_at(self, horizon: float) -> float | None:
+        """The time of the next timer if one is due within `horizon` seconds of the last
+        `fire_due` (0.0 for a late one), else None."""
+        if self._late:
+            return 0.0
+        slots = self._slots
+        for k in range(self._done + 1, self._done + 1 + math.ceil(horizon * self.RES)):
+            if k in slots:
+                return k / self.RES
+        return None
+
+
 class Reactor:
-    """One epoll and one timer heap for every connection of this process."""
+    """One epoll and one timer wheel for every connection of this process."""
 
     def __init__(
         self, gap: float = GAP, idle_max: float = IDLE_MAX, yield_every: float = YIELD_EVERY
@@ -206,8 +276,8 @@ class Reactor:
         self.yield_every = yield_every
         self.ep = select.epoll()
         self.conns: dict[int, FastClient] = {}
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._order = itertools.count()
+        self.timers = TimerWheel()  # deadlines, reconnects
+        self.plans = Schedule()  # the sessions' planned events
         self._dirty: list[FastClient] = []
         self.turns = 0
         self.now = time.time()  # wall clock at this turn's timers: the send time of its events
@@ -218,7 +288,7 @@ class Reactor:
 
     def call_at(self, when: float, fn: Callable[[], None]) -> None:
         """Run `fn` at the first turn at or after `when` (trio time)."""
-        heapq.heappush(self._timers, (when, next(self._order), fn))
+        self.timers.add(when, fn)
 
     def register(self, conn: FastClient, events: int) -> None:
         self.conns[conn.sock.fileno()] = conn
@@ -279,22 +349,21 @@ class Reactor:
         if stats.tasks_runnable:
             return self.ep.poll(0)
         timeout = min(self.idle_max, stats.seconds_to_next_deadline)
-        if self._timers:
-            timeout = min(timeout, self._timers[0][0] - trio.current_time())
+        now = trio.current_time()
+        for at in (self.timers.next_at(timeout), self.plans.next_at()):
+            if at is not None:
+                timeout = min(timeout, at - now)
         return self.ep.poll(max(0.0, timeout))
 
     def turn(self, ready: list[tuple[int, int]] | None = None) -> bool:
         """Fire due timers and send what they numbered, then read every socket of `ready`
         once and write what that produced; False when there was nothing to do."""
         self.turns += 1
-        self.stamp = time.time()
+        self.stamp = self.now = time.time()
         t = trio.current_time()
-        timers = self._timers
-        fired = bool(timers) and timers[0][0] <= t
-        if fired:
-            self.now = time.time()
-            while timers and timers[0][0] <= t:
-                heapq.heappop(timers)[2]()
+        fired = self.timers.fire_due(t)
+        if self.plans.fire_due(t):
+            fired = True
         if self._dirty:
             self.flush()
         if ready is None:
@@ -316,35 +385,121 @@ class Reactor:
             conn._write_pending()
 
 
-class PlanTimer:
-    """A sender's planned (at, kind, size) events as timers of the reactor: one armed at a
-    time, each fired at its planned time (relative to `start`, trio time) as
-    `fire(kind, size)`; a refused one (False) is retried 10 ms later."""
+class _Sender:
+    __slots__ = ("start", "plan", "fire", "pending", "backlog", "retry_at")
 
-    __slots__ = ("timers", "order", "start", "plan", "fire", "pending", "_due_cb")
-
-    RETRY = 0.01
-
-    def __init__(self, reactor: Reactor, start: float, plan, fire) -> None:
-        self.timers, self.order = reactor._timers, reactor._order
+    def __init__(self, start: float, plan: Iterator[tuple], fire: Callable[..., bool]) -> None:
         self.start, self.plan, self.fire = start, plan, fire
-        self.pending: tuple | None = None
-        self._due_cb = self._due
+        self.pending = next(plan, None)  # the next planned (at, kind, size) not yet listed
+        self.backlog: list[tuple] = []  # refused events, and this sender's later ones
+        self.retry_at = 0.0
 
-    def arm(self) -> None:
-        self.pending = p = next(self.plan, None)
-        if p is not None:
-            heapq.heappush(self.timers, (self.start + p[0], next(self.order), self._due_cb))
+    def take_until(self, until: float, out: list) -> None:
+        """List this sender's events planned before `until` (absolute times) into `out`."""
+        p, start, plan = self.pending, self.start, self.plan
+        while p is not None and start + p[0] < until:
+            out.append((start + p[0], self, p[1], p[2]))
+            p = next(plan, None)
+        self.pending = p
 
-    def _due(self) -> None:
-        _, kind, size = self.pending
-        if self.fire(kind, size):
-            self.pending = p = next(self.plan, None)
-            if p is not None:
-                heapq.heappush(self.timers, (self.start + p[0], next(self.order), self._due_cb))
-        else:
-            when = trio.current_time() + self.RETRY
-            heapq.heappush(self.timers, (when, next(self.order), self._due_cb))
+
+def _at(e: tuple) -> float:
+    return e[0]
+
+
+class Schedule:
+    """Every sender's planned events in one time-ordered list, sans-I/O (the reactor fires
+    it each turn).
+
+    A sender is a plan, (at, kind, size) tuples in time order relative to its `start`, and a
+    `fire(kind, size)` that returns False when the event cannot be numbered yet (its resend
+    buffer is full). `fire_due(now)` fires every event due, in time order: one step along a
+    list per event, where a timer per event costs an insertion and a removal in a heap or a
+    wheel. The list holds what is planned before `horizon`; it is refilled from every plan
+    `window` seconds ahead and sorted once. A refused event waits in its sender's backlog with
+    the sender's later events, retried every `retry` seconds, so a sender's events keep their
+    order."""
+
+    def __init__(self, window: float = 0.5, retry: float = 0.01) -> None:
+        self.window, self.retry = window, retry
+        self.horizon = -math.inf  # every event planned before this is in the list
+        self._senders: list[_Sender] = []
+        self._due: list[tuple] = []  # (when, sender, kind, size), in time order from _i
+        self._i = 0
+        self._waiting: list[_Sender] = []  # senders with a backlog
+
+    def add(self, start: float, plan: Iterator[tuple], fire: Callable[..., bool]) -> None:
+        s = _Sender(start, iter(plan), fire)
+        self._senders.append(s)
+        if self.horizon > -math.inf:
+            new: list[tuple] = []
+            s.take_until(self.horizon, new)
+            if new:
+                rest = self._due[self._i :] + new
+                rest.sort(key=_at)
+                self._due, self._i = rest, 0
+
+    def _refill(self, until: float) -> None:
+        new: list[tuple] = []
+        for s in self._senders:
+            s.take_until(until, new)
+        self._senders = [s for s in self._senders if s.pending is not None]
+        new.sort(key=_at)
+        self._due = self._due[self._i :] + new
+        self._i = 0
+        self.horizon = until
+
+    def fire_due(self, now: float) -> bool:
+        """Fire every event due at `now`; False if there was none."""
+        if now >= self.horizon:
+            self._refill(now + self.window)
+        due, i = self._due, self._i
+        n = len(due)
+        start = i
+        while i < n:
+            e = due[i]
+            if e[0] > now:
+                break
+            i += 1
+            s = e[1]
+            if s.backlog or not s.fire(e[2], e[3]):
+                if not s.backlog:
+                    s.retry_at = now + self.retry
+                    self._waiting.append(s)
+                s.backlog.append(e)
+        self._i = i
+        fired = i > start
+        if self._waiting:
+            fired = self._retry(now) or fired
+        return fired
+
+    def _retry(self, now: float) -> bool:
+        fired = False
+        waiting = []
+        for s in self._waiting:
+            if s.retry_at > now:
+                waiting.append(s)
+                continue
+            fired = True
+            backlog = s.backlog
+            while backlog and s.fire(backlog[0][2], backlog[0][3]):
+                backlog.pop(0)
+            if backlog:
+                s.retry_at = now + self.retry
+                waiting.append(s)
+        self._waiting = waiting
+        return fired
+
+    def next_at(self) -> float | None:
+        """When `fire_due` has something to do next (None: nothing planned)."""
+        at = None
+        if self._i < len(self._due):
+            at = self._due[self._i][0]
+        elif self._senders:
+            at = self.horizon
+        for s in self._waiting:
+            at = s.retry_at if at is None else min(at, s.retry_at)
+        return at
 
 
 # connection states (the socket's; the protocol core has its own phases)
@@ -428,13 +583,17 @@ class FastClient:
             raise self._fatal
 
     def push(self, kind: str, payload: Any) -> Event | None:
-        """Number an event (encoded once, here) and have it sent at the end of this turn;
-        None (nothing numbered) while the resend buffer is full."""
+        """Number an event (encoded once, here; a `Packed` payload is already) and have it
+        sent at the end of this turn; None (nothing numbered) while the resend buffer is
+        full."""
         seq = self.protocol.seq
         n = seq.next_seq
         ts = int(self.reactor.now * 1000)
         ev = _tuple_new(WireEvent, (n, kind, ts, payload))
-        wire = ev.wire = _pack([n, kind, ts, payload])
+        if type(payload) is Packed:
+            wire = ev.wire = b"".join((b"\x94", _pack(n), _pack(kind), _pack(ts), payload.data))
+        else:
+            wire = ev.wire = _pack([n, kind, ts, payload])
         try:
             seq.push_event(ev, len(wire))
         except ResendBufferFull:
@@ -585,7 +744,8 @@ class FastClient:
         if self._rbuf:
             data = bytes(self._rbuf)
             self._rbuf.clear()
-            self._frames(data, self.reactor.stamp)
+            self.received = self.reactor.stamp
+            self._frames(data, self.received)
 
     # ---- socket events -------------------------------------------------------------------
 
@@ -597,60 +757,54 @@ class FastClient:
                     return
                 self._state = _UPGRADING
             self._write_pending()
-        if ev & (_EPOLLIN | _EPOLLERR) and self.sock is not None:
-            try:
-                rbuf = self.reactor.rbuf
-                n, anc, _, _ = self.sock.recvmsg_into((rbuf,), _TS_SPACE)
-                data = rbuf[:n].tobytes()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data, anc = b"", None
-            if not data:
-                if self._state in (_CONNECTING, _UPGRADING):
-                    self._fail_attempt()
-                else:
-                    code, reason = self._close or (None, "")
-                    self._lost(code, reason)
-                return
-            if self._state == _UPGRADING:
-                self._rbuf += data
-                self._upgraded()
-            elif self._state in (_OPEN, _CLOSING):
-                if anc:  # when the last of these bytes reached the socket
-                    sec, ns = _TIMESPEC.unpack_from(anc[0][2])
-                    self._frames(data, sec + ns * 1e-9)
-                else:
-                    self._frames(data, self.reactor.stamp)
+        sock = self.sock
+        if not ev & (_EPOLLIN | _EPOLLERR) or sock is None:
+            return
+        rbuf = self.reactor.rbuf
+        try:
+            n, anc, _, _ = sock.recvmsg_into((rbuf,), _TS_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n, anc = 0, None
+        if n and self._state == _OPEN:
+            if anc:  # when the last of these bytes reached the socket
+                sec, ns = _TIMESPEC.unpack_from(anc[0][2])
+                received = sec + ns * 1e-9
+            else:
+                received = self.reactor.stamp
+            self.received = received
+            b1 = rbuf[1] if n > 1 else 0
+            if rbuf[0] == 0x82 and b1 < 126 and n == b1 + 2 and self._parser.idle():
+                self._binary(rbuf[2:n].tobytes(), received)  # the usual read: one small frame
+            else:
+                self._frames(rbuf[:n].tobytes(), received)
+            return
+        data = rbuf[:n].tobytes()
+        if not data:
+            if self._state in (_CONNECTING, _UPGRADING):
+                self._fail_attempt()
+            else:
+                code, reason = self._close or (None, "")
+                self._lost(code, reason)
+            return
+        if self._state == _UPGRADING:
+            self._rbuf += data
+            self._upgraded()
+        elif self._state == _CLOSING:
+            self.received = self.reactor.stamp
+            self._frames(data, self.received)
 
     def _frames(self, data: bytes, received: float) -> None:
-        self.received = received
         try:
             messages = self._parser.feed(data)
         except wsf.WsError:
             self._lost(None, "")
             return
-        p = self.protocol
         for op, payload in messages:
             if op == wsf.OP_BINARY:
-                try:
-                    r = read_from_gateway(payload)
-                    if type(r) is tuple:  # events: the usual frame
-                        epoch, items, src = r
-                        kept = p.receive_items(epoch, items, src, received)
-                        if kept and self.on_delivery is not None:
-                            self.on_delivery(src, epoch, kept, received)
-                        continue
-                    happenings = p.receive_frame(r, received)
-                except ProtocolError as exc:
-                    self._protocol_broken(
-                        ClientError(exc.code, f"gateway sent a bad frame: {exc.message}")
-                    )
+                if not self._binary(payload, received):
                     return
-                except ClientError as exc:
-                    self._protocol_broken(exc)
-                    return
-                self._apply(happenings)
             elif op == wsf.OP_CLOSE:
                 self._close = wsf.parse_close(payload)
                 if self._state == _OPEN:  # answer it; the gateway then closes the socket
@@ -663,6 +817,32 @@ class FastClient:
                 self._protocol_broken(ClientError("text_frame", "the gateway sent text"))
                 return
 
+    def _binary(self, payload: bytes, received: float) -> bool:
+        """One message from the gateway; False when it broke the protocol (the connection
+        is then gone)."""
+        p = self.protocol
+        try:
+            r = read_from_gateway(payload)
+            if type(r) is tuple:  # events: the usual frame
+                epoch, items, src = r
+                kept = p.receive_items(epoch, items, src, received)
+                if kept and self.on_delivery is not None:
+                    self.on_delivery(src, epoch, kept, received)
+                return True
+            if type(r) is int:  # an ack
+                if p.receive_ack(r) and self._ack_waiters:
+                    self._wake_ack_waiters()
+                return True
+            happenings = p.receive_frame(r, received)
+        except ProtocolError as exc:
+            self._protocol_broken(ClientError(exc.code, f"gateway sent a bad frame: {exc.message}"))
+            return False
+        except ClientError as exc:
+            self._protocol_broken(exc)
+            return False
+        self._apply(happenings)
+        return True
+
     def _apply(self, happenings: list) -> None:
         for h in happenings:
             if type(h) is Delivery:
@@ -670,11 +850,7 @@ class FastClient:
                     self.on_delivery(h.src, h.epoch, h.events, h.received)
             elif type(h) is Acked:
                 if h.freed and self._ack_waiters:
-                    acked = self.protocol.seq.acked
-                    keep = []
-                    for seq, ev in self._ack_waiters:
-                        (ev.set() if seq <= acked else keep.append((seq, ev)))
-                    self._ack_waiters = keep
+                    self._wake_ack_waiters()
             elif type(h) is Welcomed:
                 self.connected.set()
                 self._started.set()
@@ -682,6 +858,13 @@ class FastClient:
                     self.reactor.dirty(self)
             elif self.on_control is not None:
                 self.on_control(h.control)
+
+    def _wake_ack_waiters(self) -> None:
+        acked = self.protocol.seq.acked
+        keep = []
+        for seq, ev in self._ack_waiters:
+            (ev.set() if seq <= acked else keep.append((seq, ev)))
+        self._ack_waiters = keep
 
     # ---- writing -------------------------------------------------------------------------
 

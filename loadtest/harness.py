@@ -149,6 +149,7 @@ class Harness:
             await trio.sleep(0.01)
             lag = max(0.0, trio.current_time() - t - 0.01)
             self.loop_lag_max = max(self.loop_lag_max, lag)
+            self.verifier.flush()  # what the receivers wrote down this second
             self.harness_cpu.append(me.cpu_percent())
             self.cpu.lag(lag * 1000)
             self._sample_gateway_cpu()
@@ -324,6 +325,7 @@ class Harness:
 
     def build_report(self) -> dict[str, Any]:
         o = self.opts
+        self.verifier.flush()
         for s in self.all_sessions():
             for name, c in s.clients:
                 st = c.stats

@@ -45,6 +45,10 @@ class Timeline:
     _pending: dict[int, list[int]] = field(default_factory=dict)
     _last: tuple[float, float, int] = (0.0, 0.0, -1)  # [from, to) of the last slot, its index
 
+    def slot(self, now: float) -> int:
+        """The index of the second `now` (wall clock) falls in."""
+        return self._slot(now)
+
     def _slot(self, now: float) -> int:
         lo, hi, i = self._last
         if lo <= now < hi:
@@ -70,15 +74,19 @@ class Timeline:
                 h = self._latency[i] = _second_histogram()
             record_latency(h, latency)
 
-    def delivered_at(self, now: float, n: int) -> list[int]:
-        """Count `n` deliveries at `now` and return the list that takes their latencies, in
-        microseconds (`append`): the load generator's way, one call per frame."""
+    def add_deliveries(self, now: float, n: int) -> None:
+        """`n` events delivered at `now` (their latencies come by `add_latencies`)."""
+        self.delivered[self._slot(now)] += n
+
+    def add_latencies(self, now: float, us) -> None:
+        """Latencies (microseconds) of events delivered around `now`, folded into that
+        second's histogram later (`flush`, which every reader of `latency` calls)."""
         i = self._slot(now)
-        self.delivered[i] += n
-        us = self._pending.get(i)
-        if us is None:
-            us = self._pending[i] = []
-        return us
+        pending = self._pending.get(i)
+        if pending is None:
+            self._pending[i] = list(us)
+        else:
+            pending.extend(us)
 
     def flush(self) -> None:
         """Fold the pending latencies into their seconds' histograms."""

@@ -14,9 +14,9 @@ import trio
 from gateway.client import Client, ClientError
 
 from .api import ApiError
-from .fastclient import FastClient, PlanTimer
+from .fastclient import FastClient
 from .instrumented import LaneStats, RecordingSequencer
-from .workload import EventMix, payload, snapshot_bytes
+from .workload import EventMix, Packed, payload, payload_bytes, snapshot_bytes
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -267,39 +267,38 @@ class FastSession(SimSession):
         return {"clock": lambda: reactor.now, "ack_clock": lambda: client.received}
 
     def _delivery(self, name: str, direction: str):
-        """What a receiver does with each frame's events (`_delivered`, per frame): each one
-        goes to the verifier's record of its stream (kept per sender, O(1) in order), its
-        latency (the frame's arrival minus the payload's send time) to the run's and the
-        second's latency lists, folded into histograms in bulk."""
+        """What a receiver does with each frame's events: write down, for the verifier's
+        check of their stream, each one's seq, send time (the payload's "t") and arrival (the
+        frame's), checked in bulk (`Inbox`, flushed by the harness every second)."""
         h = self.h
-        verifier, timeline = h.verifier, h.timeline
-        receipts: dict[str | None, Any] = {}
-        run_us = verifier.latency[direction].us
+        verifier = h.verifier
+        timeline = h.timeline if direction == "v" else None
+        inboxes: dict[str | None, Any] = {}
 
         def on_delivery(src: str | None, epoch: int, evs: list, received: float) -> None:
             # evs: [seq, kind, ts, payload] each (decoded lists, or Event tuples)
-            r = receipts.get(src)
-            if r is None:
+            box = inboxes.get(src)
+            if box is None:
                 sender = "visitor" if src is None else src
-                r = receipts[src] = verifier.receipt(self.sid, direction, sender, name)
+                joined = self.joined_at.get(name, 0)
+                box = inboxes[src] = verifier.inbox(
+                    self.sid, direction, sender, name, joined, timeline
+                )
             n = len(evs)
             h.delivered_total += n
-            second_us = timeline.delivered_at(received, n) if direction == "v" else None
-            joined = self.joined_at.get(name, 0)
-            deliver = r.deliver
+            if timeline is not None:
+                timeline.add_deliveries(received, n)
+            if epoch != box.epoch:
+                box.at_epoch(epoch)
+            add_seq, add_sent, add_received = box.add_seq, box.add_sent, box.add_received
             for ev in evs:
-                if deliver(epoch, ev[0]):
-                    p = ev[3]
-                    sent_at = p.get("t") if type(p) is dict else None
-                    if type(sent_at) is not float:
-                        sent_at = ev[2] / 1000
-                    # Only events sent after this receiver joined have a meaningful latency
-                    # (a late joiner starts with a snapshot sent before it came).
-                    if sent_at >= joined:
-                        us = int((received - sent_at) * 1_000_000)
-                        run_us.append(us)
-                        if second_us is not None:
-                            second_us.append(us)
+                add_seq(ev[0])
+                p = ev[3]
+                sent_at = p.get("t") if type(p) is dict else None
+                add_sent(sent_at if type(sent_at) is float else ev[2] / 1000)
+                add_received(received)
+            if len(box.seqs) >= 512:
+                box.flush()
 
         return on_delivery
 
@@ -312,10 +311,10 @@ class FastSession(SimSession):
         seconds = max(0.0, h.stop_at - start)
         visitor = self.visitor
         assert visitor is not None
-        mix, reactor = self.mix, h.reactor
-        PlanTimer(reactor, start, mix.visitor_tuples(seconds), self._visitor_event).arm()
+        mix, plans = self.mix, h.reactor.plans
+        plans.add(start, mix.visitor_tuples(seconds), self._visitor_event)
         for agent in self.agents:
-            PlanTimer(reactor, start, mix.agent_tuples(seconds), self._agent_event(agent)).arm()
+            plans.add(start, mix.agent_tuples(seconds), self._agent_event(agent))
         await trio.sleep_until(h.stop_at)
 
     def _visitor_event(self, kind: str, size: int) -> bool:
@@ -325,7 +324,7 @@ class FastSession(SimSession):
             self.need_snapshot = False
             data = snapshot_bytes(self.mix.snapshot_size(), self.sid)
             h.timeline.on_sent(now, len(visitor.push_snapshot(data)))
-        if visitor.push(kind, payload(kind, size, self.counter + 1, now)) is None:
+        if visitor.push(kind, Packed(payload_bytes(kind, size, self.counter + 1, now))) is None:
             return False  # the resend buffer is full: try again shortly
         self.counter += 1
         h.timeline.on_sent(now)
@@ -335,9 +334,8 @@ class FastSession(SimSession):
         count = itertools.count(1)
 
         def fire(kind: str, size: int) -> bool:
-            return (
-                agent.push(kind, payload(kind, size, next(count), self.h.reactor.now)) is not None
-            )
+            data = payload_bytes(kind, size, next(count), self.h.reactor.now)
+            return agent.push(kind, Packed(data)) is not None
 
         return fire
 

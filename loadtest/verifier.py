@@ -228,6 +228,89 @@ class _Receipt:
         return True
 
 
+class Inbox:
+    """What one receiver got of one stream, written down as it came and checked in bulk:
+    the load generator's receive path appends each event's seq, send time and arrival time
+    (`add_seq`, `add_sent`, `add_received`: three list appends) and `flush()` hands the keys
+    to the receipt in the order they came, exactly as if each had been `deliver`ed then (a
+    run that continues the stream in order costs one comparison of lists), and their
+    latencies to the run's and each second's histograms. `Verifier.flush()` flushes every
+    inbox; everything that reads the verifier's results or changes a receiver's expectations
+    calls it first."""
+
+    __slots__ = (
+        "receipt",
+        "latency",
+        "timeline",
+        "joined",
+        "epoch",
+        "seqs",
+        "sent",
+        "received",
+        "add_seq",
+        "add_sent",
+        "add_received",
+    )
+
+    def __init__(self, receipt: _Receipt, latency: Latencies, timeline, joined: float) -> None:
+        self.receipt, self.latency, self.timeline, self.joined = receipt, latency, timeline, joined
+        self.epoch = -1  # the epoch of the events written down
+        self.seqs: list[int] = []
+        self.sent: list[float] = []  # each event's send time (wall clock, seconds)
+        self.received: list[float] = []  # each event's arrival (wall clock, seconds)
+        self.add_seq, self.add_sent = self.seqs.append, self.sent.append
+        self.add_received = self.received.append
+
+    def at_epoch(self, epoch: int) -> None:
+        """The next events are of `epoch` (one epoch a batch: flush what is of another)."""
+        if epoch != self.epoch:
+            self.flush()
+            self.epoch = epoch
+
+    def flush(self) -> None:
+        seqs = self.seqs
+        if not seqs:
+            return
+        r, epoch, n = self.receipt, self.epoch, len(seqs)
+        first = seqs[0]
+        s = r._set
+        if (
+            epoch == r._epoch
+            and first == s.upto + 1
+            and not s.extra
+            and r.top_epoch == epoch
+            and r.top_seq == s.upto
+            and seqs[-1] == first + n - 1
+            and seqs == list(range(first, first + n))
+        ):  # the stream continues in order: what `deliver` would do n times
+            s.upto = r.top_seq = first + n - 1
+            r.delivered += n
+            kept = None
+        else:
+            kept = [r.deliver(epoch, q) for q in seqs]
+        sent, got, joined = self.sent, self.received, self.joined
+        if kept is None and sent[0] >= joined:  # the usual batch: every latency counts
+            idx = None
+            us = [int((g - t) * 1_000_000) for t, g in zip(sent, got, strict=True)]
+        else:
+            idx = [i for i in range(n) if sent[i] >= joined and (kept is None or kept[i])]
+            us = [int((got[i] - sent[i]) * 1_000_000) for i in idx]
+        if us:
+            self.latency.us.extend(us)
+            tl = self.timeline
+            if tl is not None:
+                first = got[0] if idx is None else got[idx[0]]
+                last = got[-1] if idx is None else got[idx[-1]]
+                if tl.slot(first) == tl.slot(last):
+                    tl.add_latencies(first, us)
+                else:  # across seconds: each latency to the second it arrived in
+                    for i, u in zip(range(n) if idx is None else idx, us, strict=True):
+                        tl.add_latencies(got[i], (u,))
+        seqs.clear()
+        sent.clear()
+        got.clear()
+
+
 @dataclass
 class _Stream:
     sent: int = 0
@@ -298,6 +381,7 @@ class Verifier:
         # (session, direction) -> receiver -> default start
         self._receivers: dict[tuple[str, str], dict[str, Key | None]] = defaultdict(dict)
         self._receipts: dict[tuple[StreamId, str], _Receipt] = {}
+        self._inboxes: list[Inbox] = []
         self.latency = {"v": Latencies(), "a": Latencies()}
         self.resets = 0
         self.clients = ClientFigures()
@@ -347,6 +431,32 @@ class Verifier:
         self._stream(sid)
         return self._receipt(sid, receiver)
 
+    def inbox(
+        self,
+        session: str,
+        direction: str,
+        sender: str,
+        receiver: str,
+        joined: float = 0.0,
+        timeline=None,
+    ) -> Inbox:
+        """An `Inbox` for what `receiver` gets of one stream: latencies of events sent at or
+        after `joined` count, and go to `timeline` (its `add_latencies`) too if given."""
+        box = Inbox(
+            self.receipt(session, direction, sender, receiver),
+            self.latency[direction],
+            timeline,
+            joined,
+        )
+        self._inboxes.append(box)
+        return box
+
+    def flush(self) -> None:
+        """Check what every inbox holds (see `Inbox`)."""
+        for box in self._inboxes:
+            if box.seqs:
+                box.flush()
+
     def delivered(
         self,
         session: str,
@@ -364,6 +474,7 @@ class Verifier:
     def reset(self, session: str, direction: str, receiver: str) -> None:
         """The receiver starts over (ctl reset, or a new agent identity): what it got so far
         no longer counts, and it expects acked events from its next delivery on."""
+        self.flush()
         self.resets += 1
         self._receivers[(session, direction)][receiver] = None
         for (sid, rcv), r in self._receipts.items():
@@ -373,6 +484,7 @@ class Verifier:
     def skip_acked(self, session: str, direction: str, receiver: str) -> None:
         """Events acked so far need not reach `receiver` (a visitor's new page does not
         replay agent events meant for the old one)."""
+        self.flush()
         for sid, st in self._streams.items():
             if sid[0] != session or sid[1] != direction:
                 continue
@@ -436,6 +548,7 @@ class Verifier:
         return expected, lost
 
     def streams(self) -> list[StreamReport]:
+        self.flush()
         out = []
         for sid, receiver in self._pairs():
             st = self._streams[sid]
@@ -460,6 +573,7 @@ class Verifier:
     def outstanding(self) -> int:
         """(stream, receiver) pairs whose receiver has not yet got the stream's last acked
         event: the settle phase waits for this to reach 0."""
+        self.flush()
         n = 0
         for sid, receiver in self._pairs():
             top = self._streams[sid].top()

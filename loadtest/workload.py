@@ -26,10 +26,13 @@ import heapq
 import itertools
 import math
 import random
+import struct
 from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import msgpack
 
 SNAPSHOT_BYTES = (100_000, 300_000)
 CANVAS_BYTES = (45_000, 55_000)
@@ -182,15 +185,52 @@ def snapshot_bytes(size: int, label: str = "") -> bytes:
 
 
 def payload(kind: str, size: int, n: int, sent_at: float) -> dict[str, Any]:
-    """A payload of about `size` bytes that looks like its kind; `t` is the send time."""
+    """A payload of about `size` bytes that looks like its kind; `t` is the send time, and
+    `n` (the sender's count) varies it, through `n % VARIANTS` for the small kinds."""
     if kind in ("pointer", "scroll"):
         pad = "p" * max(0, size - 24)
-        return {"t": sent_at, "x": (n * 37) % 1280, "y": (n * 53) % 2400, "el": pad}
+        k = n % VARIANTS
+        return {"t": sent_at, "x": (k * 37) % 1280, "y": (k * 53) % 2400, "el": pad}
     if kind == "input":
-        return {"t": sent_at, "id": f"#field-{n % 7}", "v": "x" * max(1, size - 24)}
+        return {"t": sent_at, "id": f"#field-{n % VARIANTS % 7}", "v": "x" * max(1, size - 24)}
     if kind == "highlight":
-        return {"t": sent_at, "sel": f"#item-{n % 50}", "note": "x" * max(0, size - 30)}
+        return {"t": sent_at, "sel": f"#item-{n % VARIANTS}", "note": "x" * max(0, size - 30)}
     if kind == "canvas":
         return {"t": sent_at, "id": "chart", "w": 400, "h": 300, "png": blob(size)}
     # mutation and anything else: a batch of node changes
     return {"t": sent_at, "adds": [{"parent": n % 997, "html": blob(max(1, size - 40))}]}
+
+
+VARIANTS = 16  # small payloads of one kind and size differ in n % VARIANTS only
+TEMPLATE_KINDS = frozenset({"pointer", "scroll", "input", "highlight"})  # at most ~200 B each
+
+
+class Packed:
+    """A payload already encoded (msgpack), for a sender that builds its events' bytes
+    itself (the load generator). msgpack cannot pack this object, so an encoder that expects
+    a payload fails loudly instead of sending something else."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+_f64 = struct.Struct(">d").pack
+_TEMPLATES: dict[tuple[str, int, int], bytes] = {}
+_T_HEAD = b"\xa1t\xcb"  # after the map's header: the key "t" and a float64's marker
+
+
+def payload_bytes(kind: str, size: int, n: int, sent_at: float) -> bytes:
+    """`msgpack(payload(kind, size, n, sent_at))`. A small payload comes from a template of
+    its kind, size and n % VARIANTS with the send time written in its 8 bytes (most events
+    are pointer moves: this skips building and packing a dict for each)."""
+    if kind not in TEMPLATE_KINDS:
+        return _pack(payload(kind, size, n, sent_at))
+    key = (kind, size, n % VARIANTS)
+    tpl = _TEMPLATES.get(key)
+    if tpl is None:
+        tpl = _TEMPLATES[key] = _pack(payload(kind, size, n, 0.0))
+        assert tpl[1:4] == _T_HEAD, "a small payload is a short map that starts with t"
+    return tpl[:4] + _f64(sent_at) + tpl[12:]

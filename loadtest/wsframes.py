@@ -26,6 +26,18 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_MESSAGE_BYTES = 4 * 2**20  # as the reference client
 
 _rng = random.Random()
+_MASKS = 1024  # masking keys drawn at once
+
+
+def _masks():
+    """Masking keys, each random (RFC 6455 5.3), drawn a thousand at a time."""
+    while True:
+        pool = _rng.randbytes(4 * _MASKS)
+        for i in range(0, 4 * _MASKS, 4):
+            yield pool[i : i + 4]
+
+
+_mask = _masks().__next__
 
 
 class WsError(Exception):
@@ -104,7 +116,7 @@ def frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
         head = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
     else:
         head = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
-    mask = _rng.getrandbits(32).to_bytes(4, "big")
+    mask = _mask()
     return head + mask + apply_mask(payload, mask)
 
 
@@ -123,6 +135,10 @@ class FrameParser:
         self._parts: list[bytes] = []
         self._op = -1  # opcode of the message being continued
         self._size = 0
+
+    def idle(self) -> bool:
+        """Nothing buffered: the next bytes start a frame, and no message is half read."""
+        return not self._buf and self._op < 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Feed bytes; returns (opcode, payload) of each complete message or control frame."""
