@@ -101,8 +101,12 @@ class WireEvent(Event):
 
 
 def wire_event(seq: int, kind: str, ts: int, payload: Any) -> WireEvent:
+    """The event and its encoding (a `Packed` payload is already encoded)."""
     ev = _tuple_new(WireEvent, (seq, kind, ts, payload))
-    ev.wire = _pack([seq, kind, ts, payload])
+    if type(payload) is Packed:
+        ev.wire = b"".join((b"\x94", _pack(seq), _pack(kind), _pack(ts), payload.data))
+    else:
+        ev.wire = _pack([seq, kind, ts, payload])
     return ev
 
 
@@ -204,10 +208,10 @@ class TimerWheel:
     list append, where a heap of (when, order, fn) costs two sift passes over tuples scattered
     in memory per timer (the load generator fires one per event).
 
-    A timer fires at the first `fire_due(now)` at or after its time, never before: its slot
-    is its time rounded up to the millisecond. Timers of one slot fire in the order they were
-    added; one added for a slot that has already fired (its time has passed) fires at the
-    next `fire_due`, those in time order."""
+    A timer fires at the first `fire_due(now)` at or after its time rounded up to the
+    millisecond (its slot): never early, at most 1 ms late. Timers of one slot fire in the
+    order they were added; one added for a slot that has already fired (its time has passed)
+    fires at the next `fire_due`, those in time order."""
 
     RES = 1000  # slots per second
 
@@ -587,15 +591,9 @@ class FastClient:
         sent at the end of this turn; None (nothing numbered) while the resend buffer is
         full."""
         seq = self.protocol.seq
-        n = seq.next_seq
-        ts = int(self.reactor.now * 1000)
-        ev = _tuple_new(WireEvent, (n, kind, ts, payload))
-        if type(payload) is Packed:
-            wire = ev.wire = b"".join((b"\x94", _pack(n), _pack(kind), _pack(ts), payload.data))
-        else:
-            wire = ev.wire = _pack([n, kind, ts, payload])
+        ev = wire_event(seq.next_seq, kind, int(self.reactor.now * 1000), payload)
         try:
-            seq.push_event(ev, len(wire))
+            seq.push_event(ev, len(ev.wire))
         except ResendBufferFull:
             return None
         if not self._dirty and self._state == _OPEN:

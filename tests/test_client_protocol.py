@@ -457,3 +457,82 @@ def test_messages_are_msgpack_maps_the_gateway_decodes():
     p.connect_url()
     raw = msgpack.unpackb(p.hello())
     assert raw == {"t": "hello", "v": 1, "role": "agent", "sid": "session-1", "token": "tok"}
+
+
+# ---- the entry points of a shell that decodes and encodes frames itself (the load generator)
+
+
+@given(
+    st.sampled_from(["agent", "visitor"]),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # epoch
+            st.sampled_from([None, "aaaaa1", "aaaaa2"]),  # src (the visitor's receives)
+            st.lists(st.integers(-1, 12), min_size=1, max_size=4),  # seqs, repeats and gaps
+        ),
+        max_size=30,
+    ),
+)
+def test_receive_items_keeps_what_receive_frame_keeps(role, frames):
+    """The same frames, fed as decoded lists to one client and as frames to its twin: the
+    same events kept, and the same state and counts after each."""
+    fast, slow = client(role), client(role)
+    for p in (fast, slow):
+        connect(p, aid="a123456789abc" if role == "agent" else None, delivered=None)
+    for epoch, src, seqs in frames:
+        if role == "agent":
+            src = None
+        items = [[s, "pointer", 7, {"t": 1.5}] for s in seqs]
+        kept = fast.receive_items(epoch, items, src, 2.0)
+        (d,) = slow.receive_frame(Events(epoch, [Event(*i) for i in items], src), 2.0)
+        assert [list(e) for e in kept] == [list(e) for e in d.events]
+        assert (fast.last_v, fast.last_a) == (slow.last_v, slow.last_a)
+        assert fast.stats == slow.stats
+
+
+def test_receive_items_and_receive_ack_refuse_what_receive_frame_refuses():
+    p = client("agent")
+    with pytest.raises(ClientError):
+        p.receive_items(1, [[1, "pointer", 0, None]], None, 1.0)
+    with pytest.raises(ClientError):
+        p.receive_ack(1)
+    connect(p, aid="a123456789abc", delivered=[1, 0])
+    p.seq.push("pointer", 0, None)
+    with pytest.raises(ClientError):
+        p.receive_ack(2)  # beyond the last event numbered
+    assert p.receive_ack(1) == 1 and p.receive_ack(1) == 0
+
+
+@given(st.lists(st.integers(0, 3), max_size=12), st.integers(0, 5))
+def test_take_unsent_hands_out_what_frames_to_send_would_frame(pushes, ack_at):
+    """Twins numbered the same events: one takes them unencoded, one frames them; acks and a
+    resume in between (after a welcome the unacked ones go again)."""
+    a, b = client(), client()
+    for p in (a, b):
+        connect(p)
+    for i, n in enumerate(pushes):
+        for p in (a, b):
+            for _ in range(n):
+                p.seq.push("pointer", i, {"i": i})
+        if i == ack_at:
+            top = a.seq.next_seq - 1
+            for p in (a, b):
+                p.receive_ack(top // 2)
+                p.connection_lost(None, "", 1.0)
+                connect(p, durable=top // 2)
+        taken = a.take_unsent()
+        framed = [e for f in b.frames_to_send() for e in decode_frame(f).events]
+        assert [tuple(e) for e in taken] == [tuple(e) for e in framed]
+
+
+def test_push_event_keeps_an_event_numbered_by_its_caller():
+    s = Sequencer(epoch=1, max_unacked=2)
+    assert s.newest() is None
+    ev = s.push_event(Event(1, "pointer", 0, None), 40)
+    assert s.newest() is ev and s.next_seq == 2 and s.unacked_bytes == 40
+    with pytest.raises(ValueError):
+        s.push_event(Event(5, "pointer", 0, None), 1)  # not the next seq
+    s.push_event(Event(2, "pointer", 0, None), 1)
+    with pytest.raises(Exception, match="unacked"):
+        s.push_event(Event(3, "pointer", 0, None), 1)  # full: nothing numbered
+    assert s.ack(2) == 2 and s.newest() is None and s.unacked_bytes == 0

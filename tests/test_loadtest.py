@@ -21,7 +21,7 @@ from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
 from loadtest.instrumented import LaneStats, RecordingSequencer
 from loadtest.localcluster import end_leftovers
-from loadtest.verifier import SeqSet, Verifier
+from loadtest.verifier import LATENCY_MAX_US, Latencies, SeqSet, Verifier, new_histogram
 from loadtest.workload import (
     AGENT_SHARE,
     CANVAS_BYTES,
@@ -118,6 +118,56 @@ def test_verifier_counts_injected_losses_duplicates_and_reorders_exactly(run, ac
     assert v.latency["v"].get_total_count() == t["delivered"]
     clean = run["lost"] == run["duplicated"] == run["reordered"] == 0
     assert (v.problems() == []) == clean
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs(), st.lists(st.integers(1, 5), max_size=30), st.floats(0, 0.2))
+def test_an_inbox_checks_exactly_what_per_event_deliveries_check(run, cuts, joined):
+    """The same deliveries, one verifier told of each as it comes, the other through an
+    Inbox flushed at random points: the same verdicts, counts and latencies."""
+    each, bulk = Verifier(), Verifier()
+    tl_each, tl_bulk = rep.Timeline(t0=1000.0), rep.Timeline(t0=1000.0)
+    for v in (each, bulk):
+        v.expect("s1", "v", "agent-0", run["after"])
+        for e, s in run["acked"].items():
+            v.acked("s1", "v", "visitor", e, s)
+    box = bulk.inbox("s1", "v", "visitor", "agent-0", 1000.0 + joined, tl_bulk)
+    steps = iter(cuts)
+    until = next(steps, 0)
+    for i, (e, s) in enumerate(run["delivered"]):
+        sent, got = 1000.0 + i * 0.03, 1000.0 + i * 0.03 + 0.002 + (i % 5) * 0.001
+        lat = got - sent if sent >= 1000.0 + joined else None
+        dups = each.totals()["duplicated"]
+        each.delivered("s1", "v", "visitor", "agent-0", e, s, latency=lat)
+        if lat is not None and each.totals()["duplicated"] == dups:  # a repeat has none
+            tl_each.on_delivered(got, lat)
+        box.at_epoch(e)
+        box.add_seq(s), box.add_sent(sent), box.add_received(got)
+        until -= 1
+        if until <= 0:
+            bulk.flush()
+            until = next(steps, 0)
+    assert bulk.totals() == each.totals()
+    assert bulk.problems() == each.problems()
+    assert bulk.outstanding() == each.outstanding()
+    a, b = each.latency["v"].histogram(), bulk.latency["v"].histogram()
+    assert list(a.counts) == list(b.counts) and a.get_total_count() == b.get_total_count()
+    kept = [h.get_total_count() if h else 0 for h in tl_each.latency]
+    assert [h.get_total_count() if h else 0 for h in tl_bulk.latency][: len(kept)] == kept
+
+
+@given(st.lists(st.integers(-5, 4_000_000_000), max_size=80))
+def test_latencies_recorded_in_bulk_are_recorded_exactly(us):
+    bulk, each = Latencies(), new_histogram()
+    bulk.us.extend(us)
+    for u in us:
+        each.record_value(min(LATENCY_MAX_US, max(1, u)))
+    h = bulk.histogram()
+    assert list(h.counts) == list(each.counts) and h.get_total_count() == len(us)
+    if us:
+        assert (h.min_value, h.max_value) == (each.min_value, each.max_value)
+        assert bulk.get_value_at_percentile(50) == each.get_value_at_percentile(50)
+    assert not bulk.us  # folded
 
 
 @given(st.lists(st.integers(1, 60)), st.integers(1, 60), st.integers(1, 60))
