@@ -5,19 +5,20 @@ Why not the reference client: it costs 250-600 us of CPU per event on this machi
 reader task, a memory channel and wsproto per received frame, a sender task woken per
 event), so on 2 cores a harness built on it runs out of CPU before the gateways do.
 
-Here one trio task (`Reactor.run`) owns a private `select.epoll` and waits on its fd with
-`trio.lowlevel.wait_readable` when idle. Each *turn* it reads every ready socket once, fires every
-due timer (the sessions' planned events, reconnects, deadlines), and writes each socket that
-has something to send once, so a turn's events of one connection leave in one `send()` and a
-tick's events of all sessions cost one wake. After a turn that had work it sleeps one tick
-(2 ms) and turns again, so that under load the wakes per second are bounded by the tick rather
-than by the frames arriving: a received event is read at most a tick after it arrived, which the
-report's latencies include.
+Here one trio task (`Reactor.run`) owns a private `select.epoll`. Each *turn* it fires the
+sessions' planned events that are due (`Schedule`) and other timers (`TimerWheel`), writes
+each socket that has something to send once (a turn's events of one connection leave in one
+`send()`), then reads every ready socket once. Under load a turn starts `GAP` (2 ms) after
+the previous one, so the wakes per second are bounded by the gap rather than by the frames
+arriving; the thread waits in its own epoll or a sleep, and lets trio run the harness's
+other tasks after idle turns and every `YIELD_EVERY` under load (`Reactor._wait`). Received
+bytes carry the kernel's arrival time (SO_TIMESTAMPNS), which is what latencies are measured
+from: the gap and the reactor's own work are not in them.
 
 A `FastClient` has the attributes the harness reads on a reference `Client` (`seq`, `stats`,
 `welcome`, `gateway`, `rt`, `connected`, `run`, `send_snapshot`, `wait_acked`, `close`), and
-calls `on_delivery` with each `Delivery` (a frame's events after duplicate dropping) instead
-of feeding a channel. `ws://` only: TLS gateways need `--client reference`.
+calls `on_delivery(src, epoch, events, received)` with each frame's events after duplicate
+dropping (decoded lists [seq, kind, ts, payload], or `Event`s) instead of feeding a channel. `ws://` only: TLS gateways need `--client reference`.
 """
 
 from __future__ import annotations
