@@ -245,7 +245,7 @@ class ReferenceSession(SimSession):
 
 class FastSession(SimSession):
     """Every client is a `FastClient` on the harness's reactor: deliveries arrive as calls,
-    and the planned events are timers of the reactor, so one wake sends every event that is
+    and the planned events are in the reactor's schedule, so one wake sends every event that is
     due across all sessions (docs/loadtest.md, "The load generator")."""
 
     def _new_client(self, urls, token: str, role: str, name: str, rng, direction: str):
