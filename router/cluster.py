@@ -117,7 +117,8 @@ def up(run_dir: Path, gateways: int = 2) -> int:
     dev = dev_keys()
     keys = dev["token_keys"]
     # Short drains in development: Ctrl-C should not take 30 s.
-    env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys)
+    # The gateways get the admin key it prints, so `POST /admin/drain` works as documented.
+    env = dict(os.environ, COBROWSE_TOKEN_KEYS=keys, COBROWSE_ADMIN_KEY=dev["admin_key"])
     env.setdefault("COBROWSE_DRAIN_WINDOW", "5")
     proxy_port = natsproc.free_port()
     proxy_url = f"http://127.0.0.1:{proxy_port}"
@@ -125,7 +126,6 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         env,
         COBROWSE_SITE_KEYS=f"{dev['site_key']}:dev",
         COBROWSE_AGENT_KEYS=f"{dev['agent_api_key']}:dev",
-        COBROWSE_ADMIN_KEY=dev["admin_key"],
         COBROWSE_PROXY_PUBLIC_URL=proxy_url,
         COBROWSE_DEMO_SITE_KEY=dev["site_key"],
     )

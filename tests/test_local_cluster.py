@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import trio
@@ -50,6 +51,38 @@ async def exchange(info: dict) -> bytes:
     return got.payload["d"]
 
 
+def _drain(admin_url: str, key: str) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        admin_url + "admin/drain", method="POST", headers={"Authorization": f"Bearer {key}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _gateway_pid(run_dir, gid: str) -> int:
+    pids = json.loads((run_dir / "pids.json").read_text())
+    return next(p["pid"] for p in pids if p["name"] == gid)
+
+
+def _wait_restarted(run_dir, gw: dict, old_pid: int, launcher, timeout: float = 30.0) -> None:
+    """Until the launcher has replaced the drained gateway and the new one is ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert launcher.poll() is None, launcher.stdout.read()
+        if _gateway_pid(run_dir, gw["id"]) != old_pid:
+            try:
+                with urllib.request.urlopen(gw["admin"] + "readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{gw['id']} was not started again after its drain")
+
+
 def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
@@ -80,6 +113,15 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
             with urllib.request.urlopen(info["api"]["url"] + path, timeout=5) as r:
                 assert marker in r.read(), path
         assert info["embed"].startswith(info["api"]["url"] + "/embed#key=")
+        # The gateways take the admin key it prints: a drain through the admin port works,
+        # and the launcher starts the drained gateway again, as its Deployment would.
+        gw2 = info["gateways"][1]
+        assert _drain(gw2["admin"], "wrong-key-wrong-key")[0] == 401
+        before = _gateway_pid(run_dir, gw2["id"])
+        status, body = _drain(gw2["admin"], info["admin_key"])
+        assert status == 202, body
+        _wait_restarted(run_dir, gw2, before, proc)
+        assert trio.run(exchange, info) == b"hello"
         children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
     finally:
         proc.send_signal(signal.SIGINT)
