@@ -23,7 +23,7 @@ from gateway.admission import Admission, Decision, retry_after_header
 from gateway.forwarded import forwarded_client
 
 from . import metrics, session_store
-from .codec import SESSION_ID_RE
+from .codec import SESSION_ID_RE, Close, ProtocolError
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ def handshake_params(path: str) -> tuple[str | None, str | None]:
     if rt is not None and len(rt) > 2048:
         rt = None
     return sid, rt
+
+
+def check_handshake_sid(url_sid: str | None, hello_sid: str) -> None:
+    """A hello must be for the session its handshake URL named. The URL's `sid` chose the
+    admission lane (a resume token is checked against it), so a hello for another session
+    would ride a lane it was not admitted to, past the per-address limit of new sessions."""
+    if url_sid is not None and url_sid != hello_sid:
+        raise ProtocolError(
+            "sid_mismatch", "hello names another session than the URL's sid", Close.PROTOCOL
+        )
 
 
 class AdmissionGate:

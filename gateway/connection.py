@@ -31,7 +31,9 @@ import trio
 from . import metrics, session, session_store, streams
 from .admission_gate import (
     AdmissionGate,
+    check_handshake_sid,
     client_address,
+    handshake_params,
     refusal_reason,
     rejection,
     wants_close_refusal,
@@ -241,6 +243,7 @@ class Connection:
             hello = await self._hello()
         if hello is None:
             return
+        check_handshake_sid(self.sid, hello.sid)  # self.sid: the URL's, until the join
         join = session.check_hello(hello, self.cfg.keyring, time.time())
         self.role, self.sid = join.role, join.sid
         metrics.CONNECTIONS.labels(role="pending").dec()
@@ -277,6 +280,7 @@ class Connection:
             else:
                 ws.reject(*rejection(decision))
             return False
+        self.sid = handshake_params(path)[0]
         return ws.accept(request)
 
     async def _hello(self) -> Hello | None:

@@ -247,6 +247,16 @@ async def test_bad_input_is_refused_and_others_unharmed(healthy_session, case):
         n.cancel_scope.cancel()
 
 
+async def test_hello_for_another_session_than_the_url_names_is_refused(two_gateways):
+    """The URL's sid chose the admission lane; the hello may not switch sessions. (Every
+    other test connects with a matching ?sid=, the clients' way.)"""
+    sid, other = new_sid(), new_sid()
+    url = two_gateways.url("gw-a") + f"?sid={other}"
+    got, close_code = await exchange(url, [hello(sid, "visitor")])
+    assert close_code == Close.PROTOCOL, got
+    assert error_codes(got) == ["sid_mismatch"]
+
+
 async def test_frame_far_over_the_limit_is_closed_without_reading_it(two_gateways):
     got, close_code = await exchange(two_gateways.url("gw-a"), [b"\x00" * (3 * 1024 * 1024)])
     assert close_code == Close.TOO_BIG
