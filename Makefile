@@ -32,6 +32,7 @@ bench: $(STAMP)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest run --scenario drain --sessions 100 --duration 90 --report loadtest-report
+	$(BIN)/python -m loadtest run --scenario drain --sessions 100 --duration 45 --workers 2 --report loadtest-report-workers
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway router proxy loadtest tests

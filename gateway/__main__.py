@@ -16,7 +16,7 @@ from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
 from .nats_client import NatsClient
 from .server import Gateway
-from .supervisor import Supervisor, ready_file, set_parent_death_signal
+from .supervisor import EXIT_DRAINED_ALONE, Supervisor, ready_file, set_parent_death_signal
 
 log = structlog.get_logger("gateway")
 
@@ -71,7 +71,9 @@ async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
                 await trio.sleep_forever()
 
 
-async def run(cfg: GatewayConfig) -> None:
+async def run(cfg: GatewayConfig) -> int:
+    """Serve until drained; the exit status (`EXIT_DRAINED_ALONE` after a drain of this
+    worker alone, which its supervisor answers by starting a fresh one)."""
     async with (
         NatsClient.open(cfg.nats_servers, name=cfg.gateway_id) as nc,
         NatsClient.open(
@@ -81,6 +83,8 @@ async def run(cfg: GatewayConfig) -> None:
     ):
         kv, members = await ensure_layout(bridge, cfg)
         gw = Gateway(cfg, nc, bridge, kv, members, publish_nc=nc_publish)
+
+        alone = False  # this worker was drained by its own id, not with its gateway
 
         def drain_state() -> dict:
             gw.start_drain()
@@ -106,13 +110,22 @@ async def run(cfg: GatewayConfig) -> None:
             nursery.start_soon(heartbeat, gw, members, admin_url)
 
             def on_drain_request(msg) -> None:
+                nonlocal alone
+                if msg.subject == worker_subject and not gw.draining:
+                    # The siblings behind the same port stay: let the kernel send new
+                    # connections to them rather than to this worker's refusals.
+                    alone = True
+                    gw.stop_accepting()
+                state = drain_state()
                 if msg.reply:
-                    nc.publish(msg.reply, json.dumps(drain_state()).encode())
+                    nc.publish(msg.reply, json.dumps(state).encode())
 
-            nc.subscribe(
-                membership.DRAIN_SUBJECT.format(gateway_id=cfg.base_id or cfg.gateway_id),
-                on_drain_request,
-            )
+            gateway_subject = membership.drain_subject(cfg.base_id or cfg.gateway_id)
+            nc.subscribe(gateway_subject, on_drain_request)
+            worker_subject = None
+            if cfg.base_id is not None:  # a worker: its own id drains it alone
+                worker_subject = membership.drain_subject(cfg.gateway_id)
+                nc.subscribe(worker_subject, on_drain_request)
             nursery.start_soon(_signals, gw)
             print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
             if cfg.worker_index is not None and (ready := ready_file(cfg.worker_index)):
@@ -125,14 +138,23 @@ async def run(cfg: GatewayConfig) -> None:
             except Exception as exc:
                 log.warning("membership_remove_failed", error=repr(exc))
             nursery.cancel_scope.cancel()
+    return EXIT_DRAINED_ALONE if alone else 0
+
+
+class StopNow(Exception):
+    """A second Ctrl-C (SIGINT) during a drain: stop without finishing it."""
 
 
 async def _signals(gw: Gateway) -> None:
+    """SIGTERM or SIGINT starts the drain. A SIGTERM during a drain changes nothing (a
+    supervisor or an orchestrator may send it to a worker already draining over NATS: the
+    drain finishes its window and exits 0); a second SIGINT (Ctrl-C again) stops now."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal", signal=signal.Signals(signum).name, draining=gw.draining)
-            if gw.draining:  # a second signal: stop now
-                raise KeyboardInterrupt
+            name = signal.Signals(signum).name
+            log.info("signal", signal=name, draining=gw.draining)
+            if gw.draining and signum == signal.SIGINT:
+                raise StopNow
             gw.start_drain()
 
 
@@ -146,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         set_parent_death_signal()
         structlog.contextvars.bind_contextvars(worker=cfg.worker_index)
     try:
-        trio.run(run, cfg)
-    except KeyboardInterrupt:
+        sys.exit(trio.run(run, cfg))
+    except* (KeyboardInterrupt, StopNow):
         sys.exit(130)
 
 

@@ -12,6 +12,7 @@ The functions here are asyncio coroutines (nats-py), called through NatsBridge.c
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from nats.js.errors import NoKeysError
@@ -23,6 +24,20 @@ BUCKET = "cobrowse_gateways"
 TTL = 10.0  # an entry not refreshed for this long is gone
 HEARTBEAT = 2.0
 DRAIN_SUBJECT = "cobrowse.admin.drain.{gateway_id}"
+# A gateway id, or a worker's: "<gateway id>.w<index>" (`python -m gateway --workers N`).
+GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.w[0-9]{1,4})?")
+
+
+def drain_subject(gateway_id: str) -> str:
+    """Where a gateway's workers all listen for a drain request, and (with a worker's id)
+    where that worker alone does."""
+    return DRAIN_SUBJECT.format(gateway_id=gateway_id)
+
+
+def workers_of(gateway_id: str, gateways: list[GatewayInfo]) -> list[GatewayInfo]:
+    """The registered processes a drain of `gateway_id` reaches: the gateway itself, or
+    every worker of it, or the one worker a worker id names."""
+    return [g for g in gateways if g.id == gateway_id or g.id.rpartition(".w")[0] == gateway_id]
 
 
 @dataclass

@@ -65,6 +65,7 @@ class Gateway:
         self.members_kv = members_kv
         self.rng = random.Random()
         self.drain_started = trio.Event()
+        self._accepting = trio.CancelScope()  # cancelled: stop accepting (stop_accepting)
         self.drain_done = trio.Event()
         self.draining = False
         self.conns: set[Connection] = set()
@@ -93,7 +94,9 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ticker)
                 task_status.started(self.listen_port)
-                await self._accept(listener, nursery)
+                with self._accepting:
+                    await self._accept(listener, nursery)
+                listener.close()  # stopped accepting; the connections carry on
         finally:
             listener.close()
 
@@ -153,6 +156,11 @@ class Gateway:
         for conn in self.conns:
             if conn.delivery is not None:
                 conn.delivery.nats_reconnected()
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket: with SO_REUSEPORT the kernel then sends new connections
+        to the sibling workers only (a worker drained alone)."""
+        self._accepting.cancel()
 
     def start_drain(self) -> bool:
         """Fail readiness and refuse handshakes at once; the notices follow in `drain`."""

@@ -5,7 +5,8 @@ no connections: it starts the workers, restarts one that crashes, serves the adm
 with every worker's metrics summed (prometheus multiprocess mode; each worker also serves
 its own admin port at port+1+i), and drains them all together: SIGTERM, /admin/drain, or a
 drain requested over NATS (which reaches every worker, since they share the gateway id's
-drain subject). It exits 0 once every worker has drained.
+drain subject). It exits 0 once every worker has drained. A worker drained by its own id
+("gw-1.w0") exits with `EXIT_DRAINED_ALONE` and is replaced by a fresh one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from .admin import AdminHooks, serve_admin
 from .config import GatewayConfig
 
 log = structlog.get_logger("gateway.supervisor")
+
+# A worker's exit status after it was drained by its own id ("gw-1.w0"), not with its
+# gateway: the supervisor starts a fresh worker in its place, as a Deployment would a pod.
+EXIT_DRAINED_ALONE = 3
 
 
 def set_parent_death_signal() -> None:
@@ -64,6 +69,7 @@ class Supervisor:
         )
 
     def drain(self) -> dict:
+        """Drain every worker (SIGTERM; a worker already draining over NATS just carries on)."""
         if not self.draining:
             self.draining = True
             log.info("supervisor_draining", workers=len(self.workers))
@@ -136,7 +142,10 @@ class Supervisor:
             multiprocess.mark_process_dead(p.pid, self.dir)
             if self.draining:
                 continue
-            if code == 0:
+            if code == EXIT_DRAINED_ALONE:
+                log.info("worker_drained_alone", worker=i)
+                self.spawn(i)
+            elif code == 0:
                 # A worker finished a drain it was asked for over NATS: drain the rest too.
                 log.info("worker_drained", worker=i)
                 self.drain()

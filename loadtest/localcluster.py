@@ -34,6 +34,7 @@ class ClusterSpec:
     storage: str = "memory"
     drain_window: float = 10.0
     gateway_args: list[str] = field(default_factory=list)  # admission settings etc.
+    workers: int = 1  # processes per gateway (`python -m gateway --workers N`)
 
 
 @dataclass
@@ -151,7 +152,8 @@ class LocalCluster:
             spec.storage,
             *spec.gateway_args,
         ]
-        args += ["--workers", "1"]  # one process per gateway: a drain or a kill hits exactly it
+        # One process per gateway unless asked: a drain or a kill then hits exactly it.
+        args += ["--workers", str(spec.workers)]
         # The first gateway creates the stream; start it alone so the others do not race.
         self._start_gateway("gw-1", env, args)
         others = [f"gw-{i + 1}" for i in range(1, spec.gateways)]
@@ -161,7 +163,7 @@ class LocalCluster:
             self._await_gateway(gid, env, args)
         self._start_router(env)
         log(f"gateways: {', '.join(self.gateways)}; router API at {self.api_url}")
-        self.wait_members(spec.gateways)
+        self.wait_members(spec.gateways * spec.workers)
         return Target(
             api_url=self.api_url,
             site_key=self.keys["site_key"],

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fast: the load generator (one epoll reactor, loadtest/fastclient.py); reference: "
         "the trio reference client, gateway/client.py (costs several times more CPU per event)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local cluster: worker processes per gateway (1); a drain then drains them all",
+    )
     p.add_argument("--run-dir", type=Path, default=Path(".run/loadtest"), help="local logs")
     p.add_argument("--keep-logs", action="store_true", help="keep local logs after a pass")
     return p
@@ -73,6 +79,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--rate must be 0..1000")
     if a.duration <= 0 or a.duration > 24 * 3600:
         p.error("--duration must be > 0 and at most a day")
+    if a.workers < 1 or a.workers > 16:
+        p.error("--workers must be 1..16")
     if a.target and a.scenario in scenarios.LOCAL_ONLY:
         p.error(f"--scenario {a.scenario} kills local processes: it cannot run with --target")
     if a.seed is None:

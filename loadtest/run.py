@@ -79,9 +79,11 @@ def main(argv: list[str]) -> int:
             spec = scenarios.cluster_spec(
                 opts.scenario, opts.sessions, opts.agents_per_session, opts.duration
             )
+            spec.workers = opts.workers
             cluster = LocalCluster(spec, run_dir)
             print(
-                f"starting a local cluster in {run_dir}: {spec.gateways} gateways, "
+                f"starting a local cluster in {run_dir}: {spec.gateways} gateways "
+                f"of {spec.workers} worker(s), "
                 f"{spec.nats_nodes} NATS node(s)",
                 flush=True,
             )

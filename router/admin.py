@@ -1,22 +1,23 @@
 """Operator actions on gateways: the status table and the drain request.
 
-`format_status` is a plain function of the membership entries and the time; `request_drain`
-is an asyncio coroutine (nats-py) for `NatsBridge.call`, used by `python -m router drain` and
-by the API's drain endpoint. The gateway answers on `membership.DRAIN_SUBJECT` with
-`{"ok": true, "gateway": id, "state": "draining", "connections": n}`.
+`format_status` and `combine_replies` are plain functions; `request_drain` is an asyncio
+coroutine (nats-py) for `NatsBridge.call`, used by `python -m router drain` and by the API's
+drain endpoint. Each process of a gateway answers on `membership.DRAIN_SUBJECT` with
+`{"ok": true, "gateway": id, "state": "draining", "connections": n}`: a gateway of several
+workers answers once per worker, so the request gathers every answer and sums them. The ids
+are the ones `python -m router status` lists: a gateway id drains all its workers, a
+worker id ("gw-1.w0") drains that worker alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import re
 from typing import Any
 
-import nats.errors
+from gateway.membership import GATEWAY_ID_RE, GatewayInfo, drain_subject
 
-from gateway.membership import DRAIN_SUBJECT, GatewayInfo
-
-GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+GATHER = 0.5  # seconds to wait for more answers when how many will come is not known
 
 
 class NoAnswer(Exception):
@@ -28,25 +29,92 @@ class BadReply(Exception):
 
 
 def valid_gateway_id(gateway_id: str) -> bool:
-    """Ids that are one NATS subject token (no '.', '*', '>' or spaces)."""
+    """A gateway id, or a worker's ("gw-1.w0"): subject tokens without '*', '>' or spaces."""
     return GATEWAY_ID_RE.fullmatch(gateway_id) is not None
 
 
-async def request_drain(nc, gateway_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    if not valid_gateway_id(gateway_id):
-        raise NoAnswer(f"no gateway {gateway_id} answered (not a valid gateway id)")
-    subject = DRAIN_SUBJECT.format(gateway_id=gateway_id)
+def parse_reply(gateway_id: str, data: bytes) -> dict[str, Any]:
     try:
-        msg = await nc.request(subject, b"", timeout=timeout)
-    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-        raise NoAnswer(f"no gateway {gateway_id} answered") from None
-    try:
-        reply = json.loads(msg.data)
+        reply = json.loads(data)
     except ValueError:
-        raise BadReply(f"gateway {gateway_id} answered {msg.data[:200]!r}") from None
+        raise BadReply(f"gateway {gateway_id} answered {data[:200]!r}") from None
     if not isinstance(reply, dict):
         raise BadReply(f"gateway {gateway_id} answered {reply!r}")
     return reply
+
+
+def combine_replies(gateway_id: str, replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer for the drain of `gateway_id` from each of its processes' answers: ok when
+    every one is, the connections summed, and each worker's own answer under `workers`."""
+    if not replies:
+        raise NoAnswer(f"no gateway {gateway_id} answered")
+    workers = sorted(
+        (
+            {
+                "gateway": str(r.get("gateway", gateway_id)),
+                "state": str(r.get("state", "")),
+                "connections": int(r.get("connections", 0) or 0),
+            }
+            for r in replies
+        ),
+        key=lambda w: w["gateway"],
+    )
+    states = {w["state"] for w in workers}
+    return {
+        "ok": all(bool(r.get("ok")) for r in replies),
+        "gateway": gateway_id,
+        "state": states.pop() if len(states) == 1 else "mixed",
+        "connections": sum(w["connections"] for w in workers),
+        "workers": workers,
+    }
+
+
+async def request_drain(
+    nc, gateway_id: str, timeout: float = 5.0, expect: int | None = None
+) -> dict[str, Any]:
+    """Ask every process of `gateway_id` to drain and gather their answers: until `expect`
+    of them (the registered processes it names) have answered, or, when that is not known,
+    `GATHER` seconds after the first; at most `timeout`."""
+    if not valid_gateway_id(gateway_id):
+        raise NoAnswer(f"no gateway {gateway_id} answered (not a valid gateway id)")
+    loop = asyncio.get_running_loop()
+    replies: list[dict[str, Any]] = []
+    errors: list[Exception] = []
+    done = asyncio.Event()
+    first_at: list[float] = []
+
+    async def on_msg(msg) -> None:
+        if msg.headers and msg.headers.get("Status") == "503":  # no responders
+            done.set()
+            return
+        try:
+            replies.append(parse_reply(gateway_id, msg.data))
+        except BadReply as exc:
+            errors.append(exc)
+        if not first_at:
+            first_at.append(loop.time())
+        if expect is not None and len(replies) + len(errors) >= expect:
+            done.set()
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    try:
+        await nc.publish(drain_subject(gateway_id), b"", reply=inbox)
+        deadline = loop.time() + timeout
+        while not done.is_set():
+            end = deadline if not first_at or expect is not None else first_at[0] + GATHER
+            left = min(end, deadline) - loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(done.wait(), min(left, 0.05))
+            except TimeoutError:
+                pass
+    finally:
+        await sub.unsubscribe()
+    if errors and not replies:
+        raise errors[0]
+    return combine_replies(gateway_id, replies)
 
 
 def _age(seconds: float) -> str:

@@ -273,11 +273,18 @@ class ClusterResponse(BaseModel):
     gateways: list[GatewayOut]
 
 
+class WorkerDrain(BaseModel):
+    gateway: str = Field(description="the process's id: the gateway's, or a worker's (`gw-1.w0`)")
+    state: str
+    connections: int = Field(description="its connections when the drain began")
+
+
 class DrainResponse(BaseModel):
     ok: bool
     gateway: str
-    state: str
-    connections: int
+    state: str = Field(description="draining (or mixed, when its processes disagree)")
+    connections: int = Field(description="the sum over every process that answered")
+    workers: list[WorkerDrain] = Field(description="each process's own answer")
 
 
 class Health(BaseModel):
@@ -732,24 +739,30 @@ def create_app(
         ),
     )
     async def drain(
-        gateway_id: Annotated[str, Path(description="the gateway's id (`[A-Za-z0-9_-]{1,64}`)")],
+        gateway_id: Annotated[
+            str,
+            Path(
+                description="a gateway's id (`[A-Za-z0-9_-]{1,64}`): drains all its workers; "
+                "or a worker's id as `GET /v1/cluster` lists it (`gw-1.w0`): drains that one"
+            ),
+        ],
         key: Annotated[str, Depends(admin_only)],
     ) -> DrainResponse:
         if not admin.valid_gateway_id(gateway_id):
             raise ApiError(404, "unknown_gateway", f"no gateway {gateway_id!r}")
         try:
-            reply = await bridge.call(admin.request_drain, bridge.nc, gateway_id, 5.0)
+            gws = await bridge.call(membership.list_gateways, kv_gateways)
+            expect = len(membership.workers_of(gateway_id, gws)) or None
+        except Exception:  # the registry unreachable: gather for a moment instead
+            expect = None
+        try:
+            reply = await bridge.call(admin.request_drain, bridge.nc, gateway_id, 5.0, expect)
         except admin.NoAnswer as exc:
             raise ApiError(404, "unknown_gateway", str(exc)) from None
         except admin.BadReply as exc:
             raise ApiError(502, "bad_gateway_reply", str(exc)) from None
         log.info("gateway_drain_requested", gateway=gateway_id)
-        return DrainResponse(
-            ok=bool(reply.get("ok")),
-            gateway=str(reply.get("gateway", gateway_id)),
-            state=str(reply.get("state", "")),
-            connections=int(reply.get("connections", 0)),
-        )
+        return DrainResponse(**reply)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:

@@ -172,15 +172,19 @@ def _nats_or_exit(flag: str | None) -> str:
     return url
 
 
+async def _registered(bridge) -> list:
+    try:
+        kv = await bridge.call(bridge.js.key_value, membership.BUCKET)
+    except BucketNotFoundError:  # no gateway has ever registered
+        return []
+    return await bridge.call(membership.list_gateways, kv)
+
+
 def cmd_status(flag: str | None) -> int:
     url = _nats_or_exit(flag)
 
     async def action(bridge):
-        try:
-            kv = await bridge.call(bridge.js.key_value, membership.BUCKET)
-        except BucketNotFoundError:  # no gateway has ever registered
-            return []
-        return await bridge.call(membership.list_gateways, kv)
+        return await _registered(bridge)
 
     got = trio.run(_with_nats, url, action)
     if got is None:
@@ -195,7 +199,13 @@ def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
 
     async def action(bridge):
         try:
-            return await bridge.call(admin.request_drain, bridge.nc, gateway_id, timeout)
+            expect = len(membership.workers_of(gateway_id, await _registered(bridge)))
+        except Exception:  # the registry unreachable: gather for a moment instead
+            expect = 0
+        try:
+            return await bridge.call(
+                admin.request_drain, bridge.nc, gateway_id, timeout, expect or None
+            )
         except (admin.NoAnswer, admin.BadReply) as exc:
             return exc
 
@@ -210,8 +220,10 @@ def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
     if not reply.get("ok"):
         print(f"gateway {gateway_id} refused: {json.dumps(reply)}", file=sys.stderr)
         return 1
+    workers = reply.get("workers") or []
+    per = ", ".join(f"{w['gateway']} {w['connections']}" for w in workers if len(workers) > 1)
     print(
         f"gateway {reply.get('gateway', gateway_id)} is {reply.get('state', '?')} "
-        f"({reply.get('connections', 0)} connections to move)"
+        f"({reply.get('connections', 0)} connections to move{': ' + per if per else ''})"
     )
     return 0

@@ -650,7 +650,45 @@ async def test_cluster_and_drain_endpoints(nats_server):
         async with fake_gateway(a.bridge, "gw-a", connections=7):
             r = await a.http.post(path, headers=auth(ADMIN_KEY))
         assert r.status_code == 200, r.text
-        assert r.json() == {"ok": True, "gateway": "gw-a", "state": "draining", "connections": 7}
+        assert r.json() == {
+            "ok": True,
+            "gateway": "gw-a",
+            "state": "draining",
+            "connections": 7,
+            "workers": [{"gateway": "gw-a", "state": "draining", "connections": 7}],
+        }
+
+
+def test_drain_answers_of_a_gateways_workers_are_summed():
+    replies = [
+        {"ok": True, "gateway": "gw-1.w1", "state": "draining", "connections": 2},
+        {"ok": True, "gateway": "gw-1.w0", "state": "draining", "connections": 0},
+    ]
+    assert admin.combine_replies("gw-1", replies) == {
+        "ok": True,
+        "gateway": "gw-1",
+        "state": "draining",
+        "connections": 2,
+        "workers": [
+            {"gateway": "gw-1.w0", "state": "draining", "connections": 0},
+            {"gateway": "gw-1.w1", "state": "draining", "connections": 2},
+        ],
+    }
+    refused = [dict(replies[0], ok=False, state="active"), replies[1]]
+    assert admin.combine_replies("gw-1", refused)["ok"] is False
+    assert admin.combine_replies("gw-1", refused)["state"] == "mixed"
+    with pytest.raises(admin.NoAnswer):
+        admin.combine_replies("gw-1", [])
+
+
+def test_drain_ids_are_the_ids_status_lists():
+    gws = [membership.GatewayInfo(id=i, url="ws://x/") for i in ("gw-1.w0", "gw-1.w1", "gw-10")]
+    assert [g.id for g in membership.workers_of("gw-1", gws)] == ["gw-1.w0", "gw-1.w1"]
+    assert [g.id for g in membership.workers_of("gw-1.w1", gws)] == ["gw-1.w1"]
+    assert [g.id for g in membership.workers_of("gw-10", gws)] == ["gw-10"]
+    assert admin.valid_gateway_id("gw-1.w0") and admin.valid_gateway_id("gw-1")
+    for bad in ("gw-1.", "gw-1.x0", "gw.1.w0", "gw-1.w0.w1", "*", ">", "a b", ""):
+        assert not admin.valid_gateway_id(bad), bad
 
 
 @asynccontextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 
 import trio
@@ -26,6 +28,21 @@ def scrape(port: int, name: str) -> float:
     )
 
 
+async def open_pairs(n: trio.Nursery, urls: list[str], count: int) -> list[tuple[Client, Client]]:
+    """`count` sessions, each a visitor (its snapshot acked) and an agent, on `urls`."""
+    pairs = []
+    for _ in range(count):
+        sid = new_sid()
+        v = Client(urls, sid, mint(sid, "visitor"), "visitor")
+        a = Client(urls, sid, mint(sid, "agent"), "agent")
+        await n.start(v.run)
+        await v.send_snapshot(b"x")
+        await v.wait_acked(1)
+        await n.start(a.run)
+        pairs.append((v, a))
+    return pairs
+
+
 async def test_two_workers_share_a_port_and_drain_together(nats_server, gateways_factory):
     g = gateways_factory(nats_server.url)
     g.start("gw-w", ["--workers", "2", "--drain-window", "2"])
@@ -33,18 +50,8 @@ async def test_two_workers_share_a_port_and_drain_together(nats_server, gateways
     gws = await wait_members(nats_server.url, 3)
     assert {x.id for x in gws} == {"gw-w.w0", "gw-w.w1", "gw-b"}
     assert len({x.url for x in gws if x.id.startswith("gw-w")}) == 1  # one port
-    pairs = []
     async with trio.open_nursery() as n:
-        for _ in range(15):
-            sid = new_sid()
-            urls = [g.url("gw-w"), g.url("gw-b")]
-            v = Client(urls, sid, mint(sid, "visitor"), "visitor")
-            a = Client(urls, sid, mint(sid, "agent"), "agent")
-            await n.start(v.run)
-            await v.send_snapshot(b"x")
-            await v.wait_acked(1)
-            await n.start(a.run)
-            pairs.append((v, a))
+        pairs = await open_pairs(n, [g.url("gw-w"), g.url("gw-b")], 15)
         admin = g.health["gw-w"]
         per_worker = [scrape(admin + 1 + i, "cobrowse_gateway_connections") for i in range(2)]
         total = scrape(admin, "cobrowse_gateway_connections")
@@ -71,6 +78,81 @@ async def test_two_workers_share_a_port_and_drain_together(nats_server, gateways
             a.close()
         n.cancel_scope.cancel()
     assert supervisor.returncode == 0
+
+
+def router_drain(nats_url: str, gateway_id: str) -> str:
+    r = subprocess.run(
+        [sys.executable, "-m", "router", "drain", gateway_id, "--nats", nats_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+async def test_drains_over_nats_by_gateway_or_worker_id(nats_server, gateways_factory):
+    """`router drain gw-w.w0` drains that worker alone (the supervisor starts a fresh one);
+    `router drain gw-w` drains every worker, answers with the sum, and each worker finishes
+    its window and exits 0: a worker that finished first never turns into a second signal
+    for one still draining. Every client is told, and nothing is lost or reordered."""
+    g = gateways_factory(nats_server.url)
+    g.start("gw-w", ["--workers", "2", "--drain-window", "2"])
+    g.start("gw-b")
+    await wait_members(nats_server.url, 3)
+    async with trio.open_nursery() as n:
+        pairs = await open_pairs(n, [g.url("gw-w"), g.url("gw-b")], 12)
+        clients = [c for pair in pairs for c in pair]
+        on_w0 = [c for c in clients if c.gateway == "gw-w.w0"]
+        on_w1 = [c for c in clients if c.gateway == "gw-w.w1"]
+        assert on_w0 and on_w1, [c.gateway for c in clients]  # the kernel spread them
+        got = {a: [] for _, a in pairs}
+
+        async def all_delivered() -> None:
+            """One more event per session, and every agent has had 1..n exactly once."""
+            for v, _ in pairs:
+                await v.send("mutation", {"n": v.seq.next_seq})
+            for v, a in pairs:
+                await v.wait_acked(v.seq.next_seq - 1, timeout=30)
+                with trio.fail_after(30):
+                    while len(got[a]) < v.seq.next_seq - 1:
+                        got[a].append((await a.events.receive()).seq)
+                assert got[a] == list(range(1, v.seq.next_seq)), got[a]
+
+        # One worker alone.
+        w0 = next(x for x in await wait_members(nats_server.url, 3) if x.id == "gw-w.w0")
+        out = await trio.to_thread.run_sync(router_drain, nats_server.url, "gw-w.w0")
+        assert f"({len(on_w0)} connections to move)" in out, out
+        with trio.fail_after(30):  # its clients left it, and a fresh w0 took its place
+            while any(c.gateway == "gw-w.w0" and c.stats.reconnect_notices == 0 for c in on_w0):
+                await trio.sleep(0.05)
+            while True:
+                members = {x.id: x for x in await wait_members(nats_server.url, 3)}
+                if "gw-w.w0" in members and members["gw-w.w0"].updated > w0.updated + 1:
+                    break
+                await trio.sleep(0.1)
+        assert all(c.stats.reconnect_notices == 1 for c in on_w0)
+        assert all(c.stats.reconnect_notices == 0 for c in on_w1)
+        await all_delivered()
+
+        # The whole gateway.
+        on_w = [c for c in clients if c.gateway and c.gateway.startswith("gw-w")]
+        before = {c: c.stats.reconnect_notices for c in on_w}
+        out = await trio.to_thread.run_sync(router_drain, nats_server.url, "gw-w")
+        assert f"is draining ({len(on_w)} connections to move" in out, out
+        supervisor = g.procs["gw-w"][0]
+        with trio.fail_after(30):
+            while supervisor.poll() is None:
+                await trio.sleep(0.05)
+        assert supervisor.returncode == 0, g.log("gw-w")[-2000:]
+        assert all(c.stats.reconnect_notices == before[c] + 1 for c in on_w)
+        await all_delivered()
+        assert all(c.gateway == "gw-b" for c in clients)
+        for c in clients:
+            c.close()
+        n.cancel_scope.cancel()
+    log = g.log("gw-w")
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
 
 
 async def test_workers_die_with_a_killed_supervisor(nats_server, gateways_factory):
