@@ -85,6 +85,7 @@ MAX_SIGN_URL_CHARS = 8192
 _STATUS = {
     "timeout": 504,
     "too_large": 502,
+    "bad_encoding": 502,
     "upstream_status": 502,
     "upstream_error": 502,
     "dns_error": 502,

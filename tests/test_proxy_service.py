@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import secrets
 import time
+import tracemalloc
 
 import httpx
 import pytest
@@ -25,6 +27,16 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
+
+LIMIT = 100_000  # the proxy's max_css_bytes in these tests
+BOMB = gzip.compress(b"\0" * (16 << 20))  # 16 MiB of zeros in ~16 KiB
+ZIPPED = {  # path -> (Content-Encoding, body)
+    "/bomb2.css": ("gzip, gzip", gzip.compress(BOMB)),  # a few hundred bytes
+    "/bomb.css": ("gzip", BOMB),
+    "/gz-over.css": ("gzip", gzip.compress(b"a" * (LIMIT + 1))),
+    "/gz-under.css": ("gzip", gzip.compress(b"a{}" + b" " * (LIMIT - 3))),
+    "/br.css": ("br", b"\x0b\x01\x80a{}\x03"),
+}
 
 
 class Origin(OriginServer):
@@ -53,6 +65,9 @@ class Origin(OriginServer):
         if path == "/slow.css":
             await trio.sleep(10)
             return 200, css, CSS
+        if path in ZIPPED:
+            coding, body = ZIPPED[path]
+            return 200, [*css, ("Content-Encoding", coding)], body
         if path == "/img.png":
             return 200, [("Content-Type", "image/png")], PNG
         if path == "/img.svg":
@@ -71,7 +86,7 @@ async def env(nursery):
         keyring=KEY,
         public_url="http://proxy.test",
         allow=AllowList.parse("127.0.0.1/32"),
-        max_css_bytes=100_000,
+        max_css_bytes=LIMIT,
         timeout=1.0,
     )
     app = create_app(cfg)
@@ -149,6 +164,26 @@ async def test_oversized_and_slow(env):
     assert time.monotonic() - t0 < 3
     assert_error(await get(http, origin, "/missing.css"), 502, "upstream_status")
     assert_error(await get(http, origin, "/img.png"), 415, "bad_content_type")
+
+
+async def test_compression_bomb_refused_without_decoding_it(env):
+    """Issue 12 item 3: 16 MiB of zeros gzipped (~16 KiB) or gzipped twice (~200 B): the
+    proxy's memory must not follow the decoded size. tracemalloc's peak covers the proxy,
+    served in this process; unbounded decoding inflates a whole chunk at once (>= 16 MiB)."""
+    origin, http, _ = env
+    tracemalloc.start()
+    try:
+        assert_error(await get(http, origin, "/bomb2.css"), 502, "bad_encoding")
+        assert_error(await get(http, origin, "/bomb.css"), 502, "too_large")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated at peak"
+    assert_error(await get(http, origin, "/br.css"), 502, "bad_encoding")
+    assert origin.hits("/br.css")[0]["accept-encoding"] == "gzip, deflate"
+    assert_error(await get(http, origin, "/gz-over.css"), 502, "too_large")
+    r = await get(http, origin, "/gz-under.css")
+    assert r.status_code == 200 and r.text.startswith("a{}") and len(r.content) == LIMIT
 
 
 async def test_cached_without_second_fetch(env):
