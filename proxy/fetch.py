@@ -7,11 +7,14 @@ through the injected `resolve(host, port)` and checked with `choose_address`; th
 then goes to exactly that IP (`http://<ip>:<port>/path` with `Host: <hostname>`, and for
 https the hostname as SNI / certificate name via httpx's `sni_hostname` extension), so
 httpx never does a DNS lookup of its own. Redirects are followed by hand with
-`check_redirect`. The body is streamed and cut at `max_bytes`; the whole fetch, redirects
+`check_redirect`. The body is streamed raw and decoded by `proxy.decoding.BodyDecoder`, so
+`max_bytes` bounds the raw bytes and the decoded bytes as they are decoded (a compression
+bomb is cut after at most `max_bytes` + 1 decoded bytes); the whole fetch, redirects
 included, runs under one `trio.fail_after(timeout)` deadline.
 
 Failures raise `Refused` with codes from address_policy plus: too_large, timeout,
-bad_content_type, upstream_error (connection/protocol failure).
+bad_content_type, bad_encoding (stacked, unknown or undecodable Content-Encoding),
+upstream_error (connection/protocol failure).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from proxy.address_policy import (
     choose_address,
     parse_target,
 )
+from proxy.decoding import ACCEPT_ENCODING, BodyDecoder
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -123,7 +127,11 @@ async def _fetch(url, allow, resolve, max_bytes, max_redirects, accepted, condit
     while True:  # bounded: check_redirect raises after max_redirects hops
         target = parse_target(current)
         address = await _address_for(target, allow, resolve)
-        headers = {"Host": _host_header(target), "User-Agent": USER_AGENT}
+        headers = {
+            "Host": _host_header(target),
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         if conditional:
             if conditional.get("etag"):
                 headers["If-None-Match"] = conditional["etag"]
@@ -159,12 +167,19 @@ async def _fetch(url, allow, resolve, max_bytes, max_redirects, accepted, condit
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise Refused("too_large", f"declared length {declared} > {max_bytes}")
+                decoder = BodyDecoder.for_header(
+                    response.headers.get("content-encoding"), max_bytes
+                )
                 body = bytearray()
+                raw_bytes = 0
                 try:
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > max_bytes:
+                    # Raw bytes: httpx's own decoders would inflate a whole chunk at once.
+                    async for chunk in response.aiter_raw():
+                        raw_bytes += len(chunk)
+                        if raw_bytes > max_bytes:
                             raise Refused("too_large", f"body larger than {max_bytes} bytes")
+                        body += decoder.feed(chunk)
+                    decoder.finish()
                 except httpx.HTTPError as e:
                     raise Refused("upstream_error", f"{target.host}: {e!r}") from None
                 return FetchResult(status, current, content_type, bytes(body), response.headers)

@@ -9,9 +9,13 @@ Endpoints:
   ``text/css`` answer goes through the same rewriter. Design choice: the rewriter signs
   *every* sub-resource (``url()`` and ``@import``) towards ``/v1/asset`` for the same
   session, so ``@import``-ed stylesheets arrive rewritten through ``/v1/asset``.
-* ``POST /v1/rewrite``: JSON ``{"css", "base_url", "session", "e", "sig"}`` where
-  ``(base_url, session, e, sig)`` are ``proxy.signing.sign_params`` for ``base_url``;
-  answers ``{"css", "notes"}``.
+* ``POST /v1/rewrite``: ``Authorization: Bearer <agent join token>`` and JSON
+  ``{"css", "base_url"}``; answers ``{"css", "notes"}`` with url()s signed for the token's
+  session.
+* ``POST /v1/sign``: ``Authorization: Bearer <agent join token>`` and JSON ``{"urls"}``.
+
+Only an agent join token authorizes signing (rewrite, sign); a signed asset URL authorizes
+only fetching its own URL (stylesheet, asset), so holding one signs nothing new.
 * ``GET /healthz``.
 
 Every refusal is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status.
@@ -26,7 +30,6 @@ their lifetime left; otherwise it is fetched and rewritten afresh.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -85,6 +88,7 @@ MAX_SIGN_URL_CHARS = 8192
 _STATUS = {
     "timeout": 504,
     "too_large": 502,
+    "bad_encoding": 502,
     "upstream_status": 502,
     "upstream_error": 502,
     "dns_error": 502,
@@ -103,10 +107,6 @@ class ProxyError(Exception):
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -303,39 +303,22 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
 
     @app.post("/v1/rewrite")
     async def rewrite_endpoint(request: Request) -> JSONResponse:
+        # Only an agent's join token authorizes rewriting: the rewrite signs every url() in
+        # the posted CSS, so accepting an asset signature here (as once done) let anyone who
+        # saw one signed URL in a proxied stylesheet sign any URL forever (issue 12, item 5).
+        session = require_agent(request)
         limit = cfg.max_css_bytes
         body = await read_json_object(
             request, 2 * limit + 65536, f"request body over the CSS limit ({limit} B)"
         )
         css, base_url = body.get("css"), body.get("base_url")
-        token_session = agent_session(request)
-        if token_session is not None:
-            # A viewer holding an agent join token: the token names the session.
-            for name, value in (("css", css), ("base_url", base_url)):
-                if not isinstance(value, str):
-                    raise ProxyError(400, "bad_param", f"{name!r} must be str")
-            session = token_session
-        else:
-            session, e, sig = body.get("session"), body.get("e"), body.get("sig")
-            for name, value, kind in (
-                ("css", css, str),
-                ("base_url", base_url, str),
-                ("session", session, str),
-                ("sig", sig, str),
-                ("e", e, int),
-            ):
-                if value is None:
-                    raise ProxyError(
-                        401 if name != "css" else 400, "missing_param", f"{name!r} missing"
-                    )
-                if not isinstance(value, kind) or isinstance(value, bool):
-                    raise ProxyError(400, "bad_param", f"{name!r} must be {kind.__name__}")
+        for name, value in (("css", css), ("base_url", base_url)):
+            if not isinstance(value, str):
+                raise ProxyError(400, "bad_param", f"{name!r} must be str")
         if len(css.encode("utf-8", errors="replace")) > limit:
             raise ProxyError(413, "too_large", f"css is over the limit of {limit} bytes")
         if not base_url:
             raise ProxyError(400, "bad_param", "'base_url' is empty")
-        if token_session is None:
-            svc.verify({"u": _b64(base_url), "s": session, "e": str(e), "sig": sig})
         out, notes = svc.rewrite_css(css, base_url, session)
         return JSONResponse({"css": out, "notes": notes})
 
@@ -343,16 +326,25 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
     async def sign_endpoint(request: Request) -> JSONResponse:
         # The viewer turns the visitor's URLs into signed proxy URLs; only an agent of the
         # session may, so the proxy never signs for anyone who could not see the page.
-        session = agent_session(request)
-        if session is None:
-            raise ProxyError(
-                401, "missing_token", "Authorization: Bearer <agent join token> needed"
-            )
+        session = require_agent(request)
         body = await read_json_object(request, 1024 * 1024, "body over 1 MiB")
         urls = body.get("urls")
         if not isinstance(urls, list) or len(urls) > MAX_SIGN_URLS:
             raise ProxyError(400, "bad_param", f"'urls' must be a list of at most {MAX_SIGN_URLS}")
         return JSONResponse({"urls": [svc.sign_url(u, session) for u in urls]})
+
+    def require_agent(request: Request) -> str:
+        """The session of the request's agent join token: the one credential that lets a
+        caller have URLs signed. A signed asset URL authorizes fetching that URL only."""
+        session = agent_session(request)
+        if session is None:
+            raise ProxyError(
+                401,
+                "missing_token",
+                "Authorization: Bearer <agent join token> needed; "
+                "an asset signature authorizes only fetching its own URL",
+            )
+        return session
 
     def agent_session(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")

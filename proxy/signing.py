@@ -8,6 +8,9 @@ where the MAC covers a version tag, the target URL, the session id and the expir
 length-prefixed so no field can bleed into another. Verification accepts a bare secret or a
 `gateway.tokens.Keyring` (current + previous secrets), trying each secret in constant time,
 so URLs minted before a secret rotation keep working until they expire.
+
+A signed URL authorizes fetching its own target and nothing else: the service never takes
+one as a credential for signing other URLs (only an agent join token does, issue 12).
 """
 
 from __future__ import annotations

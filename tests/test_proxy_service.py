@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import secrets
 import time
+import tracemalloc
 
 import httpx
 import pytest
 import trio
 
+from gateway import tokens
 from gateway.tokens import Keyring
 from proxy import signing
 from proxy.address_policy import AllowList
@@ -19,12 +22,23 @@ from .asgi import serving_app
 from .origin import OriginServer
 
 KEY = Keyring((("t1", secrets.token_bytes(32)),))
+JOIN_KEYS = Keyring((("j1", secrets.token_bytes(32)),))  # the gateways' join-token keys
 SID = "sess-1"
 CSS = b"a:hover { color: red; background: url(img.png) }\n@import 'more.css';\n"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
+
+LIMIT = 100_000  # the proxy's max_css_bytes in these tests
+BOMB = gzip.compress(b"\0" * (16 << 20))  # 16 MiB of zeros in ~16 KiB
+ZIPPED = {  # path -> (Content-Encoding, body)
+    "/bomb2.css": ("gzip, gzip", gzip.compress(BOMB)),  # a few hundred bytes
+    "/bomb.css": ("gzip", BOMB),
+    "/gz-over.css": ("gzip", gzip.compress(b"a" * (LIMIT + 1))),
+    "/gz-under.css": ("gzip", gzip.compress(b"a{}" + b" " * (LIMIT - 3))),
+    "/br.css": ("br", b"\x0b\x01\x80a{}\x03"),
+}
 
 
 class Origin(OriginServer):
@@ -53,6 +67,9 @@ class Origin(OriginServer):
         if path == "/slow.css":
             await trio.sleep(10)
             return 200, css, CSS
+        if path in ZIPPED:
+            coding, body = ZIPPED[path]
+            return 200, [*css, ("Content-Encoding", coding)], body
         if path == "/img.png":
             return 200, [("Content-Type", "image/png")], PNG
         if path == "/img.svg":
@@ -71,8 +88,9 @@ async def env(nursery):
         keyring=KEY,
         public_url="http://proxy.test",
         allow=AllowList.parse("127.0.0.1/32"),
-        max_css_bytes=100_000,
+        max_css_bytes=LIMIT,
         timeout=1.0,
+        token_keys=JOIN_KEYS,
     )
     app = create_app(cfg)
     async with serving_app(nursery, app) as http:
@@ -151,6 +169,26 @@ async def test_oversized_and_slow(env):
     assert_error(await get(http, origin, "/img.png"), 415, "bad_content_type")
 
 
+async def test_compression_bomb_refused_without_decoding_it(env):
+    """Issue 12 item 3: 16 MiB of zeros gzipped (~16 KiB) or gzipped twice (~200 B): the
+    proxy's memory must not follow the decoded size. tracemalloc's peak covers the proxy,
+    served in this process; unbounded decoding inflates a whole chunk at once (>= 16 MiB)."""
+    origin, http, _ = env
+    tracemalloc.start()
+    try:
+        assert_error(await get(http, origin, "/bomb2.css"), 502, "bad_encoding")
+        assert_error(await get(http, origin, "/bomb.css"), 502, "too_large")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated at peak"
+    assert_error(await get(http, origin, "/br.css"), 502, "bad_encoding")
+    assert origin.hits("/br.css")[0]["accept-encoding"] == "gzip, deflate"
+    assert_error(await get(http, origin, "/gz-over.css"), 502, "too_large")
+    r = await get(http, origin, "/gz-under.css")
+    assert r.status_code == 200 and r.text.startswith("a{}") and len(r.content) == LIMIT
+
+
 async def test_cached_without_second_fetch(env):
     origin, http, _ = env
     r1 = await get(http, origin, "/fresh.css")
@@ -217,33 +255,59 @@ async def test_asset_png_with_cors_and_svg_refused(env):
     assert r.headers["content-type"] == "text/css; charset=utf-8"
 
 
+def agent(sid: str = SID) -> dict[str, str]:
+    token = tokens.mint(JOIN_KEYS, sid=sid, role="agent", now=time.time(), ttl=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def test_post_rewrite(env):
     _, http, _ = env
-    base = "https://example.com/css/site.css"
-    params = signing.sign_params(KEY, base, SID, int(time.time()) + 60)
-    body = {
-        "css": "b:hover{background:url(x.png)}",
-        "base_url": base,
-        "session": SID,
-        "e": int(params["e"]),
-        "sig": params["sig"],
-    }
-    r = await http.post("/v1/rewrite", json=body)
+    body = {"css": "b:hover{background:url(x.png)}", "base_url": "https://example.com/c/s.css"}
+    r = await http.post("/v1/rewrite", json=body, headers=agent())
     assert r.status_code == 200, r.text
     out = r.json()
     assert ".cb-hover" in out["css"] and "http://proxy.test/v1/asset?u=" in out["css"]
     assert isinstance(out["notes"], list)
-    assert_error(
-        await http.post("/v1/rewrite", json={**body, "sig": "B" * 43}), 403, "bad_signature"
-    )
-    assert_error(
-        await http.post("/v1/rewrite", json={**body, "base_url": base + "x"}), 403, "bad_signature"
-    )
-    assert_error(
-        await http.post("/v1/rewrite", json={**body, "css": "a" * 100_001}), 413, "too_large"
-    )
-    assert_error(await http.post("/v1/rewrite", content=b"not json"), 400)
-    assert_error(await http.post("/v1/rewrite", json={**body, "e": "x"}), 400)
+    big = {**body, "css": "a" * 100_001}
+    assert_error(await http.post("/v1/rewrite", json=big, headers=agent()), 413, "too_large")
+    assert_error(await http.post("/v1/rewrite", content=b"not json", headers=agent()), 400)
+    assert_error(await http.post("/v1/rewrite", json={**body, "css": 1}, headers=agent()), 400)
+
+
+async def test_asset_signature_cannot_sign_other_urls(env):
+    """Issue 12 item 5: a signed URL seen in a proxied stylesheet must not buy a rewrite or
+    a signature for any other URL; only an agent join token does."""
+    origin, http, _ = env
+    css = (await get(http, origin, "/style.css")).text
+    seen = httpx.URL(css[css.index("http://proxy.test/v1/asset?") :].split(")", 1)[0])
+    params = dict(seen.params)
+    target, sid = signing.verify(KEY, params, time.time())
+    evil = "https://attacker.example/payload.css"
+    forged = {
+        "css": f"a{{background:url({evil})}}",
+        "base_url": target,
+        "session": sid,
+        "e": int(params["e"]),
+        "sig": params["sig"],
+    }
+    for headers, code in (
+        ({}, "missing_token"),
+        ({"Authorization": f"Bearer {params['sig']}"}, "bad_token"),
+        ({"Authorization": f"Bearer {seen.query.decode()}"}, "bad_token"),
+    ):
+        for path, body in (("/v1/rewrite", forged), ("/v1/sign", {**params, "urls": [evil]})):
+            r = await http.post(path, json=body, headers=headers)
+            assert_error(r, 401, code)
+    # the signed URL itself still fetches its own target (the proxy signs its url()s)
+    assert (await http.get("/v1/asset", params=params)).status_code == 200
+    # an agent of the session can rewrite and sign, for its own session only
+    r = await http.post("/v1/rewrite", json=forged, headers=agent(sid))
+    assert r.status_code == 200, r.text
+    signed_evil = httpx.URL(r.json()["css"].split("url(", 1)[1].split(")", 1)[0])
+    assert signing.verify(KEY, dict(signed_evil.params), time.time()) == (evil, sid)
+    r = await http.post("/v1/sign", json={"urls": [evil]}, headers=agent("other"))
+    signed_evil = httpx.URL(r.json()["urls"][0])
+    assert signing.verify(KEY, dict(signed_evil.params), time.time()) == (evil, "other")
 
 
 async def test_healthz(env):
