@@ -7,8 +7,9 @@ drain or crash in the middle is in), this takes the CPU seconds (user + system) 
 
 - the harness: this process (`psutil`), children excluded (a local cluster's processes are
   the harness's children);
-- the gateways: by pid with `psutil` for a local cluster, sampled every second so that a
-  gateway that exits (a drain, a kill) counts up to its last sample; otherwise from each
+- the gateways: by pid with `psutil` for a local cluster (with their worker processes),
+  sampled every second so that a gateway that exits (a drain, a kill) counts up to its last
+  sample; otherwise from each
   gateway's `process_cpu_seconds_total` in its `/metrics`, scraped at both ends;
 
 and divides both by the events delivered to receivers in the window, both directions

@@ -26,6 +26,22 @@ from .session import SESSIONS, SimSession
 from .verifier import Latencies, Verifier, percentiles_ms
 
 
+def tree_cpu_seconds(proc) -> float:
+    """CPU seconds (user + system) of a `psutil.Process` and its descendants: the live ones,
+    and the ones it has reaped (its `children_*` times)."""
+    import psutil
+
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:  # it ended meanwhile
+            continue
+        total += c.user + c.system
+    return total
+
+
 class Harness:
     def __init__(self, opts: argparse.Namespace, target: Target, cluster: LocalCluster | None):
         self.opts = opts
@@ -211,7 +227,9 @@ class Harness:
     # -- CPU per event --
 
     def _sample_gateway_cpu(self) -> None:
-        """Local gateways by pid: keep each one's last CPU seconds (it may exit any time)."""
+        """Local gateways by pid: keep each one's last CPU seconds (it may exit any time),
+        its worker processes included (`--workers N`: the live ones, and the ones it has
+        reaped, which its own `children_*` times count)."""
         if self.cluster is None:
             return
         import psutil
@@ -221,10 +239,10 @@ class Harness:
             try:
                 if proc is None or proc.pid != p.proc.pid:
                     proc = self._gateway_procs[gid] = psutil.Process(p.proc.pid)
-                t = proc.cpu_times()
+                total = tree_cpu_seconds(proc)
             except (psutil.Error, OSError):
                 continue
-            self._gateway_cpu[gid] = t.user + t.system
+            self._gateway_cpu[gid] = total
 
     async def _cpu_point(self) -> CpuPoint:
         import psutil

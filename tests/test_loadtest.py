@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -501,3 +502,39 @@ def test_a_short_real_drain_run_loses_nothing(tmp_path):
     assert r["latency_ms"]["p99"] is not None
     assert "load test summary" in proc.stdout
     assert not list((tmp_path / "run").glob("*/pids.json"))  # every process was stopped
+
+
+def test_gateway_cpu_counts_its_worker_processes():
+    """A gateway of several workers (`--workers N`) is a supervisor whose children do the
+    work: its CPU is the tree's, live children and reaped ones alike."""
+    import psutil
+
+    from loadtest.harness import tree_cpu_seconds
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    parent_code = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {busy!r}])\n"  # reaped: children_* times
+        f"p = subprocess.Popen([sys.executable, '-c', {busy!r} + 'time.sleep(30)'])\n"
+        "print('ready', flush=True)\n"
+        "p.wait()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        proc = psutil.Process(parent.pid)
+        live = proc.children()[0]
+        deadline = time.monotonic() + 10
+        while live.cpu_times().user + live.cpu_times().system < 0.35:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        own = proc.cpu_times()
+        assert own.user + own.system < 0.3  # the parent itself only waits
+        assert tree_cpu_seconds(proc) >= 0.7  # the reaped child's 0.4 s and the live one's
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait(10)
