@@ -14,25 +14,22 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import limits
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
-
 from gateway import tokens
 from gateway.admission import Admission, Decision, retry_after_header
 from gateway.forwarded import forwarded_client
 
 from . import metrics, session_store
+from .address_limit import LocalAddressLimit, SharedAddressLimit
 from .codec import SESSION_ID_RE, Close, ProtocolError
 
 
 @dataclass(frozen=True)
 class AdmissionSettings:
-    new_rate: float = 50.0  # new sessions per second per gateway
+    new_rate: float = 50.0  # new sessions per second per gateway process (worker)
     new_burst: float = 100.0
-    resume_rate: float = 500.0  # resumes per second per gateway: the drain lane
+    resume_rate: float = 500.0  # resumes per second per process: the drain lane
     resume_burst: float = 2000.0
-    new_per_address: str = "120/minute"  # new sessions per client address
+    new_per_address: str = "120/minute"  # new sessions per client address and gateway
     forwarded_hops: int = 0  # trusted reverse proxies in front (X-Forwarded-For hops)
 
 
@@ -58,7 +55,14 @@ def check_handshake_sid(url_sid: str | None, hello_sid: str) -> None:
 
 
 class AdmissionGate:
-    def __init__(self, settings: AdmissionSettings, keyring: tokens.Keyring, bridge, kv) -> None:
+    def __init__(
+        self,
+        settings: AdmissionSettings,
+        keyring: tokens.Keyring,
+        bridge,
+        kv,
+        per_address: LocalAddressLimit | SharedAddressLimit | None = None,
+    ) -> None:
         self.settings = settings
         self.keyring = keyring
         self.bridge = bridge
@@ -70,8 +74,7 @@ class AdmissionGate:
             resume_burst=settings.resume_burst,
             now=time.monotonic(),
         )
-        self.per_address = MovingWindowRateLimiter(MemoryStorage())
-        self.address_limit = limits.parse(settings.new_per_address)
+        self.per_address = per_address or LocalAddressLimit(settings.new_per_address)
 
     async def _is_resume(self, sid: str | None, rt: str | None) -> bool:
         if sid is None or rt is None:
@@ -92,13 +95,13 @@ class AdmissionGate:
         sid, rt = handshake_params(path)
         resume = False if draining else await self._is_resume(sid, rt)
         if not resume and not draining:
-            if not self.per_address.hit(self.address_limit, "new", address):
-                stats = self.per_address.get_window_stats(self.address_limit, "new", address)
+            verdict = await self.per_address.hit(address)
+            if not verdict.admit:
                 decision = Decision(
                     admit=False,
                     lane="rejected",
                     status=429,
-                    retry_after=max(1.0, stats.reset_time - time.time()),
+                    retry_after=verdict.retry_after,
                     reason="too many new sessions from this address",
                 )
                 metrics.ADMISSION.labels(lane="address_limit").inc()

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import membership, metrics
+from . import address_limit, membership, metrics
 from .admission_gate import AdmissionGate
 from .config import GatewayConfig
 from .connection import ConnContext, Connection
@@ -79,7 +79,13 @@ class Gateway:
             kv=kv,
             fanout=Fanout(nc),
             publisher=Publisher(self.publish_nc),
-            gate=AdmissionGate(cfg.admission, cfg.keyring, bridge, kv),
+            gate=AdmissionGate(
+                cfg.admission,
+                cfg.keyring,
+                bridge,
+                kv,
+                address_limit.for_process(cfg.admission.new_per_address, cfg.worker_index),
+            ),
             draining=lambda: self.draining,
             visitors={},
             acks_due=set(),

@@ -503,7 +503,8 @@ ADMIT_NEW_PER_ADDRESS = Var(
     "COBROWSE_ADMIT_NEW_PER_ADDRESS",
     "120/minute",
     rate_limit,
-    "new sessions per client address and gateway process, in the `limits` package's notation",
+    "new sessions per client address and gateway (its worker processes share one count), "
+    "in the `limits` package's notation",
 )
 
 # The router (python -m router serve).

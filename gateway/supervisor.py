@@ -3,7 +3,8 @@
 One trio process per core, since one Python process uses one core. The supervisor holds
 no connections: it starts the workers, restarts one that crashes, serves the admin port
 with every worker's metrics summed (prometheus multiprocess mode; each worker also serves
-its own admin port at port+1+i), and drains them all together: SIGTERM, /admin/drain, or a
+its own admin port at port+1+i), keeps the gateway's one per-address count of new sessions
+(gateway/address_limit.py), and drains them all together: SIGTERM, /admin/drain, or a
 drain requested over NATS (which reaches every worker, since they share the gateway id's
 drain subject). It exits 0 once every worker has drained. A worker drained by its own id
 ("gw-1.w0") exits with `EXIT_DRAINED_ALONE` and is replaced by a fresh one.
@@ -23,6 +24,7 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from .address_limit import AddressLimitServer, socket_path
 from .admin import AdminHooks, serve_admin
 from .config import GatewayConfig
 
@@ -97,10 +99,16 @@ class Supervisor:
         return True
 
     async def run(self) -> int:
-        for i in range(self.cfg.workers):
-            self.spawn(i)
         try:
             async with trio.open_nursery() as nursery:
+                # One count of new sessions per address for the whole gateway (before any
+                # worker starts: a worker that cannot reach it counts in its own process).
+                limit = AddressLimitServer(
+                    self.cfg.admission.new_per_address, socket_path(self.dir)
+                )
+                await nursery.start(limit.serve)
+                for i in range(self.cfg.workers):
+                    self.spawn(i)
                 if self.cfg.health_port is not None:
                     hooks = AdminHooks(
                         ready=self.ready,
@@ -129,7 +137,7 @@ class Supervisor:
                     p.kill()
                     p.wait()
             shutil.rmtree(self.dir, ignore_errors=True)
-        return max((p.returncode or 0) for p in self.workers.values())
+        return max(((p.returncode or 0) for p in self.workers.values()), default=1)
 
     async def _check(self) -> None:
         for i, p in list(self.workers.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,9 +19,13 @@ from .conftest import mint, new_sid
 from .test_drain import wait_members
 
 
-def scrape(port: int, name: str) -> float:
+def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def scrape(port: int, name: str) -> float:
+    text = metrics_text(port)
     return sum(
         float(line.rpartition(" ")[2])
         for line in text.splitlines()
@@ -153,6 +158,32 @@ async def test_drains_over_nats_by_gateway_or_worker_id(nats_server, gateways_fa
         n.cancel_scope.cancel()
     log = g.log("gw-w")
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
+
+
+def handshake_status(port: int) -> int:
+    """The HTTP status a new WebSocket handshake gets (101 admitted, 429 refused)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        return int(sock.recv(64).split(b" ")[1])
+
+
+async def test_the_per_address_limit_is_one_count_per_gateway(nats_server, gateways_factory):
+    """Not one per worker: with 2 workers and 10/minute, an address gets 10 handshakes a
+    minute, not 20, whichever worker the kernel hands each connection to."""
+    g = gateways_factory(nats_server.url)
+    g.start("gw-w", ["--workers", "2", "--new-per-address", "10/minute"])
+    port, admin = g.procs["gw-w"][1], g.health["gw-w"]
+    got = [await trio.to_thread.run_sync(handshake_status, port) for _ in range(30)]
+    assert got.count(101) == 10 and got.count(429) == 20, got
+    per_worker = [scrape(admin + 1 + i, "cobrowse_gateway_admission_total") for i in range(2)]
+    assert all(n > 0 for n in per_worker), per_worker  # both workers took handshakes
+    text = await trio.to_thread.run_sync(metrics_text, admin)
+    local = [x for x in text.splitlines() if 'lane="address_limit_local"' in x]
+    assert all(float(x.rpartition(" ")[2]) == 0 for x in local), local  # all asked the supervisor
 
 
 async def test_workers_die_with_a_killed_supervisor(nats_server, gateways_factory):
