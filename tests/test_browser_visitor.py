@@ -309,6 +309,13 @@ def test_private_values_have_one_mask_length(context, pages_server):
     assert nodes["note1"]["v"] == nodes["note2"]["v"] == "*" * 8
     assert nodes["note1"]["c"][0]["x"] == nodes["note2"]["c"][0]["x"] == "*" * 8
     assert card["v"] == ""  # empty stays empty (docs/browser.md)
+    # an option's label changed later goes as a mutation, masked the same
+    page.evaluate(
+        "() => { document.getElementById('plan').options[0].firstChild.data = 'Basic gold'; }"
+    )
+    settle(page)
+    texts = [t for p in drain(page, "mutation") for t in p.get("text", [])]
+    assert texts == [{"id": plan[0]["c"][0]["id"], "x": "*" * 8}]
 
     def wire(after):
         """What the wire carries after `after` runs: its events (input, scroll, ...), then the
