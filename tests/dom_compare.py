@@ -35,8 +35,10 @@ rules apply on both sides, so each rule below removes a difference that the cont
 - **Form state** goes in ``extra``: ``value`` of input/textarea/select, ``checked``,
   ``selected``. **Masking**: elements the snippet must mask (``input[type=password]``,
   ``autocomplete`` starting with ``cc-``, ``[data-cobrowse-private]``, ``options.maskSelector``
-  and everything inside them) have their text and values replaced by ``*`` of the same
-  length (at most 64) on both sides, so real values compare equal to the masked ones.
+  and everything inside them) have their text replaced by ``*`` of the same length (at most
+  64) and their values (``value``, the text of an ``option`` or ``textarea``) by the snippet's
+  one mask ``********`` (empty stays empty) on both sides, so real values compare equal to
+  the masked ones.
 - **Shadow DOM**: an open shadow root's children go in ``extra["shadow"]``. Closed roots are
   invisible (the viewer uses one inside ``cb-blocked``).
 - ``options.ignore``: a CSS selector of elements to leave out entirely (for instance the
@@ -74,6 +76,8 @@ NORMALIZE_JS = r"""
       /^data:(text\/html|application\/xhtml|text\/xml|application\/xml|text\/javascript|application\/javascript|text\/xsl)/.test(k);
   };
   const stars = (s) => "*".repeat(Math.min(64, String(s).length));
+  const valueMask = (s) => (String(s) === "" ? "" : "********");
+  const isValueText = (n) => n.parentNode && /^(option|textarea)$/.test(n.parentNode.localName);
   const tmpDoc = document.implementation.createHTMLDocument("");
   const styleNorm = (v) => {
     const t = tmpDoc.createElement("div");
@@ -131,7 +135,7 @@ NORMALIZE_JS = r"""
   const walk = (node, masked, inStyle) => {
     if (node.nodeType === 10) return ["#doctype", node.name, node.publicId, node.systemId];
     if (node.nodeType === 8) return ["#comment", node.data];
-    if (node.nodeType === 3) return inStyle ? null : ["#text", masked ? stars(node.data) : node.data];
+    if (node.nodeType === 3) return inStyle ? null : ["#text", !masked ? node.data : isValueText(node) ? valueMask(node.data) : stars(node.data)];
     if (node.nodeType !== 1) return null;
     if (ignore && node.matches(ignore)) return null;
     const b = blockedTag(node);
@@ -141,13 +145,13 @@ NORMALIZE_JS = r"""
     const isStyle = tag === "style" || tag === "svg:style";
     const extra = {};
     if ("value" in node && (tag === "input" || tag === "textarea" || tag === "select")) {
-      extra.value = isMasked ? stars(node.value) : node.value;
+      extra.value = isMasked ? valueMask(node.value) : node.value;
     }
     if (tag === "input" && /^(checkbox|radio)$/i.test(node.type)) extra.checked = node.checked;
     if (tag === "option") extra.selected = node.selected;
     if (node.shadowRoot) extra.shadow = kids(node.shadowRoot, isMasked, false);
     const attrs = attrsOf(node);
-    if (isMasked && "value" in attrs) attrs.value = stars(attrs.value);
+    if (isMasked && "value" in attrs) attrs.value = valueMask(attrs.value);
     return ["el", tag, attrs, isStyle ? [] : kids(node, isMasked, isStyle), extra];
   };
   const kids = (parent, masked, inStyle) => {

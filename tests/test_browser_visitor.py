@@ -258,21 +258,101 @@ def test_masking_never_leaks(context, pages_server):
         assert s not in blob, s
     snap = [p for k, p in evs if k == "snapshot"][-1]
     el = by_attr_id(snap["root"])
-    assert el["pw"]["m"] is True and el["pw"]["v"] == "*" * len("show-pw-1732")
-    assert el["cc"]["v"] == "*" * 13 and el["cc"]["a"]["value"] == "*" * 16
+    # values and attributes: one mask whatever their length; text keeps its word shape
+    assert el["pw"]["m"] is True and el["pw"]["v"] == "*" * 8
+    assert el["cc"]["v"] == "*" * 8 and el["cc"]["a"]["value"] == "*" * 8
     assert el["priv"]["m"] and el["privspan"]["m"] and el["privspan"]["c"][0]["x"] == "*" * 20
-    assert el["priv"]["a"]["title"] == "*" * 16 and el["priv"]["a"]["data-acct"] == "*" * 16
-    assert el["privlink"]["a"] == {"id": "privlink", "class": "l", "href": "", "data-x": "*" * 16}
+    assert el["priv"]["a"]["title"] == "*" * 8 and el["priv"]["a"]["data-acct"] == "*" * 8
+    assert el["privlink"]["a"] == {"id": "privlink", "class": "l", "href": "", "data-x": "*" * 8}
     assert el["pw"]["a"]["type"] == "text" and el["cc"]["a"]["autocomplete"] == "cc-number"
     assert el["custommask"]["m"] and el["custommask"]["c"][0]["x"] == "*" * 18
     inputs = [p for k, p in evs if k == "input"]
-    assert {"id": el["pw"]["id"], "v": "*" * 13} in inputs
+    # both fields had a value when first sent: their mask never changed, so no input event
+    assert not [p for p in inputs if p["id"] in (el["pw"]["id"], el["cc"]["id"])], inputs
     texts = [t for k, p in evs if k == "mutation" for t in p.get("text", [])]
     assert {"id": el["privspan"]["c"][0]["id"], "x": "*" * 20} in texts
     assert "t" not in el or "m" not in el["t"]  # a plain field is not masked
-    long = "x" * 100
-    page.fill("#pw", long)
-    assert drain(page, "input")[-1]["v"] == "*" * 64
+    page.fill("#pw", "")
+    assert drain(page, "input")[-1]["v"] == ""  # empty stays empty (docs/browser.md)
+    page.fill("#pw", "x" * 100)
+    assert drain(page, "input")[-1]["v"] == "*" * 8
+
+
+PRIVATE_FORM = """() => {
+  document.body.insertAdjacentHTML("beforeend", `<form id="pay">
+    <select id="card" autocomplete="cc-type"><option value="">Choose</option>
+      <option>visa</option><option>mastercard</option><option>amex</option></select>
+    <select id="plan" data-cobrowse-private><option value="basic-plan">Basic</option>
+      <option value="premium-plan-yearly">Premium, billed yearly</option></select>
+    <input id="code" data-cobrowse-private>
+    <textarea id="note1" data-cobrowse-private>ab</textarea>
+    <textarea id="note2" data-cobrowse-private>a much longer private note</textarea></form>`);
+}"""
+
+
+def test_private_values_have_one_mask_length(context, pages_server):
+    """A private value's mask is the same whatever the value: a private select's choice, its
+    options' texts and values, an input's value typed key by key (issue 12 item 7)."""
+    page = open_page(context, pages_server, "visitor_blank.html")
+    page.evaluate(PRIVATE_FORM)
+    settle(page)
+    adds = [a["n"] for p in drain(page, "mutation") for a in p.get("adds", [])]
+    form = next(n for n in adds if n.get("a", {}).get("id") == "pay")
+    nodes = by_attr_id(form)
+    card = nodes["card"]
+    options = [o for o in card["c"] if o.get("tag") == "option"]
+    masks = {o["c"][0]["x"] for o in options[1:]}
+    assert len(masks) == 1 and len(masks.pop()) == 8
+    plan = [o for o in nodes["plan"]["c"] if o.get("tag") == "option"]
+    assert [o["a"]["value"] for o in plan] == ["*" * 8] * 2
+    assert plan[0]["c"][0]["x"] == plan[1]["c"][0]["x"] == "*" * 8
+    assert nodes["note1"]["v"] == nodes["note2"]["v"] == "*" * 8
+    assert nodes["note1"]["c"][0]["x"] == nodes["note2"]["c"][0]["x"] == "*" * 8
+    assert card["v"] == ""  # empty stays empty (docs/browser.md)
+    # an option's label changed later goes as a mutation, masked the same
+    page.evaluate(
+        "() => { document.getElementById('plan').options[0].firstChild.data = 'Basic gold'; }"
+    )
+    settle(page)
+    texts = [t for p in drain(page, "mutation") for t in p.get("text", [])]
+    assert texts == [{"id": plan[0]["c"][0]["id"], "x": "*" * 8}]
+
+    def wire(after):
+        """What the wire carries after `after` runs: its events (input, scroll, ...), then the
+        fields as a fresh snapshot serializes them."""
+        page.select_option("#card", "")
+        page.fill("#code", "")
+        settle(page)
+        drain(page)
+        after()
+        settle(page)
+        inputs = drain(page)
+        page.evaluate("() => window.__cap.snapshot()")
+        el = by_attr_id(drain(page, "snapshot")[-1]["root"])
+        return inputs, el["card"], el["code"], el["plan"]
+
+    seen = {}
+    for choice in ("visa", "mastercard", "amex"):
+        seen[choice] = wire(lambda c=choice: page.select_option("#card", c))
+    plans = {
+        p: wire(lambda p=p: page.select_option("#plan", p))
+        for p in ("basic-plan", "premium-plan-yearly")
+    }
+    # key by key: 1 and 30 characters make the same events, not one per character
+    typed = {
+        n: wire(lambda n=n: page.locator("#code").press_sequentially("k" * n)) for n in (1, 30)
+    }
+    blob = json.dumps([list(d.values()) for d in (seen, plans, typed)])
+    for real in ("visa", "mastercard", "amex", "Basic", "Premium", "basic-plan", "kk"):
+        assert real not in blob, real
+    assert seen["visa"] == seen["mastercard"] == seen["amex"]
+    assert seen["visa"][0] == [["input", {"id": card["id"], "v": "*" * 8}]]
+    assert seen["visa"][1]["v"] == "*" * 8
+    assert plans["basic-plan"] == plans["premium-plan-yearly"]
+    assert typed[1] == typed[30]
+    assert ["input", {"id": nodes["code"]["id"], "v": "*" * 8}] in typed[1][0]
+    assert typed[1][2]["v"] == "*" * 8
+    assert page.errors == []
 
 
 def test_our_elements_are_never_sent(context, pages_server):
@@ -479,7 +559,7 @@ def test_inputs_set_by_script(context, pages_server):
       $("t").value = "from-script"; $("t").value = "from-script-2";   // one event, the last value
       $("cb").checked = false; $("r3").checked = true;
       $("s1").selectedIndex = 0; $("sm").options[1].selected = true;
-      $("pw").value = "prog-secret-999";
+      $("pw").value = "";
     }""")
     settle(page)
     inputs = drain(page, "input")
@@ -490,8 +570,11 @@ def test_inputs_set_by_script(context, pages_server):
         {"id": el["r3"]["id"], "ck": True},
         {"id": el["s1"]["id"], "v": "a"},
         {"id": el["sm"]["id"], "sel": [0, 1, 2]},
-        {"id": el["pw"]["id"], "v": "*" * 15},
+        {"id": el["pw"]["id"], "v": ""},
     ]
+    page.evaluate("() => { document.getElementById('pw').value = 'prog-secret-999'; }")
+    settle(page)
+    assert drain(page, "input") == [{"id": el["pw"]["id"], "v": "*" * 8}]
     page.evaluate("() => window.__cap.stop()")
     assert page.evaluate("""() => Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set
       .toString().includes("[native code]")""")

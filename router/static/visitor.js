@@ -30,7 +30,6 @@ const CB_CFG = (() => {
 })();
 
 const STORE_KEY = "cobrowse";
-const MAX_MASK = 64;
 // The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
 // the connection, so anything that could be larger is checked against this.
 const MAX_EVENT = 120 * 1024;
@@ -133,11 +132,27 @@ function isPrivate(n) {
   for (let x = n; x; x = up(x)) if (x.nodeType === 1 && selfPrivate(x)) return true;
   return false;
 }
-const mask = (s) => "*".repeat(Math.min(String(s).length, MAX_MASK));
+// A private value (a field's value, an attribute, a comment) becomes this one mask whatever
+// its length: "*" per character would tell "mastercard" (10) from "visa" (4) among a select's
+// choices, and a PIN from a card number. An empty value stays empty: the agent may see that a
+// field is filled in, never what with nor how much (docs/browser.md).
+const MASK = "********";
+const mask = (s) => (String(s) === "" ? "" : MASK);
 // Private text keeps its whitespace (as rrweb does), so it still wraps where the real
 // text would and the agent's layout holds; every other character becomes "*".
 const MAX_MASK_TEXT = 4096;
 const maskText = (s) => String(s).slice(0, MAX_MASK_TEXT).replace(/\S/g, "*");
+// Text that is a field's value or choice (an <option>'s label, a <textarea>'s first value) is
+// masked as a value: its word shape would tell the choices (and a textarea's value) apart.
+const VALUE_TEXT = new Set(["option", "textarea"]);
+// A private field's scroll offset follows its real value (a long input scrolls to its end, a
+// textarea by its lines): it is never sent, as the mask has its own length.
+const FIELD_TAGS = new Set(["input", "textarea", "select"]);
+const isField = (el) => el.namespaceURI === NS_HTML && FIELD_TAGS.has(el.localName);
+function maskTextNode(t) {
+  const p = t.parentNode;
+  return p && p.namespaceURI === NS_HTML && VALUE_TEXT.has(p.localName) ? mask(t.data) : maskText(t.data);
+}
 
 // Is n part of what we send (connected, not ours, not inside a <script>)?
 function inTree(n) {
@@ -225,7 +240,9 @@ function makeRecorder(out) {
   let viewerSheets = new Set(); // sids the viewer knows since the last snapshot
   let lastAdopt = new WeakMap(); // Document/ShadowRoot -> "1,2"
   let canvasLast = new WeakMap(); // canvas -> {h, t}
-  const lastVal = new WeakMap(); // field -> last value sent (kept here, never sent unmasked)
+  // field -> last value sent, masked when private: a keystroke that leaves a private field's
+  // mask as it was sends nothing, so the number of events does not count its characters.
+  const lastVal = new WeakMap();
   const lastCk = new WeakMap();
   const sentMasked = new WeakSet();
   const sentCss = new WeakSet(); // <style> sent with "css": a new text replaces its CSSOM
@@ -271,7 +288,7 @@ function makeRecorder(out) {
     switch (n.nodeType) {
       case 1: return serEl(n, priv, ctx);
       case 3:
-      case 4: return { id: idFor(n), x: priv ? maskText(n.data) : n.data };
+      case 4: return { id: idFor(n), x: priv ? maskTextNode(n) : n.data };
       case 8: return { id: idFor(n), cm: priv ? mask(n.data) : n.data };
       default: return null;
     }
@@ -307,16 +324,15 @@ function makeRecorder(out) {
           lastCk.set(el, el.checked);
           if (el.checked && !priv) o.ck = true;
         } else if (t !== "file") {
-          lastVal.set(el, el.value);
           o.v = priv ? mask(el.value) : el.value;
+          lastVal.set(el, o.v);
         }
       } else if (tag === "textarea") {
-        lastVal.set(el, el.value);
         o.v = priv ? mask(el.value) : el.value;
+        lastVal.set(el, o.v);
       } else if (tag === "select") {
-        if (el.multiple) lastVal.set(el, selIndexes(el).join(","));
-        else lastVal.set(el, el.value);
         o.v = priv ? mask(el.value) : el.value;
+        lastVal.set(el, el.multiple ? selIndexes(el).join(",") : o.v);
       } else if (tag === "option") {
         if (el.selected && !priv) o.sl = true;
       } else if (tag === "canvas") {
@@ -327,7 +343,7 @@ function makeRecorder(out) {
       }
     }
     // Reading scroll offsets forces layout: only in full snapshots (new nodes rarely scroll).
-    if (ctx.full && el !== document.scrollingElement && (el.scrollLeft || el.scrollTop)) {
+    if (ctx.full && el !== document.scrollingElement && !(priv && isField(el)) && (el.scrollLeft || el.scrollTop)) {
       o.sc = [el.scrollLeft, el.scrollTop];
     }
     // <script>: attributes only; its text is not needed and may hold secrets.
@@ -489,7 +505,7 @@ function makeRecorder(out) {
     const text = [];
     for (const t of textT) {
       if (!ids.has(t) || rootSet.has(t) || covered(t) || !inTree(t)) continue;
-      text.push({ id: idOf(t), x: isPrivate(t.parentNode) ? maskText(t.data) : t.data });
+      text.push({ id: idOf(t), x: isPrivate(t.parentNode) ? maskTextNode(t) : t.data });
     }
     if (!rem.length && !adds.length && !attr.length && !text.length) return;
     const m = {};
@@ -655,10 +671,10 @@ function makeRecorder(out) {
       emit("input", { id, sel });
     } else if (tag === "input" || tag === "textarea" || tag === "select") {
       if (el.type === "file") return;
-      const v = el.value;
+      const v = priv ? mask(el.value) : el.value;
       if (lastVal.get(el) === v) return;
       lastVal.set(el, v);
-      const p = { id, v: priv ? mask(v) : v };
+      const p = { id, v };
       if (p.v.length > MAX_EVENT / 4) p.v = p.v.slice(0, MAX_EVENT / 4);
       emit("input", p);
     }
@@ -695,7 +711,7 @@ function makeRecorder(out) {
       throttle("win", SCROLL_MS, () => send("scroll", { id: 0, x: window.scrollX, y: window.scrollY }));
       return;
     }
-    if (!t || t.nodeType !== 1 || ours.has(t)) return;
+    if (!t || t.nodeType !== 1 || ours.has(t) || (isField(t) && isPrivate(t))) return;
     throttle(t, SCROLL_MS, () => {
       const id = idOf(t);
       if (id !== undefined && inTree(t)) send("scroll", { id, x: t.scrollLeft, y: t.scrollTop });
