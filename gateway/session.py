@@ -6,6 +6,7 @@ decides along the way is decided here, by plain functions of the hello, the meta
 the stream holds and `now`, so each rule can be tested exhaustively and alone:
 
 - `check_hello`: the join token, and the resume token that may waive its expiry;
+  `refuse_ended`: an ended session stays ended for as long as any of its tokens is valid;
 - the visitor's join: `bump_visitor` (the compare-and-set: a new epoch unless this is a real
   resume; every visitor connection takes a new generation, the newest owns the session),
   `visitor_resumed`, `durable_prefix` (what the sender need not resend), `visitor_starts`
@@ -26,7 +27,7 @@ from typing import Any
 
 from . import tokens
 from .codec import Close, Hello, ProtocolError
-from .session_store import SessionMeta, SnapshotPointer
+from .session_store import EndedRecord, SessionMeta, SnapshotPointer
 
 AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
 
@@ -99,8 +100,17 @@ def check_hello(hello: Hello, keyring: tokens.Keyring, now: float) -> Join:
     return Join(Role(hello.role), hello.sid, hello, _resume_claims(hello, keyring, now))
 
 
-def refuse_ended(meta: SessionMeta | None) -> None:
-    if meta is not None and meta.ended:
+def refuse_ended(meta: SessionMeta | None, ended: EndedRecord | None) -> None:
+    """Refuse (4004) a hello, of either role, with or without a resume token, for a session
+    that has an ended record or whose metadata says ended.
+
+    The ended record decides, not the metadata: the metadata expires after the stream's max
+    age (6 h by default) while a resume token lives 24 h, so "no metadata" is not "not
+    ended". No metadata and no ended record is a session that may go on: a new session's
+    first hello (gateway-only sessions have no metadata until then), or one idle past the
+    max age. None of these was ended, since an end leaves a record that outlives every token
+    minted before it (`session_store.ended_ttl`)."""
+    if ended is not None or (meta is not None and meta.ended):
         raise ProtocolError("session_ended", "this session has ended", Close.SESSION_ENDED)
 
 
