@@ -53,6 +53,8 @@ short code, list, inspect and end sessions, and see the cluster's gateways.
 
 * **Site key** (public, in the page's script tag): `POST /v1/sessions` body field `site_key`.
 * **Agent API key** (secret): `Authorization: Bearer <key>` on every other `/v1` endpoint.
+* **Join token** of a session: `Authorization: Bearer <token>` to end that session (DELETE)
+  or find its gateways (connect).
 * **Admin key** (secret): `Authorization: Bearer <key>` on `/v1/cluster` and the drain endpoint.
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.

@@ -769,6 +769,8 @@ async def test_health_and_openapi(nats_server):
         for status in ("401", "404", "422", "429"):
             assert status in lookup["responses"], status
         assert "ErrorBody" in doc["components"]["schemas"]
+        end = doc["paths"]["/v1/sessions/{session_id}"]["delete"]
+        assert "bad_token" in end["responses"]["401"]["description"]
         # CORS: the snippet on the customer's page calls POST /v1/sessions from its origin
         r = await a.http.options(
             "/v1/sessions",
