@@ -4,6 +4,7 @@ streamed, and ended (its connections close with 4004 and its stream data is remo
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 import trio
@@ -14,6 +15,16 @@ from gateway.codec import Close
 
 from .conftest import KEYRING
 from .test_api import AGENT_KEY, assert_error, auth, has_events, serving
+
+
+async def run_until_fatal(
+    ends: dict[str, ClientError], name: str, c: Client, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a client; the error that ended it goes into `ends[name]`."""
+    try:
+        await c.run(task_status=task_status)
+    except ClientError as exc:
+        ends[name] = exc
 
 
 async def test_create_join_stream_and_end(nats_server, gateways_factory):
@@ -35,12 +46,7 @@ async def test_create_join_stream_and_end(nats_server, gateways_factory):
         visitor = Client(created["gateways"], sid, created["visitor_token"], "visitor")
         agent = Client(looked["gateways"], sid, looked["agent_token"], "agent")
         ends: dict[str, ClientError] = {}
-
-        async def run(name: str, c: Client, task_status=trio.TASK_STATUS_IGNORED):
-            try:
-                await c.run(task_status=task_status)
-            except ClientError as exc:
-                ends[name] = exc
+        run = partial(run_until_fatal, ends)
 
         async with trio.open_nursery() as n:
             await n.start(run, "visitor", visitor)
@@ -86,12 +92,7 @@ async def test_a_visitor_ends_for_good(nats_server, gateways_factory):
         visitor = Client(urls, sid, created["visitor_token"], "visitor")
         agent = Client(urls, sid, looked["agent_token"], "agent")
         ends: dict[str, ClientError] = {}
-
-        async def run(name: str, c: Client, task_status=trio.TASK_STATUS_IGNORED):
-            try:
-                await c.run(task_status=task_status)
-            except ClientError as exc:
-                ends[name] = exc
+        run = partial(run_until_fatal, ends)
 
         async with trio.open_nursery() as n:
             await n.start(run, "visitor", visitor)
