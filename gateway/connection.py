@@ -349,6 +349,7 @@ class Connection:
         now_meta = await ctx.load(sid)
         if now_meta is not None and session.takeover_lost(self.vgen, now_meta.vgen):
             raise session.REPLACED
+        session.refuse_ended(now_meta, None)  # ended before we listened for its "end"
 
         newest: dict[str, int] = {}
         if not resumed:  # a new page: only what agents send from now on
@@ -394,7 +395,7 @@ class Connection:
         self.aid = aid
         self._allowed = AGENT_KINDS
         joined_at = time.time()
-        meta = await ctx.update(sid, lambda m: m.agents.__setitem__(aid, joined_at))
+        meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at))
         subject = streams.subject_a(sid, aid)
         tail = await streams.last_of(nc, stream, subject) if resumed else None
         durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

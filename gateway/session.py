@@ -129,7 +129,10 @@ def bump_visitor(meta: SessionMeta, join: Join, stream_floor: int) -> None:
     """The visitor's compare-and-set change: keep the epoch only for a resume of the current
     one, else start a new epoch above every epoch in the metadata and in the stream
     (`stream_floor`: the epoch of the newest stored visitor event when the metadata was
-    gone); and take a new generation, so the newest visitor connection owns the session."""
+    gone); and take a new generation, so the newest visitor connection owns the session.
+    Refused (4004) when the session was ended since the hello was checked: the end's
+    `{"op":"end"}` may have gone out before this connection listens for it."""
+    refuse_ended(meta, None)
     epoch = _claimed_epoch(join)
     if epoch is None or meta.epoch != epoch:
         meta.epoch = max(meta.epoch, stream_floor) + 1
@@ -187,6 +190,13 @@ REPLACED = ProtocolError("replaced", "a newer visitor connection took over", Clo
 
 
 # ---- the agent -------------------------------------------------------------------------------
+
+
+def add_agent(meta: SessionMeta, aid: str, joined_at: float) -> None:
+    """The agent's compare-and-set change; refused (4004) like `bump_visitor` when the
+    session was ended since the hello was checked."""
+    refuse_ended(meta, None)
+    meta.agents[aid] = joined_at
 
 
 def agent_identity(join: Join, new_aid: str) -> tuple[str, bool]:

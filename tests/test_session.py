@@ -179,6 +179,23 @@ def test_every_token_of_an_ended_session_is_refused_for_good(
     assert ei.value.close_code == Close.SESSION_ENDED
 
 
+@pytest.mark.parametrize("role", ["visitor", "agent"])
+def test_a_join_is_refused_when_the_session_ended_after_its_hello_was_checked(role):
+    """The end may come between the hello's check and the join's compare-and-set (and its
+    "end" message before the connection listens): the change itself refuses, unchanged."""
+    meta = SessionMeta(ended=True, epoch=3)
+    join = session.check_hello(hello(role, token(role)), KEYS, NOW)
+    with pytest.raises(ProtocolError) as ei:
+        if role == "visitor":
+            session.bump_visitor(meta, join, 0)
+        else:
+            session.add_agent(meta, "aabcdef", NOW)
+    assert ei.value.close_code == Close.SESSION_ENDED
+    assert (meta.epoch, meta.vgen, meta.agents) == (3, 0, {})
+    session.add_agent(fresh := SessionMeta(), "aabcdef", NOW)
+    assert fresh.agents == {"aabcdef": NOW}
+
+
 def test_the_ended_record_outlives_the_longest_token_by_the_skew():
     assert ended_ttl(3600.0, 86400.0) == 86400.0 + ENDED_SKEW
     assert ended_ttl(7 * 86400.0, 86400.0) == 7 * 86400.0 + ENDED_SKEW
