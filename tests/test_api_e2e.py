@@ -12,6 +12,7 @@ import trio
 from gateway import session_store, streams, tokens
 from gateway.client import Client, ClientError
 from gateway.codec import Close
+from gateway.config import GatewayConfig
 
 from .conftest import KEYRING
 from .test_api import AGENT_KEY, assert_error, auth, has_events, serving
@@ -135,3 +136,8 @@ async def test_a_visitor_ends_for_good(nats_server, gateways_factory):
         for role in ("visitor", "agent"):
             assert await refused(role, expired[role], rts[role]) == Close.SESSION_ENDED
         assert await refused("visitor", created["visitor_token"], None) == Close.SESSION_ENDED
+        # The record outlives every token: the bucket's TTL covers the gateway's resume
+        # tokens (24 h) and the router's join tokens, plus the skew.
+        info = await api.bridge.call(api.bridge.js.stream_info, f"KV_{session_store.ENDED_BUCKET}")
+        longest = max(GatewayConfig(keyring=KEYRING).resume_ttl, api.cfg.token_ttl)
+        assert info.config.max_age >= longest + session_store.ENDED_SKEW
