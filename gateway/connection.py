@@ -89,9 +89,29 @@ class ConnContext:
     draining: Callable[[], bool]
     visitors: dict[str, Connection]  # this gateway's visitor connection of each session
     acks_due: set[Sender]  # acks to send at the ticker's next turn
+    kv_ended: Any = None  # the ended-session bucket, opened at the first hello
 
     async def load(self, sid: str) -> SessionMeta | None:
         return await self.bridge.call(session_store.load, self.kv, sid, timeout=KV_TIMEOUT)
+
+    async def load_for_hello(
+        self, sid: str
+    ) -> tuple[SessionMeta | None, session_store.EndedRecord | None]:
+        """The metadata and the ended record (session.refuse_ended); the ended bucket is
+        opened, or made with a TTL outliving this gateway's resume tokens, at the first
+        hello."""
+        if self.kv_ended is None:
+            self.kv_ended = await self.bridge.call(
+                session_store.ensure_ended_bucket,
+                self.bridge.js,
+                session_store.ended_ttl(self.cfg.resume_ttl),
+                self.cfg.stream.storage,
+                self.cfg.stream.replicas,
+                timeout=KV_TIMEOUT,
+            )
+        return await self.bridge.call(
+            session_store.load_with_ended, self.kv, self.kv_ended, sid, timeout=KV_TIMEOUT
+        )
 
     async def update(self, sid: str, change: Callable[[SessionMeta], None]) -> SessionMeta:
         return await self.bridge.call(
@@ -249,14 +269,14 @@ class Connection:
         metrics.CONNECTIONS.labels(role="pending").dec()
         self._role_metric = join.role.value
         metrics.CONNECTIONS.labels(role=self._role_metric).inc()
-        before = await self.ctx.load(join.sid)
-        session.refuse_ended(before)
+        before, ended = await self.ctx.load_for_hello(join.sid)
+        session.refuse_ended(before, ended)
         if join.role is Role.VISITOR:
             await self._join_visitor(join, before)
         else:
             await self._join_agent(join)
         self.joined = True
-        del hello, join, before  # this frame lives as long as the connection: keep it light
+        del hello, join, before, ended  # this frame lives as long as the connection: keep it light
         await self._serve()
 
     async def _upgrade(self) -> bool:
@@ -333,6 +353,7 @@ class Connection:
         now_meta = await ctx.load(sid)
         if now_meta is not None and session.takeover_lost(self.vgen, now_meta.vgen):
             raise session.REPLACED
+        session.refuse_ended(now_meta, None)  # ended before we listened for its "end"
 
         newest: dict[str, int] = {}
         if not resumed:  # a new page: only what agents send from now on
@@ -378,7 +399,7 @@ class Connection:
         self.aid = aid
         self._allowed = AGENT_KINDS
         joined_at = time.time()
-        meta = await ctx.update(sid, lambda m: m.agents.__setitem__(aid, joined_at))
+        meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at))
         subject = streams.subject_a(sid, aid)
         tail = await streams.last_of(nc, stream, subject) if resumed else None
         durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

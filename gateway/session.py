@@ -6,6 +6,7 @@ decides along the way is decided here, by plain functions of the hello, the meta
 the stream holds and `now`, so each rule can be tested exhaustively and alone:
 
 - `check_hello`: the join token, and the resume token that may waive its expiry;
+  `refuse_ended`: an ended session stays ended for as long as any of its tokens is valid;
 - the visitor's join: `bump_visitor` (the compare-and-set: a new epoch unless this is a real
   resume; every visitor connection takes a new generation, the newest owns the session),
   `visitor_resumed`, `durable_prefix` (what the sender need not resend), `visitor_starts`
@@ -26,7 +27,7 @@ from typing import Any
 
 from . import tokens
 from .codec import Close, Hello, ProtocolError
-from .session_store import SessionMeta, SnapshotPointer
+from .session_store import EndedRecord, SessionMeta, SnapshotPointer
 
 AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
 
@@ -99,8 +100,17 @@ def check_hello(hello: Hello, keyring: tokens.Keyring, now: float) -> Join:
     return Join(Role(hello.role), hello.sid, hello, _resume_claims(hello, keyring, now))
 
 
-def refuse_ended(meta: SessionMeta | None) -> None:
-    if meta is not None and meta.ended:
+def refuse_ended(meta: SessionMeta | None, ended: EndedRecord | None) -> None:
+    """Refuse (4004) a hello, of either role, with or without a resume token, for a session
+    that has an ended record or whose metadata says ended.
+
+    The ended record decides, not the metadata: the metadata expires after the stream's max
+    age (6 h by default) while a resume token lives 24 h, so "no metadata" is not "not
+    ended". No metadata and no ended record is a session that may go on: a new session's
+    first hello (gateway-only sessions have no metadata until then), or one idle past the
+    max age. None of these was ended, since an end leaves a record that outlives every token
+    minted before it (`session_store.ended_ttl`)."""
+    if ended is not None or (meta is not None and meta.ended):
         raise ProtocolError("session_ended", "this session has ended", Close.SESSION_ENDED)
 
 
@@ -119,7 +129,10 @@ def bump_visitor(meta: SessionMeta, join: Join, stream_floor: int) -> None:
     """The visitor's compare-and-set change: keep the epoch only for a resume of the current
     one, else start a new epoch above every epoch in the metadata and in the stream
     (`stream_floor`: the epoch of the newest stored visitor event when the metadata was
-    gone); and take a new generation, so the newest visitor connection owns the session."""
+    gone); and take a new generation, so the newest visitor connection owns the session.
+    Refused (4004) when the session was ended since the hello was checked: the end's
+    `{"op":"end"}` may have gone out before this connection listens for it."""
+    refuse_ended(meta, None)
     epoch = _claimed_epoch(join)
     if epoch is None or meta.epoch != epoch:
         meta.epoch = max(meta.epoch, stream_floor) + 1
@@ -177,6 +190,13 @@ REPLACED = ProtocolError("replaced", "a newer visitor connection took over", Clo
 
 
 # ---- the agent -------------------------------------------------------------------------------
+
+
+def add_agent(meta: SessionMeta, aid: str, joined_at: float) -> None:
+    """The agent's compare-and-set change; refused (4004) like `bump_visitor` when the
+    session was ended since the hello was checked."""
+    refuse_ended(meta, None)
+    meta.agents[aid] = joined_at
 
 
 def agent_identity(join: Join, new_aid: str) -> tuple[str, bool]:

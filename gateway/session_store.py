@@ -3,16 +3,22 @@
 One key per session: the visitor's epoch, the agents that joined, where the latest full
 snapshot starts, whether a snapshot has been asked for, and which visitor connection owns
 the session. Updates are compare-and-set loops, since any gateway may write at any time.
+
+A session ended through the API also gets an `EndedRecord` in a second bucket,
+`cobrowse_ended`, whose TTL outlives every token of the session (`ended_ttl`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from .streams import ensure_kv
 
 
 class SnapshotPointer(NamedTuple):
@@ -95,3 +101,75 @@ async def update(
                 continue
             raise
     raise RuntimeError(f"session {sid}: KV update kept conflicting")
+
+
+# ---- ended sessions ------------------------------------------------------------------------
+
+ENDED_BUCKET = "cobrowse_ended"
+# Added to the longest token lifetime: clocks of different hosts disagree by seconds, and a
+# resume token may be minted a few seconds after the end (a hello under way when the end
+# came: hello timeout plus KV timeouts); an hour covers both with a wide margin.
+ENDED_SKEW = 3600.0
+
+
+@dataclass(frozen=True)
+class EndedRecord:
+    """A session was ended through the API at `at` (unix s). Kept in its own bucket, whose
+    TTL outlives every token of the session: the session's metadata expires after the
+    stream's max age (6 h by default) while a resume token lives 24 h, and a hello must not
+    take "no metadata" for "not ended"."""
+
+    at: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"at": self.at}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EndedRecord:
+        """Anything unreadable still says "ended": the key exists only for ended sessions."""
+        try:
+            at = json.loads(data).get("at")
+        except (ValueError, AttributeError):
+            at = None
+        return cls(float(at) if isinstance(at, int | float) else 0.0)
+
+
+def ended_ttl(*token_lifetimes: float) -> float:
+    """The ended bucket's TTL: the longest lifetime of any token a session hands out (join
+    tokens, resume tokens), plus ENDED_SKEW. Tokens minted before the end expire before the
+    record does."""
+    return max(token_lifetimes, default=0.0) + ENDED_SKEW
+
+
+async def ensure_ended_bucket(js, ttl: float, storage: str, replicas: int):
+    """Open the ended bucket, creating it when missing, and raise its TTL when it is shorter
+    than `ttl`: the router (join tokens) and the gateways (resume tokens) each know only
+    their own lifetimes, so the bucket keeps the longest anyone needs. Never lowered."""
+    kv = await ensure_kv(js, ENDED_BUCKET, ttl, storage, replicas)
+    info = await js.stream_info(f"KV_{ENDED_BUCKET}")
+    if (info.config.max_age or 0) < ttl:
+        info.config.max_age = ttl
+        await js.update_stream(info.config)
+    return kv
+
+
+async def load_ended(kv_ended, sid: str) -> EndedRecord | None:
+    try:
+        entry = await kv_ended.get(sid)
+    except KeyNotFoundError:
+        return None
+    return None if entry.value is None else EndedRecord.from_bytes(entry.value)
+
+
+async def put_ended(kv_ended, sid: str, now: float) -> EndedRecord:
+    """Record the end (a plain put: ending twice keeps the session ended)."""
+    record = EndedRecord(now)
+    await kv_ended.put(sid, record.to_bytes())
+    return record
+
+
+async def load_with_ended(kv, kv_ended, sid: str) -> tuple[SessionMeta | None, EndedRecord | None]:
+    """The session's metadata and its ended record, read concurrently (one bridge crossing
+    per hello)."""
+    meta, ended = await asyncio.gather(load(kv, sid), load_ended(kv_ended, sid))
+    return meta, ended

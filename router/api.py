@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import limits
@@ -52,6 +53,8 @@ short code, list, inspect and end sessions, and see the cluster's gateways.
 
 * **Site key** (public, in the page's script tag): `POST /v1/sessions` body field `site_key`.
 * **Agent API key** (secret): `Authorization: Bearer <key>` on every other `/v1` endpoint.
+* **Join token** of a session: `Authorization: Bearer <token>` to end that session (DELETE)
+  or find its gateways (connect).
 * **Admin key** (secret): `Authorization: Bearer <key>` on `/v1/cluster` and the drain endpoint.
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
@@ -257,6 +260,15 @@ class SessionDetail(BaseModel):
 class EndedResponse(BaseModel):
     session_id: str
     ended: bool
+
+
+@dataclass(frozen=True)
+class Ender:
+    """Who ends a session: an agent API key's id, or `visitor-token`/`agent-token`. A token
+    vouches that the session existed even when its metadata has expired."""
+
+    who: str
+    vouched: bool
 
 
 class GatewayOut(BaseModel):
@@ -470,6 +482,55 @@ def create_app(
             )
         return urls
 
+    def token_role(presented: str, sid: str) -> str | None:
+        """The role of a join token of session `sid` (expired ones count: a session outlives
+        the join token it started with), or None."""
+        for candidate in ("agent", "visitor"):
+            try:
+                tokens.verify(
+                    cfg.keyring, presented, sid=sid, role=candidate, now=clock(), allow_expired=True
+                )
+            except tokens.TokenError:
+                continue
+            return candidate
+        return None
+
+    def key_or_session_token(
+        session_id: SessionIdPath,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Ender:
+        """An agent API key, or a join token (visitor or agent) of this very session: who
+        may end it."""
+        presented = creds.credentials if creds else ""
+        if tokens.peek_sid(presented) is None:
+            return Ender(agent_key(creds), vouched=False)
+        role = token_role(presented, session_id)
+        if role is None:
+            raise ApiError(
+                401,
+                "bad_token",
+                "the token is not a join token of this session",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return Ender(f"{role}-token", vouched=True)
+
+    kv_ended_handle: list[Any] = []
+
+    async def kv_ended() -> Any:
+        """The ended bucket, opened (or made, with a TTL outliving the join tokens minted
+        here; gateways raise it for their resume tokens) at the first end."""
+        if not kv_ended_handle:
+            kv_ended_handle.append(
+                await bridge.call(
+                    session_store.ensure_ended_bucket,
+                    bridge.js,
+                    session_store.ended_ttl(cfg.token_ttl),
+                    cfg.stream.storage,
+                    cfg.stream.replicas,
+                )
+            )
+        return kv_ended_handle[0]
+
     async def load_session(sid: str) -> SessionMeta:
         meta = None
         if sessions.valid_session_id(sid):
@@ -586,22 +647,7 @@ def create_app(
         # A page that reloads, or an embed opened with a token, needs the session's current
         # gateway order; the join token itself is the credential (expired ones still count:
         # the session resumes on its resume token).
-        presented = creds.credentials if creds else ""
-        role = None
-        for candidate in ("agent", "visitor"):
-            try:
-                tokens.verify(
-                    cfg.keyring,
-                    presented,
-                    sid=session_id,
-                    role=candidate,
-                    now=clock(),
-                    allow_expired=True,
-                )
-            except tokens.TokenError:
-                continue
-            role = candidate
-            break
+        role = token_role(creds.credentials if creds else "", session_id)
         if role is None:
             raise ApiError(
                 401,
@@ -681,15 +727,24 @@ def create_app(
         "/v1/sessions/{session_id}",
         response_model=EndedResponse,
         tags=["sessions"],
-        summary="End a session (agent API key)",
-        responses=_doc(BAD_API_KEY, (404, "unknown_session"), UNAVAILABLE, INVALID),
+        summary="End a session (agent API key, or a join token of the session)",
+        responses=_doc(
+            BAD_API_KEY, (401, "bad_token"), (404, "unknown_session"), UNAVAILABLE, INVALID
+        ),
     )
     async def end_session(
-        session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)]
+        session_id: SessionIdPath, by: Annotated[Ender, Depends(key_or_session_token)]
     ) -> EndedResponse:
         meta = None
         if sessions.valid_session_id(session_id):
-            meta = await bridge.call(sessions.mark_ended, kv_sessions, session_id)
+            meta = await bridge.call(
+                sessions.mark_ended,
+                kv_sessions,
+                await kv_ended(),
+                session_id,
+                clock(),
+                vouched=by.vouched,
+            )
         if meta is None:
             raise ApiError(404, "unknown_session", "no such session")
         # Gateways close the session's connections (4004 session_ended) and refuse new ones.
@@ -697,7 +752,7 @@ def create_app(
         await bridge.call(bridge.js.purge_stream, cfg.stream.stream, subject=f"cb.{session_id}.>")
         if meta.code:
             await bridge.call(sessions.release_code, kv_codes, meta.code, session_id)
-        log.info("session_ended", sid=session_id, key=key)
+        log.info("session_ended", sid=session_id, by=by.who)
         return EndedResponse(session_id=session_id, ended=True)
 
     @app.get(

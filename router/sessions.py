@@ -1,7 +1,8 @@
 """The router's side of sessions: create one with a short code, resolve a code, list, end.
 
 A session's metadata is the gateways' `SessionMeta` in the `cobrowse_sessions` KV bucket; the
-router adds `site`, `code`, `created` and `ended`. Short codes live in a second bucket,
+router adds `site`, `code`, `created` and `ended`, and an ended session gets a record in the
+`cobrowse_ended` bucket that outlives every token of the session (gateway/session_store.py). Short codes live in a second bucket,
 `cobrowse_codes` (key: the six digits, value: the session id), claimed with `kv.create`, which
 fails when the key exists, so two live sessions never share a code. A code entry whose
 session no longer accepts it (expired, ended, gone) may be taken over, compare-and-set.
@@ -182,10 +183,19 @@ async def list_sessions(kv_sessions, *, include_ended: bool = False, concurrency
     return sorted(out, key=lambda item: (item[1].created, item[0]))
 
 
-async def mark_ended(kv_sessions, sid: str) -> SessionMeta | None:
-    """Set `ended`; None when there is no such session (nothing is created then)."""
-    if await session_store.load(kv_sessions, sid) is None:
+async def mark_ended(
+    kv_sessions, kv_ended, sid: str, now: float, *, vouched: bool = False
+) -> SessionMeta | None:
+    """Write the session's ended record (it outlives every token: gateways refuse the session
+    for good), then set `ended` in its metadata. None, and nothing written, when there is no
+    such session; `vouched`: a token of this session was shown, so it existed even when its
+    metadata has expired (6 h by default) while its resume tokens (24 h) have not."""
+    meta = await session_store.load(kv_sessions, sid)
+    if meta is None and not vouched and await session_store.load_ended(kv_ended, sid) is None:
         return None
+    await session_store.put_ended(kv_ended, sid, now)
+    if meta is None:
+        return SessionMeta(ended=True)  # not recreated: the ended record is what counts
 
     def end(meta: SessionMeta) -> None:
         meta.ended = True

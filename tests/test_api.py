@@ -532,6 +532,74 @@ async def test_list_inspect_and_end(nats_server):
         assert_error(await a.http.delete(f"/v1/sessions/{sid2}"), 401, "bad_api_key")
 
 
+async def ended_record(a: Api, sid: str) -> session_store.EndedRecord | None:
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        kv = await a.bridge.call(a.bridge.js.key_value, session_store.ENDED_BUCKET)
+    except BucketNotFoundError:  # made at the first end
+        return None
+    return await a.bridge.call(session_store.load_ended, kv, sid)
+
+
+async def test_a_session_token_ends_its_own_session(nats_server):
+    """The visitor's join token (what `Cobrowse.end()` sends) and an agent's join token end
+    their own session, even once expired; another session's token, a resume token or a
+    forged one is refused. The end writes an ended record whose bucket outlives every join
+    token, and the code stops resolving."""
+    async with serving(nats_server.url) as a:
+        s1, s2, s3 = await a.create(), await a.create(), await a.create()
+        sid1, sid2, sid3 = s1["session_id"], s2["session_id"], s3["session_id"]
+        agent2 = (await a.lookup(s2["short_code"])).json()["agent_token"]
+        now = time.time()
+        refused = [
+            s2["visitor_token"],  # another session's visitor token
+            agent2,  # another session's agent token
+            tokens.mint(KEYRING, sid=sid1, role="resume", now=now, ttl=60, r="visitor"),
+            tokens.mint(
+                tokens.Keyring.parse("k9:" + "z" * 32), sid=sid1, role="visitor", now=now, ttl=60
+            ),  # fmt: skip
+        ]
+        for tok in refused:
+            r = await a.http.delete(f"/v1/sessions/{sid1}", headers=auth(tok))
+            assert_error(r, 401, "bad_token")
+        assert (await a.http.get(f"/v1/sessions/{sid1}", headers=auth())).json()["ended"] is False
+        assert await ended_record(a, sid1) is None
+
+        r = await a.http.delete(f"/v1/sessions/{sid1}", headers=auth(s1["visitor_token"]))
+        assert r.status_code == 200 and r.json() == {"session_id": sid1, "ended": True}
+        assert (await a.http.get(f"/v1/sessions/{sid1}", headers=auth())).json()["ended"] is True
+        assert await ended_record(a, sid1) is not None
+        assert_error(await a.lookup(s1["short_code"]), 404, "unknown_code")
+        assert (await a.lookup(s3["short_code"])).status_code == 200  # others untouched
+
+        r = await a.http.delete(f"/v1/sessions/{sid2}", headers=auth(agent2))
+        assert r.status_code == 200 and await ended_record(a, sid2) is not None
+        assert_error(await a.lookup(s2["short_code"]), 404, "unknown_code")
+
+        # An expired visitor token still ends its session: the session outlives it.
+        old = tokens.mint(KEYRING, sid=sid3, role="visitor", now=now - 7200, ttl=3600)
+        r = await a.http.delete(f"/v1/sessions/{sid3}", headers=auth(old))
+        assert r.status_code == 200 and await ended_record(a, sid3) is not None
+
+        info = await a.bridge.call(a.bridge.js.stream_info, f"KV_{session_store.ENDED_BUCKET}")
+        assert info.config.max_age >= a.cfg.token_ttl + session_store.ENDED_SKEW
+
+
+async def test_ending_after_the_metadata_expired(nats_server):
+    """A session whose metadata entry has expired is still ended by its token (its resume
+    tokens may live on), and stays ended for the agent key: the ended record answers."""
+    async with serving(nats_server.url) as a:
+        made = await a.create()
+        sid = made["session_id"]
+        await a.bridge.call(a.kv_sessions.purge, sid)  # what the bucket's TTL does
+        assert_error(await a.http.delete(f"/v1/sessions/{sid}", headers=auth()), 404)
+        r = await a.http.delete(f"/v1/sessions/{sid}", headers=auth(made["visitor_token"]))
+        assert r.status_code == 200 and await ended_record(a, sid) is not None
+        assert await a.bridge.call(session_store.load, a.kv_sessions, sid) is None
+        assert (await a.http.delete(f"/v1/sessions/{sid}", headers=auth())).status_code == 200
+
+
 async def test_bad_input_is_always_a_json_4xx(nats_server):
     async with serving(nats_server.url) as a:
         h = a.http
@@ -739,6 +807,8 @@ async def test_health_and_openapi(nats_server):
         for status in ("401", "404", "422", "429"):
             assert status in lookup["responses"], status
         assert "ErrorBody" in doc["components"]["schemas"]
+        end = doc["paths"]["/v1/sessions/{session_id}"]["delete"]
+        assert "bad_token" in end["responses"]["401"]["description"]
         # CORS: the snippet on the customer's page calls POST /v1/sessions from its origin
         r = await a.http.options(
             "/v1/sessions",

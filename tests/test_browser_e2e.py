@@ -12,6 +12,7 @@ import json
 import time
 from contextlib import contextmanager
 
+import httpx
 import msgpack
 import pytest
 
@@ -411,3 +412,24 @@ def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
         aid = a.page.evaluate("CobrowseViewer.current.wire.aid")
         a.page.close()  # pagehide: the viewer says bye
         assert poll(v.page, "window.__left.length && window.__left", 10, "agent-left") == [aid]
+
+
+def test_the_visitors_end_ends_the_session_for_everyone(chromium, cluster):
+    """`Cobrowse.end()` ends the session through the API with the visitor's token: the
+    agent's viewer shows "Session ended", the session reads ended, the code no longer
+    resolves (before: only a bye, the agent stayed "Live" and the code kept working)."""
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        assert v.page.evaluate("Cobrowse.end()") is True
+        poll(
+            a.page,
+            "CobrowseViewer.current.state === 'ended' && document.body.innerText.includes('Session ended')",
+            10,
+            "the viewer to show the end",
+        )
+        bearer = {"Authorization": f"Bearer {e2e_cluster.AGENT_KEY}"}
+        r = httpx.get(f"{cluster.router}/v1/sessions/{v.sid}", headers=bearer)
+        assert r.json()["ended"] is True
+        r = httpx.post(
+            f"{cluster.router}/v1/sessions/lookup", json={"code": v.code}, headers=bearer
+        )
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_code"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import session, tokens
@@ -20,7 +20,13 @@ from gateway.session import (
     SessionControl,
     TellVisitor,
 )
-from gateway.session_store import SessionMeta, SnapshotPointer
+from gateway.session_store import (
+    ENDED_SKEW,
+    EndedRecord,
+    SessionMeta,
+    SnapshotPointer,
+    ended_ttl,
+)
 
 KEYS = tokens.Keyring.parse("k1:" + "s" * 32 + ",k0:" + "t" * 32)
 OTHER = tokens.Keyring.parse("k1:" + "x" * 32)  # same key id, another secret
@@ -108,12 +114,100 @@ def test_a_resume_token_that_is_not_ours_is_bad_resume(rt):
     assert (ei.value.code, ei.value.close_code) == ("bad_resume", Close.UNAUTHORIZED)
 
 
-def test_an_ended_session_is_refused():
-    session.refuse_ended(None)
-    session.refuse_ended(SessionMeta())
+metas = st.one_of(st.none(), st.builds(SessionMeta, ended=st.booleans(), epoch=epochs))
+ended_records = st.one_of(st.none(), st.builds(EndedRecord, st.floats(0, 2e9)))
+
+
+@settings(max_examples=60)
+@given(
+    role=st.sampled_from(["visitor", "agent"]),
+    resume=st.booleans(),
+    join_expired=st.booleans(),
+    meta=metas,
+    ended=ended_records,
+)
+def test_a_hello_is_refused_with_4004_exactly_when_the_session_has_ended(
+    role, resume, join_expired, meta, ended
+):
+    """Either role, fresh or resuming (on an expired join token too), with or without
+    metadata: an ended record, or metadata that says ended, refuses with 4004. No metadata
+    and no ended record is a session that may go on (a new session's first hello)."""
+    claims = {"epoch": 1} if role == "visitor" else {"aid": "aabcdef"}
+    rt = resume_of(role, token("resume", r=role, **claims), epoch=1) if resume else None
+    tok = token(role, ttl=-1 if join_expired and resume else 60)
+    session.check_hello(hello(role, tok, rt), KEYS, NOW)
+    should_refuse = ended is not None or (meta is not None and meta.ended)
+    if not should_refuse:
+        session.refuse_ended(meta, ended)
+        return
     with pytest.raises(ProtocolError) as ei:
-        session.refuse_ended(SessionMeta(ended=True))
+        session.refuse_ended(meta, ended)
+    assert (ei.value.code, ei.value.close_code) == ("session_ended", Close.SESSION_ENDED)
+
+
+@settings(max_examples=60)
+@given(
+    join_ttl=st.floats(1, 7 * 86400),
+    resume_ttl=st.floats(1, 7 * 86400),
+    minted_after_end=st.floats(-86400, 60),
+    after_end=st.floats(0, 30 * 86400),
+    role=st.sampled_from(["visitor", "agent"]),
+)
+def test_every_token_of_an_ended_session_is_refused_for_good(
+    join_ttl, resume_ttl, minted_after_end, after_end, role
+):
+    """The ended record lives `ended_ttl(join, resume)` after the end. A hello made of a
+    join token and a resume token minted before the end (or up to a minute after: a hello
+    under way at the end) is refused at every later time: with 4004 while the record lives,
+    and as expired once it is gone. No moment lets the session back in."""
+    end = NOW
+    minted = end + minted_after_end
+    record_ttl = ended_ttl(join_ttl, resume_ttl)
+    now = end + after_end
+    record = EndedRecord(end) if after_end < record_ttl else None
+    claims = {"epoch": 1} if role == "visitor" else {"aid": "aabcdef"}
+    join_tok = tokens.mint(KEYS, sid=SID, role=role, now=minted, ttl=join_ttl)
+    rt = tokens.mint(KEYS, sid=SID, role="resume", now=minted, ttl=resume_ttl, r=role, **claims)
+    try:
+        session.check_hello(hello(role, join_tok, resume_of(role, rt, 1)), KEYS, now)
+    except ProtocolError as e:
+        assert (e.code, e.close_code) == ("token_expired", Close.UNAUTHORIZED)
+        return
+    assert record is not None  # a token is still valid: the record must still be there
+    with pytest.raises(ProtocolError) as ei:
+        session.refuse_ended(None, record)  # the metadata has long expired
     assert ei.value.close_code == Close.SESSION_ENDED
+
+
+@pytest.mark.parametrize("role", ["visitor", "agent"])
+def test_a_join_is_refused_when_the_session_ended_after_its_hello_was_checked(role):
+    """The end may come between the hello's check and the join's compare-and-set (and its
+    "end" message before the connection listens): the change itself refuses, unchanged."""
+    meta = SessionMeta(ended=True, epoch=3)
+    join = session.check_hello(hello(role, token(role)), KEYS, NOW)
+    with pytest.raises(ProtocolError) as ei:
+        if role == "visitor":
+            session.bump_visitor(meta, join, 0)
+        else:
+            session.add_agent(meta, "aabcdef", NOW)
+    assert ei.value.close_code == Close.SESSION_ENDED
+    assert (meta.epoch, meta.vgen, meta.agents) == (3, 0, {})
+    session.add_agent(fresh := SessionMeta(), "aabcdef", NOW)
+    assert fresh.agents == {"aabcdef": NOW}
+
+
+def test_the_ended_record_outlives_the_longest_token_by_the_skew():
+    assert ended_ttl(3600.0, 86400.0) == 86400.0 + ENDED_SKEW
+    assert ended_ttl(7 * 86400.0, 86400.0) == 7 * 86400.0 + ENDED_SKEW
+
+
+@pytest.mark.parametrize("data", [b'{"at":12.5}', b"garbage", b"[]", b'{"at":"x"}'])
+def test_an_ended_record_always_reads_as_ended(data):
+    """The key exists only for ended sessions: unreadable content still says ended."""
+    record = EndedRecord.from_bytes(data)
+    with pytest.raises(ProtocolError):
+        session.refuse_ended(None, record)
+    assert EndedRecord.from_bytes(EndedRecord(12.5).to_bytes()) == EndedRecord(12.5)
 
 
 # ---- the visitor's join -----------------------------------------------------------------------

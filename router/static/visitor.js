@@ -1268,6 +1268,21 @@ async function refreshGateways() {
   return null;
 }
 
+// End the session through the API with the visitor's token (404: it had ended already).
+async function endSession(s) {
+  if (!CB_CFG.base || !s.sid || !s.token) return false;
+  try {
+    const r = await fetch(`${CB_CFG.base}/v1/sessions/${encodeURIComponent(s.sid)}`, {
+      method: "DELETE",
+      headers: { authorization: "Bearer " + s.token },
+      credentials: "omit",
+    });
+    return r.ok || r.status === 404;
+  } catch (e) {
+    return false; // the router cannot be reached: the bye still closes this connection
+  }
+}
+
 function whenReady(fn) {
   // A snapshot of a half-parsed page would stream the rest as mutations: wait for the DOM.
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fn, { once: true });
@@ -1374,12 +1389,19 @@ const Cobrowse = {
   getCode() {
     return session && cbState !== "ended" ? session.code : null;
   },
+  // Ends the session for everyone (api.md, DELETE with the visitor's own token): agents
+  // close with 4004, the code stops resolving, resume tokens are refused. Recording stops
+  // at once; the bye follows the API's answer. Resolves true once the router confirmed.
   end() {
     if (cancelConsent) cancelConsent();
-    const w = wire;
+    const w = wire, s = session;
     if (session) finish({ code: "visitor", reason: "ended by the visitor" });
-    if (w) { try { w.end("visitor ended the session"); } catch (e) { /* closing anyway */ } }
     clearStore();
+    const ended = s ? endSession(s) : Promise.resolve(false);
+    return ended.then((ok) => {
+      if (w) { try { w.end("visitor ended the session"); } catch (e) { /* closing anyway */ } }
+      return ok;
+    });
   },
   on(name, fn) {
     if (typeof fn !== "function") return () => {};
