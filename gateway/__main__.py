@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from functools import partial
 
 import structlog
 import trio
@@ -104,7 +105,12 @@ async def run(cfg: GatewayConfig) -> int:
                     drain=drain_state,
                     admin_key=cfg.admin_key,
                 )
-                hp = await nursery.start(serve_admin, cfg.host, cfg.health_port, hooks)
+                hp = await nursery.start(
+                    partial(serve_admin, header_timeout=cfg.admin_header_timeout),
+                    cfg.host,
+                    cfg.health_port,
+                    hooks,
+                )
                 admin_url = f"http://{cfg.host}:{hp}/"
                 log.info("admin_listening", port=hp)
             nursery.start_soon(heartbeat, gw, members, admin_url)

@@ -15,6 +15,8 @@ import h11
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .settings import HTTP_HEADER_TIMEOUT
+
 MAX_REQUEST_BYTES = 16 * 1024
 
 Response = tuple[int, str, bytes]
@@ -63,24 +65,33 @@ def route(hooks: AdminHooks, method: bytes, path: str, headers: dict[bytes, byte
     return _json(404, {"error": {"code": "not_found", "message": "no such path"}})
 
 
-async def _respond(stream: trio.SocketStream, hooks: AdminHooks) -> None:
+async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
+    """The request's head, or None when the client closes or sends something else."""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data:
+                return None
+            conn.receive_data(data)
+            continue
+        return event if isinstance(event, h11.Request) else None
+
+
+async def _respond(stream: trio.SocketStream, hooks: AdminHooks, header_timeout: float) -> None:
+    """Answer one request and close: its body is never read, so only the headers (and the
+    answer, which a client may not read) need a bound."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
-    with trio.move_on_after(10):
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                break
-            return
-        path = event.target.decode("latin-1").split("?", 1)[0]
-        headers = {k.lower(): v for k, v in event.headers}
-        status, ctype, body = route(hooks, event.method, path, headers)
-        out = [("content-type", ctype), ("content-length", str(len(body))), ("connection", "close")]
+    event = None
+    with trio.move_on_after(header_timeout):
+        event = await _read_request(stream, conn)
+    if event is None:
+        return
+    path = event.target.decode("latin-1").split("?", 1)[0]
+    headers = {k.lower(): v for k, v in event.headers}
+    status, ctype, body = route(hooks, event.method, path, headers)
+    out = [("content-type", ctype), ("content-length", str(len(body))), ("connection", "close")]
+    with trio.move_on_after(header_timeout):
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=out)))
         if event.method != b"HEAD":
             await stream.send_all(conn.send(h11.Data(data=body)))
@@ -92,11 +103,12 @@ async def serve_admin(
     port: int,
     hooks: AdminHooks,
     *,
+    header_timeout: float = HTTP_HEADER_TIMEOUT.default,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async def handler(stream: trio.SocketStream) -> None:
         try:
-            await _respond(stream, hooks)
+            await _respond(stream, hooks, header_timeout)
         except (h11.RemoteProtocolError, trio.BrokenResourceError):
             pass
         finally:

@@ -58,6 +58,7 @@ class GatewayConfig:
     admin_key: str | None = None  # bearer key for POST /admin/drain; None: endpoint refuses
     stream: StreamSettings = field(default_factory=StreamSettings)
     hello_timeout: float = s.HELLO_TIMEOUT.default
+    admin_header_timeout: float = s.HTTP_HEADER_TIMEOUT.default  # admin port's slow clients
     resume_ttl: float = 24 * 3600.0  # resume tokens outlive any reasonable disconnect
     max_in_flight: int = (
         512  # seqs a sender may run ahead of its cumulative ack (bounds resume reads)
@@ -130,6 +131,7 @@ def config_from(got: s.GatewaySettings, worker_index: int | None = None) -> Gate
         health_port=got.health_port,
         drain_window=got.drain_window,
         hello_timeout=got.hello_timeout,
+        admin_header_timeout=got.admin_header_timeout,
         admin_key=got.admin_key,
         admission=AdmissionSettings(
             new_rate=got.new_rate,

@@ -402,6 +402,23 @@ LOG_FORMAT = Var(
     one_of("kv", "json"),
     "`kv` (key=value) or `json`: one line per event, on stderr",
 )
+HTTP_HEADER_TIMEOUT = Var(
+    "COBROWSE_HTTP_HEADER_TIMEOUT",
+    5.0,
+    number,
+    "seconds an HTTP client has to send a request's headers, counted from connecting or from "
+    "the previous response (so also how long an idle keep-alive connection stays open); "
+    "slower: the connection is closed. Greater than 0",
+    checks=(above(0),),
+)
+HTTP_BODY_TIMEOUT = Var(
+    "COBROWSE_HTTP_BODY_TIMEOUT",
+    30.0,
+    number,
+    "seconds an HTTP client has to send a request's whole body once its headers are in; "
+    "slower: `408` and the connection is closed. Greater than 0",
+    checks=(above(0),),
+)
 PROXY_PUBLIC_URL = Var(
     "COBROWSE_PROXY_PUBLIC_URL",
     None,
@@ -668,6 +685,15 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class HttpTimeouts:
+    """How long the router's and the proxy's HTTP clients may take to send a request: a
+    client that trickles its headers or body would otherwise hold a connection for ever."""
+
+    header: float = setting(HTTP_HEADER_TIMEOUT)
+    body: float = setting(HTTP_BODY_TIMEOUT)
+
+
+@dataclass(frozen=True)
 class StreamVars:
     """The stream and KV settings: the gateways and the router apply them at every start,
     so give them the same values."""
@@ -707,6 +733,7 @@ class GatewaySettings:
     new_per_address: str = setting(ADMIT_NEW_PER_ADDRESS)
     forwarded_hops: int = setting(GATEWAY_FORWARDED_HOPS)
     hello_timeout: float = setting(HELLO_TIMEOUT)
+    admin_header_timeout: float = setting(HTTP_HEADER_TIMEOUT)  # the admin port's bound
     log: LogSettings = group(LogSettings)
 
     RULES: ClassVar[tuple[Rule, ...]] = (
@@ -751,6 +778,7 @@ class RouterSettings:
     nats_servers: tuple[str, ...] = setting(NATS_URL)
     host: str = setting(API_HOST)
     port: int = setting(API_PORT)
+    http: HttpTimeouts = group(HttpTimeouts)
     code_ttl: float = setting(CODE_TTL)
     token_ttl: float = setting(TOKEN_TTL)
     lookup_limit_per_key: str = setting(LOOKUP_LIMIT_PER_KEY)
@@ -784,6 +812,7 @@ class ProxySettings:
     url_ttl: int = setting(PROXY_URL_TTL)
     token_keys: Keyring | None = setting(TOKEN_KEYS)
     cors_origins: tuple[str, ...] = setting(PROXY_CORS_ORIGINS)
+    http: HttpTimeouts = group(HttpTimeouts)
     log: LogSettings = group(LogSettings)
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -116,7 +117,12 @@ class Supervisor:
                         admin_key=self.cfg.admin_key,
                         metrics=lambda: generate_latest(self.registry),
                     )
-                    await nursery.start(serve_admin, self.cfg.host, self.cfg.health_port, hooks)
+                    await nursery.start(
+                        partial(serve_admin, header_timeout=self.cfg.admin_header_timeout),
+                        self.cfg.host,
+                        self.cfg.health_port,
+                        hooks,
+                    )
                 nursery.start_soon(self._signals)
                 with trio.fail_after(60):
                     while not all((Path(self.dir) / f"ready-{i}").exists() for i in self.workers):

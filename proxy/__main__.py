@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 
+from gateway.settings import HttpTimeouts
 from gateway.tokens import Keyring
 
 from . import signing
@@ -116,21 +117,15 @@ def _rewrite(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _serve_until_signal(app, host: str, port: int) -> None:
+async def _serve_until_signal(app, host: str, port: int, timeouts: HttpTimeouts) -> None:
     import signal
 
-    from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hypercorn_serve
 
-    hc = HyperConfig()
-    hc.bind = [_bind(host, port)]
-    hc.accesslog = None
-    hc.graceful_timeout = 5.0
-    hc.include_server_header = False
+    from gateway.request_timeouts import BodyTimeout, hypercorn_config
+
+    app = BodyTimeout(app, timeouts.body)
+    hc = hypercorn_config(host, port, timeouts)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
@@ -169,7 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
             "signed by this process verify",
             file=sys.stderr,
         )
-    trio.run(_serve_until_signal, create_app(config), args.host, args.port)
+    trio.run(_serve_until_signal, create_app(config), args.host, args.port, config.http)
     return 0
 
 

@@ -50,6 +50,7 @@ class RouterConfig:
     proxy_url: str | None = None  # the asset proxy's public base URL, told to viewers
     embed_frame_ancestors: str = s.EMBED_FRAME_ANCESTORS.default  # who may embed /embed
     demo_site_key: str | None = None  # serve /demo with this site key (development only)
+    http: s.HttpTimeouts = field(default_factory=s.HttpTimeouts)  # slow clients' bounds
     log: s.LogSettings = field(default_factory=s.LogSettings)
 
     @property
@@ -148,5 +149,6 @@ def load(
         proxy_url=got.proxy_url,
         embed_frame_ancestors=got.embed_frame_ancestors,
         demo_site_key=got.demo_site_key,
+        http=got.http,
         log=got.log,
     )

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import structlog
 import trio
-from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 from nats.js.errors import BucketNotFoundError
 
 from gateway import membership, settings, streams
 from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
+from gateway.request_timeouts import BodyTimeout, hypercorn_config
 
 from . import admin, sessions
 from .api import create_app
@@ -35,10 +35,6 @@ log = structlog.get_logger("router.serve")
 
 CONNECT_TIMEOUT = 5.0
 PROG = "python -m router"
-
-
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_server(
@@ -61,12 +57,10 @@ async def run_server(
         kv_gateways = await bridge.call(
             membership.ensure_bucket, bridge.js, cfg.stream.storage, cfg.stream.replicas
         )
-        app = create_app(cfg, bridge, kv_sessions, kv_codes, kv_gateways)
-        hc = HyperConfig()
-        hc.bind = [_bind(cfg.host, cfg.port)]
-        hc.accesslog = None
-        hc.graceful_timeout = 5.0
-        hc.include_server_header = False
+        app = BodyTimeout(
+            create_app(cfg, bridge, kv_sessions, kv_codes, kv_gateways), cfg.http.body
+        )
+        hc = hypercorn_config(cfg.host, cfg.port, cfg.http)
 
         async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
             await hypercorn_serve(
