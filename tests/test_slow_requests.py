@@ -11,12 +11,16 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 import trio
+from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import REGISTRY
 
 from gateway.admin import AdminHooks, serve_admin
+from gateway.request_timeouts import BodyTimeout, hypercorn_config
+from gateway.settings import HttpTimeouts
 from gateway.tokens import Keyring
 from proxy import signing
 from proxy.__main__ import _serve_until_signal
@@ -243,3 +247,38 @@ async def test_admin_port_drops_slow_headers_and_answers_without_the_body():
             assert answer.startswith(b"HTTP/1.1 403 ") and b"admin_disabled" in answer, answer
         n.cancel_scope.cancel()
     print(f"\nadmin port: slow headers {heads.summary()}; bodies {bodies.summary()}")
+
+
+# ---- BodyTimeout after the answer has started -------------------------------------------------
+
+
+async def test_a_body_slower_than_the_bound_after_the_answer_started_ends_the_connection():
+    """An app that answers first and reads the body after (streaming) cannot be given a 408:
+    the half-sent answer is cut and the connection closed, at the same bound."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":  # passed through BodyTimeout untouched
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started\n", "more_body": True})
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.body", "body": b"done\n"})
+
+    timeouts = HttpTimeouts(header=HEADER_TIMEOUT, body=BODY_TIMEOUT)
+    config = hypercorn_config("127.0.0.1", 0, timeouts)
+    async with trio.open_nursery() as n:
+        urls = await n.start(partial(hypercorn_serve, BodyTimeout(app, BODY_TIMEOUT), config))
+        port = int(urls[0].rsplit(":", 1)[1])
+        dropped = Dropped()
+        with trio.move_on_after(CEILING):
+            await trickle(port, request_head("/", 1000), b" ", dropped)
+        assert len(dropped.after) == 1, "still open"
+        assert dropped.after[0] >= BODY_TIMEOUT - 0.1, dropped.summary()
+        answer = dropped.answers[0]
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"started" in answer, answer
+        assert b"done" not in answer and b"408" not in answer, answer
+        n.cancel_scope.cancel()
