@@ -18,11 +18,11 @@ import trio
 from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import REGISTRY
 
+from gateway import tokens
 from gateway.admin import AdminHooks, serve_admin
 from gateway.request_timeouts import BodyTimeout, hypercorn_config
 from gateway.settings import HttpTimeouts
 from gateway.tokens import Keyring
-from proxy import signing
 from proxy.__main__ import _serve_until_signal
 from proxy.config import ProxyConfig
 from proxy.service import create_app
@@ -53,8 +53,9 @@ class Dropped:
         return f"{len(self.after)} dropped after {min(self.after):.2f}-{max(self.after):.2f} s"
 
 
-def request_head(path: str, length: int, *, close: bool = False) -> bytes:
-    extra = "Connection: close\r\n" if close else ""
+def request_head(path: str, length: int, *, close: bool = False, extra: str = "") -> bytes:
+    """A POST's head; `extra` is more header lines, each ending in CRLF."""
+    extra += "Connection: close\r\n" if close else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\n{extra}\r\n"
@@ -92,12 +93,14 @@ async def trickle(port: int, head: bytes, byte: bytes, dropped: Dropped) -> None
     dropped.answers.append(bytes(answer))
 
 
-async def steady_upload(port: int, path: str, body: bytes, pieces: int = 4) -> bytes:
+async def steady_upload(
+    port: int, path: str, body: bytes, pieces: int = 4, extra: str = ""
+) -> bytes:
     """POST `body` in `pieces` sent DRIP seconds apart, well within the body timeout; the
     whole answer."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(request_head(path, len(body), close=True))
+        await stream.send_all(request_head(path, len(body), close=True, extra=extra))
         size = -(-len(body) // pieces)
         for i in range(0, len(body), size):
             await trio.sleep(DRIP)
@@ -110,15 +113,16 @@ async def steady_upload(port: int, path: str, body: bytes, pieces: int = 4) -> b
 
 
 async def slow_clients_are_dropped(
-    port: int, path: str, normal: Callable[[], Awaitable[None]]
+    port: int, path: str, normal: Callable[[], Awaitable[None]], extra: str = ""
 ) -> tuple[Dropped, Dropped]:
-    """Open SLOW body tricklers and SLOW_HEADS header tricklers; call `normal()` while they
-    are open and after they were dropped; check each kind was dropped by its bound."""
+    """Open SLOW body tricklers (with `extra` header lines) and SLOW_HEADS header tricklers;
+    call `normal()` while they are open and after they were dropped; check each kind was
+    dropped by its bound."""
     bodies, heads = Dropped(), Dropped()
     with trio.move_on_after(CEILING):
         async with trio.open_nursery() as n:
             for _ in range(SLOW):
-                n.start_soon(trickle, port, request_head(path, 1000), b" ", bodies)
+                n.start_soon(trickle, port, request_head(path, 1000, extra=extra), b" ", bodies)
             head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".encode()
             for _ in range(SLOW_HEADS):
                 n.start_soon(trickle, port, head, b"x", heads)
@@ -175,7 +179,8 @@ async def test_router_drops_slow_bodies_and_headers(nats_server):
 async def test_proxy_drops_slow_bodies_and_headers():
     """`python -m proxy serve`'s server (its `_serve_until_signal`), in this process to save
     the second a process start takes."""
-    config = ProxyConfig.from_env({"COBROWSE_PROXY_KEYS": KEYS, **TIMEOUTS})
+    env = {"COBROWSE_PROXY_KEYS": KEYS, "COBROWSE_TOKEN_KEYS": KEYS, **TIMEOUTS}
+    config = ProxyConfig.from_env(env)
     port = free_port()
     async with trio.open_nursery() as server:
         server.start_soon(_serve_until_signal, create_app(config), "127.0.0.1", port, config.http)
@@ -198,20 +203,20 @@ async def proxy_checks(port: int) -> None:
             assert (await http.get("/healthz")).status_code == 200
 
         base = "https://site.example/main.css"
-        signed = signing.sign_params(Keyring.parse(KEYS), base, "s1", int(time.time()) + 600)
+        token = tokens.mint(Keyring.parse(KEYS), sid="s1", role="agent", now=time.time(), ttl=600)
+        auth = f"Authorization: Bearer {token}\r\n"  # only an agent may rewrite
         css = "/* " + "-" * 50_000 + " */ a { color: red }"  # 50 KB over 0.8 s, under 2 s
-        upload = {"css": css, "base_url": base, "session": "s1"}
-        upload.update(e=int(signed["e"]), sig=signed["sig"])
+        upload = {"css": css, "base_url": base}
         counted = slow_bodies_counted()
         async with trio.open_nursery() as n:
             steady: list[bytes] = []
 
             async def upload_css() -> None:
                 body = json.dumps(upload).encode()
-                steady.append(await steady_upload(port, "/v1/rewrite", body))
+                steady.append(await steady_upload(port, "/v1/rewrite", body, extra=auth))
 
             n.start_soon(upload_css)
-            bodies, heads = await slow_clients_are_dropped(port, "/v1/rewrite", normal)
+            bodies, heads = await slow_clients_are_dropped(port, "/v1/rewrite", normal, auth)
         answer = steady[0]
         assert answer.startswith(b"HTTP/1.1 200 ") and b"color: red" in answer, answer[:300]
         assert slow_bodies_counted() == counted + SLOW
