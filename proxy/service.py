@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from gateway import tokens
 from gateway.tokens import Keyring
@@ -379,10 +380,15 @@ async def read_json_object(request: Request, max_bytes: int, too_large: str) -> 
     if declared.isdigit() and int(declared) > max_bytes:
         raise ProxyError(413, "too_large", too_large)
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise ProxyError(413, "too_large", too_large)
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_bytes:
+                raise ProxyError(413, "too_large", too_large)
+    except ClientDisconnect:  # the client left mid-body: nothing to answer, nothing broken
+        raise ProxyError(
+            400, "client_disconnected", "the client left before its body ended"
+        ) from None
     try:
         body = json.loads(bytes(raw))
     except ValueError:

@@ -9,6 +9,7 @@ import tracemalloc
 
 import httpx
 import pytest
+import structlog.testing
 import trio
 
 from gateway import tokens
@@ -272,6 +273,39 @@ async def test_post_rewrite(env):
     assert_error(await http.post("/v1/rewrite", json=big, headers=agent()), 413, "too_large")
     assert_error(await http.post("/v1/rewrite", content=b"not json", headers=agent()), 400)
     assert_error(await http.post("/v1/rewrite", json={**body, "css": 1}, headers=agent()), 400)
+
+
+async def test_a_client_leaving_mid_body_is_not_an_internal_error(env):
+    """The client hangs up half-way through its body: refused quietly, no traceback."""
+    _, _, proxy = env
+    app = create_app(proxy.cfg)
+    headers = [(k.lower().encode(), v.encode()) for k, v in agent().items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/rewrite",
+        "raw_path": b"/v1/rewrite",
+        "query_string": b"",
+        "headers": [*headers, (b"content-type", b"application/json"), (b"content-length", b"99")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    parts = iter([{"type": "http.request", "body": b'{"css": "a', "more_body": True}])
+    sent = []
+
+    async def receive():
+        return next(parts, {"type": "http.disconnect"})
+
+    async def send(message):
+        sent.append(message)
+
+    with structlog.testing.capture_logs() as logs:
+        await app(scope, receive, send)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
+    assert not [e for e in logs if e["event"] == "internal_error"], logs
 
 
 async def test_asset_signature_cannot_sign_other_urls(env):
