@@ -742,7 +742,7 @@ class StreamVars:
 
 @dataclass(frozen=True)
 class BudgetVars:
-    """Each connection's send budget (gateway/budget.py)."""
+    """Each connection's send budget (gateway/budget.py), field for field."""
 
     event_rate: float = setting(BUDGET_EVENT_RATE)
     event_burst: float = setting(BUDGET_EVENT_BURST)
@@ -752,13 +752,7 @@ class BudgetVars:
 
     @property
     def settings(self) -> BudgetSettings:
-        return BudgetSettings(
-            event_rate=self.event_rate,
-            event_burst=self.event_burst,
-            byte_rate=self.byte_rate,
-            byte_burst=self.byte_burst,
-            grace=self.grace,
-        )
+        return BudgetSettings(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True)
