@@ -140,6 +140,8 @@ async def test_a_flood_is_slowed_then_closed_and_costs_bounded_memory(
             await flood(url, flooded, snapshot_stored, agent_ready, out)
         await trio.sleep(0.3)
         stored = stream_bytes(nats_server.monitor_port) - stored_before
+        behind = g.metric("gw-a", "cobrowse_gateway_receivers_behind_total")
+        waits = g.metric("gw-a", "cobrowse_gateway_budget_waits_total")
         n.cancel_scope.cancel()
 
     took = out["end"] - out["start"]
@@ -154,6 +156,8 @@ async def test_a_flood_is_slowed_then_closed_and_costs_bounded_memory(
         f" ms of {len(latencies)} events"
     )
     assert out["code"] == Close.OVER_BUDGET
+    assert waits >= 1  # held before it was closed
+    assert behind >= 1  # the agent that reads nothing was moved off the live path
     assert GRACE <= took < GRACE + 2 * BUDGET.longest_wait  # the burst is gone in 0.4 s
     # Slowed: what JetStream stored is within the byte budget (plus a little for headers).
     assert stored <= BUDGET.byte_burst + BUDGET.byte_rate * took + MIB
