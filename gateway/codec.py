@@ -42,6 +42,7 @@ class Close:
     HELLO_TIMEOUT = 4008
     UNSUPPORTED_VERSION = 4006
     REFUSED = 4009  # handshake refused (rate limited or draining), for `?refusal=close` clients
+    OVER_BUDGET = 4010  # over its event or byte budget for the grace period: retry with backoff
 
 
 class ProtocolError(Exception):

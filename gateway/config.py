@@ -17,6 +17,7 @@ from gateway.tokens import Keyring
 
 from . import settings as s
 from .admission_gate import AdmissionSettings
+from .budget import BudgetSettings
 from .streams import StreamSettings
 
 PROG = "python -m gateway"
@@ -68,6 +69,7 @@ class GatewayConfig:
     publish_timeout: float = 30.0  # must outlast a stream-leader election
     drain_window: float = s.DRAIN_WINDOW.default  # reconnect notices are spread over this
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)  # each connection's sends
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
     worker_index: int | None = None  # set in a worker process started by the supervisor
     base_id: str | None = None  # a worker's gateway id without its ".w<i>" suffix
@@ -142,6 +144,7 @@ def config_from(got: s.GatewaySettings, worker_index: int | None = None) -> Gate
             forwarded_hops=got.forwarded_hops,
         ),
         stream=got.stream.settings,
+        budget=got.budget.settings,
         workers=got.workers or (os.cpu_count() or 1),
         log=got.log,
     )

@@ -38,6 +38,7 @@ from .admission_gate import (
     rejection,
     wants_close_refusal,
 )
+from .budget import CLOSE, Budget
 from .codec import (
     AGENT_KINDS,
     ALL_KINDS,
@@ -73,6 +74,9 @@ SEND_TIMEOUT = 30.0  # a client that takes nothing from its socket for this long
 IDLE_CHECK = 30.0  # an idle receiver looks at the stream's tail this often (lost live events)
 KV_TIMEOUT = 5.0
 LEAVE_TIMEOUT = 5.0  # a drained connection waits this long for its last publish to settle
+OVER_BUDGET = ProtocolError(
+    "over_budget", "over the event or byte budget for too long", Close.OVER_BUDGET
+)
 
 
 @dataclass
@@ -131,7 +135,8 @@ class Connection:
         "ctx", "cfg", "sock", "peer", "ws", "id", "accepted_at", "role", "sid", "aid",
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
-        "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "__weakref__",
+        "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
+        "_resume_at", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -157,6 +162,9 @@ class Connection:
         self.stopping = False
         self._jobs: list[Callable[[], Awaitable[None]]] = []  # few, rare: a list is smaller
         self._early: list[Message] = []  # frames that came with the hello
+        self.budget: Budget | None = None  # the sender's event and byte buckets
+        self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
+        self._resume_at = 0.0
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -491,6 +499,7 @@ class Connection:
         return self.delivery
 
     def _start_sender(self, subject: str, *, epoch: int, src: str | None, tail, durable: int):
+        self.budget = Budget(self.cfg.budget, trio.current_time())
         self.sender = Sender(
             self,
             self.ctx,
@@ -541,10 +550,8 @@ class Connection:
     async def _serve(self) -> None:
         ws, sender, delivery = self.ws, self.sender, self.delivery
         events_in = metrics.TALLY.events_in  # by role
-        for m in self._early:
-            self._on_message(m, events_in)
+        self._take(self._early, events_in, trio.current_time())
         self._early = []
-        sender.publish_next()
         while not self.stopping:
             if ws.out.closed:
                 return
@@ -562,6 +569,9 @@ class Connection:
                 await self._jobs.pop(0)()
                 continue
             now = trio.current_time()
+            if self._held and now >= self._resume_at:
+                self._take(self._held, events_in, now)
+                continue
             sender.retry(now)  # raises once a publish has failed for publish_timeout
             due = delivery.deadline()  # usually None: the gateway's ticker pokes for the rest
             if due is not None and due <= now:
@@ -573,11 +583,13 @@ class Connection:
             deadline = due if due is not None else math.inf
             if self.leaving:
                 deadline = min(deadline, self._leave_by)
+            if self._held:
+                deadline = min(deadline, self._resume_at)
             paused = self.leaving or sender.full
             self.paused = paused
             with trio.CancelScope(deadline=deadline) as scope:
                 self._scope = scope
-                if paused:  # back-pressure: the sender waits for acks before sending more
+                if paused or self._held:  # back-pressure: wait for acks, or for the budget
                     await trio.sleep_forever()
                 else:
                     await self._read_frames(events_in)
@@ -590,18 +602,30 @@ class Connection:
         """The hot loop: frames in, publishes out, under the one cancel scope the outer loop
         opened (a scope per frame cost 5-8 % of a visitor gateway's CPU). It returns when the
         outer loop has work: the connection ended, the client stopped reading, the sender
-        must wait for room, or a job came; sync code that needs it sooner cancels the scope
-        (`_wake`) or moves its deadline (`_poke`)."""
+        must wait for room or for its budget, or a job came; sync code that needs it sooner
+        cancels the scope (`_wake`) or moves its deadline (`_poke`)."""
         ws, sender, jobs = self.ws, self.sender, self._jobs
         while True:
             await trio.lowlevel.wait_readable(self.sock)
             messages = ws.receive()
             if messages:
-                for m in messages:
-                    self._on_message(m, events_in)
-                sender.publish_next()
-            if ws.closed is not None or ws.out.blocked or jobs or sender.full:
+                self._take(messages, events_in, trio.current_time())
+            if ws.closed is not None or ws.out.blocked or jobs or sender.full or self._held:
                 return
+
+    def _take(self, messages: list[Message], events_in, now: float) -> None:
+        """Frames read from the socket, in order, until one is over the budget: it and the
+        rest are held (`_held`), and the loop reads nothing more until `_resume_at`."""
+        self._held = []
+        for i, m in enumerate(messages):
+            wait = self._on_message(m, events_in, now)
+            if wait:
+                self._held = messages[i:]
+                self._resume_at = now + wait
+                metrics.BUDGET_WAITS.inc()
+                metrics.BUDGET_WAIT_SECONDS.inc(wait)
+                break
+        self.sender.publish_next(now)
 
     async def _drain_outbox(self) -> None:
         with trio.move_on_after(SEND_TIMEOUT) as scope:
@@ -618,7 +642,8 @@ class Connection:
             )
         return decode_frame(m.data, allowed_kinds=allowed)
 
-    def _on_message(self, m: Message, events_in) -> None:
+    def _on_message(self, m: Message, events_in, now: float) -> float:
+        """Take one frame; a wait in seconds (0: taken) when it is over the budget."""
         frame = self._decode(m, self._allowed)
         if type(frame) is Events:
             if frame.epoch != self.epoch:
@@ -627,8 +652,14 @@ class Connection:
                 )
             if frame.src is not None:
                 raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
+            n = len(frame.events)
+            wait = self.budget.take(n, len(m.data), now)
+            if wait:
+                if wait == CLOSE:
+                    raise OVER_BUDGET
+                return wait
             self.sender.take(frame)
-            events_in[self.role.value] += len(frame.events)
+            events_in[self.role.value] += n
         elif type(frame) is Bye:
             self.close_code, self.close_reason = Close.NORMAL, "bye"
             self.said_bye = True
@@ -640,6 +671,7 @@ class Connection:
                 f"{type(frame).__name__.lower()} is not sent by clients here",
                 Close.PROTOCOL,
             )
+        return 0.0
 
     # ---- the close -------------------------------------------------------------------------------
 

@@ -64,6 +64,14 @@ RECEIVERS_BEHIND = Counter(
     "cobrowse_gateway_receivers_behind_total",
     "Times a slow client's receiver left the live path to be served from the stream",
 )
+BUDGET_WAITS = Counter(
+    "cobrowse_gateway_budget_waits_total",
+    "Times a connection over its event or byte budget had a frame held (socket not read)",
+)
+BUDGET_WAIT_SECONDS = Counter(
+    "cobrowse_gateway_budget_wait_seconds_total",
+    "Seconds connections over budget were held, as asked by their budgets",
+)
 
 
 class Tally:

@@ -105,8 +105,9 @@ class Sender:
 
     # ---- to JetStream -------------------------------------------------------------------
 
-    def publish_next(self) -> None:
-        now = trio.current_time()
+    def publish_next(self, now: float | None = None) -> None:
+        if now is None:
+            now = trio.current_time()
         msg = self.chain.next(now)
         if msg is None:
             return

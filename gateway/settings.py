@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import limits
 
+from .budget import BudgetSettings
+from .codec import MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES
 from .streams import StreamSettings
 from .tokens import Keyring
 
@@ -390,6 +392,16 @@ STREAM_MAX_MSGS_PER_SESSION = Var(
     "at least 1",
     checks=(at_least(1),),
 )
+STREAM_MAX_BYTES = Var(
+    "COBROWSE_STREAM_MAX_BYTES",
+    StreamSettings.max_bytes,
+    integer,
+    "bytes the stream keeps for all sessions together, at least 16 MiB; when full, the "
+    "oldest messages go (discard old). It must fit the NATS server's JetStream store for "
+    "the chosen storage (`max_memory_store` / `max_file_store`)",
+    checks=(at_least(16 * MIB),),
+    shown_default=f"`{StreamSettings.max_bytes}` (128 MiB)",
+)
 LOG_LEVEL = Var(
     "COBROWSE_LOG_LEVEL",
     "INFO",
@@ -522,6 +534,46 @@ ADMIT_NEW_PER_ADDRESS = Var(
     rate_limit,
     "new sessions per client address and gateway (its worker processes share one count), "
     "in the `limits` package's notation",
+)
+BUDGET_EVENT_RATE = Var(
+    "COBROWSE_BUDGET_EVENT_RATE",
+    BudgetSettings.event_rate,
+    number,
+    "events per second one connection may send, sustained (its token bucket's rate), "
+    "greater than 0",
+    checks=(above(0),),
+)
+BUDGET_EVENT_BURST = Var(
+    "COBROWSE_BUDGET_EVENT_BURST",
+    BudgetSettings.event_burst,
+    number,
+    f"events one connection may send at once (the bucket's size), at least "
+    f"{MAX_EVENTS_PER_BATCH} (one full frame)",
+    checks=(at_least(MAX_EVENTS_PER_BATCH, "one full frame"),),
+)
+BUDGET_BYTE_RATE = Var(
+    "COBROWSE_BUDGET_BYTE_RATE",
+    BudgetSettings.byte_rate,
+    number,
+    "bytes of frames per second one connection may send, sustained, greater than 0",
+    checks=(above(0),),
+    shown_default=f"`{_num(BudgetSettings.byte_rate)}` (2 MiB/s)",
+)
+BUDGET_BYTE_BURST = Var(
+    "COBROWSE_BUDGET_BYTE_BURST",
+    BudgetSettings.byte_burst,
+    number,
+    f"bytes one connection may send at once, at least {MAX_FRAME_BYTES} (one full frame)",
+    checks=(at_least(MAX_FRAME_BYTES, "one full frame"),),
+    shown_default=f"`{_num(BudgetSettings.byte_burst)}` (8 MiB)",
+)
+BUDGET_GRACE = Var(
+    "COBROWSE_BUDGET_GRACE",
+    BudgetSettings.grace,
+    number,
+    "seconds a connection may stay over its budget, slowed, before it is closed with 4010 "
+    "`over_budget`, at least 0",
+    checks=(at_least(0),),
 )
 
 # The router (python -m router serve).
@@ -702,6 +754,7 @@ class StreamVars:
     replicas: int = setting(STREAM_REPLICAS)
     max_age: float = setting(STREAM_MAX_AGE)
     max_msgs_per_session: int = setting(STREAM_MAX_MSGS_PER_SESSION)
+    max_bytes: int = setting(STREAM_MAX_BYTES)
 
     @property
     def settings(self) -> StreamSettings:
@@ -710,7 +763,23 @@ class StreamVars:
             replicas=self.replicas,
             max_age=self.max_age,
             max_msgs_per_subject=self.max_msgs_per_session,
+            max_bytes=self.max_bytes,
         )
+
+
+@dataclass(frozen=True)
+class BudgetVars:
+    """Each connection's send budget (gateway/budget.py), field for field."""
+
+    event_rate: float = setting(BUDGET_EVENT_RATE)
+    event_burst: float = setting(BUDGET_EVENT_BURST)
+    byte_rate: float = setting(BUDGET_BYTE_RATE)
+    byte_burst: float = setting(BUDGET_BYTE_BURST)
+    grace: float = setting(BUDGET_GRACE)
+
+    @property
+    def settings(self) -> BudgetSettings:
+        return BudgetSettings(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True)
@@ -734,6 +803,7 @@ class GatewaySettings:
     forwarded_hops: int = setting(GATEWAY_FORWARDED_HOPS)
     hello_timeout: float = setting(HELLO_TIMEOUT)
     admin_header_timeout: float = setting(HTTP_HEADER_TIMEOUT)  # the admin port's bound
+    budget: BudgetVars = group(BudgetVars)
     log: LogSettings = group(LogSettings)
 
     RULES: ClassVar[tuple[Rule, ...]] = (

@@ -34,6 +34,9 @@ class StreamSettings:
     max_age: float = 6 * 3600.0
     duplicate_window: float = 120.0  # >= 2 min: outlasts every publish retry
     max_msgs_per_subject: int = 200_000  # one session cannot fill the stream
+    # All sessions together: fits the smallest NATS store we ship (k8s base: 256 MB of
+    # memory, shared with the KV bucket); file storage in production sets more.
+    max_bytes: int = 128 * 2**20
     kv_bucket: str = "cobrowse_sessions"
 
 
@@ -75,7 +78,12 @@ async def ensure_stream(js, settings: StreamSettings):
         max_age=settings.max_age,
         duplicate_window=settings.duplicate_window,
         max_msgs_per_subject=settings.max_msgs_per_subject,
+        max_bytes=settings.max_bytes,
         max_msg_size=MAX_FRAME_BYTES + 4096,
+        # When full, the oldest messages go, never a new publish: refusing new ones would
+        # stop every session until max_age expired some (a flood would be an outage of
+        # hours). What goes is old history; a receiver whose resume point went gets
+        # `ctl reset` and restarts at a snapshot, as after max_age (protocol.md).
         discard=DiscardPolicy.OLD,
         allow_direct=True,
     )

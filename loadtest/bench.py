@@ -56,6 +56,14 @@ GATEWAY_ADMISSION = [
     "100000",
 ]
 
+# The bench measures what a gateway can carry: one session sends far above a page's budget.
+NO_BUDGET = {
+    "COBROWSE_BUDGET_EVENT_RATE": "1e9",
+    "COBROWSE_BUDGET_EVENT_BURST": "1e9",
+    "COBROWSE_BUDGET_BYTE_RATE": "1e12",
+    "COBROWSE_BUDGET_BYTE_BURST": "1e12",
+}
+
 
 # ---- scale -------------------------------------------------------------------------------
 
@@ -108,7 +116,9 @@ class Bench:
         self.metrics_port: dict[int, int] = {}  # gateway pid -> admin port
         self.nats: natsproc.NatsServer | None = None
         self.keys = f"bench-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}"
-        self.env = dict(os.environ, COBROWSE_TOKEN_KEYS=self.keys, COBROWSE_DRAIN_WINDOW="1")
+        self.env = dict(
+            os.environ, COBROWSE_TOKEN_KEYS=self.keys, COBROWSE_DRAIN_WINDOW="1", **NO_BUDGET
+        )
         self.py = sys.executable
 
     # -- process helpers

@@ -149,7 +149,7 @@ class SenderAgainstGateway(RuleBasedStateMachine):
 
     @precondition(lambda self: self.check is not None)
     @rule(
-        how=st.sampled_from(["drop", "1011", "notice", "notice-hint"]),
+        how=st.sampled_from(["drop", "1011", "4010", "notice", "notice-hint"]),
         resume_ok=st.booleans(),
         delay_ms=st.integers(0, 5000),
     )
@@ -158,7 +158,9 @@ class SenderAgainstGateway(RuleBasedStateMachine):
             hint = ["ws://hinted:9/"] if how == "notice-hint" else None
             (n,) = self.p.receive(ctl("reconnect", delay_ms=delay_ms, hint=hint), 3.0)
             assert isinstance(n, ReconnectNotice) and n.delay == delay_ms / 1000
-        code = {"drop": None, "1011": Close.INTERNAL}.get(how, Close.GOING_AWAY)
+        code = {"drop": None, "1011": Close.INTERNAL, "4010": Close.OVER_BUDGET}.get(
+            how, Close.GOING_AWAY
+        )  # over_budget (4010) is retried with backoff, like a drop
         d = self.p.connection_lost(code, "", 4.0)
         assert isinstance(d, Reconnect)
         if how.startswith("notice"):

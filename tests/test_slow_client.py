@@ -4,6 +4,7 @@ the stream once it has taken what was queued."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -14,6 +15,13 @@ from .conftest import mint, new_sid
 
 N_EVENTS = 960
 PAYLOAD = "p" * 16_000  # 960 x 16 KB: 15 MB for an agent that reads nothing
+
+
+@pytest.fixture(autouse=True)
+def roomy_budget(monkeypatch):
+    """The receiver is under test here: the visitor's 15 MB go at once (the default send
+    budget, 8 MiB then 2 MiB/s, would hold them about 3.5 s; tests/test_flood.py tests it)."""
+    monkeypatch.setenv("COBROWSE_BUDGET_BYTE_BURST", str(64 * 2**20))
 
 
 async def test_an_agent_that_stops_reading_is_caught_up_from_the_stream(two_gateways):

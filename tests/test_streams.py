@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import trio
+from nats.js.api import DiscardPolicy
 
 from gateway import session_store, streams
 from gateway.codec import Event, encode_batch
@@ -20,10 +21,14 @@ async def test_setup_is_idempotent_and_updates_settings(nats_server):
         s1 = streams.StreamSettings(max_msgs_per_subject=1000)
         await bridge.call(streams.ensure_stream, bridge.js, s1)
         await bridge.call(streams.ensure_stream, bridge.js, s1)  # again: no error
-        s2 = streams.StreamSettings(max_msgs_per_subject=500)
+        info = await bridge.call(bridge.js.stream_info, s1.stream)
+        assert info.config.max_bytes == 128 * 2**20  # the default applies to a new stream
+        s2 = streams.StreamSettings(max_msgs_per_subject=500, max_bytes=32 * 2**20)
         await bridge.call(streams.ensure_stream, bridge.js, s2)
         info = await bridge.call(bridge.js.stream_info, s2.stream)
         assert info.config.max_msgs_per_subject == 500
+        assert info.config.max_bytes == 32 * 2**20  # and a change to an existing one
+        assert info.config.discard == DiscardPolicy.OLD  # a full stream never refuses
         assert info.config.duplicate_window >= 120
         assert info.config.allow_direct
 
