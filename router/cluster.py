@@ -60,6 +60,13 @@ def end_leftovers(run_dir: Path) -> None:
     pids_file.unlink()
 
 
+def write_json(path: Path, obj, indent: int | None = None) -> None:
+    """Whole or not at all: a reader (a second `make run`, a test) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    os.replace(tmp, path)
+
+
 def spawn_gateway(
     gid: str, port: int, nats_url: str, env: dict, log_dir: Path, extra: list[str] | None = None
 ) -> subprocess.Popen:
@@ -142,7 +149,7 @@ def up(run_dir: Path, gateways: int = 2) -> int:
     def record(name: str, proc: subprocess.Popen, marker: str) -> None:
         procs.append((name, proc))
         pids.append({"name": name, "pid": proc.pid, "marker": marker})
-        (run_dir / "pids.json").write_text(json.dumps(pids))
+        write_json(run_dir / "pids.json", pids)
 
     try:
         nats = natsproc.NatsServer(name="nats-0", store=nats_dir / "nats-0").start()
@@ -186,7 +193,7 @@ def up(run_dir: Path, gateways: int = 2) -> int:
             "admin_key": dev["admin_key"],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (run_dir / "cluster.json").write_text(json.dumps(info, indent=2))
+        write_json(run_dir / "cluster.json", info, indent=2)
         print("cobrowse local cluster is up")
         print(f"  NATS JetStream   {nats.url}   (monitoring {info['nats']['monitor']})")
         for g in gws:
@@ -230,7 +237,7 @@ def up(run_dir: Path, gateways: int = 2) -> int:
                     )
                     procs[i] = (name, new)
                     pids[i] = {"name": name, "pid": new.pid, "marker": "-m gateway"}
-                    (run_dir / "pids.json").write_text(json.dumps(pids))
+                    write_json(run_dir / "pids.json", pids)
                     continue
                 print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
                 return 1
