@@ -701,12 +701,26 @@ def create_app(
         response_model=SessionDetail,
         tags=["sessions"],
         summary="Inspect a session (agent API key)",
-        responses=_doc(BAD_API_KEY, (404, "unknown_session"), UNAVAILABLE, INVALID),
+        responses=_doc(
+            BAD_API_KEY, (404, "unknown_session"), (410, "session_ended"), UNAVAILABLE, INVALID
+        ),
     )
     async def inspect(
         session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)]
     ) -> SessionDetail:
-        m = await load_session(session_id)
+        try:
+            m = await load_session(session_id)
+        except ApiError:
+            # Its metadata expired (after the stream's max age), but an ended session says
+            # so for as long as any of its tokens lives: "no such session" would read as
+            # "never ended".
+            if sessions.valid_session_id(session_id) and await bridge.call(
+                session_store.load_ended, await kv_ended(), session_id
+            ):
+                raise ApiError(
+                    410, "session_ended", "this session has ended (its details expired)"
+                ) from None
+            raise
         expires = None
         if m.code and not m.agents and not m.ended:
             expires = sessions.code_expires_at(m, cfg.code_ttl)

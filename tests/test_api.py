@@ -598,6 +598,10 @@ async def test_ending_after_the_metadata_expired(nats_server):
         assert r.status_code == 200 and await ended_record(a, sid) is not None
         assert await a.bridge.call(session_store.load, a.kv_sessions, sid) is None
         assert (await a.http.delete(f"/v1/sessions/{sid}", headers=auth())).status_code == 200
+        # Inspecting it says ended, not "no such session".
+        assert_error(await a.http.get(f"/v1/sessions/{sid}", headers=auth()), 410, "session_ended")
+        never = "never-ended-session-1"
+        assert_error(await a.http.get(f"/v1/sessions/{never}", headers=auth()), 404)
 
 
 async def test_bad_input_is_always_a_json_4xx(nats_server):
