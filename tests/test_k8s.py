@@ -932,3 +932,20 @@ def test_network_policies_deny_by_default_and_allow_only_what_is_used(overlay, m
     assert private <= set(v4["except"])
     v6 = next(b for b in blocks if b["cidr"] == "::/0")
     assert {"fc00::/7", "fe80::/10", "::1/128"} <= set(v6["except"])
+
+
+def test_the_stream_fills_most_of_its_jetstream_store_and_no_more(overlay, monkeypatch):
+    """The stream's max_bytes (discard old) against the NATS store its storage uses: at most
+    90 % of it (the KV buckets and JetStream's own overhead share the store, and a stream
+    that does not fit stops the gateways' start), and at least half, or a production store
+    of gigabytes would keep 128 MiB of history."""
+    docs = render(overlay)
+    cfg, _ = gateway_config(
+        container_env(docs, main_container(workload(docs, "gateway"))), monkeypatch
+    )
+    conf = config_map(docs, "cobrowse-nats-config")["nats.conf"]
+    key = "max_file_store" if cfg.stream.storage == "file" else "max_memory_store"
+    m = re.search(rf"^\s*{key}:\s*(\d+)([KMGT]B)\b", conf, re.M)
+    assert m, f"nats.conf has no {key}"
+    store = int(m.group(1)) * 1024 ** "KMGT".index(m.group(2)[0].upper()) * 1024  # NATS: 1024s
+    assert 0.5 * store <= cfg.stream.max_bytes <= 0.9 * store, (cfg.stream.max_bytes, store)
