@@ -123,6 +123,14 @@ class ConnContext:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A handshake that passed admission; `url_sid` is the session its URL named (None:
+    none), which the hello must match (`check_handshake_sid`)."""
+
+    url_sid: str | None
+
+
 class _End(Exception):
     """Internal: leave the connection's loop (its error and close code are already set)."""
 
@@ -265,13 +273,14 @@ class Connection:
             metrics.CONNECTIONS.labels(role=self._role_metric).dec()
 
     async def _run(self) -> None:
-        if not await self._upgrade():
+        admitted = await self._upgrade()
+        if admitted is None:
             return
         with trio.fail_after(self.cfg.hello_timeout):
             hello = await self._hello()
         if hello is None:
             return
-        check_handshake_sid(self.sid, hello.sid)  # self.sid: the URL's, until the join
+        check_handshake_sid(admitted.url_sid, hello.sid)
         join = session.check_hello(hello, self.cfg.keyring, time.time())
         self.role, self.sid = join.role, join.sid
         metrics.CONNECTIONS.labels(role="pending").dec()
@@ -287,14 +296,15 @@ class Connection:
         del hello, join, before, ended  # this frame lives as long as the connection: keep it light
         await self._serve()
 
-    async def _upgrade(self) -> bool:
-        """The WebSocket upgrade and admission (G3), decided before any frame is read."""
+    async def _upgrade(self) -> Admitted | None:
+        """The WebSocket upgrade and admission (G3), decided before any frame is read; None
+        when the connection was not admitted."""
         ws = self.ws
         request = None
         with trio.move_on_after(self.cfg.hello_timeout):
             request = await ws.read_request()
         if request is None:
-            return False
+            return None
         forwarded = request.headers.get_all("X-Forwarded-For")
         path = request.path
         address = client_address(forwarded, self.peer, self.cfg.admission.forwarded_hops)
@@ -307,9 +317,8 @@ class Connection:
                     ws.close(Close.REFUSED, refusal_reason(decision))
             else:
                 ws.reject(*rejection(decision))
-            return False
-        self.sid = handshake_params(path)[0]
-        return ws.accept(request)
+            return None
+        return Admitted(handshake_params(path)[0]) if ws.accept(request) else None
 
     async def _hello(self) -> Hello | None:
         while True:
