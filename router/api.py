@@ -531,11 +531,16 @@ def create_app(
             )
         return kv_ended_handle[0]
 
-    async def load_session(sid: str) -> SessionMeta:
-        meta = None
-        if sessions.valid_session_id(sid):
-            meta = await bridge.call(session_store.load, kv_sessions, sid)
+    async def load_session(sid: str, *, say_ended: bool = False) -> SessionMeta:
+        """The session's metadata, or 404. With `say_ended`, a session whose metadata expired
+        (after the stream's max age) but that was ended answers 410: its ended record lives as
+        long as any of its tokens, and "no such session" would read as "never ended"."""
+        valid = sessions.valid_session_id(sid)
+        meta = await bridge.call(session_store.load, kv_sessions, sid) if valid else None
         if meta is None:
+            if say_ended and valid:
+                if await bridge.call(session_store.load_ended, await kv_ended(), sid):
+                    raise ApiError(410, "session_ended", "this session has ended (details expired)")
             raise ApiError(404, "unknown_session", "no such session")
         return meta
 
@@ -708,19 +713,7 @@ def create_app(
     async def inspect(
         session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)]
     ) -> SessionDetail:
-        try:
-            m = await load_session(session_id)
-        except ApiError:
-            # Its metadata expired (after the stream's max age), but an ended session says
-            # so for as long as any of its tokens lives: "no such session" would read as
-            # "never ended".
-            if sessions.valid_session_id(session_id) and await bridge.call(
-                session_store.load_ended, await kv_ended(), session_id
-            ):
-                raise ApiError(
-                    410, "session_ended", "this session has ended (its details expired)"
-                ) from None
-            raise
+        m = await load_session(session_id, say_ended=True)
         expires = None
         if m.code and not m.agents and not m.ended:
             expires = sessions.code_expires_at(m, cfg.code_ttl)
