@@ -81,7 +81,6 @@ async def request_drain(
     replies: list[dict[str, Any]] = []
     errors: list[Exception] = []
     done = asyncio.Event()
-    first_at: list[float] = []
 
     async def on_msg(msg) -> None:
         if msg.headers and msg.headers.get("Status") == "503":  # no responders
@@ -91,25 +90,20 @@ async def request_drain(
             replies.append(parse_reply(gateway_id, msg.data))
         except BadReply as exc:
             errors.append(exc)
-        if not first_at:
-            first_at.append(loop.time())
-        if expect is not None and len(replies) + len(errors) >= expect:
+        answered = len(replies) + len(errors)
+        if expect is not None and answered >= expect:
             done.set()
+        elif expect is None and answered == 1:
+            loop.call_later(GATHER, done.set)
 
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
     try:
         await nc.publish(drain_subject(gateway_id), b"", reply=inbox)
-        deadline = loop.time() + timeout
-        while not done.is_set():
-            end = deadline if not first_at or expect is not None else first_at[0] + GATHER
-            left = min(end, deadline) - loop.time()
-            if left <= 0:
-                break
-            try:
-                await asyncio.wait_for(done.wait(), min(left, 0.05))
-            except TimeoutError:
-                pass
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            pass  # whoever answered by now is the answer
     finally:
         await sub.unsubscribe()
     if errors and not replies:
