@@ -30,18 +30,10 @@ const CB_CFG = (() => {
 })();
 
 const STORE_KEY = "cobrowse";
-// The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
-// the connection, so anything that could be larger is checked against this.
-const MAX_EVENT = 120 * 1024;
 const CANVAS_MAX = 120 * 1024;
 const CANVAS_EVERY_MS = 500;
 const SCROLL_MS = 100;
 const POINTER_MS = 50;
-const NS_HTML = "http://www.w3.org/1999/xhtml";
-const NS_SVG = "http://www.w3.org/2000/svg";
-const NS_MATH = "http://www.w3.org/1998/Math/MathML";
-const NS_XLINK = "http://www.w3.org/1999/xlink";
-const NS_XML = "http://www.w3.org/XML/1998/namespace";
 const MO_OPTS = { subtree: true, childList: true, attributes: true, characterData: true };
 // A private element keeps only the attributes that shape it (any other may carry its
 // content: value, title, data-*, ...). Those are masked like the value; URLs are emptied,
@@ -308,8 +300,8 @@ function makeRecorder(out) {
     const html = ns === NS_HTML;
     const tag = el.localName;
     const o = { id: idFor(el), tag };
-    if (ns === NS_SVG) o.ns = "svg";
-    else if (ns === NS_MATH) o.ns = "math";
+    const nsKey = nodeNsKey(ns);
+    if (nsKey) o.ns = nsKey;
     const a = {};
     for (const at of el.attributes) {
       if (at.name === "__proto__") continue;
