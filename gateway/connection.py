@@ -60,6 +60,7 @@ from .delivery import Delivery, Fanout, Receiver
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
+from .presence import PresenceView, VisitorClose, VisitorState, after_close
 from .publish_chain import unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sender import Sender
@@ -144,7 +145,7 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "__weakref__",
+        "_resume_at", "presence", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -173,6 +174,7 @@ class Connection:
         self.budget: Budget | None = None  # the sender's event and byte buckets
         self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
         self._resume_at = 0.0
+        self.presence = PresenceView()  # an agent's: what it was told about the visitor
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -397,6 +399,7 @@ class Connection:
             )
         )
         self._accepted(resumed, durable=durable, epoch=self.epoch)
+        self._announce(VisitorState.LIVE)
         if meta.snap_wanted:
             self.send(Control(op="snapshot"))
         if resumed:
@@ -553,6 +556,27 @@ class Connection:
             self.stop(action.error)
         elif isinstance(action, session.TellVisitor):
             self.send(Control(op=action.op, msg=action.aid))
+            if action.announce and not self.stopping:
+                self._announce(VisitorState.LIVE)
+        elif isinstance(action, session.TellAgent):
+            news = self.presence.on_news(action.state, action.vgen)
+            if news is not None:
+                self.send(Control(op="visitor", msg=news.value))
+
+    def _announce(self, state: VisitorState) -> None:
+        """The visitor connection's presence, for every agent of the session."""
+        news = session.SessionControl(session.PRESENCE_OPS[state], vgen=self.vgen)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+
+    def _visitor_close(self) -> VisitorClose:
+        err = self.error
+        if err is not None and err.code == session.REPLACED.code:
+            return VisitorClose.REPLACED
+        if err is not None and err.code == session.SESSION_ENDED.code:
+            return VisitorClose.ENDED
+        if self.said_bye and err is None:
+            return VisitorClose.BYE
+        return VisitorClose.DROPPED
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -729,6 +753,10 @@ class Connection:
 
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
+        if self.role is Role.VISITOR:
+            state = after_close(self._visitor_close())
+            if state is not None:
+                self._announce(state)
         with trio.move_on_after(3):
             try:
                 if self.said_bye and self.error is None and self.role is Role.AGENT:
