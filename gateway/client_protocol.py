@@ -172,7 +172,22 @@ class AgentPresence:
     aid: str
 
 
-ControlHappening = ReconnectNotice | SnapshotRequested | DeliveryReset | ServerError | AgentPresence
+@dataclass(frozen=True, slots=True)
+class VisitorPresence:
+    """To an agent: the visitor is `live`, `away` or `left` (gateway/presence.py)."""
+
+    control: Control
+    state: str
+
+
+ControlHappening = (
+    ReconnectNotice
+    | SnapshotRequested
+    | DeliveryReset
+    | ServerError
+    | AgentPresence
+    | VisitorPresence
+)
 Happening = Welcomed | Acked | Delivery | ControlHappening
 
 
@@ -454,6 +469,8 @@ class ClientProtocol:
             err = ServerError(ctl, ctl.code or "error", ctl.msg or "")
             self._error = err
             return err
+        if ctl.op == "visitor":
+            return VisitorPresence(ctl, ctl.msg or "")
         return AgentPresence(ctl, ctl.op == "joined", ctl.msg or "")
 
     # ---- sending -------------------------------------------------------------------------

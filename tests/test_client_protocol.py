@@ -29,6 +29,7 @@ from gateway.client_protocol import (
     ServerError,
     SnapshotRequested,
     Stopped,
+    VisitorPresence,
     Welcomed,
 )
 from gateway.codec import (
@@ -353,6 +354,8 @@ def test_reset_forgets_the_last_key_and_controls_are_named():
     (j,) = v.receive(ctl("joined", msg="aaaaa1"), 1)
     (gone,) = v.receive(ctl("left", msg="aaaaa1"), 1)
     assert isinstance(j, AgentPresence) and j.joined and j.aid == "aaaaa1" and not gone.joined
+    (here,) = p.receive(ctl("visitor", msg="away"), 1)
+    assert isinstance(here, VisitorPresence) and here.state == "away"
     (e,) = v.receive(ctl("error", code="overloaded", msg="slow"), 1)
     assert isinstance(e, ServerError) and (e.code, e.message) == ("overloaded", "slow")
 
