@@ -38,7 +38,7 @@ from .admission_gate import (
     rejection,
     wants_close_refusal,
 )
-from .budget import CLOSE, Budget
+from .budget import CLOSE, SAVE_EVERY, Budget, CarriedBudget
 from .codec import (
     AGENT_KINDS,
     ALL_KINDS,
@@ -145,7 +145,7 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "presence", "__weakref__",
+        "_resume_at", "presence", "_budget_saved", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -175,6 +175,7 @@ class Connection:
         self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
         self._resume_at = 0.0
         self.presence = PresenceView()  # an agent's: what it was told about the visitor
+        self._budget_saved = 0.0  # when a visitor last wrote its budget to the session
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -234,6 +235,25 @@ class Connection:
             self.wake()
         elif sweep and self.delivery is not None and self.delivery.sweep(now):
             self.wake()
+        budget = self.budget
+        if (
+            sweep
+            and self.role is Role.VISITOR
+            and budget is not None
+            and now - self._budget_saved >= SAVE_EVERY
+            and budget.spending()
+        ):
+            self._budget_saved = now
+            self.later(self._save_budget)
+
+    async def _save_budget(self) -> None:
+        """The visitor's buckets, for the session's next connection (gateway/budget.py)."""
+        carried = self.budget.carry(trio.current_time(), time.time())
+        with trio.move_on_after(3):
+            try:
+                await self.ctx.update(self.sid, lambda m: setattr(m, "budget", carried))
+            except Exception as exc:
+                log.warning("budget_not_saved", sid=self.sid, error=repr(exc))
 
     def _poke(self, when: float) -> None:
         """Run the loop's timers by `when` (a hole in a receiver that lasts)."""
@@ -388,7 +408,9 @@ class Connection:
         )
         ctx.fanout.add(streams.subject_a_all(sid), delivery.on_live)
 
-        self._start_sender(subject, epoch=self.epoch, src=None, tail=tail, durable=durable)
+        self._start_sender(
+            subject, epoch=self.epoch, src=None, tail=tail, durable=durable, carried=meta.budget
+        )
         self.send(
             Welcome(
                 gw=cfg.gateway_id,
@@ -510,8 +532,18 @@ class Connection:
         )
         return self.delivery
 
-    def _start_sender(self, subject: str, *, epoch: int, src: str | None, tail, durable: int):
-        self.budget = Budget(self.cfg.budget, trio.current_time())
+    def _start_sender(
+        self,
+        subject: str,
+        *,
+        epoch: int,
+        src: str | None,
+        tail,
+        durable: int,
+        carried: CarriedBudget | None = None,
+    ):
+        self.budget = Budget(self.cfg.budget, trio.current_time(), carried, time.time())
+        self._budget_saved = trio.current_time()
         self.sender = Sender(
             self,
             self.ctx,
@@ -768,6 +800,9 @@ class Connection:
                     log.info("agent_left", sid=self.sid, aid=aid)
                 if self.sender is not None:
                     key = "v" if self.role is Role.VISITOR else self.aid
-                    await self.sender.record_durable(key, self.epoch)
+                    carried = None
+                    if self.role is Role.VISITOR and self.budget.spent():
+                        carried = self.budget.carry(trio.current_time(), time.time())
+                    await self.sender.record_durable(key, self.epoch, carried)
             except Exception as exc:
                 log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))

@@ -3,6 +3,7 @@ never delay a client within its rates."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -10,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.budget import CLOSE, GO, MIB, Budget, BudgetSettings
+from gateway.budget import CLOSE, GO, MIB, Budget, BudgetSettings, CarriedBudget
 from gateway.codec import MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES
+from gateway.session_store import SessionMeta
 
 EPS = 1e-6
 
@@ -166,3 +168,54 @@ def test_bursts_must_hold_one_full_frame():
         BudgetSettings(event_burst=MAX_EVENTS_PER_BATCH - 1)
     with pytest.raises(ValueError):
         BudgetSettings(byte_rate=0)
+
+
+# ---- a visitor's buckets carried from one connection of its session to the next ---------------
+
+
+def reconnecting_shell(s: BudgetSettings, frames, cuts: set[int], base: float) -> Run:
+    """As `shell`, but the client reconnects before each frame index in `cuts`: the new
+    connection (another gateway: its own monotonic clock, offset by `base` per reconnect)
+    starts from the buckets the last one carried, at the same wall-clock instant."""
+    offset, t, run = 0.0, 0.0, Run()
+    b = Budget(s, 0.0)
+    for i, (at, events, nbytes) in enumerate(frames):
+        t = max(t, at)
+        if i in cuts:
+            carried = b.carry(t + offset, wall=1e9 + t)
+            offset += base
+            b = Budget(s, t + offset, carried, wall=1e9 + t)
+        while True:
+            r = b.take(events, nbytes, t + offset)
+            if r == GO:
+                run.admitted.append((t, events, nbytes))
+                break
+            if r == CLOSE:
+                run.closed_at = t
+                return run
+            t += r
+    return run
+
+
+@settings(max_examples=60, deadline=None)
+@given(budgets, frame_lists, st.sets(st.integers(0, 60)), st.floats(-1e4, 1e4))
+def test_reconnecting_never_buys_more_than_rate_times_t_plus_burst(s, raw, cuts, base):
+    run = reconnecting_shell(dataclasses.replace(s, grace=1e9), arrivals(raw), cuts, base)
+    assert within(s, run.admitted, margin=-EPS)
+
+
+def test_a_carried_record_never_grants_more_than_a_burst_nor_refills_for_negative_time():
+    s = BudgetSettings()
+    ahead = Budget(s, 5.0, CarriedBudget(0.0, 0.0, at=2000.0), wall=1000.0)  # clock ahead
+    assert (ahead.events, ahead.bytes) == (0.0, 0.0)
+    junk = Budget(s, 5.0, CarriedBudget(1e18, -5.0, at=0.0), wall=0.0)
+    assert (junk.events, junk.bytes) == (s.event_burst, 0.0)
+    later = Budget(s, 5.0, CarriedBudget(0.0, 0.0, at=100.0), wall=101.0)  # a second passed
+    assert (later.events, later.bytes) == (s.event_rate, s.byte_rate)
+
+
+def test_a_session_keeps_its_carried_budget_and_ignores_a_malformed_one():
+    meta = SessionMeta(budget=CarriedBudget(3.0, 4.5, 100.0))
+    assert SessionMeta.from_bytes(meta.to_bytes()).budget == CarriedBudget(3.0, 4.5, 100.0)
+    for bad in (b'{"budget":[1,2]}', b'{"budget":"x"}', b'{"budget":[1,"2",3]}'):
+        assert SessionMeta.from_bytes(bad).budget is None
