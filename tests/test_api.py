@@ -24,6 +24,7 @@ from gateway.nats_bridge import NatsBridge, open_bridge
 from gateway.session_store import SessionMeta
 from router import admin, natsproc, sessions, shortcodes
 from router.api import auth as api_auth
+from router.api import errors as api_errors
 from router.api import rate_limits
 from router.config import ConfigError, RouterConfig
 from router.config import load as load_config
@@ -196,6 +197,11 @@ def test_rate_limits_count_only_allowed_requests():
     # the refused request was not counted against the address
     assert rl.check((per_key, "k", "b"), (per_addr, "ip", "x")) is None
     assert rl.check((per_key, "k", "b"), (per_addr, "ip", "x")) is not None
+    with pytest.raises(api_errors.ApiError) as refused:
+        rl.enforce((per_addr, "ip", "x"))
+    assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+    rl.enforce((per_addr, "ip", "y"))  # another address is not limited
 
 
 def test_status_table_is_aligned():
