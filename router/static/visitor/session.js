@@ -3,23 +3,26 @@
  * continuation across page loads in sessionStorage. Last of the visitor's parts: it defines
  * window.Cobrowse and resumes a running session at load. */
 
-const handlers = new Map();
-let cbState = "idle";
-let session = null; // {sid, token, gateways, code}
-let wire = null;
-let rec = null;
-let overlay = null;
-let starting = null;
+/** The page's one visit, shared by the Cobrowse API, the wire's callbacks and the resume. */
+const visit = {
+  state: "idle", // what Cobrowse.state() answers
+  session: null, // {sid, token, gateways, code}
+  wire: null, // the CobrowseWire while a session runs
+  rec: null, // makeRecorder's API while a session runs
+  overlay: null, // makeOverlay's while a session runs
+  starting: null, // the promise of a Cobrowse.start() under way
+  handlers: new Map(), // event name -> Set of callbacks (Cobrowse.on)
+};
 
 function fire(name, arg) {
-  for (const fn of handlers.get(name) || []) {
+  for (const fn of visit.handlers.get(name) || []) {
     try { fn(arg); } catch (e) { console.error(e); }
   }
 }
 function setState(s, detail) {
-  if (cbState === s) return;
-  cbState = s;
-  if (overlay) overlay.reconnecting(s === "reconnecting");
+  if (visit.state === s) return;
+  visit.state = s;
+  if (visit.overlay) visit.overlay.reconnecting(s === "reconnecting");
   fire("state", Object.assign({ state: s }, detail || {}));
 }
 function readStore() {
@@ -31,10 +34,10 @@ function readStore() {
   }
 }
 function writeStore(obj) {
-  if (!session) return;
+  if (!visit.session) return;
   try {
     // The wire's own fields (rt, epoch, unacked, recv, a refreshed gateway list) plus ours.
-    const v = Object.assign({ gateways: session.gateways }, obj || {}, { sid: session.sid, token: session.token, code: session.code });
+    const v = Object.assign({ gateways: visit.session.gateways }, obj || {}, { sid: visit.session.sid, token: visit.session.token, code: visit.session.code });
     sessionStorage.setItem(STORE_KEY, JSON.stringify(v));
   } catch (e) { /* storage full or disabled: the session ends with the page */ }
 }
@@ -74,16 +77,16 @@ async function createSession() {
 
 // The session's gateway order again, when every known gateway failed (api.md, connect).
 async function refreshGateways() {
-  const sid = session && session.sid;
+  const sid = visit.session && visit.session.sid;
   if (!sid || !CB_CFG.base) return null;
   const r = await fetch(`${CB_CFG.base}/v1/sessions/${encodeURIComponent(sid)}/connect`, {
     method: "POST",
-    headers: { authorization: "Bearer " + session.token },
+    headers: { authorization: "Bearer " + visit.session.token },
     credentials: "omit",
   });
   if (r.status === 404 || r.status === 401) {
     // The session ended (or the token is not valid for it): stop trying.
-    const w = wire;
+    const w = visit.wire;
     finish({ code: r.status === 404 ? "unknown_session" : "bad_token", reason: "the session is over" });
     if (w) { try { w.end("session gone"); } catch (e) { /* ending anyway */ } }
     return null;
@@ -91,7 +94,7 @@ async function refreshGateways() {
   if (!r.ok) return null;
   const body = await r.json();
   if (Array.isArray(body.gateways) && body.gateways.length) {
-    session.gateways = body.gateways;
+    visit.session.gateways = body.gateways;
     return body.gateways;
   }
   return null;
@@ -119,55 +122,55 @@ function whenReady(fn) {
 }
 
 function begin(saved) {
-  overlay = overlay || makeOverlay();
-  overlay.attach();
-  rec = makeRecorder((kind, payload) => {
-    if (!wire) return;
-    if (kind === "snapshot") wire.sendSnapshot(JSON.stringify(payload));
-    else wire.send(kind, payload);
+  visit.overlay = visit.overlay || makeOverlay();
+  visit.overlay.attach();
+  visit.rec = makeRecorder((kind, payload) => {
+    if (!visit.wire) return;
+    if (kind === "snapshot") visit.wire.sendSnapshot(JSON.stringify(payload));
+    else visit.wire.send(kind, payload);
   });
-  wire = new CobrowseWire({
+  visit.wire = new CobrowseWire({
     role: "visitor",
-    sid: session.sid,
-    token: session.token,
-    gateways: session.gateways,
+    sid: visit.session.sid,
+    token: visit.session.token,
+    gateways: visit.session.gateways,
     routerBase: CB_CFG.base,
     state: saved || null,
     refreshGateways,
     onEvents(events) {
-      for (const ev of events || []) if (overlay) overlay.agentEvent(ev.kind, ev.payload);
+      for (const ev of events || []) if (visit.overlay) visit.overlay.agentEvent(ev.kind, ev.payload);
     },
     onControl(ctl) {
       if (!ctl) return;
-      if (ctl.op === "snapshot") { if (rec && rec.running) rec.snapshot(); }
+      if (ctl.op === "snapshot") { if (visit.rec && visit.rec.running) visit.rec.snapshot(); }
       else if (ctl.op === "joined") fire("agent-joined", { agentId: ctl.msg || null });
       else if (ctl.op === "left") {
-        if (overlay) overlay.agentLeft();
+        if (visit.overlay) visit.overlay.agentLeft();
         fire("agent-left", { agentId: ctl.msg || null });
       }
     },
     onEpoch(epoch, fresh) {
       // Unacked events were abandoned with the old epoch: the agents need a new snapshot,
       // unless one is still queued (not numbered yet, so it goes out in the new epoch).
-      const queued = wire && Array.isArray(wire.pending) && wire.pending.some((e) => e[0] === "snapshot");
-      if (fresh && !queued && rec && rec.running) rec.snapshot();
+      const queued = visit.wire && Array.isArray(visit.wire.pending) && visit.wire.pending.some((e) => e[0] === "snapshot");
+      if (fresh && !queued && visit.rec && visit.rec.running) visit.rec.snapshot();
     },
     onState(s, detail) {
       if (s === "ended") finish(detail || {});
       else if (s === "connecting" || s === "live" || s === "reconnecting") setState(s, detail);
     },
     onPersist(obj) {
-      if (cbState !== "ended") writeStore(obj);
+      if (visit.state !== "ended") writeStore(obj);
     },
   });
-  wire.start();
-  whenReady(() => { if (rec && cbState !== "ended") rec.start({ nav: true }); });
+  visit.wire.start();
+  whenReady(() => { if (visit.rec && visit.state !== "ended") visit.rec.start({ nav: true }); });
 }
 
 // Fatal close codes that mean something went wrong (4004 ended and 4005 replaced do not).
 const CLOSE_ERRORS = { 4000: "bad_frame", 4001: "unauthorized", 4002: "protocol", 4006: "unsupported_version" };
 function finish(detail) {
-  if (cbState === "ended") return;
+  if (visit.state === "ended") return;
   const bad = detail && CLOSE_ERRORS[detail.code];
   if (bad) {
     const e = codedError((detail.error && detail.error.code) || bad, (detail.error && detail.error.msg) || detail.reason || bad);
@@ -175,56 +178,56 @@ function finish(detail) {
     fire("error", e);
   }
   clearStore();
-  if (rec) rec.stop();
-  rec = null;
-  if (overlay) overlay.remove();
-  overlay = null;
-  wire = null;
+  if (visit.rec) visit.rec.stop();
+  visit.rec = null;
+  if (visit.overlay) visit.overlay.remove();
+  visit.overlay = null;
+  visit.wire = null;
   setState("ended", detail);
   fire("ended", detail || {});
 }
 
 window.addEventListener("pagehide", () => {
-  if (wire && cbState !== "ended" && cbState !== "idle") {
-    try { writeStore(wire.persistState()); } catch (e) { /* keep the last saved state */ }
+  if (visit.wire && visit.state !== "ended" && visit.state !== "idle") {
+    try { writeStore(visit.wire.persistState()); } catch (e) { /* keep the last saved state */ }
   }
 });
 
 const Cobrowse = {
   start(opts) {
-    if (session && wire && cbState !== "ended") return Promise.resolve({ sessionId: session.sid, code: session.code });
-    if (starting) return starting;
-    starting = (async () => {
+    if (visit.session && visit.wire && visit.state !== "ended") return Promise.resolve({ sessionId: visit.session.sid, code: visit.session.code });
+    if (visit.starting) return visit.starting;
+    visit.starting = (async () => {
       try {
         if (!(opts && opts.consented)) {
           setState("consent");
           if (!(await askConsent())) throw codedError("declined", "the visitor declined");
         }
         setState("connecting");
-        session = await createSession();
+        visit.session = await createSession();
         begin(null);
-        return { sessionId: session.sid, code: session.code };
+        return { sessionId: visit.session.sid, code: visit.session.code };
       } catch (e) {
-        session = null;
+        visit.session = null;
         setState("idle");
         if (e.code !== "declined") fire("error", e);
         throw e;
       } finally {
-        starting = null;
+        visit.starting = null;
       }
     })();
-    return starting;
+    return visit.starting;
   },
   getCode() {
-    return session && cbState !== "ended" ? session.code : null;
+    return visit.session && visit.state !== "ended" ? visit.session.code : null;
   },
   // Ends the session for everyone (api.md, DELETE with the visitor's own token): agents
   // close with 4004, the code stops resolving, resume tokens are refused. Recording stops
   // at once; the bye follows the API's answer. Resolves true once the router confirmed.
   end() {
     if (cancelConsent) cancelConsent();
-    const w = wire, s = session;
-    if (session) finish({ code: "visitor", reason: "ended by the visitor" });
+    const w = visit.wire, s = visit.session;
+    if (visit.session) finish({ code: "visitor", reason: "ended by the visitor" });
     clearStore();
     const ended = s ? endSession(s) : Promise.resolve(false);
     return ended.then((ok) => {
@@ -234,35 +237,35 @@ const Cobrowse = {
   },
   on(name, fn) {
     if (typeof fn !== "function") return () => {};
-    if (!handlers.has(name)) handlers.set(name, new Set());
-    handlers.get(name).add(fn);
-    return () => handlers.get(name).delete(fn);
+    if (!visit.handlers.has(name)) visit.handlers.set(name, new Set());
+    visit.handlers.get(name).add(fn);
+    return () => visit.handlers.get(name).delete(fn);
   },
   off(name, fn) {
-    const s = handlers.get(name);
+    const s = visit.handlers.get(name);
     if (s) s.delete(fn);
   },
   state() {
-    return cbState;
+    return visit.state;
   },
   // Test hooks: the id a node has on the wire; what the overlay shows (null: nothing).
   _nodeId(node) {
     return (node && idOf(node)) ?? null;
   },
   _overlayState() {
-    return overlay ? overlay.state() : null;
+    return visit.overlay ? visit.overlay.state() : null;
   },
   // Test hook: record with no network and no consent. emit(kind, payload) gets every event
   // that would go on the wire; the snapshot comes as its document object, not as parts.
   _capture(emit) {
-    const ov = overlay || makeOverlay();
+    const ov = visit.overlay || makeOverlay();
     ov.attach();
     const r = makeRecorder(emit);
     r.start({ nav: true });
     return {
       stop() {
         r.stop();
-        if (ov !== overlay) ov.remove();
+        if (ov !== visit.overlay) ov.remove();
       },
       snapshot() { r.snapshot(); },
       flush() { r.flush(); },
@@ -282,13 +285,13 @@ else console.warn("cobrowse: the snippet is on this page twice; the second copy 
   if (!cbFirst) return;
   const saved = readStore();
   if (!saved) return;
-  session = { sid: saved.sid, token: saved.token, gateways: saved.gateways || [], code: saved.code || null };
+  visit.session = { sid: saved.sid, token: saved.token, gateways: saved.gateways || [], code: saved.code || null };
   setState("connecting");
   try {
     begin(saved);
   } catch (e) {
     console.warn("cobrowse: could not resume", e);
-    session = null;
+    visit.session = null;
     clearStore();
     setState("idle");
   }
