@@ -14,16 +14,10 @@ import pytest
 
 from router import browser_assets
 
+from .test_browser_visitor import INJECT
+
 EXPOSE = """window.__parts = {mask, maskText, maskAttr, maskTextNode, selfPrivate, isPrivate,
   idFor, idOf, nodeOf, tooBig, splitMutation, hashBytes, sniffMime, dataBytes, MAX_EVENT, MASK};"""
-
-INJECT = """([src, attrs]) => {
-  const s = document.createElement("script");
-  for (const [k, v] of Object.entries(attrs)) s.setAttribute(k, v);
-  s.textContent = src;
-  document.head.appendChild(s);
-  return typeof window.__parts;
-}"""
 
 # [function name, arguments] -> what it returns, all evaluated in one call.
 CALLS = """(cases) => cases.map(([fn, args]) => {
@@ -42,6 +36,7 @@ def page(chromium):
     pg.set_content("<!DOCTYPE html><html><head></head><body></body></html>")
     src = browser_assets.assemble("cobrowse.js", extra=EXPOSE)
     assert pg.evaluate(INJECT, [src, {"data-mask-selector": ".secret"}]) == "object"
+    assert pg.evaluate("() => typeof window.__parts") == "object"
     yield pg
     ctx.close()
 

@@ -2,18 +2,18 @@
  * The serializer, the mutation writer and the input events all mask through these. */
 
 // A private element keeps only the attributes that shape it (any other may carry its
-// content: value, title, data-*, ...). Those are masked like the value; URLs are emptied,
-// so the viewer never asks for a made-up address.
+// content: value, title, data-*, ...). Those are masked like the value; URLs (EMPTIED_ATTRS)
+// are emptied, so the viewer never asks for a made-up address.
 const KEEP_ATTRS = new Set([
   "id", "class", "style", "type", "name", "role", "for", "tabindex", "hidden", "disabled",
   "readonly", "required", "multiple", "rows", "cols", "size", "maxlength", "minlength",
   "width", "height", "autocomplete", "inputmode", "dir", "lang", "slot", "part",
   "aria-hidden", "data-cobrowse-private", "colspan", "rowspan", "viewBox", "xmlns",
 ]);
-const URL_ATTRS = new Set(["href", "src", "srcset", "poster", "action", "formaction", "data", "background", "xlink:href", "ping"]);
+const EMPTIED_ATTRS = new Set(["href", "src", "srcset", "poster", "action", "formaction", "data", "background", "xlink:href", "ping"]);
 function maskAttr(name, value) {
   if (KEEP_ATTRS.has(name)) return value;
-  return URL_ATTRS.has(name) ? "" : mask(value);
+  return EMPTIED_ATTRS.has(name) ? "" : mask(value);
 }
 
 // Sticky: a field that was private once (a password shown as text) stays private.
