@@ -18,7 +18,23 @@ STATIC = Path(__file__).resolve().parent / "static"
 VENDOR_MSGPACK = STATIC / "vendor" / "msgpack.min.js"
 
 BUNDLES = {
-    "cobrowse.js": ("format.js", "wire.js", "visitor.js"),
+    "cobrowse.js": (
+        "format.js",
+        "wire.js",
+        "visitor/config.js",
+        "visitor/ids.js",
+        "visitor/privacy.js",
+        "visitor/sheets.js",
+        "visitor/snapshot.js",
+        "visitor/mutations.js",
+        "visitor/inputs.js",
+        "visitor/canvas.js",
+        "visitor/recorder.js",
+        "visitor/patches.js",
+        "visitor/overlay.js",
+        "visitor/consent.js",
+        "visitor/session.js",
+    ),
     "embed.js": ("format.js", "wire.js", "viewer.js"),
 }
 

@@ -1,4 +1,4 @@
-"""The visitor's snippet (router/static/visitor.js) in real Chromium, through its capture hook.
+"""The visitor's snippet (router/static/visitor/) in real Chromium, through its capture hook.
 
 `Cobrowse._capture(emit)` records with no network and no consent; every event that would go on
 the wire lands in `window.__events` as `[kind, payload]` (bytes shown as `{"$bin": length}`).
