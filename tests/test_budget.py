@@ -4,7 +4,6 @@ never delay a client within its rates."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,14 +24,21 @@ class Run:
     closed_at: float | None = None
 
 
-def shell(s: BudgetSettings, frames: Iterable[tuple[float, int, int]]) -> Run:
+def shell(s: BudgetSettings, frames, cuts: frozenset[int] = frozenset(), base: float = 0.0) -> Run:
     """What the connection does: frames in order, none before it arrives or before the one
-    ahead of it is admitted; a held frame is asked again after its wait."""
-    b, t, run = Budget(s, 0.0), 0.0, Run()
-    for at, events, nbytes in frames:
+    ahead of it is admitted; a held frame is asked again after its wait. Before each frame
+    index in `cuts` the client reconnects: the new connection (another gateway: its own
+    monotonic clock, offset by `base` per reconnect) starts from the buckets the last one
+    carried, at the same wall-clock instant."""
+    b, t, offset, run = Budget(s, 0.0), 0.0, 0.0, Run()
+    for i, (at, events, nbytes) in enumerate(frames):
         t = max(t, at)
+        if i in cuts:
+            carried = b.carry(t + offset, wall=1e9 + t)
+            offset += base
+            b = Budget(s, t + offset, carried, wall=1e9 + t)
         for _ in range(10_000):
-            r = b.take(events, nbytes, t)
+            r = b.take(events, nbytes, t + offset)
             if r == GO:
                 run.admitted.append((t, events, nbytes))
                 break
@@ -173,34 +179,10 @@ def test_bursts_must_hold_one_full_frame():
 # ---- a visitor's buckets carried from one connection of its session to the next ---------------
 
 
-def reconnecting_shell(s: BudgetSettings, frames, cuts: set[int], base: float) -> Run:
-    """As `shell`, but the client reconnects before each frame index in `cuts`: the new
-    connection (another gateway: its own monotonic clock, offset by `base` per reconnect)
-    starts from the buckets the last one carried, at the same wall-clock instant."""
-    offset, t, run = 0.0, 0.0, Run()
-    b = Budget(s, 0.0)
-    for i, (at, events, nbytes) in enumerate(frames):
-        t = max(t, at)
-        if i in cuts:
-            carried = b.carry(t + offset, wall=1e9 + t)
-            offset += base
-            b = Budget(s, t + offset, carried, wall=1e9 + t)
-        while True:
-            r = b.take(events, nbytes, t + offset)
-            if r == GO:
-                run.admitted.append((t, events, nbytes))
-                break
-            if r == CLOSE:
-                run.closed_at = t
-                return run
-            t += r
-    return run
-
-
 @settings(max_examples=60, deadline=None)
 @given(budgets, frame_lists, st.sets(st.integers(0, 60)), st.floats(-1e4, 1e4))
 def test_reconnecting_never_buys_more_than_rate_times_t_plus_burst(s, raw, cuts, base):
-    run = reconnecting_shell(dataclasses.replace(s, grace=1e9), arrivals(raw), cuts, base)
+    run = shell(dataclasses.replace(s, grace=1e9), arrivals(raw), frozenset(cuts), base)
     assert within(s, run.admitted, margin=-EPS)
 
 
