@@ -70,6 +70,8 @@ def test_value_and_text_masks(page):
         ("maskAttr", ["src", "/avatar/jane.png"], ""),
         ("maskAttr", ["srcset", "a.png 1x, b.png 2x"], ""),
         ("maskAttr", ["xlink:href", "#icon"], ""),
+        ("maskAttr", ["cite", "https://bank.example/statement"], ""),  # a URL to the viewer too
+        ("maskAttr", ["imagesrcset", "a.png 1x"], ""),
         ("maskAttr", ["class", "field wide"], "field wide"),
         ("maskAttr", ["type", "password"], "password"),
         ("maskAttr", ["style", "width: 10em"], "width: 10em"),

@@ -43,6 +43,13 @@ function nodeNsUri(key) {
   return key === "svg" ? NS_SVG : key === "math" ? NS_MATH : NS_HTML;
 }
 
+/** Attributes whose value is a URL, in any namespace. The viewer checks each for script URLs
+ * and loads it only through a signed proxy URL; the snippet empties them on private elements
+ * (a mask there would be fetched as a relative address). */
+const URL_VALUED_ATTRS = new Set(["href", "src", "action", "formaction", "xlink:href", "poster",
+  "background", "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc",
+  "manifest", "icon", "classid", "archive", "profile", "imagesrcset", "itemtype"]);
+
 // The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
 // the connection, so anything that could be larger is checked against MAX_EVENT; the 8 KiB
 // of room covers the envelope and the msgpack framing.

@@ -2,7 +2,7 @@
  * The serializer, the mutation writer and the input events all mask through these. */
 
 // A private element keeps only the attributes that shape it (any other may carry its
-// content: value, title, data-*, ...). Those are masked like the value; URLs (EMPTIED_ATTRS)
+// content: value, title, data-*, ...). Those are masked like the value; URLs (URL_VALUED_ATTRS, format.js)
 // are emptied, so the viewer never asks for a made-up address.
 const KEEP_ATTRS = new Set([
   "id", "class", "style", "type", "name", "role", "for", "tabindex", "hidden", "disabled",
@@ -10,10 +10,9 @@ const KEEP_ATTRS = new Set([
   "width", "height", "autocomplete", "inputmode", "dir", "lang", "slot", "part",
   "aria-hidden", "data-cobrowse-private", "colspan", "rowspan", "viewBox", "xmlns",
 ]);
-const EMPTIED_ATTRS = new Set(["href", "src", "srcset", "poster", "action", "formaction", "data", "background", "xlink:href", "ping"]);
 function maskAttr(name, value) {
   if (KEEP_ATTRS.has(name)) return value;
-  return EMPTIED_ATTRS.has(name) ? "" : mask(value);
+  return URL_VALUED_ATTRS.has(name) ? "" : mask(value);
 }
 
 // Sticky: a field that was private once (a password shown as text) stays private.
