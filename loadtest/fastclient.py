@@ -46,6 +46,7 @@ from gateway.client_protocol import (
     Acked,
     ClientError,
     ClientProtocol,
+    ClientStats,
     Decision,
     Delivery,
     Fatal,
@@ -566,12 +567,8 @@ class FastClient:
         self.protocol.seq = value
 
     @property
-    def stats(self):
+    def stats(self) -> ClientStats:
         return self.protocol.stats
-
-    @stats.setter
-    def stats(self, value) -> None:
-        self.protocol.stats = value
 
     # ---- application API ---------------------------------------------------------------
 

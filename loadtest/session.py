@@ -15,7 +15,7 @@ from gateway.client import Client, ClientError
 
 from .api import ApiError
 from .fastclient import FastClient
-from .instrumented import LaneStats, RecordingSequencer
+from .instrumented import RecordingSequencer
 from .workload import EventMix, Packed, payload, payload_bytes, snapshot_bytes
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ class SimSession:
         self.notices[name] = []
         direction = "v" if role == "visitor" else "a"
         client = self._new_client(urls, token, role, name, rng, direction)
-        client.stats = LaneStats().bind(client)
 
         def sender() -> str:
             return client.welcome.aid if client.welcome and client.welcome.aid else name
