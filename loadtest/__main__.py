@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     cmd, rest = args[0], args[1:]
     if cmd == "run":
-        from .run import main as run_main
+        from .cli import main as run_main
 
         return run_main(rest)
     if cmd == "bench":

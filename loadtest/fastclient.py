@@ -168,8 +168,10 @@ def read_from_gateway(data: bytes) -> Frame | tuple[int, list, str | None] | int
         if b < 0x80:
             if len(data) == 10:
                 return b
-        elif len(data) == 10 + _UINT_BYTES.get(b, -10):
-            return int.from_bytes(data[10:], "big")
+        else:
+            width = _UINT_BYTES.get(b)
+            if width is not None and len(data) == 10 + width:
+                return int.from_bytes(data[10:], "big")
     try:
         m = _unpackb(data, raw=False, strict_map_key=True)
     except Exception:

@@ -176,6 +176,28 @@ class SimSession:
         parts = await self.visitor.send_snapshot(data)
         self.h.timeline.on_sent(time.time(), len(parts))
 
+    def record_clients(self, verifier) -> None:
+        """Each client's own figures into the verifier's totals, with how long each reconnect
+        notice took to become a welcome (the next welcome after it)."""
+        for name, c in self.clients:
+            st = c.stats
+            notice_waits = []
+            for t in self.notices.get(name, []):
+                later = [w for w in st.welcomes if w > t]
+                if later:
+                    notice_waits.append(min(later) - t)
+            verifier.record_client(
+                connects=st.connects,
+                resumes=st.resumes,
+                reconnect_notices=st.reconnect_notices,
+                rejected_new=st.rejected_new,
+                rejected_resume=st.rejected_resume,
+                duplicates_dropped=st.duplicates_dropped,
+                gaps=st.gaps,
+                resume_times=st.resume_times,
+                notice_times=notice_waits,
+            )
+
     def connected(self) -> bool:
         return self.ready and all(c.connected.is_set() for _, c in self.clients)
 

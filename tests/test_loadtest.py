@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
+from loadtest.cli import parse_args
 from loadtest.instrumented import RecordingSequencer
-from loadtest.localcluster import end_leftovers
+from loadtest.localcluster import ClusterSpec, end_leftovers
 from loadtest.verifier import LATENCY_MAX_US, Latencies, SeqSet, Verifier, new_histogram
 from loadtest.workload import (
     AGENT_SHARE,
@@ -373,6 +374,38 @@ def _sample_report(tmp_path: Path) -> dict:
         gateways={"gw-1": figs, "gw-2": figs},
         settle={"seconds": 0.2, "complete": True},
     )
+
+
+def test_the_config_names_the_options_the_target_and_the_local_cluster():
+    opts = parse_args(["--scenario", "drain", "--sessions", "8", "--duration", "20", "--seed", "3"])
+    spec = ClusterSpec(gateways=3, drain_window=4.0)
+    local = rep.run_config(opts, None, spec)
+    assert (local["scenario"], local["sessions"], local["seed"], local["target"]) == (
+        "drain",
+        8,
+        3,
+        "local cluster",
+    )
+    assert local["ramp"] == 2.0 and local["settle_max"] == 30.0  # a tenth of the duration
+    assert local["local_cluster"]["gateways"] == 3
+    assert local["local_cluster"]["drain_window"] == 4.0
+    remote = rep.run_config(opts, "https://api.example.com", None)
+    assert remote["target"] == "https://api.example.com" and "local_cluster" not in remote
+
+
+def test_the_harness_load_is_its_median_and_highest_cpu_and_worst_lag():
+    load = rep.harness_load([30.0, 90.0, 10.0, 50.0, 70.0], 0.1234, 17)
+    assert load == {
+        "cpu_percent_p50": 50.0,
+        "cpu_percent_max": 90.0,
+        "loop_lag_max_ms": 123.4,
+        "reactor_turns": 17,
+    }
+    assert rep.harness_load([], 0.0, None) == {
+        "cpu_percent_p50": None,
+        "cpu_percent_max": None,
+        "loop_lag_max_ms": 0.0,
+    }
 
 
 def test_gateway_metrics_are_parsed_and_summed():
