@@ -16,7 +16,7 @@ from gateway.client import Client, ClientError
 from .api import ApiError
 from .fastclient import FastClient
 from .instrumented import RecordingSequencer
-from .workload import EventMix, Packed, payload, payload_bytes, snapshot_bytes
+from .workload import EventMix, Packed, payload, payload_bytes, sent_time, snapshot_bytes
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -106,10 +106,7 @@ class SimSession:
         sender = "visitor" if src is None else src
         delivered, on_delivered = h.verifier.delivered, h.timeline.on_delivered
         for ev in evs:
-            p = ev.payload
-            sent_at = p.get("t") if type(p) is dict else None
-            if type(sent_at) is not float:
-                sent_at = ev.ts / 1000
+            sent_at = sent_time(ev.payload, ev.ts)
             # Only events sent after this receiver joined have a meaningful latency (a late
             # joiner starts with a snapshot sent before it came).
             latency = received - sent_at if sent_at >= joined else None
@@ -314,9 +311,7 @@ class FastSession(SimSession):
             add_seq, add_sent, add_received = box.add_seq, box.add_sent, box.add_received
             for ev in evs:
                 add_seq(ev[0])
-                p = ev[3]
-                sent_at = p.get("t") if type(p) is dict else None
-                add_sent(sent_at if type(sent_at) is float else ev[2] / 1000)
+                add_sent(sent_time(ev[3], ev[2]))
                 add_received(received)
             if len(box.seqs) >= 512:
                 box.flush()

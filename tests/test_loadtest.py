@@ -30,6 +30,8 @@ from loadtest.workload import (
     VISITOR_GESTURES,
     EventMix,
     payload,
+    payload_bytes,
+    sent_time,
     snapshot_bytes,
 )
 
@@ -333,6 +335,16 @@ def test_payloads_carry_the_send_time_and_about_the_planned_size(kind):
     assert p["t"] == 1700000000.25
     n = len(msgpack.packb(p, use_bin_type=True))
     assert 0.7 * size <= n <= 1.3 * size + 20, (kind, size, n)
+
+
+@pytest.mark.parametrize("kind", ["pointer", "input", "mutation", "canvas"])
+def test_the_send_time_is_read_from_our_payloads_else_from_the_event(kind):
+    sent = 1700000000.25
+    assert sent_time(payload(kind, 100, 3, sent), 5000) == sent
+    packed = msgpack.unpackb(payload_bytes(kind, 100, 3, sent), raw=False)
+    assert sent_time(packed, 5000) == sent
+    assert sent_time(b"<html>", 1700000000250) == sent  # a snapshot part: the event's ts
+    assert sent_time({"t": "late"}, 1500) == 1.5  # not ours
 
 
 # ---- report --------------------------------------------------------------------------------
