@@ -288,10 +288,10 @@ def harness_load(
     """How busy the harness itself was (a saturated harness makes its latencies mean little):
     the median and highest of its per-second CPU samples, its worst event-loop lag (seconds
     in, ms out), and the load generator's turns."""
-    cpu = sorted(cpu_percent)
+    cpu = percentiles(cpu_percent, scale=1.0)
     out: dict[str, Any] = {
-        "cpu_percent_p50": cpu[len(cpu) // 2] if cpu else None,
-        "cpu_percent_max": cpu[-1] if cpu else None,
+        "cpu_percent_p50": cpu["p50"],
+        "cpu_percent_max": cpu["max"],
         "loop_lag_max_ms": round(loop_lag_max * 1000, 1),
     }
     if reactor_turns is not None:
