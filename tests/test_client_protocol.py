@@ -432,6 +432,21 @@ def test_retries_back_off_round_robin_and_respect_retry_after(ends, floor):
     assert p.backoff.attempt == 0  # a welcome resets the backoff
 
 
+def test_refusals_are_counted_in_the_lane_the_handshake_asked():
+    """No resume token in the handshake URL: the new-session lane; with one: the resume lane
+    (the load test reports both, and a drain must see no resume refused)."""
+    p = client()
+    assert "rt=" not in p.connect_url()
+    p.handshake_refused(429, 1.0, 0.0)
+    assert "rt=" not in p.connect_url()
+    p.connection_lost(4009, "rate_limited: retry_after=1", 0.0)
+    connect(p)  # the welcome gives a resume token
+    p.connection_lost(1006, "", 1.0)
+    assert "rt=rt-1" in p.connect_url()
+    p.handshake_refused(503, None, 1.0)
+    assert (p.stats.rejected_new, p.stats.rejected_resume, p.stats.rejected) == (2, 1, 3)
+
+
 def test_refusal_without_retry_after_waits_at_least_a_second():
     p = client()
     p.connect_url()
