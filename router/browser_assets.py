@@ -19,7 +19,19 @@ VENDOR_MSGPACK = STATIC / "vendor" / "msgpack.min.js"
 
 BUNDLES = {
     "cobrowse.js": ("format.js", "wire.js", "visitor.js"),
-    "embed.js": ("format.js", "wire.js", "viewer.js"),
+    "embed.js": (
+        "format.js",
+        "wire.js",
+        "viewer/state.js",
+        "viewer/urls.js",
+        "viewer/sheets.js",
+        "viewer/sanitiser.js",
+        "viewer/build.js",
+        "viewer/apply.js",
+        "viewer/actions.js",
+        "viewer/replayer.js",
+        "viewer/embed.js",
+    ),
 }
 
 
