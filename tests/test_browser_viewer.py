@@ -1,4 +1,4 @@
-"""The agent's viewer (router/static/viewer.js) in real Chromium, without a network.
+"""The agent's viewer (router/static/viewer/) in real Chromium, without a network.
 
 A test page holds an iframe; the embed bundle is injected and a replayer built on the
 iframe with a fake `sign` (URLs point at /signed/ on the test server) and a fake
