@@ -30,6 +30,7 @@ BUNDLES = {
         "viewer/apply.js",
         "viewer/actions.js",
         "viewer/replayer.js",
+        "viewer/status.js",
         "viewer/embed.js",
     ),
 }

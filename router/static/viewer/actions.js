@@ -23,6 +23,7 @@ function sendPointer(rs) {
 }
 
 function onAgentMove(rs, e) {
+  if (rs.inert) return;
   const ptr = rs.pointer;
   ptr.latest = toVisitor(rs, e);
   const wait = POINTER_INTERVAL_MS - (Date.now() - ptr.lastSent);
@@ -43,6 +44,7 @@ function elementAt(rs, x, y) {
 }
 
 function onAgentClick(rs, e) {
+  if (rs.inert) return;
   const p = toVisitor(rs, e);
   if (rs.highlightMode || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) {
     const el = elementAt(rs, p.x, p.y);
@@ -74,6 +76,20 @@ function paintHighlights(rs) {
 function setHighlightMode(rs, on) {
   rs.highlightMode = !!on;
   rs.glass.style.cursor = on ? "crosshair" : "default";
+}
+
+/** Once the session ended: the replica greyed out, and nothing the agent does reaches it. */
+function setInert(rs, on) {
+  rs.inert = !!on;
+  if (rs.inert) setHighlightMode(rs, false);
+  clearTimeout(rs.pointer.timer);
+  rs.pointer.timer = null;
+  rs.pointer.latest = null;
+  rs.glass.style.pointerEvents = rs.inert || !rs.interactive ? "none" : "auto";
+  rs.iframe.style.pointerEvents = rs.inert ? "none" : "";
+  rs.iframe.style.filter = rs.inert ? "grayscale(1)" : "";
+  rs.iframe.style.opacity = rs.inert ? "0.5" : "";
+  if (rs.inert) rs.dot.style.display = "none";
 }
 
 function listenForAgent(rs) {

@@ -17,14 +17,19 @@ function parseFragment(hash) {
 }
 
 async function postJson(url, bearer, body) {
-  const r = await fetch(url, {
-    method: "POST",
-    headers: {"Content-Type": "application/json", "Authorization": "Bearer " + bearer},
-    body: JSON.stringify(body || {}),
-    credentials: "omit",
-    cache: "no-store",
-    referrerPolicy: "no-referrer",
-  });
+  let r;
+  try {
+    r = await fetch(url, {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "Authorization": "Bearer " + bearer},
+      body: JSON.stringify(body || {}),
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+    });
+  } catch (e) {
+    throw Object.assign(new Error("the co-browsing service cannot be reached"), {code: "network"});
+  }
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
   if (!r.ok) {
@@ -36,6 +41,48 @@ async function postJson(url, bearer, body) {
   return data || {};
 }
 
+// What the agent reads in the frame area when there is no session to show, by the API's
+// error code (docs/api.md) or the page's own (bad_link, network).
+const ERROR_TEXT = Object.freeze({
+  bad_link: "This link does not name a session. Open the session again from your console.",
+  unknown_code: "No session has this code. It may be mistyped or expired, or the session has ended.",
+  unknown_session: "This session was not found. It has ended or expired.",
+  session_ended: "This session has ended.",
+  bad_token: "This viewer link is no longer valid. Open the session again from your console.",
+  bad_api_key: "No access: the API key was refused.",
+  admin_only: "No access: this key may not open sessions.",
+  rate_limited: "Too many attempts. Wait a minute, then reload this page.",
+  no_gateways: "The co-browsing service is not available right now. Reload in a moment.",
+  unavailable: "The co-browsing service is not available right now. Reload in a moment.",
+  network: "The co-browsing service cannot be reached. Check the connection, then reload.",
+});
+
+// The same when the connection ended for good, by close code (docs/protocol.md).
+function endedText(code, msg) {
+  if (code === 4001) return "The session refused this viewer (its token expired or is not valid). Open the session again from your console.";
+  if (code === 4005) return "The visitor opened the session somewhere else.";
+  if (!code || code === 1000 || code === 4004) return "The session has ended.";
+  return "The connection was closed (" + (msg || "code " + code) + ").";
+}
+
+// What changes in the frame area with the displayed state: a message where the replica
+// would be an empty box, and the replica greyed out and inert once the session ended.
+function showView(els, rp, state, text) {
+  const {message, hlButton, stage} = els;
+  if (stage) stage.setAttribute("data-state", state);
+  if (message) {
+    message.hidden = !text;
+    message.textContent = text || "";
+  }
+  if (state === "ended" || state === "error") {
+    if (rp) rp.setInert(true);
+    if (hlButton) {
+      hlButton.disabled = true;
+      hlButton.setAttribute("aria-pressed", "false");
+    }
+  }
+}
+
 function embed(options) {
   options = options || {};
   const d = document;
@@ -43,29 +90,65 @@ function embed(options) {
   const statusEl = options.status || d.getElementById("cb-status");
   const hlButton = options.highlightButton || d.getElementById("cb-highlight");
   const titleEl = d.getElementById("cb-title");
+  const els = {hlButton, stage: frame ? frame.parentElement : null,
+    message: options.message || d.getElementById("cb-message")};
   const routerBase = options.router || location.origin;
   const params = parseFragment(options.hash !== undefined ? options.hash : location.hash);
-  const current = {replayer: null, wire: null, state: "connecting", sid: null, proxy: null, error: null};
+  // `state`: the agent's own connection (connecting, live, reconnecting, ended) or error;
+  // `view`: what the page shows (status.js), the status element's data-state.
+  const current = {replayer: null, wire: null, state: "connecting", view: "connecting", sid: null, proxy: null, error: null};
   CobrowseViewer.current = current;
+  const view = new ViewStatus(Date.now());
+  let snapshotSeen = false;
+  let endedNote = null;  // the status text and frame message once the session ended
+  let timer = null;
 
   const post = (event, extra) => {
     if (window.parent && window.parent !== window) {
       try { window.parent.postMessage(Object.assign({type: "cobrowse", event}, extra || {}), "*"); } catch (e) { /* detached */ }
     }
   };
-  const LABELS = {connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", ended: "Session ended", error: "Error"};
-  const setStatus = (state, text) => {
-    current.state = state;
+
+  // Show view.state(now); look again when time alone would change it (gone, idle).
+  const refresh = () => {
+    const now = Date.now();
+    clearTimeout(timer);
+    timer = null;
+    const wait = view.nextChange(now);
+    if (wait !== null) timer = setTimeout(refresh, wait + 20);
+    const state = view.state(now);
+    let label = VIEW_LABELS[state] || state;
+    let message = null;
+    if (state === "error") {
+      label = "Error: " + current.error.message;
+      message = ERROR_TEXT[current.error.code] || "The session cannot be shown: " + current.error.message;
+    } else if (state === "ended") {
+      label = endedNote.label;
+      message = endedNote.message;
+    } else if (!snapshotSeen) {  // no replica yet: say why instead of an empty box
+      message = state === "live" || state === "visitor-idle" ? "Waiting for the visitor's page…" : label;
+    }
+    const was = current.view;
+    current.view = state;
     if (statusEl) {
-      statusEl.textContent = text || LABELS[state] || state;
+      statusEl.textContent = label;
       statusEl.setAttribute("data-state", state);
     }
+    showView(els, current.replayer, state, message);
+    // The connection's own messages (live, reconnecting, ended, error) are posted where
+    // they happen; the visitor's are posted here, and "visitor-live" when one of them ends.
+    if (state !== was) {
+      if (state === "waiting" || state.startsWith("visitor-")) post(state);
+      else if (state === "live" && (was === "waiting" || was.startsWith("visitor-"))) post("visitor-live");
+    }
   };
-  setStatus("connecting");
+  refresh();
 
   const fail = (err) => {
     current.error = {code: err.code || "error", message: String(err.message || err)};
-    setStatus("error", "Error: " + current.error.message);
+    current.state = "error";
+    view.fail();
+    refresh();
     post("error", {code: current.error.code, message: current.error.message});
   };
 
@@ -118,6 +201,7 @@ function embed(options) {
     current.replayer = rp;
     if (hlButton) {
       hlButton.addEventListener("click", () => {
+        if (hlButton.disabled) return;
         const on = !rp.highlightMode();
         rp.setHighlightMode(on);
         hlButton.setAttribute("aria-pressed", on ? "true" : "false");
@@ -131,14 +215,27 @@ function embed(options) {
       refreshGateways: async () => (await connect()).gateways,
       onEvents(events) {
         for (const e of events) rp.apply(e.kind, e.payload);
+        view.activity(Date.now());
+        const first = !snapshotSeen && rp.document !== null;
+        snapshotSeen = snapshotSeen || first;
+        // A pending timer looks again anyway; only idle and the first replica show at once.
+        if (first || current.view === "visitor-idle" || timer === null) refresh();
       },
-      onControl(ctl) { /* "reset": the snapshot that follows resets the replica anyway */ void ctl; },
+      // "reset": the snapshot that follows resets the replica anyway.
+      onControl(ctl) {
+        if (view.control(ctl, Date.now())) refresh();
+      },
       onState(s, detail) {
         const err = detail && detail.error;
-        const why = s === "ended" && detail && detail.code && detail.code !== 1000 && detail.code !== 4004
-          ? ` (${(err && err.msg) || "code " + detail.code})` : "";
-        setStatus(s, why ? LABELS[s] + why : undefined);
-        if (s === "live" || s === "ended" || s === "reconnecting") post(s, detail && detail.code ? {code: detail.code} : {});
+        const code = detail && detail.code;
+        if (s === "ended") {
+          const why = code && code !== 1000 && code !== 4004 ? ` (${(err && err.msg) || "code " + code})` : "";
+          endedNote = {label: VIEW_LABELS.ended + why, message: endedText(code, err && err.msg)};
+        }
+        current.state = s;
+        view.connection(s, Date.now());
+        refresh();
+        if (s === "live" || s === "ended" || s === "reconnecting") post(s, code ? {code} : {});
       },
     });
     current.wire = wire;

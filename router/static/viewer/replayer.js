@@ -72,6 +72,8 @@ function replayer(iframe, opts) {
     setHighlightMode: (on) => setHighlightMode(rs, on),
     highlightMode: () => rs.highlightMode,
     highlight: (id, on) => toggleHighlight(rs, id, on !== false),
+    setInert: (on) => setInert(rs, on !== false),
+    inert: () => rs.inert,
     layout: () => layout(rs),
     destroy: () => destroyReplica(rs),
     get document() { return rs.doc; },

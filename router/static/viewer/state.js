@@ -36,6 +36,7 @@
  * @property {?Element} focused  the element carrying cb-focus
  * @property {Set} highlighted   ids the agent highlighted
  * @property {boolean} highlightMode  a plain click highlights instead of clicking
+ * @property {boolean} inert     the session ended: greyed out, the agent's pointer ignored
  * @property {?{n: number, parts: Uint8Array[]}} snapParts  a snapshot arriving in parts
  * @property {boolean} destroyed
  * @property {{url: ?string, title: ?string}} info
@@ -85,6 +86,7 @@ function newReplicaState(iframe, opts) {
     focused: null,
     highlighted: new Set(),
     highlightMode: false,
+    inert: false,
     snapParts: null,
     destroyed: false,
     info: {url: null, title: null},
