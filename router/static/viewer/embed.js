@@ -68,8 +68,7 @@ function endedText(code, msg) {
 // What changes in the frame area with the displayed state: a message where the replica
 // would be an empty box, and the replica greyed out and inert once the session ended.
 function showView(els, rp, state, text) {
-  const {message, hlButton, stage} = els;
-  if (stage) stage.setAttribute("data-state", state);
+  const {message, hlButton} = els;
   if (message) {
     message.hidden = !text;
     message.textContent = text || "";
@@ -90,8 +89,7 @@ function embed(options) {
   const statusEl = options.status || d.getElementById("cb-status");
   const hlButton = options.highlightButton || d.getElementById("cb-highlight");
   const titleEl = d.getElementById("cb-title");
-  const els = {hlButton, stage: frame ? frame.parentElement : null,
-    message: options.message || d.getElementById("cb-message")};
+  const els = {hlButton, message: options.message || d.getElementById("cb-message")};
   const routerBase = options.router || location.origin;
   const params = parseFragment(options.hash !== undefined ? options.hash : location.hash);
   // `state`: the agent's own connection (connecting, live, reconnecting, ended) or error;
