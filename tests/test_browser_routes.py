@@ -56,6 +56,23 @@ def test_bundles_hide_the_loader_globals_and_pin_the_vendored_codec():
     assert "})(undefined, undefined, undefined);" in body
 
 
+def test_every_bundle_part_is_packaged():
+    """The Docker image installs the package (not editable): a part that pyproject's
+    package-data globs miss would be absent there and /embed.js would fail at start-up."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((browser_assets.STATIC.parent.parent / "pyproject.toml").read_text())
+    globs = globs["tool"]["setuptools"]["package-data"]["router"]
+    for parts in browser_assets.BUNDLES.values():
+        for part in parts:
+            path = "static/" + part
+            # setuptools globs do not cross "/" with "*"
+            assert any(
+                fnmatch.fnmatch(path, g) and path.count("/") == g.count("/") for g in globs
+            ), path
+
+
 async def test_connect_tells_a_token_holder_where_to_go(nats_server):
     async with serving(nats_server.url, proxy_public_url="http://proxy.test/") as a:
         made = await a.create()
