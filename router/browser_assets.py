@@ -35,7 +35,20 @@ BUNDLES = {
         "visitor/consent.js",
         "visitor/session.js",
     ),
-    "embed.js": ("format.js", "wire.js", "viewer.js"),
+    "embed.js": (
+        "format.js",
+        "wire.js",
+        "viewer/state.js",
+        "viewer/urls.js",
+        "viewer/sheets.js",
+        "viewer/sanitiser.js",
+        "viewer/build.js",
+        "viewer/apply.js",
+        "viewer/actions.js",
+        "viewer/replayer.js",
+        "viewer/status.js",
+        "viewer/embed.js",
+    ),
 }
 
 
