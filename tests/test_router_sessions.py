@@ -52,38 +52,14 @@ async def test_codes_are_unique_and_stale_codes_are_reused(nats_server):
                 return 424242
 
         now = time.time()
-        first = await bridge.call(
-            sessions.create,
-            kv_s,
-            kv_c,
-            "sess-first-0001",
-            site="s",
-            now=now,
-            code_ttl=10,
-            rng=One(),
-        )
-        assert first.code == "424242"
+
+        async def create(sid: str, at: float):
+            args = (sessions.create, kv_s, kv_c, sid)
+            return await bridge.call(*args, site="s", now=at, code_ttl=10, rng=One())
+
+        assert (await create("sess-first-0001", now)).code == "424242"
         with pytest.raises(sessions.CodeSpaceExhausted):
-            await bridge.call(
-                sessions.create,
-                kv_s,
-                kv_c,
-                "sess-second-001",
-                site="s",
-                now=now + 1,
-                code_ttl=10,
-                rng=One(),
-            )
-        third = await bridge.call(
-            sessions.create,
-            kv_s,
-            kv_c,
-            "sess-third-0001",
-            site="s",
-            now=now + 11,
-            code_ttl=10,
-            rng=One(),
-        )
-        assert third.code == "424242"
+            await create("sess-second-001", now + 1)
+        assert (await create("sess-third-0001", now + 11)).code == "424242"
         got = await bridge.call(sessions.resolve_code, kv_s, kv_c, "424242", now + 12, 10)
         assert got[0] == "sess-third-0001"
