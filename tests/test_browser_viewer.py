@@ -1136,7 +1136,7 @@ class FakeCluster:
     def __init__(self, ctx, snapshot: dict, token: str = "tok-1") -> None:
         import msgpack
 
-        from router.browser_routes import embed_csp
+        from router.api.browser_routes import embed_csp
 
         self.msgpack = msgpack
         self.token = token

@@ -9,12 +9,6 @@
  * replayer. Concatenated after wire.js in one function scope (router/browser_assets.py).
  */
 
-const NS_HTML = "http://www.w3.org/1999/xhtml";
-const NS_SVG = "http://www.w3.org/2000/svg";
-const NS_MATH = "http://www.w3.org/1998/Math/MathML";
-const NS_XLINK = "http://www.w3.org/1999/xlink";
-const NS_XML = "http://www.w3.org/XML/1998/namespace";
-const NS_XMLNS = "http://www.w3.org/2000/xmlns/";
 
 // Created as inert <cb-blocked data-tag="..."> so that ids still line up.
 const BLOCKED_HTML = new Set(["script", "noscript", "iframe", "frame", "frameset", "object", "embed",
@@ -656,9 +650,8 @@ function replayer(iframe, opts) {
       el = blockedElement(n, lower);
     } else {
       try {
-        el = n.ns === "svg" ? doc.createElementNS(NS_SVG, tag)
-          : n.ns === "math" ? doc.createElementNS(NS_MATH, tag)
-            : doc.createElement(lower);
+        const uri = nodeNsUri(n.ns);
+        el = uri === NS_HTML ? doc.createElement(lower) : doc.createElementNS(uri, tag);
       } catch (e) {
         el = doc.createElement("cb-blocked");
         el.setAttribute("data-tag", "invalid");

@@ -3,7 +3,7 @@
 One generated page (a fixed seed, exactly `nodes` DOM nodes: nested divs, spans, text,
 attributes, form fields, SVG, comments) is loaded in Debian's Chromium through Playwright.
 Into that one page go our `cobrowse.js` (router/static, assembled by router.browser_assets),
-`rrweb-snapshot` and `rrweb` (exact versions pinned in loadtest/browser_bench/package.json
+`rrweb-snapshot` and `rrweb` (exact versions pinned in loadtest/bench/rrweb/package.json
 and package-lock.json, installed there with `npm ci` when node_modules is missing or the lock
 changed). Then, alternating the order on every repetition:
 
@@ -18,7 +18,7 @@ changed). Then, alternating the order on every repetition:
   `emit("mutation", ...)`, rrweb's IncrementalSnapshot/Mutation event), each event
   JSON-stringified in the handler, as a wire encoder would.
 
-Run alone: `python -m loadtest.bench_browser [--nodes N] [--json PATH]`. In `make bench` it
+Run alone: `python -m loadtest.bench.browser [--nodes N] [--json PATH]`. In `make bench` it
 runs in a child process (`--child`, one JSON line on stdout) before any server starts.
 Without chromium, Playwright, npm or the snippet, the section says "skipped" and why.
 
@@ -45,7 +45,7 @@ from loadtest.chromium import CHROMIUM_ARGS as BASE_ARGS
 from loadtest.chromium import chromium_path
 
 HERE = Path(__file__).resolve().parent
-NPM_DIR = HERE / "browser_bench"
+NPM_DIR = HERE / "rrweb"
 LOCK_MARK = NPM_DIR / "node_modules" / ".cobrowse-lock-sha256"
 RRWEB_SNAPSHOT_JS = (
     NPM_DIR / "node_modules" / "rrweb-snapshot" / "dist" / "rrweb-snapshot.umd.min.cjs"
@@ -211,7 +211,7 @@ def ensure_rrweb(timeout: float = 180) -> str | None:
     npm = shutil.which("npm")
     if npm is None:
         return "npm is not installed"
-    log("npm ci in loadtest/browser_bench (rrweb-snapshot, rrweb)")
+    log("npm ci in loadtest/bench/rrweb (rrweb-snapshot, rrweb)")
     try:
         proc = subprocess.run(
             [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
@@ -618,7 +618,7 @@ def section(bench: Any, quick: bool) -> dict:
     if quick:
         return {"skipped": "not in --quick (tests/test_bench_browser.py covers it)"}
     try:
-        c = bench.child("browser", "loadtest.bench_browser", "--child")
+        c = bench.child("browser", "loadtest.bench.browser", "--child")
         doc = c.read(300)
         bench.finish(c)
         return doc
@@ -640,7 +640,7 @@ def _x(r: float | None) -> str:
 
 
 def table_rows(doc: dict | None) -> list[tuple[str, str, str, str, str, str]]:
-    """Rows for the bench's table (same six columns as loadtest.bench_util.COLUMNS)."""
+    """Rows for the bench's table (same six columns as loadtest.bench.results.COLUMNS)."""
     if not doc:
         return []
     if "skipped" in doc:
@@ -688,7 +688,7 @@ def _on_term(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m loadtest.bench_browser",
+        prog="python -m loadtest.bench.browser",
         description="Our snapshot and mutation encoder vs rrweb-snapshot/rrweb in one Chromium page.",
     )
     p.add_argument("--nodes", type=int, default=FULL["nodes"])

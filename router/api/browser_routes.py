@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
 
-from . import browser_assets
-from .config import RouterConfig
+from .. import browser_assets
+from ..config import RouterConfig
 
 
 def _serve(asset: browser_assets.Asset, request: Request, headers: dict[str, str]) -> Response:

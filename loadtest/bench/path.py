@@ -1,7 +1,7 @@
 """Our path for `python -m loadtest bench`: reference clients driving real gateways.
 
-Each mode is its own process (`python -m loadtest.bench_path MODE ...`), started by
-`loadtest.bench`, so the visitors, the agents and the gateway do not share an interpreter.
+Each mode is its own process (`python -m loadtest.bench.path MODE ...`), started by
+`loadtest.bench.suite`, so the visitors, the agents and the gateway do not share an interpreter.
 Token keys come from COBROWSE_TOKEN_KEYS. Reports are JSON lines on stdout.
 
 - `visitors`: one visitor `Client` per session id. Each connects, sends a small snapshot and
@@ -30,7 +30,7 @@ import trio
 from gateway import tokens
 from gateway.client import Client
 
-from .bench_util import latency_summary, mono
+from .results import latency_summary, mono
 
 SNAPSHOT = b"<html><body>bench</body></html>"
 
@@ -191,7 +191,7 @@ async def idle(a: argparse.Namespace, keyring: tokens.Keyring) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_path")
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench.path")
     p.add_argument("mode", choices=["visitors", "agents", "idle"])
     p.add_argument("--url", action="append", required=True, help="gateway URL (repeatable)")
     p.add_argument("--sids", required=True, help="comma-separated session ids")

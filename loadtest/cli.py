@@ -1,4 +1,9 @@
-"""The options of `python -m loadtest run`, and the target they name."""
+"""`python -m loadtest run`: its options, the target they name, and the run from start to
+exit code (the local cluster started and stopped, Ctrl-C and SIGTERM, the report written).
+
+Against a local cluster everything is on loopback, and every process started is stopped at
+the end, on error and on Ctrl-C too. The run itself is `harness.Harness`'s.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,19 @@ import argparse
 import json
 import os
 import random
+import shutil
+import signal
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import trio
+
+from . import report as rep
 from . import scenarios
-from .localcluster import Target
+from .harness import Harness
+from .localcluster import LocalCluster, Target, end_leftovers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,3 +128,92 @@ def resolve_target(a: argparse.Namespace) -> Target | None:
         names = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise SystemExit(f"--target needs {names} (or COBROWSE_SITE_KEY / _AGENT_KEY / _ADMIN_KEY)")
     return Target(a.target.rstrip("/"), a.site_key, a.agent_key, a.admin_key)
+
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run_trio(fn):
+    """trio.run, with a Ctrl-C (or SIGTERM) that surfaced inside a task group unwrapped."""
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        raise
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    try:
+        target = resolve_target(opts)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    from rich.console import Console
+
+    console = Console()
+    cluster: LocalCluster | None = None
+    run_dir: Path | None = None
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    report: dict[str, Any] | None = None
+    t0 = time.monotonic()
+    try:
+        if target is None:
+            base = opts.run_dir
+            base.mkdir(parents=True, exist_ok=True)
+            end_leftovers(base)
+            run_dir = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            spec = scenarios.cluster_spec(
+                opts.scenario, opts.sessions, opts.agents_per_session, opts.duration
+            )
+            spec.workers = opts.workers
+            cluster = LocalCluster(spec, run_dir)
+            print(
+                f"starting a local cluster in {run_dir}: {spec.gateways} gateways "
+                f"of {spec.workers} worker(s), "
+                f"{spec.nats_nodes} NATS node(s)",
+                flush=True,
+            )
+            target = cluster.start(log=lambda m: print("  " + m, flush=True))
+        print(
+            f"load test: scenario {opts.scenario}, {opts.sessions} sessions x "
+            f"{opts.agents_per_session} agent(s), {opts.rate:g} events/s per session, "
+            f"{opts.duration:g} s, seed {opts.seed}",
+            flush=True,
+        )
+        harness = Harness(opts, target, cluster)
+        report = _run_trio(harness.run)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"load test could not run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if cluster is not None:
+                cluster.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, old_term)
+        if run_dir is not None and report is not None and report["ok"] and not opts.keep_logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif run_dir is not None:
+            print(f"logs of the local cluster: {run_dir}", file=sys.stderr)
+    report["wall_seconds"] = round(time.monotonic() - t0, 1)
+    if opts.json:
+        rep.write_json(report, opts.json)
+    if opts.report:
+        paths = rep.write_report_dir(report, opts.report)
+        console.print(
+            f"report written to {paths['md']} ({paths['png'].name}, {paths['json'].name})"
+        )
+    console.print(rep.summary_table(report))
+    return EXIT_OK if report["ok"] else EXIT_FAILED

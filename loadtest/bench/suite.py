@@ -2,7 +2,7 @@
 
 Everything runs on loopback and is started here: nats-server (router.natsproc), gateway
 processes (router.cluster.spawn_gateway, with a fresh token key), raw trio-websocket and
-nats-py processes (loadtest.bench_raw) and the reference clients (loadtest.bench_path, the
+nats-py processes (loadtest.bench.floor) and the reference clients (loadtest.bench.path, the
 visitors in one process and the agents in another). Every loop is bounded in count and
 time; everything started is stopped by pid at the end. docs/bench.md explains each figure.
 
@@ -14,7 +14,7 @@ Sections of the result (printed as a table, written as JSON with --json):
   memory   gateway RSS per idle connection, and raw trio-websocket's
   micro    codec, reorder buffer, token bucket
   workers  aggregate events/s: `--workers 1` vs `--workers 2` on one port
-  browser  our snapshot and mutation encoder vs rrweb in one Chromium page (bench_browser)
+  browser  our snapshot and mutation encoder vs rrweb in one Chromium page (browser.py)
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 from router import natsproc
 from router.cluster import _wait_port, spawn_gateway
 
-from . import bench_browser, bench_micro
-from .bench_procs import (
+from . import browser, micro
+from .procs import (
     Child,
     cpu_tree,
     nats_subscriptions,
@@ -45,7 +45,7 @@ from .bench_procs import (
     stop_pid,
     tail,
 )
-from .bench_util import COLUMNS, fmt_ratio, mono, ratio, table_rows, write_json
+from .results import COLUMNS, fmt_ratio, mono, ratio, table_rows, write_json
 
 GATEWAY_ADMISSION = [
     "--new-per-address",
@@ -192,14 +192,14 @@ class Bench:
 
     def floor_and_raw_memory(self) -> tuple[dict, dict]:
         s = self.s
-        srv = self.child("ws-server", "loadtest.bench_raw", "ws-server")
+        srv = self.child("ws-server", "loadtest.bench.floor", "ws-server")
         port = srv.read(20)["port"]
         log("trio-websocket floor")
         small = self._watched(
             srv.pid,
             lambda: self.child(
                 "ws-client-small",
-                "loadtest.bench_raw",
+                "loadtest.bench.floor",
                 "ws-client",
                 "--port",
                 port,
@@ -213,7 +213,7 @@ class Bench:
             srv.pid,
             lambda: self.child(
                 "ws-client-batched",
-                "loadtest.bench_raw",
+                "loadtest.bench.floor",
                 "ws-client",
                 "--port",
                 port,
@@ -227,7 +227,7 @@ class Bench:
         raw_mem = self._idle_memory(
             srv.pid,
             lambda n, name: self.child(
-                f"raw-{name}", "loadtest.bench_raw", "ws-idle", "--port", port, "--conns", n
+                f"raw-{name}", "loadtest.bench.floor", "ws-idle", "--port", port, "--conns", n
             ),
         )
         self.finish(srv)
@@ -248,7 +248,7 @@ class Bench:
         assert self.nats is not None
         c = self.child(
             "nats-raw",
-            "loadtest.bench_raw",
+            "loadtest.bench.floor",
             "nats",
             "--url",
             self.nats.url,
@@ -297,7 +297,7 @@ class Bench:
         def spawn(n: int, name: str) -> Child:
             sids = _sids(max(1, n // 2), name)
             return self.child(
-                f"gw-{name}", "loadtest.bench_path", "idle", "--url", url, "--sids", ",".join(sids)
+                f"gw-{name}", "loadtest.bench.path", "idle", "--url", url, "--sids", ",".join(sids)
             )
 
         return self._idle_memory(pid, spawn)
@@ -328,10 +328,10 @@ class Bench:
             per = max(1, events // sessions)
             total = per * sessions
             send_args = ["--events", per]
-        vis = self.child(f"{name}-visitors", "loadtest.bench_path", "visitors", *common, *send_args)
+        vis = self.child(f"{name}-visitors", "loadtest.bench.path", "visitors", *common, *send_args)
         vis.read(90)
         ags = self.child(
-            f"{name}-agents", "loadtest.bench_path", "agents", *common, "--expect", total
+            f"{name}-agents", "loadtest.bench.path", "agents", *common, "--expect", total
         )
         ags.read(90)
         watched = {"gateway": gw_pid, "visitors": vis.pid, "agents": ags.pid}
@@ -400,9 +400,9 @@ class Bench:
         }
         t0 = mono()
         log("micro-benchmarks")
-        doc["micro"] = bench_micro.run_all(s is QUICK)
+        doc["micro"] = micro.run_all(s is QUICK)
         log("browser: our snapshot and mutations vs rrweb, in Chromium")
-        doc["browser"] = bench_browser.section(self, s is QUICK)
+        doc["browser"] = browser.section(self, s is QUICK)
 
         floor, raw_mem = self.floor_and_raw_memory()
         self.nats = natsproc.start_single(self.log_dir / "nats")
@@ -573,7 +573,7 @@ def print_table(doc: dict, file=None) -> None:
     for col in COLUMNS:
         just = "right" if col == "result" else "center" if col == "met" else "left"
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for row in table_rows(doc) + bench_browser.table_rows(doc.get("browser")):
+    for row in table_rows(doc) + browser.table_rows(doc.get("browser")):
         table.add_row(*row)
     Console(file=file or sys.stdout, width=150).print(table)
 

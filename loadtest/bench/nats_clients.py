@@ -11,7 +11,7 @@ workloads through both, each bounded by a count and by --max-seconds:
   reply token on one wildcard inbox, as the gateway's publish chain uses it); nats-py's
   `js.publish` through the bridge, one crossing per publish.
 
-    python -m loadtest.bench_nats [--url nats://127.0.0.1:4222] [--msgs 200000] [--js 20000]
+    python -m loadtest.bench.nats_clients [--url nats://127.0.0.1:4222] [--msgs 200000] [--js 20000]
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def report(nat: dict, bri: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_nats")
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench.nats_clients")
     p.add_argument("--url", help="an existing nats-server (default: start one on loopback)")
     p.add_argument("--msgs", type=int, default=200_000, help="core messages per client")
     p.add_argument("--js", type=int, default=20_000, help="JetStream publishes per run")

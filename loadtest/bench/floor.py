@@ -1,7 +1,7 @@
 """The floor for `python -m loadtest bench`: raw trio-websocket and raw nats-py, no cobrowse code.
 
-Each mode runs as its own process (`python -m loadtest.bench_raw MODE ...`) started by
-`loadtest.bench`, and reports on stdout as JSON lines:
+Each mode runs as its own process (`python -m loadtest.bench.floor MODE ...`) started by
+`loadtest.bench.suite`, and reports on stdout as JSON lines:
 
 - `ws-server`: a tiny trio-websocket server. It prints `{"port": P}`, then serves until its
   stdin closes. On each connection it counts binary messages; `END` makes it answer with the
@@ -212,7 +212,7 @@ async def nats_pubsub(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_raw")
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench.floor")
     sub = p.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("ws-server")
     s.add_argument("--port", type=int, default=0)

@@ -95,7 +95,7 @@ def token_bucket(n: int) -> dict:
 
 
 BIG_CSS = (
-    Path(__file__).resolve().parents[1].parent
+    Path(__file__).resolve().parents[3]  # the checkout's parent
     / "shared/corpus/rrweb-fixtures/rrweb-snapshot/test/css/benchmark.css"
 )
 
