@@ -5,7 +5,8 @@ Endpoints:
 * ``GET /v1/stylesheet?u=&s=&e=&sig=``: a signed stylesheet, fetched (text/css only) under
   the SSRF policy, rewritten by :func:`proxy.rewrite.rewrite`, served as
   ``text/css; charset=utf-8``.
-* ``GET /v1/asset?u=&s=&e=&sig=``: a signed font or image (no SVG), or a stylesheet: a
+* ``GET /v1/asset?u=&s=&e=&sig=``: a signed font or image (SVG too, with headers that keep
+  it an inert image: see :mod:`proxy.content_policy`), or a stylesheet: a
   ``text/css`` answer goes through the same rewriter. Design choice: the rewriter signs
   *every* sub-resource (``url()`` and ``@import``) towards ``/v1/asset`` for the same
   session, so ``@import``-ed stylesheets arrive rewritten through ``/v1/asset``.
@@ -50,37 +51,10 @@ from . import metrics, signing
 from .address_policy import Refused, parse_target
 from .cache import ByteLRU, Entry, SingleFlight, freshness
 from .config import ProxyConfig
+from .content_policy import ASSET_TYPES, CSS_TYPE, STYLESHEET_TYPES, served_headers
 from .fetch import Resolver, fetch
 from .rewrite import rewrite
 
-CSS_TYPE = "text/css"
-ASSET_TYPES = frozenset(
-    {
-        CSS_TYPE,
-        "image/png",
-        "image/jpeg",
-        "image/gif",
-        "image/webp",
-        "image/avif",
-        "image/bmp",
-        "image/x-icon",
-        "image/vnd.microsoft.icon",
-        "font/woff",
-        "font/woff2",
-        "font/ttf",
-        "font/otf",
-        "font/sfnt",
-        "font/collection",
-        "application/font-woff",
-        "application/font-woff2",
-        "application/x-font-woff",
-        "application/x-font-ttf",
-        "application/x-font-otf",
-        "application/x-font-opentype",
-        "application/x-font-truetype",
-        "application/vnd.ms-fontobject",
-    }
-)  # image/svg+xml is refused on purpose: SVG can carry script.
 DEFAULT_MAX_AGE = 60
 MAX_SIGN_URLS = 512  # per POST /v1/sign
 MAX_SIGN_URL_CHARS = 8192
@@ -235,16 +209,13 @@ class ProxyService:
         if entry.expires_at is not None and entry.expires_at > now:
             max_age = int(entry.expires_at - now)
         headers = {
+            **served_headers(entry.content_type),
             "Cache-Control": f"private, max-age={max_age}",
             "ETag": '"' + hashlib.sha256(entry.value).hexdigest()[:32] + '"',
-            "X-Content-Type-Options": "nosniff",
         }
         if asset:
             headers["Access-Control-Allow-Origin"] = "*"
-        media = entry.content_type or "application/octet-stream"
-        if media == CSS_TYPE:
-            media = "text/css; charset=utf-8"
-        return Response(entry.value, media_type=media, headers=headers)
+        return Response(entry.value, headers=headers)
 
 
 def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
@@ -284,7 +255,7 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
     @app.get("/v1/stylesheet")
     async def stylesheet(request: Request) -> Response:
         url, session = svc.verify(_query(request))
-        entry = await svc.get(url, session, frozenset({CSS_TYPE}))
+        entry = await svc.get(url, session, STYLESHEET_TYPES)
         return svc.respond(entry, asset=False)
 
     @app.get("/v1/asset")

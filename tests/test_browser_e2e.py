@@ -365,6 +365,31 @@ def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, 
         poll(a.page, "window.__violations.length > 0", 5, "a CSP violation for a direct load")
 
 
+def test_svg_images_show_in_the_viewer_through_the_proxy(chromium, cluster):
+    """SVG logos and avatars (<img src>, srcset, CSS background, SVG <image>) arrive through
+    the proxy's /v1/asset and take the visitor's size, so the layout does not move."""
+    sizes = """(doc) => ({
+        imgs: [...doc.querySelectorAll('#avatar, #set')].map(i => [i.id, i.naturalWidth, i.naturalHeight]),
+        card: doc.getElementById('card').getBoundingClientRect().height,
+        bg: getComputedStyle(doc.getElementById('bg')).backgroundImage.startsWith('url('),
+    })"""
+    with pair(chromium, cluster, "e2e_svg.html") as (v, a):
+        want = v.page.evaluate(f"({sizes})(document)")
+        assert want["imgs"] == [["avatar", 200, 150], ["set", 100, 75]]  # 2x: half size
+        poll(
+            a.page,
+            f"[...{VDOC}.querySelectorAll('#avatar, #set')].every(i => i.complete && i.naturalWidth > 0)",
+            10,
+            "the SVG images in the viewer",
+        )
+        assert a.page.evaluate(f"({sizes})({VDOC})") == want
+        bg = a.page.evaluate(f"getComputedStyle({VDOC}.getElementById('bg')).backgroundImage")
+        assert cluster.proxy + "/v1/asset?" in bg
+        # one signed URL for one target: the browser loads it once for every use
+        assert [u for u in a.requests if u.startswith(cluster.proxy + "/v1/asset?")]
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+
+
 STATES_SEEN = """(() => { const el = document.getElementById('cb-status'); window.__seen = [el.dataset.state];
   new MutationObserver(() => { if (__seen[__seen.length - 1] !== el.dataset.state) __seen.push(el.dataset.state); })
     .observe(el, {attributes: true, attributeFilter: ['data-state']}); })()"""

@@ -31,6 +31,7 @@ PNG = bytes.fromhex(
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
 
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8" onload="x()"/>'
 LIMIT = 100_000  # the proxy's max_css_bytes in these tests
 BOMB = gzip.compress(b"\0" * (16 << 20))  # 16 MiB of zeros in ~16 KiB
 ZIPPED = {  # path -> (Content-Encoding, body)
@@ -74,7 +75,9 @@ class Origin(OriginServer):
         if path == "/img.png":
             return 200, [("Content-Type", "image/png")], PNG
         if path == "/img.svg":
-            return 200, [("Content-Type", "image/svg+xml")], b"<svg onload='x()'/>"
+            return 200, [("Content-Type", "image/svg+xml; charset=utf-8")], SVG
+        if path == "/big.svg":
+            return 200, [("Content-Type", "image/svg+xml")], SVG + b" " * LIMIT
         return 404, [("Content-Type", "text/plain")], b"not found"
 
 
@@ -241,7 +244,7 @@ async def test_concurrent_identical_requests_fetch_once(env):
     assert len(origin.hits("/slowfresh.css")) == 1
 
 
-async def test_asset_png_with_cors_and_svg_refused(env):
+async def test_asset_png_with_cors(env):
     origin, http, _ = env
     r = await get(http, origin, "/img.png", kind="asset")
     assert r.status_code == 200
@@ -249,11 +252,31 @@ async def test_asset_png_with_cors_and_svg_refused(env):
     assert r.headers["content-type"] == "image/png"
     assert r.headers["access-control-allow-origin"] == "*"
     assert r.headers["x-content-type-options"] == "nosniff"
-    assert_error(await get(http, origin, "/img.svg", kind="asset"), 415, "bad_content_type")
+    assert "content-security-policy" not in r.headers
     # CSS through /v1/asset (how @import-ed stylesheets arrive) is rewritten too
     r = await get(http, origin, "/style.css", kind="asset")
     assert r.status_code == 200 and ".cb-hover" in r.text
     assert r.headers["content-type"] == "text/css; charset=utf-8"
+
+
+async def test_svg_is_served_as_an_inert_image_and_never_as_a_stylesheet(env):
+    """The browser side (hostile SVG in <img>, as a page, framed) is tests/test_proxy_svg.py."""
+    origin, http, _ = env
+    r = await get(http, origin, "/img.svg", kind="asset")
+    assert r.status_code == 200, r.text
+    assert r.content == SVG  # unchanged: the headers make it inert, not a sanitiser
+    assert r.headers["content-type"] == "image/svg+xml"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["access-control-allow-origin"] == "*"
+    csp = [d.strip() for d in r.headers["content-security-policy"].split(";")]
+    assert csp[0] == "sandbox"  # no allow-scripts, no allow-same-origin, no allow-top-navigation
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert not [d for d in csp if "script" in d or "http" in d or "*" in d]
+    assert r.headers["content-disposition"] == "inline"
+    # the stylesheet kind takes text/css only, also once the SVG is cached
+    assert_error(await get(http, origin, "/img.svg"), 415, "bad_content_type")
+    # the size limit of every asset (decoded bytes) holds for SVG too
+    assert_error(await get(http, origin, "/big.svg", kind="asset"), 502, "too_large")
 
 
 def agent(sid: str = SID) -> dict[str, str]:
