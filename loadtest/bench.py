@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from router import natsproc
-from router.cluster import _wait_port, spawn_gateway
+from router.launcher import spawn_gateway
+from router.launcher import wait_port as _wait_port
 
 from . import bench_browser, bench_micro
 from .bench_procs import (

@@ -15,13 +15,13 @@ import httpx
 import trio
 
 from gateway.client import Client
+from router.launcher import LocalCluster
 
 from . import report as rep
 from . import scenarios
-from .api import Api, ApiError
+from .api import Api, ApiError, Target
 from .cpu import CpuPoint, CpuWindow
 from .fastclient import Reactor
-from .localcluster import LocalCluster, Target
 from .session import SESSIONS, SimSession
 from .verifier import Latencies, Verifier, percentiles_ms
 

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 from . import scenarios
-from .localcluster import Target
+from .api import Target
 
 
 def build_parser() -> argparse.ArgumentParser:

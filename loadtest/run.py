@@ -32,10 +32,12 @@ from typing import Any
 
 import trio
 
+from router.launcher import LocalCluster, end_leftovers
+
 from . import report as rep
 from . import scenarios
+from .api import Target
 from .harness import Harness
-from .localcluster import LocalCluster, end_leftovers
 from .options import parse_args, resolve_target
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,14 +82,14 @@ def main(argv: list[str]) -> int:
                 opts.scenario, opts.sessions, opts.agents_per_session, opts.duration
             )
             spec.workers = opts.workers
-            cluster = LocalCluster(spec, run_dir)
+            cluster = LocalCluster(spec, run_dir, log=lambda m: print("  " + m, flush=True))
             print(
                 f"starting a local cluster in {run_dir}: {spec.gateways} gateways "
                 f"of {spec.workers} worker(s), "
                 f"{spec.nats_nodes} NATS node(s)",
                 flush=True,
             )
-            target = cluster.start(log=lambda m: print("  " + m, flush=True))
+            target = Target.of(cluster.start())
         print(
             f"load test: scenario {opts.scenario}, {opts.sessions} sessions x "
             f"{opts.agents_per_session} agent(s), {opts.rate:g} events/s per session, "

@@ -21,7 +21,6 @@ from gateway.client import Client
 from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
 from loadtest.instrumented import LaneStats, RecordingSequencer
-from loadtest.localcluster import end_leftovers
 from loadtest.verifier import LATENCY_MAX_US, Latencies, SeqSet, Verifier, new_histogram
 from loadtest.workload import (
     AGENT_SHARE,
@@ -32,6 +31,7 @@ from loadtest.workload import (
     payload,
     snapshot_bytes,
 )
+from router.launcher import end_leftovers
 
 REPO = Path(__file__).resolve().parent.parent
 

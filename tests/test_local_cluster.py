@@ -62,9 +62,14 @@ def _drain(admin_url: str, key: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def _pids(run_dir) -> dict[str, int]:
+    """pids.json: the launcher's own pid as owner, and each process it started."""
+    data = json.loads((run_dir / "pids.json").read_text())
+    return {p["name"]: p["pid"] for p in data["procs"]}
+
+
 def _gateway_pid(run_dir, gid: str) -> int:
-    pids = json.loads((run_dir / "pids.json").read_text())
-    return next(p["pid"] for p in pids if p["name"] == gid)
+    return _pids(run_dir)[gid]
 
 
 def _wait_restarted(run_dir, gw: dict, old_pid: int, launcher, timeout: float = 30.0) -> None:
@@ -88,7 +93,8 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
     crashed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(run_dir / "cluster.json", crashed)
-    leftover_pids = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
+    leftover_pids = list(_pids(run_dir).values())
+    assert {"nats-0", "gw-1", "gw-2", "router", "proxy"} <= set(_pids(run_dir))
     crashed.kill()  # the launcher dies; its children are left running
     crashed.wait(10)
     (run_dir / "cluster.json").unlink()
@@ -122,7 +128,7 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         assert status == 202, body
         _wait_restarted(run_dir, gw2, before, proc)
         assert trio.run(exchange, info) == b"hello"
-        children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
+        children = list(_pids(run_dir).values())
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
