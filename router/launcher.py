@@ -31,7 +31,6 @@ from pathlib import Path
 
 from . import natsproc
 
-ATTEMPTS = 3  # starts on fresh ports before a process that will not come up is an error
 START_TIMEOUT = 45.0  # seconds for one process to come up: 2 shared cores start slowly
 NATS_MARKER = "nats-server"
 GATEWAY_MARKER = "-m gateway"
@@ -223,6 +222,8 @@ class LocalCluster:
     until the router lists every gateway worker as active; `stop()` ends them, NATS last.
     """
 
+    attempts = 3  # starts on fresh ports before a process that will not come up is an error
+
     def __init__(
         self, spec: ClusterSpec, run_dir: Path, log: Callable[[str], None] | None = None
     ) -> None:
@@ -371,7 +372,7 @@ class LocalCluster:
         return f"gateway {gw.id} ready on" in text
 
     def _await_gateway(self, gid: str, args: list[str]) -> Gateway:
-        for attempt in range(ATTEMPTS):
+        for attempt in range(self.attempts):
             gw = self.gateways[gid]
             deadline = time.monotonic() + START_TIMEOUT
             while not self._gateway_ready(gw):
@@ -382,7 +383,7 @@ class LocalCluster:
                 return gw
             # A port taken between choosing and binding it, most likely: try fresh ports.
             _end(gw.proc)
-            if attempt == ATTEMPTS - 1:
+            if attempt == self.attempts - 1:
                 tail = self.log_text(gid)[-800:]
                 raise RuntimeError(f"gateway {gid} did not start:\n{tail}")
             self._spawn_gateway(gid, args, natsproc.free_port(), natsproc.free_port())
@@ -400,13 +401,13 @@ class LocalCluster:
 
     def _await_service(self, svc: _Service, proc: subprocess.Popen, url: str) -> str:
         """Until the service's health URL answers (fresh ports on failure); returns its URL."""
-        for attempt in range(ATTEMPTS):
+        for attempt in range(self.attempts):
             try:
                 wait_healthy(url + svc.health, proc, timeout=START_TIMEOUT)
                 return url
             except (RuntimeError, TimeoutError):
                 _end(proc)
-                if attempt == ATTEMPTS - 1:
+                if attempt == self.attempts - 1:
                     raise RuntimeError(f"{svc.name} did not start: see {svc.name}.log") from None
             proc, url = self._spawn_service(svc)
         raise AssertionError("unreachable")

@@ -10,11 +10,13 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 import trio
 
 from gateway import tokens
 from gateway.client import Client
 from router import natsproc
+from router.launcher import ClusterSpec, LocalCluster, end_leftovers
 
 
 def _wait_for(path, proc, timeout=60.0):
@@ -135,3 +137,41 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     assert proc.returncode == 0, out
     assert "cobrowse local cluster is up" in out
     assert not any(natsproc.pid_alive(p) for p in children)
+
+
+def test_leftovers_of_a_dead_launcher_in_its_run_dir_are_ended_by_command_line(tmp_path):
+    """`make run`'s layout: pids.json in the run directory itself. Only processes whose
+    command line still holds their marker are signalled: a reused pid is left alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = subprocess.Popen(["sleep", "60"])
+    reused = subprocess.Popen(["sleep", "61"])  # a pid the recorded gateway once had
+    try:
+        procs = [
+            {"name": "nats-0", "pid": orphan.pid, "marker": "sleep"},
+            {"name": "gw-1", "pid": reused.pid, "marker": "-m gateway"},
+        ]
+        (tmp_path / "pids.json").write_text(json.dumps({"owner": dead.pid, "procs": procs}))
+        assert end_leftovers(tmp_path) == [orphan.pid]
+        assert orphan.wait(5) == -9
+        assert reused.poll() is None
+        assert not (tmp_path / "pids.json").exists()
+        (tmp_path / "pids.json").write_text('[{"pid": 1, "marker": "init"}]')  # not the format
+        assert end_leftovers(tmp_path) == []
+    finally:
+        for proc in (orphan, reused):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_cluster_that_cannot_start_leaves_no_process_and_no_record(tmp_path):
+    """A gateway that refuses its arguments fails the start (after one try here; 3 by default), and the NATS
+    already started is ended with it."""
+    spec = ClusterSpec(gateways=1, router=False, gateway_args=["--no-such-option"])
+    cluster = LocalCluster(spec, tmp_path)
+    cluster.attempts = 1
+    with pytest.raises(RuntimeError, match="gateway gw-1 did not start"):
+        cluster.start()
+    assert cluster.nats and cluster.procs
+    assert not any(natsproc.pid_alive(p.proc.pid) for p in cluster.procs)
+    assert not (tmp_path / "pids.json").exists()
