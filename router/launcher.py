@@ -39,34 +39,44 @@ GATEWAY_MARKER = "-m gateway"
 # ---- waiting for a process -------------------------------------------------------------------
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """Until something listens on 127.0.0.1:port; an error as soon as `proc` exits."""
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str
+) -> None:
+    """Poll `ready` (every 50 ms) until it holds; an error as soon as `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening after {timeout}s")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} after {timeout}s")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Until something listens on 127.0.0.1:port; an error as soon as `proc` exits."""
+    wait_until(lambda: _listening(port), proc, timeout, f"port {port} not listening")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Until `url` answers 200; an error as soon as `proc` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy after {timeout}s")
+    wait_until(lambda: _answers_200(url), proc, timeout, f"{url} not healthy")
 
 
 def http_json(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[int, dict]:

@@ -16,7 +16,7 @@ import trio
 from gateway import tokens
 from gateway.client import Client
 from router import natsproc
-from router.launcher import ClusterSpec, LocalCluster, end_leftovers
+from router.launcher import ClusterSpec, LocalCluster, end_leftovers, wait_healthy, wait_until
 
 
 def _wait_for(path, proc, timeout=60.0):
@@ -76,18 +76,12 @@ def _gateway_pid(run_dir, gid: str) -> int:
 
 def _wait_restarted(run_dir, gw: dict, old_pid: int, launcher, timeout: float = 30.0) -> None:
     """Until the launcher has replaced the drained gateway and the new one is ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert launcher.poll() is None, launcher.stdout.read()
-        if _gateway_pid(run_dir, gw["id"]) != old_pid:
-            try:
-                with urllib.request.urlopen(gw["admin"] + "readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{gw['id']} was not started again after its drain")
+
+    def restarted() -> bool:
+        return _gateway_pid(run_dir, gw["id"]) != old_pid
+
+    wait_until(restarted, launcher, timeout, f"{gw['id']} was not started again")
+    wait_healthy(gw["admin"] + "readyz", launcher, timeout)
 
 
 def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
