@@ -2,7 +2,7 @@
 
 The run, in order:
 
-1. Target: a local cluster on loopback started here (`localcluster`, shaped by the scenario),
+1. Target: a local cluster on loopback started here (`router.launcher`, shaped by the scenario),
    or `--target URL` (a router API of a real deployment; keys from flags or environment).
 2. Ramp: sessions are created through the HTTP API (`POST /v1/sessions`, then one
    `POST /v1/sessions/lookup` by short code per agent), spread over the first seconds. Each
