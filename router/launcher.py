@@ -79,7 +79,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> Non
     wait_until(lambda: _answers_200(url), proc, timeout, f"{url} not healthy")
 
 
-def http_json(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[int, dict]:
+def _http_json(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[int, dict]:
     """GET a JSON document (with a bearer key); an HTTP error is its status and `{}`."""
     req = urllib.request.Request(url)
     if key:
@@ -263,16 +263,8 @@ class LocalCluster:
     def nats_url(self) -> str:
         return self.spec.nats_url or natsproc.servers_url(self.nats)
 
-    @property
-    def urls(self) -> dict[str, object]:
-        return {
-            "nats": self.nats_url,
-            "gateways": {gid: g.url for gid, g in self.gateways.items()},
-            "api": self.api_url or None,
-            "proxy": self.proxy_url or None,
-        }
-
     def pids(self) -> dict[str, int]:
+        """The running record: each process's name and pid (as pids.json has them)."""
         return {p.name: p.proc.pid for p in self.procs}
 
     def log_text(self, name: str) -> str:
@@ -454,7 +446,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                status, body = http_json(
+                status, body = _http_json(
                     self.api_url + "/v1/cluster", self.keys.admin_key, timeout=2
                 )
             except (OSError, ValueError):
@@ -497,7 +489,7 @@ class LocalCluster:
             if s.proc is None or s.proc.poll() is not None:
                 continue
             try:
-                status, data = http_json(
+                status, data = _http_json(
                     f"http://127.0.0.1:{s.monitor_port}/jsz?streams=true", timeout=3
                 )
             except (OSError, ValueError):

@@ -166,6 +166,6 @@ def test_a_cluster_that_cannot_start_leaves_no_process_and_no_record(tmp_path):
     cluster.attempts = 1
     with pytest.raises(RuntimeError, match="gateway gw-1 did not start"):
         cluster.start()
-    assert cluster.nats and cluster.procs
-    assert not any(natsproc.pid_alive(p.proc.pid) for p in cluster.procs)
+    assert {"nats-0", "gw-1"} <= set(cluster.pids())
+    assert not any(natsproc.pid_alive(pid) for pid in cluster.pids().values())
     assert not (tmp_path / "pids.json").exists()
