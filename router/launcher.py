@@ -209,6 +209,8 @@ class _Service:
 
 @dataclass
 class Gateway:
+    """One gateway process (all its workers behind one port) and its admin port."""
+
     id: str
     port: int
     admin_port: int
@@ -294,32 +296,29 @@ class LocalCluster:
         try:
             if spec.nats_url is None:
                 self._start_nats()
-            # Processes start at once where they can: each takes seconds to import.
-            # The first gateway creates the stream and its buckets alone, so that no two
-            # processes race to create them; the proxy needs no NATS.
+            # Processes start two at a time (each takes seconds to import, on 2 cores): the
+            # first gateway creates the stream and its buckets, alone among the processes
+            # that use NATS so that no two race to create them, beside the proxy (no NATS);
+            # then the other gateways and the router (it needs the proxy's URL).
             ids = [f"gw-{i + 1}" for i in range(spec.gateways)]
-            if ids:
-                self._spawn_gateway(ids[0], [], natsproc.free_port(), natsproc.free_port())
-            proxy = self._proxy() if spec.proxy else None
-            proxy_proc = self._spawn_service(proxy) if proxy else None
-            if ids:
-                self._await_gateway(ids[0], [])
-            if proxy and proxy_proc:
-                self.proxy_url = self._await_service(proxy, *proxy_proc)
-            for gid in ids[1:]:
-                self._spawn_gateway(gid, [], natsproc.free_port(), natsproc.free_port())
-            router = self._router() if spec.router else None
-            router_proc = self._spawn_service(router) if router else None
-            for gid in ids[1:]:
-                self._await_gateway(gid, [])
-            if router and router_proc:
-                self.api_url = self._await_service(router, *router_proc)
+            self.proxy_url = self._start_together(ids[:1], self._proxy() if spec.proxy else None)
+            self.api_url = self._start_together(ids[1:], self._router() if spec.router else None)
+            if spec.router:
                 self.log(f"gateways: {', '.join(self.gateways)}; router API at {self.api_url}")
                 self.wait_members(spec.gateways * (spec.workers or 1))
         except BaseException:
             self.stop(grace=0)
             raise
         return self
+
+    def _start_together(self, gids: list[str], service: _Service | None) -> str:
+        """Gateways and a service spawned at once, then each awaited; the service's URL."""
+        for gid in gids:
+            self._spawn_gateway(gid, [])
+        pending = self._spawn_service(service) if service else None
+        for gid in gids:
+            self._await_gateway(gid, [])
+        return self._await_service(service, *pending) if service and pending else ""
 
     def _start_nats(self) -> None:
         if self.spec.nats_nodes > 1:
@@ -345,7 +344,7 @@ class LocalCluster:
 
     def start_gateway(self, gid: str, args: list[str] | None = None) -> Gateway:
         """A gateway with the spec's arguments and then `args`, up and ready."""
-        self._spawn_gateway(gid, list(args or []), natsproc.free_port(), natsproc.free_port())
+        self._spawn_gateway(gid, list(args or []))
         return self._await_gateway(gid, list(args or []))
 
     def restart_gateway(self, gid: str) -> Gateway:
@@ -354,7 +353,11 @@ class LocalCluster:
         old = self.gateways[gid]
         return self._spawn_gateway(gid, old.args, old.port, old.admin_port)
 
-    def _spawn_gateway(self, gid: str, args: list[str], port: int, admin_port: int) -> Gateway:
+    def _spawn_gateway(
+        self, gid: str, args: list[str], port: int | None = None, admin_port: int | None = None
+    ) -> Gateway:
+        """Spawn, without waiting; on the given ports, else on fresh ones."""
+        port, admin_port = port or natsproc.free_port(), admin_port or natsproc.free_port()
         log_path = self.run_dir / f"{gid}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         extra = ["--health-port", str(admin_port), *self._gateway_args(), *args]
@@ -388,7 +391,7 @@ class LocalCluster:
             if attempt == self.attempts - 1:
                 tail = self.log_text(gid)[-800:]
                 raise RuntimeError(f"gateway {gid} did not start:\n{tail}")
-            self._spawn_gateway(gid, args, natsproc.free_port(), natsproc.free_port())
+            self._spawn_gateway(gid, args)
         raise AssertionError("unreachable")
 
     def _spawn_service(self, svc: _Service) -> tuple[subprocess.Popen, str]:
