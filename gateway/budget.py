@@ -23,6 +23,15 @@ The defaults are sized for a real page (docs/protocol.md, "Budgets"):
   not closed; a 20 MiB/s flood empties the burst in 0.4 s and is closed 10 s later, having
   stored at most 8 + 2 * 10.4 = 29 MiB (instead of 200 MiB).
 
+A visitor's buckets belong to its session, not to one socket: the connection writes what is
+left to the session metadata (`CarriedBudget`, wall-clock time) when it closes and, while
+either bucket is under half full, at most once a second; the next visitor connection of the
+session, on any gateway, starts from there (refilled for the time between). Otherwise a
+flooder that reconnects, or opens a new connection that takes over the session, would get a
+fresh 8 MiB burst every time. A takeover within the second after a save still starts at most
+one second of refill (2 MiB) richer. Agents' buckets are per connection: agents hold tokens
+from an API key, and an agent's events are pointer moves and clicks.
+
 "Without a break" means: once a frame had to wait, the streak ends only when a frame is
 admitted at once with both buckets still at least half full afterwards (`RECOVERED`). A
 client that slips a tiny frame into the last tokens between its floods has not slowed down.
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .codec import MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES
 
@@ -69,18 +79,63 @@ class BudgetSettings:
         return max(MIN_WAIT, self.event_burst / self.event_rate, self.byte_burst / self.byte_rate)
 
 
+class CarriedBudget(NamedTuple):
+    """What a session's visitor had left in its buckets at `at` (unix s), stored in the
+    session metadata as [events, bytes, at] for the next visitor connection."""
+
+    events: float
+    bytes: float
+    at: float
+
+
+SAVE_EVERY = 1.0  # s between saves of a spending visitor's buckets (one KV write each)
+
+
 class Budget:
-    """The two buckets of one connection; they start full."""
+    """The two buckets of one connection; they start full, or where the session left them."""
 
     __slots__ = ("s", "events", "bytes", "at", "over_since", "_held")
 
-    def __init__(self, settings: BudgetSettings, now: float) -> None:
+    def __init__(
+        self,
+        settings: BudgetSettings,
+        now: float,
+        carried: CarriedBudget | None = None,
+        wall: float = 0.0,
+    ) -> None:
         self.s = settings
         self.events = settings.event_burst
         self.bytes = settings.byte_burst
         self.at = now
         self.over_since: float | None = None  # start of the current streak over budget
         self._held = False  # the last answer was a wait: this take is that frame again
+        if carried is not None:
+            # Another host's clock may be ahead: never refill for negative time. Values
+            # from the KV are clamped, so a bad record cannot grant more than a burst.
+            self.events = max(0.0, min(self.events, carried.events))
+            self.bytes = max(0.0, min(self.bytes, carried.bytes))
+            self._refill(max(0.0, wall - carried.at))
+
+    def _refill(self, dt: float) -> None:
+        s = self.s
+        self.events = min(s.event_burst, self.events + dt * s.event_rate)
+        self.bytes = min(s.byte_burst, self.bytes + dt * s.byte_rate)
+
+    def carry(self, now: float, wall: float) -> CarriedBudget:
+        """What is left at `now` (this connection's clock), stamped with wall time `wall`."""
+        if now > self.at:
+            self._refill(now - self.at)
+            self.at = now
+        return CarriedBudget(self.events, self.bytes, wall)
+
+    def spent(self) -> bool:
+        """Below either burst: what the session's next connection must not get back."""
+        return self.events < self.s.event_burst or self.bytes < self.s.byte_burst
+
+    def spending(self) -> bool:
+        """Under half of either burst: worth saving for the session's next connection."""
+        s = self.s
+        return self.events < RECOVERED * s.event_burst or self.bytes < RECOVERED * s.byte_burst
 
     def take(self, events: int, nbytes: int, now: float) -> float:
         """GO (and the frame's cost is taken), a wait in seconds, or CLOSE."""
@@ -88,8 +143,7 @@ class Budget:
         dt = now - self.at
         if dt > 0:
             self.at = now
-            self.events = min(s.event_burst, self.events + dt * s.event_rate)
-            self.bytes = min(s.byte_burst, self.bytes + dt * s.byte_rate)
+            self._refill(dt)
         short_e = events - self.events
         short_b = nbytes - self.bytes
         if short_e <= 0 and short_b <= 0:

@@ -95,7 +95,7 @@ class Client:
         self._ws = None
 
     # The protocol state, as the client's own attributes (tests and the harness read them,
-    # and replace some: the harness swaps in an instrumented sequencer and stats).
+    # and replace some: the harness swaps in an instrumented sequencer).
     urls = _ProtocolAttribute("urls")
     sid = _ProtocolAttribute("sid")
     token = _ProtocolAttribute("token")

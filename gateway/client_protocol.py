@@ -94,10 +94,19 @@ class ClientStats:
     resumes: int = 0
     duplicates_dropped: int = 0
     gaps: int = 0  # events that skipped ahead: a gateway bug if ever non-zero
-    rejected: int = 0
+    # Refused handshakes (429/503, close 4009) by the admission lane that refused them: the
+    # gateway admits a handshake without a resume token (`rt` in its URL) in the new-session
+    # lane, one with a resume token in the resume lane (a drain's moves have their own budget).
+    rejected_new: int = 0
+    rejected_resume: int = 0
     reconnect_notices: int = 0
     resume_times: list[float] = field(default_factory=list)
     welcomes: list[float] = field(default_factory=list)  # when each welcome arrived (clock)
+
+    @property
+    def rejected(self) -> int:
+        """Refused handshakes in both lanes."""
+        return self.rejected_new + self.rejected_resume
 
 
 # ---- what `receive` reports ----------------------------------------------------------------
@@ -172,7 +181,22 @@ class AgentPresence:
     aid: str
 
 
-ControlHappening = ReconnectNotice | SnapshotRequested | DeliveryReset | ServerError | AgentPresence
+@dataclass(frozen=True, slots=True)
+class VisitorPresence:
+    """To an agent: the visitor is `live`, `away` or `left` (gateway/presence.py)."""
+
+    control: Control
+    state: str
+
+
+ControlHappening = (
+    ReconnectNotice
+    | SnapshotRequested
+    | DeliveryReset
+    | ServerError
+    | AgentPresence
+    | VisitorPresence
+)
 Happening = Welcomed | Acked | Delivery | ControlHappening
 
 
@@ -454,6 +478,8 @@ class ClientProtocol:
             err = ServerError(ctl, ctl.code or "error", ctl.msg or "")
             self._error = err
             return err
+        if ctl.op == "visitor":
+            return VisitorPresence(ctl, ctl.msg or "")
         return AgentPresence(ctl, ctl.op == "joined", ctl.msg or "")
 
     # ---- sending -------------------------------------------------------------------------
@@ -547,7 +573,10 @@ class ClientProtocol:
         return self._backoff(0.0, RetryCause.CONNECT_FAILED)
 
     def _refused(self, floor: float) -> Reconnect:
-        self.stats.rejected += 1
+        if self.rt:  # the handshake URL carried a resume token (`handshake_url`)
+            self.stats.rejected_resume += 1
+        else:
+            self.stats.rejected_new += 1
         return self._backoff(floor, RetryCause.REFUSED)
 
     def _backoff(self, floor: float, cause: RetryCause) -> Reconnect:

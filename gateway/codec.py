@@ -127,7 +127,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Control:
-    op: str  # reconnect | error | snapshot | reset | joined | left
+    op: str  # reconnect | error | snapshot | reset | joined | left | visitor
     code: str | None = None
     msg: str | None = None
     delay_ms: int | None = None
@@ -141,7 +141,7 @@ class Bye:
 
 
 Frame = Hello | Welcome | Events | Ack | Control | Bye
-CONTROL_OPS = frozenset({"reconnect", "error", "snapshot", "reset", "joined", "left"})
+CONTROL_OPS = frozenset({"reconnect", "error", "snapshot", "reset", "joined", "left", "visitor"})
 
 
 def _short(v: Any) -> str:

@@ -38,7 +38,7 @@ from .admission_gate import (
     rejection,
     wants_close_refusal,
 )
-from .budget import CLOSE, Budget
+from .budget import CLOSE, SAVE_EVERY, Budget, CarriedBudget
 from .codec import (
     AGENT_KINDS,
     ALL_KINDS,
@@ -60,6 +60,7 @@ from .delivery import Delivery, Fanout, Receiver
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
+from .presence import PresenceView, VisitorClose, VisitorState, after_close
 from .publish_chain import unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sender import Sender
@@ -144,7 +145,7 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "__weakref__",
+        "_resume_at", "presence", "_budget_saved", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -173,6 +174,8 @@ class Connection:
         self.budget: Budget | None = None  # the sender's event and byte buckets
         self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
         self._resume_at = 0.0
+        self.presence = PresenceView()  # an agent's: what it was told about the visitor
+        self._budget_saved = 0.0  # when a visitor last wrote its budget to the session
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -232,6 +235,25 @@ class Connection:
             self.wake()
         elif sweep and self.delivery is not None and self.delivery.sweep(now):
             self.wake()
+        budget = self.budget
+        if (
+            sweep
+            and self.role is Role.VISITOR
+            and budget is not None
+            and now - self._budget_saved >= SAVE_EVERY
+            and budget.spending()
+        ):
+            self._budget_saved = now
+            self.later(self._save_budget)
+
+    async def _save_budget(self) -> None:
+        """The visitor's buckets, for the session's next connection (gateway/budget.py)."""
+        carried = self.budget.carry(trio.current_time(), time.time())
+        with trio.move_on_after(3):
+            try:
+                await self.ctx.update(self.sid, lambda m: setattr(m, "budget", carried))
+            except Exception as exc:
+                log.warning("budget_not_saved", sid=self.sid, error=repr(exc))
 
     def _poke(self, when: float) -> None:
         """Run the loop's timers by `when` (a hole in a receiver that lasts)."""
@@ -386,7 +408,9 @@ class Connection:
         )
         ctx.fanout.add(streams.subject_a_all(sid), delivery.on_live)
 
-        self._start_sender(subject, epoch=self.epoch, src=None, tail=tail, durable=durable)
+        self._start_sender(
+            subject, epoch=self.epoch, src=None, tail=tail, durable=durable, carried=meta.budget
+        )
         self.send(
             Welcome(
                 gw=cfg.gateway_id,
@@ -397,6 +421,7 @@ class Connection:
             )
         )
         self._accepted(resumed, durable=durable, epoch=self.epoch)
+        self._announce(VisitorState.LIVE)
         if meta.snap_wanted:
             self.send(Control(op="snapshot"))
         if resumed:
@@ -507,8 +532,18 @@ class Connection:
         )
         return self.delivery
 
-    def _start_sender(self, subject: str, *, epoch: int, src: str | None, tail, durable: int):
-        self.budget = Budget(self.cfg.budget, trio.current_time())
+    def _start_sender(
+        self,
+        subject: str,
+        *,
+        epoch: int,
+        src: str | None,
+        tail,
+        durable: int,
+        carried: CarriedBudget | None = None,
+    ):
+        self.budget = Budget(self.cfg.budget, trio.current_time(), carried, time.time())
+        self._budget_saved = trio.current_time()
         self.sender = Sender(
             self,
             self.ctx,
@@ -553,6 +588,27 @@ class Connection:
             self.stop(action.error)
         elif isinstance(action, session.TellVisitor):
             self.send(Control(op=action.op, msg=action.aid))
+            if action.announce and not self.stopping:
+                self._announce(VisitorState.LIVE)
+        elif isinstance(action, session.TellAgent):
+            news = self.presence.on_news(action.state, action.vgen)
+            if news is not None:
+                self.send(Control(op="visitor", msg=news.value))
+
+    def _announce(self, state: VisitorState) -> None:
+        """The visitor connection's presence, for every agent of the session."""
+        news = session.SessionControl(session.PRESENCE_OPS[state], vgen=self.vgen)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+
+    def _visitor_close(self) -> VisitorClose:
+        err = self.error
+        if err is not None and err.code == session.REPLACED.code:
+            return VisitorClose.REPLACED
+        if err is not None and err.code == session.SESSION_ENDED.code:
+            return VisitorClose.ENDED
+        if self.said_bye and err is None:
+            return VisitorClose.BYE
+        return VisitorClose.DROPPED
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -729,6 +785,10 @@ class Connection:
 
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
+        if self.role is Role.VISITOR:
+            state = after_close(self._visitor_close())
+            if state is not None:
+                self._announce(state)
         with trio.move_on_after(3):
             try:
                 if self.said_bye and self.error is None and self.role is Role.AGENT:
@@ -740,6 +800,9 @@ class Connection:
                     log.info("agent_left", sid=self.sid, aid=aid)
                 if self.sender is not None:
                     key = "v" if self.role is Role.VISITOR else self.aid
-                    await self.sender.record_durable(key, self.epoch)
+                    carried = None
+                    if self.role is Role.VISITOR and self.budget.spent():
+                        carried = self.budget.carry(trio.current_time(), time.time())
+                    await self.sender.record_durable(key, self.epoch, carried)
             except Exception as exc:
                 log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))

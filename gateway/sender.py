@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from . import metrics, session, session_store, streams
+from .budget import CarriedBudget
 from .codec import MAX_FRAME_BYTES, Ack, Events, ProtocolError
 from .jetstream import AckReply
 from .publish_chain import ChainMessage, PublishChain, Refusal, Stored
@@ -219,15 +220,22 @@ class Sender:
             self._ack_sent = acked
             self.owner.send(Ack(acked))
 
-    async def record_durable(self, key: str, epoch: int) -> None:
-        """What was acked, in the session metadata (`durable`, under "v" or the agent id).
-        Informational (operators, status): resumes read the stream, which is authoritative
-        even after a gateway crash skipped this write."""
+    async def record_durable(
+        self, key: str, epoch: int, budget: CarriedBudget | None = None
+    ) -> None:
+        """What was acked, in the session metadata (`durable`, under "v" or the agent id),
+        and the visitor's budget left (`budget`), in one write. `durable` is informational
+        (operators, status): resumes read the stream, which is authoritative even after a
+        gateway crash skipped this write."""
         acked = self.chain.acked
-        if acked == 0:
+        if acked == 0 and budget is None:
             return
 
         def change(m: SessionMeta) -> None:
+            if budget is not None:
+                m.budget = budget
+            if acked == 0:
+                return
             if key != "v":
                 m.durable[key] = max(m.durable.get(key, 0), acked)
             elif m.epoch == epoch:

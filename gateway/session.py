@@ -27,6 +27,7 @@ from typing import Any
 
 from . import tokens
 from .codec import Close, Hello, ProtocolError
+from .presence import VisitorState
 from .session_store import EndedRecord, SessionMeta, SnapshotPointer
 
 AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
@@ -283,6 +284,17 @@ class CtlOp(enum.Enum):
     JOINED = "joined"  # an agent connected (aid)
     LEFT = "left"  # an agent said bye (aid)
     END = "end"  # the session was ended through the API
+    VISITOR_LIVE = "visitor_live"  # the visitor connection vgen is up (gateway/presence.py)
+    VISITOR_AWAY = "visitor_away"  # it dropped without a bye
+    VISITOR_LEFT = "visitor_left"  # it said bye
+
+
+PRESENCE_NEWS = {
+    CtlOp.VISITOR_LIVE: VisitorState.LIVE,
+    CtlOp.VISITOR_AWAY: VisitorState.AWAY,
+    CtlOp.VISITOR_LEFT: VisitorState.LEFT,
+}
+PRESENCE_OPS = {state: op for op, state in PRESENCE_NEWS.items()}
 
 
 @dataclass(frozen=True)
@@ -324,9 +336,18 @@ class TellVisitor:
 
     op: str
     aid: str | None
+    announce: bool = False  # also say `visitor_live` again: the agent that joined learns it
 
 
-ControlAction = EndConnection | TellVisitor | None
+@dataclass(frozen=True)
+class TellAgent:
+    """Visitor presence news for the agent (its PresenceView drops stale and repeated news)."""
+
+    state: VisitorState
+    vgen: int
+
+
+ControlAction = EndConnection | TellVisitor | TellAgent | None
 
 SESSION_ENDED = ProtocolError("session_ended", "the session was ended", Close.SESSION_ENDED)
 
@@ -335,10 +356,15 @@ def on_control(role: Role, vgen: int, ctl: SessionControl) -> ControlAction:
     """What a connection does with a control message; None: nothing."""
     if ctl.op is CtlOp.END:
         return EndConnection(SESSION_ENDED)
+    news = PRESENCE_NEWS.get(ctl.op)
     if role is not Role.VISITOR:
-        return None
+        if news is None or ctl.vgen is None:
+            return None
+        return TellAgent(news, ctl.vgen)
+    if news is not None:
+        return None  # the visitor's own announcements are for agents
     if ctl.op is CtlOp.TAKEOVER:
         if ctl.vgen is not None and takeover_lost(vgen, ctl.vgen):
             return EndConnection(REPLACED)
         return None
-    return TellVisitor(ctl.op.value, ctl.aid)
+    return TellVisitor(ctl.op.value, ctl.aid, announce=ctl.op is CtlOp.JOINED)

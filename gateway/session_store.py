@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from .budget import CarriedBudget
 from .streams import ensure_kv
 
 
@@ -51,6 +52,9 @@ class SessionMeta:
     code: str | None = None
     created: float = 0.0
     ended: bool = False
+    # The visitor's send budget when its last connection saved it (gateway/budget.py),
+    # stored as [events, bytes, unix s]: a reconnect does not get a fresh burst.
+    budget: CarriedBudget | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:
@@ -59,6 +63,14 @@ class SessionMeta:
         snap = known.get("snap")
         known["snap"] = (
             SnapshotPointer(*snap) if isinstance(snap, list) and len(snap) == 3 else None
+        )
+        budget = known.get("budget")
+        known["budget"] = (
+            CarriedBudget(*budget)
+            if isinstance(budget, list)
+            and len(budget) == 3
+            and all(isinstance(x, int | float) for x in budget)
+            else None
         )
         return cls(**known)
 

@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: python -m loadtest {run,bench} [options]
 
   run    simulated visitors and agents against a cluster, verified (docs/loadtest.md)
-  bench  benchmarks (loadtest/bench.py)
+  bench  benchmarks (loadtest/bench/, docs/bench.md)
 
 python -m loadtest run --help  lists the options of a run."""
 
@@ -19,11 +19,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     cmd, rest = args[0], args[1:]
     if cmd == "run":
-        from .run import main as run_main
+        from .cli import main as run_main
 
         return run_main(rest)
     if cmd == "bench":
-        from .bench import main as bench_main  # written separately; imported only when asked
+        from .bench.suite import main as bench_main  # imported only when asked
 
         return bench_main(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)

@@ -11,6 +11,8 @@ from urllib.parse import urljoin
 import httpx
 import trio
 
+from gateway.client_protocol import DEFAULT_RETRY_AFTER, retry_after
+
 if TYPE_CHECKING:
     from router.launcher import LocalCluster
 
@@ -73,7 +75,8 @@ class Api:
             if r.status_code in (429, 503):
                 if r.status_code == 429:
                     self.rate_limited += 1
-                wait = retry_after_seconds(r.headers.get("retry-after"), 1.0)
+                wait = retry_after(r.headers.get("retry-after"))
+                wait = DEFAULT_RETRY_AFTER if wait is None else wait
                 await trio.sleep(min(10.0, wait) * random.uniform(1.0, 1.5))
                 continue
             raise ApiError(f"{path}: HTTP {r.status_code} {r.text[:200]}")
@@ -107,10 +110,3 @@ class Api:
         except httpx.HTTPError:
             return None
         return r.text if r.status_code == 200 else None
-
-
-def retry_after_seconds(v: str | None, default: float) -> float:
-    try:
-        return float(v) if v is not None else default
-    except ValueError:
-        return default

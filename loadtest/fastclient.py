@@ -46,6 +46,7 @@ from gateway.client_protocol import (
     Acked,
     ClientError,
     ClientProtocol,
+    ClientStats,
     Decision,
     Delivery,
     Fatal,
@@ -167,8 +168,10 @@ def read_from_gateway(data: bytes) -> Frame | tuple[int, list, str | None] | int
         if b < 0x80:
             if len(data) == 10:
                 return b
-        elif len(data) == 10 + _UINT_BYTES.get(b, -10):
-            return int.from_bytes(data[10:], "big")
+        else:
+            width = _UINT_BYTES.get(b)
+            if width is not None and len(data) == 10 + width:
+                return int.from_bytes(data[10:], "big")
     try:
         m = _unpackb(data, raw=False, strict_map_key=True)
     except Exception:
@@ -566,12 +569,8 @@ class FastClient:
         self.protocol.seq = value
 
     @property
-    def stats(self):
+    def stats(self) -> ClientStats:
         return self.protocol.stats
-
-    @stats.setter
-    def stats(self, value) -> None:
-        self.protocol.stats = value
 
     # ---- application API ---------------------------------------------------------------
 

@@ -1,5 +1,26 @@
-"""The harness of one run: ramps sessions up, lets the scenario act at half time, watches the
-clients, the gateways and itself, settles, and builds the report."""
+"""The harness of one run of `python -m loadtest run`: simulated visitors and agents against
+a cluster, verified.
+
+The run, in order:
+
+1. Target: a local cluster on loopback started by the CLI (`router.launcher`, shaped by the
+   scenario), or `--target URL` (a router API of a real deployment; keys from flags or
+   environment).
+2. Ramp: sessions are created through the HTTP API (`POST /v1/sessions`, then one
+   `POST /v1/sessions/lookup` by short code per agent), spread over the first seconds. Each
+   visitor connects to the gateways the API returned, sends a full snapshot, and once it is
+   acked its agents join (they start at that snapshot).
+3. Load: every session plays its event mix (`workload`) until `--duration` ends. At half
+   time the scenario acts (`scenarios`). Gateway metrics are scraped every few seconds.
+4. Settle: sending stops; the harness waits until every sender's events are acked and
+   every receiver has the last acked event of every stream it should get (or `--settle`
+   seconds pass), then says bye to every client.
+5. Report: the verifier's counts, the summary table, `--json`, `--report DIR` (`report`);
+   the CLI exits 0 only when nothing was lost, duplicated or reordered (see
+   docs/loadtest.md for exit codes).
+
+Every loop is bounded in count and time.
+"""
 
 from __future__ import annotations
 
@@ -330,7 +351,7 @@ class Harness:
                 await self.api.aclose()
         if self.interrupted:
             raise KeyboardInterrupt
-        return self.build_report()
+        return self.report()
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         """Ctrl-C or SIGTERM: cancel everything in order (trio's way), then stop."""
@@ -341,29 +362,12 @@ class Harness:
                 scope.cancel()
                 return
 
-    def build_report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
+        """The run's report (`report.build_report`) from what the harness observed."""
         o = self.opts
         self.verifier.flush()
         for s in self.all_sessions():
-            for name, c in s.clients:
-                st = c.stats
-                notice_waits = []
-                for t in s.notices.get(name, []):
-                    later = [w for w in st.welcomes if w > t]
-                    if later:
-                        notice_waits.append(min(later) - t)
-                self.verifier.record_client(
-                    connects=st.connects,
-                    resumes=st.resumes,
-                    reconnect_notices=st.reconnect_notices,
-                    rejected_new=getattr(st, "rejected_new", 0),
-                    rejected_resume=getattr(st, "rejected_resume", 0),
-                    duplicates_dropped=st.duplicates_dropped,
-                    gaps=st.gaps,
-                    resume_times=st.resume_times,
-                    notice_times=notice_waits,
-                )
-        initial_failed = [s for s in self.sessions if not s.ready]
+            s.record_clients(self.verifier)
         details = dict(self.details)
         details["gateways_seen"] = self.gateway_states
         details["api_rate_limited"] = self.api.rate_limited
@@ -372,47 +376,27 @@ class Harness:
             "visitor": percentiles_ms(self.ack_latency["v"]),
             "agents": percentiles_ms(self.ack_latency["a"]),
         }
-        cpu = sorted(self.harness_cpu)
-        details["harness"] = {
-            "cpu_percent_p50": cpu[len(cpu) // 2] if cpu else None,
-            "cpu_percent_max": cpu[-1] if cpu else None,
-            "loop_lag_max_ms": round(self.loop_lag_max * 1000, 1),
-        }
-        if self.reactor is not None:
-            details["harness"]["reactor_turns"] = self.reactor.turns
+        details["harness"] = rep.harness_load(
+            self.harness_cpu,
+            self.loop_lag_max,
+            self.reactor.turns if self.reactor is not None else None,
+        )
         if self.extra:
             details["extra_sessions_started"] = sum(1 for s in self.extra if s.ready)
             details["extra_sessions_not_started"] = sum(1 for s in self.extra if not s.ready)
         if self.errors:
             details["errors"] = self.errors
-        config = {
-            "scenario": o.scenario,
-            "sessions": o.sessions,
-            "agents_per_session": o.agents_per_session,
-            "rate": o.rate,
-            "duration": o.duration,
-            "seed": o.seed,
-            "ramp": o.ramp,
-            "settle_max": o.settle,
-            "target": self.target.api_url if not self.target.local else "local cluster",
-        }
-        if self.cluster is not None:
-            spec = self.cluster.spec
-            config["local_cluster"] = {
-                "gateways": spec.gateways,
-                "nats_nodes": spec.nats_nodes,
-                "replicas": spec.replicas,
-                "storage": spec.storage,
-                "drain_window": spec.drain_window,
-                "gateway_args": spec.gateway_args,
-            }
-        report = rep.build_report(
+        return rep.build_report(
             scenario=o.scenario,
-            config=config,
+            config=rep.run_config(
+                o,
+                None if self.target.local else self.target.api_url,
+                self.cluster.spec if self.cluster is not None else None,
+            ),
             verifier=self.verifier,
             timeline=self.timeline,
             sessions_started=sum(1 for s in self.sessions if s.ready),
-            sessions_failed=len(initial_failed),
+            sessions_failed=sum(1 for s in self.sessions if not s.ready),
             extra_sessions=sum(1 for s in self.extra if s.ready),
             client_errors=self.client_errors + self.errors,
             epoch_restarts=self.epoch_restarts,
@@ -422,4 +406,3 @@ class Harness:
             cpu=self.cpu.figures(),
             ramp_end=self.ramp_end,
         )
-        return report

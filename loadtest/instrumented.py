@@ -1,46 +1,13 @@
-"""The hooks the verifier needs inside a client: the sequencer reports what it numbers and
-what the gateway acks, and the stats sort refused handshakes by admission lane."""
+"""The hook the verifier needs inside a client: the sequencer reports what it numbers and
+what the gateway acks. (The client counts its refused handshakes by lane itself:
+`ClientStats.rejected_new` / `rejected_resume`.)"""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 
-from gateway.client import Client, ClientStats
 from gateway.sequencer import Sequencer
-
-
-@dataclass
-class LaneStats(ClientStats):
-    """ClientStats that also sorts refused handshakes by admission lane: a client without a
-    resume token asks the new-session lane, one with a resume token the resume lane.
-
-    `rejected` is a property here, so that the other counters (the protocol core bumps
-    `duplicates_dropped` and `gaps` on every frame) stay plain attributes."""
-
-    rejected_new: int = 0
-    rejected_resume: int = 0
-
-    def bind(self, client: Client) -> LaneStats:
-        self._owner = client
-        return self
-
-
-def _get_rejected(self: LaneStats) -> int:
-    return self.__dict__.get("_rejected", 0)
-
-
-def _set_rejected(self: LaneStats, value: int) -> None:
-    owner = self.__dict__.get("_owner")
-    if owner is not None:
-        lane = "rejected_new" if owner.rt is None else "rejected_resume"
-        setattr(self, lane, getattr(self, lane) + value - self.rejected)
-    self.__dict__["_rejected"] = value
-
-
-# Set after the dataclass is made: its __init__ still takes and sets `rejected`.
-LaneStats.rejected = property(_get_rejected, _set_rejected)  # type: ignore[assignment]
 
 
 class RecordingSequencer(Sequencer):

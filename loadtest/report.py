@@ -256,6 +256,49 @@ def percentiles(values: list[float], scale: float = 1000.0) -> dict[str, float |
     return {"p50": rank(50), "p99": rank(99), "max": round(s[-1] * scale, 1)}
 
 
+def run_config(opts: Any, target_url: str | None, cluster: Any = None) -> dict[str, Any]:
+    """The report's `config`: the options of the run (`opts`, the CLI's namespace), its
+    target (None: the local cluster) and, when local, the cluster's shape (a ClusterSpec)."""
+    config: dict[str, Any] = {
+        "scenario": opts.scenario,
+        "sessions": opts.sessions,
+        "agents_per_session": opts.agents_per_session,
+        "rate": opts.rate,
+        "duration": opts.duration,
+        "seed": opts.seed,
+        "ramp": opts.ramp,
+        "settle_max": opts.settle,
+        "target": target_url or "local cluster",
+    }
+    if cluster is not None:
+        config["local_cluster"] = {
+            "gateways": cluster.gateways,
+            "nats_nodes": cluster.nats_nodes,
+            "replicas": cluster.replicas,
+            "storage": cluster.storage,
+            "drain_window": cluster.drain_window,
+            "gateway_args": cluster.gateway_args,
+        }
+    return config
+
+
+def harness_load(
+    cpu_percent: list[float], loop_lag_max: float, reactor_turns: int | None
+) -> dict[str, Any]:
+    """How busy the harness itself was (a saturated harness makes its latencies mean little):
+    the median and highest of its per-second CPU samples, its worst event-loop lag (seconds
+    in, ms out), and the load generator's turns."""
+    cpu = percentiles(cpu_percent, scale=1.0)
+    out: dict[str, Any] = {
+        "cpu_percent_p50": cpu["p50"],
+        "cpu_percent_max": cpu["max"],
+        "loop_lag_max_ms": round(loop_lag_max * 1000, 1),
+    }
+    if reactor_turns is not None:
+        out["reactor_turns"] = reactor_turns
+    return out
+
+
 def build_report(
     *,
     scenario: str,

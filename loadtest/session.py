@@ -15,8 +15,8 @@ from gateway.client import Client, ClientError
 
 from .api import ApiError
 from .fastclient import FastClient
-from .instrumented import LaneStats, RecordingSequencer
-from .workload import EventMix, Packed, payload, payload_bytes, snapshot_bytes
+from .instrumented import RecordingSequencer
+from .workload import EventMix, Packed, payload, payload_bytes, sent_time, snapshot_bytes
 
 if TYPE_CHECKING:
     from .harness import Harness
@@ -47,7 +47,6 @@ class SimSession:
         self.notices[name] = []
         direction = "v" if role == "visitor" else "a"
         client = self._new_client(urls, token, role, name, rng, direction)
-        client.stats = LaneStats().bind(client)
 
         def sender() -> str:
             return client.welcome.aid if client.welcome and client.welcome.aid else name
@@ -107,10 +106,7 @@ class SimSession:
         sender = "visitor" if src is None else src
         delivered, on_delivered = h.verifier.delivered, h.timeline.on_delivered
         for ev in evs:
-            p = ev.payload
-            sent_at = p.get("t") if type(p) is dict else None
-            if type(sent_at) is not float:
-                sent_at = ev.ts / 1000
+            sent_at = sent_time(ev.payload, ev.ts)
             # Only events sent after this receiver joined have a meaningful latency (a late
             # joiner starts with a snapshot sent before it came).
             latency = received - sent_at if sent_at >= joined else None
@@ -176,6 +172,28 @@ class SimSession:
         data = snapshot_bytes(self.mix.snapshot_size(), self.sid)
         parts = await self.visitor.send_snapshot(data)
         self.h.timeline.on_sent(time.time(), len(parts))
+
+    def record_clients(self, verifier) -> None:
+        """Each client's own figures into the verifier's totals, with how long each reconnect
+        notice took to become a welcome (the next welcome after it)."""
+        for name, c in self.clients:
+            st = c.stats
+            notice_waits = []
+            for t in self.notices.get(name, []):
+                later = [w for w in st.welcomes if w > t]
+                if later:
+                    notice_waits.append(min(later) - t)
+            verifier.record_client(
+                connects=st.connects,
+                resumes=st.resumes,
+                reconnect_notices=st.reconnect_notices,
+                rejected_new=st.rejected_new,
+                rejected_resume=st.rejected_resume,
+                duplicates_dropped=st.duplicates_dropped,
+                gaps=st.gaps,
+                resume_times=st.resume_times,
+                notice_times=notice_waits,
+            )
 
     def connected(self) -> bool:
         return self.ready and all(c.connected.is_set() for _, c in self.clients)
@@ -293,9 +311,7 @@ class FastSession(SimSession):
             add_seq, add_sent, add_received = box.add_seq, box.add_sent, box.add_received
             for ev in evs:
                 add_seq(ev[0])
-                p = ev[3]
-                sent_at = p.get("t") if type(p) is dict else None
-                add_sent(sent_at if type(sent_at) is float else ev[2] / 1000)
+                add_sent(sent_time(ev[3], ev[2]))
                 add_received(received)
             if len(box.seqs) >= 512:
                 box.flush()

@@ -201,6 +201,13 @@ def payload(kind: str, size: int, n: int, sent_at: float) -> dict[str, Any]:
     return {"t": sent_at, "adds": [{"parent": n % 997, "html": blob(max(1, size - 40))}]}
 
 
+def sent_time(payload: Any, ts_ms: int) -> float:
+    """When an event was sent (wall clock, seconds): its payload's `t` when the payload is one
+    of ours, else the event's own `ts` (milliseconds), e.g. a snapshot part's bytes."""
+    t = payload.get("t") if type(payload) is dict else None
+    return t if type(t) is float else ts_ms / 1000
+
+
 VARIANTS = 16  # small payloads of one kind and size differ in n % VARIANTS only
 TEMPLATE_KINDS = frozenset({"pointer", "scroll", "input", "highlight"})  # at most ~200 B each
 

@@ -18,8 +18,37 @@ STATIC = Path(__file__).resolve().parent / "static"
 VENDOR_MSGPACK = STATIC / "vendor" / "msgpack.min.js"
 
 BUNDLES = {
-    "cobrowse.js": ("wire.js", "visitor.js"),
-    "embed.js": ("wire.js", "viewer.js"),
+    "cobrowse.js": (
+        "format.js",
+        "wire.js",
+        "visitor/config.js",
+        "visitor/ids.js",
+        "visitor/privacy.js",
+        "visitor/sheets.js",
+        "visitor/snapshot.js",
+        "visitor/mutations.js",
+        "visitor/inputs.js",
+        "visitor/canvas.js",
+        "visitor/recorder.js",
+        "visitor/patches.js",
+        "visitor/overlay.js",
+        "visitor/consent.js",
+        "visitor/session.js",
+    ),
+    "embed.js": (
+        "format.js",
+        "wire.js",
+        "viewer/state.js",
+        "viewer/urls.js",
+        "viewer/sheets.js",
+        "viewer/sanitiser.js",
+        "viewer/build.js",
+        "viewer/apply.js",
+        "viewer/actions.js",
+        "viewer/replayer.js",
+        "viewer/status.js",
+        "viewer/embed.js",
+    ),
 }
 
 
@@ -51,12 +80,21 @@ def _wrap(parts: list[tuple[str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def assemble(name: str, replace: dict[str, str] | None = None, extra: str = "") -> str:
+    """The text of bundle `name`, with the files named in `replace` swapped for the given
+    text and `extra` appended inside the scope: tests stub the wire client or expose
+    internals this way without repeating the bundle's file list."""
+    replace = replace or {}
+    parts = [(f, replace[f] if f in replace else (STATIC / f).read_text()) for f in BUNDLES[name]]
+    if extra:
+        parts.append(("extra", extra))
+    return _wrap(parts)
+
+
 @cache
 def bundle(name: str) -> Asset:
     """The assembled script `name` ("cobrowse.js" or "embed.js"), built once per process."""
-    files = BUNDLES[name]
-    text = _wrap([(f, (STATIC / f).read_text()) for f in files])
-    body = text.encode()
+    body = assemble(name).encode()
     return Asset(
         body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', "text/javascript; charset=utf-8"
     )

@@ -17,3 +17,8 @@ def new_code(rng: random.SystemRandom | random.Random) -> str:
 def is_code(s: object) -> bool:
     """Exactly six ASCII digits: no whitespace, sign or Unicode digits that int() would take."""
     return isinstance(s, str) and s.isascii() and _CODE.fullmatch(s) is not None
+
+
+def normalize_code(code: str) -> str:
+    """What people type: '123 456' and '123-456' mean 123456."""
+    return "".join(c for c in code if c not in " -\t")

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway import tokens
 from router import natsproc
@@ -118,3 +119,9 @@ def two_gateways(nats_server, gateways_factory):
     g.start("gw-a")
     g.start("gw-b")
     return g
+
+
+# Pure-function property tests share two cores with real servers and browsers: hypothesis's
+# default 200 ms per-example deadline fails them on a busy machine, not on a bug.
+settings.register_profile("cobrowse", deadline=None)
+settings.load_profile("cobrowse")

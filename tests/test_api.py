@@ -22,7 +22,10 @@ from gateway import membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
 from gateway.session_store import SessionMeta
-from router import admin, api, natsproc, sessions, shortcodes
+from router import admin, natsproc, sessions, shortcodes
+from router.api import auth as api_auth
+from router.api import errors as api_errors
+from router.api import rate_limits
 from router.config import ConfigError, RouterConfig
 from router.config import load as load_config
 from router.serve import run_server
@@ -167,22 +170,25 @@ def test_code_live_rules():
 
 
 def test_small_helpers():
-    assert api.normalize_code("123 456") == "123456" and api.normalize_code("12-34-56") == "123456"
-    assert not shortcodes.is_code(api.normalize_code("12345a"))
-    keys = {AGENT_KEY: "desk", AGENT_KEY2: "crm"}
-    assert api.find_key(keys, AGENT_KEY2) == AGENT_KEY2
-    assert api.find_key(keys, AGENT_KEY[:-1]) is None and api.find_key(keys, None) is None
-    assert api.key_id(AGENT_KEY) != api.key_id(AGENT_KEY2) and AGENT_KEY not in api.key_id(
-        AGENT_KEY
+    assert (
+        shortcodes.normalize_code("123 456") == "123456"
+        and shortcodes.normalize_code("12-34-56") == "123456"
     )
-    assert api.retry_after(0.01) == "1" and api.retry_after(12.2) == "13"
+    assert not shortcodes.is_code(shortcodes.normalize_code("12345a"))
+    keys = {AGENT_KEY: "desk", AGENT_KEY2: "crm"}
+    assert api_auth.find_key(keys, AGENT_KEY2) == AGENT_KEY2
+    assert api_auth.find_key(keys, AGENT_KEY[:-1]) is None and api_auth.find_key(keys, None) is None
+    assert api_auth.key_id(AGENT_KEY) != api_auth.key_id(
+        AGENT_KEY2
+    ) and AGENT_KEY not in api_auth.key_id(AGENT_KEY)
+    assert rate_limits.retry_after(0.01) == "1" and rate_limits.retry_after(12.2) == "13"
     assert admin.valid_gateway_id("gw-1") and not admin.valid_gateway_id("gw.*")
 
 
 def test_rate_limits_count_only_allowed_requests():
     import limits
 
-    rl = api.RateLimits()
+    rl = rate_limits.RateLimits()
     per_key, per_addr = limits.parse("2/minute"), limits.parse("3/minute")
     assert rl.check((per_key, "k", "a"), (per_addr, "ip", "x")) is None
     assert rl.check((per_key, "k", "a"), (per_addr, "ip", "x")) is None
@@ -191,6 +197,11 @@ def test_rate_limits_count_only_allowed_requests():
     # the refused request was not counted against the address
     assert rl.check((per_key, "k", "b"), (per_addr, "ip", "x")) is None
     assert rl.check((per_key, "k", "b"), (per_addr, "ip", "x")) is not None
+    with pytest.raises(api_errors.ApiError) as refused:
+        rl.enforce((per_addr, "ip", "x"))
+    assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+    rl.enforce((per_addr, "ip", "y"))  # another address is not limited
 
 
 def test_status_table_is_aligned():

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import print_table, targets
-from loadtest.bench_util import (
+from loadtest.bench.results import (
     COLUMNS,
     check,
     fmt_bytes,
@@ -26,6 +25,7 @@ from loadtest.bench_util import (
     table_rows,
     write_json,
 )
+from loadtest.bench.suite import print_table, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -235,7 +235,7 @@ def test_quick_run_writes_every_section(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys; from loadtest.bench import main; sys.exit(main(sys.argv[1:]))",
+            "import sys; from loadtest.bench.suite import main; sys.exit(main(sys.argv[1:]))",
             "--quick",
             "--json",
             str(out),

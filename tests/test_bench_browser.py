@@ -1,4 +1,4 @@
-"""`make bench`'s browser section (loadtest/bench_browser.py) at a tiny size, ours only.
+"""`make bench`'s browser section (loadtest/bench/browser.py) at a tiny size, ours only.
 
 rrweb (npm) is left to `make bench`: this test needs Chromium and our snippet, no network.
 """
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from loadtest import bench_browser
+from loadtest.bench import browser as bench_browser
 
 
 def test_generated_page_is_deterministic():

@@ -426,6 +426,12 @@ def test_the_visitors_end_ends_the_session_for_everyone(chromium, cluster):
             10,
             "the viewer to show the end",
         )
+        # The replica stays, greyed out and inert; Highlight is off and disabled.
+        assert a.page.evaluate(
+            "(() => { const b = document.getElementById('cb-highlight'); const rp = CobrowseViewer.current.replayer;"
+            " return [document.getElementById('cb-status').dataset.state, rp.inert(), rp.highlightMode(), b.disabled,"
+            f" {FRAME}.style.filter, getComputedStyle({FRAME}).pointerEvents]; }})()"
+        ) == ["ended", True, False, True, "grayscale(1)", "none"]
         bearer = {"Authorization": f"Bearer {e2e_cluster.AGENT_KEY}"}
         r = httpx.get(f"{cluster.router}/v1/sessions/{v.sid}", headers=bearer)
         assert r.json()["ended"] is True
@@ -433,3 +439,30 @@ def test_the_visitors_end_ends_the_session_for_everyone(chromium, cluster):
             f"{cluster.router}/v1/sessions/lookup", json={"code": v.code}, headers=bearer
         )
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_code"
+
+
+def test_the_embed_page_says_why_it_shows_no_session(chromium, cluster):
+    """A link the router refuses shows the reason in the frame area, not a white box."""
+    ctx = chromium.new_context()
+    try:
+        page = ctx.new_page()
+        for fragment, code, words in (
+            (
+                f"code=000000&key={e2e_cluster.AGENT_KEY}",
+                "unknown_code",
+                "No session has this code",
+            ),
+            ("code=123456&key=ak_nobody", "bad_api_key", "No access: the API key was refused"),
+            ("sid=s_no_such_session&token=v1.x.y.z", "bad_token", "no longer valid"),
+        ):
+            page.goto("about:blank")
+            page.goto(f"{cluster.router}/embed#{fragment}")
+            poll(page, "document.getElementById('cb-status').dataset.state === 'error'", 10, code)
+            got = page.evaluate(
+                "(() => { const m = document.getElementById('cb-message'); const r = m.getBoundingClientRect();"
+                " return [CobrowseViewer.current.error.code, m.textContent, r.width > 0 && r.height > 0,"
+                " document.getElementById('cb-highlight').disabled]; })()"
+            )
+            assert got[0] == code and words in got[1] and got[2:] == [True, True], (fragment, got)
+    finally:
+        ctx.close()

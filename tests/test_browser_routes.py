@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,6 +55,26 @@ def test_bundles_hide_the_loader_globals_and_pin_the_vendored_codec():
     body = browser_assets.bundle("cobrowse.js").body.decode()
     assert body.count("(function (define, exports, module)") == 1
     assert "})(undefined, undefined, undefined);" in body
+
+
+def test_every_bundle_part_is_installed_as_package_data():
+    """A regular install (the image's `pip install .`) ships only what pyproject's
+    package-data globs name: a bundle part in a subfolder they miss would be absent and the
+    router could not assemble its scripts."""
+    import tomllib
+
+    pyproject = tomllib.loads(
+        (Path(browser_assets.__file__).parents[1] / "pyproject.toml").read_text()
+    )
+    router_dir = Path(browser_assets.__file__).parent
+    shipped = {
+        f
+        for glob in pyproject["tool"]["setuptools"]["package-data"]["router"]
+        for f in router_dir.glob(glob)
+    }
+    parts = {browser_assets.STATIC / f for files in browser_assets.BUNDLES.values() for f in files}
+    assert parts and sorted(str(f) for f in parts - shipped) == []
+    assert browser_assets.VENDOR_MSGPACK in shipped
 
 
 async def test_connect_tells_a_token_holder_where_to_go(nats_server):

@@ -1,4 +1,4 @@
-"""The agent's viewer (router/static/viewer.js) in real Chromium, without a network.
+"""The agent's viewer (router/static/viewer/) in real Chromium, without a network.
 
 A test page holds an iframe; the embed bundle is injected and a replayer built on the
 iframe with a fake `sign` (URLs point at /signed/ on the test server) and a fake
@@ -1131,16 +1131,21 @@ APP = "http://app.test"
 
 
 class FakeCluster:
-    """Router, proxy and one gateway, answered by Playwright routes in one browser context."""
+    """Router, proxy and one gateway, answered by Playwright routes in one browser context.
+    After its welcome the gateway tells the agent the visitor's `presence` (None: nothing,
+    as when the visitor is not connected) and sends the `snapshot` (None: no events)."""
 
-    def __init__(self, ctx, snapshot: dict, token: str = "tok-1") -> None:
+    def __init__(
+        self, ctx, snapshot: dict | None, token: str = "tok-1", presence: str | None = "live"
+    ) -> None:
         import msgpack
 
-        from router.browser_routes import embed_csp
+        from router.api.browser_routes import embed_csp
 
         self.msgpack = msgpack
         self.token = token
         self.snapshot = snapshot
+        self.presence = presence
         self.calls: list[tuple[str, str, dict]] = []
         self.agent_events: list = []
         self.socket = None
@@ -1255,6 +1260,10 @@ class FakeCluster:
                     "delivered": None,
                 },
             )
+            if self.presence:
+                self.control(self.presence)
+            if self.snapshot is None:
+                return
             data = json.dumps(self.snapshot).encode()
             half = len(data) // 2
             parts = [{"i": 0, "n": 2, "d": data[:half]}, {"i": 1, "n": 2, "d": data[half:]}]
@@ -1265,6 +1274,10 @@ class FakeCluster:
         elif f.get("t") == "ev":
             self.agent_events += [[e[1], e[3]] for e in f["ev"]]
             self.send(ws, {"t": "ack", "seq": f["ev"][-1][0]})
+
+    def control(self, msg: str) -> None:
+        """The gateway's presence message to agents (docs/protocol.md `visitor`)."""
+        self.send(self.socket, {"t": "ctl", "op": "visitor", "msg": msg})
 
     def visitor_events(self, first_seq: int, events: list) -> None:
         self.send(
@@ -1386,6 +1399,10 @@ def test_embed_page_reports_bad_links(context, pages_server):
     page.goto(ROUTER + "/embed#code=999999&key=ak_1")
     poll(page, "document.getElementById('cb-status').dataset.state === 'error'")
     assert "unknown code" in page.evaluate("document.getElementById('cb-status').textContent")
+    # and in the frame area, in words, rather than an empty white box
+    assert page.evaluate("document.getElementById('cb-message').textContent").startswith(
+        "No session has this code."
+    )
     page.goto("about:blank")
     page.goto(ROUTER + "/embed#nothing=1")
     poll(page, "document.getElementById('cb-status').dataset.state === 'error'")

@@ -1,4 +1,4 @@
-"""The visitor's snippet (router/static/visitor.js) in real Chromium, through its capture hook.
+"""The visitor's snippet (router/static/visitor/) in real Chromium, through its capture hook.
 
 `Cobrowse._capture(emit)` records with no network and no consent; every event that would go on
 the wire lands in `window.__events` as `[kind, payload]` (bytes shown as `{"$bin": length}`).
@@ -13,7 +13,6 @@ import json
 import pytest
 
 from router import browser_assets
-from tests.browser import STATIC
 
 # The fixtures chromium, context and pages_server come from conftest: binding them here too
 # would start a second Playwright in the same run.
@@ -776,9 +775,7 @@ def site_page(name, attrs):
 
 
 def stub_bundle() -> str:
-    return browser_assets._wrap(
-        [("wire.js", STUB_WIRE), ("visitor.js", (STATIC / "visitor.js").read_text())]
-    )
+    return browser_assets.assemble("cobrowse.js", replace={"wire.js": STUB_WIRE})
 
 
 def routed(context, session_status=201, attrs=None, connect_status=200):

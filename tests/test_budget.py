@@ -3,15 +3,16 @@ never delay a client within its rates."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.budget import CLOSE, GO, MIB, Budget, BudgetSettings
+from gateway.budget import CLOSE, GO, MIB, Budget, BudgetSettings, CarriedBudget
 from gateway.codec import MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES
+from gateway.session_store import SessionMeta
 
 EPS = 1e-6
 
@@ -23,14 +24,21 @@ class Run:
     closed_at: float | None = None
 
 
-def shell(s: BudgetSettings, frames: Iterable[tuple[float, int, int]]) -> Run:
+def shell(s: BudgetSettings, frames, cuts: frozenset[int] = frozenset(), base: float = 0.0) -> Run:
     """What the connection does: frames in order, none before it arrives or before the one
-    ahead of it is admitted; a held frame is asked again after its wait."""
-    b, t, run = Budget(s, 0.0), 0.0, Run()
-    for at, events, nbytes in frames:
+    ahead of it is admitted; a held frame is asked again after its wait. Before each frame
+    index in `cuts` the client reconnects: the new connection (another gateway: its own
+    monotonic clock, offset by `base` per reconnect) starts from the buckets the last one
+    carried, at the same wall-clock instant."""
+    b, t, offset, run = Budget(s, 0.0), 0.0, 0.0, Run()
+    for i, (at, events, nbytes) in enumerate(frames):
         t = max(t, at)
+        if i in cuts:
+            carried = b.carry(t + offset, wall=1e9 + t)
+            offset += base
+            b = Budget(s, t + offset, carried, wall=1e9 + t)
         for _ in range(10_000):
-            r = b.take(events, nbytes, t)
+            r = b.take(events, nbytes, t + offset)
             if r == GO:
                 run.admitted.append((t, events, nbytes))
                 break
@@ -166,3 +174,30 @@ def test_bursts_must_hold_one_full_frame():
         BudgetSettings(event_burst=MAX_EVENTS_PER_BATCH - 1)
     with pytest.raises(ValueError):
         BudgetSettings(byte_rate=0)
+
+
+# ---- a visitor's buckets carried from one connection of its session to the next ---------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(budgets, frame_lists, st.sets(st.integers(0, 60)), st.floats(-1e4, 1e4))
+def test_reconnecting_never_buys_more_than_rate_times_t_plus_burst(s, raw, cuts, base):
+    run = shell(dataclasses.replace(s, grace=1e9), arrivals(raw), frozenset(cuts), base)
+    assert within(s, run.admitted, margin=-EPS)
+
+
+def test_a_carried_record_never_grants_more_than_a_burst_nor_refills_for_negative_time():
+    s = BudgetSettings()
+    ahead = Budget(s, 5.0, CarriedBudget(0.0, 0.0, at=2000.0), wall=1000.0)  # clock ahead
+    assert (ahead.events, ahead.bytes) == (0.0, 0.0)
+    junk = Budget(s, 5.0, CarriedBudget(1e18, -5.0, at=0.0), wall=0.0)
+    assert (junk.events, junk.bytes) == (s.event_burst, 0.0)
+    later = Budget(s, 5.0, CarriedBudget(0.0, 0.0, at=100.0), wall=101.0)  # a second passed
+    assert (later.events, later.bytes) == (s.event_rate, s.byte_rate)
+
+
+def test_a_session_keeps_its_carried_budget_and_ignores_a_malformed_one():
+    meta = SessionMeta(budget=CarriedBudget(3.0, 4.5, 100.0))
+    assert SessionMeta.from_bytes(meta.to_bytes()).budget == CarriedBudget(3.0, 4.5, 100.0)
+    for bad in (b'{"budget":[1,2]}', b'{"budget":"x"}', b'{"budget":[1,"2",3]}'):
+        assert SessionMeta.from_bytes(bad).budget is None

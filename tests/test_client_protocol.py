@@ -29,6 +29,7 @@ from gateway.client_protocol import (
     ServerError,
     SnapshotRequested,
     Stopped,
+    VisitorPresence,
     Welcomed,
 )
 from gateway.codec import (
@@ -353,6 +354,8 @@ def test_reset_forgets_the_last_key_and_controls_are_named():
     (j,) = v.receive(ctl("joined", msg="aaaaa1"), 1)
     (gone,) = v.receive(ctl("left", msg="aaaaa1"), 1)
     assert isinstance(j, AgentPresence) and j.joined and j.aid == "aaaaa1" and not gone.joined
+    (here,) = p.receive(ctl("visitor", msg="away"), 1)
+    assert isinstance(here, VisitorPresence) and here.state == "away"
     (e,) = v.receive(ctl("error", code="overloaded", msg="slow"), 1)
     assert isinstance(e, ServerError) and (e.code, e.message) == ("overloaded", "slow")
 
@@ -427,6 +430,21 @@ def test_retries_back_off_round_robin_and_respect_retry_after(ends, floor):
     assert p.backoff.attempt == len(ends)
     connect(p)
     assert p.backoff.attempt == 0  # a welcome resets the backoff
+
+
+def test_refusals_are_counted_in_the_lane_the_handshake_asked():
+    """No resume token in the handshake URL: the new-session lane; with one: the resume lane
+    (the load test reports both, and a drain must see no resume refused)."""
+    p = client()
+    assert "rt=" not in p.connect_url()
+    p.handshake_refused(429, 1.0, 0.0)
+    assert "rt=" not in p.connect_url()
+    p.connection_lost(4009, "rate_limited: retry_after=1", 0.0)
+    connect(p)  # the welcome gives a resume token
+    p.connection_lost(1006, "", 1.0)
+    assert "rt=rt-1" in p.connect_url()
+    p.handshake_refused(503, None, 1.0)
+    assert (p.stats.rejected_new, p.stats.rejected_resume, p.stats.rejected) == (2, 1, 3)
 
 
 def test_refusal_without_retry_after_waits_at_least_a_second():

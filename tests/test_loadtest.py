@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.client import Client
 from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
-from loadtest.instrumented import LaneStats, RecordingSequencer
+from loadtest.cli import parse_args
+from loadtest.instrumented import RecordingSequencer
 from loadtest.verifier import LATENCY_MAX_US, Latencies, SeqSet, Verifier, new_histogram
 from loadtest.workload import (
     AGENT_SHARE,
@@ -29,9 +29,11 @@ from loadtest.workload import (
     VISITOR_GESTURES,
     EventMix,
     payload,
+    payload_bytes,
+    sent_time,
     snapshot_bytes,
 )
-from router.launcher import end_leftovers
+from router.launcher import ClusterSpec, end_leftovers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -261,13 +263,7 @@ def test_verifier_sums_client_figures_and_latency():
     assert rep.percentiles(c.resume_times) == {"p50": 100.0, "p99": 300.0, "max": 300.0}
 
 
-def test_lane_stats_and_recording_sequencer_hook_into_the_reference_client():
-    c = Client("ws://127.0.0.1:9/", "session-1", "token", "visitor")
-    c.stats = LaneStats().bind(c)
-    c.stats.rejected += 1
-    c.rt = "resume-token"
-    c.stats.rejected += 2
-    assert (c.stats.rejected, c.stats.rejected_new, c.stats.rejected_resume) == (3, 1, 2)
+def test_recording_sequencer_reports_pushes_acks_and_restarts():
     seen = []
     seq = RecordingSequencer(
         lambda e, s: seen.append(("push", e, s)),
@@ -341,6 +337,16 @@ def test_payloads_carry_the_send_time_and_about_the_planned_size(kind):
     assert 0.7 * size <= n <= 1.3 * size + 20, (kind, size, n)
 
 
+@pytest.mark.parametrize("kind", ["pointer", "input", "mutation", "canvas"])
+def test_the_send_time_is_read_from_our_payloads_else_from_the_event(kind):
+    sent = 1700000000.25
+    assert sent_time(payload(kind, 100, 3, sent), 5000) == sent
+    packed = msgpack.unpackb(payload_bytes(kind, 100, 3, sent), raw=False)
+    assert sent_time(packed, 5000) == sent
+    assert sent_time(b"<html>", 1700000000250) == sent  # a snapshot part: the event's ts
+    assert sent_time({"t": "late"}, 1500) == 1.5  # not ours
+
+
 # ---- report --------------------------------------------------------------------------------
 
 METRICS_TEXT = """# HELP cobrowse_gateway_events_in_total Events received from senders
@@ -380,6 +386,38 @@ def _sample_report(tmp_path: Path) -> dict:
         gateways={"gw-1": figs, "gw-2": figs},
         settle={"seconds": 0.2, "complete": True},
     )
+
+
+def test_the_config_names_the_options_the_target_and_the_local_cluster():
+    opts = parse_args(["--scenario", "drain", "--sessions", "8", "--duration", "20", "--seed", "3"])
+    spec = ClusterSpec(gateways=3, drain_window=4.0)
+    local = rep.run_config(opts, None, spec)
+    assert (local["scenario"], local["sessions"], local["seed"], local["target"]) == (
+        "drain",
+        8,
+        3,
+        "local cluster",
+    )
+    assert local["ramp"] == 2.0 and local["settle_max"] == 30.0  # a tenth of the duration
+    assert local["local_cluster"]["gateways"] == 3
+    assert local["local_cluster"]["drain_window"] == 4.0
+    remote = rep.run_config(opts, "https://api.example.com", None)
+    assert remote["target"] == "https://api.example.com" and "local_cluster" not in remote
+
+
+def test_the_harness_load_is_its_median_and_highest_cpu_and_worst_lag():
+    load = rep.harness_load([30.0, 90.0, 10.0, 50.0, 70.0, 20.0], 0.1234, 17)
+    assert load == {
+        "cpu_percent_p50": 30.0,  # nearest rank: the 3rd of 6
+        "cpu_percent_max": 90.0,
+        "loop_lag_max_ms": 123.4,
+        "reactor_turns": 17,
+    }
+    assert rep.harness_load([], 0.0, None) == {
+        "cpu_percent_p50": None,
+        "cpu_percent_max": None,
+        "loop_lag_max_ms": 0.0,
+    }
 
 
 def test_gateway_metrics_are_parsed_and_summed():

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gateway import session, tokens
 from gateway.codec import Close, Hello, ProtocolError, Resume
+from gateway.presence import VisitorState
 from gateway.session import (
     AwaitSnapshot,
     CtlOp,
@@ -18,6 +19,7 @@ from gateway.session import (
     ResumeClaims,
     Role,
     SessionControl,
+    TellAgent,
     TellVisitor,
 )
 from gateway.session_store import (
@@ -355,12 +357,20 @@ def test_a_malformed_control_message_is_ignored(data):
 @given(controls, st.sampled_from(list(Role)), st.integers(0, 99))
 def test_what_a_connection_does_with_a_control_message(ctl, role, vgen):
     action = session.on_control(role, vgen, ctl)
+    presence = ctl.op in (CtlOp.VISITOR_LIVE, CtlOp.VISITOR_AWAY, CtlOp.VISITOR_LEFT)
     if ctl.op is CtlOp.END:
         assert action == EndConnection(session.SESSION_ENDED)
     elif role is Role.AGENT:
-        assert action is None
+        if presence and ctl.vgen is not None:
+            state = VisitorState(ctl.op.value.removeprefix("visitor_"))
+            assert action == TellAgent(state, ctl.vgen)
+        else:
+            assert action is None
+    elif presence:
+        assert action is None  # the visitor's own announcements are for agents
     elif ctl.op is CtlOp.TAKEOVER:
         lost = ctl.vgen is not None and ctl.vgen > vgen
         assert action == (EndConnection(session.REPLACED) if lost else None)
     else:
-        assert action == TellVisitor(ctl.op.value, ctl.aid)
+        joined = ctl.op is CtlOp.JOINED
+        assert action == TellVisitor(ctl.op.value, ctl.aid, announce=joined)

@@ -85,7 +85,7 @@ async def test_resume_older_than_retained_history_gets_reset_and_snapshot(
     nats_server, gateways_factory
 ):
     g = gateways_factory(nats_server.url)
-    g.start("gw-a", ["--max-msgs-per-session", "100"])
+    g.start("gw-a", ["--max-msgs-per-session", "10"])
     sid = new_sid()
     resets = []
     visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
@@ -98,7 +98,7 @@ async def test_resume_older_than_retained_history_gets_reset_and_snapshot(
             await an.start(agent.run)
             first = await take(agent, 1)
             an.cancel_scope.cancel()  # the agent's network drops
-        for i in range(300):  # far more messages than the stream keeps per session
+        for i in range(30):  # far more messages than the stream keeps per session
             ev = await visitor.send("mutation", {"i": i})
             await visitor.wait_acked(ev.seq)  # one stored message each: no batching
         snap = await visitor.send_snapshot(b"second")

@@ -1,0 +1,92 @@
+"""`create_app`: the router's FastAPI app, put together from the parts of this package.
+
+It takes the routes by resource, builds their dependencies once (`ApiDeps`, kept in
+`app.state`), installs the error handlers, adds the browser routes (which depend on the
+settings), then the body limit and CORS middleware (CORS outermost: a preflight never
+reaches the body limit).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from gateway.nats_bridge import NatsBridge
+
+from ..config import RouterConfig
+from . import browser_routes, cluster_routes, errors, health_routes, session_routes
+from .body_limit import BodyLimit
+from .deps import ApiDeps, EndedBucket
+from .rate_limits import RateLimits, RateRules
+
+API_VERSION = "1.0.0"
+
+DESCRIPTION = """\
+Control plane of a cobrowse cluster: create co-browsing sessions, join them as an agent by
+short code, list, inspect and end sessions, and see the cluster's gateways.
+
+* **Site key** (public, in the page's script tag): `POST /v1/sessions` body field `site_key`.
+* **Agent API key** (secret): `Authorization: Bearer <key>` on every other `/v1` endpoint.
+* **Join token** of a session: `Authorization: Bearer <token>` to end that session (DELETE)
+  or find its gateways (connect).
+* **Admin key** (secret): `Authorization: Bearer <key>` on `/v1/cluster` and the drain endpoint.
+
+Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
+Times are Unix seconds. See docs/api.md for the rules (short codes, rate limits).
+"""
+
+RESOURCES = (session_routes, cluster_routes, health_routes)
+"""The route modules, in the order their routes are matched and documented. Their routes are
+handed to the app as they are, not by `include_router`: FastAPI 0.165 keeps an included router
+as one lazy entry, and `app.routes` should list every path (tests/test_k8s.py checks the
+probes and the ingress against it)."""
+
+
+def create_app(
+    cfg: RouterConfig,
+    bridge: NatsBridge,
+    kv_sessions: Any,
+    kv_codes: Any,
+    kv_gateways: Any,
+    *,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | random.SystemRandom | None = None,
+) -> FastAPI:
+    """The API over an open bridge and the three KV buckets `router serve` makes sure exist.
+    `clock` and `rng` (short codes; SystemRandom by default) are for tests."""
+    app = FastAPI(
+        title="cobrowse router API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        routes=[route for part in RESOURCES for route in part.routes.routes],
+    )
+    app.state.deps = ApiDeps(
+        cfg=cfg,
+        bridge=bridge,
+        kv_sessions=kv_sessions,
+        kv_codes=kv_codes,
+        kv_gateways=kv_gateways,
+        ended=EndedBucket(bridge, cfg),
+        clock=clock,
+        codes_rng=rng or random.SystemRandom(),
+        limiter=RateLimits(clock),
+        rules=RateRules.from_config(cfg),
+    )
+    errors.install(app)
+    browser_routes.add(app, cfg)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(cfg.cors_origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    return app

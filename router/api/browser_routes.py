@@ -1,0 +1,93 @@
+"""The router's browser-facing routes: the snippet, the embed page and the demo page.
+
+The scripts are assembled once per process (router/browser_assets.py) and served with an
+ETag, so a site's pages revalidate cheaply. The embed page gets a strict
+Content-Security-Policy: the visitor's page is untrusted input (G4), and even if the
+viewer missed something, no script but our own may run and nothing but the router, the
+proxy and the gateways may be contacted.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, Response
+
+from .. import browser_assets
+from ..config import RouterConfig
+
+
+def _serve(asset: browser_assets.Asset, request: Request, headers: dict[str, str]) -> Response:
+    base = {"ETag": asset.etag, "X-Content-Type-Options": "nosniff", **headers}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=base)
+    return Response(content=asset.body, media_type=asset.content_type, headers=base)
+
+
+def embed_csp(cfg: RouterConfig) -> str:
+    proxy = cfg.proxy_url or ""
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            # The rebuilt page's own styles and images come through the proxy only.
+            f"style-src 'self' 'unsafe-inline' {proxy}".strip(),
+            f"img-src 'self' data: blob: {proxy}".strip(),
+            f"font-src {proxy} data:".strip(),
+            f"media-src {proxy}".strip() if proxy else "media-src 'none'",
+            # The gateways' addresses change as they scale; ws/wss only, no plain fetches.
+            f"connect-src 'self' ws: wss: {proxy}".strip(),
+            "frame-src 'self' about:",
+            "child-src 'self' about:",
+            "form-action 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+            f"frame-ancestors {cfg.embed_frame_ancestors}",
+        ]
+    )
+
+
+def add(app: FastAPI, cfg: RouterConfig) -> None:
+    snippet_headers = {
+        "Cache-Control": "public, max-age=300",
+        "Access-Control-Allow-Origin": "*",  # sites load it with crossorigin or from workers
+    }
+    page_headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": embed_csp(cfg),
+        "Referrer-Policy": "no-referrer",
+    }
+
+    @app.get("/cobrowse.js", tags=["browser"], summary="The visitor's snippet (one script tag)")
+    async def snippet(request: Request) -> Response:
+        return _serve(browser_assets.bundle("cobrowse.js"), request, snippet_headers)
+
+    @app.get("/embed.js", tags=["browser"], summary="The agent viewer's script")
+    async def embed_script(request: Request) -> Response:
+        return _serve(browser_assets.bundle("embed.js"), request, {"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/embed",
+        tags=["browser"],
+        summary="The agent's viewer: /embed#sid=<id>&token=<agent token> or #code=<code>&key=<API key>",
+    )
+    async def embed(request: Request) -> Response:
+        return _serve(browser_assets.page("embed.html"), request, page_headers)
+
+    if cfg.demo_site_key:
+
+        @app.get("/demo", tags=["browser"], summary="A demo page with the snippet (development)")
+        async def demo(request: Request) -> Response:
+            html = browser_assets.page("demo.html").body.decode()
+            html = html.replace("{{SITE_KEY}}", cfg.demo_site_key or "")
+            return Response(
+                content=html,
+                media_type="text/html; charset=utf-8",
+                headers={"Cache-Control": "no-cache"},
+            )
+
+        def demo_file(name: str) -> None:
+            @app.get(f"/{name}", include_in_schema=False)
+            async def serve(request: Request) -> Response:
+                return _serve(browser_assets.page(name), request, {"Cache-Control": "no-cache"})
+
+        demo_file("demo.css")
+        demo_file("demo.js")

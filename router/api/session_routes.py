@@ -1,0 +1,302 @@
+"""`/v1/sessions`: create a session (the visitor's snippet, site key), join one by short code
+(an agent, API key), find a session's gateways (a join token), list, inspect and end sessions.
+The session logic itself is in `router.sessions`; these handlers check, call and shape."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from gateway import membership, session_store, streams, tokens
+from gateway.forwarded import forwarded_client
+from gateway.session_store import SessionMeta
+
+from .. import sessions, shortcodes
+from .auth import (
+    CHALLENGE,
+    Credentials,
+    Ender,
+    agent_key,
+    key_or_session_token,
+    presented,
+    token_role,
+)
+from .deps import ApiDeps, Deps
+from .errors import BAD_API_KEY, INVALID, TOO_LARGE, UNAVAILABLE, ApiError, doc
+from .models import (
+    ConnectResponse,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    EndedResponse,
+    LookupRequest,
+    LookupResponse,
+    SessionDetail,
+    SessionIdPath,
+    SessionList,
+    SessionSummary,
+)
+
+log = structlog.get_logger("router.api")
+
+routes = APIRouter()
+
+
+def client_address(deps: ApiDeps, request: Request) -> str:
+    """The client's address for the per-address limits, behind `COBROWSE_FORWARDED_HOPS`
+    trusted proxies."""
+    peer = request.client.host if request.client else "unknown"
+    return forwarded_client(
+        request.headers.getlist("x-forwarded-for"), peer, deps.cfg.forwarded_hops
+    )
+
+
+async def gateway_urls(deps: ApiDeps, sid: str) -> list[str]:
+    """The active gateways' URLs in the session's order, or 503 `no_gateways`."""
+    gws = await deps.bridge.call(membership.list_gateways, deps.kv_gateways)
+    urls = membership.urls_for(sid, gws)
+    if not urls:
+        raise ApiError(503, "no_gateways", "no active gateway in the cluster", {"Retry-After": "2"})
+    return urls
+
+
+async def load_session(deps: ApiDeps, sid: str, *, say_ended: bool = False) -> SessionMeta:
+    """The session's metadata, or 404. With `say_ended`, a session whose metadata expired
+    (after the stream's max age) but that was ended answers 410: its ended record lives as
+    long as any of its tokens, and "no such session" would read as "never ended"."""
+    valid = sessions.valid_session_id(sid)
+    meta = await deps.bridge.call(session_store.load, deps.kv_sessions, sid) if valid else None
+    if meta is None:
+        if say_ended and valid:
+            ended = await deps.ended.get()
+            if await deps.bridge.call(session_store.load_ended, ended, sid):
+                raise ApiError(410, "session_ended", "this session has ended (details expired)")
+        raise ApiError(404, "unknown_session", "no such session")
+    return meta
+
+
+@routes.post(
+    "/v1/sessions",
+    status_code=201,
+    response_model=CreateSessionResponse,
+    tags=["sessions"],
+    summary="Create a session (visitor side, site key)",
+    responses=doc(
+        (401, "bad_site_key"),
+        (429, "rate_limited"),
+        (503, "no_gateways"),
+        UNAVAILABLE,
+        INVALID,
+        TOO_LARGE,
+    ),
+)
+async def create_session(
+    body: CreateSessionRequest, request: Request, deps: Deps
+) -> CreateSessionResponse:
+    cfg = deps.cfg
+    site = cfg.site_keys.get(body.site_key)
+    if site is None:
+        raise ApiError(401, "bad_site_key", "unknown site key")
+    deps.limiter.enforce(
+        (deps.rules.create_per_address, "create-addr", client_address(deps, request))
+    )
+    sid = sessions.new_session_id()
+    urls = await gateway_urls(deps, sid)
+    now = deps.clock()
+    try:
+        made = await deps.bridge.call(
+            sessions.create,
+            deps.kv_sessions,
+            deps.kv_codes,
+            sid,
+            site=site,
+            now=now,
+            code_ttl=cfg.code_ttl,
+            rng=deps.codes_rng,
+        )
+    except sessions.CodeSpaceExhausted as exc:
+        raise ApiError(503, "unavailable", str(exc), {"Retry-After": "5"}) from None
+    token = tokens.mint(cfg.keyring, sid=sid, role="visitor", now=now, ttl=cfg.token_ttl)
+    log.info("session_created", sid=sid, site=site)
+    return CreateSessionResponse(
+        session_id=sid,
+        visitor_token=token,
+        token_expires_at=int(now + cfg.token_ttl),
+        gateways=urls,
+        short_code=made.code,
+        code_expires_at=sessions.code_expires_at(made.meta, cfg.code_ttl),
+    )
+
+
+@routes.post(
+    "/v1/sessions/lookup",
+    response_model=LookupResponse,
+    tags=["sessions"],
+    summary="Join a session by short code (agent API key)",
+    responses=doc(
+        BAD_API_KEY,
+        (404, "unknown_code"),
+        (429, "rate_limited"),
+        (503, "no_gateways"),
+        UNAVAILABLE,
+        INVALID,
+        TOO_LARGE,
+    ),
+)
+async def lookup(
+    body: LookupRequest, request: Request, key: Annotated[str, Depends(agent_key)], deps: Deps
+) -> LookupResponse:
+    cfg = deps.cfg
+    deps.limiter.enforce(
+        (deps.rules.lookup_per_key, "lookup-key", key),
+        (deps.rules.lookup_per_address, "lookup-addr", client_address(deps, request)),
+    )
+    code = shortcodes.normalize_code(body.code)
+    now = deps.clock()
+    found = None
+    if shortcodes.is_code(code):
+        found = await deps.bridge.call(
+            sessions.resolve_code, deps.kv_sessions, deps.kv_codes, code, now, cfg.code_ttl
+        )
+    if found is None:
+        raise ApiError(404, "unknown_code", "no session has this code (or it has expired)")
+    sid, _ = found
+    urls = await gateway_urls(deps, sid)
+    token = tokens.mint(cfg.keyring, sid=sid, role="agent", now=now, ttl=cfg.token_ttl)
+    log.info("code_resolved", sid=sid, key=key)
+    return LookupResponse(
+        session_id=sid,
+        agent_token=token,
+        token_expires_at=int(now + cfg.token_ttl),
+        gateways=urls,
+        proxy=cfg.proxy_url,
+    )
+
+
+@routes.post(
+    "/v1/sessions/{session_id}/connect",
+    response_model=ConnectResponse,
+    tags=["sessions"],
+    summary="Where to connect, for a holder of a join token (browser clients)",
+    responses=doc((401, "bad_token"), (404, "unknown_session"), (503, "no_gateways"), UNAVAILABLE),
+)
+async def connect(
+    session_id: Annotated[str, Path(max_length=64)], creds: Credentials, deps: Deps
+) -> ConnectResponse:
+    # A page that reloads, or an embed opened with a token, needs the session's current
+    # gateway order; the join token itself is the credential (expired ones still count:
+    # the session resumes on its resume token).
+    role = token_role(deps.cfg.keyring, presented(creds), session_id, deps.clock())
+    if role is None:
+        raise ApiError(
+            401,
+            "bad_token",
+            "missing or invalid join token for this session",
+            CHALLENGE,
+        )
+    meta = await load_session(deps, session_id)
+    if meta.ended:
+        raise ApiError(404, "unknown_session", "the session has ended")
+    return ConnectResponse(
+        session_id=session_id,
+        role=role,
+        gateways=await gateway_urls(deps, session_id),
+        proxy=deps.cfg.proxy_url,
+    )
+
+
+@routes.get(
+    "/v1/sessions",
+    response_model=SessionList,
+    tags=["sessions"],
+    summary="List active sessions (agent API key)",
+    responses=doc(BAD_API_KEY, UNAVAILABLE, INVALID),
+)
+async def list_sessions(
+    key: Annotated[str, Depends(agent_key)],
+    deps: Deps,
+    site: Annotated[str | None, Query(max_length=256, description="only this site")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 200,
+) -> SessionList:
+    found = await deps.bridge.call(sessions.list_sessions, deps.kv_sessions)
+    if site is not None:
+        found = [(sid, m) for sid, m in found if m.site == site]
+    found.sort(key=lambda item: (-item[1].created, item[0]))
+    return SessionList(
+        count=len(found),
+        sessions=[
+            SessionSummary(
+                session_id=sid,
+                site=m.site,
+                created=m.created,
+                epoch=m.epoch,
+                agents=len(m.agents),
+                code=m.code,
+            )
+            for sid, m in found[:limit]
+        ],
+    )
+
+
+@routes.get(
+    "/v1/sessions/{session_id}",
+    response_model=SessionDetail,
+    tags=["sessions"],
+    summary="Inspect a session (agent API key)",
+    responses=doc(
+        BAD_API_KEY, (404, "unknown_session"), (410, "session_ended"), UNAVAILABLE, INVALID
+    ),
+)
+async def inspect(
+    session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)], deps: Deps
+) -> SessionDetail:
+    m = await load_session(deps, session_id, say_ended=True)
+    expires = None
+    if m.code and not m.agents and not m.ended:
+        expires = sessions.code_expires_at(m, deps.cfg.code_ttl)
+    return SessionDetail(
+        session_id=session_id,
+        site=m.site,
+        created=m.created,
+        ended=m.ended,
+        epoch=m.epoch,
+        agents=m.agents,
+        durable=m.durable,
+        snapshot=m.snap is not None,
+        code=m.code,
+        code_expires_at=expires,
+    )
+
+
+@routes.delete(
+    "/v1/sessions/{session_id}",
+    response_model=EndedResponse,
+    tags=["sessions"],
+    summary="End a session (agent API key, or a join token of the session)",
+    responses=doc(BAD_API_KEY, (401, "bad_token"), (404, "unknown_session"), UNAVAILABLE, INVALID),
+)
+async def end_session(
+    session_id: SessionIdPath, by: Annotated[Ender, Depends(key_or_session_token)], deps: Deps
+) -> EndedResponse:
+    meta = None
+    if sessions.valid_session_id(session_id):
+        meta = await deps.bridge.call(
+            sessions.mark_ended,
+            deps.kv_sessions,
+            await deps.ended.get(),
+            session_id,
+            deps.clock(),
+            vouched=by.vouched,
+        )
+    if meta is None:
+        raise ApiError(404, "unknown_session", "no such session")
+    # Gateways close the session's connections (4004 session_ended) and refuse new ones.
+    await deps.bridge.publish_core(streams.subject_ctl(session_id), b'{"op":"end"}')
+    await deps.bridge.call(
+        deps.bridge.js.purge_stream, deps.cfg.stream.stream, subject=f"cb.{session_id}.>"
+    )
+    if meta.code:
+        await deps.bridge.call(sessions.release_code, deps.kv_codes, meta.code, session_id)
+    log.info("session_ended", sid=session_id, by=by.who)
+    return EndedResponse(session_id=session_id, ended=True)

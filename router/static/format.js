@@ -1,0 +1,62 @@
+/* format.js: the replica format, shared by the visitor's snippet (which writes it) and the
+ * agent's viewer (which reads it). Both bundles include this file first, so a key, a
+ * namespace or a limit is written once. docs/browser.md describes the same format.
+ *
+ * A serialised node (snapshot `html` tree, mutation `adds[].n`):
+ * @typedef {Object} WireNode
+ * @property {number} id       the visitor's id for the node (0 is the document)
+ * @property {string} [tag]    element: its localName
+ * @property {string} [ns]     element: "svg" or "math" (nodeNsKey); absent means HTML
+ * @property {Object<string,string>} [a]  element: attributes by qualified name
+ * @property {boolean} [m]     element: private (its text and values are masked)
+ * @property {boolean} [ck]    input: checked
+ * @property {string} [v]      input/textarea/select: the live value (masked if private)
+ * @property {boolean} [sl]    option: selected
+ * @property {boolean} [cv]    canvas: frames follow as `canvas` events
+ * @property {string} [css]   style: the sheet's text as the CSSOM holds it
+ * @property {number[]} [sc]   [scrollLeft, scrollTop] when not 0 (full snapshots only)
+ * @property {WireNode[]} [c]  children
+ * @property {{c: WireNode[], adopted: number[]}} [sh]  an open shadow root
+ * @property {string} [x]      text or CDATA: its data
+ * @property {string} [cm]     comment: its data
+ *
+ * A `mutation` payload: {rem: [id], adds: [{p: parentId, b: beforeId|null, n: WireNode}],
+ * attr: [{id, a: {name: value|null}}], text: [{id, x}]}.
+ */
+
+const NS_HTML = "http://www.w3.org/1999/xhtml";
+const NS_SVG = "http://www.w3.org/2000/svg";
+const NS_MATH = "http://www.w3.org/1998/Math/MathML";
+const NS_XLINK = "http://www.w3.org/1999/xlink";
+const NS_XML = "http://www.w3.org/XML/1998/namespace";
+const NS_XMLNS = "http://www.w3.org/2000/xmlns/";
+
+/** `ns` for an element in namespace `uri`: undefined for HTML (and anything else). */
+function nodeNsKey(uri) {
+  if (uri === NS_SVG) return "svg";
+  if (uri === NS_MATH) return "math";
+  return undefined;
+}
+
+/** The namespace an element's `ns` key names: HTML when absent or unknown. */
+function nodeNsUri(key) {
+  return key === "svg" ? NS_SVG : key === "math" ? NS_MATH : NS_HTML;
+}
+
+/** Attributes whose value is a URL, in any namespace. The viewer checks each for script URLs
+ * and loads it only through a signed proxy URL; the snippet empties them on private elements
+ * (a mask there would be fetched as a relative address). */
+const URL_VALUED_ATTRS = new Set(["href", "src", "action", "formaction", "xlink:href", "poster",
+  "background", "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc",
+  "manifest", "icon", "classid", "archive", "profile", "imagesrcset", "itemtype"]);
+
+// The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
+// the connection, so anything that could be larger is checked against MAX_EVENT; the 8 KiB
+// of room covers the envelope and the msgpack framing.
+const MAX_EVENT_BYTES = 128 * 1024;
+const MAX_EVENT = MAX_EVENT_BYTES - 8 * 1024;
+
+/** Event kinds a visitor sends, and the ones an agent sends back (docs/browser.md). */
+const VISITOR_KINDS = Object.freeze(["snapshot", "nav", "mutation", "input", "scroll", "hover",
+  "focus", "viewport", "canvas", "css", "pointer", "click"]);
+const AGENT_KINDS = Object.freeze(["pointer", "click", "highlight"]);

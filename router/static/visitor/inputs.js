@@ -1,0 +1,125 @@
+/* visitor/inputs.js: the visitor's own actions as events: field values (typed or set by
+ * script), scroll, pointer, hover, click, focus and viewport size, throttled where they come
+ * in bursts. A private field's value goes out masked, and only when its mask changed. */
+
+function onInput(st, e) {
+  fieldChanged(st, deepTarget(e));
+}
+/** A field set by script (el.value = ..., el.checked = ...; patched setters): looked at once,
+ * after the task's other changes, like a visitor's input. */
+function fieldSet(st, el) {
+  if (!st.setFields.size) queueMicrotask(() => {
+    const l = Array.from(st.setFields);
+    st.setFields.clear();
+    if (st.running) for (const f of l) safe(() => fieldChanged(st, f.localName === "option" ? f.closest("select") : f));
+  });
+  st.setFields.add(el);
+}
+function fieldChanged(st, el) {
+  if (!el || el.nodeType !== 1 || el.namespaceURI !== NS_HTML) return;
+  flush(st);
+  const id = idOf(el);
+  if (id === undefined || !inTree(el)) return;
+  const priv = isPrivate(el);
+  const tag = el.localName;
+  if (tag === "input" && (el.type === "checkbox" || el.type === "radio")) {
+    if (priv) return; // a private box's state is the private data
+    // Checking a radio unchecks its group silently: send every one that changed.
+    const group = el.type === "radio" && el.name ? radioGroup(el) : [el];
+    for (const r of group) {
+      const rid = idOf(r);
+      if (rid === undefined || st.lastCk.get(r) === r.checked) continue;
+      st.lastCk.set(r, r.checked);
+      emit(st, "input", { id: rid, ck: r.checked });
+    }
+  } else if (tag === "select" && el.multiple) {
+    if (priv) return;
+    const sel = selIndexes(el);
+    const key = sel.join(",");
+    if (st.lastVal.get(el) === key) return;
+    st.lastVal.set(el, key);
+    emit(st, "input", { id, sel });
+  } else if (tag === "input" || tag === "textarea" || tag === "select") {
+    if (el.type === "file") return;
+    const v = priv ? mask(el.value) : el.value;
+    if (st.lastVal.get(el) === v) return;
+    st.lastVal.set(el, v);
+    const p = { id, v };
+    if (p.v.length > MAX_EVENT / 4) p.v = p.v.slice(0, MAX_EVENT / 4);
+    emit(st, "input", p);
+  }
+}
+function selIndexes(sel) {
+  const r = [];
+  for (const op of sel.options) if (op.selected) r.push(op.index);
+  return r;
+}
+function radioGroup(el) {
+  const root = el.form || el.getRootNode();
+  const res = [];
+  for (const r of root.querySelectorAll("input[type=radio]")) {
+    if (r.name === el.name && r.form === el.form) res.push(r);
+  }
+  return res.includes(el) ? res : res.concat([el]);
+}
+// First call runs now; later calls within `ms` are merged into one trailing call.
+function throttle(st, key, ms, fn) {
+  const cur = st.throttles.get(key);
+  if (cur) { cur.pending = fn; return; }
+  safe(fn);
+  const s = { pending: null };
+  const tick = () => {
+    if (!st.running) { st.throttles.delete(key); return; }
+    if (s.pending) {
+      const f = s.pending;
+      s.pending = null;
+      safe(f);
+      s.timer = setTimeout(tick, ms);
+    } else st.throttles.delete(key);
+  };
+  s.timer = setTimeout(tick, ms);
+  st.throttles.set(key, s);
+}
+function onScroll(st, e) {
+  const t = e.target;
+  if (t === document || t === document.scrollingElement || t === window) {
+    throttle(st, "win", SCROLL_MS, () => send(st, "scroll", { id: 0, x: window.scrollX, y: window.scrollY }));
+    return;
+  }
+  if (!t || t.nodeType !== 1 || ours.has(t) || (isField(t) && isPrivate(t))) return;
+  throttle(st, t, SCROLL_MS, () => {
+    const id = idOf(t);
+    if (id !== undefined && inTree(t)) send(st, "scroll", { id, x: t.scrollLeft, y: t.scrollTop });
+  });
+}
+function onPointer(st, e) {
+  const x = e.clientX, y = e.clientY;
+  throttle(st, "ptr", POINTER_MS, () => send(st, "pointer", { x, y }));
+  hoverTo(st, deepTarget(e));
+}
+function hoverTo(st, t) {
+  const id = t ? nearestId(t) : null;
+  if (id === st.lastHover) return;
+  st.lastHover = id;
+  send(st, "hover", { id });
+}
+function onOut(st, e) {
+  if (!e.relatedTarget) hoverTo(st, null); // the pointer left the window
+}
+function onClick(st, e) {
+  send(st, "click", { x: e.clientX, y: e.clientY, id: nearestId(deepTarget(e)) });
+}
+function onFocus(st) {
+  // focusout then focusin: look once the focus has settled.
+  setTimeout(() => safe(() => {
+    if (!st.running) return;
+    flush(st);
+    const id = focusId();
+    if (id === st.lastFocus) return;
+    st.lastFocus = id;
+    emit(st, "focus", { id });
+  }), 0);
+}
+function onResize(st) {
+  throttle(st, "vw", SCROLL_MS, () => send(st, "viewport", { w: window.innerWidth, h: window.innerHeight }));
+}

@@ -1,0 +1,165 @@
+/* visitor/recorder.js: one recording's shared state and its life cycle (start, stop, the
+ * 500 ms tick). The other parts (snapshot, mutations, sheets, inputs, canvas, patches) are
+ * functions of this state object; the wire (visitor/session.js) and Cobrowse._capture drive
+ * a recording through makeRecorder's small API. */
+
+/**
+ * What one recording's parts share. Made by newRecorderState, handed to every part.
+ * @typedef {Object} RecorderState
+ * @property {function(string, Object): void} out  where events go (the wire, or _capture's emit)
+ * @property {boolean} running
+ * @property {?MutationObserver} observer
+ * @property {?AbortController} ac      aborts our listeners at stop
+ * @property {?number} timer            the tick's interval
+ * @property {number} ticks
+ * @property {WeakRef<ShadowRoot>[]} roots  open shadow roots we observe
+ * @property {WeakSet<ShadowRoot>} observed
+ * @property {Set<number>} viewerSheets  sids the viewer knows since the last snapshot
+ * @property {WeakMap<Node, string>} lastAdopt  Document/ShadowRoot -> its adopted sids, "1,2"
+ * @property {WeakMap<HTMLCanvasElement, {h: string, t: number}>} canvasLast  last frame sent
+ * @property {WeakSet<HTMLCanvasElement>} grabbing  an encode is under way
+ * @property {WeakMap<HTMLCanvasElement, number>} scales  the scale a canvas's frames last fitted at
+ * @property {WeakMap<Element, string>} lastVal  field -> last value sent, masked when private: a
+ *   keystroke that leaves a private field's mask as it was sends nothing, so the number of
+ *   events does not count its characters
+ * @property {WeakMap<Element, boolean>} lastCk  checkbox/radio -> last checked state sent
+ * @property {WeakSet<Element>} sentMasked  elements sent masked (one that becomes private is sent again)
+ * @property {WeakSet<Element>} sentCss  <style> sent with "css": a new text replaces its CSSOM
+ * @property {Set<Element>} reAdd  hosts that got a shadow root after they were sent
+ * @property {Set<Element>} setFields  fields set by script, looked at in a microtask
+ * @property {?number} lastHover
+ * @property {?number} lastFocus
+ * @property {Map<*, {pending: ?Function, timer: number}>} throttles  by key (see throttle)
+ * @property {Object<string, function(Event): void>} guarded  our listeners, never throwing
+ */
+
+/** @returns {RecorderState} */
+function newRecorderState(out) {
+  const st = {
+    out,
+    running: false,
+    observer: null,
+    ac: null,
+    timer: null,
+    ticks: 0,
+    roots: [],
+    observed: new WeakSet(),
+    viewerSheets: new Set(),
+    lastAdopt: new WeakMap(),
+    canvasLast: new WeakMap(),
+    grabbing: new WeakSet(),
+    scales: new WeakMap(),
+    lastVal: new WeakMap(),
+    lastCk: new WeakMap(),
+    sentMasked: new WeakSet(),
+    sentCss: new WeakSet(),
+    reAdd: new Set(),
+    setFields: new Set(),
+    lastHover: null,
+    lastFocus: null,
+    throttles: new Map(),
+    guarded: null,
+  };
+  // Our listeners never throw into the page's event dispatch (or its error tracker).
+  const guard = (fn) => (e) => { try { fn(st, e); } catch (err) { console.warn("cobrowse:", err); } };
+  st.guarded = {
+    input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
+    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize),
+  };
+  return st;
+}
+
+function emit(st, kind, payload) {
+  try { st.out(kind, payload); } catch (e) { console.warn("cobrowse: emit failed", e); }
+}
+// Any event naming a node first flushes pending mutations, so the node exists for the viewer.
+function send(st, kind, payload) {
+  flush(st);
+  emit(st, kind, payload);
+}
+
+function observeRoot(st, sr) {
+  if (st.observed.has(sr)) return;
+  st.observed.add(sr);
+  st.roots.push(new WeakRef(sr));
+  if (st.observer) st.observer.observe(sr, MO_OPTS);
+  if (st.ac) {
+    // scroll and change are not composed: they never reach the document's listeners.
+    const o = { capture: true, passive: true, signal: st.ac.signal };
+    sr.addEventListener("scroll", st.guarded.scroll, o);
+    sr.addEventListener("change", st.guarded.input, o);
+  }
+}
+function liveRoots(st) {
+  const res = [];
+  for (let i = st.roots.length - 1; i >= 0; i--) {
+    const r = st.roots[i].deref();
+    if (r) res.push(r); else st.roots.splice(i, 1);
+  }
+  return res;
+}
+
+function tick(st) {
+  if (!st.running) return;
+  st.ticks++;
+  try {
+    flush(st);
+    pollAdopted(st);
+    grabCanvases(st);
+    if (st.ticks % 60 === 0) pruneIds();
+  } catch (e) {
+    console.warn("cobrowse: tick failed", e);
+  }
+}
+
+function startRecorder(st, opts) {
+  if (st.running) return;
+  st.running = true;
+  activeRec = st;
+  installPatches();
+  st.ac = new AbortController();
+  const o = { capture: true, passive: true, signal: st.ac.signal };
+  const g = st.guarded;
+  document.addEventListener("input", g.input, o);
+  document.addEventListener("change", g.input, o);
+  document.addEventListener("scroll", g.scroll, o);
+  document.addEventListener("pointermove", g.pointer, o);
+  document.addEventListener("mouseout", g.out, o);
+  document.addEventListener("click", g.click, o);
+  document.addEventListener("focusin", g.focus, o);
+  document.addEventListener("focusout", g.focus, o);
+  window.addEventListener("resize", g.resize, o);
+  st.observer = new (nativeMutationObserver())((recs) => {
+    try { processMutations(st, recs); } catch (e) { console.warn("cobrowse: mutation failed", e); }
+  });
+  st.observer.observe(document, MO_OPTS);
+  st.observed = new WeakSet();
+  st.roots.length = 0;
+  if (opts && opts.nav) emit(st, "nav", { url: document.URL, title: document.title });
+  snapshot(st);
+  st.timer = setInterval(() => tick(st), CANVAS_EVERY_MS);
+}
+function stopRecorder(st) {
+  if (!st.running) return;
+  st.running = false;
+  if (activeRec === st) { activeRec = null; removePatches(); }
+  if (st.observer) st.observer.disconnect();
+  st.observer = null;
+  if (st.ac) st.ac.abort();
+  st.ac = null;
+  clearInterval(st.timer);
+  for (const s of st.throttles.values()) clearTimeout(s.timer);
+  st.throttles.clear();
+}
+
+/** A recording whose events go to out(kind, payload); the snapshot is its document object. */
+function makeRecorder(out) {
+  const st = newRecorderState(out);
+  return {
+    start: (opts) => startRecorder(st, opts),
+    stop: () => stopRecorder(st),
+    snapshot: () => snapshot(st),
+    flush: () => flush(st),
+    get running() { return st.running; },
+  };
+}
