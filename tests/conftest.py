@@ -46,6 +46,10 @@ class Gateways:
         )
         self.cluster = LocalCluster(spec, base).start()
 
+    @property
+    def nats_url(self) -> str:
+        return self.cluster.nats_url
+
     def start(self, gid: str, extra: list[str] | None = None) -> str:
         """Start a gateway process (`--workers 1` unless `extra` says otherwise); its URL."""
         return self.cluster.start_gateway(gid, extra).url
