@@ -12,7 +12,7 @@ import structlog
 import trio
 
 from . import logs, membership, streams
-from .admin import AdminHooks, serve_admin
+from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
 from .nats_client import NatsClient

@@ -45,9 +45,9 @@ from .codec import (
     ProtocolError,
     Resume,
     Welcome,
-    approx_size,
     decode_frame,
     encode_frame,
+    payload_size,
 )
 from .sequencer import Sequencer
 
@@ -500,7 +500,7 @@ class ClientProtocol:
         chunk: list[Event] = []
         size = 0
         for ev in pending:
-            est = 32 + approx_size(ev.payload)
+            est = 32 + payload_size(ev.payload)
             if chunk and (len(chunk) >= MAX_EVENTS_PER_BATCH or size + est > FRAME_BUDGET):
                 frames.append(encode_frame(Events(epoch=epoch, events=chunk)))
                 chunk, size = [], 0

@@ -38,7 +38,7 @@ class Close:
     UNAUTHORIZED = 4001  # forged, expired or wrong-session token; forged resume token
     PROTOCOL = 4002  # valid frame at the wrong time or from the wrong role, sequence errors
     REPLACED = 4005  # a newer visitor connection for the same session took over
-    SESSION_ENDED = 4004  # reserved: the session was ended through the API
+    SESSION_ENDED = 4004  # the session was ended through the API, or a hello for an ended one
     HELLO_TIMEOUT = 4008
     UNSUPPORTED_VERSION = 4006
     REFUSED = 4009  # handshake refused (rate limited or draining), for `?refusal=close` clients
@@ -232,7 +232,7 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
         # No payload can be larger than the frame that carries it: most frames skip the check.
         if len(data) > MAX_EVENT_BYTES:
             for e in events:
-                if _payload_size(e.payload) > MAX_EVENT_BYTES:
+                if payload_size(e.payload) > MAX_EVENT_BYTES:
                     raise ProtocolError(
                         "event_too_large",
                         f"event payload over {MAX_EVENT_BYTES} bytes",
@@ -318,25 +318,16 @@ def decode_frame(data: bytes | str, *, allowed_kinds: frozenset[str] = ALL_KINDS
     raise ProtocolError("unknown_type", f"unknown frame type {_short(t)}", Close.BAD_FRAME)
 
 
-def _payload_size(payload: Any) -> int:
+def payload_size(payload: Any) -> int:
+    """The bytes an event payload counts against `MAX_EVENT_BYTES` (docs/protocol.md,
+    "Events"): a bin's length, a str's UTF-8 length (what msgpack carries, and what the
+    browser measures with `TextEncoder`), anything else's msgpack encoding. The one size of
+    a payload: the decoder's limit, the sender's resend buffer and frame grouping all use it."""
     if isinstance(payload, bytes):
         return len(payload)
     if isinstance(payload, str):
         return len(payload.encode("utf-8", "surrogatepass"))
     return len(msgpack.packb(payload, use_bin_type=True))
-
-
-def approx_size(v: Any, depth: int = 0) -> int:
-    """Cheap upper-ish estimate of a payload's msgpack size, to keep frames under the limit."""
-    if isinstance(v, bytes | str):
-        return len(v) * (1 if isinstance(v, bytes) else 4) + 5
-    if depth > 8:
-        return 64
-    if isinstance(v, dict):
-        return 5 + sum(approx_size(k, depth + 1) + approx_size(x, depth + 1) for k, x in v.items())
-    if isinstance(v, list | tuple):
-        return 5 + sum(approx_size(x, depth + 1) for x in v)
-    return 9
 
 
 _ACK_HEAD = b"\x82\xa1t\xa3ack\xa3seq"  # {"t": "ack", "seq": ...}, a map of 2, before the seq

@@ -28,9 +28,9 @@ from .codec import (
     MAX_EVENTS_PER_BATCH,
     Event,
     Events,
-    approx_size,
     decode_batch,
     encode_frame,
+    payload_size,
     snapshot_part,
 )
 from .nats_client import Msg, NatsClient
@@ -350,7 +350,7 @@ def batches(items: list[tuple[int, Event]], max_bytes: int = FRAME_BUDGET):
     cur_epoch = None
     size = 0
     for epoch, ev in items:
-        est = 32 + approx_size(ev.payload)
+        est = 32 + payload_size(ev.payload)
         if cur and (
             epoch != cur_epoch or len(cur) >= MAX_EVENTS_PER_BATCH or size + est > max_bytes
         ):

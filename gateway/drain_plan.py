@@ -17,7 +17,8 @@ T = TypeVar("T")
 def spread_stats(
     times: list[float], start: float, window: float, buckets: int = 10
 ) -> dict[str, object]:
-    """How evenly `times` cover [start, start + window): for tests and the drain report.
+    """How evenly `times` cover [start, start + window): the measure of G2's spread that
+    tests/test_drain_plan.py and tests/test_drain.py check plans and real drains against.
 
     Keys: `counts` (notices per 1/buckets of the window), `max`, `min` (of counts), `n`,
     `outside` (times not in the window, left out of counts), `first` and `last` (offsets
@@ -53,8 +54,6 @@ class DrainPlanner:
     One jittered point per slot (rather than n uniform points) bounds the crowding: any
     stretch of the window holds at most one notice more than its fair share.
     """
-
-    spread_stats = staticmethod(spread_stats)
 
     def __init__(self, window: float, rng: random.Random) -> None:
         if not (window > 0 and math.isfinite(window)):

@@ -32,8 +32,8 @@ from .codec import (
     Close,
     Event,
     ProtocolError,
-    approx_size,
     encode_batch,
+    payload_size,
     snapshot_part,
 )
 from .session_store import SnapshotPointer
@@ -273,4 +273,4 @@ class PublishChain:
 
 
 def _estimate(events: list[Event]) -> int:
-    return sum(32 + approx_size(e.payload) for e in events)
+    return sum(32 + payload_size(e.payload) for e in events)

@@ -12,20 +12,11 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-import msgpack
-
-from gateway.codec import Close, Event, ProtocolError
+from gateway.codec import Close, Event, ProtocolError, payload_size
 
 
 class ResendBufferFull(Exception):
     """Back-pressure: wait for acks before pushing more."""
-
-
-def size_of(payload: Any) -> int:
-    """Bytes a payload costs, counted the way the codec limits event size."""
-    if isinstance(payload, bytes | str):
-        return len(payload)
-    return len(msgpack.packb(payload, use_bin_type=True))
 
 
 class Sequencer:
@@ -35,8 +26,6 @@ class Sequencer:
     gateway stops acking blocks instead of growing without limit; an event is always admitted
     into an empty buffer, since waiting for acks could never make room for it.
     """
-
-    size_of = staticmethod(size_of)
 
     def __init__(
         self,
@@ -75,7 +64,7 @@ class Sequencer:
 
     def push(self, kind: str, ts: int, payload: Any) -> Event:
         """Number an event and keep it until acked; raises ResendBufferFull without using a seq."""
-        n = self.size_of(payload)
+        n = payload_size(payload)
         if not self.can_push(n):
             raise ResendBufferFull(f"{len(self._buf)} events / {self._bytes} bytes unacked")
         ev = Event(self._next, kind, ts, payload)

@@ -26,7 +26,7 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from .address_limit import AddressLimitServer, socket_path
-from .admin import AdminHooks, serve_admin
+from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig
 
 log = structlog.get_logger("gateway.supervisor")

@@ -88,7 +88,7 @@ def binary_frames(data: bytes, max_size: int) -> tuple[list[Message], int]:
 class WebSocket:
     """A server connection: the upgrade, then messages both ways, then the close."""
 
-    __slots__ = ("sock", "proto", "out", "closed", "_parts", "_text", "_eof_out", "_finished")
+    __slots__ = ("sock", "proto", "out", "closed", "_parts", "_text", "_finished")
 
     def __init__(self, sock: socket.socket, max_message: int, notify) -> None:
         self.sock = sock
@@ -97,7 +97,6 @@ class WebSocket:
         self.closed: Closed | None = None
         self._parts: list[bytes] | None = None  # a fragmented message being assembled
         self._text = False
-        self._eof_out = False  # the protocol asked to half-close once the rest is sent
         self._finished = False
 
     # ---- the upgrade ----------------------------------------------------------------------
@@ -245,7 +244,5 @@ class WebSocket:
 
     def _pump(self) -> None:
         for chunk in self.proto.data_to_send():
-            if chunk:
+            if chunk:  # an empty one asks for the half-close that `finish` always does
                 self.out.write(chunk)
-            else:
-                self._eof_out = True

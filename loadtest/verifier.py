@@ -333,15 +333,6 @@ class _Stream:
     def acked_count(self) -> int:
         return sum(self.acked.values())
 
-    def acked_after(self, after: Key) -> int:
-        n = 0
-        for e, s in self.acked.items():
-            if e > after[0]:
-                n += s
-            elif e == after[0]:
-                n += max(0, s - after[1])
-        return n
-
 
 @dataclass
 class StreamReport:

@@ -34,7 +34,6 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
 
 import structlog
 from fastapi import FastAPI, Request
@@ -110,12 +109,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-@dataclass(frozen=True)
-class _Cached:
-    entry: Entry
-    signed_until: float  # when the signed URLs inside a rewritten body expire (inf: none)
-
-
 log = structlog.get_logger("proxy")
 KNOWN_PATHS = {"/healthz", "/metrics", "/v1/stylesheet", "/v1/asset", "/v1/rewrite", "/v1/sign"}
 
@@ -128,7 +121,6 @@ class ProxyService:
         self.cache = ByteLRU(cfg.cache_bytes)
         self.signed_until: dict[tuple[str, str], float] = {}
         self.flight = SingleFlight()
-        self.origin_fetches = 0  # for tests / metrics
 
     def verify(self, query) -> tuple[str, str]:
         try:
@@ -162,7 +154,6 @@ class ProxyService:
         return self.cfg.public_url + signing.sign(self.key, url, session, expires)
 
     async def _fetch(self, url: str, accept, conditional=None):
-        self.origin_fetches += 1
         metrics.ORIGIN_FETCHES.inc()
         try:
             return await fetch(

@@ -26,7 +26,7 @@ from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
 from gateway.request_timeouts import BodyTimeout, hypercorn_config
 
-from . import admin, sessions
+from . import gateway_control, sessions
 from .api import create_app
 from .config import ConfigError, RouterConfig
 from .config import load as load_config
@@ -184,7 +184,7 @@ def cmd_status(flag: str | None) -> int:
     if got is None:
         print(f"cannot reach NATS at {url}", file=sys.stderr)
         return 1
-    print(admin.format_status(got[1], time.time()))
+    print(gateway_control.format_status(got[1], time.time()))
     return 0
 
 
@@ -198,9 +198,9 @@ def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
             expect = 0
         try:
             return await bridge.call(
-                admin.request_drain, bridge.nc, gateway_id, timeout, expect or None
+                gateway_control.request_drain, bridge.nc, gateway_id, timeout, expect or None
             )
-        except (admin.NoAnswer, admin.BadReply) as exc:
+        except (gateway_control.NoAnswer, gateway_control.BadReply) as exc:
             return exc
 
     got = trio.run(_with_nats, url, action)

@@ -9,7 +9,7 @@ import sys
 import trio
 
 from gateway import metrics  # noqa: F401 - registers the gateway metrics
-from gateway.admin import AdminHooks, route
+from gateway.admin_port import AdminHooks, route
 
 from .conftest import ADMIN_KEY
 

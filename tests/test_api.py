@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import subprocess
 import sys
@@ -21,8 +20,7 @@ import trio
 from gateway import membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
-from gateway.session_store import SessionMeta
-from router import admin, natsproc, sessions, shortcodes
+from router import natsproc, sessions, shortcodes
 from router.api import auth as api_auth
 from router.api import errors as api_errors
 from router.api import rate_limits
@@ -146,29 +144,6 @@ def assert_error(r: httpx.Response, status: int | None = None, code: str | None 
 # ---- pure parts -------------------------------------------------------------------------
 
 
-def test_session_ids_are_gateway_valid_and_subject_safe():
-    for _ in range(2000):
-        sid = sessions.new_session_id()
-        assert len(sid) == 16 and SESSION_ID_RE.fullmatch(sid)
-        assert not set(sid) & set(".*> \t")
-    with pytest.raises(ValueError):
-        sessions.new_session_id(lambda n: "a.b" * 6)
-
-
-def test_code_live_rules():
-    m = SessionMeta(code="123456", created=1000.0)
-    assert sessions.code_live(m, "123456", 1000.0, 60)
-    assert sessions.code_live(m, "123456", 1059.9, 60)
-    assert not sessions.code_live(m, "123456", 1060.0, 60)  # expired
-    assert not sessions.code_live(m, "654321", 1001.0, 60)  # another session's code
-    assert not sessions.code_live(None, "123456", 1001.0, 60)
-    m.agents = {"a000000000001": 1010.0}
-    assert sessions.code_live(m, "123456", 99999.0, 60)  # an agent joined: no expiry
-    m.ended = True
-    assert not sessions.code_live(m, "123456", 1001.0, 60)
-    assert sessions.code_expires_at(SessionMeta(created=5.0), 10) == 15.0
-
-
 def test_small_helpers():
     assert (
         shortcodes.normalize_code("123 456") == "123456"
@@ -182,7 +157,6 @@ def test_small_helpers():
         AGENT_KEY2
     ) and AGENT_KEY not in api_auth.key_id(AGENT_KEY)
     assert rate_limits.retry_after(0.01) == "1" and rate_limits.retry_after(12.2) == "13"
-    assert admin.valid_gateway_id("gw-1") and not admin.valid_gateway_id("gw.*")
 
 
 def test_rate_limits_count_only_allowed_requests():
@@ -202,22 +176,6 @@ def test_rate_limits_count_only_allowed_requests():
     assert (refused.value.status, refused.value.code) == (429, "rate_limited")
     assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
     rl.enforce((per_addr, "ip", "y"))  # another address is not limited
-
-
-def test_status_table_is_aligned():
-    gws = [
-        membership.GatewayInfo(id="gw-1", url="ws://h:1/", connections=12, load=0.5, updated=95),
-        membership.GatewayInfo(
-            id="gw-long-name", url="ws://h:2/", state="draining", connections=3, updated=99
-        ),
-    ]
-    lines = admin.format_status(gws, now=100).splitlines()
-    assert lines[0].split() == ["ID", "STATE", "CONNECTIONS", "LOAD", "URL", "AGE"]
-    assert lines[1].split() == ["gw-1", "active", "12", "0.50", "ws://h:1/", "5.0s"]
-    assert lines[2].split()[:3] == ["gw-long-name", "draining", "3"]
-    col = lines[0].index("STATE")
-    assert lines[1][col:].startswith("active") and lines[2][col:].startswith("draining")
-    assert "no gateways" in admin.format_status([], now=0)
 
 
 def test_config_from_env_and_file(tmp_path):
@@ -330,57 +288,6 @@ async def test_no_gateways_is_503(nats_server):
         r = await a.http.post("/v1/sessions", json={"site_key": SITE_KEY})
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_gateways"
         assert r.headers["retry-after"]
-
-
-async def test_codes_are_unique_and_stale_codes_are_reused(nats_server):
-    """With a one-code space, a second live session cannot get a code, but once the first
-    session's code has expired its code is taken over."""
-    async with open_bridge(nats_server.url) as bridge:
-        kv_s = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
-        kv_c = await bridge.call(
-            sessions.ensure_codes_bucket, bridge.js, "codes_t", 60, "memory", 1
-        )
-
-        class One(random.Random):
-            def randrange(self, *a):
-                return 424242
-
-        now = time.time()
-        first = await bridge.call(
-            sessions.create,
-            kv_s,
-            kv_c,
-            "sess-first-0001",
-            site="s",
-            now=now,
-            code_ttl=10,
-            rng=One(),
-        )
-        assert first.code == "424242"
-        with pytest.raises(sessions.CodeSpaceExhausted):
-            await bridge.call(
-                sessions.create,
-                kv_s,
-                kv_c,
-                "sess-second-001",
-                site="s",
-                now=now + 1,
-                code_ttl=10,
-                rng=One(),
-            )
-        third = await bridge.call(
-            sessions.create,
-            kv_s,
-            kv_c,
-            "sess-third-0001",
-            site="s",
-            now=now + 11,
-            code_ttl=10,
-            rng=One(),
-        )
-        assert third.code == "424242"
-        got = await bridge.call(sessions.resolve_code, kv_s, kv_c, "424242", now + 12, 10)
-        assert got[0] == "sess-third-0001"
 
 
 async def test_lookup_by_code(nats_server):
@@ -740,38 +647,6 @@ async def test_cluster_and_drain_endpoints(nats_server):
             "connections": 7,
             "workers": [{"gateway": "gw-a", "state": "draining", "connections": 7}],
         }
-
-
-def test_drain_answers_of_a_gateways_workers_are_summed():
-    replies = [
-        {"ok": True, "gateway": "gw-1.w1", "state": "draining", "connections": 2},
-        {"ok": True, "gateway": "gw-1.w0", "state": "draining", "connections": 0},
-    ]
-    assert admin.combine_replies("gw-1", replies) == {
-        "ok": True,
-        "gateway": "gw-1",
-        "state": "draining",
-        "connections": 2,
-        "workers": [
-            {"gateway": "gw-1.w0", "state": "draining", "connections": 0},
-            {"gateway": "gw-1.w1", "state": "draining", "connections": 2},
-        ],
-    }
-    refused = [dict(replies[0], ok=False, state="active"), replies[1]]
-    assert admin.combine_replies("gw-1", refused)["ok"] is False
-    assert admin.combine_replies("gw-1", refused)["state"] == "mixed"
-    with pytest.raises(admin.NoAnswer):
-        admin.combine_replies("gw-1", [])
-
-
-def test_drain_ids_are_the_ids_status_lists():
-    gws = [membership.GatewayInfo(id=i, url="ws://x/") for i in ("gw-1.w0", "gw-1.w1", "gw-10")]
-    assert [g.id for g in membership.workers_of("gw-1", gws)] == ["gw-1.w0", "gw-1.w1"]
-    assert [g.id for g in membership.workers_of("gw-1.w1", gws)] == ["gw-1.w1"]
-    assert [g.id for g in membership.workers_of("gw-10", gws)] == ["gw-10"]
-    assert admin.valid_gateway_id("gw-1.w0") and admin.valid_gateway_id("gw-1")
-    for bad in ("gw-1.", "gw-1.x0", "gw.1.w0", "gw-1.w0.w1", "*", ">", "a b", ""):
-        assert not admin.valid_gateway_id(bad), bad
 
 
 @asynccontextmanager

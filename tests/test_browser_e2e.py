@@ -365,9 +365,18 @@ def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, 
         poll(a.page, "window.__violations.length > 0", 5, "a CSP violation for a direct load")
 
 
+STATES_SEEN = """(() => { const el = document.getElementById('cb-status'); window.__seen = [el.dataset.state];
+  new MutationObserver(() => { if (__seen[__seen.length - 1] !== el.dataset.state) __seen.push(el.dataset.state); })
+    .observe(el, {attributes: true, attributeFilter: ['data-state']}); })()"""
+
+
 def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster):
     with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         wait_same(v, a, what="before the reload")
+        # The gateway tells the agent the visitor is there (ctl visitor live), and that it
+        # went away and came back across the reload.
+        poll(a.page, "document.getElementById('cb-status').dataset.state === 'live'", 10, "live")
+        a.page.evaluate(STATES_SEEN)
         v.page.evaluate("document.querySelector('.title').textContent = 'before reload'")
         poll(a.page, f"{VDOC}.querySelector('.title').textContent === 'before reload'", 10)
         epoch = v.page.evaluate("JSON.parse(sessionStorage.getItem('cobrowse')).epoch")
@@ -385,6 +394,13 @@ def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster)
             "the viewer after reload",
         )
         wait_same(v, a, what="after the reload")
+        seen = poll(
+            a.page,
+            "__seen.length > 2 && __seen[__seen.length - 1] === 'live' && __seen",
+            10,
+            "the view back to live after the reload",
+        )
+        assert seen[0] == "live" and seen[1] in ("visitor-away", "visitor-left"), seen
         navs = v.events("nav")
         assert navs, "the new page announced itself"
 

@@ -1,8 +1,8 @@
 """Fidelity across the peer corpus: every rrweb / rrweb-snapshot test page, mirrored and compared.
 
-The corpus is `../shared/corpus/rrweb-fixtures/` beside the checkout, or else its copy in
-`tests/corpus/rrweb-fixtures/` (MIT, see its LICENSE) so a clean CI checkout runs it too;
-COBROWSE_CORPUS overrides both: about 70 HTML files from rrweb's and rrweb-snapshot's tests. For each page:
+The corpus is the checkout's copy in `tests/corpus/rrweb-fixtures/` (MIT, see its LICENSE),
+or the folder `COBROWSE_CORPUS` names (tests/corpus_dir.py): about 70 HTML files from rrweb's
+and rrweb-snapshot's tests. For each page:
 
 1. the **visitor** page opens it from a local HTTP server (127.0.0.1; every other host is
    refused, so CDN scripts fail fast as they would offline), gets `cobrowse.js`, and
@@ -23,19 +23,16 @@ starts matching fails the run and the list (docs/fidelity.md) stays true.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from router.browser_assets import bundle
 from tests import dom_compare
-from tests.browser import ROOT, StaticServer
+from tests.browser import StaticServer
+from tests.corpus_dir import corpus_dir
 
-_SHARED = ROOT.parent / "shared" / "corpus" / "rrweb-fixtures"
-_COPY = ROOT / "tests" / "corpus" / "rrweb-fixtures"
-CORPUS = Path(os.environ.get("COBROWSE_CORPUS") or (_SHARED if _SHARED.is_dir() else _COPY))
+CORPUS = corpus_dir()
 PAGES = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*.html"))
 SETTLE_MS = 300  # the page's own scripts' changes in this window are recorded too
 # dom_compare options: leave out the snippet's overlay host (an element in the visitor's page).

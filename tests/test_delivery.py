@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codec import Event, decode_frame, encode_batch
-from gateway.delivery import AT_ONCE, Delivery, Receiver
+from gateway.codec import (
+    MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_BATCH,
+    Event,
+    Events,
+    decode_frame,
+    encode_batch,
+    encode_frame,
+    payload_size,
+)
+from gateway.delivery import AT_ONCE, Delivery, Receiver, batches
 from gateway.nats_wire import Msg
 from gateway.reorder import ReorderBuffer, ReorderOverflow
 
@@ -148,3 +157,54 @@ def test_a_receiver_with_work_is_due_whenever_the_clock_is_read():
     due = d.deadline()
     clock.t += 1.0
     assert due <= clock.t - 1.0 and due <= clock.t
+
+
+# ---- batches: what goes in one frame --------------------------------------------------------
+
+released = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.binary(max_size=300)
+        | st.text(max_size=100)
+        | st.dictionaries(st.text(max_size=4), st.integers(-(2**63), 2**64 - 1)),
+    ),
+    max_size=40,
+)
+
+
+def cost(ev: Event) -> int:
+    return 32 + payload_size(ev.payload)
+
+
+@settings(max_examples=60)
+@given(released, st.integers(1, 2000))
+def test_frames_keep_order_one_epoch_each_and_fill_up_to_the_budget(items, max_bytes):
+    items = [(epoch, Event(i + 1, "mutation", 0, p)) for i, (epoch, p) in enumerate(items)]
+    frames = list(batches(items, max_bytes))
+    assert [(e, ev) for e, evs in frames for ev in evs] == items  # nothing lost, reordered
+    for i, (epoch, evs) in enumerate(frames):
+        size = sum(cost(ev) for ev in evs)
+        assert evs and (len(evs) == 1 or size <= max_bytes)  # one event over it goes alone
+        if i + 1 < len(frames):  # cut only where the next event could not join
+            nxt_epoch, nxt = frames[i + 1]
+            assert nxt_epoch != epoch or size + cost(nxt[0]) > max_bytes
+
+
+def test_a_frame_holds_at_most_the_codecs_events_per_frame():
+    items = [(1, Event(s, "pointer", 0, None)) for s in range(1, 2 * MAX_EVENTS_PER_BATCH + 2)]
+    assert [len(evs) for _, evs in batches(items)] == [MAX_EVENTS_PER_BATCH] * 2 + [1]
+
+
+def test_a_strings_utf8_bytes_count_against_the_budget():
+    """50,000 'é' are 100,000 bytes on the wire: two fit in 250,000 bytes, three do not."""
+    items = [(1, Event(s, "mutation", 0, "é" * 50_000)) for s in range(1, 4)]
+    assert [len(evs) for _, evs in batches(items, 250_000)] == [2, 1]
+
+
+def test_default_frames_of_events_under_the_limit_decode():
+    """With the default budget, every frame of events under MAX_EVENT_BYTES is a frame the
+    codec accepts (under MAX_FRAME_BYTES): the budget is half of it."""
+    items = [(0, Event(s, "mutation", 0, b"x" * (MAX_EVENT_BYTES - s))) for s in range(1, 10)]
+    items += [(0, Event(s, "pointer", 0, {"x": s})) for s in range(10, 600)]
+    for epoch, evs in batches(items):
+        assert decode_frame(encode_frame(Events(epoch=epoch, events=evs))).events == evs

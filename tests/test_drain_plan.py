@@ -72,7 +72,7 @@ def test_spread_with_200_items():
 def test_each_tenth_gets_its_fair_share_within_one(n, seed, now):
     window = 60.0
     plan = DrainPlanner(window, random.Random(seed)).plan(list(range(n)), now)
-    stats = DrainPlanner.spread_stats([t for t, _ in plan], now, window)
+    stats = spread_stats([t for t, _ in plan], now, window)
     share = n / 10
     assert sum(stats["counts"]) == n
     assert math.floor(share) - 1 <= stats["min"]

@@ -516,7 +516,7 @@ def test_every_container_has_requests_and_limits(overlay):
 
 def served_paths(component: str) -> set[str]:
     if component == "gateway":
-        from gateway.admin import AdminHooks, route
+        from gateway.admin_port import AdminHooks, route
 
         hooks = AdminHooks(ready=lambda: True, drain=dict, admin_key=None, metrics=lambda: b"")
         candidates = ("/healthz", "/readyz", "/metrics", "/admin/drain", "/nope")
@@ -574,7 +574,7 @@ def test_probes_hit_a_port_and_path_the_component_serves(overlay, component, mon
 def test_gateway_readiness_fails_when_a_drain_starts(overlay):
     """The readiness path is the one that turns 503 while draining (a readiness probe that
     never fails would keep sending clients to a draining gateway)."""
-    from gateway.admin import AdminHooks, route
+    from gateway.admin_port import AdminHooks, route
 
     container = main_container(workload(render(overlay), "gateway"))
     path = container["readinessProbe"]["httpGet"]["path"]

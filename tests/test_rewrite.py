@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import tinycss2
@@ -12,9 +11,10 @@ from hypothesis import strategies as st
 from tinycss2 import ast
 
 from proxy.rewrite import RewriteResult, rewrite
+from tests.corpus_dir import corpus_dir
 
 BASE = "https://example.com/css/main.css"
-CORPUS = Path("/work/shared/corpus/rrweb-fixtures")
+CORPUS = corpus_dir()
 GROUPS = {"media", "supports", "layer", "container"}
 
 

@@ -3,12 +3,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.codec import Close, Event, ProtocolError
+from gateway.codec import Close, Event, ProtocolError, payload_size
 from gateway.sequencer import (
     ResendBufferFull,
     SequenceCheck,
     Sequencer,
-    size_of,
 )
 
 # --- Sequencer ------------------------------------------------------------------------------
@@ -26,11 +25,14 @@ def test_push_numbers_from_next_seq_and_keeps_events():
     assert s.unacked_bytes == 2 + len(msgpack.packb({"x": 1}, use_bin_type=True))
 
 
-def test_size_of():
-    assert size_of(b"abc") == 3
-    assert size_of("héllo") == 5  # characters, as the codec counts them
-    assert size_of([1, 2]) == len(msgpack.packb([1, 2], use_bin_type=True))
-    assert Sequencer.size_of(b"xy") == 2
+@given(st.binary(max_size=64) | st.text(max_size=64) | st.lists(st.text(max_size=8), max_size=4))
+def test_the_resend_buffer_counts_payloads_as_the_codec_limit_does(payload):
+    """A str costs its UTF-8 bytes ("héllo" is 6), as the gateway's MAX_EVENT_BYTES counts it."""
+    s = Sequencer()
+    s.push("mutation", 0, payload)
+    assert s.unacked_bytes == payload_size(payload)
+    if isinstance(payload, str):
+        assert s.unacked_bytes == len(payload.encode())
 
 
 def test_ack_is_cumulative_and_stale_acks_are_noops():

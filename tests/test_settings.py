@@ -502,3 +502,43 @@ def test_the_docs_tables_are_the_declarations(doc, kind, flags):
 
 def test_proxy_config_error_is_the_settings_error():
     assert ConfigError is s.SettingsError
+
+
+# ---- each variable's bad value, alone, in every component that reads it ------------------
+
+READS = [
+    (var, component)
+    for component, kind in s.COMPONENTS.items()
+    for var, _ in s.variables(kind)
+    if var.name not in ANY_TEXT
+]
+
+
+@pytest.mark.parametrize(("var", "component"), READS, ids=lambda x: getattr(x, "name", x))
+def test_each_bad_value_alone_is_one_problem_naming_its_variable(var, component):
+    """The table of declarations drives this: a variable added without a bad value in BAD
+    fails here (KeyError), and a reader that lets its bad value through fails too."""
+    with pytest.raises(s.SettingsError) as err:
+        build(component, {**NEEDED[component], var.name: BAD[var.name]})
+    assert problem_names(err.value) == [var.name]
+    (problem,) = err.value.problems
+    bad = BAD[var.name]
+    assert (bad in problem) != var.secret  # the value is shown unless it is a secret
+    why = problem.split(bad, 1)[1] if bad in problem else problem.removeprefix(var.name)
+    assert len(why.split()) >= 3, problem  # what is wrong, not just "invalid"
+
+
+@pytest.mark.parametrize("var", s.declared(), ids=lambda v: v.name)
+def test_a_value_that_is_not_text_parses_or_is_one_clear_problem(var):
+    """A JSON config file (the router's COBROWSE_CONFIG) can give any JSON value."""
+    for raw in ([1], {"a": 1}, True, 3, 2.5, float("nan"), 10**30, -1):
+        reader = s.Reader({var.name: raw})
+        reader.value(var)  # never raises: a parser's TypeError would be a crash
+        assert len(reader.problems) <= 1
+        assert all(p.startswith(var.name) for p in reader.problems)
+
+
+def test_a_missing_required_variable_says_its_format():
+    with pytest.raises(s.SettingsError) as err:
+        s.read(s.GatewaySettings, {})
+    assert err.value.problems == (f"COBROWSE_TOKEN_KEYS is not set (format {s.TOKEN_KEYS.form})",)

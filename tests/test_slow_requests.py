@@ -19,7 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import REGISTRY
 
 from gateway import tokens
-from gateway.admin import AdminHooks, serve_admin
+from gateway.admin_port import AdminHooks, serve_admin
 from gateway.request_timeouts import BodyTimeout, hypercorn_config
 from gateway.settings import HttpTimeouts
 from gateway.tokens import Keyring

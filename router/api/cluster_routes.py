@@ -1,6 +1,6 @@
 """`/v1/cluster`: the gateways registered in the membership bucket (agent or admin key), and
 draining one gateway or one of its workers (admin key). The drain request itself, over NATS,
-is `router.admin.request_drain`, shared with `python -m router drain`."""
+is `router.gateway_control.request_drain`, shared with `python -m router drain`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path
 
 from gateway import membership
 
-from .. import admin
+from .. import gateway_control
 from .auth import admin_only, agent_or_admin
 from .deps import Deps
 from .errors import BAD_API_KEY, INVALID, UNAVAILABLE, ApiError, doc
@@ -75,7 +75,7 @@ async def drain(
     key: Annotated[str, Depends(admin_only)],
     deps: Deps,
 ) -> DrainResponse:
-    if not admin.valid_gateway_id(gateway_id):
+    if not gateway_control.valid_gateway_id(gateway_id):
         raise ApiError(404, "unknown_gateway", f"no gateway {gateway_id!r}")
     try:
         gws = await deps.bridge.call(membership.list_gateways, deps.kv_gateways)
@@ -84,11 +84,11 @@ async def drain(
         expect = None
     try:
         reply = await deps.bridge.call(
-            admin.request_drain, deps.bridge.nc, gateway_id, DRAIN_TIMEOUT, expect
+            gateway_control.request_drain, deps.bridge.nc, gateway_id, DRAIN_TIMEOUT, expect
         )
-    except admin.NoAnswer as exc:
+    except gateway_control.NoAnswer as exc:
         raise ApiError(404, "unknown_gateway", str(exc)) from None
-    except admin.BadReply as exc:
+    except gateway_control.BadReply as exc:
         raise ApiError(502, "bad_gateway_reply", str(exc)) from None
     log.info("gateway_drain_requested", gateway=gateway_id)
     return DrainResponse(**reply)
