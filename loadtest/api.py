@@ -4,7 +4,8 @@ look one up by short code, list the cluster's gateways, drain one, read a gatewa
 from __future__ import annotations
 
 import random
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -12,7 +13,25 @@ import trio
 
 from gateway.client_protocol import DEFAULT_RETRY_AFTER, retry_after
 
-from .localcluster import Target
+if TYPE_CHECKING:
+    from router.launcher import LocalCluster
+
+
+@dataclass
+class Target:
+    """Where the harness sends its load: a router API and the keys it accepts."""
+
+    api_url: str
+    site_key: str
+    agent_key: str
+    admin_key: str | None
+    local: bool = False
+
+    @classmethod
+    def of(cls, cluster: LocalCluster) -> Target:
+        """A local cluster's router and its dev keys."""
+        keys = cluster.keys
+        return cls(cluster.api_url, keys.site_key, keys.agent_api_key, keys.admin_key, True)
 
 
 class ApiError(Exception):

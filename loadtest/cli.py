@@ -20,10 +20,12 @@ from typing import Any
 
 import trio
 
+from router.launcher import LocalCluster, end_leftovers
+
 from . import report as rep
 from . import scenarios
+from .api import Target
 from .harness import Harness
-from .localcluster import LocalCluster, Target, end_leftovers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,14 +174,14 @@ def main(argv: list[str]) -> int:
                 opts.scenario, opts.sessions, opts.agents_per_session, opts.duration
             )
             spec.workers = opts.workers
-            cluster = LocalCluster(spec, run_dir)
+            cluster = LocalCluster(spec, run_dir, log=lambda m: print("  " + m, flush=True))
             print(
                 f"starting a local cluster in {run_dir}: {spec.gateways} gateways "
                 f"of {spec.workers} worker(s), "
                 f"{spec.nats_nodes} NATS node(s)",
                 flush=True,
             )
-            target = cluster.start(log=lambda m: print("  " + m, flush=True))
+            target = Target.of(cluster.start())
         print(
             f"load test: scenario {opts.scenario}, {opts.sessions} sessions x "
             f"{opts.agents_per_session} agent(s), {opts.rate:g} events/s per session, "

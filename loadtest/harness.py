@@ -3,7 +3,7 @@ a cluster, verified.
 
 The run, in order:
 
-1. Target: a local cluster on loopback started by the CLI (`localcluster`, shaped by the
+1. Target: a local cluster on loopback started by the CLI (`router.launcher`, shaped by the
    scenario), or `--target URL` (a router API of a real deployment; keys from flags or
    environment).
 2. Ramp: sessions are created through the HTTP API (`POST /v1/sessions`, then one
@@ -36,13 +36,13 @@ import httpx
 import trio
 
 from gateway.client import Client
+from router.launcher import LocalCluster
 
 from . import report as rep
 from . import scenarios
-from .api import Api, ApiError
+from .api import Api, ApiError, Target
 from .cpu import CpuPoint, CpuWindow
 from .fastclient import Reactor
-from .localcluster import LocalCluster, Target
 from .session import SESSIONS, SimSession
 from .verifier import Latencies, Verifier, percentiles_ms
 

@@ -17,6 +17,7 @@ and `h.rng`.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import socket
@@ -28,11 +29,11 @@ import trio
 from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
 
 from gateway.client import Client, handshake_url
-
-from .localcluster import UNLIMITED, ClusterSpec
+from router.launcher import ClusterSpec
 
 SCENARIOS = ("steady", "drain", "crash", "nats-failover", "storm")
 LOCAL_ONLY = {"crash", "nats-failover"}  # they kill processes: only ours
+UNLIMITED = "1000000/minute"  # the harness's clients all come from 127.0.0.1
 STORM_NEW_RATE = 20  # new sessions per second per gateway in the storm's local cluster
 
 
@@ -53,7 +54,20 @@ def cluster_spec(scenario: str, sessions: int, agents: int, duration: float) -> 
     else:
         # Never throttle the harness's own sessions.
         args += ["--new-rate", str(max(50, clients)), "--new-burst", str(max(1000, 2 * clients))]
-    spec = ClusterSpec(gateways=gateways, drain_window=drain_window(duration), gateway_args=args)
+    spec = ClusterSpec(
+        gateways=gateways,
+        replicas=1,
+        storage="memory",
+        drain_window=drain_window(duration),
+        gateway_args=args,
+        env={"COBROWSE_LOG_LEVEL": os.environ.get("COBROWSE_LOG_LEVEL", "INFO")},
+        router_env={
+            "COBROWSE_LOOKUP_LIMIT_PER_KEY": UNLIMITED,
+            "COBROWSE_LOOKUP_LIMIT_PER_ADDRESS": UNLIMITED,
+            "COBROWSE_CREATE_LIMIT_PER_ADDRESS": UNLIMITED,
+        },
+        tenant="loadtest",
+    )
     if scenario == "nats-failover":
         spec.nats_nodes, spec.replicas, spec.storage = 3, 3, "file"
     return spec

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve.cmd_status(args.nats)
         return serve.cmd_drain(args.gateway_id, args.nats, args.timeout)
     if args.cmd == "up":
-        from .cluster import up as run_up
+        from .up import up as run_up
 
         return run_up(Path(args.run_dir), gateways=args.gateways)
     if args.cmd == "token":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import secrets
 import subprocess
 import time
@@ -14,13 +14,14 @@ from hypothesis import settings
 
 from gateway import tokens
 from router import natsproc
-from router.cluster import _wait_port, spawn_gateway
+from router.launcher import ClusterSpec, DevKeys, LocalCluster
 
 from .browser import chromium, context, pages_server  # noqa: F401  (fixtures for every test)
 
 KEYS = "test-1:" + secrets.token_urlsafe(32) + ",test-0:" + secrets.token_urlsafe(32)
 KEYRING = tokens.Keyring.parse(KEYS)
 ADMIN_KEY = "admin-" + secrets.token_urlsafe(16)
+TEST_KEYS = dataclasses.replace(DevKeys.fresh(), token_keys=KEYS, admin_key=ADMIN_KEY)
 
 
 def mint(sid: str, role: str, ttl: float = 3600, keyring: tokens.Keyring = KEYRING) -> str:
@@ -32,50 +33,35 @@ def new_sid() -> str:
 
 
 class Gateways:
-    """Gateway subprocesses started by a test; each can be SIGKILLed or SIGTERMed."""
+    """Gateway processes a test starts on its own NATS (a LocalCluster of gateways only);
+    each can be SIGKILLed or SIGTERMed, and they are SIGKILLed at the end of the test."""
 
     def __init__(self, base: Path, nats_url: str) -> None:
-        self.base = base
-        self.nats_url = nats_url
-        self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
-        self.health: dict[str, int] = {}
-
-    def start(self, gid: str, extra: list[str] | None = None, attempts: int = 4) -> str:
-        """Start a gateway process; a port taken between choice and bind gets a retry."""
-        for attempt in range(attempts):
-            try:
-                return self._start(gid, extra)
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _start(self, gid: str, extra: list[str] | None) -> str:
-        port, hport = natsproc.free_port(), natsproc.free_port()
-        env = dict(
-            os.environ,
-            COBROWSE_TOKEN_KEYS=KEYS,
-            COBROWSE_LOG_LEVEL="INFO",
-            COBROWSE_ADMIN_KEY=ADMIN_KEY,
+        spec = ClusterSpec(
+            gateways=0,
+            nats_url=nats_url,
+            router=False,
+            env={"COBROWSE_LOG_LEVEL": "INFO"},
+            keys=TEST_KEYS,
         )
-        proc = spawn_gateway(
-            gid,
-            port,
-            self.nats_url,
-            env,
-            self.base,
-            ["--health-port", str(hport), "--workers", "1", *(extra or [])],
-        )
-        self.procs[gid] = (proc, port)
-        self.health[gid] = hport
-        _wait_port(port, proc, timeout=30)
-        deadline = time.monotonic() + 20  # the port answering may be someone else's: wait
-        while f"gateway {gid} ready" not in self.log(gid):  # for our gateway to say it bound
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"gateway {gid} did not start: {self.log(gid)[-500:]}")
-            time.sleep(0.05)
-        return self.url(gid)
+        self.cluster = LocalCluster(spec, base).start()
+
+    @property
+    def nats_url(self) -> str:
+        return self.cluster.nats_url
+
+    def start(self, gid: str, extra: list[str] | None = None) -> str:
+        """Start a gateway process (`--workers 1` unless `extra` says otherwise); its URL."""
+        return self.cluster.start_gateway(gid, extra).url
+
+    @property
+    def procs(self) -> dict[str, tuple[subprocess.Popen, int]]:
+        return {gid: (g.proc, g.port) for gid, g in self.cluster.gateways.items()}
+
+    @property
+    def health(self) -> dict[str, int]:
+        """Each gateway's admin port (/healthz, /readyz, /metrics, /admin/drain)."""
+        return {gid: g.admin_port for gid, g in self.cluster.gateways.items()}
 
     def metric(self, gid: str, name: str) -> float:
         """Sum of a Prometheus metric's samples scraped from the gateway's /metrics."""
@@ -90,21 +76,16 @@ class Gateways:
         return total
 
     def url(self, gid: str) -> str:
-        return f"ws://127.0.0.1:{self.procs[gid][1]}/"
+        return self.cluster.gateways[gid].url
 
     def kill(self, gid: str) -> None:
-        proc, _ = self.procs[gid]
-        proc.kill()
-        proc.wait(10)
+        self.cluster.kill_gateway(gid)
 
     def log(self, gid: str) -> str:
-        return (self.base / f"{gid}.log").read_text(errors="replace")
+        return self.cluster.log_text(gid)
 
     def stop_all(self) -> None:
-        for proc, _ in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        self.cluster.stop(grace=0)
 
 
 @pytest.fixture

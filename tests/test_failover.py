@@ -155,7 +155,7 @@ async def test_sigterm_drains_clients_to_another_gateway(nats_server, gateways_f
 
     async def progress(i: int) -> None:
         if i == 600:
-            g.procs["gw-a"][0].terminate()  # SIGTERM: lame-duck drain
+            g.cluster.drain_gateway("gw-a")  # SIGTERM: lame-duck drain
 
     async with trio.open_nursery() as n:
         await n.start(visitor.run)

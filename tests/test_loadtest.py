@@ -21,7 +21,6 @@ from loadtest import report as rep
 from loadtest.__main__ import main as loadtest_main
 from loadtest.cli import parse_args
 from loadtest.instrumented import RecordingSequencer
-from loadtest.localcluster import ClusterSpec, end_leftovers
 from loadtest.verifier import LATENCY_MAX_US, Latencies, SeqSet, Verifier, new_histogram
 from loadtest.workload import (
     AGENT_SHARE,
@@ -34,6 +33,7 @@ from loadtest.workload import (
     sent_time,
     snapshot_bytes,
 )
+from router.launcher import ClusterSpec, end_leftovers
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,13 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 import trio
 
 from gateway import tokens
 from gateway.client import Client
 from router import natsproc
+from router.launcher import ClusterSpec, LocalCluster, end_leftovers, wait_healthy, wait_until
 
 
 def _wait_for(path, proc, timeout=60.0):
@@ -62,25 +64,24 @@ def _drain(admin_url: str, key: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def _pids(run_dir) -> dict[str, int]:
+    """pids.json: the launcher's own pid as owner, and each process it started."""
+    data = json.loads((run_dir / "pids.json").read_text())
+    return {p["name"]: p["pid"] for p in data["procs"]}
+
+
 def _gateway_pid(run_dir, gid: str) -> int:
-    pids = json.loads((run_dir / "pids.json").read_text())
-    return next(p["pid"] for p in pids if p["name"] == gid)
+    return _pids(run_dir)[gid]
 
 
 def _wait_restarted(run_dir, gw: dict, old_pid: int, launcher, timeout: float = 30.0) -> None:
     """Until the launcher has replaced the drained gateway and the new one is ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert launcher.poll() is None, launcher.stdout.read()
-        if _gateway_pid(run_dir, gw["id"]) != old_pid:
-            try:
-                with urllib.request.urlopen(gw["admin"] + "readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{gw['id']} was not started again after its drain")
+
+    def restarted() -> bool:
+        return _gateway_pid(run_dir, gw["id"]) != old_pid
+
+    wait_until(restarted, launcher, timeout, f"{gw['id']} was not started again")
+    wait_healthy(gw["admin"] + "readyz", launcher, timeout)
 
 
 def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
@@ -88,7 +89,8 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
     crashed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(run_dir / "cluster.json", crashed)
-    leftover_pids = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
+    leftover_pids = list(_pids(run_dir).values())
+    assert {"nats-0", "gw-1", "gw-2", "router", "proxy"} <= set(_pids(run_dir))
     crashed.kill()  # the launcher dies; its children are left running
     crashed.wait(10)
     (run_dir / "cluster.json").unlink()
@@ -122,10 +124,48 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         assert status == 202, body
         _wait_restarted(run_dir, gw2, before, proc)
         assert trio.run(exchange, info) == b"hello"
-        children = [p["pid"] for p in json.loads((run_dir / "pids.json").read_text())]
+        children = list(_pids(run_dir).values())
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "cobrowse local cluster is up" in out
     assert not any(natsproc.pid_alive(p) for p in children)
+
+
+def test_leftovers_of_a_dead_launcher_in_its_run_dir_are_ended_by_command_line(tmp_path):
+    """`make run`'s layout: pids.json in the run directory itself. Only processes whose
+    command line still holds their marker are signalled: a reused pid is left alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = subprocess.Popen(["sleep", "60"])
+    reused = subprocess.Popen(["sleep", "61"])  # a pid the recorded gateway once had
+    try:
+        procs = [
+            {"name": "nats-0", "pid": orphan.pid, "marker": "sleep"},
+            {"name": "gw-1", "pid": reused.pid, "marker": "-m gateway"},
+        ]
+        (tmp_path / "pids.json").write_text(json.dumps({"owner": dead.pid, "procs": procs}))
+        assert end_leftovers(tmp_path) == [orphan.pid]
+        assert orphan.wait(5) == -9
+        assert reused.poll() is None
+        assert not (tmp_path / "pids.json").exists()
+        (tmp_path / "pids.json").write_text('[{"pid": 1, "marker": "init"}]')  # not the format
+        assert end_leftovers(tmp_path) == []
+    finally:
+        for proc in (orphan, reused):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_cluster_that_cannot_start_leaves_no_process_and_no_record(tmp_path):
+    """A gateway that refuses its arguments fails the start (after one try here; 3 by default), and the NATS
+    already started is ended with it."""
+    spec = ClusterSpec(gateways=1, router=False, gateway_args=["--no-such-option"])
+    cluster = LocalCluster(spec, tmp_path)
+    cluster.attempts = 1
+    with pytest.raises(RuntimeError, match="gateway gw-1 did not start"):
+        cluster.start()
+    assert {"nats-0", "gw-1"} <= set(cluster.pids())
+    assert not any(natsproc.pid_alive(pid) for pid in cluster.pids().values())
+    assert not (tmp_path / "pids.json").exists()
