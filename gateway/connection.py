@@ -252,6 +252,7 @@ class Connection:
         with trio.move_on_after(3):
             try:
                 await self.ctx.update(self.sid, lambda m: setattr(m, "budget", carried))
+                metrics.BUDGET_SAVES.inc()
             except Exception as exc:
                 log.warning("budget_not_saved", sid=self.sid, error=repr(exc))
 
@@ -804,5 +805,7 @@ class Connection:
                     if self.role is Role.VISITOR and self.budget.spent():
                         carried = self.budget.carry(trio.current_time(), time.time())
                     await self.sender.record_durable(key, self.epoch, carried)
+                    if carried is not None:
+                        metrics.BUDGET_SAVES.inc()
             except Exception as exc:
                 log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))

@@ -68,6 +68,10 @@ BUDGET_WAITS = Counter(
     "cobrowse_gateway_budget_waits_total",
     "Times a connection over its event or byte budget had a frame held (socket not read)",
 )
+BUDGET_SAVES = Counter(
+    "cobrowse_gateway_budget_saves_total",
+    "Times a visitor's send budget was written to its session (at close, or while spending)",
+)
 BUDGET_WAIT_SECONDS = Counter(
     "cobrowse_gateway_budget_wait_seconds_total",
     "Seconds connections over budget were held, as asked by their budgets",
