@@ -18,7 +18,7 @@ def spread_stats(
     times: list[float], start: float, window: float, buckets: int = 10
 ) -> dict[str, object]:
     """How evenly `times` cover [start, start + window): the measure of G2's spread that
-    tests/test_drain_plan.py and tests/test_drain.py check plans and real drains against.
+    tests/gateway/test_drain_plan.py and tests/gateway/test_drain.py check plans and real drains against.
 
     Keys: `counts` (notices per 1/buckets of the window), `max`, `min` (of counts), `n`,
     `outside` (times not in the window, left out of counts), `first` and `last` (offsets

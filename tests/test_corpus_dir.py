@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.corpus_dir import COPY, corpus_dir
+from tests.support.corpus_dir import COPY, corpus_dir
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

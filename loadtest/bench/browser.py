@@ -616,7 +616,7 @@ def _batch_summary(rows: list[dict], ops: int) -> dict:
 def section(bench: Any, quick: bool) -> dict:
     """Run in a child process of the bench (stopped by pid like the others); never raises."""
     if quick:
-        return {"skipped": "not in --quick (tests/test_bench_browser.py covers it)"}
+        return {"skipped": "not in --quick (tests/loadtest/test_bench_browser.py covers it)"}
     try:
         c = bench.child("browser", "loadtest.bench.browser", "--child")
         doc = c.read(300)

@@ -43,7 +43,7 @@ Times are Unix seconds. See docs/api.md for the rules (short codes, rate limits)
 RESOURCES = (session_routes, cluster_routes, health_routes)
 """The route modules, in the order their routes are matched and documented. Their routes are
 handed to the app as they are, not by `include_router`: FastAPI 0.165 keeps an included router
-as one lazy entry, and `app.routes` should list every path (tests/test_k8s.py checks the
+as one lazy entry, and `app.routes` should list every path (tests/k8s/test_k8s.py checks the
 probes and the ingress against it)."""
 
 

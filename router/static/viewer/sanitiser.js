@@ -3,7 +3,7 @@
  * become inert <cb-blocked data-tag="..."> so ids still line up, an empty box where they
  * took room), which attributes are dropped, which URLs are script URLs, and `writeAttr`,
  * the one place where a visitor attribute becomes (or does not become) a DOM attribute.
- * tests/test_browser_sanitiser.py holds a table of hostile inputs and what each becomes.
+ * tests/browser/test_browser_sanitiser.py holds a table of hostile inputs and what each becomes.
  */
 
 const BLOCKED_HTML = new Set(["script", "noscript", "iframe", "frame", "frameset", "object", "embed",

@@ -2,7 +2,7 @@
  * the wire's connection states, the gateway's `visitor` control messages and "a visitor
  * event arrived", each with `now`; `state(now)` is the displayed state (docs/browser.md
  * "What the agent's view says"). No timers and no DOM here: embed.js asks `nextChange(now)`
- * when to look again. tests/test_browser_status.py runs a table through it.
+ * when to look again. tests/browser/test_browser_status.py runs a table through it.
  */
 
 // "away" (the visitor's connection dropped without bye) may come back within the gateway's

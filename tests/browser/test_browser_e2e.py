@@ -1,0 +1,509 @@
+"""Co-browsing end to end in real Chromium, through a real local cluster.
+
+A visitor page carrying the one script tag, in one browser context; the agent's `/embed`
+page in another; NATS, a gateway, the router and the proxy as real processes. What the
+agent sees is compared with what the visitor has, after the snapshot, after random DOM
+mutations and after form input; the wire is watched for private values (G4).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+
+import httpx
+import msgpack
+import pytest
+
+from tests.support import dom_compare, e2e_cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+FRAME = "document.getElementById('cb-frame')"
+VDOC = f"{FRAME}.contentDocument"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = e2e_cluster.start(tmp_path_factory.mktemp("e2e"))
+    yield c
+    c.stop()
+
+
+def poll(page, expr: str, timeout: float = 15.0, what: str = ""):
+    """Wait until `expr` is truthy. The embed page's CSP forbids eval, which Playwright's
+    wait_for_function needs, so this polls with evaluate (run by the debugger, not eval)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expr)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or expr}")
+        time.sleep(0.05)
+
+
+class Visitor:
+    def __init__(self, chromium, cluster, page_name: str) -> None:
+        self.ctx = chromium.new_context(viewport={"width": 900, "height": 600})
+        self.page = self.ctx.new_page()
+        self.sent: list[bytes] = []
+        self.page.on("websocket", self._watch)
+        self.page.goto(cluster.page(page_name))
+        started = self.page.evaluate("Cobrowse.start({consented: true})")
+        self.sid, self.code = started["sessionId"], started["code"]
+
+    def _watch(self, ws) -> None:
+        ws.on(
+            "framesent",
+            lambda payload: self.sent.append(
+                payload if isinstance(payload, bytes) else payload.encode()
+            ),
+        )
+
+    def frames(self) -> list[dict]:
+        return [msgpack.unpackb(f, raw=False) for f in self.sent]
+
+    def events(self, kind: str | None = None) -> list:
+        out = []
+        for f in self.frames():
+            if f.get("t") == "ev":
+                out += [e for e in f["ev"] if kind is None or e[1] == kind]
+        return out
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+class Agent:
+    def __init__(self, chromium, cluster, code: str) -> None:
+        self.ctx = chromium.new_context(viewport={"width": 1200, "height": 900})
+        self.page = self.ctx.new_page()
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(cluster.embed_url(code))
+        poll(
+            self.page,
+            f"CobrowseViewer.current && CobrowseViewer.current.state === 'live' && {VDOC} && {VDOC}.body && {VDOC}.body.childElementCount > 0",
+            20,
+            "the viewer to go live",
+        )
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+OURS = "cobrowse-overlay, cobrowse-consent, [data-cobrowse-overlay]"  # the snippet's own UI
+
+
+@contextmanager
+def pair(chromium, cluster, page_name: str):
+    """A visitor on `page_name` that started a session, and an agent watching it."""
+    v = Visitor(chromium, cluster, page_name)
+    try:
+        a = Agent(chromium, cluster, v.code)
+        try:
+            yield v, a
+        finally:
+            a.close()
+    finally:
+        v.close()
+
+
+def visitor_tree(v: Visitor):
+    return v.page.evaluate(dom_compare.js_call("document", ignore=OURS))
+
+
+def viewer_tree(a: Agent):
+    return a.page.evaluate(dom_compare.js_call(VDOC, ignore=OURS))
+
+
+def wait_same(
+    v: Visitor, a: Agent, timeout: float = 15.0, what: str = "the viewer to match"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        want, got = visitor_tree(v), viewer_tree(a)
+        if want == got:
+            return
+        if time.monotonic() > deadline:
+            dom_compare.assert_same(want, got, what)
+        time.sleep(0.1)
+
+
+RANDOM_MUTATIONS = """
+(seed) => {
+  // A seeded PRNG (mulberry32) so a failure can be replayed.
+  let s = seed >>> 0;
+  const rnd = () => { s = (s + 0x6D2B79F5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+  const root = document.getElementById('playground');
+  const all = () => [root, ...root.querySelectorAll('*')];
+  const tags = ['div', 'p', 'span', 'b', 'i', 'ul', 'li', 'section', 'em'];
+  let n = 0;
+  const ops = [
+    () => { const el = document.createElement(pick(tags)); el.textContent = 'n' + (n++);
+            const parent = pick(all()); const ref = pick([null, ...parent.childNodes]);
+            parent.insertBefore(el, ref); },
+    () => { const c = all().slice(1); if (c.length > 3) pick(c).remove(); },
+    () => { const c = all().slice(1); if (!c.length) return; const el = pick(c);
+            const target = pick(all()); if (el.contains(target)) return;
+            target.insertBefore(el, pick([null, ...target.childNodes])); },
+    () => { pick(all()).setAttribute(pick(['class', 'title', 'data-x']), 'v' + Math.floor(rnd() * 100)); },
+    () => { const el = pick(all()); el.removeAttribute(pick(['class', 'title', 'data-x'])); },
+    () => { const texts = []; const w = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            while (w.nextNode()) texts.push(w.currentNode); if (texts.length) pick(texts).data = 't' + (n++); },
+    () => { pick(all()).appendChild(document.createTextNode(' x' + (n++))); },
+  ];
+  return new Promise((resolve) => {
+    let done = 0;
+    const step = () => {
+      // Several mutations per task, so batches hold adds, moves and removals together.
+      for (let k = 0; k < 10 && done < 200; k++, done++) pick(ops)();
+      if (done < 200) setTimeout(step, 5); else resolve(done);
+    };
+    step();
+  });
+}
+"""
+
+
+def test_viewer_mirrors_snapshot_mutations_and_form_input(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        wait_same(v, a, what="after the snapshot")
+        assert v.page.evaluate(RANDOM_MUTATIONS, 20261125) == 200
+        wait_same(v, a, what="after 200 random mutations")
+        # typing, selecting, checking, scrolling
+        v.page.fill("#name", "Grace Hopper")
+        v.page.fill("#notes", "second\nthird")
+        v.page.check("#gift")
+        v.page.check("#r2")
+        v.page.select_option("#size", "L")
+        v.page.select_option("#colors", ["red", "blue"])
+        v.page.evaluate(
+            "document.getElementById('scroller').scrollTop = 120; window.scrollTo(0, 400)"
+        )
+        want = {
+            "name": "Grace Hopper",
+            "notes": "second\nthird",
+            "gift": True,
+            "r1": False,
+            "r2": True,
+            "size": "L",
+            "colors": ["red", "blue"],
+        }
+        state_js = """(doc) => ({
+            name: doc.getElementById('name').value, notes: doc.getElementById('notes').value,
+            gift: doc.getElementById('gift').checked, r1: doc.getElementById('r1').checked,
+            r2: doc.getElementById('r2').checked, size: doc.getElementById('size').value,
+            colors: [...doc.getElementById('colors').selectedOptions].map(o => o.value),
+            scroller: doc.getElementById('scroller').scrollTop,
+            win: doc.defaultView.scrollY })"""
+        assert {
+            k: val for k, val in v.page.evaluate(f"({state_js})(document)").items() if k in want
+        } == want
+        poll(
+            a.page,
+            f"(() => {{ const s = ({state_js})({VDOC}); return s.name === 'Grace Hopper' && s.size === 'L' "
+            "&& s.r2 && s.gift && s.colors.join() === 'red,blue' && s.notes === 'second\\nthird' "
+            "&& s.scroller === 120 && s.win === 400; })()",
+            15,
+            "form state and scroll in the viewer",
+        )
+        wait_same(v, a, what="after form input")
+
+
+def test_hover_in_the_viewer_has_the_visitors_computed_style(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        # the proxied stylesheet has arrived and applies
+        poll(
+            a.page,
+            f"{VDOC}.defaultView.getComputedStyle({VDOC}.getElementById('buy')).backgroundColor === 'rgb(200, 200, 200)'",
+            15,
+            "the proxied stylesheet",
+        )
+        v.page.hover("#buy")
+        style = "(doc) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById('buy')); return [cs.backgroundColor, cs.color]; }"
+        want = v.page.evaluate(f"({style})(document)")
+        assert want == ["rgb(10, 125, 50)", "rgb(255, 255, 0)"]
+        poll(
+            a.page,
+            f"(s => s[0] === {json.dumps(want[0])} && s[1] === {json.dumps(want[1])})(({style})({VDOC}))",
+            10,
+            "hover style",
+        )
+        # leaving the element takes the hover away again
+        v.page.mouse.move(5, 590)
+        poll(a.page, f"({style})({VDOC})[0] === 'rgb(200, 200, 200)'", 10, "hover to end")
+        # the menu item: the rule is on li:hover > a, so the ancestor must carry the class too
+        v.page.hover("#shoes")
+        poll(
+            a.page,
+            f"{VDOC}.defaultView.getComputedStyle({VDOC}.getElementById('shoes')).color === 'rgb(200, 0, 0)'",
+            10,
+            "ancestor hover",
+        )
+
+
+def test_canvas_changes_are_sent_and_unchanged_canvases_are_not(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        draw = "(c) => { const x = document.getElementById('moving').getContext('2d'); x.fillStyle = c; x.fillRect(0, 0, 64, 32); }"
+        v.page.evaluate(f"({draw})('rgb(255, 0, 0)')")
+        pixel = f"(() => {{ const c = {VDOC}.getElementById('moving'); const d = c.getContext('2d').getImageData(10, 10, 1, 1).data; return [d[0], d[1], d[2]]; }})()"
+        poll(
+            a.page,
+            f"(p => p[0] > 240 && p[1] < 15 && p[2] < 15)({pixel})",
+            10,
+            "a red canvas in the viewer",
+        )
+        # The replica has scripting disabled, where a <canvas> shows only its fallback
+        # content: the agent must see the image anyway, at the canvas's size.
+        shown = a.page.evaluate(
+            f"(() => {{ const c = {VDOC}.getElementById('moving'); const r = c.getBoundingClientRect();"
+            f" return [r.width, r.height, {VDOC}.defaultView.getComputedStyle(c).backgroundImage]; }})()"
+        )
+        assert shown[0] == 64 and shown[1] == 32 and shown[2].startswith('url("blob:'), shown
+        v.page.evaluate(f"({draw})('rgb(0, 0, 255)')")
+        poll(a.page, f"(p => p[2] > 240 && p[0] < 15)({pixel})", 10, "a blue canvas in the viewer")
+        time.sleep(1.5)  # three sampling intervals with nothing drawn
+        ids = {}
+        for e in v.events("canvas"):
+            ids.setdefault(e[3]["id"], []).append(e[3])
+        moving = v.page.evaluate("Cobrowse._nodeId(document.getElementById('moving'))")
+        counts = sorted(len(x) for x in ids.values())
+        # 'still' was drawn once before the snapshot: at most one image; 'moving' twice (+ its first blank)
+        assert len(ids) == 2, ids.keys()
+        assert 2 <= len(ids[moving]) <= 3, len(ids[moving])
+        assert counts[0] <= 1 and counts[-1] <= 3, counts
+        before = len(v.events("canvas"))
+        time.sleep(1.2)
+        assert len(v.events("canvas")) == before, "an unchanged canvas was sent again"
+
+
+def test_private_values_never_reach_the_wire_or_the_viewer(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        secret_pw, secret_cc = "hunter2-Zq9", "4111111111111111"
+        v.page.type("#pw", secret_pw, delay=5)
+        v.page.type("#cc", secret_cc, delay=5)
+        v.page.evaluate("document.getElementById('secret').textContent = 'Account 5555-6666-7777'")
+        v.page.fill("#name", "visible")
+        poll(a.page, f"{VDOC}.getElementById('name').value === 'visible'", 10, "the public field")
+        time.sleep(0.3)
+        raw = b"".join(v.sent)
+        for secret in (
+            secret_pw,
+            secret_cc,
+            "9911-2233-4455",
+            "5555-6666-7777",
+            "hunter",
+            "41111111",
+        ):
+            assert secret.encode() not in raw, f"{secret!r} went over the wire"
+        # snapshot parts are JSON inside msgpack bin: check the decoded text too
+        snap = b"".join(bytes(e[3]["d"]) for e in v.events("snapshot")).decode("utf-8", "replace")
+        assert "9911" not in snap and secret_pw not in snap
+        html = a.page.evaluate(f"{VDOC}.documentElement.outerHTML")
+        values = a.page.evaluate(
+            f"[...{VDOC}.querySelectorAll('input')].map(i => i.value).join('|')"
+        )
+        for secret in (secret_pw, secret_cc, "9911-2233-4455", "5555-6666-7777"):
+            assert secret not in html and secret not in values
+        assert a.page.evaluate(f"{VDOC}.getElementById('pw').value") == "*" * 8
+
+
+def test_scripts_handlers_and_javascript_urls_never_run_in_the_viewer(chromium, cluster):
+    with pair(chromium, cluster, "e2e_hostile.html") as (v, a):
+        poll(a.page, f"!!{VDOC}.getElementById('a1')", 10, "the hostile page in the viewer")
+        # later additions and attribute changes are hostile too
+        v.page.evaluate(
+            """() => {
+            const later = document.getElementById('later');
+            const img = document.createElement('img'); img.setAttribute('src', 'x:nope');
+            img.setAttribute('onerror', "parent.__pwned='mutation-onerror'"); later.appendChild(img);
+            const s = document.createElement('script'); s.textContent = "parent.__pwned='mutation-script'";
+            later.appendChild(s);
+            document.getElementById('a1').setAttribute('href', "javascript:parent.__pwned='attr'");
+            document.getElementById('i1').setAttribute('onload', "parent.__pwned='attr-onload'");
+        }"""
+        )
+        poll(a.page, f"{VDOC}.querySelectorAll('#later *').length >= 2", 10, "the mutations")
+        # try to trigger what could run: clicks on links and buttons inside the viewer
+        for sel in ("#a1", "#a2", "#btn", "#sa"):
+            a.page.evaluate(
+                f"(() => {{ const el = {VDOC}.querySelector('{sel}'); if (el) el.dispatchEvent(new MouseEvent('click', {{bubbles: true}})); }})()"
+            )
+        time.sleep(1.0)
+        assert a.page.evaluate("window.__pwned === undefined"), a.page.evaluate(
+            "String(window.__pwned)"
+        )
+        assert a.page.evaluate(f"{VDOC}.defaultView.__visitorRan === undefined")
+        assert (
+            a.page.evaluate(
+                f"{VDOC}.querySelectorAll('script, base, iframe[srcdoc], object, embed').length"
+            )
+            == 0
+        )
+        assert a.page.evaluate(f"{VDOC}.querySelectorAll('meta[http-equiv]').length") == 0
+        handlers = a.page.evaluate(
+            f"[...{VDOC}.querySelectorAll('*')].flatMap(el => [...el.attributes].filter(at => /^on/i.test(at.name) || /^\\s*javascript:/i.test(at.value)).map(at => el.tagName + ' ' + at.name))"
+        )
+        assert handlers == []
+        # the viewer page is still where it was: no navigation, no refresh
+        assert a.page.url.startswith(cluster.router + "/embed")
+        # nothing was fetched from the visitor's origin directly: only through the proxy
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+        # and if the viewer ever missed a URL, the embed page's CSP (inherited by the
+        # iframe's document) still stops the load
+        a.page.evaluate(
+            f"""(url) => {{ window.__violations = [];
+            {VDOC}.addEventListener('securitypolicyviolation', e => __violations.push(e.blockedURI));
+            const img = {VDOC}.createElement('img'); img.src = url; {VDOC}.body.appendChild(img); }}""",
+            cluster.origin + "/pages/e2e_shop.css?direct",
+        )
+        poll(a.page, "window.__violations.length > 0", 5, "a CSP violation for a direct load")
+
+
+def test_svg_images_show_in_the_viewer_through_the_proxy(chromium, cluster):
+    """SVG logos and avatars (<img src>, srcset, CSS background, SVG <image>) arrive through
+    the proxy's /v1/asset and take the visitor's size, so the layout does not move."""
+    sizes = """(doc) => ({
+        imgs: [...doc.querySelectorAll('#avatar, #set')].map(i => [i.id, i.naturalWidth, i.naturalHeight]),
+        card: doc.getElementById('card').getBoundingClientRect().height,
+        bg: getComputedStyle(doc.getElementById('bg')).backgroundImage.startsWith('url('),
+    })"""
+    with pair(chromium, cluster, "e2e_svg.html") as (v, a):
+        want = v.page.evaluate(f"({sizes})(document)")
+        assert want["imgs"] == [["avatar", 200, 150], ["set", 100, 75]]  # 2x: half size
+        poll(
+            a.page,
+            f"[...{VDOC}.querySelectorAll('#avatar, #set')].every(i => i.complete && i.naturalWidth > 0)",
+            10,
+            "the SVG images in the viewer",
+        )
+        assert a.page.evaluate(f"({sizes})({VDOC})") == want
+        bg = a.page.evaluate(f"getComputedStyle({VDOC}.getElementById('bg')).backgroundImage")
+        assert cluster.proxy + "/v1/asset?" in bg
+        # one signed URL for one target: the browser loads it once for every use
+        assert [u for u in a.requests if u.startswith(cluster.proxy + "/v1/asset?")]
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+
+
+STATES_SEEN = """(() => { const el = document.getElementById('cb-status'); window.__seen = [el.dataset.state];
+  new MutationObserver(() => { if (__seen[__seen.length - 1] !== el.dataset.state) __seen.push(el.dataset.state); })
+    .observe(el, {attributes: true, attributeFilter: ['data-state']}); })()"""
+
+
+def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        wait_same(v, a, what="before the reload")
+        # The gateway tells the agent the visitor is there (ctl visitor live), and that it
+        # went away and came back across the reload.
+        poll(a.page, "document.getElementById('cb-status').dataset.state === 'live'", 10, "live")
+        a.page.evaluate(STATES_SEEN)
+        v.page.evaluate("document.querySelector('.title').textContent = 'before reload'")
+        poll(a.page, f"{VDOC}.querySelector('.title').textContent === 'before reload'", 10)
+        epoch = v.page.evaluate("JSON.parse(sessionStorage.getItem('cobrowse')).epoch")
+        v.page.reload()
+        # the new page picks the session up by itself: no consent, no new code
+        poll(v.page, "window.Cobrowse && Cobrowse.getCode()", 10, "the session after reload")
+        assert v.page.evaluate("Cobrowse.getCode()") == v.code
+        state = v.page.evaluate("JSON.parse(sessionStorage.getItem('cobrowse'))")
+        assert state["sid"] == v.sid and state["epoch"] == epoch
+        v.page.evaluate("document.querySelector('.title').textContent = 'after reload'")
+        poll(
+            a.page,
+            f"{VDOC}.querySelector('.title').textContent === 'after reload'",
+            15,
+            "the viewer after reload",
+        )
+        wait_same(v, a, what="after the reload")
+        seen = poll(
+            a.page,
+            "__seen.length > 2 && __seen[__seen.length - 1] === 'live' && __seen",
+            10,
+            "the view back to live after the reload",
+        )
+        assert seen[0] == "live" and seen[1] in ("visitor-away", "visitor-left"), seen
+        navs = v.events("nav")
+        assert navs, "the new page announced itself"
+
+
+def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        a.page.evaluate("CobrowseViewer.current.wire.send('pointer', {x: 120, y: 80})")
+        buy = v.page.evaluate("Cobrowse._nodeId(document.getElementById('buy'))")
+        a.page.evaluate(f"CobrowseViewer.current.wire.send('highlight', {{id: {buy}, on: true}})")
+        got = poll(
+            v.page,
+            "(s => s && s.pointer && s.highlights.length ? s : null)(Cobrowse._overlayState())",
+            10,
+            "the agent's pointer and highlight in the overlay",
+        )
+        assert got["pointer"] == [120, 80] or got["pointer"] == {"x": 120, "y": 80}
+        assert buy in got["highlights"]
+        # the overlay never takes the visitor's clicks
+        v.page.click("#buy")
+        # closing the viewer is heard on the visitor's side
+        # (the trailing null: Playwright would call the unsubscribe function `on` returns)
+        v.page.evaluate(
+            "window.__left = []; Cobrowse.on('agent-left', (e) => __left.push(e.agentId)); null"
+        )
+        aid = a.page.evaluate("CobrowseViewer.current.wire.aid")
+        a.page.close()  # pagehide: the viewer says bye
+        assert poll(v.page, "window.__left.length && window.__left", 10, "agent-left") == [aid]
+
+
+def test_the_visitors_end_ends_the_session_for_everyone(chromium, cluster):
+    """`Cobrowse.end()` ends the session through the API with the visitor's token: the
+    agent's viewer shows "Session ended", the session reads ended, the code no longer
+    resolves (before: only a bye, the agent stayed "Live" and the code kept working)."""
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        assert v.page.evaluate("Cobrowse.end()") is True
+        poll(
+            a.page,
+            "CobrowseViewer.current.state === 'ended' && document.body.innerText.includes('Session ended')",
+            10,
+            "the viewer to show the end",
+        )
+        # The replica stays, greyed out and inert; Highlight is off and disabled.
+        assert a.page.evaluate(
+            "(() => { const b = document.getElementById('cb-highlight'); const rp = CobrowseViewer.current.replayer;"
+            " return [document.getElementById('cb-status').dataset.state, rp.inert(), rp.highlightMode(), b.disabled,"
+            f" {FRAME}.style.filter, getComputedStyle({FRAME}).pointerEvents]; }})()"
+        ) == ["ended", True, False, True, "grayscale(1)", "none"]
+        bearer = {"Authorization": f"Bearer {e2e_cluster.AGENT_KEY}"}
+        r = httpx.get(f"{cluster.router}/v1/sessions/{v.sid}", headers=bearer)
+        assert r.json()["ended"] is True
+        r = httpx.post(
+            f"{cluster.router}/v1/sessions/lookup", json={"code": v.code}, headers=bearer
+        )
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_code"
+
+
+def test_the_embed_page_says_why_it_shows_no_session(chromium, cluster):
+    """A link the router refuses shows the reason in the frame area, not a white box."""
+    ctx = chromium.new_context()
+    try:
+        page = ctx.new_page()
+        for fragment, code, words in (
+            (
+                f"code=000000&key={e2e_cluster.AGENT_KEY}",
+                "unknown_code",
+                "No session has this code",
+            ),
+            ("code=123456&key=ak_nobody", "bad_api_key", "No access: the API key was refused"),
+            ("sid=s_no_such_session&token=v1.x.y.z", "bad_token", "no longer valid"),
+        ):
+            page.goto("about:blank")
+            page.goto(f"{cluster.router}/embed#{fragment}")
+            poll(page, "document.getElementById('cb-status').dataset.state === 'error'", 10, code)
+            got = page.evaluate(
+                "(() => { const m = document.getElementById('cb-message'); const r = m.getBoundingClientRect();"
+                " return [CobrowseViewer.current.error.code, m.textContent, r.width > 0 && r.height > 0,"
+                " document.getElementById('cb-highlight').disabled]; })()"
+            )
+            assert got[0] == code and words in got[1] and got[2:] == [True, True], (fragment, got)
+    finally:
+        ctx.close()

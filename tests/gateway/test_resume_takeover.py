@@ -1,0 +1,285 @@
+"""Session life: late joiners start at the latest snapshot, snapshots on request, resume
+points older than the stream, and one visitor per session."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from gateway.client import Client, ClientError
+from gateway.codec import Close
+from tests.support.keys import mint, new_sid
+
+
+async def take(client: Client, n: int, timeout: float = 20) -> list:
+    got = []
+    with trio.fail_after(timeout):
+        while len(got) < n:
+            got.append(await client.events.receive())
+    return got
+
+
+async def test_late_agent_starts_at_latest_snapshot(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"A" * 300_000)  # 3 chunks: seqs 1-3
+        for i in range(50):
+            await visitor.send("mutation", {"i": i})  # 4-53
+        second = await visitor.send_snapshot(b"B" * 200_000)  # 2 chunks: 54-55
+        for i in range(20):
+            await visitor.send("mutation", {"j": i})  # 56-75
+        await visitor.wait_acked(75)
+        late = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+        await n.start(late.run)
+        got = await take(late, 22)
+        assert late.welcome.delivered == [visitor.welcome.epoch, second[0].seq - 1]
+        await visitor.send("mutation", {"k": 1})
+        more = await take(late, 1)
+        visitor.close()
+        late.close()
+        n.cancel_scope.cancel()
+    assert [d.seq for d in got] == list(range(54, 76))
+    assert got[0].kind == "snapshot" and got[0].payload["i"] == 0 and got[0].payload["n"] == 2
+    assert b"".join(d.payload["d"] for d in got[:2]) == b"B" * 200_000
+    assert more[0].seq == 76
+
+
+async def test_agent_without_snapshot_makes_gateway_ask_visitor(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    asked = trio.Event()
+
+    def on_control(ctl):
+        if ctl.op == "snapshot":
+            asked.set()
+
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor", on_control=on_control)
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        for i in range(10):
+            await visitor.send("mutation", {"i": i})  # no snapshot in the stream
+        await visitor.wait_acked(10)
+        await n.start(agent.run)
+        assert agent.welcome.delivered is None
+        with trio.fail_after(10):
+            await asked.wait()  # the agent's gateway asked through NATS; the visitor's relayed it
+        await visitor.send("mutation", {"skipped": True})  # before the snapshot: not shown
+        snap = await visitor.send_snapshot(b"page")
+        await visitor.send("mutation", {"after": True})
+        got = await take(agent, 2)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert [(d.seq, d.kind) for d in got] == [
+        (snap[0].seq, "snapshot"),
+        (snap[0].seq + 1, "mutation"),
+    ]
+
+
+async def test_resume_older_than_retained_history_gets_reset_and_snapshot(
+    nats_server, gateways_factory
+):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a", ["--max-msgs-per-session", "10"])
+    sid = new_sid()
+    resets = []
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-a")], sid, mint(sid, "agent"), "agent", on_control=resets.append)
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"first")
+        await visitor.wait_acked(1)
+        async with trio.open_nursery() as an:
+            await an.start(agent.run)
+            first = await take(agent, 1)
+            an.cancel_scope.cancel()  # the agent's network drops
+        for i in range(30):  # far more messages than the stream keeps per session
+            ev = await visitor.send("mutation", {"i": i})
+            await visitor.wait_acked(ev.seq)  # one stored message each: no batching
+        snap = await visitor.send_snapshot(b"second")
+        for i in range(5):
+            await visitor.send("mutation", {"j": i})
+        await visitor.wait_acked(snap[0].seq + 5)
+        await n.start(agent.run)  # resumes from seq 1: long gone
+        got = await take(agent, 6)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert first[0].seq == 1
+    assert agent.stats.resumes == 1
+    assert [c.op for c in resets if c.op == "reset"] == ["reset"]
+    assert [d.seq for d in got] == list(range(snap[0].seq, snap[0].seq + 6))
+    assert got[0].payload["d"] == b"second"
+
+
+async def test_second_visitor_takes_over_and_first_is_closed(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    first = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    second = Client([g.url("gw-b")], sid, mint(sid, "visitor"), "visitor")
+    outcome = {}
+
+    async def run_first():
+        try:
+            await first.run()
+        except ClientError as exc:
+            outcome["first"] = exc
+
+    async with trio.open_nursery() as n:
+        n.start_soon(run_first)
+        with trio.fail_after(10):
+            await first.connected.wait()
+        await n.start(second.run)
+        with trio.fail_after(10):
+            while "first" not in outcome:
+                await trio.sleep(0.02)
+        ev = await second.send("mutation", {"ok": 1})
+        await second.wait_acked(ev.seq)
+        second.close()
+        n.cancel_scope.cancel()
+    assert outcome["first"].close_code == Close.REPLACED
+    assert second.welcome.epoch == first.welcome.epoch + 1
+
+
+async def test_visitor_resume_keeps_epoch_and_resends_unacked(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    visitor = Client([g.url("gw-a"), g.url("gw-b")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"x")
+        await visitor.wait_acked(1)
+        await n.start(agent.run)
+        epoch = visitor.welcome.epoch
+        g.kill("gw-a")
+        for i in range(100):  # queued while disconnected, sent after resume
+            await visitor.send("mutation", {"i": i})
+        await visitor.wait_acked(101, timeout=30)
+        got = await take(agent, 101)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert visitor.welcome.epoch == epoch and visitor.gateway == "gw-b"
+    assert [d.seq for d in got] == list(range(1, 102))
+
+
+@pytest.mark.parametrize("role", ["visitor", "agent"])
+async def test_unreachable_gateway_is_retried_with_backoff(nats_server, gateways_factory, role):
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a")
+    sid = new_sid()
+    dead = "ws://127.0.0.1:9/"  # nothing listens on the discard port
+    c = Client([dead, g.url("gw-a")], sid, mint(sid, role), role)
+    async with trio.open_nursery() as n:
+        with trio.fail_after(20):
+            await n.start(c.run)
+        c.close()
+        n.cancel_scope.cancel()
+    assert c.gateway == "gw-a"
+
+
+async def test_session_metadata_records_agents_and_durable_sequences(two_gateways):
+    from gateway import session_store, streams
+    from gateway.nats_bridge import open_bridge
+
+    g = two_gateways
+    sid = new_sid()
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"x")
+        for i in range(9):
+            await visitor.send("mutation", {"i": i})
+        await visitor.wait_acked(10)
+        await n.start(agent.run)
+        for _ in range(3):
+            await agent.send("pointer", {"x": 1})
+        await agent.wait_acked(3)
+        visitor.close()
+        n.cancel_scope.cancel()
+    with trio.fail_after(10):
+        async with open_bridge(g.nats_url) as bridge:
+            kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+            while True:
+                meta = await bridge.call(session_store.load, kv, sid)
+                if meta.durable.get("v") == 10 and meta.durable.get(agent.welcome.aid) == 3:
+                    break
+                await trio.sleep(0.1)
+    assert meta.epoch == visitor.welcome.epoch == 1
+    assert agent.welcome.aid in meta.agents
+    assert meta.snap.key == (1, 1)
+
+
+async def test_large_snapshot_crosses_in_frames_under_the_limit(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    page = bytes(range(256)) * 6000  # about 1.5 MB: 12 chunks, far over one frame
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        evs = await visitor.send_snapshot(page)
+        await visitor.wait_acked(evs[-1].seq)
+        late = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+        await n.start(late.run)
+        got = await take(late, len(evs))
+        visitor.close()
+        late.close()
+        n.cancel_scope.cancel()
+    assert len(evs) == 12
+    assert b"".join(d.payload["d"] for d in got) == page
+
+
+async def test_resume_works_after_the_join_token_expired(two_gateways):
+    g = two_gateways
+    sid = new_sid()
+    urls = [g.url("gw-a"), g.url("gw-b")]
+    visitor = Client(urls, sid, mint(sid, "visitor", ttl=2), "visitor")
+    agent = Client(urls, sid, mint(sid, "agent", ttl=2), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send_snapshot(b"x")
+        await visitor.wait_acked(1)
+        await n.start(agent.run)
+        await take(agent, 1)
+        aid = agent.welcome.aid
+        await trio.sleep(2.5)  # both join tokens have expired now
+        g.kill("gw-a")
+        await visitor.send("mutation", {"after": "expiry"})
+        await visitor.wait_acked(2, timeout=20)
+        got = await take(agent, 1)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert visitor.gateway == agent.gateway == "gw-b"
+    assert agent.welcome.aid == aid and visitor.stats.resumes == 1
+    assert got[0].seq == 2
+
+
+async def test_new_epoch_stays_above_the_stream_when_metadata_is_gone(two_gateways):
+    from gateway import streams
+    from gateway.nats_bridge import open_bridge
+
+    g = two_gateways
+    sid = new_sid()
+    first = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(first.run)
+        await first.send_snapshot(b"x")
+        await first.wait_acked(1)
+        first.close()
+        n.cancel_scope.cancel()
+    async with open_bridge(g.nats_url) as bridge:
+        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        await bridge.call(kv.purge, sid)  # as if the KV entry had expired
+    second = Client([g.url("gw-b")], sid, mint(sid, "visitor"), "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(second.run)
+        n.cancel_scope.cancel()
+    assert first.welcome.epoch == 1
+    assert second.welcome.epoch == 2
