@@ -92,8 +92,8 @@ QUICK = {
     "many_events": 2_000,
     "latency_rates": [1000, 2000],
     "latency_sessions": 4,
-    "latency_seconds": 1.5,
-    "idle_conns": 100,
+    "latency_seconds": 1.0,
+    "idle_conns": 40,
     "payload": 100,
 }
 LATENCY_TARGETS_MS = {2000: 50.0}
