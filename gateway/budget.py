@@ -32,6 +32,13 @@ fresh 8 MiB burst every time. A takeover within the second after a save still st
 one second of refill (2 MiB) richer. Agents' buckets are per connection: agents hold tokens
 from an API key, and an agent's events are pointer moves and clicks.
 
+A session's visitor may also send at most `session_bytes` (4 GiB) over the session's life,
+counted with the buckets and carried the same way: past it the connection is closed with
+4011 `session_full` and further visitor hellos are refused, while agents keep watching what
+is stored. At the full 2 MiB/s that is 34 minutes of flooding; a real page (snapshots on
+every navigation, canvas frames) sends a few hundred MiB in an hour. A crash of the gateway
+loses the count since that connection's last save.
+
 "Without a break" means: once a frame had to wait, the streak ends only when a frame is
 admitted at once with both buckets still at least half full afterwards (`RECOVERED`). A
 client that slips a tiny frame into the last tokens between its floods has not slowed down.
@@ -63,8 +70,11 @@ class BudgetSettings:
     byte_rate: float = 2.0 * MIB
     byte_burst: float = 8.0 * MIB
     grace: float = 10.0
+    session_bytes: float = 4096.0 * MIB  # a session's visitor, over its life (SESSION_CAP)
 
     def __post_init__(self) -> None:
+        if self.session_bytes < MAX_FRAME_BYTES:
+            raise ValueError(f"the session byte cap must hold one full frame ({MAX_FRAME_BYTES})")
         if self.event_rate <= 0 or self.byte_rate <= 0 or self.grace < 0:
             raise ValueError("budget rates must be > 0 and the grace period >= 0")
         if self.event_burst < MAX_EVENTS_PER_BATCH or self.byte_burst < MAX_FRAME_BYTES:
@@ -80,12 +90,14 @@ class BudgetSettings:
 
 
 class CarriedBudget(NamedTuple):
-    """What a session's visitor had left in its buckets at `at` (unix s), stored in the
-    session metadata as [events, bytes, at] for the next visitor connection."""
+    """What a session's visitor had left in its buckets at `at` (unix s), and the bytes it
+    had sent over the session's life, stored in the session metadata as
+    [events, bytes, at, sent] for the next visitor connection."""
 
     events: float
     bytes: float
     at: float
+    sent: float = 0.0
 
 
 SAVE_EVERY = 1.0  # s between saves of a spending visitor's buckets (one KV write each)
@@ -94,7 +106,7 @@ SAVE_EVERY = 1.0  # s between saves of a spending visitor's buckets (one KV writ
 class Budget:
     """The two buckets of one connection; they start full, or where the session left them."""
 
-    __slots__ = ("s", "events", "bytes", "at", "over_since", "_held")
+    __slots__ = ("s", "events", "bytes", "at", "over_since", "_held", "sent")
 
     def __init__(
         self,
@@ -109,7 +121,11 @@ class Budget:
         self.at = now
         self.over_since: float | None = None  # start of the current streak over budget
         self._held = False  # the last answer was a wait: this take is that frame again
+        self.sent = (
+            0.0  # bytes taken over the session's life (carried from connection to connection)
+        )
         if carried is not None:
+            self.sent = max(0.0, carried.sent)
             # Another host's clock may be ahead: never refill for negative time. Values
             # from the KV are clamped, so a bad record cannot grant more than a burst.
             self.events = max(0.0, min(self.events, carried.events))
@@ -126,7 +142,16 @@ class Budget:
         if now > self.at:
             self._refill(now - self.at)
             self.at = now
-        return CarriedBudget(self.events, self.bytes, wall)
+        return CarriedBudget(self.events, self.bytes, wall, self.sent)
+
+    def session_full(self, nbytes: int = 0) -> bool:
+        """Taking `nbytes` more would pass the session's lifetime byte cap (0: already at it)."""
+        return self.sent + max(nbytes, 1) > self.s.session_bytes
+
+    def exhaust_session(self) -> None:
+        """A frame was refused for the cap: the session is full for every later connection
+        too, though what it stored stops short of the cap."""
+        self.sent = max(self.sent, self.s.session_bytes)
 
     def spent(self) -> bool:
         """Below either burst: what the session's next connection must not get back."""
@@ -149,6 +174,7 @@ class Budget:
         if short_e <= 0 and short_b <= 0:
             self.events -= events
             self.bytes -= nbytes
+            self.sent += nbytes
             if (
                 not self._held
                 and self.over_since is not None

@@ -62,6 +62,7 @@ FATAL_CLOSE = frozenset(
         Close.UNSUPPORTED_VERSION,
         Close.REPLACED,
         Close.SESSION_ENDED,
+        Close.SESSION_FULL,
         Close.UNSUPPORTED_DATA,
         Close.TOO_BIG,
     }

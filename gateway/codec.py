@@ -43,6 +43,7 @@ class Close:
     UNSUPPORTED_VERSION = 4006
     REFUSED = 4009  # handshake refused (rate limited or draining), for `?refusal=close` clients
     OVER_BUDGET = 4010  # over its event or byte budget for the grace period: retry with backoff
+    SESSION_FULL = 4011  # the session's visitor sent its lifetime byte cap: fatal
 
 
 class ProtocolError(Exception):

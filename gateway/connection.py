@@ -78,6 +78,9 @@ LEAVE_TIMEOUT = 5.0  # a drained connection waits this long for its last publish
 OVER_BUDGET = ProtocolError(
     "over_budget", "over the event or byte budget for too long", Close.OVER_BUDGET
 )
+SESSION_FULL = ProtocolError(
+    "session_full", "the session's visitor sent its lifetime byte cap", Close.SESSION_FULL
+)
 
 
 @dataclass
@@ -544,6 +547,8 @@ class Connection:
         carried: CarriedBudget | None = None,
     ):
         self.budget = Budget(self.cfg.budget, trio.current_time(), carried, time.time())
+        if carried is not None and self.budget.session_full():
+            raise SESSION_FULL
         self._budget_saved = trio.current_time()
         self.sender = Sender(
             self,
@@ -719,6 +724,9 @@ class Connection:
             if frame.src is not None:
                 raise ProtocolError("bad_shape", "senders do not set 'src'", Close.BAD_FRAME)
             n = len(frame.events)
+            if self.role is Role.VISITOR and self.budget.session_full(len(m.data)):
+                self.budget.exhaust_session()
+                raise SESSION_FULL
             wait = self.budget.take(n, len(m.data), now)
             if wait:
                 if wait == CLOSE:
@@ -802,8 +810,9 @@ class Connection:
                 if self.sender is not None:
                     key = "v" if self.role is Role.VISITOR else self.aid
                     carried = None
-                    if self.role is Role.VISITOR and self.budget.spent():
-                        carried = self.budget.carry(trio.current_time(), time.time())
+                    budget = self.budget
+                    if self.role is Role.VISITOR and (budget.spent() or budget.sent > 0):
+                        carried = budget.carry(trio.current_time(), time.time())
                     await self.sender.record_durable(key, self.epoch, carried)
                     if carried is not None:
                         metrics.BUDGET_SAVES.inc()

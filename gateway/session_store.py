@@ -68,7 +68,7 @@ class SessionMeta:
         known["budget"] = (
             CarriedBudget(*budget)
             if isinstance(budget, list)
-            and len(budget) == 3
+            and len(budget) in (3, 4)  # 3: written before the session byte cap
             and all(isinstance(x, int | float) for x in budget)
             else None
         )

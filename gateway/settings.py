@@ -575,6 +575,16 @@ BUDGET_GRACE = Var(
     "`over_budget`, at least 0",
     checks=(at_least(0),),
 )
+BUDGET_SESSION_BYTES = Var(
+    "COBROWSE_BUDGET_SESSION_BYTES",
+    BudgetSettings.session_bytes,
+    number,
+    f"bytes of frames a session's visitor may send over the session's life (across all its "
+    f"connections); past it, close 4011 `session_full` and later visitor hellos are refused; "
+    f"at least {MAX_FRAME_BYTES} (one full frame)",
+    checks=(at_least(MAX_FRAME_BYTES, "one full frame"),),
+    shown_default=f"`{_num(BudgetSettings.session_bytes)}` (4 GiB)",
+)
 
 # The router (python -m router serve).
 
@@ -776,6 +786,7 @@ class BudgetVars:
     byte_rate: float = setting(BUDGET_BYTE_RATE)
     byte_burst: float = setting(BUDGET_BYTE_BURST)
     grace: float = setting(BUDGET_GRACE)
+    session_bytes: float = setting(BUDGET_SESSION_BYTES)
 
     @property
     def settings(self) -> BudgetSettings:

@@ -13,7 +13,7 @@ const SNAPSHOT_CHUNK = 120 * 1024;   // a part must fit the 128 KiB per-event li
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 15000;
 // Close codes after which retrying cannot help (protocol.md, "Close codes").
-const FATAL_CLOSE = new Set([4000, 4001, 4002, 4004, 4005, 4006]);
+const FATAL_CLOSE = new Set([4000, 4001, 4002, 4004, 4005, 4006, 4011]);
 const REFUSED_CLOSE = 4009;          // handshake refused (429/503), told to a browser
 const PERSIST_MS = 250;
 

@@ -201,3 +201,31 @@ def test_a_session_keeps_its_carried_budget_and_ignores_a_malformed_one():
     assert SessionMeta.from_bytes(meta.to_bytes()).budget == CarriedBudget(3.0, 4.5, 100.0)
     for bad in (b'{"budget":[1,2]}', b'{"budget":"x"}', b'{"budget":[1,"2",3]}'):
         assert SessionMeta.from_bytes(bad).budget is None
+
+
+# ---- the session's lifetime byte cap ---------------------------------------------------------
+
+
+@given(st.lists(st.integers(1, MAX_FRAME_BYTES), max_size=40), st.sets(st.integers(0, 40)))
+def test_a_session_never_sends_past_its_byte_cap_however_it_reconnects(sizes, cuts):
+    s = BudgetSettings(byte_burst=64 * MIB, byte_rate=64 * MIB, session_bytes=4 * MIB)
+    b, sent, refused = Budget(s, 0.0), 0, False
+    for i, n in enumerate(sizes):
+        if i in cuts:
+            b = Budget(s, float(i), b.carry(float(i), wall=float(i)), wall=float(i))
+        if b.session_full(n):
+            refused = True
+            continue
+        assert b.take(1, n, float(i)) == GO
+        sent += n
+    assert sent <= s.session_bytes
+    assert refused == (sum(sizes) > s.session_bytes)  # refused only what would pass the cap
+
+
+def test_a_carried_record_without_a_count_starts_at_zero_and_a_full_one_is_full():
+    s = BudgetSettings(session_bytes=2 * MIB)
+    assert SessionMeta.from_bytes(b'{"budget":[1,2,3]}').budget.sent == 0.0  # older records
+    full = Budget(s, 0.0, CarriedBudget(10.0, 10.0, 0.0, sent=2 * MIB), wall=0.0)
+    assert full.session_full() and full.session_full(1)
+    near = Budget(s, 0.0, CarriedBudget(10.0, 10.0, 0.0, sent=MIB), wall=0.0)
+    assert not near.session_full() and not near.session_full(MIB) and near.session_full(MIB + 1)

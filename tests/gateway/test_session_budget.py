@@ -31,7 +31,7 @@ def small_budget(monkeypatch, nats_server, gateways_factory):
 
 
 def total(g, name: str) -> float:
-    return g.metric("gw-a", name) + g.metric("gw-b", name)
+    return sum(g.metric(gid, name) for gid in g.procs)
 
 
 async def until(g, name: str, at_least: float, timeout: float = 15) -> None:
@@ -96,3 +96,39 @@ async def test_a_takeover_starts_where_the_flooding_connection_was(small_budget)
         await ask(second)
         await until(g, "cobrowse_gateway_budget_waits_total", 1)
         n.cancel_scope.cancel()
+
+
+async def test_a_session_that_sent_its_byte_cap_is_closed_and_refused(
+    monkeypatch, nats_server, gateways_factory
+):
+    monkeypatch.setenv("COBROWSE_BUDGET_SESSION_BYTES", str(2048 * KIB))
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a")
+    sid = new_sid()
+    token = mint(sid, "visitor")
+    first = Client([g.url("gw-a")], sid, token, "visitor")
+    async with trio.open_nursery() as n:
+        await n.start(first.run)
+        await spend(first)  # 1.2 MiB of the 2 MiB
+        first.close()
+    second = Client([g.url("gw-a")], sid, token, "visitor")
+    ended: list[ClientError] = []
+
+    async def run_second(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await second.run(task_status=task_status)
+        except ClientError as exc:
+            ended.append(exc)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            await n.start(run_second)
+            await ask(second)  # the frame that would pass 2 MiB closes it
+    assert [(e.code, e.close_code) for e in ended] == [("session_full", 4011)]
+    # its close writes the session as full (the client hears the close before that write)
+    await until(g, "cobrowse_gateway_budget_saves_total", 2)
+    third = Client([g.url("gw-a")], sid, token, "visitor")
+    with pytest.raises(ClientError) as err:
+        with trio.fail_after(20):
+            await third.run()  # a later hello of the session is refused the same way
+    assert (err.value.code, err.value.close_code) == ("session_full", 4011)

@@ -168,7 +168,7 @@ function begin(saved) {
 }
 
 // Fatal close codes that mean something went wrong (4004 ended and 4005 replaced do not).
-const CLOSE_ERRORS = { 4000: "bad_frame", 4001: "unauthorized", 4002: "protocol", 4006: "unsupported_version" };
+const CLOSE_ERRORS = { 4000: "bad_frame", 4001: "unauthorized", 4002: "protocol", 4006: "unsupported_version", 4011: "session_full" };
 function finish(detail) {
   if (visit.state === "ended") return;
   const bad = detail && CLOSE_ERRORS[detail.code];
