@@ -19,6 +19,7 @@
  * @property {WeakMap} rawText   text node inside <style> -> the visitor's CSS text
  * @property {Map} sheets        constructed sheet id -> {sheet, state}
  * @property {Map} desiredScroll element -> [x, y]
+ * @property {{el: HTMLIFrameElement, doc: Object}[]} frames  mirrored frames to fill once connected (frames.js)
  * @property {WeakMap} canvasSeq canvas -> number of the latest image
  * @property {Map} canvasRules   canvas id -> {rule, url}: its image as a background
  * @property {Map} signCache     kind \n url -> {p: Promise, until}
@@ -69,6 +70,7 @@ function newReplicaState(iframe, opts) {
     rawText: new WeakMap(),
     sheets: new Map(),
     desiredScroll: new Map(),
+    frames: [],
     canvasSeq: new WeakMap(),
     canvasRules: new Map(),
     signCache: new Map(),
