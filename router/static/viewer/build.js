@@ -151,6 +151,7 @@ function applySnapshot(rs, snap) {
   rs.sheets.clear();
   rs.desiredScroll.clear();
   rs.frames = [];
+  rs.filled.clear();
   rs.hovered = [];
   rs.focused = null;
   rs.highlighted.clear();

@@ -12,6 +12,12 @@
 const FRAME_ATTRS = new Set(["id", "class", "style", "width", "height", "title", "hidden",
   "frameborder", "scrolling", "marginwidth", "marginheight", "align"]);
 
+// Each frame is a browsing context in the agent's browser, and one 128 KiB event could
+// name thousands (about 60 bytes each): past these the frame stays empty (counted as
+// skipped). Real pages nest frames 2 or 3 deep and show a handful.
+const MAX_FRAME_DEPTH = 8;
+const MAX_FRAMES = 64;
+
 /** A mirrored frame: an HTML <iframe> the visitor could read. */
 function isMirroredFrame(n, lower) {
   return lower === "iframe" && !n.ns && !!n.doc && typeof n.doc === "object";
@@ -49,9 +55,21 @@ function fillFrames(rs) {
   }
 }
 
+function frameDepth(rs, el) {
+  let depth = 0;
+  for (let d = el.ownerDocument; d && d !== rs.doc; depth++) {
+    const f = d.defaultView && d.defaultView.frameElement;
+    d = f ? f.ownerDocument : null;
+  }
+  return depth;
+}
+
 function fillFrame(rs, el, d) {
   const fd = el.isConnected ? el.contentDocument : null;
   if (!fd) { rs.stats.skipped++; return; }
+  if (rs.filled.size >= MAX_FRAMES) for (const f of rs.filled) if (!f.isConnected) rs.filled.delete(f);
+  if (frameDepth(rs, el) >= MAX_FRAME_DEPTH || rs.filled.size >= MAX_FRAMES) { rs.stats.skipped++; return; }
+  rs.filled.add(el);
   fd.open();  // a fresh document in the visitor's parsing mode: the constant strings are ours
   if (!wantsQuirks(d.dt)) fd.write("<!DOCTYPE html>");
   fd.close();
