@@ -573,6 +573,39 @@ def test_same_origin_frames_are_mirrored_and_cross_origin_ones_are_sized_boxes(
             "the input inside the frame",
         )
         wait_same_doc(v, a, F1, "the same-origin frame after mutations and input")
+        # focus, hover and the frame's own scroll; the pointer in the top window's coordinates
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.getElementById('pw').classList.contains('cb-focus')",
+            10,
+            "the focus inside the frame",
+        )
+        inner.locator("#hello").hover()
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.getElementById('hello').classList.contains('cb-hover')",
+            10,
+            "the hover inside the frame",
+        )
+        centre = v.page.evaluate(
+            f"""(() => {{ const f = document.getElementById('f1').getBoundingClientRect();
+            const r = document.{F1}.getElementById('hello').getBoundingClientRect();
+            return [f.left + 2 + r.left + r.width / 2, f.top + 2 + r.top + r.height / 2]; }})()"""
+        )
+        deadline = time.monotonic() + 5  # the pointer is throttled: wait for the last one
+        while True:
+            last = [e[3] for e in v.events("pointer")][-1:]
+            if last and abs(last[0]["x"] - centre[0]) <= 1 and abs(last[0]["y"] - centre[1]) <= 1:
+                break
+            assert time.monotonic() < deadline, (last, centre)
+            time.sleep(0.05)
+        v.page.evaluate(f"document.{F1}.defaultView.scrollTo(0, 120)")
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.scrollingElement.scrollTop === 120",
+            10,
+            "the frame's scroll",
+        )
         wait_same_doc(v, a, F2, "the nested frame after a mutation")
         raw = b"".join(v.sent)
         for s in (secret, "hunter2", "9911-2233-4455", "5555-6666-7777"):
