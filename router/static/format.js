@@ -17,8 +17,17 @@
  * @property {number[]} [sc]   [scrollLeft, scrollTop] when not 0 (full snapshots only)
  * @property {WireNode[]} [c]  children
  * @property {{c: WireNode[], adopted: number[]}} [sh]  an open shadow root
+ * @property {FrameDoc} [doc]  iframe/frame the snippet can read (same origin): its document
+ * @property {number[]} [fs]   iframe/frame it cannot read (cross-origin): [width, height] of
+ *   its border box as the visitor laid it out (offsetWidth/offsetHeight)
  * @property {string} [x]      text or CDATA: its data
  * @property {string} [cm]     comment: its data
+ *
+ * A mirrored frame's document (ids from the page's one counter: one id space per session):
+ * @typedef {Object} FrameDoc
+ * @property {?{name: string, pub: string, sys: string}} dt  its doctype (quirks mode)
+ * @property {string} base     its base URL: its relative URLs resolve against it
+ * @property {WireNode[]} c    its root element (empty while it has none)
  *
  * A `mutation` payload: {rem: [id], adds: [{p: parentId, b: beforeId|null, n: WireNode}],
  * attr: [{id, a: {name: value|null}}], text: [{id, x}]}.

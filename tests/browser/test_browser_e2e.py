@@ -507,3 +507,138 @@ def test_the_embed_page_says_why_it_shows_no_session(chromium, cluster):
             assert got[0] == code and words in got[1] and got[2:] == [True, True], (fragment, got)
     finally:
         ctx.close()
+
+
+F1 = "getElementById('f1').contentDocument"
+F2 = f"{F1}.getElementById('f2').contentDocument"
+
+
+def wait_same_doc(v: Visitor, a: Agent, path: str, what: str, timeout: float = 15.0) -> None:
+    """wait_same for a frame's document: `path` is reached from `document` (visitor) and
+    from the replica's document (viewer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = v.page.evaluate(dom_compare.js_call(f"document.{path}", ignore=OURS))
+        got = a.page.evaluate(
+            f"(() => {{ try {{ return ({dom_compare.NORMALIZE_JS})({VDOC}.{path}, {{ignore: {json.dumps(OURS)}}}); }} catch (e) {{ return String(e); }} }})()"
+        )
+        if want == got:
+            return
+        if time.monotonic() > deadline:
+            dom_compare.assert_same(want, got, what)
+        time.sleep(0.1)
+
+
+def test_same_origin_frames_are_mirrored_and_cross_origin_ones_are_sized_boxes(
+    chromium, cluster, pages_server
+):
+    """A same-origin iframe and the one nested in it are rebuilt inside sandboxed frames of
+    the replica (one id space), follow mutations and input, mask private fields on the wire,
+    and run nothing; a cross-origin frame (another loopback port) is a box of its size."""
+    with pair(chromium, cluster, "e2e_frames.html") as (v, a):
+        wait_same_doc(v, a, F1, "the same-origin frame after the snapshot")
+        wait_same_doc(v, a, F2, "the nested frame after the snapshot")
+        # one id space: the frame's nodes have ids of their own in the viewer's map
+        ids = a.page.evaluate(
+            f"""[{VDOC}.documentElement, {VDOC}.{F1}.documentElement, {VDOC}.{F2}.getElementById('deep')]
+            .map(n => CobrowseViewer.current.replayer.idOf(n))"""
+        )
+        assert all(isinstance(i, int) for i in ids) and len(set(ids)) == 3, ids
+        # the nested frame's stylesheet went through the proxy like the top one's
+        colour = "getComputedStyle({d}.getElementById('deep')).color"
+        assert v.page.evaluate(colour.format(d=f"document.{F2}")) == "rgb(1, 2, 3)"
+        poll(
+            a.page,
+            f"{colour.format(d=f'{VDOC}.{F2}')} === 'rgb(1, 2, 3)'",
+            10,
+            "the nested frame's style",
+        )
+        # mutations and input inside the frames
+        v.page.evaluate(
+            f"""() => {{ const d = document.{F1}; const li = d.createElement('li'); li.textContent = 'two';
+            d.getElementById('list').appendChild(li); d.getElementById('hello').setAttribute('title', 'hi');
+            document.{F2}.getElementById('deep').textContent = 'changed deep'; }}"""
+        )
+        inner = v.page.frame_locator("#f1")
+        inner.locator("#name").fill("visible in a frame")
+        secret = "hunter2-Fr4me"
+        inner.locator("#pw").type(secret, delay=5)
+        v.page.evaluate(
+            f"document.{F1}.getElementById('acct').textContent = 'Account 5555-6666-7777'"
+        )
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.getElementById('name').value === 'visible in a frame'",
+            10,
+            "the input inside the frame",
+        )
+        wait_same_doc(v, a, F1, "the same-origin frame after mutations and input")
+        # focus, hover and the frame's own scroll; the pointer in the top window's coordinates
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.getElementById('pw').classList.contains('cb-focus')",
+            10,
+            "the focus inside the frame",
+        )
+        inner.locator("#hello").hover()
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.getElementById('hello').classList.contains('cb-hover')",
+            10,
+            "the hover inside the frame",
+        )
+        centre = v.page.evaluate(
+            f"""(() => {{ const f = document.getElementById('f1').getBoundingClientRect();
+            const r = document.{F1}.getElementById('hello').getBoundingClientRect();
+            return [f.left + 2 + r.left + r.width / 2, f.top + 2 + r.top + r.height / 2]; }})()"""
+        )
+        deadline = time.monotonic() + 5  # the pointer is throttled: wait for the last one
+        while True:
+            last = [e[3] for e in v.events("pointer")][-1:]
+            if last and abs(last[0]["x"] - centre[0]) <= 1 and abs(last[0]["y"] - centre[1]) <= 1:
+                break
+            assert time.monotonic() < deadline, (last, centre)
+            time.sleep(0.05)
+        v.page.evaluate(f"document.{F1}.defaultView.scrollTo(0, 120)")
+        poll(
+            a.page,
+            f"{VDOC}.{F1}.scrollingElement.scrollTop === 120",
+            10,
+            "the frame's scroll",
+        )
+        wait_same_doc(v, a, F2, "the nested frame after a mutation")
+        raw = b"".join(v.sent)
+        for s in (secret, "hunter2", "9911-2233-4455", "5555-6666-7777"):
+            assert s.encode() not in raw, f"{s!r} went over the wire"
+        assert a.page.evaluate(f"{VDOC}.{F1}.getElementById('pw').value") == "*" * 8
+        # nothing from the frames runs in the viewer: no scripts, handlers, nor sources
+        assert v.page.evaluate("window.__innerRan") == 2  # it ran for the visitor
+        assert (
+            a.page.evaluate(
+                f"[window.__innerRan, window.__pwned, {VDOC}.defaultView.__innerRan, {VDOC}.defaultView.__pwned]"
+            )
+            == [None] * 4
+        )
+        assert a.page.evaluate(
+            f"""[{VDOC}.{F1}, {VDOC}.{F2}].map(d => d.querySelectorAll('script').length
+            + [...d.querySelectorAll('*')].filter(el => [...el.attributes].some(at => /^on/i.test(at.name))).length)"""
+        ) == [0, 0]
+        assert (
+            a.page.evaluate(
+                f"[{VDOC}.getElementById('f1'), {VDOC}.{F1}.getElementById('f2')].map(f => f.getAttribute('sandbox') + '|' + f.hasAttribute('src'))"
+            )
+            == ["allow-same-origin|false"] * 2
+        )
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+        # a cross-origin frame: mirrored while it is the empty same-origin document, then,
+        # once it loads from another port, a box of the size it took on the visitor's page
+        v.page.evaluate(
+            "(u) => { document.getElementById('xo').src = u; }",
+            pages_server.url + "/pages/e2e_frame_nested.html",
+        )
+        size = "(el => [el.offsetWidth, el.offsetHeight, el.localName])({d}.getElementById('xo'))"
+        want = v.page.evaluate(size.format(d="document"))
+        assert want[2] == "iframe" and want[:2] != [300, 150], want  # not the default box
+        poll(a.page, f"!!{VDOC}.querySelector('cb-blocked#xo')", 10, "the cross-origin box")
+        assert a.page.evaluate(size.format(d=VDOC)) == want[:2] + ["cb-blocked"]
+        assert not [u for u in a.requests if u.startswith(pages_server.url)], a.requests

@@ -31,6 +31,34 @@ def blocked(tag: str, **attrs) -> tuple[str, dict]:
     return ("cb-blocked", {"data-tag": tag, **attrs})
 
 
+# A mirrored frame's document: what runs on the visitor's page must not run in the replica.
+FRAME_HTML = {
+    "tag": "html",
+    "a": {},
+    "c": [
+        {
+            "tag": "body",
+            "a": {"onload": JS},
+            "c": [
+                {"tag": "script", "a": {}, "c": [{"x": "parent.parent.polluted = 1"}]},
+                {"tag": "img", "a": {"src": "x:y", "onerror": "parent.parent.polluted = 1"}},
+                {"tag": "a", "a": {"href": JS}, "c": [{"x": "link"}]},
+            ],
+        }
+    ],
+}
+
+
+def nested_frames(depth: int) -> dict:
+    """An iframe holding an iframe ... `depth` deep (hostile: each is a browsing context)."""
+    node: dict = {"tag": "p", "a": {}}
+    for _ in range(depth):
+        node = {"tag": "iframe", "a": {}, "doc": {"base": ORIGIN + "/", "c": [node]}}
+    return node
+
+
+DEEP_ID = 99  # a chain of 12 frames, past MAX_FRAME_DEPTH (viewer/frames.js)
+
 # (name, node without id, (localName, attributes)) — the id is the row's index + 100.
 CASES = [
     # elements that are never created
@@ -60,6 +88,33 @@ CASES = [
         "iframe bad size",
         {"tag": "iframe", "a": {"width": "1;background:url(/x)"}},
         blocked("iframe"),
+    ),
+    (
+        "cross-origin iframe at its laid-out size",
+        {"tag": "iframe", "a": {"src": "/x", "style": "width:50%"}, "fs": [446, 124]},
+        blocked("iframe", style="width:50%;width:446px;height:124px;"),
+    ),
+    (
+        "cross-origin iframe bad size",
+        {"tag": "iframe", "a": {}, "fs": ["1;background:url(/x)", 2]},
+        blocked("iframe"),
+    ),
+    (
+        "same-origin iframe: sandboxed, no source",
+        {
+            "tag": "iframe",
+            "a": {
+                "src": "/f",
+                "srcdoc": "<script>x</script>",
+                "sandbox": "allow-scripts allow-top-navigation",
+                "allow": "camera",
+                "name": "n",
+                "class": "c",
+                "onload": JS,
+            },
+            "doc": {"dt": None, "base": ORIGIN + "/f", "c": [FRAME_HTML]},
+        },
+        ("iframe", {"sandbox": "allow-same-origin", "class": "c"}),
     ),
     ("frame", {"tag": "frame", "a": {"src": "/f"}}, blocked("frame")),
     ("frameset", {"tag": "frameset", "a": {}}, blocked("frameset")),
@@ -354,6 +409,12 @@ MUTATIONS = [
         {"src": "/later", "onload": JS},
         blocked("iframe"),
     ),
+    (
+        "a mirrored frame never gains a source",
+        {"tag": "iframe", "a": {}, "doc": {"c": []}},
+        {"src": "/later", "srcdoc": "<p>", "sandbox": "allow-scripts", "onload": JS, "class": "k"},
+        ("iframe", {"sandbox": "allow-same-origin", "class": "k"}),
+    ),
     ("img src changes", {"tag": "img", "a": {"src": "/1.png"}}, {"src": JS}, ("img", {"src": ""})),
     (
         "animate retargets to href",
@@ -402,7 +463,7 @@ SCRIPT_URLS = [
 HOOK = "window.__sanitiser = {isScriptUrl, containsScriptUrl, urlKey};"
 
 SETUP_JS = """
-async ({snapshot, mutation, signed}) => {
+async ({snapshot, mutation, signed, deepId}) => {
   const iframe = document.getElementById("f");
   const R = CobrowseViewer.replayer(iframe, {
     sign: async (urls, kind) => urls.map((u) => signed + "/" + kind + "?u=" + encodeURIComponent(u)),
@@ -421,7 +482,12 @@ async ({snapshot, mutation, signed}) => {
   R.apply("mutation", mutated);
   await settle();
   const ids = snap.root.c[1].c.map((n) => n.id);
-  return {nodes: describe(ids), stats: R.stats(), polluted: ({}).p !== undefined || ({}).polluted !== undefined};
+  let deep = 0;  // how many of the nested frames were filled
+  for (let f = R.nodeById(deepId); f && f.contentDocument && f.contentDocument.querySelector("iframe, p"); deep++) {
+    f = f.contentDocument.querySelector("iframe");
+  }
+  return {nodes: describe(ids), stats: R.stats(), deep,
+    polluted: ({}).p !== undefined || ({}).polluted !== undefined || window.polluted !== undefined};
 }
 """
 
@@ -448,11 +514,17 @@ def results(chromium, pages_server):
         page.add_script_tag(content=browser_assets.assemble("embed.js", extra=HOOK))
         body = [_row(100 + i, node) for i, (_, node, _) in enumerate(CASES)]
         body += [_row(300 + i, node) for i, (_, node, _, _) in enumerate(MUTATIONS)]
+        body.append(_row(DEEP_ID, nested_frames(12)))
         snapshot = page_doc(body)
         mutation = {"attr": [{"id": 300 + i, "a": ch} for i, (_, _, ch, _) in enumerate(MUTATIONS)]}
         out = page.evaluate(
             SETUP_JS,
-            {"snapshot": json.dumps(snapshot), "mutation": json.dumps(mutation), "signed": SIGNED},
+            {
+                "snapshot": json.dumps(snapshot),
+                "mutation": json.dumps(mutation),
+                "signed": SIGNED,
+                "deepId": DEEP_ID,
+            },
         )
         out["urls"] = page.evaluate(
             "(urls) => urls.map((u) => [__sanitiser.isScriptUrl(u), __sanitiser.containsScriptUrl(u)])",
@@ -489,3 +561,8 @@ def test_nothing_reached_the_origin_and_nothing_broke(results):
     assert not hosts & {"origin.test", "evil.test"}, hosts
     assert not results["polluted"]
     assert results["stats"]["errors"] == 0
+
+
+def test_frames_nest_only_so_deep(results):
+    """12 nested frames on the wire: the viewer fills 8 (MAX_FRAME_DEPTH), the rest stay empty."""
+    assert results["deep"] == 8

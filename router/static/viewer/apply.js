@@ -66,6 +66,7 @@ function applyMutation(rs, m) {
       rs.stats.skipped++;
     }
   }
+  fillFrames(rs);
   for (const ch of Array.isArray(m.attr) ? m.attr : []) {
     const el = ch && rs.ids.get(ch.id);
     if (!el || el.nodeType !== 1 || !ch.a || typeof ch.a !== "object") { rs.stats.skipped++; continue; }

@@ -54,6 +54,8 @@ function unregister(rs, node) {
     if (n.nodeType === 1) {
       rs.desiredScroll.delete(n);
       if (n.shadowRoot) for (const c of n.shadowRoot.childNodes) walk(c);
+      const fd = frameContent(n);
+      if (fd) for (const c of fd.childNodes) walk(c);
     }
     for (const c of n.childNodes) walk(c);
   };
@@ -77,7 +79,9 @@ function build(rs, n, parent) {
   const tag = String(n.tag || "");
   const lower = tag.toLowerCase();
   let el;
-  if (blockedTag(n, lower)) {
+  if (isMirroredFrame(n, lower)) {
+    el = buildFrame(rs, n);
+  } else if (blockedTag(n, lower)) {
     el = blockedElement(rs, n, lower);
   } else {
     try {
@@ -146,6 +150,8 @@ function applySnapshot(rs, snap) {
   rs.ids.clear();
   rs.sheets.clear();
   rs.desiredScroll.clear();
+  rs.frames = [];
+  rs.filled.clear();
   rs.hovered = [];
   rs.focused = null;
   rs.highlighted.clear();
@@ -181,6 +187,7 @@ function applySnapshot(rs, snap) {
   }
   adopt(rs, doc, Array.isArray(snap.adopted) ? snap.adopted : []);
   if (snap.root && typeof snap.root === "object") doc.appendChild(build(rs, snap.root, null));  // null: an empty document
+  fillFrames(rs);
   listen(rs);
   if (Array.isArray(snap.vw)) setViewport(rs, snap.vw[0], snap.vw[1]);
   rs.winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];

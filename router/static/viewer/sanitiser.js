@@ -70,6 +70,8 @@ function blockedElement(rs, n, lower) {
     const h = m.get("height");
     const size = (w && /^\d+(\.\d+)?$/.test(w.trim()) ? `width:${w.trim()}px;` : "") + (h && /^\d+(\.\d+)?$/.test(h.trim()) ? `height:${h.trim()}px;` : "");
     if (size) m.set("style", size + (m.get("style") || ""));
+    const laidOut = frameSizeStyle(n);  // the visitor's box, whatever its CSS said (frames.js)
+    if (laidOut) m.set("style", (m.get("style") || "") + ";" + laidOut);
     m.delete("width");
     m.delete("height");
     for (const k of m.keys()) writeAttr(rs, el, k);
@@ -185,6 +187,7 @@ function writeAttr(rs, el, name) {
 }
 
 function writeHtmlAttr(rs, el, name, lname, tag, alias, v, has) {
+  if (tag === "iframe" && !frameAttrAllowed(lname)) return;  // a mirrored frame loads nothing (frames.js)
   if ((tag === "a" || tag === "area") && lname === "href") return moveTo(rs, el, name, alias, v, has);
   if (tag === "form" && lname === "action") return moveTo(rs, el, name, alias, v, has);
   if (tag === "link" && (lname === "href" || lname === "rel")) {

@@ -19,6 +19,8 @@
  * @property {WeakMap} rawText   text node inside <style> -> the visitor's CSS text
  * @property {Map} sheets        constructed sheet id -> {sheet, state}
  * @property {Map} desiredScroll element -> [x, y]
+ * @property {{el: HTMLIFrameElement, doc: Object}[]} frames  mirrored frames to fill once connected (frames.js)
+ * @property {Set<HTMLIFrameElement>} filled  mirrored frames filled (at most MAX_FRAMES connected)
  * @property {WeakMap} canvasSeq canvas -> number of the latest image
  * @property {Map} canvasRules   canvas id -> {rule, url}: its image as a background
  * @property {Map} signCache     kind \n url -> {p: Promise, until}
@@ -69,6 +71,8 @@ function newReplicaState(iframe, opts) {
     rawText: new WeakMap(),
     sheets: new Map(),
     desiredScroll: new Map(),
+    frames: [],
+    filled: new Set(),
     canvasSeq: new WeakMap(),
     canvasRules: new Map(),
     signCache: new Map(),

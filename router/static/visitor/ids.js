@@ -26,11 +26,15 @@ function pruneIds() {
 
 // Our own elements (overlay, consent prompt): never serialized, never observed.
 const ours = new WeakSet();
+// A mirrored same-origin frame's document -> its <iframe> (visitor/frames.js): the inner
+// nodes are part of the sent tree, with ids from the same counter (one id space).
+const frameOf = new WeakMap();
 
-// Parent, crossing from a shadow root to its host.
+// Parent, crossing from a shadow root to its host and from a frame's document to its frame.
 function up(n) {
   const p = n.parentNode;
-  return p && p.nodeType === 11 ? p.host || null : p;
+  if (!p) return n.nodeType === 9 ? frameOf.get(n) || null : null;
+  return p.nodeType === 11 ? p.host || null : p;
 }
 // Is n part of what we send (connected, not ours, not inside a <script>)?
 function inTree(n) {
@@ -40,6 +44,12 @@ function inTree(n) {
     const p = x.parentNode;
     if (!p) return false;
     if (p === document) return x === document.documentElement;
+    if (p.nodeType === 9) { // a frame's document: in the tree through its (sent) frame
+      const f = frameOf.get(p);
+      if (x !== p.documentElement || !f || frameDoc(f) !== p) return false; // navigated since
+      x = f;
+      continue;
+    }
     if (p.nodeType === 11) {
       if (!p.host || p.host.shadowRoot !== p) return false; // closed shadow roots are not sent
       x = p.host;

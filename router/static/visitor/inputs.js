@@ -81,7 +81,8 @@ function throttle(st, key, ms, fn) {
   st.throttles.set(key, s);
 }
 function onScroll(st, e) {
-  const t = e.target;
+  let t = e.target;
+  if (t && t.nodeType === 9 && t !== document) t = t.scrollingElement; // a mirrored frame's window
   if (t === document || t === document.scrollingElement || t === window) {
     throttle(st, "win", SCROLL_MS, () => send(st, "scroll", { id: 0, x: window.scrollX, y: window.scrollY }));
     return;
@@ -93,7 +94,7 @@ function onScroll(st, e) {
   });
 }
 function onPointer(st, e) {
-  const x = e.clientX, y = e.clientY;
+  const [x, y] = topXY(e);
   throttle(st, "ptr", POINTER_MS, () => send(st, "pointer", { x, y }));
   hoverTo(st, deepTarget(e));
 }
@@ -104,10 +105,11 @@ function hoverTo(st, t) {
   send(st, "hover", { id });
 }
 function onOut(st, e) {
-  if (!e.relatedTarget) hoverTo(st, null); // the pointer left the window
+  if (!e.relatedTarget && e.view === window) hoverTo(st, null); // the pointer left the window
 }
 function onClick(st, e) {
-  send(st, "click", { x: e.clientX, y: e.clientY, id: nearestId(deepTarget(e)) });
+  const [x, y] = topXY(e);
+  send(st, "click", { x, y, id: nearestId(deepTarget(e)) });
 }
 function onFocus(st) {
   // focusout then focusin: look once the focus has settled.

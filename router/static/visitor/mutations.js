@@ -51,6 +51,11 @@ function processMutations(st, records) {
         for (const n of [...r.addedNodes, ...r.removedNodes]) if (n.nodeType === 1) full = true;
         continue;
       }
+      if (t.nodeType === 9) { // a mirrored frame's document got a new root: send the frame again
+        const f = frameOf.get(t);
+        if (f && frameDoc(f) === t) cand.add(f);
+        continue;
+      }
       if (t.nodeType === 11) { if (t.host) cand.add(t.host); }
       if (st.sentCss.has(t)) cand.add(t); // send the style again: its "css" is stale now
       for (const n of r.removedNodes) if (ids.has(n)) removed.add(n);
@@ -77,7 +82,7 @@ function processMutations(st, records) {
   // (an add's parent is an element), minus those inside another root.
   const rootSet = new Set();
   for (let n of cand) {
-    while (n && n.parentNode && n.parentNode.nodeType === 11) n = n.parentNode.host || null;
+    n = addRootOf(n);
     if (n && !ours.has(n) && sendable(n) && inTree(n)) rootSet.add(n);
   }
   const covered = (n) => {

@@ -25,7 +25,8 @@
  * @property {WeakMap<Element, boolean>} lastCk  checkbox/radio -> last checked state sent
  * @property {WeakSet<Element>} sentMasked  elements sent masked (one that becomes private is sent again)
  * @property {WeakSet<Element>} sentCss  <style> sent with "css": a new text replaces its CSSOM
- * @property {Set<Element>} reAdd  hosts that got a shadow root after they were sent
+ * @property {Set<Element>} reAdd  hosts that got a shadow root, frames that loaded, after they were sent
+ * @property {WeakSet<Document>} docs  mirrored frames' documents we observe and listen on
  * @property {Set<Element>} setFields  fields set by script, looked at in a microtask
  * @property {?number} lastHover
  * @property {?number} lastFocus
@@ -54,6 +55,7 @@ function newRecorderState(out) {
     sentMasked: new WeakSet(),
     sentCss: new WeakSet(),
     reAdd: new Set(),
+    docs: new WeakSet(),
     setFields: new Set(),
     lastHover: null,
     lastFocus: null,
@@ -64,7 +66,7 @@ function newRecorderState(out) {
   const guard = (fn) => (e) => { try { fn(st, e); } catch (err) { console.warn("cobrowse:", err); } };
   st.guarded = {
     input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
-    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize),
+    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize), load: guard(onFrameLoad),
   };
   return st;
 }
@@ -118,22 +120,14 @@ function startRecorder(st, opts) {
   activeRec = st;
   installPatches();
   st.ac = new AbortController();
-  const o = { capture: true, passive: true, signal: st.ac.signal };
-  const g = st.guarded;
-  document.addEventListener("input", g.input, o);
-  document.addEventListener("change", g.input, o);
-  document.addEventListener("scroll", g.scroll, o);
-  document.addEventListener("pointermove", g.pointer, o);
-  document.addEventListener("mouseout", g.out, o);
-  document.addEventListener("click", g.click, o);
-  document.addEventListener("focusin", g.focus, o);
-  document.addEventListener("focusout", g.focus, o);
-  window.addEventListener("resize", g.resize, o);
+  listenOn(st, document);
+  window.addEventListener("resize", st.guarded.resize, { capture: true, passive: true, signal: st.ac.signal });
   st.observer = new (nativeMutationObserver())((recs) => {
     try { processMutations(st, recs); } catch (e) { console.warn("cobrowse: mutation failed", e); }
   });
   st.observer.observe(document, MO_OPTS);
   st.observed = new WeakSet();
+  st.docs = new WeakSet();
   st.roots.length = 0;
   if (opts && opts.nav) emit(st, "nav", { url: document.URL, title: document.title });
   snapshot(st);

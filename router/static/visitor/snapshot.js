@@ -67,6 +67,7 @@ function serEl(st, el, priv, ctx) {
   }
   // <script>: attributes only; its text is not needed and may hold secrets.
   o.c = html && tag === "script" ? [] : serChildren(st, el, priv, ctx);
+  if (isFrameEl(el)) serFrame(st, el, o, priv, ctx);
   const sr = el.shadowRoot; // open roots only
   if (sr) {
     observeRoot(st, sr);
@@ -76,8 +77,7 @@ function serEl(st, el, priv, ctx) {
   return o;
 }
 function focusId() {
-  let a = document.activeElement;
-  while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;
+  const a = deepActive(document);
   if (!a || a === document.body || a === document.documentElement) return null;
   return inTree(a) ? (idOf(a) ?? null) : null;
 }
@@ -92,7 +92,6 @@ function snapshot(st) {
   const ctx = { sheets: [], full: true };
   const de = document.documentElement;
   const root = de ? ser(st, de, false, ctx) : null;
-  const dt = document.doctype;
   const adopted = adoptedSids(st, document.adoptedStyleSheets, ctx);
   st.lastAdopt.set(document, adopted.join(","));
   st.lastFocus = focusId();
@@ -101,7 +100,7 @@ function snapshot(st) {
     url: document.URL,
     base: document.baseURI,
     title: document.title,
-    dt: dt ? { name: dt.name, pub: dt.publicId, sys: dt.systemId } : null,
+    dt: doctypeOf(document),
     vw: [window.innerWidth, window.innerHeight],
     scroll: [window.scrollX, window.scrollY],
     root,
