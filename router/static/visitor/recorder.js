@@ -28,7 +28,11 @@
  * @property {Set<Element>} reAdd  hosts that got a shadow root after they were sent
  * @property {Set<Element>} setFields  fields set by script, looked at in a microtask
  * @property {?number} lastHover
+ * @property {?number[]} lastPtr  the pointer's last [clientX, clientY], null once it left the window
+ * @property {boolean} rehoverPending  a look under the pointer is queued for the next frame
  * @property {?number} lastFocus
+ * @property {boolean} lastFv  the focused element matched :focus-visible when last sent
+ * @property {?number} lastActive  the element pressed with the primary button, when last sent
  * @property {Map<*, {pending: ?Function, timer: number}>} throttles  by key (see throttle)
  * @property {Object<string, function(Event): void>} guarded  our listeners, never throwing
  */
@@ -56,7 +60,11 @@ function newRecorderState(out) {
     reAdd: new Set(),
     setFields: new Set(),
     lastHover: null,
+    lastPtr: null,
+    rehoverPending: false,
     lastFocus: null,
+    lastFv: false,
+    lastActive: null,
     throttles: new Map(),
     guarded: null,
   };
@@ -64,7 +72,7 @@ function newRecorderState(out) {
   const guard = (fn) => (e) => { try { fn(st, e); } catch (err) { console.warn("cobrowse:", err); } };
   st.guarded = {
     input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
-    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize),
+    click: guard(onClick), focus: guard(onFocus), resize: guard(onResize), press: guard(onPress),
   };
   return st;
 }
@@ -125,6 +133,7 @@ function startRecorder(st, opts) {
   document.addEventListener("scroll", g.scroll, o);
   document.addEventListener("pointermove", g.pointer, o);
   document.addEventListener("mouseout", g.out, o);
+  for (const type of ["pointerdown", "pointerup", "pointercancel"]) document.addEventListener(type, g.press, o);
   document.addEventListener("click", g.click, o);
   document.addEventListener("focusin", g.focus, o);
   document.addEventListener("focusout", g.focus, o);

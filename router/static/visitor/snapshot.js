@@ -76,8 +76,7 @@ function serEl(st, el, priv, ctx) {
   return o;
 }
 function focusId() {
-  let a = document.activeElement;
-  while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;
+  const a = deepActiveElement();
   if (!a || a === document.body || a === document.documentElement) return null;
   return inTree(a) ? (idOf(a) ?? null) : null;
 }
@@ -96,6 +95,7 @@ function snapshot(st) {
   const adopted = adoptedSids(st, document.adoptedStyleSheets, ctx);
   st.lastAdopt.set(document, adopted.join(","));
   st.lastFocus = focusId();
+  st.lastFv = st.lastFocus !== null && focusVisible();
   emit(st, "snapshot", {
     v: 1,
     url: document.URL,
@@ -108,6 +108,7 @@ function snapshot(st) {
     sheets: ctx.sheets,
     adopted,
     focus: st.lastFocus,
+    fv: st.lastFv,
   });
   // The viewer starts without hover: tell it again where the pointer is.
   if (st.lastHover !== null) emit(st, "hover", { id: st.lastHover });
