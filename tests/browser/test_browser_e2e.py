@@ -507,3 +507,91 @@ def test_the_embed_page_says_why_it_shows_no_session(chromium, cluster):
             assert got[0] == code and words in got[1] and got[2:] == [True, True], (fragment, got)
     finally:
         ctx.close()
+
+
+# -- element states and links (issue 14) ----------------------------------------------
+
+STYLES = """(doc, ids) => ids.map((id) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById(id));
+  return [id, cs.color, cs.backgroundColor, cs.textDecorationColor, cs.outlineStyle, cs.outlineWidth, cs.outlineColor]; })"""
+
+
+def same_styles(v: Visitor, a: Agent, ids: list[str], what: str) -> list:
+    """Wait until the replica's computed styles of `ids` are the visitor's; returns them."""
+    want = v.page.evaluate(f"({STYLES})(document, {json.dumps(ids)})")
+    deadline = time.monotonic() + 10
+    while True:
+        got = a.page.evaluate(f"({STYLES})({VDOC}, {json.dumps(ids)})")
+        if got == want:
+            return want
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: visitor {want} != replica {got}")
+        time.sleep(0.05)
+
+
+def test_links_keep_their_style_and_go_nowhere_in_the_viewer(chromium, cluster):
+    """`:link`, `a[href]`, `a[href^=...]` and `a:not([href])` match in the replica as for the
+    visitor; clicks, a middle click and Enter on a replica link navigate and fetch nothing."""
+    with pair(chromium, cluster, "e2e_states.html") as (v, a):
+        styles = same_styles(v, a, ["rel", "abs", "none"], "link styles")
+        blue, green, yellow, purple = (
+            "rgb(0, 0, 255)",
+            "rgb(0, 128, 0)",
+            "rgb(255, 255, 0)",
+            "rgb(128, 0, 128)",
+        )
+        assert [s[1:4] for s in styles] == [
+            [blue, "rgba(0, 0, 0, 0)", green],
+            [blue, yellow, green],
+            [purple, "rgba(0, 0, 0, 0)", purple],
+        ]
+        # Even with the glass gone, a real click, a middle click and Enter go nowhere.
+        where = a.page.evaluate(f"(window.__replica = {VDOC}).location.href")
+        a.page.evaluate(
+            "document.querySelectorAll('#cb-stage div').forEach(d => d.style.pointerEvents = 'none')"
+        )
+        frame = a.page.frame_locator("#cb-frame")
+        frame.locator("#rel").click()
+        frame.locator("#abs").click()
+        frame.locator("#abs").click(button="middle")
+        frame.locator("#rel").focus()
+        a.page.keyboard.press("Enter")
+        # a link dragged out would carry its URL elsewhere: the drag never starts
+        dragged = f"{VDOC}.getElementById('abs').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, cancelable: true}}))"
+        assert a.page.evaluate(dragged) is False
+        time.sleep(0.5)  # a navigation would have started by now: show it went nowhere
+        assert (
+            a.page.evaluate(f"{VDOC} === window.__replica && {FRAME}.contentWindow.location.href")
+            == where
+        )
+        assert len(a.ctx.pages) == 1
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+        assert not [u for u in a.requests if "/somewhere" in u or "/elsewhere" in u], a.requests
+
+
+def test_focus_active_and_hover_after_a_redraw_match_the_visitor(chromium, cluster):
+    """:focus, :focus-visible, :focus-within and :active styles follow the visitor; a row
+    redrawn under a pointer that does not move takes the hover in the replica too."""
+    with pair(chromium, cluster, "e2e_states.html") as (v, a):
+        ids = ["field", "btn", "form"]
+        same_styles(v, a, ids, "before any focus")
+        v.page.click("#field")  # a text field matches :focus-visible even from a click
+        st = same_styles(v, a, ids, "field focused")
+        assert st[0][2] == "rgb(255, 240, 200)" and st[0][4:] == ["solid", "3px", "rgb(255, 0, 0)"]
+        assert st[2][2] == "rgb(230, 230, 255)"
+        v.page.keyboard.press("Tab")  # keyboard focus: the button matches :focus-visible
+        st = same_styles(v, a, ids, "button focused by keyboard")
+        assert st[1][4:] == ["dashed", "4px", "rgb(0, 0, 200)"] and st[0][4] == "none"
+        box = v.page.locator("#btn").bounding_box()
+        v.page.mouse.move(box["x"] + 5, box["y"] + 5)
+        v.page.mouse.down()
+        st = same_styles(v, a, ids, "button pressed")
+        assert st[1][2] == "rgb(0, 200, 0)"
+        v.page.mouse.up()
+        st = same_styles(v, a, ids, "button released")
+        assert st[1][2] == "rgb(220, 220, 220)"
+        v.page.hover("#c2")
+        st = same_styles(v, a, ["c1", "c2"], "row hovered")
+        assert st[1][2] == "rgb(250, 200, 0)"
+        v.page.evaluate("redraw()")  # the pointer stays where it is
+        st = same_styles(v, a, ["d1", "d2"], "hover after the redraw")
+        assert st[1][2] == "rgb(250, 200, 0)", st
