@@ -211,8 +211,6 @@ function snapshotPart(rs, p) {
 
 function cancel(e) { e.preventDefault(); }
 
-function cancelNavigation(e) { if (e.cancelable) e.preventDefault(); }
-
 // What would follow a link (kept inert, sanitiser.js inertLink) or submit a form: a click
 // (also the one Enter or Space makes), a middle click, a drag (a link dropped elsewhere).
 const CANCELLED_EVENTS = ["submit", "click", "auxclick", "dragstart"];
@@ -220,9 +218,9 @@ const CANCELLED_EVENTS = ["submit", "click", "auxclick", "dragstart"];
 function listen(rs) {
   // document.open() dropped listeners on the old document: resources that change layout.
   rs.doc.addEventListener("load", () => relayout(rs), true);
-  // Without allow-forms the sandbox blocks submission, and the glass takes the agent's
-  // pointer; this holds even without a sandbox or when a key reaches a replica link.
+  // The glass takes the agent's pointer and, without allow-forms, the sandbox blocks
+  // submission; this holds even without a sandbox, or when a key or a click reaches a
+  // replica link. (The Navigation API's navigate event is not fired in a frame without
+  // scripts, so it cannot be the guard; the embed page's CSP frame-src is the last one.)
   for (const type of CANCELLED_EVENTS) rs.doc.addEventListener(type, cancel, true);
-  // Anything else that would navigate the replica away (where the Navigation API exists).
-  try { rs.win.navigation.addEventListener("navigate", cancelNavigation); } catch (e) { /* no API */ }
 }
