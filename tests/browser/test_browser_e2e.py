@@ -564,6 +564,10 @@ def test_links_keep_their_style_and_go_nowhere_in_the_viewer(chromium, cluster):
         # a link dragged out would carry its URL elsewhere: the drag never starts
         dragged = f"{VDOC}.getElementById('abs').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, cancelable: true}}))"
         assert a.page.evaluate(dragged) is False
+        # A click that cannot be cancelled (only a script of the embed page can make one)
+        # follows the link: the embed page's CSP (frame-src about:) refuses it unfetched.
+        a.page.evaluate(f"{VDOC}.getElementById('rel').dispatchEvent(new MouseEvent('click'))")
+        time.sleep(0.3)
         assert len(a.ctx.pages) == 1
         assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
         assert not [u for u in a.requests if "/somewhere" in u or "/elsewhere" in u], a.requests
