@@ -477,8 +477,9 @@ CORPUS_SHEETS = _corpus_sheets()
 
 @pytest.mark.skipif(not CORPUS_SHEETS, reason="rrweb fixtures not present")
 def test_corpus_every_state_rule_gets_its_copy() -> None:
-    state = re.compile(r":(%s)(?![\w-])" % "|".join(STATE_CLASSES), re.I)
-    classes = re.compile(r"\.(%s)(?![\w-])" % "|".join(STATE_CLASSES.values()))
+    names, cls_names = "|".join(STATE_CLASSES), "|".join(STATE_CLASSES.values())
+    state = re.compile(rf":({names})(?![\w-])", re.I)
+    classes = re.compile(rf"\.({cls_names})(?![\w-])")
     total = 0
     for name, css in CORPUS_SHEETS:
         r = rewrite(css, "https://site.test/a/b.css", sign)

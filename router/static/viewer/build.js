@@ -11,7 +11,7 @@ cb-blocked:is([data-tag="iframe"],[data-tag="frame"],[data-tag="object"],[data-t
 :where(cb-blocked) { width: 300px; height: 150px; box-sizing: border-box; border: 1px dashed #aaa;
   background: repeating-linear-gradient(45deg, #f4f4f4 0 10px, #e8e8e8 10px 20px); vertical-align: bottom; }
 :where(.cb-focus-visible) { outline: auto 1px; outline: -webkit-focus-ring-color auto 1px; }
-:where(input, textarea, select).cb-focus-visible { outline-offset: 0; }
+:where(input.cb-focus-visible, textarea.cb-focus-visible, select.cb-focus-visible) { outline-offset: 0; }
 .cb-agent-hl { outline: 3px solid #2563eb !important; outline-offset: 2px !important; }
 :where(canvas) { display: inline-block; background: no-repeat 0 0 / 100% 100%;
   width: attr(width px, 300px); height: attr(height px, 150px); }
