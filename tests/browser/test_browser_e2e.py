@@ -586,7 +586,7 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         for what, act in actions.items():
             act()
             time.sleep(0.15)  # a navigation would have started by now
-            assert a.page.evaluate(stayed) == where, f"the replica navigated on a {what}"
+            assert a.page.evaluate(stayed) == where, f"the replica navigated after: {what}"
         # a link dragged out would carry its URL elsewhere: the drag never starts
         dragged = f"{VDOC}.getElementById('abs').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, cancelable: true}}))"
         assert a.page.evaluate(dragged) is False
