@@ -1,13 +1,19 @@
-"""Sans-I/O CSS rewriter: ``:hover`` to a class, ``url()`` and ``@import`` through the proxy.
+"""Sans-I/O CSS rewriter: ``:hover``, ``:focus`` & co. to classes, URLs through the proxy.
 
 ``rewrite(css, base_url, sign)`` takes stylesheet text and returns a :class:`RewriteResult`
 (the new text and notes about what was left alone). No I/O, no clock: ``sign`` turns an
 absolute URL into the proxied URL the viewer should load.
 
-Hover
------
-The viewer sets the class ``cb-hover`` (``hover_class``) on the hovered element and on its
-ancestors, as a browser's ``:hover`` applies to ancestors too. For each selector of a style
+Element states
+--------------
+The replica's own pointer and focus never reach the visitor's elements, so the viewer
+mirrors the visitor's user-action pseudo-classes as classes (:data:`STATE_CLASSES`, the
+same table as ``STATE_CLASSES`` in router/static/format.js): ``cb-hover`` (``hover_class``)
+on the hovered element and its ancestors, as a browser's ``:hover`` applies to ancestors
+too; ``cb-active`` likewise for the element pressed with the primary button; ``cb-focus``
+on the focused element, ``cb-focus-visible`` on it when the visitor's browser says it
+matches ``:focus-visible``, ``cb-focus-within`` on it and its ancestors. Below, ":hover"
+stands for any of these pseudo-classes, each replaced by its own class. For each selector of a style
 rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``,
 ``@scope``, ``@starting-style``, ``@document`` and in CSS nesting) that uses ``:hover``:
 
@@ -28,11 +34,6 @@ rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``
   (``.hover\\:bg-red``, one ident token) are never taken for the pseudo-class.
 * ``@keyframes``, ``@font-face``, ``@page`` and other non-grouping at-rules keep their
   content (only ``url()`` is rewritten there).
-
-``:focus-within`` and ``:active`` are NOT rewritten (choice): the viewer mirrors only the
-pointer's hover chain, ``:active`` lasts as long as a click and is not worth a class, and
-focus is a separate concern for the viewer. Adding them later means another class fed
-to the same ``_replace_hover`` logic.
 
 URLs
 ----
@@ -60,7 +61,16 @@ import tinycss2
 from tinycss2 import ast
 from tinycss2.serializer import serialize_string_value, serialize_url
 
-__all__ = ["RewriteResult", "rewrite"]
+__all__ = ["STATE_CLASSES", "RewriteResult", "rewrite"]
+
+# Pseudo-class -> the class the viewer sets where the visitor's element matches it.
+STATE_CLASSES: dict[str, str] = {
+    "hover": "cb-hover",
+    "focus": "cb-focus",
+    "focus-visible": "cb-focus-visible",
+    "focus-within": "cb-focus-within",
+    "active": "cb-active",
+}
 
 # At-rules whose block holds style rules (recursed into).
 _GROUP_RULES = frozenset(
@@ -87,9 +97,9 @@ class RewriteResult:
 
 @dataclass
 class _Scan:
-    hover: bool = False  # some :hover was replaced
-    negated: bool = False  # some replaced :hover sits inside :not(...)
-    blocked: bool = False  # a :hover follows a pseudo-element
+    state: bool = False  # some state pseudo-class (:hover, :focus...) was replaced
+    negated: bool = False  # some replaced one sits inside :not(...)
+    blocked: str = ""  # the name of one that follows a pseudo-element
 
 
 def _quote(value: str) -> str:
@@ -100,8 +110,9 @@ def _is_colon(tok: object) -> bool:
     return isinstance(tok, ast.LiteralToken) and tok.value == ":"
 
 
-def _replace_hover(tokens: list, cls: str, scan: _Scan, in_not: bool) -> list:
-    """Return ``tokens`` with each ``:hover`` pseudo-class replaced by ``.cls``."""
+def _replace_states(tokens: list, classes: dict[str, str], scan: _Scan, in_not: bool) -> list:
+    """Return ``tokens`` with each state pseudo-class (a key of ``classes``) replaced by
+    its class."""
     out: list = []
     after_pseudo_element = False
     i = 0
@@ -117,12 +128,13 @@ def _replace_hover(tokens: list, cls: str, scan: _Scan, in_not: bool) -> list:
                 continue
             if isinstance(nxt, ast.IdentToken):
                 name = nxt.lower_value
-                if name == "hover":
+                cls = classes.get(name)
+                if cls is not None:
                     if after_pseudo_element:
-                        scan.blocked = True
+                        scan.blocked = name
                         out.extend((tok, nxt))
                     else:
-                        scan.hover = True
+                        scan.state = True
                         scan.negated = scan.negated or in_not
                         out.append(ast.LiteralToken(tok.source_line, tok.source_column, "."))
                         out.append(ast.IdentToken(nxt.source_line, nxt.source_column, cls))
@@ -132,7 +144,7 @@ def _replace_hover(tokens: list, cls: str, scan: _Scan, in_not: bool) -> list:
                     after_pseudo_element = True
         if isinstance(tok, ast.FunctionBlock):
             neg = in_not or tok.lower_name == "not"
-            args = _replace_hover(tok.arguments, cls, scan, neg)
+            args = _replace_states(tok.arguments, classes, scan, neg)
             tok = ast.FunctionBlock(tok.source_line, tok.source_column, tok.name, args)
         out.append(tok)
         i += 1
@@ -150,10 +162,10 @@ def _split_selectors(prelude: list) -> list[list]:
 
 
 class _Rewriter:
-    def __init__(self, base_url: str, sign: Callable[[str], str], hover_class: str) -> None:
+    def __init__(self, base_url: str, sign: Callable[[str], str], classes: dict[str, str]) -> None:
         self.base_url = base_url
         self.sign = sign
-        self.cls = hover_class
+        self.classes = classes
         self.notes: list[str] = []
 
     # -- URLs ---------------------------------------------------------------------------
@@ -233,15 +245,17 @@ class _Rewriter:
         changed_in_place = False
         for sel in selectors:
             scan = _Scan()
-            new = _replace_hover(sel, self.cls, scan, in_not=False)
+            new = _replace_states(sel, self.classes, scan, in_not=False)
             text = tinycss2.serialize(sel)
             if scan.blocked:
-                self.notes.append(f":hover after a pseudo-element left as is: {text.strip()}")
+                self.notes.append(
+                    f":{scan.blocked} after a pseudo-element left as is: {text.strip()}"
+                )
                 kept.append(text)
             elif scan.negated:
                 changed_in_place = True
                 kept.append(tinycss2.serialize(new))
-            elif scan.hover:
+            elif scan.state:
                 kept.append(text)
                 copies.append(tinycss2.serialize(new).strip())
             else:
@@ -294,8 +308,9 @@ def rewrite(
     *,
     hover_class: str = "cb-hover",
 ) -> RewriteResult:
-    """Rewrite ``:hover`` into ``.{hover_class}`` and route URLs through ``sign``."""
-    rw = _Rewriter(base_url, sign, hover_class)
+    """Rewrite ``:hover`` into ``.{hover_class}``, the other state pseudo-classes into
+    their :data:`STATE_CLASSES`, and route URLs through ``sign``."""
+    rw = _Rewriter(base_url, sign, {**STATE_CLASSES, "hover": hover_class})
     try:
         nodes = tinycss2.parse_stylesheet(css, skip_comments=False, skip_whitespace=False)
         out = rw.rule_list(nodes, nested=False)

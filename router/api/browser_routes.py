@@ -35,7 +35,9 @@ def embed_csp(cfg: RouterConfig) -> str:
             f"media-src {proxy}".strip() if proxy else "media-src 'none'",
             # The gateways' addresses change as they scale; ws/wss only, no plain fetches.
             f"connect-src 'self' ws: wss: {proxy}".strip(),
-            "frame-src 'self' about:",
+            # The replica is about:blank and never navigates: a link in it that something
+            # still follows (a script's non-cancelable click) is refused, never fetched.
+            "frame-src about:",
             "child-src 'self' about:",
             "form-action 'none'",
             "base-uri 'none'",

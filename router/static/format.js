@@ -59,13 +59,24 @@ const URL_VALUED_ATTRS = new Set(["href", "src", "action", "formaction", "xlink:
   "background", "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc",
   "manifest", "icon", "classid", "archive", "profile", "imagesrcset", "itemtype"]);
 
+/** The class the viewer sets for each user-action pseudo-class the visitor's element
+ * matches; the proxy's CSS rewriter (proxy/rewrite.py STATE_CLASSES) turns each
+ * pseudo-class into the same class, since the replica's own pointer and focus never reach
+ * the visitor's elements. */
+const STATE_CLASSES = Object.freeze({hover: "cb-hover", focus: "cb-focus",
+  "focus-visible": "cb-focus-visible", "focus-within": "cb-focus-within", active: "cb-active"});
+
 // The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
 // the connection, so anything that could be larger is checked against MAX_EVENT; the 8 KiB
 // of room covers the envelope and the msgpack framing.
 const MAX_EVENT_BYTES = 128 * 1024;
 const MAX_EVENT = MAX_EVENT_BYTES - 8 * 1024;
 
-/** Event kinds a visitor sends, and the ones an agent sends back (docs/browser.md). */
+/** Event kinds a visitor sends, and the ones an agent sends back (docs/browser.md). The
+ * visitor's element states ride on two of them: `hover` {id, act} (act, when present: the
+ * element pressed with the primary button, null once released; a field rather than a kind,
+ * as gateways close a connection that sends a kind they do not know) and `focus` {id, fv}
+ * (fv: the focused element matches :focus-visible). */
 const VISITOR_KINDS = Object.freeze(["snapshot", "nav", "mutation", "input", "scroll", "hover",
   "focus", "viewport", "canvas", "css", "pointer", "click"]);
 const AGENT_KINDS = Object.freeze(["pointer", "click", "highlight"]);

@@ -642,3 +642,93 @@ def test_same_origin_frames_are_mirrored_and_cross_origin_ones_are_sized_boxes(
         poll(a.page, f"!!{VDOC}.querySelector('cb-blocked#xo')", 10, "the cross-origin box")
         assert a.page.evaluate(size.format(d=VDOC)) == want[:2] + ["cb-blocked"]
         assert not [u for u in a.requests if u.startswith(pages_server.url)], a.requests
+
+
+# -- element states and links (issue 14) ----------------------------------------------
+
+STYLES = """(doc, ids) => ids.map((id) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById(id));
+  return [id, cs.color, cs.backgroundColor, cs.textDecorationColor, cs.outlineStyle, cs.outlineWidth, cs.outlineColor]; })"""
+
+
+def same_styles(v: Visitor, a: Agent, ids: list[str], what: str) -> list:
+    """Wait until the replica's computed styles of `ids` are the visitor's; returns them."""
+    want = v.page.evaluate(f"({STYLES})(document, {json.dumps(ids)})")
+    deadline = time.monotonic() + 10
+    while True:
+        got = a.page.evaluate(f"({STYLES})({VDOC}, {json.dumps(ids)})")
+        if got == want:
+            return want
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: visitor {want} != replica {got}")
+        time.sleep(0.05)
+
+
+def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, cluster):
+    """Issue 14, one page: `:link`, `a[href]`, `a[href^=...]` and `a:not([href])` match in
+    the replica as for the visitor; :focus, :focus-visible, :focus-within and :active styles
+    follow the visitor; a row redrawn under a pointer that does not move takes the hover in
+    the replica too; and clicks, a middle click and Enter on a replica link navigate and
+    fetch nothing."""
+    with pair(chromium, cluster, "e2e_states.html") as (v, a):
+        ids = ["field", "btn", "form"]
+        same_styles(v, a, ids, "before any focus")
+        v.page.click("#field")  # a text field matches :focus-visible even from a click
+        st = same_styles(v, a, ids, "field focused")
+        assert st[0][2] == "rgb(255, 240, 200)" and st[0][4:] == ["solid", "3px", "rgb(255, 0, 0)"]
+        assert st[2][2] == "rgb(230, 230, 255)"
+        v.page.keyboard.press("Tab")  # keyboard focus: the button matches :focus-visible
+        st = same_styles(v, a, ids, "button focused by keyboard")
+        assert st[1][4:] == ["dashed", "4px", "rgb(0, 0, 200)"] and st[0][4] == "none"
+        box = v.page.locator("#btn").bounding_box()
+        v.page.mouse.move(box["x"] + 5, box["y"] + 5)
+        v.page.mouse.down()
+        st = same_styles(v, a, ids, "button pressed")
+        assert st[1][2] == "rgb(0, 200, 0)"
+        v.page.mouse.up()
+        st = same_styles(v, a, ids, "button released")
+        assert st[1][2] == "rgb(220, 220, 220)"
+        v.page.hover("#c2")
+        st = same_styles(v, a, ["c1", "c2"], "row hovered")
+        assert st[1][2] == "rgb(250, 200, 0)"
+        v.page.evaluate("redraw()")  # the pointer stays where it is
+        st = same_styles(v, a, ["d1", "d2"], "hover after the redraw")
+        assert st[1][2] == "rgb(250, 200, 0)", st
+        styles = same_styles(v, a, ["rel", "abs", "none"], "link styles")
+        blue, green, yellow, purple = (
+            "rgb(0, 0, 255)",
+            "rgb(0, 128, 0)",
+            "rgb(255, 255, 0)",
+            "rgb(128, 0, 128)",
+        )
+        assert [s[1:4] for s in styles] == [
+            [blue, "rgba(0, 0, 0, 0)", green],
+            [blue, yellow, green],
+            [purple, "rgba(0, 0, 0, 0)", purple],
+        ]
+        # Even with the glass gone, a real click, a middle click and Enter go nowhere.
+        where = a.page.evaluate(f"(window.__replica = {VDOC}).location.href")
+        a.page.evaluate(
+            "document.querySelectorAll('#cb-stage div').forEach(d => d.style.pointerEvents = 'none')"
+        )
+        frame = a.page.frame_locator("#cb-frame")
+        stayed = f"{VDOC} === window.__replica && {FRAME}.contentWindow.location.href"
+        actions = {
+            "click": lambda: frame.locator("#rel").click(timeout=3000),
+            "click on an absolute link": lambda: frame.locator("#abs").click(timeout=3000),
+            "middle click": lambda: frame.locator("#abs").click(button="middle", timeout=3000),
+            "Enter": lambda: (frame.locator("#rel").focus(), a.page.keyboard.press("Enter")),
+        }
+        for what, act in actions.items():
+            act()
+            time.sleep(0.15)  # a navigation would have started by now
+            assert a.page.evaluate(stayed) == where, f"the replica navigated after: {what}"
+        # a link dragged out would carry its URL elsewhere: the drag never starts
+        dragged = f"{VDOC}.getElementById('abs').dispatchEvent(new DragEvent('dragstart', {{bubbles: true, cancelable: true}}))"
+        assert a.page.evaluate(dragged) is False
+        # A click that cannot be cancelled (only a script of the embed page can make one)
+        # follows the link: the embed page's CSP (frame-src about:) refuses it unfetched.
+        a.page.evaluate(f"{VDOC}.getElementById('rel').dispatchEvent(new MouseEvent('click'))")
+        time.sleep(0.3)
+        assert len(a.ctx.pages) == 1
+        assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
+        assert not [u for u in a.requests if "/somewhere" in u or "/elsewhere" in u], a.requests

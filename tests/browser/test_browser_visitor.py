@@ -602,7 +602,11 @@ def test_scroll_pointer_click_focus_viewport(context, pages_server):
     assert {"id": bold} in [p for k, p in evs if k == "hover"]
     clicks = [p for k, p in evs if k == "click"]
     assert clicks and clicks[0]["id"] == bold
-    assert {"id": el["t"]["id"]} in [p for k, p in evs if k == "focus"]
+    # a text field matches :focus-visible however it got the focus
+    assert {"id": el["t"]["id"], "fv": True} in [p for k, p in evs if k == "focus"]
+    # the click pressed and released the primary button: :active on, then off
+    hovers = [p for k, p in evs if k == "hover" and "act" in p]
+    assert hovers == [{"id": bold, "act": bold}, {"id": bold, "act": None}]
     assert {"w": 700, "h": 500} in [p for k, p in evs if k == "viewport"]
     # a snapshot resets the viewer's hover: it is sent again right after
     page.evaluate("() => window.__cap.snapshot()")

@@ -1,8 +1,9 @@
-"""The sans-I/O CSS rewriter: :hover to a class, url() and @import through the proxy."""
+"""The sans-I/O CSS rewriter: :hover & co. to classes, url() and @import through the proxy."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import tinycss2
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tinycss2 import ast
 
-from proxy.rewrite import RewriteResult, rewrite
+from proxy.rewrite import STATE_CLASSES, RewriteResult, rewrite
 from tests.support.corpus_dir import corpus_dir
 
 BASE = "https://example.com/css/main.css"
@@ -183,8 +184,31 @@ def test_hover_after_pseudo_element_left_with_note(sel: str) -> None:
     assert len(r.notes) == 1 and "pseudo-element" in r.notes[0]
 
 
-def test_focus_within_and_active_not_rewritten() -> None:
-    css = "a:active { x: y } b:focus-within { x: z }"
+@pytest.mark.parametrize("pseudo", sorted(STATE_CLASSES))
+def test_every_state_pseudo_class_gets_its_class(pseudo: str) -> None:
+    """Focus and active are mirrored like hover (issue 14): copy after, negation in place."""
+    cls = STATE_CLASSES[pseudo]
+    r = rw(f"a:{pseudo} {{ x: y }} p:not(:{pseudo}) {{ x: z }} ::before:{pseudo} {{ x: w }}")
+    assert rules(r.css) == [
+        (f"a:{pseudo}", "x: y"),
+        (f"a.{cls}", "x: y"),
+        (f"p:not(.{cls})", "x: z"),
+        (f"::before:{pseudo}", "x: w"),
+    ]
+    assert r.notes == [f":{pseudo} after a pseudo-element left as is: ::before:{pseudo}"]
+
+
+def test_state_classes_match_the_viewers_table() -> None:
+    """format.js STATE_CLASSES is what the viewer sets: the two tables must agree."""
+    js = (Path(__file__).parents[2] / "router/static/format.js").read_text()
+    body = re.search(r"const STATE_CLASSES = Object\.freeze\(\{(.*?)\}\)", js, re.S)
+    assert body is not None
+    pairs = dict(re.findall(r'"?([a-z-]+)"?: "([a-z-]+)"', body.group(1)))
+    assert pairs == STATE_CLASSES
+
+
+def test_similar_names_are_not_states() -> None:
+    css = "a:focus-ring { x: y } a:hovered { x: z } a:activex { x: w }"
     assert rw(css).css == css
 
 
@@ -452,7 +476,10 @@ CORPUS_SHEETS = _corpus_sheets()
 
 
 @pytest.mark.skipif(not CORPUS_SHEETS, reason="rrweb fixtures not present")
-def test_corpus_every_hover_rule_gets_its_copy() -> None:
+def test_corpus_every_state_rule_gets_its_copy() -> None:
+    names, cls_names = "|".join(STATE_CLASSES), "|".join(STATE_CLASSES.values())
+    state = re.compile(rf":({names})(?![\w-])", re.I)
+    classes = re.compile(rf"\.({cls_names})(?![\w-])")
     total = 0
     for name, css in CORPUS_SHEETS:
         r = rewrite(css, "https://site.test/a/b.css", sign)
@@ -460,10 +487,10 @@ def test_corpus_every_hover_rule_gets_its_copy() -> None:
         tinycss2.parse_stylesheet(r.css)
         before = selectors(css)
         after = selectors(r.css)
-        hovers = [s for s in before if ":hover" in s.lower()]
+        hovers = [s for s in before if state.search(s)]
         blocked = len(r.notes)
         assert len(after) == len(before) + len(hovers) - blocked, name
-        assert sum(".cb-hover" in s for s in after) == len(hovers) - blocked, name
+        assert sum(bool(classes.search(s)) for s in after) == len(hovers) - blocked, name
         for s in hovers:
             assert s in after, name
         total += len(hovers)

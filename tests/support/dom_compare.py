@@ -14,14 +14,16 @@ rules apply on both sides, so each rule below removes a difference that the cont
   them (G4): ``on*``, ``srcdoc``, ``formaction``, ``integrity``, ``crossorigin``, ``ping``,
   ``manifest``, ``nonce``, ``xml:base``, ``imagesrcset``, ``imagesizes``, and any URL
   attribute holding a ``javascript:``/``vbscript:``/``data:text/html`` URL.
-- **URLs**: the viewer points loading attributes at signed proxy URLs and keeps links as
-  ``data-cb-href``. So ``href``, ``src``, ``srcset``, ``poster``, ``background``, ``action``,
+- **URLs**: the viewer points loading attributes at signed proxy URLs, keeps link ``href``s
+  as they are (inert) and other targets (form ``action``, ``<link rel=icon>``) as
+  ``data-cb-<name>``. So ``href``, ``src``, ``srcset``, ``poster``, ``background``, ``action``,
   ``xlink:href`` and ``data`` compare by **presence only** (value ``"<url>"``), and the
   viewer's ``data-cb-<name>`` counts as ``<name>``. Fragment references (``#id``) compare
   exactly; other SVG ``href``s are dropped except on ``a``, ``image``, ``feImage`` (an
   external ``<use>`` would load from the origin). ``style`` is parsed by the browser (``element.style.cssText``) with every
   ``url(...)`` replaced by ``url()``.
-- **Viewer additions** are removed: the classes ``cb-hover``, ``cb-focus``, ``cb-agent-hl``
+- **Viewer additions** are removed: the state classes (``cb-hover``, ``cb-focus``,
+  ``cb-focus-visible``, ``cb-focus-within``, ``cb-active``) and ``cb-agent-hl``
   (an empty ``class`` then counts as absent, on both sides), other ``data-cb-*`` attributes.
 - **Blocked elements** (``script``, ``noscript``, ``iframe``, ``frame``, ``frameset``,
   ``object``, ``embed``, ``portal``, ``base``, ``applet``, ``meta[http-equiv]``, SVG
@@ -69,7 +71,8 @@ NORMALIZE_JS = r"""
   const CHECK = new Set(["href", "src", "action", "formaction", "xlink:href", "poster", "background",
     "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc", "manifest", "icon",
     "classid", "archive", "profile", "imagesrcset", "itemtype"]);
-  const VIEWER_CLASSES = new Set(["cb-hover", "cb-focus", "cb-agent-hl"]);
+  const VIEWER_CLASSES = new Set(["cb-hover", "cb-focus", "cb-focus-visible", "cb-focus-within",
+    "cb-active", "cb-agent-hl"]);
   const scriptUrl = (v) => {
     const k = String(v).replace(/[\u0000-\u0020\u007f-\u00a0\u1680\u180e\u2000-\u200f\u2028\u2029\u202f\u205f\u3000\ufeff]/g, "").toLowerCase();
     return /^(javascript|vbscript|livescript|mocha):/.test(k) ||

@@ -1,5 +1,5 @@
 /* viewer/apply.js: the visitor's incremental events (docs/browser.md "Events") applied to
- * the replica: mutation, input, scroll, hover, focus, viewport, canvas, css (sheets.js),
+ * the replica: mutation, input, scroll, hover (and active), focus, viewport, canvas, css (sheets.js),
  * and the visitor's pointer and clicks drawn on the overlay. `apply` is the dispatcher:
  * one bad event is counted and skipped, never thrown to the wire client.
  */
@@ -23,8 +23,11 @@ function apply(rs, kind, payload) {
       case "mutation": return applyMutation(rs, payload);
       case "input": return applyInput(rs, payload);
       case "scroll": return applyScrollEvent(rs, payload);
-      case "hover": return setHover(rs, payload.id);
-      case "focus": return setFocus(rs, payload.id);
+      case "hover":
+        setHover(rs, payload.id);
+        if ("act" in payload) setActive(rs, payload.act);
+        return;
+      case "focus": return setFocus(rs, payload.id, !!payload.fv);
       case "viewport": return setViewport(rs, payload.w, payload.h);
       case "canvas": return applyCanvas(rs, payload);
       case "css": return applyCss(rs, payload);
@@ -154,28 +157,44 @@ function parentOf(n) {
   return n.parentNode;
 }
 
-function setHover(rs, id) {
-  for (const el of rs.hovered) classOn(rs, el, "cb-hover", false);
-  rs.hovered = [];
-  if (id === null || id === undefined) return;
-  let el = rs.ids.get(id);
-  if (!el) { rs.stats.skipped++; return; }
-  if (el.nodeType !== 1) el = parentOf(el);
-  while (el && el.nodeType === 1) {  // :hover matches the ancestors too
-    classOn(rs, el, "cb-hover", true);
-    rs.hovered.push(el);
-    el = parentOf(el);
+/** Moves a state class (STATE_CLASSES, format.js) off the elements that had it and onto
+ * `el`, and onto its ancestors across shadow roots when `chain` (`:hover`, `:active` and
+ * `:focus-within` match the ancestors too). */
+function setState(rs, cls, el, chain) {
+  for (const old of rs.states.get(cls) || []) classOn(rs, old, cls, false);
+  const now = [];
+  for (; el && el.nodeType === 1; el = chain ? parentOf(el) : null) {
+    classOn(rs, el, cls, true);
+    now.push(el);
   }
+  rs.states.set(cls, now);
 }
 
-function setFocus(rs, id) {
-  if (rs.focused) classOn(rs, rs.focused, "cb-focus", false);
-  rs.focused = null;
-  if (id === null || id === undefined) return;
-  const el = rs.ids.get(id);
-  if (!el || el.nodeType !== 1) { rs.stats.skipped++; return; }
-  classOn(rs, el, "cb-focus", true);
-  rs.focused = el;
+/** The element an event's id names (a text node's parent), null for null, or undefined
+ * (counted as skipped) when the id is unknown. */
+function stateTarget(rs, id) {
+  if (id === null || id === undefined) return null;
+  let el = rs.ids.get(id);
+  if (el && el.nodeType !== 1) el = parentOf(el);
+  if (!el || el.nodeType !== 1) { rs.stats.skipped++; return undefined; }
+  return el;
+}
+
+function setHover(rs, id) {
+  const el = stateTarget(rs, id);
+  setState(rs, STATE_CLASSES.hover, el, true);
+}
+
+/** `fv`: the visitor's element also matches :focus-visible (keyboard focus, text fields). */
+function setFocus(rs, id, fv) {
+  const el = stateTarget(rs, id);
+  setState(rs, STATE_CLASSES.focus, el, false);
+  setState(rs, STATE_CLASSES["focus-visible"], fv ? el : null, false);
+  setState(rs, STATE_CLASSES["focus-within"], el, true);
+}
+
+function setActive(rs, id) {
+  setState(rs, STATE_CLASSES.active, stateTarget(rs, id), true);
 }
 
 function setViewport(rs, w, h) {

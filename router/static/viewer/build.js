@@ -10,7 +10,8 @@ cb-blocked { display: none !important; }
 cb-blocked:is([data-tag="iframe"],[data-tag="frame"],[data-tag="object"],[data-tag="embed"],[data-tag="portal"],[data-tag="fencedframe"],[data-tag="applet"]) { display: inline-block !important; }
 :where(cb-blocked) { width: 300px; height: 150px; box-sizing: border-box; border: 1px dashed #aaa;
   background: repeating-linear-gradient(45deg, #f4f4f4 0 10px, #e8e8e8 10px 20px); vertical-align: bottom; }
-.cb-focus { outline: 2px solid #f59e0b !important; outline-offset: 1px !important; }
+:where(.cb-focus-visible) { outline: auto 1px; outline: -webkit-focus-ring-color auto 1px; }
+:where(input.cb-focus-visible, textarea.cb-focus-visible, select.cb-focus-visible) { outline-offset: 0; }
 .cb-agent-hl { outline: 3px solid #2563eb !important; outline-offset: 2px !important; }
 :where(canvas) { display: inline-block; background: no-repeat 0 0 / 100% 100%;
   width: attr(width px, 300px); height: attr(height px, 150px); }
@@ -152,8 +153,7 @@ function applySnapshot(rs, snap) {
   rs.desiredScroll.clear();
   rs.frames = [];
   rs.filled.clear();
-  rs.hovered = [];
-  rs.focused = null;
+  rs.states = new Map();
   rs.highlighted.clear();
   rs.base = null;
   for (const cand of [snap.base, snap.url]) {
@@ -191,7 +191,7 @@ function applySnapshot(rs, snap) {
   listen(rs);
   if (Array.isArray(snap.vw)) setViewport(rs, snap.vw[0], snap.vw[1]);
   rs.winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
-  setFocus(rs, snap.focus === undefined ? null : snap.focus);
+  setFocus(rs, snap.focus === undefined ? null : snap.focus, !!snap.fv);
   relayout(rs);  // scrolling needs a layout: let the next frame do it rather than force one now
   rs.onInfo(rs.info);
 }
@@ -216,12 +216,18 @@ function snapshotPart(rs, p) {
   applySnapshot(rs, JSON.parse(utf8dec.decode(all)));
 }
 
-function noSubmit(e) { e.preventDefault(); }
+function cancel(e) { e.preventDefault(); }
+
+// What would follow a link (kept inert, sanitiser.js inertLink) or submit a form: a click
+// (also the one Enter or Space makes), a middle click, a drag (a link dropped elsewhere).
+const CANCELLED_EVENTS = ["submit", "click", "auxclick", "dragstart"];
 
 function listen(rs) {
   // document.open() dropped listeners on the old document: resources that change layout.
   rs.doc.addEventListener("load", () => relayout(rs), true);
-  // Without allow-forms the sandbox blocks submission; this holds even without a sandbox
-  // (an action-less form would submit to the iframe's own URL, target=_top to the embed).
-  rs.doc.addEventListener("submit", noSubmit, true);
+  // The glass takes the agent's pointer and, without allow-forms, the sandbox blocks
+  // submission; this holds even without a sandbox, or when a key or a click reaches a
+  // replica link. (The Navigation API's navigate event is not fired in a frame without
+  // scripts, so it cannot be the guard; the embed page's CSP frame-src is the last one.)
+  for (const type of CANCELLED_EVENTS) rs.doc.addEventListener(type, cancel, true);
 }

@@ -85,7 +85,7 @@ function fillFrame(rs, el, d) {
   sheet.replaceSync(VIEWER_CSS);
   idoc.adoptedStyleSheets = [sheet];
   idoc.addEventListener("load", () => relayout(rs), true);
-  idoc.addEventListener("submit", noSubmit, true);
+  for (const type of CANCELLED_EVENTS) idoc.addEventListener(type, cancel, true);  // as build.js listen()
   // The frame's relative URLs resolve against its own address (signing reads rs.base now).
   const top = rs.base;
   rs.base = frameBase(d.base) || top;

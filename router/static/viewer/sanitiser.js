@@ -21,8 +21,9 @@ const DROPPED_ATTRS = new Set(["srcdoc", "formaction", "xml:base", "integrity", 
 const BACKGROUND_TAGS = new Set(["body", "table", "thead", "tbody", "tfoot", "tr", "td", "th"]);
 const SVG_ANIMATIONS = new Set(["animate", "set", "animatemotion", "animatetransform", "animatecolor"]);
 const SVG_ANIMATION_ATTRS = ["attributeName", "to", "from", "values", "by"];
-// Classes the viewer itself puts on replica elements (apply.js, actions.js).
-const VIEWER_CLASSES = ["cb-hover", "cb-focus", "cb-agent-hl"];
+// Classes the viewer itself puts on replica elements (apply.js, actions.js): the visitor's
+// element states (STATE_CLASSES, format.js) and the agent's highlight.
+const VIEWER_CLASSES = [...Object.values(STATE_CLASSES), "cb-agent-hl"];
 
 // Browsers strip C0 controls and spaces around a URL and tabs/newlines inside it, and DOM
 // attribute values are already entity-decoded: compare with all of those removed.
@@ -144,7 +145,16 @@ function putLater(rs, el, name, now, later) {
   });
 }
 
-// A link target kept as data-cb-* for the agent to read, never followed.
+/** A link's href kept as the visitor has it, so `:link`, `a[href]` and `a[href^="https"]`
+ * match as they do for the visitor; it is inert: the glass takes the agent's pointer, and
+ * `listen` (build.js) cancels every click, key activation, drag and navigation in the
+ * replica. A script URL is dropped (the link then matches `a:not([href])`, as near as we
+ * can get without keeping the script). */
+function inertLink(rs, el, name, v, has) {
+  put(rs, el, name, has && !isScriptUrl(v) ? v : null);
+}
+
+// A target kept as data-cb-* for the agent to read, never followed or loaded.
 function moveTo(rs, el, name, alias, v, has) {
   put(rs, el, name, null);
   put(rs, el, alias, has && !isScriptUrl(v) ? v : null);
@@ -188,7 +198,7 @@ function writeAttr(rs, el, name) {
 
 function writeHtmlAttr(rs, el, name, lname, tag, alias, v, has) {
   if (tag === "iframe" && !frameAttrAllowed(lname)) return;  // a mirrored frame loads nothing (frames.js)
-  if ((tag === "a" || tag === "area") && lname === "href") return moveTo(rs, el, name, alias, v, has);
+  if ((tag === "a" || tag === "area") && lname === "href") return inertLink(rs, el, name, v, has);
   if (tag === "form" && lname === "action") return moveTo(rs, el, name, alias, v, has);
   if (tag === "link" && (lname === "href" || lname === "rel")) {
     const href = raw(rs, el).get("href");
@@ -232,7 +242,7 @@ function writeHtmlAttr(rs, el, name, lname, tag, alias, v, has) {
 function writeSvgAttr(rs, el, name, lname, tag, alias, v, has) {
   if (lname === "href" || lname === "xlink:href") {
     if (!has) { put(rs, el, name, null); put(rs, el, alias, null); return; }
-    if (tag === "a") return moveTo(rs, el, name, alias, v, has);
+    if (tag === "a") return inertLink(rs, el, name, v, has);
     if (isFragment(v)) return put(rs, el, name, v);
     if (tag === "image" || tag === "feimage") return putLater(rs, el, name, null, assetUrl(rs, v, "asset"));
     return put(rs, el, name, null);  // external <use> and friends would bypass the proxy

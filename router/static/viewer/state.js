@@ -34,8 +34,7 @@
  * @property {number[]} winScroll  the visitor's window scroll [x, y]
  * @property {number[]} viewport   the visitor's viewport [w, h]
  * @property {number} scale      replica pixels -> embed page pixels
- * @property {Element[]} hovered elements carrying cb-hover
- * @property {?Element} focused  the element carrying cb-focus
+ * @property {Map<string, Element[]>} states  state class (STATE_CLASSES) -> the elements carrying it
  * @property {Set} highlighted   ids the agent highlighted
  * @property {boolean} highlightMode  a plain click highlights instead of clicking
  * @property {boolean} inert     the session ended: greyed out, the agent's pointer ignored
@@ -86,8 +85,7 @@ function newReplicaState(iframe, opts) {
     winScroll: [0, 0],
     viewport: [iframe.clientWidth || 1024, iframe.clientHeight || 768],
     scale: 1,
-    hovered: [],
-    focused: null,
+    states: new Map(),
     highlighted: new Set(),
     highlightMode: false,
     inert: false,

@@ -52,7 +52,8 @@ function listenOn(st, d) {
   const g = st.guarded;
   for (const [type, fn] of [["input", g.input], ["change", g.input], ["scroll", g.scroll],
     ["pointermove", g.pointer], ["mouseout", g.out], ["click", g.click], ["focusin", g.focus],
-    ["focusout", g.focus], ["load", g.load]]) d.addEventListener(type, fn, o);
+    ["focusout", g.focus], ["load", g.load], ["pointerdown", g.press], ["pointerup", g.press],
+    ["pointercancel", g.press]]) d.addEventListener(type, fn, o);
 }
 
 /** A frame loaded (or navigated): send it again, whole, as a mutation of the frame node. */

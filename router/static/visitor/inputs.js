@@ -1,6 +1,6 @@
 /* visitor/inputs.js: the visitor's own actions as events: field values (typed or set by
- * script), scroll, pointer, hover, click, focus and viewport size, throttled where they come
- * in bursts. A private field's value goes out masked, and only when its mask changed. */
+ * script), scroll, pointer, hover and active (primary button down), click, focus and viewport
+ * size, throttled where they come in bursts. A private field's value goes out masked, and only when its mask changed. */
 
 function onInput(st, e) {
   fieldChanged(st, deepTarget(e));
@@ -95,8 +95,29 @@ function onScroll(st, e) {
 }
 function onPointer(st, e) {
   const [x, y] = topXY(e);
+  st.lastPtr = [x, y];
   throttle(st, "ptr", POINTER_MS, () => send(st, "pointer", { x, y }));
   hoverTo(st, deepTarget(e));
+}
+/** The deepest element at a viewport point, through open shadow roots. */
+function deepElementAt(x, y) {
+  let el = document.elementFromPoint(x, y);
+  while (el && el.shadowRoot) {
+    const inner = el.shadowRoot.elementFromPoint(x, y);
+    if (!inner || inner === el) break;
+    el = inner;
+  }
+  return el;
+}
+/** After a DOM change the element under a still pointer may be another one (a table redrawn
+ * under the cursor): look again on the next frame, when layout is due anyway, once per frame. */
+function rehoverSoon(st) {
+  if (!st.lastPtr || st.rehoverPending || typeof requestAnimationFrame !== "function") return;
+  st.rehoverPending = true;
+  requestAnimationFrame(() => safe(() => {
+    st.rehoverPending = false;
+    if (st.running && st.lastPtr) hoverTo(st, deepElementAt(st.lastPtr[0], st.lastPtr[1]));
+  }));
 }
 function hoverTo(st, t) {
   const id = t ? nearestId(t) : null;
@@ -105,7 +126,17 @@ function hoverTo(st, t) {
   send(st, "hover", { id });
 }
 function onOut(st, e) {
-  if (!e.relatedTarget && e.view === window) hoverTo(st, null); // the pointer left the window
+  if (e.relatedTarget || e.view !== window) return;
+  st.lastPtr = null; // the pointer left the window
+  hoverTo(st, null);
+}
+/** :active follows the primary button: the element pressed (and, in the viewer, its
+ * ancestors) until the button is released or the gesture is cancelled. */
+function onPress(st, e) {
+  const id = e.type === "pointerdown" ? (e.button === 0 ? nearestId(deepTarget(e)) : st.lastActive) : null;
+  if (id === st.lastActive) return;
+  st.lastActive = id;
+  send(st, "hover", { id: st.lastHover, act: id });
 }
 function onClick(st, e) {
   const [x, y] = topXY(e);
@@ -117,10 +148,19 @@ function onFocus(st) {
     if (!st.running) return;
     flush(st);
     const id = focusId();
-    if (id === st.lastFocus) return;
+    const fv = id !== null && focusVisible();
+    if (id === st.lastFocus && fv === st.lastFv) return;
     st.lastFocus = id;
-    emit(st, "focus", { id });
+    st.lastFv = fv;
+    emit(st, "focus", { id, fv });
   }), 0);
+}
+/** The focused element, through open shadow roots. */
+/** Does the focused element match :focus-visible (the engine's own heuristic: keyboard focus,
+ * text fields)? False where the engine does not know the selector. */
+function focusVisible() {
+  const a = deepActive(document);
+  try { return !!a && a.matches(":focus-visible"); } catch (e) { return false; }
 }
 function onResize(st) {
   throttle(st, "vw", SCROLL_MS, () => send(st, "viewport", { w: window.innerWidth, h: window.innerHeight }));

@@ -153,6 +153,7 @@ function processMutations(st, records) {
   // Constructed sheets adopted by new shadow roots: announce them before they are used.
   for (const s of ctx.sheets) emit(st, "css", { op: "replace", sheet: s.sid, css: s.css });
   for (const part of parts) emit(st, "mutation", part);
+  rehoverSoon(st);
 }
 
 /** A mutation cut into consecutive ones, each under MAX_EVENT less 1 KiB of room, in the

@@ -29,7 +29,11 @@
  * @property {WeakSet<Document>} docs  mirrored frames' documents we observe and listen on
  * @property {Set<Element>} setFields  fields set by script, looked at in a microtask
  * @property {?number} lastHover
+ * @property {?number[]} lastPtr  the pointer's last [clientX, clientY], null once it left the window
+ * @property {boolean} rehoverPending  a look under the pointer is queued for the next frame
  * @property {?number} lastFocus
+ * @property {boolean} lastFv  the focused element matched :focus-visible when last sent
+ * @property {?number} lastActive  the element pressed with the primary button, when last sent
  * @property {Map<*, {pending: ?Function, timer: number}>} throttles  by key (see throttle)
  * @property {Object<string, function(Event): void>} guarded  our listeners, never throwing
  */
@@ -58,7 +62,11 @@ function newRecorderState(out) {
     docs: new WeakSet(),
     setFields: new Set(),
     lastHover: null,
+    lastPtr: null,
+    rehoverPending: false,
     lastFocus: null,
+    lastFv: false,
+    lastActive: null,
     throttles: new Map(),
     guarded: null,
   };
@@ -67,6 +75,7 @@ function newRecorderState(out) {
   st.guarded = {
     input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
     click: guard(onClick), focus: guard(onFocus), resize: guard(onResize), load: guard(onFrameLoad),
+    press: guard(onPress),
   };
   return st;
 }

@@ -95,6 +95,7 @@ function snapshot(st) {
   const adopted = adoptedSids(st, document.adoptedStyleSheets, ctx);
   st.lastAdopt.set(document, adopted.join(","));
   st.lastFocus = focusId();
+  st.lastFv = st.lastFocus !== null && focusVisible();
   emit(st, "snapshot", {
     v: 1,
     url: document.URL,
@@ -107,6 +108,7 @@ function snapshot(st) {
     sheets: ctx.sheets,
     adopted,
     focus: st.lastFocus,
+    fv: st.lastFv,
   });
   // The viewer starts without hover: tell it again where the pointer is.
   if (st.lastHover !== null) emit(st, "hover", { id: st.lastHover });
