@@ -507,3 +507,30 @@ def test_the_embed_page_says_why_it_shows_no_session(chromium, cluster):
             assert got[0] == code and words in got[1] and got[2:] == [True, True], (fragment, got)
     finally:
         ctx.close()
+
+
+def test_a_sheet_the_proxy_may_not_fetch_styles_the_replica_through_the_visitor(chromium, cluster):
+    """The CSS fallback: the page's sheet is behind its login (403 without the cookie the
+    page set), so the proxy cannot fetch it; the viewer asks the visitor (`control`
+    css-need), the visitor sends the sheet's text (`css` link), the proxy rewrites it."""
+    sheet = cluster.origin + e2e_cluster.LOCKED + "e2e_locked.css"
+    assert httpx.get(sheet).status_code == 403  # what the proxy gets
+    style = "(doc) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById('box')); return [cs.backgroundColor, cs.color, cs.width]; }"
+    with pair(chromium, cluster, "e2e_locked.html") as (v, a):
+        want = v.page.evaluate(f"({style})(document)")
+        assert want == ["rgb(12, 34, 56)", "rgb(255, 255, 255)", "321px"]
+        compact = json.dumps(json.dumps(want, separators=(",", ":")))
+        poll(a.page, f"JSON.stringify(({style})({VDOC})) === {compact}", 15, "the fallback sheet")
+        stats = a.page.evaluate("CobrowseViewer.current.replayer.stats()")
+        assert stats["cssNeed"] == 1 and stats["cssFallback"] == 1, stats
+        # the text went through the proxy's rewrite: :hover is the viewer's class
+        v.page.hover("#box")
+        poll(
+            a.page,
+            f"({style})({VDOC})[1] === 'rgb(250, 200, 0)'",
+            10,
+            "hover from the fallback sheet",
+        )
+        [need] = [e for e in v.events("css") if e[3].get("op") == "link"]
+        assert need[3]["base"] == sheet and need[3]["n"] == 1
+        wait_same(v, a)  # the DOM is the visitor's: the fallback adds no element

@@ -217,4 +217,5 @@ function listen(rs) {
   // Without allow-forms the sandbox blocks submission; this holds even without a sandbox
   // (an action-less form would submit to the iframe's own URL, target=_top to the embed).
   rs.doc.addEventListener("submit", noSubmit, true);
+  watchFailedSheets(rs);
 }
