@@ -1051,7 +1051,7 @@ ADD_SHEETS = """async () => {
   // units of emoji: a surrogate pair spans 32 767-32 768, where a plain cut would fall.
   const emoji = '.e::before { content: "' + "\\u{1F600}".repeat(20000) + '"; }\\n';
   window.__big = await link(emoji + "p { margin: 1px; }\\n".repeat(3000), "stylesheet");
-  window.__huge = await link("a { color: red; }\\n".repeat(70000), "stylesheet");  // > 1 Mi
+  window.__huge = await link('.h::before { content: "' + "x".repeat(1100000) + '"; }', "stylesheet");  // > 1 Mi
   window.__icon = await link("b { color: red; }", "icon");
 }"""
 
