@@ -79,4 +79,13 @@ const MAX_EVENT = MAX_EVENT_BYTES - 8 * 1024;
  * (fv: the focused element matches :focus-visible). */
 const VISITOR_KINDS = Object.freeze(["snapshot", "nav", "mutation", "input", "scroll", "hover",
   "focus", "viewport", "canvas", "css", "pointer", "click"]);
-const AGENT_KINDS = Object.freeze(["pointer", "click", "highlight"]);
+const AGENT_KINDS = Object.freeze(["pointer", "click", "highlight", "control"]);
+
+/** The visitor-fetched CSS fallback (docs/browser.md): a linked sheet's text goes in `css`
+ * `link` parts of at most LINK_CSS_PART characters (UTF-8 is at most 3 bytes a character:
+ * 96 KiB, under MAX_EVENT). A sheet over LINK_CSS_MAX characters is not sent (at most 3 MiB of
+ * UTF-8, under the proxy's default 5 MiB rewrite limit; all of Bootstrap 5 is 230 KB), nor
+ * anything once a recording has sent LINK_CSS_PAGE_MAX characters in all. */
+const LINK_CSS_PART = 32 * 1024;
+const LINK_CSS_MAX = 1024 * 1024;
+const LINK_CSS_PAGE_MAX = 4 * 1024 * 1024;

@@ -732,3 +732,71 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         assert len(a.ctx.pages) == 1
         assert not [u for u in a.requests if u.startswith(cluster.origin)], a.requests
         assert not [u for u in a.requests if "/somewhere" in u or "/elsewhere" in u], a.requests
+
+
+def test_a_sheet_the_proxy_may_not_fetch_styles_the_replica_through_the_visitor(chromium, cluster):
+    """The CSS fallback: the page's sheet is behind its login (403 without the cookie the
+    page set), so the proxy cannot fetch it; the viewer asks the visitor (`control`
+    css-need), the visitor sends the sheet's text (`css` link), the proxy rewrites it."""
+    sheet = cluster.origin + e2e_cluster.LOCKED + "e2e_locked.css"
+    assert httpx.get(sheet).status_code == 403  # what the proxy gets
+    style = "(doc) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById('box')); return [cs.backgroundColor, cs.color, cs.width]; }"
+    with pair(chromium, cluster, "e2e_locked.html") as (v, a):
+        want = v.page.evaluate(f"({style})(document)")
+        assert want == ["rgb(12, 34, 56)", "rgb(255, 255, 255)", "321px"]
+        compact = json.dumps(json.dumps(want, separators=(",", ":")))
+        poll(a.page, f"JSON.stringify(({style})({VDOC})) === {compact}", 15, "the fallback sheet")
+        stats = a.page.evaluate("CobrowseViewer.current.replayer.stats()")
+        assert stats["cssNeed"] == 1 and stats["cssFallback"] == 1, stats
+        # the text went through the proxy's rewrite: :hover is the viewer's class
+        v.page.hover("#box")
+        poll(
+            a.page,
+            f"({style})({VDOC})[1] === 'rgb(250, 200, 0)'",
+            10,
+            "hover from the fallback sheet",
+        )
+        [need] = [e for e in v.events("css") if e[3].get("op") == "link"]
+        assert need[3]["base"] == sheet and need[3]["n"] == 1
+        wait_same(v, a)  # the DOM is the visitor's: the fallback adds no element
+
+
+def test_a_small_agent_window_shows_the_whole_visitor_viewport_scaled(chromium, cluster):
+    """The replica keeps the visitor's viewport (900x600) and is scaled down to fit an agent
+    window smaller than it, nothing clipped; the agent's pointer still lands on the element
+    under it in the visitor's page."""
+    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
+        a.page.set_viewport_size({"width": 520, "height": 420})
+        fit = """(() => { const f = document.getElementById('cb-frame'), s = document.getElementById('cb-stage');
+          const r = f.getBoundingClientRect(), st = s.getBoundingClientRect();
+          return {w: f.style.width, h: f.style.height, scale: CobrowseViewer.current.replayer.scale(),
+                  inside: r.left >= st.left - 0.5 && r.top >= st.top - 0.5 && r.right <= st.right + 0.5 && r.bottom <= st.bottom + 0.5,
+                  rw: r.width, rh: r.height, sw: st.width, sh: st.height}; })()"""
+        got = poll(a.page, f"(g => g.scale < 1 && g.inside && g)({fit})", 10, "the replica to fit")
+        assert (got["w"], got["h"]) == ("900px", "600px")
+        # it fits the stage on one side exactly: scaled, not clipped and not shrunk further
+        assert min(abs(got["rw"] - got["sw"]), abs(got["rh"] - got["sh"])) < 1, got
+        assert (
+            abs(got["rw"] / 900 - got["scale"]) < 1e-3
+            and abs(got["rh"] / 600 - got["scale"]) < 1e-3
+        )
+        # the agent points at the middle of #buy in the scaled replica: the visitor's overlay
+        # shows the pointer inside #buy's box in the visitor's page
+        at = a.page.evaluate(
+            f"""(() => {{ const f = document.getElementById('cb-frame').getBoundingClientRect();
+              const b = {VDOC}.getElementById('buy').getBoundingClientRect(), s = CobrowseViewer.current.replayer.scale();
+              return [f.left + (b.left + b.width / 2) * s, f.top + (b.top + b.height / 2) * s]; }})()"""
+        )
+        a.page.mouse.move(at[0], at[1])
+        a.page.mouse.move(at[0] + 0.5, at[1] + 0.5)
+        box = v.page.evaluate(
+            "(() => { const r = document.getElementById('buy').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
+        )
+        ptr = poll(
+            v.page,
+            "(s => s && s.pointer)(Cobrowse._overlayState())",
+            10,
+            "the agent's pointer at the visitor",
+        )
+        x, y = ptr if isinstance(ptr, list) else (ptr["x"], ptr["y"])
+        assert box[0] <= x <= box[2] and box[1] <= y <= box[3], (ptr, box)

@@ -1491,3 +1491,47 @@ def test_signing_is_batched_under_the_proxy_limits(context, pages_server, bundle
     assert v.js("() => byId(459).getAttribute('src')").startswith(
         pages_server.url + "/signed/asset?u="
     )
+
+
+def test_a_failed_linked_sheet_is_asked_for_and_its_text_adopted(context, pages_server, bundle):
+    """The CSS fallback's viewer side: a <link> whose proxied sheet fails asks the visitor
+    once (`control` css-need); the `link` parts are checked (order, count, type), rewritten
+    with the sheet's URL as base, adopted without a DOM change, and dropped with the link."""
+    v = open_viewer(context, pages_server, bundle)
+    head = [{"id": 10, "tag": "link", "a": {"rel": "stylesheet", "href": "/locked.css"}}]
+    body = [{"id": 4, "tag": "p", "a": {}, "c": [{"id": 5, "x": "p"}]}]
+    v.snapshot(page_doc(body, head_children=head))
+    ask = ["control", {"op": "css-need", "node": 10}]
+    for _ in range(50):  # the signed URL answers 404: the link fires error
+        if v.js("() => agentEvents").count(ask):
+            break
+        v.settle()
+    color = "() => getComputedStyle(byId(4)).color"
+    sheet = ORIGIN + "/locked.css"
+    part = {"op": "link", "node": 10, "base": sheet}
+    bad = [
+        {**part, "i": 1, "n": 2, "css": "p {"},  # no part 0 first
+        {**part, "i": 0, "n": 10**6, "css": "p {"},  # more parts than the bound allows
+        {**part, "i": 0, "n": 1, "css": 42},  # not text
+        {**part, "i": 0, "n": 1, "css": "p{}", "base": "javascript:alert(1)"},
+        {**part, "node": 999, "i": 0, "n": 1, "css": "p{}"},  # no such node
+    ]
+    for p in bad:
+        v.apply("css", p)
+    v.apply("css", {**part, "i": 0, "n": 1, "css": None})  # the visitor could not read it
+    v.settle()
+    assert v.stats()["skipped"] == len(bad) and v.stats()["cssUnavailable"] == 1
+    assert v.js(color) == "rgb(0, 0, 0)"
+    v.apply("css", {**part, "i": 0, "n": 2, "css": "p { color: rgb(1, 2, 3); } p:ho"})
+    v.apply("css", {**part, "i": 1, "n": 2, "css": "ver { background: url(bg.png); }"})
+    v.settle()
+    assert v.js(color) == "rgb(1, 2, 3)"
+    assert ["p { color: rgb(1, 2, 3); } p:hover { background: url(bg.png); }", sheet] in v.js(
+        "() => rewriteCalls"
+    )
+    assert v.js("() => D().head.childElementCount") == 1  # no element added
+    assert v.js("() => agentEvents").count(ask) == 1
+    assert v.stats()["cssFallback"] == 1 and v.stats()["errors"] == 0
+    v.apply("mutation", {"rem": [10]})
+    v.settle()
+    assert v.js(color) == "rgb(0, 0, 0)"

@@ -1040,3 +1040,50 @@ def test_twice_on_a_page_and_a_placeholder(context, pages_server):
     assert page.evaluate("() => Cobrowse === window.__first")
     page.evaluate(CAPTURE)
     assert [k for k, p in drain(page)] == ["nav", "snapshot"]
+
+
+ADD_SHEETS = """async () => {
+  const link = (css, rel) => new Promise((ok) => {
+    const l = document.createElement("link");
+    l.rel = rel;
+    l.href = URL.createObjectURL(new Blob([css], {type: "text/css"}));
+    l.onload = l.onerror = () => ok(l);
+    document.head.appendChild(l);
+    if (rel !== "stylesheet") ok(l);  // nothing loads
+  });
+  // The rule serializes as `.e::before { content: "` (23 characters) and 40 000 UTF-16
+  // units of emoji: a surrogate pair spans 32 767-32 768, where a plain cut would fall.
+  const emoji = '.e::before { content: "' + "\\u{1F600}".repeat(20000) + '"; }\\n';
+  window.__big = await link(emoji + "p { margin: 1px; }\\n".repeat(3000), "stylesheet");
+  window.__huge = await link('.h::before { content: "' + "x".repeat(1100000) + '"; }', "stylesheet");  // > 1 Mi
+  window.__icon = await link("b { color: red; }", "icon");
+}"""
+
+
+def test_css_need_sends_a_linked_sheets_text_in_bounded_parts(context, pages_server):
+    """The CSS fallback's visitor side: only a stylesheet <link> is answered, its text in
+    consecutive parts of at most 32 Ki characters (no surrogate pair cut), a sheet over
+    1 Mi characters as one part with css null."""
+    page = open_page(context, pages_server, "visitor_blank.html", capture=False)
+    page.evaluate(ADD_SHEETS)
+    page.evaluate(CAPTURE)
+    drain(page)
+    ask = "(el) => window.__cap.agent('control', {op: 'css-need', node: Cobrowse._nodeId(el)})"
+    for name in ("__icon", "__big", "__huge"):
+        page.evaluate(f"() => ({ask})(window.{name})")
+    page.evaluate(f"() => ({ask})(document.getElementById('p1'))")  # not a link: nothing
+    got = wait_for(page, "css")
+    settle(page, 100)
+    got += drain(page, "css")
+    ids = page.evaluate("() => [Cobrowse._nodeId(__big), Cobrowse._nodeId(__huge)]")
+    big = [p for p in got if p["node"] == ids[0]]
+    assert {p["node"] for p in got} == set(ids)  # the icon and the <p> were not answered
+    want = page.evaluate("() => Array.from(__big.sheet.cssRules, (r) => r.cssText).join('\\n')")
+    assert [p["i"] for p in big] == list(range(len(big))) and {p["n"] for p in big} == {len(big)}
+    assert want.startswith('.e::before { content: "\U0001f600')
+    assert len(big) == 3  # 40 023 + 3000 * 19 UTF-16 units
+    assert all(len(p["css"]) <= 32 * 1024 for p in big)
+    assert "".join(p["css"] for p in big) == want
+    assert all(p["base"] == page.evaluate("() => __big.href") for p in big)
+    assert [(p["i"], p["n"], p["css"]) for p in got if p["node"] == ids[1]] == [(0, 1, None)]
+    assert page.errors == []

@@ -22,6 +22,10 @@ PAGES = Path(__file__).resolve().parents[1] / "pages"
 SITE_KEY = "pk_e2e_" + secrets.token_hex(6)
 AGENT_KEY = "ak_e2e_" + secrets.token_urlsafe(24)
 PROXY_KEYS = "pe2e:" + secrets.token_urlsafe(32)
+# Sheets under /pages/locked/ stand for a page behind a login: the origin serves them only
+# with the cookie its pages set, so the proxy (no cookie) gets 403 (the CSS fallback's test).
+LOCKED = "/pages/locked/"
+LOGIN_COOKIE = "cb_login=1"
 
 
 class _OriginHandler(http.server.SimpleHTTPRequestHandler):
@@ -36,6 +40,9 @@ class _OriginHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if path.startswith(LOCKED) and LOGIN_COOKIE not in self.headers.get("Cookie", ""):
+            self.send_error(403, "log in first")
+            return
         if path.endswith(".html"):
             file = PAGES / path.lstrip("/").removeprefix("pages/")
             if file.is_file() and file.resolve().is_relative_to(PAGES):
@@ -46,6 +53,7 @@ class _OriginHandler(http.server.SimpleHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Set-Cookie", f"{LOGIN_COOKIE}; Path={LOCKED}; HttpOnly")
                 self.end_headers()
                 self.wfile.write(data)
                 return

@@ -230,4 +230,5 @@ function listen(rs) {
   // replica link. (The Navigation API's navigate event is not fired in a frame without
   // scripts, so it cannot be the guard; the embed page's CSP frame-src is the last one.)
   for (const type of CANCELLED_EVENTS) rs.doc.addEventListener(type, cancel, true);
+  watchFailedSheets(rs);
 }

@@ -50,6 +50,7 @@ function destroyReplica(rs) {
   rs.destroyed = true;
   rs.gen++;
   if (rs.resizeObs) rs.resizeObs.disconnect();
+  if (rs.linkObserver) rs.linkObserver.disconnect();
   clearTimeout(rs.pointer.timer);
   rs.overlay.remove();
   rs.ids.clear();

@@ -109,15 +109,26 @@ function constructed(rs, sid) {
 function adopt(rs, target, sids) {
   const list = [];
   for (const sid of sids || []) list.push(constructed(rs, sid).sheet);
-  if (target === rs.doc) {
-    rs.doc.adoptedStyleSheets = list.concat(rs.viewerSheet ? [rs.viewerSheet] : []);
-  } else if (target) {
-    target.adoptedStyleSheets = list;
-  }
+  if (!target) return;
+  rs.adoptedBy.set(target, list);
+  readopt(rs, target);
 }
 
-/** A `css` event: a constructed sheet adopted or replaced, a rule inserted or deleted. */
+// A document's or shadow root's adopted sheets: the fallback sheets of its <link>s (in tree
+// order, where the visitor's linked sheets are: before any constructed one), the visitor's
+// adopted sheets, and on the document the viewer's own sheet last.
+function readopt(rs, target) {
+  const fallbacks = [];
+  for (const [link, fb] of rs.linkSheets) if (fb.root === target && link.isConnected) fallbacks.push([link, fb.sheet]);
+  fallbacks.sort((a, b) => (a[0].compareDocumentPosition(b[0]) & 4 ? -1 : 1));  // 4: FOLLOWING
+  const own = target === rs.doc && rs.viewerSheet ? [rs.viewerSheet] : [];
+  target.adoptedStyleSheets = fallbacks.map((f) => f[1]).concat(rs.adoptedBy.get(target) || [], own);
+}
+
+/** A `css` event: a constructed sheet adopted or replaced, a rule inserted or deleted, or a
+ * part of a linked sheet's text from the visitor (the CSS fallback). */
 function applyCss(rs, p) {
+  if (p.op === "link") return applyLinkCss(rs, p);
   if (p.op === "adopt") {
     const hostEl = p.host ? rs.ids.get(p.host) : null;
     const target = !p.host ? rs.doc : (hostEl && hostEl.shadowRoot);
@@ -142,4 +153,106 @@ function applyCss(rs, p) {
     else rs.stats.skipped++;
   } else { rs.stats.unknown++; return; }
   scheduleSheet(rs, st);
+}
+
+// ---- the visitor-fetched CSS fallback (docs/browser.md) ----
+// A <link rel=stylesheet> whose proxied sheet failed (the proxy may not or cannot fetch it:
+// an intranet or loopback origin, a page behind a login) is asked for once per snapshot with
+// a `control` css-need; the visitor answers with the sheet's text in `css` `link` parts,
+// which is rewritten by the proxy like any CSS and adopted as a constructed sheet (a <link>
+// href of data: or blob: is not allowed by the embed page's CSP, and a new <style> would
+// change the mirrored DOM).
+const CSS_NEED_MAX = 64;  // requests per snapshot: a page with more failing sheets is broken anyway
+
+/** Per snapshot (the document is new): watch for <link> sheets that fail to load. */
+function watchFailedSheets(rs) {
+  if (rs.linkObserver) rs.linkObserver.disconnect();
+  rs.linkObserver = null;
+  rs.linkAsked = new Set();
+  rs.linkParts = new Map();
+  rs.linkSheets = new Map();
+  rs.doc.addEventListener("error", (e) => askForSheet(rs, e.target), true);
+}
+
+function askForSheet(rs, el) {
+  if (!el || el.nodeType !== 1 || el.localName !== "link") return;
+  const id = rs.rev.get(el);
+  const href = raw(rs, el).get("href");
+  if (id === undefined || !href || rs.linkSheets.has(el)) return;
+  const key = id + "\n" + href;
+  if (rs.linkAsked.has(key) || rs.linkAsked.size >= CSS_NEED_MAX) return;
+  rs.linkAsked.add(key);
+  rs.stats.cssNeed++;
+  rs.onAgentEvent("control", {op: "css-need", node: id});
+}
+
+function httpUrl(v) {
+  try {
+    const u = new URL(String(v));
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+/** A `css` {op: "link", node, base, i, n, css} part: consecutive parts of one sheet's text,
+ * bounded like the visitor's side (LINK_CSS_MAX); css null: the visitor cannot send it. */
+function applyLinkCss(rs, p) {
+  const id = p.node;
+  const i = Number(p.i);
+  const n = Number(p.n);
+  if (!Number.isInteger(id)) { rs.stats.skipped++; return; }
+  if (i === 0) rs.linkParts.set(id, {n, parts: [], chars: 0});
+  const acc = rs.linkParts.get(id);
+  const ok = acc && acc.n === n && acc.parts.length === i && n >= 1 && n <= Math.ceil(LINK_CSS_MAX / LINK_CSS_PART) + 1;
+  if (!ok || (p.css !== null && typeof p.css !== "string") || (acc.chars += (p.css || "").length) > LINK_CSS_MAX) {
+    rs.linkParts.delete(id);
+    rs.stats.skipped++;
+    return;
+  }
+  if (p.css === null) { rs.linkParts.delete(id); rs.stats.cssUnavailable++; return; }
+  acc.parts.push(p.css);
+  if (acc.parts.length < n) return;
+  rs.linkParts.delete(id);
+  const el = rs.ids.get(id);
+  const base = httpUrl(p.base);
+  if (!el || el.localName !== "link" || !base) { rs.stats.skipped++; return; }
+  const text = acc.parts.join("");
+  const g = rs.gen;
+  Promise.resolve().then(() => rs.rewriteCss(text, base)).then((css) => {
+    if (g !== rs.gen || rs.ids.get(id) !== el || !el.isConnected) return;
+    if (typeof css !== "string") { rs.stats.rewriteFailed++; return; }
+    useFallback(rs, el, css);
+  }, () => { rs.stats.rewriteFailed++; });
+}
+
+function useFallback(rs, el, css) {
+  let fb = rs.linkSheets.get(el);
+  if (!fb) {
+    fb = {sheet: new rs.win.CSSStyleSheet(), root: el.getRootNode(), href: null, media: null};
+    rs.linkSheets.set(el, fb);
+  }
+  fb.href = raw(rs, el).get("href");
+  fb.media = el.getAttribute("media") || "";
+  fb.sheet.media.mediaText = fb.media;
+  fb.sheet.replaceSync(css);  // a constructed sheet drops @import rules
+  rs.stats.cssFallback++;
+  readopt(rs, fb.root);
+  if (!rs.linkObserver) {
+    // A link removed, or given another href (which loads or fails on its own): its fallback goes.
+    rs.linkObserver = new MutationObserver(() => dropStaleFallbacks(rs));
+    rs.linkObserver.observe(rs.doc, {childList: true, subtree: true, attributes: true, attributeFilter: ["href", "media"]});
+  }
+  relayout(rs);
+}
+
+function dropStaleFallbacks(rs) {
+  const roots = new Set();
+  for (const [link, fb] of rs.linkSheets) {
+    if (link.isConnected && link.getRootNode() === fb.root && raw(rs, link).get("href") === fb.href &&
+        (link.getAttribute("media") || "") === fb.media) continue;
+    rs.linkSheets.delete(link);
+    roots.add(fb.root);
+  }
+  for (const r of roots) readopt(rs, r);
 }

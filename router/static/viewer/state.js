@@ -18,6 +18,11 @@
  * @property {WeakMap} styleState <style> -> sheet state (viewer/sheets.js)
  * @property {WeakMap} rawText   text node inside <style> -> the visitor's CSS text
  * @property {Map} sheets        constructed sheet id -> {sheet, state}
+ * @property {WeakMap} adoptedBy Document/ShadowRoot -> the visitor's adopted sheets there
+ * @property {Set<string>} linkAsked  "id\nhref" of <link>s asked for (css-need) this snapshot
+ * @property {Map} linkParts     link id -> {n, parts, chars}: a fallback sheet arriving in parts
+ * @property {Map} linkSheets    <link> -> {sheet, root, href, media}: its fallback sheet
+ * @property {?MutationObserver} linkObserver  drops fallbacks of removed or changed links
  * @property {Map} desiredScroll element -> [x, y]
  * @property {{el: HTMLIFrameElement, doc: Object}[]} frames  mirrored frames to fill once connected (frames.js)
  * @property {Set<HTMLIFrameElement>} filled  mirrored frames filled (at most MAX_FRAMES connected)
@@ -69,6 +74,11 @@ function newReplicaState(iframe, opts) {
     styleState: new WeakMap(),
     rawText: new WeakMap(),
     sheets: new Map(),
+    adoptedBy: new WeakMap(),
+    linkAsked: new Set(),
+    linkParts: new Map(),
+    linkSheets: new Map(),
+    linkObserver: null,
     desiredScroll: new Map(),
     frames: [],
     filled: new Set(),
@@ -92,7 +102,8 @@ function newReplicaState(iframe, opts) {
     snapParts: null,
     destroyed: false,
     info: {url: null, title: null},
-    stats: {events: 0, skipped: 0, errors: 0, signFailed: 0, rewriteFailed: 0, snapshots: 0, unknown: 0},
+    stats: {events: 0, skipped: 0, errors: 0, signFailed: 0, rewriteFailed: 0, snapshots: 0, unknown: 0,
+      cssNeed: 0, cssUnavailable: 0, cssFallback: 0},
     parseDoc: null,
     relayoutPending: false,
     overlay: null,

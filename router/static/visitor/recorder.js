@@ -36,6 +36,7 @@
  * @property {?number} lastActive  the element pressed with the primary button, when last sent
  * @property {Map<*, {pending: ?Function, timer: number}>} throttles  by key (see throttle)
  * @property {Object<string, function(Event): void>} guarded  our listeners, never throwing
+ * @property {number} linkCssSent  characters of linked sheets sent for the CSS fallback
  */
 
 /** @returns {RecorderState} */
@@ -69,6 +70,7 @@ function newRecorderState(out) {
     lastActive: null,
     throttles: new Map(),
     guarded: null,
+    linkCssSent: 0,
   };
   // Our listeners never throw into the page's event dispatch (or its error tracker).
   const guard = (fn) => (e) => { try { fn(st, e); } catch (err) { console.warn("cobrowse:", err); } };
@@ -163,6 +165,7 @@ function makeRecorder(out) {
     stop: () => stopRecorder(st),
     snapshot: () => snapshot(st),
     flush: () => flush(st),
+    cssNeed: (p) => { if (st.running) answerCssNeed(st, p).catch((e) => console.warn("cobrowse: css fallback failed", e)); },
     get running() { return st.running; },
   };
 }

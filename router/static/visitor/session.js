@@ -121,6 +121,13 @@ function whenReady(fn) {
   else fn();
 }
 
+// An agent's event: a `control` css-need goes to the recorder (the CSS fallback), the rest
+// to the overlay.
+function agentEvent(rec, ov, kind, p) {
+  if (kind === "control") { if (rec && p && p.op === "css-need") rec.cssNeed(p); }
+  else if (ov) ov.agentEvent(kind, p);
+}
+
 function begin(saved) {
   visit.overlay = visit.overlay || makeOverlay();
   visit.overlay.attach();
@@ -138,7 +145,7 @@ function begin(saved) {
     state: saved || null,
     refreshGateways,
     onEvents(events) {
-      for (const ev of events || []) if (visit.overlay) visit.overlay.agentEvent(ev.kind, ev.payload);
+      for (const ev of events || []) agentEvent(visit.rec, visit.overlay, ev.kind, ev.payload);
     },
     onControl(ctl) {
       if (!ctl) return;
@@ -269,7 +276,7 @@ const Cobrowse = {
       },
       snapshot() { r.snapshot(); },
       flush() { r.flush(); },
-      agent(kind, payload) { ov.agentEvent(kind, payload); },
+      agent(kind, payload) { agentEvent(r, ov, kind, payload); },
       overlayState() { return ov.state(); },
     };
   },

@@ -120,3 +120,47 @@ function pollAdopted(st) {
   check(document);
   for (const r of liveRoots(st)) if (r.host && inTree(r.host)) check(r);
 }
+
+// ---- the visitor-fetched CSS fallback (docs/browser.md) ----
+/** The text of a <link rel=stylesheet> for the viewer, which could not load it through the
+ * proxy: its rules when the CSSOM may be read, else the same-origin URL fetched with the
+ * page's credentials (text/css only); null when neither works or it is too big. */
+async function linkSheetText(link) {
+  const fromRules = link.sheet ? sheetText(link.sheet) : null;
+  if (fromRules !== null) return fromRules;
+  let url;
+  try { url = new URL(link.href, document.baseURI); } catch (e) { return null; }
+  if (url.origin !== location.origin) return null; // a cross-origin sheet we may not read
+  const r = await fetch(url.href, { credentials: "same-origin", mode: "same-origin", cache: "force-cache" });
+  const type = (r.headers.get("content-type") || "").split(";")[0].trim().toLowerCase();
+  if (!r.ok || type !== "text/css") return null;
+  if (Number(r.headers.get("content-length")) > LINK_CSS_MAX * 3) return null;
+  const text = await r.text();
+  return text.length > LINK_CSS_MAX ? null : text;
+}
+
+/** A `control` {op: "css-need", node} from the agent: the viewer could not load that <link>'s
+ * sheet. Only a stylesheet link in the sent tree is answered, so an agent can make the page
+ * fetch nothing but the sheets the page itself links; the answer is `css` {op: "link", node,
+ * base, i, n, css} parts, or one part with css null when the sheet cannot be sent. */
+async function answerCssNeed(st, p) {
+  const link = Number.isInteger(p.node) ? nodeOf(p.node) : undefined;
+  if (!link || link.nodeType !== 1 || link.localName !== "link" || !inTree(link)) return;
+  if (!/(^|\s)stylesheet(\s|$)/i.test(link.getAttribute("rel") || "") || !link.href) return;
+  let text = null;
+  try { text = await linkSheetText(link); } catch (e) { text = null; }
+  if (!st.running) return;
+  if (text !== null && (text.length > LINK_CSS_MAX || st.linkCssSent + text.length > LINK_CSS_PAGE_MAX)) text = null;
+  const base = { op: "link", node: p.node, base: link.href };
+  if (text === null) { send(st, "css", Object.assign(base, { i: 0, n: 1, css: null })); return; }
+  st.linkCssSent += text.length;
+  const parts = [];
+  for (let at = 0; at < text.length || !parts.length; ) {
+    let end = Math.min(text.length, at + LINK_CSS_PART);
+    const c = text.charCodeAt(end - 1);
+    if (end < text.length && c >= 0xd800 && c <= 0xdbff) end--; // never split a surrogate pair
+    parts.push(text.slice(at, end));
+    at = end;
+  }
+  parts.forEach((css, i) => send(st, "css", Object.assign({}, base, { i, n: parts.length, css })));
+}
