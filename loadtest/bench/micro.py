@@ -95,20 +95,20 @@ def token_bucket(n: int) -> dict:
 
 
 BIG_CSS = (
-    Path(__file__).resolve().parents[3]  # the checkout's parent
-    / "shared/corpus/rrweb-fixtures/rrweb-snapshot/test/css/benchmark.css"
+    Path(__file__).resolve().parents[2]  # the checkout
+    / "tests/corpus/rrweb-fixtures/rrweb-snapshot/test/css/benchmark.css"
 )
 
 
 def css_rewrite(repeats: int) -> dict:
     """The proxy's rewriter on a large real stylesheet (rrweb's benchmark.css, 250 KB, from
-    the shared corpus), and a cached hit: the service's byte-bounded LRU lookup."""
+    the checkout's copy of the corpus), and a cached hit: the service's byte-bounded LRU lookup."""
     from proxy.cache import ByteLRU, Entry
     from proxy.rewrite import rewrite
 
     if BIG_CSS.exists():
         css, source = BIG_CSS.read_text(errors="replace"), BIG_CSS.name
-    else:  # no corpus beside the checkout: a generated sheet of a similar size
+    else:  # no corpus in the checkout: a generated sheet of a similar size
         rules = [
             f".c{i}:hover > a, .d{i} {{ color: red; background: url(i{i}.png) }}"
             for i in range(4000)

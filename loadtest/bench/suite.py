@@ -20,6 +20,7 @@ Sections of the result (printed as a table, written as JSON with --json):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import secrets
@@ -32,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from router import natsproc
-from router.launcher import spawn_gateway
-from router.launcher import wait_port as _wait_port
+from router.launcher import ClusterSpec, DevKeys, LocalCluster
 
 from . import browser, micro
 from .procs import (
@@ -44,7 +44,6 @@ from .procs import (
     runq_wait_tree,
     scrape,
     stop_pid,
-    tail,
 )
 from .results import COLUMNS, fmt_ratio, mono, ratio, table_rows, write_json
 
@@ -116,6 +115,7 @@ class Bench:
         self.gateways: list[subprocess.Popen] = []
         self.metrics_port: dict[int, int] = {}  # gateway pid -> admin port
         self.nats: natsproc.NatsServer | None = None
+        self.cluster: LocalCluster | None = None  # the gateways, on self.nats
         self.keys = f"bench-{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}"
         self.env = dict(
             os.environ, COBROWSE_TOKEN_KEYS=self.keys, COBROWSE_DRAIN_WINDOW="1", **NO_BUDGET
@@ -134,41 +134,25 @@ class Bench:
         if c in self.children:
             self.children.remove(c)
 
-    def start_gateway(self, gid: str, workers: int | None, attempts: int = 3) -> tuple[str, int]:
-        """A gateway process on a free port; returns its URL and pid."""
+    def start_gateway(self, gid: str, workers: int | None) -> tuple[str, int]:
+        """A gateway process (all its workers ready) through the one launcher; its URL and
+        pid. The launcher retries on fresh ports when one does not come up."""
         assert self.nats is not None
-        for attempt in range(attempts):
-            port, hport = natsproc.free_port(), natsproc.free_port()
-            extra = [*GATEWAY_ADMISSION, "--health-port", str(hport)]
-            if workers is not None:
-                extra += ["--workers", str(workers)]
-            log_path = self.log_dir / f"{gid}.log"
-            log_path.unlink(missing_ok=True)
-            proc = spawn_gateway(gid, port, self.nats.url, self.env, self.log_dir, extra)
-            self.gateways.append(proc)
-            try:
-                _wait_port(port, proc, timeout=30)
-                deadline = time.monotonic() + 60
-                while not self._gateway_ready(log_path, gid, workers or 1):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"gateway {gid} did not start: {tail(log_path)}")
-                    time.sleep(0.05)
-                self.metrics_port[proc.pid] = hport
-                return f"ws://127.0.0.1:{port}/", proc.pid
-            except (RuntimeError, TimeoutError):
-                self.stop_gateway(proc)
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _gateway_ready(log_path: Path, gid: str, workers: int) -> bool:
-        lines = [
-            ln for ln in tail(log_path, 200_000).splitlines() if f"gateway {gid} ready on" in ln
-        ]
-        if workers <= 1:
-            return bool(lines)
-        return any("workers)" in ln for ln in lines) or len(lines) > workers
+        if self.cluster is None:
+            spec = ClusterSpec(
+                gateways=0,
+                workers=None,  # the gateway's own default unless `workers` says
+                nats_url=self.nats.url,
+                router=False,
+                gateway_args=list(GATEWAY_ADMISSION),
+                env=dict(NO_BUDGET, COBROWSE_DRAIN_WINDOW="1"),  # keys: from `keys`
+                keys=dataclasses.replace(DevKeys.fresh(), token_keys=self.keys),
+            )
+            self.cluster = LocalCluster(spec, self.log_dir).start()
+        gw = self.cluster.start_gateway(gid, ["--workers", str(workers)] if workers else [])
+        self.gateways.append(gw.proc)
+        self.metrics_port[gw.proc.pid] = gw.admin_port
+        return gw.url, gw.proc.pid
 
     def stop_gateway(self, proc: subprocess.Popen) -> None:
         stop_pid(proc, 15)
@@ -181,11 +165,11 @@ class Bench:
                 c.stop(grace=2)
             except Exception as exc:  # keep stopping the rest
                 log(f"stopping {c.name}: {exc!r}")
-        for g in list(self.gateways):
+        if self.cluster is not None:
             try:
-                self.stop_gateway(g)
+                self.cluster.stop(grace=2)
             except Exception as exc:
-                log(f"stopping gateway {g.pid}: {exc!r}")
+                log(f"stopping the gateways: {exc!r}")
         if self.nats is not None:
             self.nats.stop()
 
