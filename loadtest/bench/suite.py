@@ -1,7 +1,7 @@
 """`python -m loadtest bench`: the floor and our path, measured side by side in one run.
 
 Everything runs on loopback and is started here: nats-server (router.natsproc), gateway
-processes (router.launcher.spawn_gateway, with a fresh token key), raw trio-websocket and
+processes (router.launcher.LocalCluster on that NATS, with a fresh token key), raw trio-websocket and
 nats-py processes (loadtest.bench.floor) and the reference clients (loadtest.bench.path, the
 visitors in one process and the agents in another). Every loop is bounded in count and
 time; everything started is stopped by pid at the end. docs/bench.md explains each figure.
