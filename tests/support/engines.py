@@ -52,6 +52,7 @@ def _with_arg(expr: str, arg: Any) -> str:
 class EnginePage(Protocol):
     engine: str
 
+    def goto(self, url: str) -> None: ...
     def evaluate(self, expr: str, arg: Any = _NOARG) -> Any: ...
     def type(self, selector: str, text: str) -> None: ...
     def click(self, selector: str) -> None: ...
@@ -78,6 +79,9 @@ class ChromiumPage:
     def __init__(self, browser, url: str, width: int, height: int) -> None:
         self.ctx = browser.new_context(viewport={"width": width, "height": height})
         self.page = self.ctx.new_page()
+        self.page.goto(url)
+
+    def goto(self, url: str) -> None:
         self.page.goto(url)
 
     def evaluate(self, expr: str, arg: Any = _NOARG) -> Any:
@@ -173,6 +177,8 @@ class FirefoxEngine:
             raise RuntimeError(f"firefox driver exited ({self.proc.poll()})")
         msg = json.loads(line)
         if want is not None and msg.get("id") != want:
+            if msg.get("id", want) < want:  # the late answer to a command that timed out
+                return self._reply(want)
             raise RuntimeError(f"firefox driver: answer {msg.get('id')} for command {want}")
         return msg
 
@@ -203,6 +209,9 @@ class FirefoxPage:
 
     def __init__(self, driver: FirefoxEngine, page: int) -> None:
         self.driver, self.id = driver, page
+
+    def goto(self, url: str) -> None:
+        self.driver.command("goto", page=self.id, url=url)
 
     def evaluate(self, expr: str, arg: Any = _NOARG) -> Any:
         return self.driver.command("evaluate", page=self.id, expr=_with_arg(expr, arg))
@@ -324,6 +333,9 @@ class WebKitPage:
         if d.current_window_handle != self.handle:
             d.switch_to.window(self.handle)
         return d
+
+    def goto(self, url: str) -> None:
+        self._d().get(url)
 
     def evaluate(self, expr: str, arg: Any = _NOARG) -> Any:
         msg = self._d().execute_async_script(ASYNC_EVAL % _with_arg(expr, arg))

@@ -22,6 +22,14 @@ const browser = await puppeteer.launch({
 const pages = new Map();
 let nextPage = 1;
 
+// Input waits for animation frames, which a background tab does not get: the page acted on
+// comes to the front first (a visitor and a viewer can share this browser).
+async function front(page) {
+  const p = pages.get(page).page;
+  await p.bringToFront();
+  return p;
+}
+
 const ops = {
   async open({url, width, height}) {
     const context = await browser.createBrowserContext();
@@ -41,22 +49,22 @@ const ops = {
     return await pages.get(page).page.evaluate(expr);
   },
   async type({page, selector, text}) {
-    const p = pages.get(page).page;
+    const p = await front(page);
     await p.click(selector, {count: 3});
     await p.keyboard.press('Backspace');
     await p.type(selector, text, {delay: 5});
     return null;
   },
   async click({page, selector}) {
-    await pages.get(page).page.click(selector);
+    await (await front(page)).click(selector);
     return null;
   },
   async hover({page, selector}) {
-    await pages.get(page).page.hover(selector);
+    await (await front(page)).hover(selector);
     return null;
   },
   async mouse({page, x, y}) {
-    await pages.get(page).page.mouse.move(x, y);
+    await (await front(page)).mouse.move(x, y);
     return null;
   },
   async screenshot({page}) {
