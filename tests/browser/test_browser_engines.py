@@ -24,7 +24,7 @@ from tests.browser.test_browser_e2e import (
     poll,
     wait_same,
 )
-from tests.support import engines
+from tests.support import engines, fidelity
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -251,3 +251,25 @@ def test_hostile_page_never_runs_in_the_viewer(browsers, cluster, visitor, viewe
         )
         assert handlers == []
         assert a.page.evaluate("location.pathname") == "/embed"
+
+
+def test_a_canvas_without_an_image_keeps_its_size_in_a_firefox_viewer(browsers):
+    """The viewer sized canvases with CSS `attr(width px)`, which only Chromium knows: in a
+    Firefox (or WebKit) replica a canvas with no image yet, or never one (tainted), was
+    0x0 and the page below it moved up (corpus canvas.html: 122 px tall, 35 px replica).
+    The corpus page is mirrored within 300 ms, before the first canvas image."""
+    ff = browsers("firefox")
+    with fidelity.corpus_server() as url:
+        visitor = ff.open("about:blank", fidelity.WIDTH, fidelity.HEIGHT)
+        viewer = ff.open("about:blank", fidelity.WIDTH, fidelity.HEIGHT)
+        try:
+            got = fidelity.mirror_page(
+                visitor, viewer, url, "rrweb/test/html/canvas.html", fidelity.bundles()
+            )
+        finally:
+            visitor.close()
+            viewer.close()
+    assert got.dom is None, got.dom
+    want, mirrored = got.boxes
+    assert any(tag == "canvas" for tag, _ in want), want
+    assert mirrored == want

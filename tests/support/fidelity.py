@@ -24,6 +24,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class PageResult:
     styles: str | None = None
     pixels: float = 1.0
     error: str | None = None
+    boxes: tuple[list, list] = ([], [])  # (tag, box) of every visible element: visitor, viewer
 
     @property
     def pixels_ok(self) -> bool:
@@ -154,6 +156,10 @@ def styles_difference(a: str, b: str) -> str | None:
     return None
 
 
+def boxes(styles: str) -> list:
+    return [row[:2] for row in json.loads(styles)]
+
+
 def settle(page: engines.EnginePage, doc: str) -> None:
     deadline = time.monotonic() + 5
     while not page.evaluate(IMAGES_DONE.format(doc=doc)) and time.monotonic() < deadline:
@@ -187,6 +193,7 @@ def mirror_page(visitor, viewer, server_url: str, page: str, assets: dict) -> Pa
     frame = "document.getElementById('f').contentDocument"
     settle(viewer, frame)
     got_styles = viewer.evaluate(f"(a => ({STYLES_JS})([{frame}, ...a]))", [STYLE_PROPS, ignore])
+    result.boxes = (boxes(want_styles), boxes(got_styles))
     result.dom = first_difference(got["tree"], mirrored["tree"])
     result.styles = styles_difference(want_styles, got_styles)
     result.pixels = pixel_difference(want_png, viewer.screenshot())
@@ -226,30 +233,40 @@ def describe(r: PageResult) -> str:
     return ", ".join(parts)
 
 
+def bundles() -> dict:
+    return {
+        "cobrowse": bundle("cobrowse.js").body.decode(),
+        "embed": bundle("embed.js").body.decode(),
+    }
+
+
+@contextmanager
+def corpus_server():
+    """The corpus under /corpus/ and the viewer page at /viewer.html, on 127.0.0.1."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "corpus").symlink_to(CORPUS.resolve())
+        (Path(tmp) / "viewer.html").write_text(VIEWER_HTML)
+        server = StaticServer(Path(tmp))
+        try:
+            yield server.url
+        finally:
+            server.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engines", default=",".join(engines.ENGINES))
     ap.add_argument("--json", type=Path, help="write the per-page results here")
     ap.add_argument("--pages", default="", help="only pages whose path contains this")
     args = ap.parse_args(argv)
-    assets = {
-        "cobrowse": bundle("cobrowse.js").body.decode(),
-        "embed": bundle("embed.js").body.decode(),
-    }
     pages = [p for p in PAGES if args.pages in p]
     results: list[EngineResult] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "corpus").symlink_to(CORPUS.resolve())
-        (Path(tmp) / "viewer.html").write_text(VIEWER_HTML)
-        server = StaticServer(Path(tmp))
-        try:
-            for name in args.engines.split(","):
-                if name == "chromium":
-                    results.append(run_chromium(server.url, assets, pages))
-                else:
-                    results.append(run_engine(name, server.url, assets, pages))
-        finally:
-            server.close()
+    with corpus_server() as url:
+        for name in args.engines.split(","):
+            if name == "chromium":
+                results.append(run_chromium(url, bundles(), pages))
+            else:
+                results.append(run_engine(name, url, bundles(), pages))
     print(f"\nFidelity over {len(pages)} corpus pages (visitor and viewer in one engine):")
     print(f"{'engine':<22}{'DOM':>6}{'styles':>8}{'pixels':>8}{'all':>6}{'seconds':>9}")
     for r in results:
@@ -265,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "engine": r.engine,
                         "version": r.version,
-                        "pages": [{**p.__dict__, "ok": p.all_ok} for p in r.pages],
+                        "pages": [
+                            {k: v for k, v in p.__dict__.items() if k != "boxes"} | {"ok": p.all_ok}
+                            for p in r.pages
+                        ],
                     }
                     for r in results
                 ],
