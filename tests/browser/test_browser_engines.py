@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import msgpack
 import pytest
@@ -97,15 +97,10 @@ class EngineAgent:
 
 @contextmanager
 def pair(browsers, cluster, page_name: str, visitor: str, viewer: str):  # noqa: F811
-    v = EngineVisitor(browsers(visitor), cluster, page_name)
-    try:
-        a = EngineAgent(browsers(viewer), cluster, v.code)
-        try:
+    """A visitor in one engine that started a session, and an agent in another watching it."""
+    with closing(EngineVisitor(browsers(visitor), cluster, page_name)) as v:
+        with closing(EngineAgent(browsers(viewer), cluster, v.code)) as a:
             yield v, a
-        finally:
-            a.close()
-    finally:
-        v.close()
 
 
 FORM_STATE = """(doc) => ({

@@ -24,7 +24,6 @@ import queue
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -386,15 +385,3 @@ def start(name: str, chromium_browser=None) -> Engine:
     if name == "webkit":
         return WebKitEngine()
     raise ValueError(f"unknown engine {name!r}: one of {ENGINES}")
-
-
-def wait(page: EnginePage, expr: str, timeout: float = 15.0, what: str = "") -> Any:
-    """Poll `expr` in the page until it is truthy (bounded; no eval, so CSP pages work)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(expr)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{page.engine}: timed out waiting for {what or expr}")
-        time.sleep(0.05)
