@@ -40,6 +40,9 @@ $(ENGINES):
 
 FIREFOX_NODE := tests/support/firefox/node_modules/.package-lock.json
 $(FIREFOX_NODE): tests/support/firefox/package-lock.json
+	@command -v npm >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
 	cd tests/support/firefox && npm ci --ignore-scripts --no-audit --no-fund --silent
 
 test: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
