@@ -68,7 +68,8 @@ STYLE_PROPS = (
 ).split()
 
 # Every visible element in tree order: its tag (the viewer's placeholder counts as the tag it
-# stands for), its box in the viewport and STYLE_PROPS. url(...) values compare by presence.
+# stands for), its box in the viewport and STYLE_PROPS. url(...) values compare by presence;
+# a canvas's display `inline` and `inline-block` count as one (see the comment in the JS).
 STYLES_JS = """([doc, props, ignore]) => {
   const out = [];
   const walk = (root) => {
@@ -78,8 +79,12 @@ STYLES_JS = """([doc, props, ignore]) => {
       if (!(r.width > 0 && r.height > 0)) continue;
       const cs = doc.defaultView.getComputedStyle(el);
       const tag = el.localName === 'cb-blocked' ? String(el.dataset.tag || '').toLowerCase() : el.localName;
-      out.push([tag, [r.left, r.top, r.width, r.height].map(Math.round).join(','),
-        ...props.map((p) => cs.getPropertyValue(p).replace(/url\\([^)]*\\)/g, 'url()'))]);
+      const row = [tag, [r.left, r.top, r.width, r.height].map(Math.round).join(','),
+        ...props.map((p) => cs.getPropertyValue(p).replace(/url\\([^)]*\\)/g, 'url()'))];
+      // A canvas is a replaced inline box for the visitor; the replica (no scripting) must
+      // make it inline-block to give it a size. The box is compared, the keyword not.
+      if (tag === 'canvas' && /^inline(-block)?$/.test(row[2])) row[2] = 'inline|inline-block';
+      out.push(row);
     }
   };
   walk(doc);
