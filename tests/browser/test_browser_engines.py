@@ -2,9 +2,10 @@
 viewer in Firefox, through a real local cluster (the pattern of test_browser_e2e.py, whose
 helpers this module reuses; tests/support/engines.py drives the browsers).
 
-`make test` runs the subset (one snapshot + 200 mutations + form input + masking test per
-visitor engine, one viewer-in-Firefox test); `make test-engines` runs the whole matrix
-(marker `engines_full`: hover, canvas, hostile page, per engine).
+`make test` runs the subset (snapshot + 200 mutations + form input + masking with the
+visitor in Firefox and the viewer in Chromium, and with the visitor in WebKit and the viewer
+in Firefox; the canvas-size regression in a Firefox viewer); `make test-engines` runs all
+13 (the rest are marked `engines_full`: more pairs, hover, canvas, hostile page).
 """
 
 from __future__ import annotations
