@@ -53,7 +53,7 @@ test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m pytest -q -m '' tests/browser/test_browser_engines.py $(PYTEST_ARGS)
 
 # Per engine, the corpus pages whose DOM, computed styles and screenshot (under 1 % of
-# pixels) match between visitor and viewer (tests/support/fidelity.py; ~20 min on 2 cores).
+# pixels) match between visitor and viewer (tests/support/fidelity.py; ~8 min on 2 cores).
 fidelity: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m tests.support.fidelity --json bench/fidelity.json $(FIDELITY_ARGS)
 
