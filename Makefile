@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench loadtest clean image
+.PHONY: run test test-engines fidelity lint bench loadtest clean image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,8 +24,38 @@ $(CHROMIUM):
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium
 
-test: $(STAMP) $(CHROMIUM)
+# Firefox ESR and WebKitGTK for the cross-engine tests (tests/browser/test_browser_engines.py):
+# Debian's firefox-esr, driven over WebDriver BiDi by puppeteer-core (pinned in
+# tests/support/firefox/, no browser download), and WebKitWebDriver + MiniBrowser under Xvfb.
+FIREFOX ?= /usr/bin/firefox-esr
+WEBKIT_DRIVER ?= /usr/bin/WebKitWebDriver
+XVFB ?= /usr/bin/Xvfb
+ENGINES := $(FIREFOX) $(WEBKIT_DRIVER) $(XVFB)
+$(ENGINES):
+	@echo "installing Debian's firefox-esr, webkit2gtk-driver and xvfb for the cross-engine tests"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    firefox-esr webkit2gtk-driver xvfb
+
+FIREFOX_NODE := tests/support/firefox/node_modules/.package-lock.json
+$(FIREFOX_NODE): tests/support/firefox/package-lock.json
+	@command -v npm >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd tests/support/firefox && npm ci --ignore-scripts --no-audit --no-fund --silent
+
+test: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The whole cross-engine matrix, 13 tests: -m '' lifts pyproject's "not engines_full" (make test runs the 3 unmarked ones).
+test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
+	$(BIN)/python -m pytest -q -m '' tests/browser/test_browser_engines.py $(PYTEST_ARGS)
+
+# Per engine, the corpus pages whose DOM, computed styles and screenshot (under 1 % of
+# pixels) match between visitor and viewer (tests/support/fidelity.py; ~8 min on 2 cores).
+fidelity: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
+	$(BIN)/python -m tests.support.fidelity --json bench/fidelity.json $(FIDELITY_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest bench --json bench/results.json

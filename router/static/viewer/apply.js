@@ -231,7 +231,20 @@ function applyCanvas(rs, p) {
 // element's background, by a zero-specificity rule in the viewer's own sheet: the page's
 // CSS still decides the canvas's size and display where it says anything.
 function showCanvas(rs, el, id, blob) {
-  if (!rs.viewerSheet || !Number.isInteger(id)) return;
+  const entry = canvasRule(rs, el, id);
+  if (!entry) return;
+  const url = URL.createObjectURL(blob);
+  entry.rule.style.setProperty("background-image", `url("${url}")`);
+  if (entry.url) URL.revokeObjectURL(entry.url);
+  entry.url = url;
+}
+
+// The canvas's size from its width/height, set when it is built (build.js) and with each
+// image: VIEWER_CSS's `attr(width px)` is Chromium-only, and in Firefox and WebKit a canvas
+// with no image yet (or none ever: a tainted one) collapsed to 0x0 and moved the page below
+// (the corpus's canvas.html: 122 px tall for the visitor, 35 in a Firefox replica).
+function canvasRule(rs, el, id) {
+  if (!rs.viewerSheet || !Number.isInteger(id)) return null;
   el.setAttribute("data-cb-canvas", String(id));
   let entry = rs.canvasRules.get(id);
   if (!entry) {
@@ -240,12 +253,9 @@ function showCanvas(rs, el, id, blob) {
     entry = {rule: rs.viewerSheet.cssRules[i], url: null};
     rs.canvasRules.set(id, entry);
   }
-  const url = URL.createObjectURL(blob);
   entry.rule.style.setProperty("width", `${el.width}px`);
   entry.rule.style.setProperty("height", `${el.height}px`);
-  entry.rule.style.setProperty("background-image", `url("${url}")`);
-  if (entry.url) URL.revokeObjectURL(entry.url);
-  entry.url = url;
+  return entry;
 }
 
 function toOverlay(rs, x, y) {

@@ -99,6 +99,7 @@ function build(rs, n, parent) {
     for (const k of m.keys()) writeAttr(rs, el, k);
   }
   register(rs, n.id, el);
+  if (el.localName === "canvas") canvasRule(rs, el, n.id);  // apply.js: sized before any image
   const kids = Array.isArray(n.c) ? n.c : [];
   for (const c of kids) {
     try { el.appendChild(build(rs, c, el)); } catch (e) { rs.stats.skipped++; }
