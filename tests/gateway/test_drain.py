@@ -21,6 +21,7 @@ from tests.support.keys import ADMIN_KEY, mint, new_sid
 SESSIONS = int(os.environ.get("COBROWSE_DRAIN_SESSIONS", "200"))
 WINDOW = 6.0
 NEW_RATE = 5.0
+STARTING_AT_ONCE = 16  # sessions set up side by side (one by one took 10-15 s of the test)
 GW_ARGS = [  # fmt: skip
     "--drain-window",
     str(WINDOW),
@@ -153,9 +154,16 @@ async def test_drain_one_of_three_gateways_under_load(nats_server, gateways_fact
                 flood["retry_after_missing"] += 1
 
     admin = f"http://127.0.0.1:{g.health['gw-a']}"
-    async with trio.open_nursery() as n:
-        for s in sessions:
+    starting = trio.CapacityLimiter(STARTING_AT_ONCE)
+
+    async def start(n: trio.Nursery, s: Session) -> None:
+        async with starting:
             await n.start(run_session, s)
+
+    async with trio.open_nursery() as n:
+        async with trio.open_nursery() as starters:  # done when every session streams
+            for s in sessions:
+                starters.start_soon(start, n, s)
         await trio.sleep(2)
         n.start_soon(flood_new_sessions, [g.url("gw-b"), g.url("gw-c")], WINDOW)
         status, body = await trio.to_thread.run_sync(
