@@ -462,7 +462,7 @@ def run(
     except (OSError, KeyError) as exc:
         return {"skipped": f"our snippet cannot be assembled: {exc}"}
     if "_capture" not in ours_js:
-        return {"skipped": "router/static/visitor.js has no Cobrowse._capture test hook"}
+        return {"skipped": "router/static/visitor/ has no Cobrowse._capture test hook"}
     rr_reason = ensure_rrweb() if with_rrweb else "not asked for (ours only)"
     scripts = [ours_js]
     if rr_reason is None:
