@@ -60,7 +60,7 @@ from .delivery import Delivery, Fanout, Receiver
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
-from .presence import PresenceView, VisitorClose, VisitorState, after_close
+from .presence import PresenceView, VisitorState, after_close
 from .publish_chain import unavailable
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sender import Sender
@@ -606,16 +606,6 @@ class Connection:
         news = session.SessionControl(session.PRESENCE_OPS[state], vgen=self.vgen)
         self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
 
-    def _visitor_close(self) -> VisitorClose:
-        err = self.error
-        if err is not None and err.code == session.REPLACED.code:
-            return VisitorClose.REPLACED
-        if err is not None and err.code == session.SESSION_ENDED.code:
-            return VisitorClose.ENDED
-        if self.said_bye and err is None:
-            return VisitorClose.BYE
-        return VisitorClose.DROPPED
-
     # ---- the loop --------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
@@ -795,7 +785,7 @@ class Connection:
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
         if self.role is Role.VISITOR:
-            state = after_close(self._visitor_close())
+            state = after_close(session.visitor_close(self.error, self.said_bye))
             if state is not None:
                 self._announce(state)
         with trio.move_on_after(3):

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import tokens
 from .codec import Close, Hello, ProtocolError
-from .presence import VisitorState
+from .presence import VisitorClose, VisitorState
 from .session_store import EndedRecord, SessionMeta, SnapshotPointer
 
 AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
@@ -350,6 +350,17 @@ class TellAgent:
 ControlAction = EndConnection | TellVisitor | TellAgent | None
 
 SESSION_ENDED = ProtocolError("session_ended", "the session was ended", Close.SESSION_ENDED)
+
+
+def visitor_close(error: ProtocolError | None, said_bye: bool) -> VisitorClose:
+    """How a visitor connection ended, for the presence it announces (gateway/presence.py)."""
+    if error is not None and error.code == REPLACED.code:
+        return VisitorClose.REPLACED
+    if error is not None and error.code == SESSION_ENDED.code:
+        return VisitorClose.ENDED
+    if said_bye and error is None:
+        return VisitorClose.BYE
+    return VisitorClose.DROPPED
 
 
 def on_control(role: Role, vgen: int, ctl: SessionControl) -> ControlAction:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway import session, tokens
 from gateway.codec import Close, Hello, ProtocolError, Resume
-from gateway.presence import VisitorState
+from gateway.presence import VisitorClose, VisitorState
 from gateway.session import (
     AwaitSnapshot,
     CtlOp,
@@ -374,3 +374,17 @@ def test_what_a_connection_does_with_a_control_message(ctl, role, vgen):
     else:
         joined = ctl.op is CtlOp.JOINED
         assert action == TellVisitor(ctl.op.value, ctl.aid, announce=joined)
+
+
+@pytest.mark.parametrize(
+    ("error", "said_bye", "how"),
+    [
+        (None, True, VisitorClose.BYE),
+        (None, False, VisitorClose.DROPPED),  # the socket went, or a drain
+        (session.REPLACED, False, VisitorClose.REPLACED),
+        (session.SESSION_ENDED, True, VisitorClose.ENDED),
+        (ProtocolError("bad_shape", "x", Close.BAD_FRAME), True, VisitorClose.DROPPED),
+    ],
+)
+def test_how_a_visitor_connection_ended(error, said_bye, how):
+    assert session.visitor_close(error, said_bye) is how
