@@ -35,9 +35,10 @@ from an API key, and an agent's events are pointer moves and clicks.
 A session's visitor may also send at most `session_bytes` (4 GiB) over the session's life,
 counted with the buckets and carried the same way: past it the connection is closed with
 4011 `session_full` and further visitor hellos are refused, while agents keep watching what
-is stored. At the full 2 MiB/s that is 34 minutes of flooding; a real page (snapshots on
-every navigation, canvas frames) sends a few hundred MiB in an hour. A crash of the gateway
-loses the count since that connection's last save.
+is stored. At the full 2 MiB/s that is 34 minutes of flooding, while a page sending a 5 MiB
+snapshot every minute and a 120 KiB canvas frame every second would take over 6 hours (an
+estimate from those sizes, not a measurement). A crash of the gateway loses the count since
+that connection's last save.
 
 "Without a break" means: once a frame had to wait, the streak ends only when a frame is
 admitted at once with both buckets still at least half full afterwards (`RECOVERED`). A
