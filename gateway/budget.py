@@ -36,7 +36,7 @@ A session's visitor may also send at most `session_bytes` (4 GiB) over the sessi
 counted with the buckets and carried the same way: past it the connection is closed with
 4011 `session_full` and further visitor hellos are refused, while agents keep watching what
 is stored. At the full 2 MiB/s that is 34 minutes of flooding, while a page sending a 5 MiB
-snapshot every minute and a 120 KiB canvas frame every second would take over 6 hours (an
+snapshot every minute and a 120 KiB canvas frame every second would take over 5 hours (an
 estimate from those sizes, not a measurement). A crash of the gateway loses the count since
 that connection's last save.
 
