@@ -44,7 +44,7 @@ async def run_server(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API; `task_status.started` gets the bound URLs."""
-    async with open_bridge(cfg.nats_servers, name="cobrowse-router") as bridge:
+    async with open_bridge(cfg.nats_servers, name="cobrowse-router", security=cfg.nats) as bridge:
         kv_sessions = await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
         kv_codes = await bridge.call(
             sessions.ensure_codes_bucket,
