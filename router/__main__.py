@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start a local cluster (NATS, gateways, HTTP API) on loopback")
     up.add_argument("--run-dir", default=".run")
     up.add_argument("--gateways", type=int, default=2)
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="NATS with TLS (a throwaway CA in RUN_DIR/nats-tls) and a user per component",
+    )
     tok = sub.add_parser("token", help="mint a development token")
     tok.add_argument("--sid", default=None, help="session id (default: a new random one)")
     tok.add_argument("--role", choices=["visitor", "agent"], required=True)
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         from .up import up as run_up
 
-        return run_up(Path(args.run_dir), gateways=args.gateways)
+        return run_up(Path(args.run_dir), gateways=args.gateways, secure=args.secure)
     if args.cmd == "token":
         sid = args.sid or secrets.token_urlsafe(12)
         t = tokens.mint(_keyring(args), sid=sid, role=args.role, now=time.time(), ttl=args.ttl)
