@@ -115,15 +115,17 @@ async def test_pub_sub_request_permissions_and_a_reconnect_over_tls(secure):
             gw.subscribe("cb.s1.v", inbox)
             gw.subscribe("cobrowse.admin.drain.gw-1", lambda m: gw.publish(m.reply, b"ok"))
             await gw.flush()
-            big = bytes(range(256)) * 2048  # 512 KiB: 32 TLS records
-            for i in range(3):
-                gw.publish("cb.s1.v", b"%d" % i + big)
+            # 512 KiB, 32 TLS records each; 8 MiB in one turn fill the kernel's buffer, so
+            # the outbox meets the TLS socket's "not now" (SSLWantWriteError) and waits.
+            big = bytes(range(256)) * 2048
+            for i in range(16):
+                gw.publish("cb.s1.v", b"%x" % i + big)
             router.publish("cb.s1.v", b"router may not")  # only cb.*.ctl
             reply = await router.request("cobrowse.admin.drain.gw-1", b"", timeout=5)
             await router.flush()
-            msgs = await inbox.wait_for(3)
-            assert reply.data == b"ok"
-            assert [m.data[:1] for m in msgs] == [b"0", b"1", b"2"]
+            msgs = await inbox.wait_for(16)
+            assert reply.data == b"ok" and gw.stats.reconnects == 0
+            assert [m.data[:1] for m in msgs] == [b"%x" % i for i in range(16)]
             assert all(m.data[1:] == big for m in msgs)
 
             lost, back = trio.Event(), trio.Event()
@@ -134,8 +136,8 @@ async def test_pub_sub_request_permissions_and_a_reconnect_over_tls(secure):
             await restart_same_port(srv)
             await back.wait()
             gw.publish("cb.s1.v", b"after")
-            assert (await inbox.wait_for(4))[3].data == b"after"
-    assert len(inbox.msgs) == 4  # the router's publish never arrived (it would be 4th)
+            assert (await inbox.wait_for(17))[16].data == b"after"
+    assert len(inbox.msgs) == 17  # the router's publish never arrived (it would be 17th)
     refused = [e for e in logs if e["event"] == "nats_error"]
     assert any('Permissions Violation for Publish to "cb.s1.v"' in e["error"] for e in refused)
 
