@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CERT_DAYS = 30  # a development CA: long enough for a working month, then made again
+LOCAL_NAMES = ("DNS:localhost", "IP:127.0.0.1")
+# The names k8s clients and routes use (namespace cobrowse): the client Service, and each
+# server by the headless Service (the routes in k8s/overlays/prod/nats.conf).
+K8S_NAMES = tuple(
+    f"DNS:{name}{suffix}"
+    for name in ("cobrowse-nats", "*.cobrowse-nats-headless")
+    for suffix in ("", ".cobrowse", ".cobrowse.svc", ".cobrowse.svc.cluster.local")
+)
 
 # What each component's NATS user may do. The gateway publishes events and control messages,
 # reads and writes through JetStream and KV, answers drain requests (to the asker's inbox)
@@ -49,24 +57,26 @@ class OpensslMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class SecureNats:
-    """The files of a secure local NATS, all in `dir` (mode 0700)."""
+    """The files of a secure NATS, all in `dir` (mode 0700), named as the k8s Secrets'
+    keys are (cobrowse-nats-tls: ca.crt, tls.crt, tls.key; cobrowse-nats-auth:
+    <user>-password), so `kubectl create secret generic --from-file` takes them as they are."""
 
     dir: Path
 
     @property
     def ca(self) -> Path:
-        return self.dir / "ca.pem"
+        return self.dir / "ca.crt"
 
     @property
     def cert(self) -> Path:
-        return self.dir / "server.pem"
+        return self.dir / "tls.crt"
 
     @property
     def key(self) -> Path:
-        return self.dir / "server-key.pem"
+        return self.dir / "tls.key"
 
     def password_file(self, user: str) -> Path:
-        return self.dir / f"{user}.password"
+        return self.dir / f"{user}-password"
 
     def client_env(self, user: str) -> dict[str, str]:
         """The COBROWSE_NATS_* variables with which a component connects as `user`."""
@@ -100,9 +110,10 @@ class SecureNats:
         return text
 
 
-def make(dir: Path) -> SecureNats:
-    """A fresh CA, a server certificate for localhost and 127.0.0.1, and a password per
-    user, in `dir` (readable by this user only)."""
+def make(dir: Path, names: tuple[str, ...] = LOCAL_NAMES, days: int = CERT_DAYS) -> SecureNats:
+    """A fresh CA, a server certificate for `names` (openssl subjectAltName entries; it is
+    also the routes' client certificate), and a password per user, in `dir` (readable by
+    this user only)."""
     if shutil.which("openssl") is None:
         raise OpensslMissing("`router up --secure` needs the openssl command (apt install openssl)")
     dir.mkdir(parents=True, exist_ok=True)
@@ -113,21 +124,21 @@ def make(dir: Path) -> SecureNats:
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        f"subjectAltName={','.join(names)}\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     _openssl(
         "req", "-x509", *ec, "-keyout", dir / "ca-key.pem", "-out", got.ca,
-        "-days", CERT_DAYS, "-subj", "/CN=cobrowse local NATS CA",
+        "-days", days, "-subj", "/CN=cobrowse NATS CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
-    _openssl("req", *ec, "-keyout", got.key, "-out", dir / "server.csr", "-subj", "/CN=localhost")
+    _openssl("req", *ec, "-keyout", got.key, "-out", dir / "server.csr", "-subj", "/CN=cobrowse-nats")
     _openssl(
         "x509", "-req", "-in", dir / "server.csr", "-CA", got.ca, "-CAkey", dir / "ca-key.pem",
-        "-CAcreateserial", "-out", got.cert, "-days", CERT_DAYS, "-extfile", ext,
+        "-CAcreateserial", "-out", got.cert, "-days", days, "-extfile", ext,
     )  # fmt: skip
     for user in PERMISSIONS:
         path = got.password_file(user)
@@ -136,6 +147,18 @@ def make(dir: Path) -> SecureNats:
     for path in (dir / "ca-key.pem", got.key):
         os.chmod(path, 0o600)
     return got
+
+
+def kubectl_commands(got: SecureNats, namespace: str = "cobrowse") -> str:
+    """How an operator turns `got` into the two Secrets (docs/operations.md)."""
+    users = " ".join(f"--from-file={got.password_file(u)}" for u in PERMISSIONS)
+    return (
+        f"kubectl -n {namespace} create secret generic cobrowse-nats-tls "
+        f"--from-file={got.ca} --from-file={got.cert} --from-file={got.key}\n"
+        f"kubectl -n {namespace} create secret generic cobrowse-nats-auth {users}\n"
+        f"# keep {got.dir / 'ca-key.pem'} offline (it signs the next certificate); "
+        "the rest can be deleted once the Secrets exist"
+    )
 
 
 def _openssl(*args: object) -> None:
