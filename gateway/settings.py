@@ -241,9 +241,11 @@ def nats_user(raw: Any) -> str:
 
 
 def file_path(raw: Any) -> str:
+    """An absolute path (a mounted Secret's file): a relative one would depend on where the
+    process happened to start."""
     value = _text(raw)
-    if any(not c.isprintable() for c in value):
-        raise ValueError("is not a file path (it holds control characters)")
+    if not value.startswith("/") or any(not c.isprintable() for c in value):
+        raise ValueError("is not an absolute file path")
     return value
 
 
