@@ -135,7 +135,9 @@ def make(dir: Path, names: tuple[str, ...] = LOCAL_NAMES, days: int = CERT_DAYS)
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
-    _openssl("req", *ec, "-keyout", got.key, "-out", dir / "server.csr", "-subj", "/CN=cobrowse-nats")
+    _openssl(
+        "req", *ec, "-keyout", got.key, "-out", dir / "server.csr", "-subj", "/CN=cobrowse-nats"
+    )
     _openssl(
         "x509", "-req", "-in", dir / "server.csr", "-CA", got.ca, "-CAkey", dir / "ca-key.pem",
         "-CAcreateserial", "-out", got.cert, "-days", days, "-extfile", ext,
