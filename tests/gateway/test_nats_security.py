@@ -3,6 +3,9 @@ clients against a real nats-server that requires a user per component and TLS.""
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import pytest
 import structlog
 import trio
@@ -153,3 +156,55 @@ async def test_the_management_client_connects_with_the_same_settings(secure):
             kv = await bridge.call(bridge.js.create_key_value, bucket="cobrowse_sec_test")
             await bridge.call(kv.put, "k", b"v")
             assert (await bridge.call(kv.get, "k")).value == b"v"
+
+
+def _route_hello(port: int, files: nats_secure.SecureNats, with_cert: bool) -> bytes:
+    """What a route port says to a TLS client (with or without the CA-signed certificate)."""
+    ctx = ssl.create_default_context(cafile=str(files.ca))
+    if with_cert:
+        ctx.load_cert_chain(str(files.cert), str(files.key))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.settimeout(5)
+            return tls.recv(5)
+
+
+async def test_a_secure_cluster_routes_over_verified_tls_and_clients_move_between_nodes(
+    secure, tmp_path
+):
+    """Routes require TLS with a certificate each side verifies; a message crosses the
+    cluster; a client whose node dies moves to a node it learned from INFO, with the same
+    TLS and credentials."""
+    files, _ = secure
+    servers = await trio.to_thread.run_sync(
+        lambda: natsproc.start_cluster(tmp_path / "nats", 3, secure=files)
+    )
+    try:
+        port = servers[0].cluster_port
+        assert _route_hello(port, files, with_cert=True) == b"INFO "
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+            _route_hello(port, files, with_cert=False)
+        gw = as_user(files, "gateway")
+        with trio.fail_after(30):
+            async with (
+                NatsClient.open(servers[0].url, security=gw, reconnect_wait=0.05) as a,
+                NatsClient.open(servers[2].url, security=gw) as b,
+            ):
+                inbox = Inbox()
+                b.subscribe("cb.c.v", inbox)
+                await b.flush()
+                while not inbox.msgs:  # until the subscription has crossed the routes
+                    a.publish("cb.c.v", b"across")
+                    await a.flush()
+                    await trio.sleep(0.05)
+                back = trio.Event()
+                a.on_reconnected(back.set)
+                await trio.to_thread.run_sync(servers[0].kill)
+                await back.wait()
+                assert a.connected_url != servers[0].url
+                before = len(inbox.msgs)
+                a.publish("cb.c.v", b"moved")
+                assert (await inbox.wait_for(before + 1))[-1].data == b"moved"
+    finally:
+        for s in servers:
+            s.stop()
