@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 
 import pytest
 import structlog
@@ -208,3 +209,27 @@ async def test_a_secure_cluster_routes_over_verified_tls_and_clients_move_betwee
     finally:
         for s in servers:
             s.stop()
+
+
+def test_nats_secrets_makes_the_k8s_secrets_files_for_the_service_names(tmp_path, capsys):
+    from router.__main__ import main
+
+    out = tmp_path / "secrets"
+    assert main(["nats-secrets", "--out", str(out), "--days", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "create secret generic cobrowse-nats-tls" in printed
+    assert "create secret generic cobrowse-nats-auth" in printed
+    got = nats_secure.SecureNats(out)
+    for user in nats_secure.PERMISSIONS:
+        assert len(as_user(got, user).password) >= 32
+    ctx = ssl.create_default_context(cafile=str(got.ca))
+    ctx.load_cert_chain(str(got.cert), str(got.key))  # the key matches the certificate
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(got.cert), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    assert "DNS:cobrowse-nats," in sans and "DNS:*.cobrowse-nats-headless," in sans
+    assert main(["nats-secrets", "--out", str(out)]) == 2  # never over existing files
