@@ -13,7 +13,7 @@ from gateway import membership, session_store, streams, tokens
 from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
-from .. import sessions, shortcodes
+from .. import listing, sessions, shortcodes
 from .auth import (
     CHALLENGE,
     Credentials,
@@ -117,6 +117,7 @@ async def create_session(
         )
     except sessions.CodeSpaceExhausted as exc:
         raise ApiError(503, "unavailable", str(exc), {"Retry-After": "5"}) from None
+    deps.listing.clear()
     token = tokens.mint(cfg.keyring, sid=sid, role="visitor", now=now, ttl=cfg.token_ttl)
     log.info("session_created", sid=sid, site=site)
     return CreateSessionResponse(
@@ -219,22 +220,29 @@ async def list_sessions(
     site: Annotated[str | None, Query(max_length=256, description="only this site")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 200,
 ) -> SessionList:
-    found = await deps.bridge.call(sessions.list_sessions, deps.kv_sessions)
-    if site is not None:
-        found = [(sid, m) for sid, m in found if m.site == site]
-    found.sort(key=lambda item: (-item[1].created, item[0]))
+    now = deps.clock()
+    found = deps.listing.get(now)
+    if found is None:
+        found = await deps.bridge.call(sessions.list_sessions, deps.kv_sessions)
+        deps.listing.put(now, found)
+    count, rows = listing.summaries(
+        found, site=site, limit=limit, now=now, code_ttl=deps.cfg.code_ttl
+    )
     return SessionList(
-        count=len(found),
+        count=count,
         sessions=[
             SessionSummary(
-                session_id=sid,
-                site=m.site,
-                created=m.created,
-                epoch=m.epoch,
-                agents=len(m.agents),
-                code=m.code,
+                session_id=row.sid,
+                site=row.meta.site,
+                created=row.meta.created,
+                epoch=row.meta.epoch,
+                agents=len(row.meta.agents),
+                code=row.meta.code,
+                joinable=row.joinable,
+                url=row.meta.page.url if row.meta.page else None,
+                title=row.meta.page.title if row.meta.page else None,
             )
-            for sid, m in found[:limit]
+            for row in rows
         ],
     )
 
@@ -291,6 +299,7 @@ async def end_session(
         )
     if meta is None:
         raise ApiError(404, "unknown_session", "no such session")
+    deps.listing.clear()
     # Gateways close the session's connections (4004 session_ended) and refuse new ones.
     await deps.bridge.publish_core(streams.subject_ctl(session_id), b'{"op":"end"}')
     await deps.bridge.call(

@@ -383,6 +383,9 @@ async def test_list_inspect_and_end(nats_server):
             "epoch": 0,
             "agents": 0,
             "code": s1["short_code"],
+            "joinable": True,
+            "url": None,
+            "title": None,
         }
         assert listed[sid2]["site"] == "blog" and r.json()["count"] == 2
         assert [s["session_id"] for s in r.json()["sessions"]] == [sid2, sid1]  # newest first
