@@ -20,6 +20,7 @@ import trio
 from gateway import membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
+from gateway.page_info import PageInfo
 from router import natsproc, sessions, shortcodes
 from router.api import auth as api_auth
 from router.api import errors as api_errors
@@ -373,6 +374,11 @@ async def test_list_inspect_and_end(nats_server):
     async with serving(nats_server.url) as a:
         s1, s2 = await a.create(), await a.create(OTHER_SITE_KEY)
         sid1, sid2 = s1["session_id"], s2["session_id"]
+        # The visitor's page, as a gateway records it with a snapshot pointer, is listed.
+        page = PageInfo("https://shop.example/cart?step=2", "Cart <2>")
+        await a.bridge.call(
+            session_store.update, a.kv_sessions, sid1, lambda m: setattr(m, "page", page)
+        )
         r = await a.http.get("/v1/sessions", headers=auth())
         assert r.status_code == 200
         listed = {s["session_id"]: s for s in r.json()["sessions"]}
@@ -384,14 +390,21 @@ async def test_list_inspect_and_end(nats_server):
             "agents": 0,
             "code": s1["short_code"],
             "joinable": True,
-            "url": None,
-            "title": None,
+            "url": page.url,
+            "title": page.title,
         }
         assert listed[sid2]["site"] == "blog" and r.json()["count"] == 2
+        assert listed[sid2]["url"] is None and listed[sid2]["title"] is None
         assert [s["session_id"] for s in r.json()["sessions"]] == [sid2, sid1]  # newest first
         r = await a.http.get("/v1/sessions", params={"site": "blog", "limit": 5}, headers=auth())
         assert [s["session_id"] for s in r.json()["sessions"]] == [sid2]
+        r = await a.http.get("/v1/sessions", params={"limit": 1}, headers=auth(AGENT_KEY2))
+        assert [s["session_id"] for s in r.json()["sessions"]] == [sid2] and r.json()["count"] == 2
         assert_error(await a.http.get("/v1/sessions"), 401, "bad_api_key")
+        for key in ("wrong-key-0123456789", ADMIN_KEY, SITE_KEY):  # only agent keys list
+            assert_error(await a.http.get("/v1/sessions", headers=auth(key)), 401, "bad_api_key")
+        for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"site": "s" * 257}):
+            assert_error(await a.http.get("/v1/sessions", params=bad, headers=auth()), 422)
 
         r = await a.http.get(f"/v1/sessions/{sid1}", headers=auth())
         assert r.status_code == 200
@@ -690,6 +703,7 @@ async def test_health_and_openapi(nats_server):
             "/cobrowse.js",
             "/embed",
             "/embed.js",
+            "/console",
         }
         assert set(doc["paths"]["/v1/sessions"]) == {"get", "post"}
         assert set(doc["paths"]["/v1/sessions/{session_id}"]) == {"get", "delete"}
