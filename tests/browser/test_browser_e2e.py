@@ -811,7 +811,8 @@ CONSOLE_REPLICA = f"({EMBED}?.contentDocument?.getElementById('cb-frame')?.conte
 def test_the_console_lists_a_session_live_opens_it_and_returns_when_it_ends(chromium, cluster):
     """Signed in by keyboard, the console shows a session started after it loaded (no
     reload), with its page's title and URL; a click opens it and the replica shows the
-    visitor's page; the visitor's end brings the agent back to the list. The API key is in
+    visitor's page; Back and the code typed in open it again; the visitor's end brings the
+    agent back to the list. The API key is in
     no URL the console or its viewer loads, and not on `window`."""
     ctx = chromium.new_context(viewport={"width": 1100, "height": 700})
     urls: list[str] = []
@@ -854,6 +855,18 @@ def test_the_console_lists_a_session_live_opens_it_and_returns_when_it_ends(chro
             print(f"console click -> replica shows the page: {shown * 1000:.0f} ms")
             assert page.evaluate("CobrowseConsole.sid") == v.sid
             assert page.evaluate("document.activeElement.id") == "cc-back"
+            # Back by keyboard, then in again by the code the visitor reads out.
+            page.keyboard.press("Enter")
+            poll(page, "CobrowseConsole.view === 'list'", 5, "the list after Back")
+            assert page.evaluate("document.getElementById('cc-embed')") is None
+            page.fill("#cc-code", v.code[:3] + " " + v.code[3:])
+            page.keyboard.press("Enter")
+            poll(
+                page,
+                f"(d => !!(d && d.getElementById('buy')))({CONSOLE_REPLICA})",
+                20,
+                "the replica after joining by code",
+            )
             assert v.page.evaluate("Cobrowse.end()") is True
             note = poll(
                 page,
