@@ -135,12 +135,15 @@
     state.timer = null;
     if (state.polling || !state.key || state.view !== "list") return;
     state.polling = true;
+    const key = state.key;
     try {
       const data = await api("GET", "/v1/sessions?limit=" + PAGE_SIZE);
+      if (state.key !== key) return;  // signed out (or in again) meanwhile
       state.failures = 0;
       render(data);
       schedule(POLL_MS);
     } catch (err) {
+      if (state.key !== key) return;
       if (err.status === 401) {
         signOut(explain(err));
         return;
