@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-engines fidelity lint bench loadtest clean image
+.PHONY: run test test-engines fidelity lint bench loadtest clean image screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -56,6 +56,10 @@ test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 # pixels) match between visitor and viewer (tests/support/fidelity.py; ~8 min on 2 cores).
 fidelity: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m tests.support.fidelity --json bench/fidelity.json $(FIDELITY_ARGS)
+
+# The screenshots in docs/ (a real local cluster and Chromium; tests/support/screenshots.py).
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m tests.support.screenshots docs
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest bench --json bench/results.json

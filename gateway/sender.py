@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 import trio
 
-from . import metrics, session, session_store, streams
+from . import metrics, page_info, session, session_store, streams
 from .budget import CarriedBudget
 from .codec import MAX_FRAME_BYTES, Ack, Events, ProtocolError
 from .jetstream import AckReply
@@ -50,7 +50,7 @@ class Sender:
 
     __slots__ = (
         "owner", "ctx", "sid", "subject", "check", "chain", "_token", "_published_at",
-        "_ack_sent", "__weakref__",
+        "_ack_sent", "_page", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -82,12 +82,15 @@ class Sender:
         self._token: int | None = None  # reply token of the message in flight
         self._published_at = 0.0
         self._ack_sent = durable  # the last ack the client got
+        self._page: page_info.PageInfo | None = None  # the visitor's latest `nav`
 
     # ---- from the client ----------------------------------------------------------------
 
     def take(self, frame: Events) -> None:
         """A checked frame of the sender's events (raises ProtocolError on a seq error)."""
         self.check.check(frame.events)
+        if self.chain.is_visitor:
+            self._page = page_info.latest_nav(frame.events) or self._page
         self.chain.add(frame.events, frame.wire)
         if self.chain.in_flight is not None:
             self.ctx.publisher.nc.hurry()  # its answer holds these back: read it at once
@@ -152,8 +155,8 @@ class Sender:
         if stored.ack is not None:
             self._ack_soon()
         if stored.record is not None:
-            pointer = stored.record
-            self.owner.later(lambda: self._record_snapshot(pointer))
+            pointer, page = stored.record, self._page
+            self.owner.later(lambda: self._record_snapshot(pointer, page))
         self.publish_next()
 
     def settle(self) -> None:
@@ -182,7 +185,9 @@ class Sender:
         if stored is not None:
             self._stored(stored)
 
-    async def _record_snapshot(self, pointer: session_store.SnapshotPointer) -> None:
+    async def _record_snapshot(
+        self, pointer: session_store.SnapshotPointer, page: page_info.PageInfo | None
+    ) -> None:
         """The ack waits for the pointer so an acknowledged snapshot is always findable, but
         never for long: through a KV leader election it retries, then gives up (late joiners
         then ask the visitor for a snapshot) rather than stall the visitor."""
@@ -191,7 +196,7 @@ class Sender:
                 while True:
                     try:
                         await self.ctx.update(
-                            self.sid, lambda m: session.record_snapshot(m, pointer)
+                            self.sid, lambda m: session.record_snapshot(m, pointer, page)
                         )
                         break
                     except Exception as exc:

@@ -13,7 +13,8 @@ the stream holds and `now`, so each rule can be tested exhaustively and alone:
   (after which seq each agent's events are delivered to this visitor);
 - the agent's join: `agent_identity`, `agent_start` (resume, a snapshot, or wait for one)
   and `agent_recovery` when the stream no longer holds the resume point;
-- snapshots: `record_snapshot` (the newest pointer wins) and `want_snapshot`;
+- snapshots: `record_snapshot` (the newest pointer wins, with the visitor's page) and
+  `want_snapshot`;
 - control messages between gateways on `cb.<sid>.ctl`: `SessionControl` and `on_control`.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from . import tokens
 from .codec import Close, Hello, ProtocolError
+from .page_info import PageInfo
 from .presence import VisitorClose, VisitorState
 from .session_store import EndedRecord, SessionMeta, SnapshotPointer
 
@@ -264,9 +266,17 @@ RESET_NOTE = "resume point no longer retained; a snapshot follows"
 # ---- snapshots ------------------------------------------------------------------------------
 
 
-def record_snapshot(meta: SessionMeta, pointer: SnapshotPointer) -> None:
-    """A stored part 0: the newest pointer by key wins, and nobody waits for one any more."""
+def record_snapshot(
+    meta: SessionMeta, pointer: SnapshotPointer, page: PageInfo | None = None
+) -> None:
+    """A stored part 0: the newest pointer by key wins, and nobody waits for one any more.
+    `page` (the sender's latest `nav`) goes with the newest pointer; a new epoch without one
+    forgets the old epoch's page rather than list a page the visitor has left."""
     if meta.snap is None or meta.snap.key <= pointer.key:
+        if page is not None:
+            meta.page = page
+        elif meta.snap is None or meta.snap.epoch != pointer.epoch:
+            meta.page = None
         meta.snap = pointer
     meta.snap_wanted = False
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .budget import CarriedBudget
+from .page_info import PageInfo
 from .streams import ensure_kv
 
 
@@ -55,6 +56,9 @@ class SessionMeta:
     # The visitor's send budget when its last connection saved it (gateway/budget.py),
     # stored as [events, bytes, unix s]: a reconnect does not get a fresh burst.
     budget: CarriedBudget | None = None
+    # The visitor's page as of the latest snapshot, stored as [url, title] (page_info.py):
+    # what the agents' console lists.
+    page: PageInfo | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:
@@ -72,6 +76,7 @@ class SessionMeta:
             and all(isinstance(x, int | float) for x in budget)
             else None
         )
+        known["page"] = PageInfo.from_stored(known.get("page"))
         return cls(**known)
 
     def to_bytes(self) -> bytes:

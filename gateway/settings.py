@@ -334,6 +334,17 @@ def pairs(raw: Any) -> dict[str, str]:
     return out
 
 
+def site_scopes(raw: Any) -> dict[str, frozenset[str]]:
+    """'label:site[+site...][,...]' (or a JSON object of the same) -> {label: sites}."""
+    out: dict[str, frozenset[str]] = {}
+    for label, sites in pairs(raw).items():
+        names = frozenset(x.strip() for x in sites.split("+") if x.strip())
+        if not names:
+            raise ValueError(f"gives {label!r} no site")
+        out[label] = names
+    return out
+
+
 def each_site_key(keys: dict[str, str]) -> str | None:
     for key, site in keys.items():
         if not SITE_KEY_RE.fullmatch(key):
@@ -664,6 +675,15 @@ AGENT_KEYS = Var(
     secret=True,
     form="'apikey:label[,apikey:label]'",
 )
+AGENT_SITES = Var(
+    "COBROWSE_AGENT_SITES",
+    None,
+    site_scopes,
+    "`label:site[+site…][,…]`: the agent key with this label in `COBROWSE_AGENT_KEYS` lists, "
+    "joins, inspects and ends only these sites' sessions (names from `COBROWSE_SITE_KEYS`); "
+    "a key whose label is not listed may see every site",
+    form="'label:site[+site][,label:site]'",
+)
 API_HOST = Var("COBROWSE_API_HOST", "127.0.0.1", text, "listen address")
 API_PORT = Var("COBROWSE_API_PORT", 8080, port, "listen port, 0 to 65535")
 CODE_TTL = Var(
@@ -921,6 +941,22 @@ def _admin_is_other(admin: str | None, site: dict[str, str], agent: dict[str, st
     return None
 
 
+def _scopes_are_known(
+    scopes: dict[str, frozenset[str]] | None, site: dict[str, str], agent: dict[str, str]
+) -> str | None:
+    """A scope naming no agent key, or a site no site key has, is a typo that would lock a
+    key out of (or fail to limit it to) the sites meant."""
+    if not scopes:
+        return None
+    labels = sorted(set(scopes) - set(agent.values()))
+    if labels:
+        return f"names labels no key in {AGENT_KEYS.name} has: {', '.join(labels)}"
+    sites = sorted(set().union(*scopes.values()) - set(site.values()))
+    if sites:
+        return f"names sites no key in {SITE_KEYS.name} has: {', '.join(sites)}"
+    return None
+
+
 def _demo_key_is_a_site_key(demo: str | None, site: dict[str, str]) -> str | None:
     if demo is not None and demo not in site:
         return (
@@ -934,6 +970,7 @@ class RouterSettings:
     token_keys: Keyring = setting(TOKEN_KEYS, required=True)
     site_keys: dict[str, str] = setting(SITE_KEYS, required=True)
     agent_keys: dict[str, str] = setting(AGENT_KEYS, required=True)
+    agent_sites: dict[str, frozenset[str]] | None = setting(AGENT_SITES)
     admin_key: str | None = setting(ADMIN_KEY)
     nats_servers: tuple[str, ...] = setting(NATS_URL)
     nats_auth: NatsAuthVars = group(NatsAuthVars)
@@ -958,6 +995,7 @@ class RouterSettings:
         Rule("agent_keys", ("site_keys", "agent_keys"), _shared_keys),
         Rule("admin_key", ("admin_key", "site_keys", "agent_keys"), _admin_is_other),
         Rule("demo_site_key", ("demo_site_key", "site_keys"), _demo_key_is_a_site_key),
+        Rule("agent_sites", ("agent_sites", "site_keys", "agent_keys"), _scopes_are_known),
     )
 
 

@@ -33,7 +33,8 @@ FLAG_OF = {s.API_HOST.name: "--host", s.API_PORT.name: "--port"}  # python -m ro
 class RouterConfig:
     keyring: Keyring
     site_keys: dict[str, str]  # public site key -> site name
-    agent_keys: dict[str, str]  # secret API key -> label (logs only)
+    agent_keys: dict[str, str]  # secret API key -> label (logs, and AGENT_SITES)
+    agent_sites: dict[str, frozenset[str]] = field(default_factory=dict)  # label -> its sites
     admin_key: str | None = None
     nats_servers: list[str] = field(default_factory=lambda: list(s.NATS_URL.default))
     nats: NatsSecurity = field(default_factory=NatsSecurity)  # credentials and TLS
@@ -140,6 +141,7 @@ def load(
         keyring=got.token_keys,
         site_keys=got.site_keys,
         agent_keys=got.agent_keys,
+        agent_sites=got.agent_sites or {},
         admin_key=got.admin_key,
         nats_servers=list(got.nats_servers),
         nats=nats,

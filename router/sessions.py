@@ -13,18 +13,12 @@ coroutines for `NatsBridge.call`, one crossing per API operation.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.js.errors import (
-    APIError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoKeysError,
-)
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from gateway import session_store
 from gateway.codec import SESSION_ID_RE
@@ -166,20 +160,25 @@ async def resolve_code(
     return sid, meta
 
 
-async def list_sessions(kv_sessions, *, include_ended: bool = False, concurrency: int = 64):
-    """[(sid, meta)] of every session in the KV bucket, oldest first."""
+async def list_sessions(kv_sessions, *, include_ended: bool = False):
+    """[(sid, meta)] of every session in the KV bucket, oldest first.
+
+    One pass of a KV watcher over the latest value of every key (one ordered consumer, the
+    values pushed in a stream), not a key listing followed by a request per session: the
+    console polls this, so its cost is one consumer and the bytes of the metadata."""
+    watcher = await kv_sessions.watchall(ignore_deletes=True)
+    out: list[tuple[str, SessionMeta]] = []
     try:
-        keys = await kv_sessions.keys()
-    except NoKeysError:
-        return []
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(sid: str):
-        async with gate:
-            return sid, await session_store.load(kv_sessions, sid)
-
-    found = await asyncio.gather(*(one(k) for k in keys))
-    out = [(sid, m) for sid, m in found if m is not None and (include_ended or not m.ended)]
+        async for entry in watcher:
+            if entry is None:  # the initial values are all delivered
+                break
+            if not entry.value:
+                continue
+            meta = SessionMeta.from_bytes(entry.value)
+            if include_ended or not meta.ended:
+                out.append((entry.key, meta))
+    finally:
+        await watcher.stop()
     return sorted(out, key=lambda item: (item[1].created, item[0]))
 
 

@@ -59,6 +59,7 @@ def cluster_info(cluster: LocalCluster) -> dict:
         "proxy": {"url": cluster.proxy_url, "log": str(run_dir / "proxy.log")},
         "demo": api_url + "/demo",
         "embed": f"{api_url}/embed#key={keys.agent_api_key}&code=",
+        "console": api_url + "/console",
         "token_keys": keys.token_keys,
         "site_key": keys.site_key,
         "agent_api_key": keys.agent_api_key,
@@ -81,6 +82,7 @@ def print_info(info: dict, run_dir: Path) -> None:
     print(f"  asset proxy      {info['proxy']['url']}   (log {info['proxy']['log']})")
     print(f"  DEMO: open the visitor's page   {info['demo']}   and press Start")
     print(f"        then the agent's view     {info['embed']}<the code it shows>")
+    print(f"        or the agents' console    {info['console']}   (sign in: agent API key)")
     print(f"  site key         {info['site_key']}")
     print(f"  agent API key    {info['agent_api_key']}")
     print(f"  admin key        {info['admin_key']}")

@@ -36,12 +36,27 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 @dataclass(frozen=True)
+class AgentKey:
+    """An agent API key that was presented: its id (for logs and rate limits) and the sites
+    whose sessions it may see (`COBROWSE_AGENT_SITES`; None: every site)."""
+
+    id: str
+    sites: frozenset[str] | None = None
+
+    def may_see(self, site: str | None) -> bool:
+        """A scoped key sees only its sites' sessions (never one without a site)."""
+        return self.sites is None or site in self.sites
+
+
+@dataclass(frozen=True)
 class Ender:
     """Who ends a session: an agent API key's id, or `visitor-token`/`agent-token`. A token
-    vouches that the session existed even when its metadata has expired."""
+    vouches that the session existed even when its metadata has expired. `sites`: a scoped
+    key's sites (None: any session)."""
 
     who: str
     vouched: bool
+    sites: frozenset[str] | None = None
 
 
 def key_id(key: str) -> str:
@@ -65,17 +80,25 @@ def is_admin(admin_key: str | None, presented: str) -> bool:
     return bool(admin_key and find_key({admin_key: "admin"}, presented))
 
 
+BAD_API_KEY_MESSAGE = "missing or unknown API key (Authorization: Bearer <agent API key>)"
+
+
 def check_agent_key(agent_keys: Mapping[str, str], presented: str) -> str:
     """The id of the agent API key presented, or 401 `bad_api_key`."""
     key = find_key(agent_keys, presented)
     if key is None:
-        raise ApiError(
-            401,
-            "bad_api_key",
-            "missing or unknown API key (Authorization: Bearer <agent API key>)",
-            CHALLENGE,
-        )
+        raise ApiError(401, "bad_api_key", BAD_API_KEY_MESSAGE, CHALLENGE)
     return key_id(key)
+
+
+def check_agent(
+    agent_keys: Mapping[str, str], agent_sites: Mapping[str, frozenset[str]], presented: str
+) -> AgentKey:
+    """The agent API key presented, with its scope, or 401 `bad_api_key`."""
+    key = find_key(agent_keys, presented)
+    if key is None:
+        raise ApiError(401, "bad_api_key", BAD_API_KEY_MESSAGE, CHALLENGE)
+    return AgentKey(key_id(key), agent_sites.get(agent_keys[key]))
 
 
 def check_agent_or_admin(
@@ -109,14 +132,23 @@ def token_role(keyring: tokens.Keyring, presented: str, sid: str, now: float) ->
     return None
 
 
-def check_ender(
-    keyring: tokens.Keyring, agent_keys: Mapping[str, str], presented: str, sid: str, now: float
-) -> Ender:
+@dataclass(frozen=True)
+class Keys:
+    """The configured keys an ender is judged against."""
+
+    keyring: tokens.Keyring
+    agent_keys: Mapping[str, str]
+    agent_sites: Mapping[str, frozenset[str]]
+
+
+def check_ender(keys: Keys, presented: str, sid: str, now: float) -> Ender:
     """An agent API key, or a join token (visitor or agent) of this very session: who may
     end it. Anything shaped like a token is judged as one (401 `bad_token`), the rest as a
     key (401 `bad_api_key`)."""
+    keyring = keys.keyring
     if tokens.peek_sid(presented) is None:
-        return Ender(check_agent_key(agent_keys, presented), vouched=False)
+        key = check_agent(keys.agent_keys, keys.agent_sites, presented)
+        return Ender(key.id, vouched=False, sites=key.sites)
     role = token_role(keyring, presented, sid, now)
     if role is None:
         raise ApiError(401, "bad_token", "the token is not a join token of this session", CHALLENGE)
@@ -131,8 +163,8 @@ def presented(creds: HTTPAuthorizationCredentials | None) -> str:
 # ---- the FastAPI dependencies -----------------------------------------------------------
 
 
-def agent_key(deps: Deps, creds: Credentials) -> str:
-    return check_agent_key(deps.cfg.agent_keys, presented(creds))
+def agent(deps: Deps, creds: Credentials) -> AgentKey:
+    return check_agent(deps.cfg.agent_keys, deps.cfg.agent_sites, presented(creds))
 
 
 def agent_or_admin(deps: Deps, creds: Credentials) -> str:
@@ -144,6 +176,5 @@ def admin_only(deps: Deps, creds: Credentials) -> str:
 
 
 def key_or_session_token(session_id: SessionIdPath, deps: Deps, creds: Credentials) -> Ender:
-    return check_ender(
-        deps.cfg.keyring, deps.cfg.agent_keys, presented(creds), session_id, deps.clock()
-    )
+    keys = Keys(deps.cfg.keyring, deps.cfg.agent_keys, deps.cfg.agent_sites)
+    return check_ender(keys, presented(creds), session_id, deps.clock())

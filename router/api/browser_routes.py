@@ -1,10 +1,13 @@
-"""The router's browser-facing routes: the snippet, the embed page and the demo page.
+"""The router's browser-facing routes: the snippet, the embed page, the agents' console and the
+demo page.
 
 The scripts are assembled once per process (router/browser_assets.py) and served with an
 ETag, so a site's pages revalidate cheaply. The embed page gets a strict
 Content-Security-Policy: the visitor's page is untrusted input (G4), and even if the
 viewer missed something, no script but our own may run and nothing but the router, the
-proxy and the gateways may be contacted.
+proxy and the gateways may be contacted. The console is stricter still: our own script and
+stylesheet, requests to the router only, frames of the router's own pages (the embed), and no
+one may frame it (it holds the agent's API key).
 """
 
 from __future__ import annotations
@@ -42,9 +45,43 @@ def embed_csp(cfg: RouterConfig) -> str:
             "form-action 'none'",
             "base-uri 'none'",
             "object-src 'none'",
-            f"frame-ancestors {cfg.embed_frame_ancestors}",
+            f"frame-ancestors {embed_ancestors(cfg)}",
         ]
     )
+
+
+def embed_ancestors(cfg: RouterConfig) -> str:
+    """Who may frame /embed: the configured sources, and always the router itself, whose
+    console opens sessions in it (`*` already covers it)."""
+    sources = cfg.embed_frame_ancestors.split()
+    if {"*", "'self'", "'none'"} & set(sources):  # 'none': the operator wants no framing
+        return cfg.embed_frame_ancestors
+    return " ".join(["'self'", *sources])
+
+
+CONSOLE_CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "frame-src 'self'",
+        "form-action 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+"""The console's Content-Security-Policy: it needs nothing but the router itself."""
+
+
+def static_file(app: FastAPI, name: str) -> None:
+    """Serve router/static/`name` at `/name`, revalidated on every use (no-cache + ETag)."""
+
+    @app.get(f"/{name}", include_in_schema=False)
+    async def serve(request: Request) -> Response:
+        return _serve(browser_assets.page(name), request, {"Cache-Control": "no-cache"})
 
 
 def add(app: FastAPI, cfg: RouterConfig) -> None:
@@ -78,6 +115,20 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
     async def embed_script(request: Request) -> Response:
         return _serve(browser_assets.bundle("embed.js"), request, {"Cache-Control": "no-cache"})
 
+    console_headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": CONSOLE_CSP,
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+
+    @app.get("/console", tags=["browser"], summary="The agents' console (sign in with an API key)")
+    async def console(request: Request) -> Response:
+        return _serve(browser_assets.page("console.html"), request, console_headers)
+
+    static_file(app, "console.js")
+    static_file(app, "console.css")
+
     @app.get(
         "/embed",
         tags=["browser"],
@@ -98,10 +149,5 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
                 headers={"Cache-Control": "no-cache"},
             )
 
-        def demo_file(name: str) -> None:
-            @app.get(f"/{name}", include_in_schema=False)
-            async def serve(request: Request) -> Response:
-                return _serve(browser_assets.page(name), request, {"Cache-Control": "no-cache"})
-
-        demo_file("demo.css")
-        demo_file("demo.js")
+        static_file(app, "demo.css")
+        static_file(app, "demo.js")

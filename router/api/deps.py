@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -15,6 +15,7 @@ from gateway import session_store
 from gateway.nats_bridge import NatsBridge
 
 from ..config import RouterConfig
+from ..listing import ListingCache
 from .rate_limits import RateLimits, RateRules
 
 
@@ -53,6 +54,7 @@ class ApiDeps:
     codes_rng: random.Random | random.SystemRandom
     limiter: RateLimits
     rules: RateRules
+    listing: ListingCache = field(default_factory=ListingCache)
 
 
 def api_deps(request: Request) -> ApiDeps:

@@ -59,8 +59,15 @@ class SessionSummary(BaseModel):
     site: str | None
     created: float
     epoch: int
-    agents: int = Field(description="agents that have joined")
+    agents: int = Field(
+        description="agents in the session: joined and not yet said goodbye (0: none is in)"
+    )
     code: str | None
+    joinable: bool = Field(description="the short code still lets an agent join")
+    url: str | None = Field(
+        None, description="the visitor's page as of its latest snapshot (the visitor's word)"
+    )
+    title: str | None = Field(None, description="that page's title (the visitor's word)")
 
 
 class SessionList(BaseModel):

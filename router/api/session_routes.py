@@ -13,12 +13,13 @@ from gateway import membership, session_store, streams, tokens
 from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
-from .. import sessions, shortcodes
+from .. import listing, sessions, shortcodes
 from .auth import (
     CHALLENGE,
+    AgentKey,
     Credentials,
     Ender,
-    agent_key,
+    agent,
     key_or_session_token,
     presented,
     token_role,
@@ -117,6 +118,7 @@ async def create_session(
         )
     except sessions.CodeSpaceExhausted as exc:
         raise ApiError(503, "unavailable", str(exc), {"Retry-After": "5"}) from None
+    deps.listing.clear()
     token = tokens.mint(cfg.keyring, sid=sid, role="visitor", now=now, ttl=cfg.token_ttl)
     log.info("session_created", sid=sid, site=site)
     return CreateSessionResponse(
@@ -145,11 +147,11 @@ async def create_session(
     ),
 )
 async def lookup(
-    body: LookupRequest, request: Request, key: Annotated[str, Depends(agent_key)], deps: Deps
+    body: LookupRequest, request: Request, key: Annotated[AgentKey, Depends(agent)], deps: Deps
 ) -> LookupResponse:
     cfg = deps.cfg
     deps.limiter.enforce(
-        (deps.rules.lookup_per_key, "lookup-key", key),
+        (deps.rules.lookup_per_key, "lookup-key", key.id),
         (deps.rules.lookup_per_address, "lookup-addr", client_address(deps, request)),
     )
     code = shortcodes.normalize_code(body.code)
@@ -159,12 +161,12 @@ async def lookup(
         found = await deps.bridge.call(
             sessions.resolve_code, deps.kv_sessions, deps.kv_codes, code, now, cfg.code_ttl
         )
-    if found is None:
+    if found is None or not key.may_see(found[1].site):  # another site's: as if unknown
         raise ApiError(404, "unknown_code", "no session has this code (or it has expired)")
     sid, _ = found
     urls = await gateway_urls(deps, sid)
     token = tokens.mint(cfg.keyring, sid=sid, role="agent", now=now, ttl=cfg.token_ttl)
-    log.info("code_resolved", sid=sid, key=key)
+    log.info("code_resolved", sid=sid, key=key.id)
     return LookupResponse(
         session_id=sid,
         agent_token=token,
@@ -214,27 +216,35 @@ async def connect(
     responses=doc(BAD_API_KEY, UNAVAILABLE, INVALID),
 )
 async def list_sessions(
-    key: Annotated[str, Depends(agent_key)],
+    key: Annotated[AgentKey, Depends(agent)],
     deps: Deps,
     site: Annotated[str | None, Query(max_length=256, description="only this site")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 200,
 ) -> SessionList:
-    found = await deps.bridge.call(sessions.list_sessions, deps.kv_sessions)
-    if site is not None:
-        found = [(sid, m) for sid, m in found if m.site == site]
-    found.sort(key=lambda item: (-item[1].created, item[0]))
+    now = deps.clock()
+    found = deps.listing.get(now)
+    if found is None:
+        found = await deps.bridge.call(sessions.list_sessions, deps.kv_sessions)
+        deps.listing.put(now, found)
+    visible = [(sid, m) for sid, m in found if key.may_see(m.site)]
+    count, rows = listing.summaries(
+        visible, site=site, limit=limit, now=now, code_ttl=deps.cfg.code_ttl
+    )
     return SessionList(
-        count=len(found),
+        count=count,
         sessions=[
             SessionSummary(
-                session_id=sid,
-                site=m.site,
-                created=m.created,
-                epoch=m.epoch,
-                agents=len(m.agents),
-                code=m.code,
+                session_id=row.sid,
+                site=row.meta.site,
+                created=row.meta.created,
+                epoch=row.meta.epoch,
+                agents=len(row.meta.agents),
+                code=row.meta.code,
+                joinable=row.joinable,
+                url=row.meta.page.url if row.meta.page else None,
+                title=row.meta.page.title if row.meta.page else None,
             )
-            for sid, m in found[:limit]
+            for row in rows
         ],
     )
 
@@ -249,9 +259,11 @@ async def list_sessions(
     ),
 )
 async def inspect(
-    session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)], deps: Deps
+    session_id: SessionIdPath, key: Annotated[AgentKey, Depends(agent)], deps: Deps
 ) -> SessionDetail:
     m = await load_session(deps, session_id, say_ended=True)
+    if not key.may_see(m.site):
+        raise ApiError(404, "unknown_session", "no such session")
     expires = None
     if m.code and not m.agents and not m.ended:
         expires = sessions.code_expires_at(m, deps.cfg.code_ttl)
@@ -289,6 +301,10 @@ async def end_session(
     ] = True,
 ) -> EndedResponse:
     meta = None
+    if by.sites is not None:  # a scoped key ends only its sites' sessions
+        seen = await load_session(deps, session_id)
+        if seen.site not in by.sites:
+            raise ApiError(404, "unknown_session", "no such session")
     if sessions.valid_session_id(session_id):
         meta = await deps.bridge.call(
             sessions.mark_ended,
@@ -300,6 +316,7 @@ async def end_session(
         )
     if meta is None:
         raise ApiError(404, "unknown_session", "no such session")
+    deps.listing.clear()
     # Gateways close the session's connections (4004 session_ended) and refuse new ones.
     await deps.bridge.publish_core(streams.subject_ctl(session_id), b'{"op":"end"}')
     if purge:

@@ -858,3 +858,84 @@ def test_a_replay_seeks_to_the_dom_the_visitor_had_then(chromium, cluster):
     finally:
         ctx.close()
         v.close()
+# ---- the agents' console ----------------------------------------------------------------
+
+EMBED = "document.getElementById('cc-embed')"
+CONSOLE_REPLICA = f"({EMBED}?.contentDocument?.getElementById('cb-frame')?.contentDocument)"
+
+
+def test_the_console_lists_a_session_live_opens_it_and_returns_when_it_ends(chromium, cluster):
+    """Signed in by keyboard, the console shows a session started after it loaded (no
+    reload), with its page's title and URL; a click opens it and the replica shows the
+    visitor's page; Back and the code typed in open it again; the visitor's end brings the
+    agent back to the list. The API key is in
+    no URL the console or its viewer loads, and not on `window`."""
+    ctx = chromium.new_context(viewport={"width": 1100, "height": 700})
+    urls: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("request", lambda r: urls.append(r.url))
+        page.on("framenavigated", lambda f: urls.append(f.url))
+        page.goto(f"{cluster.router}/console")
+        assert page.evaluate("document.activeElement.id") == "cc-key"  # focused on load
+        page.fill("#cc-key", e2e_cluster.AGENT_KEY)
+        page.keyboard.press("Enter")
+        poll(page, "CobrowseConsole.view === 'list'", 10, "the list after signing in")
+        v = Visitor(chromium, cluster, "e2e_shop.html")
+        try:
+            row = f"#cc-sessions tr[data-sid='{v.sid}']"
+            text = poll(
+                page,
+                f"(r => r && r.innerText.includes('e2e shop') && r.innerText)(document.querySelector(\"{row}\"))",
+                15,
+                "the new session with its page in the list",
+            )
+            assert v.code[:3] + " " + v.code[3:] in text and "/pages/e2e_shop.html" in text
+            assert "None yet" in text
+            # Keyboard order: the code field, its Join, then the newest session's Join.
+            page.focus("#cc-code")
+            page.keyboard.press("Tab")
+            page.keyboard.press("Tab")
+            assert page.evaluate(
+                f'document.activeElement === document.querySelector("{row} button")'
+            )
+            clicked = time.monotonic()
+            page.click(f"{row} button")
+            poll(
+                page,
+                f"(d => !!(d && d.getElementById('buy')))({CONSOLE_REPLICA})",
+                20,
+                "the replica of the visitor's page",
+            )
+            shown = time.monotonic() - clicked
+            print(f"console click -> replica shows the page: {shown * 1000:.0f} ms")
+            assert page.evaluate("CobrowseConsole.sid") == v.sid
+            assert page.evaluate("document.activeElement.id") == "cc-back"
+            # Back by keyboard, then in again by the code the visitor reads out.
+            page.keyboard.press("Enter")
+            poll(page, "CobrowseConsole.view === 'list'", 5, "the list after Back")
+            assert page.evaluate("document.getElementById('cc-embed')") is None
+            page.fill("#cc-code", v.code[:3] + " " + v.code[3:])
+            page.keyboard.press("Enter")
+            poll(
+                page,
+                f"(d => !!(d && d.getElementById('buy')))({CONSOLE_REPLICA})",
+                20,
+                "the replica after joining by code",
+            )
+            assert v.page.evaluate("Cobrowse.end()") is True
+            note = poll(
+                page,
+                "CobrowseConsole.view === 'list' && document.getElementById('cc-notice').innerText",
+                15,
+                "back to the list when the session ends",
+            )
+            assert "has ended" in note and page.evaluate("document.activeElement.id") == "cc-notice"
+            poll(page, f'!document.querySelector("{row}")', 10, "the ended session to leave")
+        finally:
+            v.close()
+        assert urls and not [u for u in urls if e2e_cluster.AGENT_KEY in u]
+        assert "#sid=" + v.sid in " ".join(urls)  # the viewer got a session token, not the key
+        assert e2e_cluster.AGENT_KEY not in page.evaluate("JSON.stringify(CobrowseConsole)")
+    finally:
+        ctx.close()

@@ -20,6 +20,7 @@ import trio
 from gateway import membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
+from gateway.page_info import PageInfo
 from router import natsproc, sessions, shortcodes
 from router.api import auth as api_auth
 from router.api import errors as api_errors
@@ -370,9 +371,14 @@ async def test_code_expires_unless_an_agent_joined(nats_server):
 
 
 async def test_list_inspect_and_end(nats_server):
-    async with serving(nats_server.url) as a:
+    async with serving(nats_server.url, agent_sites="crm:blog") as a:
         s1, s2 = await a.create(), await a.create(OTHER_SITE_KEY)
         sid1, sid2 = s1["session_id"], s2["session_id"]
+        # The visitor's page, as a gateway records it with a snapshot pointer, is listed.
+        page = PageInfo("https://shop.example/cart?step=2", "Cart <2>")
+        await a.bridge.call(
+            session_store.update, a.kv_sessions, sid1, lambda m: setattr(m, "page", page)
+        )
         r = await a.http.get("/v1/sessions", headers=auth())
         assert r.status_code == 200
         listed = {s["session_id"]: s for s in r.json()["sessions"]}
@@ -383,12 +389,37 @@ async def test_list_inspect_and_end(nats_server):
             "epoch": 0,
             "agents": 0,
             "code": s1["short_code"],
+            "joinable": True,
+            "url": page.url,
+            "title": page.title,
         }
         assert listed[sid2]["site"] == "blog" and r.json()["count"] == 2
+        assert listed[sid2]["url"] is None and listed[sid2]["title"] is None
         assert [s["session_id"] for s in r.json()["sessions"]] == [sid2, sid1]  # newest first
         r = await a.http.get("/v1/sessions", params={"site": "blog", "limit": 5}, headers=auth())
         assert [s["session_id"] for s in r.json()["sessions"]] == [sid2]
+        r = await a.http.get("/v1/sessions", params={"limit": 1}, headers=auth())
+        assert [s["session_id"] for s in r.json()["sessions"]] == [sid2] and r.json()["count"] == 2
+        # The crm key sees the blog's sessions only (COBROWSE_AGENT_SITES): the shop's session
+        # is not listed, not found, not joinable and not ended by it.
+        crm = auth(AGENT_KEY2)
+        r = await a.http.get("/v1/sessions", headers=crm)
+        assert [s["session_id"] for s in r.json()["sessions"]] == [sid2] and r.json()["count"] == 1
+        assert (await a.http.get("/v1/sessions", params={"site": "shop"}, headers=crm)).json() == {
+            "sessions": [],
+            "count": 0,
+        }
+        assert_error(await a.http.get(f"/v1/sessions/{sid1}", headers=crm), 404, "unknown_session")
+        assert_error(await a.lookup(s1["short_code"], AGENT_KEY2), 404, "unknown_code")
+        assert_error(await a.http.delete(f"/v1/sessions/{sid1}", headers=crm), 404)
+        assert (await a.http.get(f"/v1/sessions/{sid1}", headers=auth())).json()["ended"] is False
+        assert (await a.http.get(f"/v1/sessions/{sid2}", headers=crm)).status_code == 200
+        assert (await a.lookup(s2["short_code"], AGENT_KEY2)).status_code == 200
         assert_error(await a.http.get("/v1/sessions"), 401, "bad_api_key")
+        for key in ("wrong-key-0123456789", ADMIN_KEY, SITE_KEY):  # only agent keys list
+            assert_error(await a.http.get("/v1/sessions", headers=auth(key)), 401, "bad_api_key")
+        for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"site": "s" * 257}):
+            assert_error(await a.http.get("/v1/sessions", params=bad, headers=auth()), 422)
 
         r = await a.http.get(f"/v1/sessions/{sid1}", headers=auth())
         assert r.status_code == 200
@@ -691,6 +722,7 @@ async def test_health_and_openapi(nats_server):
             "/embed.js",
             "/replay",
             "/replay.js",
+            "/console",
         }
         assert set(doc["paths"]["/v1/sessions"]) == {"get", "post"}
         assert set(doc["paths"]["/v1/sessions/{session_id}"]) == {"get", "delete"}

@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 
 from gateway import tokens
 from router.api.auth import (
+    AgentKey,
     Ender,
+    Keys,
     check_admin,
+    check_agent,
     check_agent_key,
     check_agent_or_admin,
     check_ender,
@@ -28,7 +31,10 @@ KEYRING = tokens.Keyring.parse("k1:" + secrets.token_urlsafe(32))
 OTHER_KEYRING = tokens.Keyring.parse("k1:" + secrets.token_urlsafe(32))
 AGENT = "ak_desk_" + secrets.token_urlsafe(24)
 ADMIN = "adm_" + secrets.token_urlsafe(24)
-AGENTS = {AGENT: "desk"}
+SCOPED = "ak_shop_" + secrets.token_urlsafe(24)
+AGENTS = {AGENT: "desk", SCOPED: "shopdesk"}
+SCOPES = {"shopdesk": frozenset({"shop", "outlet"})}
+ENDER_KEYS = Keys(KEYRING, AGENTS, SCOPES)
 SID = "s" * 16
 NOW = 1_000_000.0
 
@@ -99,14 +105,26 @@ def test_a_join_tokens_role_counts_even_expired_but_only_for_its_own_session():
 
 
 def test_who_may_end_a_session():
-    assert check_ender(KEYRING, AGENTS, AGENT, SID, NOW) == Ender(key_id(AGENT), vouched=False)
-    assert check_ender(KEYRING, AGENTS, mint("visitor"), SID, NOW) == Ender(
+    assert check_ender(ENDER_KEYS, AGENT, SID, NOW) == Ender(key_id(AGENT), vouched=False)
+    assert check_ender(ENDER_KEYS, mint("visitor"), SID, NOW) == Ender(
         "visitor-token", vouched=True
     )
-    assert check_ender(KEYRING, AGENTS, mint("agent"), SID, NOW) == Ender(
-        "agent-token", vouched=True
-    )
+    assert check_ender(ENDER_KEYS, mint("agent"), SID, NOW) == Ender("agent-token", vouched=True)
     # a token of another session is judged as a token, not as an unknown key
     other = mint("visitor", sid="t" * 16)
-    assert refusal(check_ender, KEYRING, AGENTS, other, SID, NOW)[:2] == (401, "bad_token")
-    assert refusal(check_ender, KEYRING, AGENTS, "nope", SID, NOW)[:2] == (401, "bad_api_key")
+    assert refusal(check_ender, ENDER_KEYS, other, SID, NOW)[:2] == (401, "bad_token")
+    assert refusal(check_ender, ENDER_KEYS, "nope", SID, NOW)[:2] == (401, "bad_api_key")
+    assert check_ender(ENDER_KEYS, SCOPED, SID, NOW).sites == SCOPES["shopdesk"]
+
+
+def test_a_scoped_key_sees_only_its_sites():
+    """COBROWSE_AGENT_SITES: a listed label sees its sites only, never a session without a
+    site; an unlisted key sees every site."""
+    scoped = check_agent(AGENTS, SCOPES, SCOPED)
+    assert scoped == AgentKey(key_id(SCOPED), frozenset({"shop", "outlet"}))
+    assert scoped.may_see("shop") and scoped.may_see("outlet")
+    assert not scoped.may_see("blog") and not scoped.may_see(None)
+    anyone = check_agent(AGENTS, SCOPES, AGENT)
+    assert anyone.sites is None and anyone.may_see("blog") and anyone.may_see(None)
+    for bad in ("", "nope", ADMIN, SCOPED + "x"):
+        assert refusal(check_agent, AGENTS, SCOPES, bad)[:2] == (401, "bad_api_key")

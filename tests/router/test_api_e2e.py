@@ -83,12 +83,18 @@ async def test_create_join_stream_and_end(nats_server, gateways_factory):
 
         async with trio.open_nursery() as n:
             await n.start(run, "visitor", visitor)
+            # The page (`nav`, before its snapshot) is listed from the snapshot's pointer write.
+            await visitor.send("nav", {"url": "https://shop.example/cart", "title": "Cart"})
             await visitor.send_snapshot(b"<html>")
-            await visitor.wait_acked(1)
+            await visitor.wait_acked(2)
             await n.start(run, "agent", agent)
             await visitor.send("mutation", {"x": 1})
             with trio.fail_after(10):
                 got = [await agent.events.receive() for _ in range(2)]
+            listed = (await api.http.get("/v1/sessions", headers=auth())).json()["sessions"]
+            assert [(s["url"], s["title"], s["agents"]) for s in listed] == [
+                ("https://shop.example/cart", "Cart", 1)
+            ]
             assert visitor.gateway == agent.gateway  # rendezvous order: they meet
             await check_history(api, sid)
             r = await api.http.delete(
@@ -98,7 +104,7 @@ async def test_create_join_stream_and_end(nats_server, gateways_factory):
             with trio.fail_after(10):
                 while len(ends) < 2:
                     await trio.sleep(0.05)
-        assert [d.seq for d in got] == [1, 2]
+        assert [d.seq for d in got] == [2, 3]
         assert ends["visitor"].close_code == ends["agent"].close_code == Close.SESSION_ENDED
         assert not await has_events(api.bridge, "COBROWSE", streams.subject_v(sid))
         # An ended session cannot be joined again.

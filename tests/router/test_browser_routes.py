@@ -14,6 +14,8 @@ from proxy.address_policy import AllowList
 from proxy.config import ProxyConfig
 from proxy.service import create_app
 from router import browser_assets
+from router.api.browser_routes import embed_ancestors
+from router.config import RouterConfig
 from tests.router.test_api import auth, serving
 from tests.support.asgi import serving_app
 from tests.support.keys import KEYRING, mint, new_sid
@@ -39,8 +41,32 @@ async def test_snippet_and_embed_are_served_with_caching_and_a_strict_csp(nats_s
         assert "script-src 'self'" in csp and "unsafe-eval" not in csp
         assert "object-src 'none'" in csp and "base-uri 'none'" in csp
         assert "http://proxy.test" in csp
+        assert "frame-ancestors *" in csp  # the default already lets the console frame it
+        # The console: our own script and styles, the router only, framed by no one.
+        r = await a.http.get("/console")
+        assert r.status_code == 200 and r.content == browser_assets.page("console.html").body
+        csp = r.headers["content-security-policy"]
+        for rule in ("script-src 'self'", "style-src 'self'", "connect-src 'self'"):
+            assert rule in csp.split("; "), csp
+        assert "frame-ancestors 'none'" in csp and "unsafe" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        for name in ("console.js", "console.css"):
+            r = await a.http.get(f"/{name}")
+            assert r.status_code == 200 and r.content == browser_assets.page(name).body
         # /demo exists only when a demo site key is configured
         assert (await a.http.get("/demo")).status_code == 404
+
+
+def test_the_embed_may_always_be_framed_by_the_routers_own_console():
+    def ancestors(value: str) -> str:
+        cfg = RouterConfig(KEYRING, {}, {}, embed_frame_ancestors=value)
+        return embed_ancestors(cfg)
+
+    assert ancestors("*") == "*"
+    assert ancestors("https://crm.example") == "'self' https://crm.example"
+    assert ancestors("'self' https://a.example") == "'self' https://a.example"
+    assert ancestors("'none'") == "'none'"  # an operator who wants no framing gets none
 
 
 def test_bundles_hide_the_loader_globals_and_pin_the_vendored_codec():

@@ -1,0 +1,65 @@
+"""What the agents' console lists, and how often the router reads it (sans-I/O).
+
+`GET /v1/sessions` is polled by every open console (every 2 s, docs/browser.md), and each
+read is one pass over the sessions bucket. `ListingCache` lets all of them share one pass a
+second; this router's own creates and ends clear it, so its callers see their own changes
+at once. `summaries` turns the metadata into the listing: newest first, bounded by `limit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.session_store import SessionMeta
+
+from . import sessions
+
+LIST_TTL = 1.0  # seconds: half the console's 2 s poll, so a change shows within one poll
+
+
+class ListingCache:
+    """The latest read of the sessions bucket and when it was made."""
+
+    def __init__(self, ttl: float = LIST_TTL) -> None:
+        self.ttl = ttl
+        self._at: float | None = None
+        self._found: list[tuple[str, SessionMeta]] = []
+
+    def get(self, now: float) -> list[tuple[str, SessionMeta]] | None:
+        """The cached read if it is younger than `ttl` (and not from the future), else None."""
+        if self._at is None or not (self._at <= now < self._at + self.ttl):
+            return None
+        return self._found
+
+    def put(self, now: float, found: list[tuple[str, SessionMeta]]) -> None:
+        self._at, self._found = now, found
+
+    def clear(self) -> None:
+        self._at = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One row of the listing."""
+
+    sid: str
+    meta: SessionMeta
+    joinable: bool  # its short code still lets an agent join (sessions.code_live)
+
+
+def summaries(
+    found: list[tuple[str, SessionMeta]],
+    *,
+    site: str | None,
+    limit: int,
+    now: float,
+    code_ttl: float,
+) -> tuple[int, list[Listed]]:
+    """(how many match, the newest `limit` of them) of the sessions that have not ended."""
+    rows = [(sid, m) for sid, m in found if not m.ended and (site is None or m.site == site)]
+    rows.sort(key=lambda item: (-item[1].created, item[0]))
+    listed = [
+        Listed(sid, m, bool(m.code) and sessions.code_live(m, m.code or "", now, code_ttl))
+        for sid, m in rows[:limit]
+    ]
+    return len(rows), listed
