@@ -858,6 +858,8 @@ def test_a_replay_seeks_to_the_dom_the_visitor_had_then(chromium, cluster):
     finally:
         ctx.close()
         v.close()
+
+
 # ---- the agents' console ----------------------------------------------------------------
 
 EMBED = "document.getElementById('cc-embed')"
