@@ -47,6 +47,8 @@ BUNDLES = {
         "viewer/build.js",
         "viewer/apply.js",
         "viewer/actions.js",
+        "viewer/geometry.js",
+        "viewer/view.js",
         "viewer/replayer.js",
         "viewer/status.js",
         "viewer/embed.js",
