@@ -31,6 +31,9 @@ function mountFrame(rs) {
   rs.overlay.append(rs.vpFrame, rs.vpLabel);
   // The glass is where the agent's keys go: focusable, named, and it scrolls (below).
   rs.glass.className = "cb-glass";
+  // The replica is not a tab stop: its links and fields would take the agent's keys (and a
+  // typed key would change the replica, not the visitor's page).
+  rs.iframe.tabIndex = -1;
   if (rs.interactive) {
     rs.glass.tabIndex = 0;
     rs.glass.setAttribute("role", "group");
