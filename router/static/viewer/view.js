@@ -66,7 +66,10 @@ function layout(rs) {
   const {iframe, host, overlay} = rs;
   iframe.style.width = vw + "px";
   iframe.style.height = vh + "px";
-  if (host) host.style.overflow = rs.fit ? "hidden" : "auto";  // before measuring: scrollbars take room
+  if (host) {
+    host.style.overflow = rs.fit ? "hidden" : "auto";  // before measuring: scrollbars take room
+    if (rs.fit && (host.scrollLeft || host.scrollTop)) host.scrollTo(0, 0);  // where 100 % left it
+  }
   const g = geometryOf(rs);
   rs.scale = g.scale;
   iframe.style.transform = g.scale === 1 ? "" : `scale(${g.scale})`;
