@@ -1744,6 +1744,10 @@ def test_fit_at_800x600_shows_the_whole_visitor_viewport_and_a_readable_keyboard
         page.evaluate("document.getElementById('cb-zoom').textContent")
         == f"{int(scale * 100 + 0.5)} %"
     )  # Math.round
+    # A single-page app's navigation (a nav without a snapshot) updates them.
+    fake.visitor_events(3, [("nav", {"url": "https://shop.example/pay", "title": "Payment"})])
+    poll(page, "document.getElementById('cb-title').textContent === 'Payment'")
+    assert page.evaluate("document.getElementById('cb-url').textContent") == "shop.example/pay"
     # Keyboard: Tab goes Fit, Follow, Highlight, then the page; toggles say aria-pressed;
     # the focused control has a visible outline.
     page.focus("#cb-fit")
