@@ -45,8 +45,8 @@ def poll(page, expr: str, timeout: float = 15.0, what: str = ""):
 
 
 class Visitor:
-    def __init__(self, chromium, cluster, page_name: str) -> None:
-        self.ctx = chromium.new_context(viewport={"width": 900, "height": 600})
+    def __init__(self, chromium, cluster, page_name: str, viewport: dict | None = None) -> None:
+        self.ctx = chromium.new_context(viewport=viewport or {"width": 900, "height": 600})
         self.page = self.ctx.new_page()
         self.sent: list[bytes] = []
         self.page.on("websocket", self._watch)
@@ -98,9 +98,9 @@ OURS = "cobrowse-overlay, cobrowse-consent, [data-cobrowse-overlay]"  # the snip
 
 
 @contextmanager
-def pair(chromium, cluster, page_name: str):
+def pair(chromium, cluster, page_name: str, visitor_viewport: dict | None = None):
     """A visitor on `page_name` that started a session, and an agent watching it."""
-    v = Visitor(chromium, cluster, page_name)
+    v = Visitor(chromium, cluster, page_name, visitor_viewport)
     try:
         a = Agent(chromium, cluster, v.code)
         try:
@@ -761,45 +761,72 @@ def test_a_sheet_the_proxy_may_not_fetch_styles_the_replica_through_the_visitor(
         wait_same(v, a)  # the DOM is the visitor's: the fallback adds no element
 
 
-def test_a_small_agent_window_shows_the_whole_visitor_viewport_scaled(chromium, cluster):
-    """The replica keeps the visitor's viewport (900x600) and is scaled down to fit an agent
-    window smaller than it, nothing clipped; the agent's pointer still lands on the element
-    under it in the visitor's page."""
-    with pair(chromium, cluster, "e2e_shop.html") as (v, a):
-        a.page.set_viewport_size({"width": 520, "height": 420})
+def test_an_800x600_agent_sees_a_1280x800_visitor_fit_at_100_percent_and_not_following(
+    chromium, cluster
+):
+    """The replica keeps the visitor's viewport (1280x800) and is scaled down to fit an
+    800x600 agent window, the visitor's viewport frame wholly inside it; the agent's pointer
+    lands on the element under it in the visitor's page. At 100 % the replica is unscaled
+    (a 13 px select drawn at its size) and the stage scrolls. Not following, the visitor's
+    scroll leaves the replica where it is and moves the frame; following again catches up."""
+    with pair(chromium, cluster, "e2e_shop.html", {"width": 1280, "height": 800}) as (v, a):
+        a.page.set_viewport_size({"width": 800, "height": 600})
         fit = """(() => { const f = document.getElementById('cb-frame'), s = document.getElementById('cb-stage');
-          const r = f.getBoundingClientRect(), st = s.getBoundingClientRect();
+          const r = document.querySelector('.cb-viewport-frame').getBoundingClientRect(), st = s.getBoundingClientRect();
           return {w: f.style.width, h: f.style.height, scale: CobrowseViewer.current.replayer.scale(),
-                  inside: r.left >= st.left - 0.5 && r.top >= st.top - 0.5 && r.right <= st.right + 0.5 && r.bottom <= st.bottom + 0.5,
+                  inside: r.left >= st.left - 0.5 && r.top >= st.top - 0.5 && r.right <= Math.min(st.right, 800) + 0.5 && r.bottom <= Math.min(st.bottom, 600) + 0.5,
                   rw: r.width, rh: r.height, sw: st.width, sh: st.height}; })()"""
         got = poll(a.page, f"(g => g.scale < 1 && g.inside && g)({fit})", 10, "the replica to fit")
-        assert (got["w"], got["h"]) == ("900px", "600px")
+        assert (got["w"], got["h"]) == ("1280px", "800px")
         # it fits the stage on one side exactly: scaled, not clipped and not shrunk further
         assert min(abs(got["rw"] - got["sw"]), abs(got["rh"] - got["sh"])) < 1, got
         assert (
-            abs(got["rw"] / 900 - got["scale"]) < 1e-3
-            and abs(got["rh"] / 600 - got["scale"]) < 1e-3
+            abs(got["rw"] / 1280 - got["scale"]) < 1e-3
+            and abs(got["rh"] / 800 - got["scale"]) < 1e-3
         )
         # the agent points at the middle of #buy in the scaled replica: the visitor's overlay
         # shows the pointer inside #buy's box in the visitor's page
-        at = a.page.evaluate(
-            f"""(() => {{ const f = document.getElementById('cb-frame').getBoundingClientRect();
-              const b = {VDOC}.getElementById('buy').getBoundingClientRect(), s = CobrowseViewer.current.replayer.scale();
-              return [f.left + (b.left + b.width / 2) * s, f.top + (b.top + b.height / 2) * s]; }})()"""
+        drawn = f"""(id) => {{ const f = {FRAME}.getBoundingClientRect(), s = CobrowseViewer.current.replayer.scale();
+              const b = {VDOC}.getElementById(id).getBoundingClientRect();
+              return [f.left + (b.left + b.width / 2) * s, f.top + (b.top + b.height / 2) * s, b.height * s, b.height]; }}"""
+
+        def point_at_buy() -> None:
+            at = a.page.evaluate(drawn, "buy")
+            a.page.mouse.move(at[0] - 2, at[1] - 2)
+            a.page.mouse.move(at[0], at[1])
+            box = v.page.evaluate(
+                "(() => { const r = document.getElementById('buy').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
+            )
+            inside = f"(p => p && (x => x[0] >= {box[0]} && x[0] <= {box[2]} && x[1] >= {box[1]} && x[1] <= {box[3]})(Array.isArray(p) ? p : [p.x, p.y]))((Cobrowse._overlayState() || {{}}).pointer)"
+            poll(v.page, inside, 10, f"the agent's pointer inside #buy {box} at the visitor")
+
+        point_at_buy()
+        # 100 %: unscaled, the select's 13 px text drawn at its size; the stage scrolls and
+        # the pointer still lands on #buy
+        a.page.click("#cb-fit")
+        poll(a.page, "CobrowseViewer.current.replayer.scale() === 1", 10, "100 %")
+        sel = a.page.evaluate(drawn, "size")
+        assert sel[2] == sel[3] and a.page.evaluate(
+            f"getComputedStyle({VDOC}.getElementById('size')).fontSize"
+        ).startswith("13")
+        assert a.page.evaluate(
+            "(s => s.scrollWidth > s.clientWidth)(document.getElementById('cb-stage'))"
         )
-        a.page.mouse.move(at[0], at[1])
-        a.page.mouse.move(at[0] + 0.5, at[1] + 0.5)
-        box = v.page.evaluate(
-            "(() => { const r = document.getElementById('buy').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
-        )
-        ptr = poll(
-            v.page,
-            "(s => s && s.pointer)(Cobrowse._overlayState())",
+        a.page.evaluate("document.getElementById('cb-stage').scrollTo(400, 200)")
+        point_at_buy()
+        a.page.click("#cb-fit")
+        # not following: the visitor scrolls, the replica stays, the frame moves down
+        a.page.click("#cb-follow")
+        v.page.evaluate("window.scrollTo(0, 300)")
+        poll(
+            a.page,
+            "CobrowseViewer.current.replayer.view().offset[1] === 300",
             10,
-            "the agent's pointer at the visitor",
+            "the frame to move",
         )
-        x, y = ptr if isinstance(ptr, list) else (ptr["x"], ptr["y"])
-        assert box[0] <= x <= box[2] and box[1] <= y <= box[3], (ptr, box)
+        assert a.page.evaluate(f"{VDOC}.defaultView.scrollY") == 0
+        a.page.click("#cb-follow")
+        poll(a.page, f"{VDOC}.defaultView.scrollY === 300", 10, "the replica to follow again")
 
 
 def test_a_replay_seeks_to_the_dom_the_visitor_had_then(chromium, cluster):

@@ -1535,3 +1535,331 @@ def test_a_failed_linked_sheet_is_asked_for_and_its_text_adopted(context, pages_
     v.apply("mutation", {"rem": [10]})
     v.settle()
     assert v.js(color) == "rgb(0, 0, 0)"
+
+
+# ---- the agent's view of the visitor's viewport (viewer/geometry.js, view.js, the toolbar) ----
+# The pure geometry on a table; then the embed page in an 800x600 agent window fed a 1280x800
+# visitor: fit shows the whole visitor's viewport frame, the agent's pointer lands on the
+# element under it, 100 % draws text at its size and the stage scrolls, following the
+# visitor's scroll can be turned off and on, and the toolbar is labelled, keyboard-driven,
+# visibly focused and readable. The same through a real cluster: test_browser_e2e.py.
+
+# (name, input, expected): viewGeometry({stage, viewport, fit, visitorScroll, replicaScroll})
+# -> scale, frame [x, y, w, h] in overlay px, offset [dx, dy] in replica px, where.
+GEOMETRY = [
+    (
+        "fit, following: the frame is the whole scaled replica",
+        [[800, 560], [1280, 800], True, [0, 400], [0, 400]],
+        [0.625, [0, 0, 800, 500], [0, 0], "here"],
+    ),
+    (
+        "fit is bounded by the height when that is the tighter side",
+        [[800, 400], [1280, 800], True, [0, 0], [0, 0]],
+        [0.5, [0, 0, 640, 400], [0, 0], "here"],
+    ),
+    (
+        "100 %: unscaled, whatever the stage",
+        [[800, 560], [1280, 800], False, [0, 0], [0, 0]],
+        [1, [0, 0, 1280, 800], [0, 0], "here"],
+    ),
+    (
+        "not following: the visitor is 300 px further down",
+        [[800, 560], [1280, 800], True, [0, 700], [0, 400]],
+        [0.625, [0, 187.5, 800, 500], [0, 300], "here"],
+    ),
+    (
+        "the visitor's viewport wholly below the agent's",
+        [[800, 560], [1280, 800], True, [0, 1200], [0, 400]],
+        [0.625, [0, 500, 800, 500], [0, 800], "below"],
+    ),
+    (
+        "wholly above",
+        [[800, 560], [1280, 800], False, [0, 0], [0, 900]],
+        [1, [0, -900, 1280, 800], [0, -900], "above"],
+    ),
+    (
+        "to the right (horizontal scroll)",
+        [[800, 560], [1280, 800], False, [1300, 0], [0, 0]],
+        [1, [1300, 0, 1280, 800], [1300, 0], "right"],
+    ),
+    (
+        "an unknown stage size: 1, never 0 or infinite",
+        [[0, 0], [1280, 800], True, [0, 0], [0, 0]],
+        [1, [0, 0, 1280, 800], [0, 0], "here"],
+    ),
+]
+
+GEOMETRY_JS = """
+(rows) => rows.map(([stage, viewport, fit, visitorScroll, replicaScroll]) => {
+  const g = CobrowseViewer.viewGeometry({stage, viewport, fit, visitorScroll, replicaScroll});
+  return [g.scale, [g.frame.x, g.frame.y, g.frame.w, g.frame.h], g.offset, g.where];
+})
+"""
+
+
+# A 1280x800 visitor on a page 3000 px tall: a 13 px select and a button to point at.
+VISITOR_VIEWPORT = [1280, 800]
+SNAPSHOT = page_doc(
+    [
+        {
+            "id": 4,
+            "tag": "select",
+            "a": {
+                "id": "size",
+                "style": "position: absolute; left: 40px; top: 60px; font: 13px sans-serif",
+            },
+            "c": [{"id": 5, "tag": "option", "a": {}, "c": [{"id": 6, "x": "Size S"}]}],
+        },
+        {
+            "id": 7,
+            "tag": "button",
+            "a": {
+                "id": "buy",
+                "style": "position: absolute; left: 1000px; top: 600px; width: 160px; height: 60px",
+            },
+            "c": [{"id": 8, "x": "Buy"}],
+        },
+        {"id": 9, "tag": "div", "a": {"style": "height: 3000px"}, "c": []},
+    ],
+    title="Checkout",
+    url="https://shop.example/cart?step=2",
+    vw=VISITOR_VIEWPORT,
+)
+
+FRAME = "document.getElementById('cb-frame')"
+STAGE = "document.getElementById('cb-stage')"
+VP = "document.querySelector('.cb-viewport-frame')"
+LABEL = "document.querySelector('.cb-viewport-label')"
+RP = "CobrowseViewer.current.replayer"
+DOT = "Array.from(document.querySelectorAll('#cb-stage div')).find((e) => e.style.borderRadius === '50%')"
+
+
+def open_embed(context):
+    """The embed page alone in an 800x600 agent window, live with the snapshot applied."""
+    fake = FakeCluster(context, SNAPSHOT)
+    page = context.new_page()
+    page.set_viewport_size({"width": 800, "height": 600})
+    page.goto(f"{ROUTER}/embed#sid=s1&token={fake.token}")
+    poll(
+        page,
+        f"CobrowseViewer.current && CobrowseViewer.current.view === 'live' && !!{EMBED_DOC}.getElementById('buy')",
+    )
+    # the first layout pass (scroll, frame) runs a frame after the snapshot
+    poll(
+        page,
+        f"{RP}.scale() < 1 && {EMBED_DOC}.getElementById('buy').getBoundingClientRect().width === 160",
+    )
+    return fake, page
+
+
+def rect(page, expr: str) -> dict:
+    return page.evaluate(
+        f"(() => {{ const r = {expr}.getBoundingClientRect(); return {{l: r.left, t: r.top, r: r.right, b: r.bottom, w: r.width, h: r.height}}; }})()"
+    )
+
+
+def element_on_screen(page, el_id: str) -> dict:
+    """Where a replica element is drawn in the agent's window (iframe origin + rect * scale)."""
+    return page.evaluate(
+        f"""(() => {{ const f = {FRAME}.getBoundingClientRect(), s = {RP}.scale();
+          const r = {EMBED_DOC}.getElementById({el_id!r}).getBoundingClientRect();
+          return {{l: f.left + r.left * s, t: f.top + r.top * s, w: r.width * s, h: r.height * s, rw: r.width, rh: r.height}}; }})()"""
+    )
+
+
+def last_pointer(fake) -> dict:
+    return [p for k, p in fake.agent_events if k == "pointer"][-1]
+
+
+def point_at(page, fake, el_id: str) -> dict:
+    """Move the agent's mouse to the middle of `el_id` as drawn; the pointer event it sends."""
+    at = element_on_screen(page, el_id)
+    x, y = at["l"] + at["w"] / 2, at["t"] + at["h"] / 2
+    n = len(fake.agent_events)
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    poll(page, "new Promise((r) => setTimeout(() => r(true), 120))")  # past the 50 ms throttle
+    for _ in range(100):
+        if len(fake.agent_events) > n and last_pointer(fake) is not None:
+            break
+        page.wait_for_timeout(20)
+    return last_pointer(fake)
+
+
+def contrast(fg: list[float], bg: list[float]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (0-255)."""
+
+    def lum(c):
+        ch = [v / 255 for v in c[:3]]
+        ch = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in ch]
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+
+    a, b = sorted([lum(fg), lum(bg)], reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+TOOLBAR_COLOURS = """(() => {
+  const rgb = (s) => s.match(/[\\d.]+/g).map(Number);
+  const bgOf = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor); if (c.length < 4 || c[3] > 0) return c; } return [255, 255, 255]; };
+  return Array.from(document.querySelectorAll('#cb-bar *')).filter((el) => !el.disabled && Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.data.trim()))
+    .map((el) => [el.id || el.localName, rgb(getComputedStyle(el).color), bgOf(el)]);
+})()"""
+
+
+def test_fit_at_800x600_shows_the_whole_visitor_viewport_and_a_readable_keyboard_toolbar(context):
+    fake, page = open_embed(context)
+    # The pure geometry first (viewer/geometry.js), on its table.
+    got = page.evaluate(GEOMETRY_JS, [row[1] for row in GEOMETRY])
+    for (name, _, want), row in zip(GEOMETRY, got, strict=True):
+        assert row == want, name
+    # Fit: the whole 1280x800 viewport frame inside the 800x600 window, under the toolbar.
+    scale = page.evaluate(f"{RP}.scale()")
+    stage, vp, bar = (
+        rect(page, STAGE),
+        rect(page, VP),
+        rect(page, "document.getElementById('cb-bar')"),
+    )
+    assert scale == pytest.approx(min(800 / 1280, stage["h"] / 800))
+    assert vp["w"] == pytest.approx(1280 * scale) and vp["h"] == pytest.approx(800 * scale)
+    assert stage["l"] - 0.5 <= vp["l"] and vp["r"] <= min(stage["r"], 800) + 0.5
+    assert bar["b"] - 0.5 <= vp["t"] and vp["b"] <= min(stage["b"], 600) + 0.5
+    assert (
+        page.evaluate(f"getComputedStyle({LABEL}).display") == "none"
+    )  # the agent sees the visitor's view
+    # The agent's pointer on the drawn button is on the button in the visitor's page.
+    p = point_at(page, fake, "buy")
+    assert 1000 <= p["x"] <= 1160 and 600 <= p["y"] <= 660, p
+    page.keyboard.down("Alt")
+    at = element_on_screen(page, "buy")
+    page.mouse.click(at["l"] + 10, at["t"] + 10)
+    page.keyboard.up("Alt")
+    poll(page, "new Promise((r) => setTimeout(() => r(true), 100))")
+    assert ["highlight", {"id": 7, "on": True}] in fake.agent_events
+    # Which page the visitor is on: title, and the address under it; the scale in words.
+    assert page.evaluate("document.getElementById('cb-title').textContent") == "Checkout"
+    assert (
+        page.evaluate("document.getElementById('cb-url').textContent") == "shop.example/cart?step=2"
+    )
+    assert (
+        page.evaluate("document.getElementById('cb-zoom').textContent")
+        == f"{int(scale * 100 + 0.5)} %"
+    )  # Math.round
+    # A single-page app's navigation (a nav without a snapshot) updates them.
+    fake.visitor_events(3, [("nav", {"url": "https://shop.example/pay", "title": "Payment"})])
+    poll(page, "document.getElementById('cb-title').textContent === 'Payment'")
+    assert page.evaluate("document.getElementById('cb-url').textContent") == "shop.example/pay"
+    # Keyboard: Tab goes Fit, Follow, Highlight, then the page; toggles say aria-pressed;
+    # the focused control has a visible outline.
+    page.focus("#cb-fit")
+    page.keyboard.press("Shift+Tab")  # before the first control (the status is not one)
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(
+            page.evaluate(
+                "(() => { const e = document.activeElement, cs = getComputedStyle(e); return [e.id || e.className, e.getAttribute('aria-pressed'), e.getAttribute('aria-label') || e.textContent, cs.outlineStyle, cs.outlineWidth]; })()"
+            )
+        )
+    assert [o[:3] for o in order[:3]] == [
+        ["cb-fit", "true", "Fit to window"],
+        ["cb-follow", "true", "Follow scroll"],
+        ["cb-highlight", "false", "Highlight"],
+    ]
+    assert order[3][0] == "cb-glass" and order[3][2].startswith("The visitor's page")
+    assert all(o[3] == "solid" and o[4] == "3px" for o in order), order
+    # Contrast: every text in the toolbar at least 4.5:1 against what is behind it,
+    # with a toggle pressed too.
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # Highlight on, from the keyboard
+    assert (
+        page.evaluate("document.getElementById('cb-highlight').getAttribute('aria-pressed')")
+        == "true"
+    )
+    colours = page.evaluate(TOOLBAR_COLOURS)
+    assert {c[0] for c in colours} >= {
+        "cb-status",
+        "cb-title",
+        "cb-url",
+        "cb-zoom",
+        "cb-fit",
+        "cb-follow",
+        "cb-highlight",
+    }
+    low = [(name, round(contrast(fg, bg), 2)) for name, fg, bg in colours if contrast(fg, bg) < 4.5]
+    assert not low, low
+
+
+def scroll_y(page) -> float:
+    return page.evaluate(f"{EMBED_DOC}.defaultView.scrollY")
+
+
+def test_100_percent_and_follow_on_and_off(context):
+    fake, page = open_embed(context)
+    fit_scale = page.evaluate(f"{RP}.scale()")
+    # 100 %, from the keyboard: unscaled, 13 px text drawn 13 px, and the stage scrolls.
+    page.focus("#cb-fit")
+    page.keyboard.press("Space")
+    poll(page, f"{RP}.scale() === 1")
+    assert (
+        page.evaluate("document.getElementById('cb-fit').getAttribute('aria-pressed')") == "false"
+    )
+    assert page.evaluate("document.getElementById('cb-zoom').textContent") == "100 %"
+    sel = element_on_screen(page, "size")
+    assert sel["h"] == sel["rh"] and sel["h"] > 13 * fit_scale + 2  # drawn at its size, not at 0.63
+    assert page.evaluate(f"getComputedStyle({EMBED_DOC}.getElementById('size')).fontSize") == "13px"
+    assert page.evaluate(
+        f"{STAGE}.scrollWidth > {STAGE}.clientWidth && {STAGE}.scrollHeight > {STAGE}.clientHeight"
+    )
+    # Scrolled to the button, the agent's pointer still lands on it.
+    page.evaluate(f"{STAGE}.scrollTo(600, 300)")
+    p = point_at(page, fake, "buy")
+    assert 1000 <= p["x"] <= 1160 and 600 <= p["y"] <= 660, p
+    page.click("#cb-fit")  # back to fit
+    poll(page, f"{RP}.scale() < 1")
+    # Following: the visitor scrolls and the replica goes along; the frame stays the view.
+    fake.visitor_events(3, [("scroll", {"id": 0, "x": 0, "y": 400})])
+    poll(page, f"{EMBED_DOC}.defaultView.scrollY === 400")
+    assert page.evaluate(f"{RP}.view().offset") == [0, 0]
+    # Not following: the visitor scrolls back up to 100, the replica stays at 400; the frame
+    # is drawn 300 px higher, and their pointer on the button (document y 600-660, so 530
+    # in their viewport) is drawn on the button in the replica.
+    page.click("#cb-follow")
+    assert (
+        page.evaluate("document.getElementById('cb-follow').getAttribute('aria-pressed')")
+        == "false"
+    )
+    fake.visitor_events(
+        4, [("scroll", {"id": 0, "x": 0, "y": 100}), ("pointer", {"x": 1080, "y": 530})]
+    )
+    poll(page, f"{RP}.view().offset[1] === -300 && {DOT}.style.display === 'block'")
+    assert scroll_y(page) == 400
+    scale = page.evaluate(f"{RP}.scale()")
+    vp, glass = rect(page, VP), rect(page, "document.querySelector('.cb-glass')")
+    assert vp["t"] - glass["t"] == pytest.approx(-300 * scale)
+    assert page.evaluate(f"[{LABEL}.textContent, getComputedStyle({LABEL}).display]") == [
+        "Visitor's view",
+        "block",
+    ]
+    dot, buy = rect(page, DOT), element_on_screen(page, "buy")
+    assert buy["l"] <= dot["l"] + dot["w"] / 2 <= buy["l"] + buy["w"]
+    assert buy["t"] <= dot["t"] + dot["h"] / 2 <= buy["t"] + buy["h"]
+    # The agent points at the button as drawn: the wire carries the visitor's coordinates.
+    p = point_at(page, fake, "buy")
+    assert 1000 <= p["x"] <= 1160 and 500 <= p["y"] <= 560, p
+    # The agent scrolls the replica: the wheel over the page, then keys on the focused page.
+    page.mouse.move(400, 300)
+    page.mouse.wheel(0, 100)
+    poll(page, f"{EMBED_DOC}.defaultView.scrollY > 400")
+    y_wheel = scroll_y(page)
+    assert y_wheel == pytest.approx(400 + 100 / scale, abs=2)  # as far on screen as the wheel
+    page.focus(".cb-glass")
+    page.keyboard.press("PageDown")
+    poll(page, f"{EMBED_DOC}.defaultView.scrollY > {y_wheel}")
+    assert page.evaluate(f"{RP}.view().offset[1]") == pytest.approx(100 - scroll_y(page))
+    assert page.evaluate(f"{LABEL}.textContent") == "Visitor's view is above ↑"
+    assert scroll_y(page) > 900
+    # Following again: back to where the visitor is.
+    page.click("#cb-follow")
+    poll(page, f"{EMBED_DOC}.defaultView.scrollY === 100")
+    assert page.evaluate(f"{RP}.view().offset") == [0, 0]
+    assert page.evaluate(f"getComputedStyle({LABEL}).display") == "none"

@@ -206,6 +206,14 @@ def test_snapshot_document(context, pages_server):
     # our overlay is not part of the page
     assert not any(str(n.get("tag", "")).startswith("cobrowse") for n in walk(root))
     assert page.evaluate("() => !!document.querySelector('cobrowse-overlay')")
+    # A single-page app moves on without a load: a nav names the new address and title
+    # (the agent's toolbar shows them), once.
+    drain(page)
+    page.evaluate("() => { history.pushState({}, '', 'step2?x=1'); document.title = 'Step 2'; }")
+    navs = wait_for(page, "nav")
+    assert navs == [{"url": pages_server.url + "/pages/step2?x=1", "title": "Step 2"}]
+    page.evaluate("() => new Promise((r) => setTimeout(r, 600))")  # a tick later: no repeat
+    assert drain(page, "nav") == []
     assert page.errors == []
 
 

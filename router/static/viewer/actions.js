@@ -7,9 +7,16 @@
 
 const POINTER_INTERVAL_MS = 50;  // 20 pointer events/s is smooth and cheap on the wire
 
-function toVisitor(rs, e) {
+/** The agent's pointer in the replica's viewport (where elementFromPoint looks). */
+function toReplica(rs, e) {
   const r = rs.overlay.getBoundingClientRect();
-  return {x: Math.round((e.clientX - r.left) / rs.scale), y: Math.round((e.clientY - r.top) / rs.scale)};
+  return {x: (e.clientX - r.left) / rs.scale, y: (e.clientY - r.top) / rs.scale};
+}
+
+/** The same in the visitor's viewport, what the wire carries (geometry.js). */
+function toVisitor(rs, e) {
+  const p = replicaToVisitor(rs.offset, toReplica(rs, e));
+  return {x: Math.round(p.x), y: Math.round(p.y)};
 }
 
 function sendPointer(rs) {
@@ -47,7 +54,8 @@ function onAgentClick(rs, e) {
   if (rs.inert) return;
   const p = toVisitor(rs, e);
   if (rs.highlightMode || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) {
-    const el = elementAt(rs, p.x, p.y);
+    const at = toReplica(rs, e);
+    const el = elementAt(rs, at.x, at.y);
     if (!el) return;
     const id = rs.rev.get(el);
     const on = !rs.highlighted.has(id);

@@ -114,13 +114,14 @@ function applyScroll(rs) {
   if (!rs.doc) return;
   try {
     // scrollTo of the current position is a no-op, and cheaper than reading it back.
-    const [x, y] = rs.winScroll;
+    const [x, y] = rs.follow ? rs.winScroll : rs.agentScroll;
     if (x || y || rs.win.scrollX || rs.win.scrollY) rs.win.scrollTo(x, y);
   } catch (e) { /* detached */ }
   for (const [el, [x, y]] of rs.desiredScroll) {
     if (el.scrollLeft !== x) el.scrollLeft = x;
     if (el.scrollTop !== y) el.scrollTop = y;
   }
+  drawFrame(rs);  // the visitor's viewport frame moves with either scroll
 }
 
 /** Scroll and highlights again on the next frame (layout changed or will). */
@@ -258,14 +259,22 @@ function canvasRule(rs, el, id) {
   return entry;
 }
 
+/** A point in the visitor's viewport to the overlay's pixels (through the replica's
+ * viewport: they differ when the agent does not follow the visitor's scroll). */
 function toOverlay(rs, x, y) {
-  return [(Number(x) || 0) * rs.scale, (Number(y) || 0) * rs.scale];
+  const p = visitorToReplica(rs.offset, {x: Number(x) || 0, y: Number(y) || 0});
+  return [p.x * rs.scale, p.y * rs.scale];
 }
 
-function showPointer(rs, p) {
+function placePointer(rs, p) {
   const [x, y] = toOverlay(rs, p.x, p.y);
   rs.dot.style.left = x + "px";
   rs.dot.style.top = y + "px";
+}
+
+function showPointer(rs, p) {
+  rs.visitorPointer = {x: Number(p.x) || 0, y: Number(p.y) || 0};
+  placePointer(rs, rs.visitorPointer);
   rs.dot.style.display = "block";
 }
 

@@ -192,6 +192,7 @@ function applySnapshot(rs, snap) {
   listen(rs);
   if (Array.isArray(snap.vw)) setViewport(rs, snap.vw[0], snap.vw[1]);
   rs.winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
+  rs.agentScroll = rs.winScroll.slice();  // a new page opens where the visitor is, followed or not
   setFocus(rs, snap.focus === undefined ? null : snap.focus, !!snap.fv);
   relayout(rs);  // scrolling needs a layout: let the next frame do it rather than force one now
   rs.onInfo(rs.info);

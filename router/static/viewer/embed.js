@@ -65,6 +65,34 @@ function endedText(code, msg) {
   return "The connection was closed (" + (msg || "code " + code) + ").";
 }
 
+/** Which page the visitor is on: the title, and the address below it (the whole of it on
+ * hover). The session's visitor is its newest connection (docs/protocol.md "Takeover"), so
+ * this is the tab the visitor is using now. */
+function showPage(els, info) {
+  const {titleEl, urlEl} = els;
+  let where = "";
+  try {
+    const u = new URL(String(info.url));
+    where = u.host + u.pathname + u.search;
+  } catch (e) { where = info.url || ""; }
+  if (titleEl) titleEl.textContent = info.title || where;
+  if (urlEl) {
+    urlEl.textContent = info.title ? where : "";
+    urlEl.title = info.url || "";
+  }
+}
+
+/** A toolbar toggle: aria-pressed says its state; a click flips it and tells `set`. */
+function toggleButton(button, set) {
+  if (!button) return;
+  button.addEventListener("click", () => {
+    if (button.disabled) return;
+    const on = button.getAttribute("aria-pressed") !== "true";
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    set(on);
+  });
+}
+
 // What changes in the frame area with the displayed state: a message where the replica
 // would be an empty box, and the replica greyed out and inert once the session ended.
 function showView(els, rp, state, text) {
@@ -89,6 +117,10 @@ function embed(options) {
   const statusEl = options.status || d.getElementById("cb-status");
   const hlButton = options.highlightButton || d.getElementById("cb-highlight");
   const titleEl = d.getElementById("cb-title");
+  const urlEl = d.getElementById("cb-url");
+  const zoomEl = d.getElementById("cb-zoom");
+  const fitButton = d.getElementById("cb-fit");
+  const followButton = d.getElementById("cb-follow");
   const els = {hlButton, message: options.message || d.getElementById("cb-message")};
   const routerBase = options.router || location.origin;
   const params = parseFragment(options.hash !== undefined ? options.hash : location.hash);
@@ -192,19 +224,18 @@ function embed(options) {
       rewriteCss,
       onAgentEvent: (kind, payload) => { if (wire) wire.send(kind, payload); },
       onInfo: (i) => {
-        if (titleEl) titleEl.textContent = i.title || i.url || "";
+        showPage({titleEl, urlEl}, i);
         post("page", {url: i.url, title: i.title});
+      },
+      onView: (v) => {
+        const z = Math.round(v.scale * 100) + " %";
+        if (zoomEl && zoomEl.textContent !== z) zoomEl.textContent = z;
       },
     });
     current.replayer = rp;
-    if (hlButton) {
-      hlButton.addEventListener("click", () => {
-        if (hlButton.disabled) return;
-        const on = !rp.highlightMode();
-        rp.setHighlightMode(on);
-        hlButton.setAttribute("aria-pressed", on ? "true" : "false");
-      });
-    }
+    toggleButton(fitButton, (on) => rp.setFit(on));
+    toggleButton(followButton, (on) => rp.setFollow(on));
+    toggleButton(hlButton, (on) => rp.setHighlightMode(on));
     wire = new CobrowseWire({
       role: "agent",
       sid,
@@ -245,7 +276,7 @@ function embed(options) {
   return current;
 }
 
-const CobrowseViewer = {replayer, embed, parseFragment, current: null};
+const CobrowseViewer = {replayer, embed, parseFragment, viewGeometry, current: null};
 window.CobrowseViewer = CobrowseViewer;
 
 if (typeof document !== "undefined" && document.documentElement && document.documentElement.hasAttribute("data-cobrowse-embed")) {

@@ -2,7 +2,8 @@
  * inside a sandboxed iframe (allow-same-origin, no allow-scripts) from snapshot and event
  * payloads, by DOM calls only (docs/browser.md). It creates the replica state (state.js),
  * the overlay above the iframe, and returns the public API; the work is in the parts:
- * urls.js, sheets.js, sanitiser.js, build.js, apply.js, actions.js.
+ * urls.js, sheets.js, sanitiser.js, build.js, apply.js, actions.js, and view.js (layout,
+ * scale, the visitor's viewport frame).
  */
 
 // The embed page's layer above the iframe (never inside the visitor's document).
@@ -22,28 +23,13 @@ function mountOverlay(rs) {
     borderRadius: "50%", background: "rgba(230,60,30,.85)", border: "2px solid #fff",
     boxShadow: "0 0 3px rgba(0,0,0,.6)", display: "none", boxSizing: "border-box"});
   rs.overlay.append(rs.glass, rs.dot);
+  mountFrame(rs);
   if (host) host.appendChild(rs.overlay);
   if (host && typeof ResizeObserver !== "undefined") {
     rs.resizeObs = new ResizeObserver(() => layout(rs));
     rs.resizeObs.observe(host);
   }
   layout(rs);
-}
-
-/** The visitor's viewport scaled to fit the host, the overlay on top of it. */
-function layout(rs) {
-  const [vw, vh] = rs.viewport;
-  const {iframe, host, overlay} = rs;
-  iframe.style.width = vw + "px";
-  iframe.style.height = vh + "px";
-  const cw = host ? host.clientWidth : 0;
-  const ch = host ? host.clientHeight : 0;
-  let scale = cw && ch ? Math.min(cw / vw, ch / vh) : 1;
-  if (!isFinite(scale) || scale <= 0) scale = 1;
-  rs.scale = scale;
-  iframe.style.transform = scale === 1 ? "" : `scale(${scale})`;
-  overlay.style.width = vw * scale + "px";
-  overlay.style.height = vh * scale + "px";
 }
 
 function destroyReplica(rs) {
@@ -76,6 +62,12 @@ function replayer(iframe, opts) {
     setInert: (on) => setInert(rs, on !== false),
     inert: () => rs.inert,
     layout: () => layout(rs),
+    setFit: (on) => setFit(rs, on !== false),
+    fit: () => rs.fit,
+    setFollow: (on) => setFollow(rs, on !== false),
+    follow: () => rs.follow,
+    scrollBy: (dx, dy) => scrollReplica(rs, dx, dy),
+    view: () => { const g = geometryOf(rs); return {scale: g.scale, frame: g.frame, offset: g.offset, where: g.where}; },
     destroy: () => destroyReplica(rs),
     get document() { return rs.doc; },
   };

@@ -10,6 +10,7 @@
  * @property {Function} rewriteCss async (css, base) -> the proxy's rewritten CSS
  * @property {Function} onAgentEvent (kind, payload): the agent's pointer/click/highlight
  * @property {Function} onInfo   ({url, title}): the visitor's page changed
+ * @property {Function} onView   ({scale, fit, follow, where, offset}): the view was laid out (view.js)
  * @property {boolean} interactive  the overlay takes the agent's pointer
  * @property {Map} ids           visitor id -> node
  * @property {WeakMap} rev       node -> visitor id
@@ -39,6 +40,13 @@
  * @property {number[]} winScroll  the visitor's window scroll [x, y]
  * @property {number[]} viewport   the visitor's viewport [w, h]
  * @property {number} scale      replica pixels -> embed page pixels
+ * @property {boolean} fit       scale to fit the stage; false: 100 %, the stage scrolls
+ * @property {boolean} follow    the replica scrolls with the visitor
+ * @property {number[]} agentScroll  where the agent scrolled the replica [x, y] when not following
+ * @property {number[]} offset   the visitor's viewport minus the replica's, in replica px (geometry.js)
+ * @property {?{x: number, y: number}} visitorPointer  the visitor's latest pointer
+ * @property {?HTMLElement} vpFrame  the outline of the visitor's viewport (overlay)
+ * @property {?HTMLElement} vpLabel  its label when apart from the agent's view
  * @property {Map<string, Element[]>} states  state class (STATE_CLASSES) -> the elements carrying it
  * @property {Set} highlighted   ids the agent highlighted
  * @property {boolean} highlightMode  a plain click highlights instead of clicking
@@ -66,6 +74,7 @@ function newReplicaState(iframe, opts) {
     rewriteCss: opts.rewriteCss || (async () => ""),
     onAgentEvent: opts.onAgentEvent || (() => {}),
     onInfo: opts.onInfo || (() => {}),
+    onView: opts.onView || (() => {}),
     interactive: opts.interactive !== false,
     ids: new Map(),
     rev: new WeakMap(),
@@ -95,6 +104,13 @@ function newReplicaState(iframe, opts) {
     winScroll: [0, 0],
     viewport: [iframe.clientWidth || 1024, iframe.clientHeight || 768],
     scale: 1,
+    fit: opts.fit !== false,
+    follow: opts.follow !== false,
+    agentScroll: [0, 0],
+    offset: [0, 0],
+    visitorPointer: null,
+    vpFrame: null,
+    vpLabel: null,
     states: new Map(),
     highlighted: new Set(),
     highlightMode: false,

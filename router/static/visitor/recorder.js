@@ -71,6 +71,7 @@ function newRecorderState(out) {
     throttles: new Map(),
     guarded: null,
     linkCssSent: 0,
+    nav: null,  // "url\ntitle" last sent in a nav
   };
   // Our listeners never throw into the page's event dispatch (or its error tracker).
   const guard = (fn) => (e) => { try { fn(st, e); } catch (err) { console.warn("cobrowse:", err); } };
@@ -112,12 +113,23 @@ function liveRoots(st) {
   return res;
 }
 
+/** `nav` {url, title}: on a page load (`always`), and from the tick when either changed
+ * without one (history.pushState, a hash change, document.title), so the agent's toolbar
+ * names the page the visitor is on in a single-page app too. */
+function reportNav(st, always) {
+  const now = document.URL + "\n" + document.title;
+  if (!always && (st.nav === null || st.nav === now)) { st.nav = now; return; }
+  st.nav = now;
+  emit(st, "nav", { url: document.URL, title: document.title });
+}
+
 function tick(st) {
   if (!st.running) return;
   st.ticks++;
   try {
     flush(st);
     pollAdopted(st);
+    reportNav(st, false);
     grabCanvases(st);
     if (st.ticks % 60 === 0) pruneIds();
   } catch (e) {
@@ -140,7 +152,7 @@ function startRecorder(st, opts) {
   st.observed = new WeakSet();
   st.docs = new WeakSet();
   st.roots.length = 0;
-  if (opts && opts.nav) emit(st, "nav", { url: document.URL, title: document.title });
+  reportNav(st, !!(opts && opts.nav));
   snapshot(st);
   st.timer = setInterval(() => tick(st), CANVAS_EVERY_MS);
 }
