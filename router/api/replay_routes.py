@@ -13,11 +13,12 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Response
 
 from gateway import tokens
+from gateway.session_store import SessionMeta
 
 from .. import history
-from .auth import agent_key
+from .auth import AgentKey, agent
 from .deps import Deps
-from .errors import BAD_API_KEY, INVALID, UNAVAILABLE, doc
+from .errors import BAD_API_KEY, INVALID, UNAVAILABLE, ApiError, doc
 from .models import ReplayResponse, SessionIdPath
 from .session_routes import load_session
 
@@ -30,6 +31,15 @@ REPLAY_TOKEN_TTL = 3600.0
 CSS) while an agent watches: an hour, renewed by opening the replay again."""
 
 
+async def visible_session(deps: Deps, key: AgentKey, sid: str) -> SessionMeta:
+    """The session's metadata if this key may see its site (COBROWSE_AGENT_SITES), else 404
+    as for a session that does not exist."""
+    meta = await load_session(deps, sid, say_ended=True)
+    if not key.may_see(meta.site):
+        raise ApiError(404, "unknown_session", "no such session")
+    return meta
+
+
 @routes.post(
     "/v1/sessions/{session_id}/replay",
     response_model=ReplayResponse,
@@ -38,14 +48,14 @@ CSS) while an agent watches: an hour, renewed by opening the replay again."""
     responses=doc(BAD_API_KEY, (404, "unknown_session"), (410, "session_ended"), UNAVAILABLE),
 )
 async def open_replay(
-    session_id: SessionIdPath, key: Annotated[str, Depends(agent_key)], deps: Deps
+    session_id: SessionIdPath, key: Annotated[AgentKey, Depends(agent)], deps: Deps
 ) -> ReplayResponse:
-    meta = await load_session(deps, session_id, say_ended=True)
+    meta = await visible_session(deps, key, session_id)
     now = deps.clock()
     token = tokens.mint(
         deps.cfg.keyring, sid=session_id, role="agent", now=now, ttl=REPLAY_TOKEN_TTL
     )
-    log.info("replay_opened", sid=session_id, key=key)
+    log.info("replay_opened", sid=session_id, key=key.id)
     return ReplayResponse(
         session_id=session_id,
         created=meta.created,
@@ -73,7 +83,7 @@ async def open_replay(
 )
 async def read_history(
     session_id: SessionIdPath,
-    key: Annotated[str, Depends(agent_key)],
+    key: Annotated[AgentKey, Depends(agent)],
     deps: Deps,
     start: Annotated[
         int, Query(alias="from", ge=1, le=2**63, description="stream position to read from")
@@ -82,7 +92,7 @@ async def read_history(
         int, Query(ge=1, le=history.MAX_PAGE_MESSAGES, description="stored messages")
     ] = history.MAX_PAGE_MESSAGES,
 ) -> Response:
-    await load_session(deps, session_id, say_ended=True)
+    await visible_session(deps, key, session_id)
     page = await deps.bridge.call(
         history.read_page, deps.bridge.nc, deps.cfg.stream.stream, session_id, start, limit
     )
