@@ -72,6 +72,11 @@ def members(urls: dict[str, str], pods: list[str], workers: int) -> list[Gateway
     return [GatewayInfo(id=f"{p}.w{k}", url=urls[p]) for p in pods for k in range(workers)]
 
 
+def hpa_target(docs) -> dict:
+    gw = workload(docs, "gateway")
+    return {"kind": gw["kind"], "name": gw["metadata"]["name"]}
+
+
 def test_each_gateway_pod_advertises_a_url_that_reaches_it_alone(overlay, monkeypatch):
     docs = render(overlay)
     gw = workload(docs, "gateway")
@@ -85,6 +90,10 @@ def test_each_gateway_pod_advertises_a_url_that_reaches_it_alone(overlay, monkey
     # A route for every ordinal the autoscaler may reach (more are harmless: 503, next URL).
     per_pod = [s for s in objects(docs, "Service") if s["metadata"]["labels"].get("cobrowse/route")]
     assert len(per_pod) >= len(urls)
+    # The documented alternative autoscaler stays within the routes too.
+    example = yaml.safe_load((K8S / "examples" / "hpa-connections.yaml").read_text())
+    assert example["spec"]["scaleTargetRef"] == {**hpa_target(docs), "apiVersion": "apps/v1"}
+    assert example["spec"]["maxReplicas"] <= len(per_pod)
 
 
 def test_visitor_and_agent_meet_on_one_pod_and_a_drain_hint_names_another(monkeypatch):
