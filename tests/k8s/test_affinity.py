@@ -57,13 +57,17 @@ def reached_pods(docs, url: str) -> list[str]:
 
 def advertised(docs, monkeypatch) -> dict[str, str]:
     """pod name -> the URL that pod's gateway advertises, for every pod the autoscaler may
-    run, read with the gateway's own parser from the pod's environment."""
+    run: from each pod's environment, read for the first pod with the gateway's own parser
+    (the others differ only in the pod name)."""
     gw = workload(docs, "gateway")
     out = {}
     for pod, _ in pod_labels(docs, gw):
-        cfg, _ = gateway_config(container_env(docs, main_container(gw), pod=pod), monkeypatch)
-        assert cfg.gateway_id == pod
-        out[pod] = cfg.url
+        env = container_env(docs, main_container(gw), pod=pod)
+        assert env["COBROWSE_GATEWAY_ID"] == pod
+        out[pod] = env["COBROWSE_GATEWAY_PUBLIC_URL"]
+    first = next(iter(out))
+    cfg, _ = gateway_config(container_env(docs, main_container(gw), pod=first), monkeypatch)
+    assert (cfg.gateway_id, cfg.url) == (first, out[first])
     return out
 
 
@@ -107,6 +111,7 @@ def test_visitor_and_agent_meet_on_one_pod_and_a_drain_hint_names_another(monkey
     workers = gateway_config(env, monkeypatch)[0].workers
     assert workers >= 2, "several workers share one pod's URL"
     urls = advertised(docs, monkeypatch)
+    reach = {url: reached_pods(docs, url) for url in urls.values()}  # through the Ingress
     hpa = one(docs, "HorizontalPodAutoscaler", "cobrowse-gateway")
     for n in (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]):
         running = [f"{gw['metadata']['name']}-{i}" for i in range(n)]
@@ -115,7 +120,7 @@ def test_visitor_and_agent_meet_on_one_pod_and_a_drain_hint_names_another(monkey
         for sid in SIDS:
             order = urls_for(sid, registry)  # what the router answers visitor and agent
             assert len(order) == n, "one URL per pod, workers folded"
-            [pod] = reached_pods(docs, order[0])
+            [pod] = reach[order[0]]
             first_pods.add(pod)
             # That pod drains (a rolling update, an eviction, POST /admin/drain).
             draining = [
@@ -124,7 +129,7 @@ def test_visitor_and_agent_meet_on_one_pod_and_a_drain_hint_names_another(monkey
             ]
             hint = drain_hint(sid, draining, own_url=order[0])
             assert hint, f"{sid}: no hint from {pod}"
-            [target] = reached_pods(docs, hint[0])
+            [target] = reach[hint[0]]
             assert target != pod and target in running
             assert hint[0] == urls_for(sid, draining)[0], "the router's new first choice"
         assert first_pods == set(running), "sessions spread over every pod"
@@ -132,7 +137,7 @@ def test_visitor_and_agent_meet_on_one_pod_and_a_drain_hint_names_another(monkey
         top = running[-1]
         for sid in SIDS:
             hint = drain_hint(sid, registry, own_url=urls[top])
-            assert reached_pods(docs, hint[0])[0] in running[:-1]
+            assert reach[hint[0]][0] in running[:-1]
 
 
 def test_the_drain_hint_falls_back_to_nothing_when_alone():
