@@ -76,11 +76,14 @@ async def run(cfg: GatewayConfig) -> int:
     """Serve until drained; the exit status (`EXIT_DRAINED_ALONE` after a drain of this
     worker alone, which its supervisor answers by starting a fresh one)."""
     async with (
-        NatsClient.open(cfg.nats_servers, name=cfg.gateway_id) as nc,
+        NatsClient.open(cfg.nats_servers, name=cfg.gateway_id, security=cfg.nats) as nc,
         NatsClient.open(
-            cfg.nats_servers, name=f"{cfg.gateway_id}-publish", read_interval=ACK_READ_INTERVAL
+            cfg.nats_servers,
+            name=f"{cfg.gateway_id}-publish",
+            read_interval=ACK_READ_INTERVAL,
+            security=cfg.nats,
         ) as nc_publish,
-        open_bridge(cfg.nats_servers, name=f"{cfg.gateway_id}-mgmt") as bridge,
+        open_bridge(cfg.nats_servers, name=f"{cfg.gateway_id}-mgmt", security=cfg.nats) as bridge,
     ):
         kv, members = await ensure_layout(bridge, cfg)
         gw = Gateway(cfg, nc, bridge, kv, members, publish_nc=nc_publish)

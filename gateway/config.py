@@ -18,6 +18,7 @@ from gateway.tokens import Keyring
 from . import settings as s
 from .admission_gate import AdmissionSettings
 from .budget import BudgetSettings
+from .nats_security import NatsSecurity, NatsSecurityError, from_settings
 from .streams import StreamSettings
 
 PROG = "python -m gateway"
@@ -51,6 +52,7 @@ FLAG_OF: dict[str, str] = {var.name: flag for flag, (_, var) in FLAGS.items()}
 class GatewayConfig:
     keyring: Keyring
     nats_servers: list[str] = field(default_factory=lambda: list(s.NATS_URL.default))
+    nats: NatsSecurity = field(default_factory=NatsSecurity)  # credentials and TLS
     gateway_id: str = field(default_factory=lambda: "gw-" + secrets.token_hex(3))
     host: str = s.GATEWAY_HOST.default
     port: int = s.GATEWAY_PORT.default
@@ -118,15 +120,21 @@ def parse_args(
             got = s.from_environ(s.GatewaySettings, **kw)
         else:
             got = s.read(s.GatewaySettings, environ, **kw)
+        nats = from_settings(got.nats_auth)  # reads the password file once, at start
     except s.SettingsError as exc:
         p.exit(2, exc.report(PROG))
-    return config_from(got, a.worker_index)
+    except NatsSecurityError as exc:
+        p.exit(2, s.SettingsError([str(exc)]).report(PROG))
+    return config_from(got, a.worker_index, nats)
 
 
-def config_from(got: s.GatewaySettings, worker_index: int | None = None) -> GatewayConfig:
+def config_from(
+    got: s.GatewaySettings, worker_index: int | None = None, nats: NatsSecurity | None = None
+) -> GatewayConfig:
     cfg = GatewayConfig(
         keyring=got.token_keys,
         nats_servers=list(got.nats_servers),
+        nats=nats or NatsSecurity(),
         host=got.host,
         port=got.port,
         public_url=got.public_url,

@@ -18,6 +18,8 @@ import trio
 import trio_asyncio
 from nats.aio.msg import Msg
 
+from .nats_security import NatsSecurity
+
 log = structlog.get_logger("gateway.nats")
 
 
@@ -58,8 +60,11 @@ class NatsBridge:
 
 
 @asynccontextmanager
-async def open_bridge(servers: list[str] | str, *, name: str = "cobrowse"):
-    """Connect to NATS (inside trio_asyncio.open_loop) for the block."""
+async def open_bridge(
+    servers: list[str] | str, *, name: str = "cobrowse", security: NatsSecurity | None = None
+):
+    """Connect to NATS (inside trio_asyncio.open_loop) for the block, with the credentials
+    and TLS of `security` (the same the trio client uses)."""
     if isinstance(servers, str):
         servers = [s for s in servers.split(",") if s]
 
@@ -82,6 +87,7 @@ async def open_bridge(servers: list[str] | str, *, name: str = "cobrowse"):
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
+            **(security or NatsSecurity()).nats_py_options(),
         )
         try:
             yield NatsBridge(nc)

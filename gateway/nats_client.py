@@ -7,6 +7,12 @@ connection, read by one task that hands each message to its subscription's handl
 spot, and written through an `Outbox` that the `TurnFlusher` sends once per run-loop turn.
 nats-py stays for management (KV buckets, stream creation).
 
+Security (gateway/nats_security.py): credentials go in CONNECT; TLS starts after the server's
+plain-text INFO, as NATS does it, when the server requires it or this client was given a CA
+(then a server without TLS is refused rather than sent a password in the clear). The
+connection stays one non-blocking socket, now an `ssl.SSLSocket`, so the reader, the
+`Outbox` and the reconnect loop are the same with and without TLS.
+
 Lifetimes: `NatsClient.open()` is an async context manager whose nursery runs the connection
 loop; each connection has its own nursery (reader, writer, pinger) that is cancelled when
 the connection fails, and the loop then reconnects, forever, until the block exits.
@@ -28,6 +34,7 @@ import os
 import random
 import secrets
 import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +45,7 @@ import outcome
 import structlog
 import trio
 
+from .nats_security import NatsSecurity
 from .nats_wire import (
     DEFAULT_MAX_PAYLOAD,
     PING,
@@ -79,6 +87,8 @@ log = structlog.get_logger("gateway.nats")
 VERSION = "0.1.0"
 _READ_SIZE = 256 * 1024  # one recv(); a wake usually finds far less
 _READS_PER_WAKE = 16  # then back to the run loop, so a flood cannot starve other tasks
+# A non-blocking SSLSocket says "not now" with these rather than BlockingIOError.
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 LAME_DUCK_JITTER = 1.0  # seconds: clients of a lame-duck server leave spread over this
 
 
@@ -91,7 +101,8 @@ class NoServersAvailable(NatsError):
 
 
 class ConnectRefused(NatsError):
-    """The server answered -ERR before the handshake's PONG (e.g. an authorization error)."""
+    """The server answered -ERR before the handshake's PONG (e.g. an authorization error),
+    or its TLS does not match this client's (none offered while a CA is configured)."""
 
 
 class ConnectionLost(NatsError):
@@ -217,18 +228,20 @@ class _Server:
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    tls: bool = False  # tls://: TLS required whatever the server's INFO says
 
     @property
     def url(self) -> str:  # without credentials: it goes to logs
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"nats://{host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{host}:{self.port}"
 
     @classmethod
     def parse(cls, url: str, like: _Server | None = None) -> _Server:
-        """`nats://[user:pass@|token@]host[:4222]`, or `host:port` (as INFO's connect_urls)."""
+        """`nats|tls://[user:pass@|token@]host[:4222]`, or `host:port` (as INFO's
+        connect_urls)."""
         parts = urlsplit(url if "://" in url else "nats://" + url)
-        if parts.scheme not in ("nats", "tcp"):
-            raise ValueError(f"unsupported NATS URL {url!r} (TLS is not supported)")
+        if parts.scheme not in ("nats", "tcp", "tls"):
+            raise ValueError(f"unsupported NATS URL {url!r} (nats:// or tls://)")
         if not parts.hostname:
             raise ValueError(f"NATS URL without a host: {url!r}")
         user = unquote(parts.username) if parts.username else None
@@ -236,9 +249,12 @@ class _Server:
         token = None
         if user is not None and password is None:
             user, token = None, user
+        tls = parts.scheme == "tls"
         if like is not None and user is None and token is None:  # discovered: same credentials
             user, password, token = like.user, like.password, like.token
-        return cls(parts.hostname, parts.port or 4222, user, password, token)
+        if like is not None:
+            tls = tls or like.tls
+        return cls(parts.hostname, parts.port or 4222, user, password, token, tls)
 
 
 class _ServerPool:
@@ -327,10 +343,13 @@ class NatsClient:
         max_pings_out: int = 2,
         pending_limit: int = 64 * 2**20,
         read_interval: float = 0.0,
+        security: NatsSecurity | None = None,
     ) -> None:
         if isinstance(servers, str):
             servers = [s.strip() for s in servers.split(",") if s.strip()]
         self._pool = _ServerPool(servers)
+        self._security = security or NatsSecurity()
+        self._ssl: ssl.SSLContext | None = None  # made at the first TLS connect
         self._name = name
         self._connect_timeout = connect_timeout
         self._reconnect_wait = reconnect_wait
@@ -368,7 +387,7 @@ class NatsClient:
         """Connect (trying every server once, else `NoServersAvailable`) and run the
         connection loop for the block; on exit, flush what was written (1 s at most).
         `options` are `NatsClient`'s: name, connect_timeout, reconnect_wait, ping_interval,
-        max_pings_out, pending_limit."""
+        max_pings_out, pending_limit, read_interval, security."""
         client = cls(servers, **options)
         conn = await client._connect_first()
         client._ready(conn)
@@ -665,8 +684,13 @@ class NatsClient:
         first = events.popleft()
         if type(first) is not Info:
             raise ProtocolError(f"expected INFO from the server, got {first!r}")
-        if first.info.get("tls_required"):
-            raise ConnectRefused(f"{conn.server.url} requires TLS, which this client lacks")
+        if first.info.get("tls_required") or conn.server.tls or self._security.tls:
+            if not (first.info.get("tls_required") or first.info.get("tls_available")):
+                raise ConnectRefused(
+                    f"{conn.server.url} does not offer TLS, which this client requires "
+                    "(COBROWSE_NATS_TLS_CA or a tls:// URL): no credentials are sent in the clear"
+                )
+            await self._start_tls(conn)
         self._on_info(conn, first.info)
         conn.outbox.write(connect(self._connect_options(conn.server)) + PING)
         while True:
@@ -680,6 +704,28 @@ class NatsClient:
             if type(ev) is not Msg:
                 self._control(conn, ev)
 
+    async def _start_tls(self, conn: _Conn) -> None:
+        """Upgrade the socket in place; the server's certificate must name the URL's host."""
+        if self._ssl is None:
+            if self._security.tls:
+                self._ssl = self._security.ssl_context()
+            else:  # the server requires TLS, no CA given: the system's trusted CAs
+                self._ssl = ssl.create_default_context()
+        tls = self._ssl.wrap_socket(
+            conn.sock, server_hostname=conn.server.host, do_handshake_on_connect=False
+        )
+        conn.sock = conn.outbox.sock = tls
+        while True:
+            try:
+                tls.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                await trio.lowlevel.wait_readable(tls)
+            except ssl.SSLWantWriteError:
+                await trio.lowlevel.wait_writable(tls)
+            except ssl.SSLError as exc:  # a bad certificate: say which server, and why
+                raise ConnectRefused(f"TLS with {conn.server.url} failed: {exc}") from None
+
     def _connect_options(self, server: _Server) -> dict:
         opts = {
             "verbose": False,
@@ -691,10 +737,12 @@ class NatsClient:
             "version": VERSION,
             "protocol": 1,
         }
-        if server.user is not None:
+        if server.user is not None:  # in the URL: wins over the configured credentials
             opts["user"], opts["pass"] = server.user, server.password or ""
-        if server.token is not None:
+        elif server.token is not None:
             opts["auth_token"] = server.token
+        else:
+            opts.update(self._security.connect_fields())
         return opts
 
     def _ready(self, conn: _Conn) -> None:
@@ -734,13 +782,14 @@ class NatsClient:
         sock, feed, stats = conn.sock, conn.parser.feed, self.stats
         interval = self._read_interval
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            if not _tls_pending(sock):  # TLS may hold decrypted bytes the kernel no longer has
+                await trio.lowlevel.wait_readable(sock)
             while True:
                 got = 0
                 for _ in range(_READS_PER_WAKE):
                     try:
                         data = sock.recv(_READ_SIZE)
-                    except BlockingIOError:
+                    except _WOULD_BLOCK:
                         break
                     if not data:
                         raise ConnectionLost(f"{conn.server.url} closed the connection")
@@ -812,14 +861,20 @@ class NatsClient:
 async def _read_until_event(conn: _Conn) -> None:
     """Handshake reads: into conn.backlog until at least one event is there."""
     while not conn.backlog:
-        await trio.lowlevel.wait_readable(conn.sock)
+        if not _tls_pending(conn.sock):
+            await trio.lowlevel.wait_readable(conn.sock)
         try:
             data = conn.sock.recv(_READ_SIZE)
-        except BlockingIOError:
+        except _WOULD_BLOCK:
             continue
         if not data:
             raise ConnectionLost(f"{conn.server.url} closed the connection")
         conn.backlog.extend(conn.parser.feed(data))
+
+
+def _tls_pending(sock: socket.socket) -> int:
+    """Decrypted bytes an SSLSocket holds (a plain socket holds none)."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _call_all(callbacks: list[Callable[[], None]], what: str) -> None:

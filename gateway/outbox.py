@@ -16,6 +16,7 @@ reading must not make its gateway buffer without limit.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 
 import structlog
@@ -60,8 +61,8 @@ class Outbox:
         while buf and not self.closed:
             try:
                 n = self.sock.send(buf[:_SEND_CHUNK] if len(buf) > _SEND_CHUNK else buf)
-            except BlockingIOError:
-                n = 0
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                n = 0  # an SSLSocket's "not now" (the NATS client's TLS connections)
             except OSError as exc:  # reset by the peer, or closed under us
                 log.debug("send_failed", error=repr(exc))
                 self.closed = True

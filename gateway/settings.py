@@ -233,6 +233,22 @@ def nats_urls(raw: Any) -> tuple[str, ...]:
     return urls
 
 
+def nats_user(raw: Any) -> str:
+    value = _text(raw)
+    if any(c.isspace() or not c.isprintable() for c in value) or len(value) > 256:
+        raise ValueError("must be at most 256 printable characters without spaces")
+    return value
+
+
+def file_path(raw: Any) -> str:
+    """An absolute path (a mounted Secret's file): a relative one would depend on where the
+    process happened to start."""
+    value = _text(raw)
+    if not value.startswith("/") or any(not c.isprintable() for c in value):
+        raise ValueError("is not an absolute file path")
+    return value
+
+
 def ws_url(raw: Any) -> str:
     return _url(raw, ("ws", "wss"))
 
@@ -360,6 +376,40 @@ NATS_URL = Var(
     ("nats://127.0.0.1:4222",),
     nats_urls,
     "NATS server URLs (`nats://`, `tls://`, `ws://`, `wss://`), separated by commas",
+)
+NATS_USER = Var(
+    "COBROWSE_NATS_USER",
+    None,
+    nats_user,
+    "user name this component gives NATS (with `COBROWSE_NATS_PASSWORD_FILE`); unset: no "
+    "authentication",
+)
+NATS_PASSWORD_FILE = Var(
+    "COBROWSE_NATS_PASSWORD_FILE",
+    None,
+    file_path,
+    "path of a file holding the NATS user's password (a mounted Secret): a password never "
+    "goes on a command line",
+)
+NATS_TLS_CA = Var(
+    "COBROWSE_NATS_TLS_CA",
+    None,
+    file_path,
+    "PEM file of the CA that signs the NATS servers' certificates; set: every NATS "
+    "connection uses TLS and checks the server's certificate and name",
+)
+NATS_TLS_CERT = Var(
+    "COBROWSE_NATS_TLS_CERT",
+    None,
+    file_path,
+    "PEM client certificate for NATS servers that verify clients (mutual TLS), with "
+    "`COBROWSE_NATS_TLS_KEY`",
+)
+NATS_TLS_KEY = Var(
+    "COBROWSE_NATS_TLS_KEY",
+    None,
+    file_path,
+    "PEM private key of `COBROWSE_NATS_TLS_CERT`",
 )
 STREAM_STORAGE = Var(
     "COBROWSE_STREAM_STORAGE",
@@ -755,6 +805,34 @@ class HttpTimeouts:
     body: float = setting(HTTP_BODY_TIMEOUT)
 
 
+def _together(other: Var[Any]) -> Callable[[Any, Any], str | None]:
+    def broken(this: Any, that: Any) -> str | None:
+        if this is None and that is not None:
+            return f"is not set, but {other.name} is (they go together)"
+        return None
+
+    return broken
+
+
+@dataclass(frozen=True)
+class NatsAuthVars:
+    """How the gateways and the router authenticate to NATS and check its TLS
+    (gateway/nats_security.py): files, so that no secret is on a command line."""
+
+    user: str | None = setting(NATS_USER)
+    password_file: str | None = setting(NATS_PASSWORD_FILE)
+    ca_file: str | None = setting(NATS_TLS_CA)
+    cert_file: str | None = setting(NATS_TLS_CERT)
+    key_file: str | None = setting(NATS_TLS_KEY)
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("password_file", ("password_file", "user"), _together(NATS_USER)),
+        Rule("user", ("user", "password_file"), _together(NATS_PASSWORD_FILE)),
+        Rule("key_file", ("key_file", "cert_file"), _together(NATS_TLS_CERT)),
+        Rule("cert_file", ("cert_file", "key_file"), _together(NATS_TLS_KEY)),
+    )
+
+
 @dataclass(frozen=True)
 class StreamVars:
     """The stream and KV settings: the gateways and the router apply them at every start,
@@ -804,6 +882,7 @@ class GatewaySettings:
     workers: int | None = setting(GATEWAY_WORKERS)
     admin_key: str | None = setting(ADMIN_KEY)
     nats_servers: tuple[str, ...] = setting(NATS_URL)
+    nats_auth: NatsAuthVars = group(NatsAuthVars)
     stream: StreamVars = group(StreamVars)
     drain_window: float = setting(DRAIN_WINDOW)
     new_rate: float = setting(ADMIT_NEW_RATE)
@@ -857,6 +936,7 @@ class RouterSettings:
     agent_keys: dict[str, str] = setting(AGENT_KEYS, required=True)
     admin_key: str | None = setting(ADMIN_KEY)
     nats_servers: tuple[str, ...] = setting(NATS_URL)
+    nats_auth: NatsAuthVars = group(NatsAuthVars)
     host: str = setting(API_HOST)
     port: int = setting(API_PORT)
     http: HttpTimeouts = group(HttpTimeouts)

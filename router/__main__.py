@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start a local cluster (NATS, gateways, HTTP API) on loopback")
     up.add_argument("--run-dir", default=".run")
     up.add_argument("--gateways", type=int, default=2)
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="NATS with TLS (a throwaway CA in RUN_DIR/nats-tls) and a user per component",
+    )
+    ns = sub.add_parser(
+        "nats-secrets",
+        help="make the files of the k8s Secrets cobrowse-nats-tls and cobrowse-nats-auth",
+    )
+    ns.add_argument("--out", required=True, help="a new directory for the files")
+    ns.add_argument("--days", type=int, default=365, help="validity of the CA and certificate")
     tok = sub.add_parser("token", help="mint a development token")
     tok.add_argument("--sid", default=None, help="session id (default: a new random one)")
     tok.add_argument("--role", choices=["visitor", "agent"], required=True)
@@ -61,7 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         from .up import up as run_up
 
-        return run_up(Path(args.run_dir), gateways=args.gateways)
+        return run_up(Path(args.run_dir), gateways=args.gateways, secure=args.secure)
+    if args.cmd == "nats-secrets":
+        from . import nats_secure
+
+        out = Path(args.out)
+        if out.exists():
+            print(f"{out} exists: give a new directory", file=sys.stderr)
+            return 2
+        got = nats_secure.make(out, nats_secure.K8S_NAMES, args.days)
+        print(nats_secure.kubectl_commands(got))
+        return 0
     if args.cmd == "token":
         sid = args.sid or secrets.token_urlsafe(12)
         t = tokens.mint(_keyring(args), sid=sid, role=args.role, now=time.time(), ttl=args.ttl)

@@ -51,6 +51,19 @@ BUNDLES = {
         "viewer/status.js",
         "viewer/embed.js",
     ),
+    "replay.js": (
+        "format.js",
+        "viewer/state.js",
+        "viewer/urls.js",
+        "viewer/sheets.js",
+        "viewer/sanitiser.js",
+        "viewer/frames.js",
+        "viewer/build.js",
+        "viewer/apply.js",
+        "viewer/actions.js",
+        "viewer/replayer.js",
+        "viewer/replay.js",
+    ),
 }
 
 

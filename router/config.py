@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import settings as s
+from gateway.nats_security import NatsSecurity, NatsSecurityError, from_settings
 from gateway.settings import SettingsError
 from gateway.streams import StreamSettings
 from gateway.tokens import Keyring
@@ -35,6 +36,7 @@ class RouterConfig:
     agent_keys: dict[str, str]  # secret API key -> label (logs only)
     admin_key: str | None = None
     nats_servers: list[str] = field(default_factory=lambda: list(s.NATS_URL.default))
+    nats: NatsSecurity = field(default_factory=NatsSecurity)  # credentials and TLS
     host: str = s.API_HOST.default
     port: int = s.API_PORT.default
     code_ttl: float = s.CODE_TTL.default  # a short code works this long unless an agent joined
@@ -130,12 +132,17 @@ def load(
     got = reader.read(s.RouterSettings)
     reader.check()
     assert got is not None
+    try:
+        nats = from_settings(got.nats_auth)  # reads the password file once, at start
+    except NatsSecurityError as exc:
+        raise ConfigError([str(exc)]) from None
     return RouterConfig(
         keyring=got.token_keys,
         site_keys=got.site_keys,
         agent_keys=got.agent_keys,
         admin_key=got.admin_key,
         nats_servers=list(got.nats_servers),
+        nats=nats,
         host=got.host,
         port=got.port,
         code_ttl=got.code_ttl,

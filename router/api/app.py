@@ -19,7 +19,14 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway.nats_bridge import NatsBridge
 
 from ..config import RouterConfig
-from . import browser_routes, cluster_routes, errors, health_routes, session_routes
+from . import (
+    browser_routes,
+    cluster_routes,
+    errors,
+    health_routes,
+    replay_routes,
+    session_routes,
+)
 from .body_limit import BodyLimit
 from .deps import ApiDeps, EndedBucket
 from .rate_limits import RateLimits, RateRules
@@ -40,7 +47,7 @@ Every error is `{"error": {"code": "...", "message": "..."}}` with a stable `cod
 Times are Unix seconds. See docs/api.md for the rules (short codes, rate limits).
 """
 
-RESOURCES = (session_routes, cluster_routes, health_routes)
+RESOURCES = (session_routes, replay_routes, cluster_routes, health_routes)
 """The route modules, in the order their routes are matched and documented. Their routes are
 handed to the app as they are, not by `include_router`: FastAPI 0.165 keeps an included router
 as one lazy entry, and `app.routes` should list every path (tests/k8s/test_k8s.py checks the

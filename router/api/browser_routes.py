@@ -62,6 +62,18 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
     async def snippet(request: Request) -> Response:
         return _serve(browser_assets.bundle("cobrowse.js"), request, snippet_headers)
 
+    @app.get("/replay.js", tags=["browser"], summary="The replay page's script")
+    async def replay_script(request: Request) -> Response:
+        return _serve(browser_assets.bundle("replay.js"), request, {"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/replay",
+        tags=["browser"],
+        summary="A session's replay: /replay#sid=<id> (the agent API key from /console's sign-in)",
+    )
+    async def replay(request: Request) -> Response:
+        return _serve(browser_assets.page("replay.html"), request, page_headers)
+
     @app.get("/embed.js", tags=["browser"], summary="The agent viewer's script")
     async def embed_script(request: Request) -> Response:
         return _serve(browser_assets.bundle("embed.js"), request, {"Cache-Control": "no-cache"})

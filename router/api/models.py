@@ -121,3 +121,14 @@ class DrainResponse(BaseModel):
 class Health(BaseModel):
     status: str
     nats: str
+
+
+class ReplayResponse(BaseModel):
+    session_id: str
+    created: float = Field(description="Unix seconds")
+    ended: bool
+    agent_token: str = Field(
+        description="an agent join token for the proxy's /v1/sign and /v1/rewrite (1 h)"
+    )
+    proxy: str | None = Field(description="the asset proxy's public URL")
+    retained_seconds: float = Field(description="how long the stream keeps events")

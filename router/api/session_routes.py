@@ -277,7 +277,16 @@ async def inspect(
     responses=doc(BAD_API_KEY, (401, "bad_token"), (404, "unknown_session"), UNAVAILABLE, INVALID),
 )
 async def end_session(
-    session_id: SessionIdPath, by: Annotated[Ender, Depends(key_or_session_token)], deps: Deps
+    session_id: SessionIdPath,
+    by: Annotated[Ender, Depends(key_or_session_token)],
+    deps: Deps,
+    purge: Annotated[
+        bool,
+        Query(
+            description="delete the stored events (default); false keeps them for replay "
+            "until the stream's max age"
+        ),
+    ] = True,
 ) -> EndedResponse:
     meta = None
     if sessions.valid_session_id(session_id):
@@ -293,9 +302,10 @@ async def end_session(
         raise ApiError(404, "unknown_session", "no such session")
     # Gateways close the session's connections (4004 session_ended) and refuse new ones.
     await deps.bridge.publish_core(streams.subject_ctl(session_id), b'{"op":"end"}')
-    await deps.bridge.call(
-        deps.bridge.js.purge_stream, deps.cfg.stream.stream, subject=f"cb.{session_id}.>"
-    )
+    if purge:
+        await deps.bridge.call(
+            deps.bridge.js.purge_stream, deps.cfg.stream.stream, subject=f"cb.{session_id}.>"
+        )
     if meta.code:
         await deps.bridge.call(sessions.release_code, deps.kv_codes, meta.code, session_id)
     log.info("session_ended", sid=session_id, by=by.who)

@@ -800,3 +800,61 @@ def test_a_small_agent_window_shows_the_whole_visitor_viewport_scaled(chromium, 
         )
         x, y = ptr if isinstance(ptr, list) else (ptr["x"], ptr["y"])
         assert box[0] <= x <= box[2] and box[1] <= y <= box[3], (ptr, box)
+
+
+def test_a_replay_seeks_to_the_dom_the_visitor_had_then(chromium, cluster):
+    """/replay reads the session's stored events (GET /v1/sessions/{id}/history) and rebuilds
+    from the nearest snapshot: seeking to a time shows what the visitor's page held then,
+    back and forth, and playing reaches the end."""
+    v = Visitor(chromium, cluster, "e2e_shop.html")
+    ctx = chromium.new_context(viewport={"width": 1000, "height": 700})
+    try:
+        for step in ("one", "two"):  # two changes, far enough apart to seek between them
+            time.sleep(0.4)
+            v.page.evaluate(
+                "(s) => { const p = document.createElement('p'); p.id = 'step-' + s; p.textContent = s;"
+                " document.body.appendChild(p); }",
+                step,
+            )
+        time.sleep(0.4)
+        v.page.evaluate("document.getElementById('step-one').textContent = 'uno'")
+        deadline = time.monotonic() + 10  # the three mutations are stored
+        bearer = {"Authorization": f"Bearer {e2e_cluster.AGENT_KEY}"}
+        while True:
+            r = httpx.get(f"{cluster.router}/v1/sessions/{v.sid}/history", headers=bearer)
+            events = msgpack.unpackb(r.content, raw=False)["events"]
+            stored = [e[3] for e in events]
+            if stored.count("mutation") >= 3 and len(v.events("mutation")) >= 3:
+                break
+            assert time.monotonic() < deadline, f"the mutations were not stored: {stored}"
+            time.sleep(0.1)
+        start = events[0][4]  # the replay's time 0: the first stored event
+        t1, t2, t3 = (e[2] - start for e in v.events("mutation")[-3:])
+        page = ctx.new_page()
+        page.add_init_script(
+            f"sessionStorage.setItem('cobrowse.console.key', {json.dumps(e2e_cluster.AGENT_KEY)})"
+        )
+        page.goto(f"{cluster.router}/replay#sid={v.sid}")
+        poll(
+            page, "CobrowseReplay.current && CobrowseReplay.current.state === 'paused'", 15, "load"
+        )
+        shown = (
+            "(() => { const d = document.getElementById('cb-frame').contentDocument;"
+            " const t = (id) => { const e = d.getElementById(id); return e ? e.textContent : null; };"
+            " return [!!d.querySelector('body *'), t('step-one'), t('step-two')]; })()"
+        )
+        for at, want in (
+            ((t1 + t2) / 2, [True, "one", None]),
+            (t3 + 1, [True, "uno", "two"]),
+            ((t2 + t3) / 2, [True, "one", "two"]),
+            (max(0, t1 - 150), [True, None, None]),
+        ):
+            page.evaluate(f"CobrowseReplay.current.seek({at})")
+            assert page.evaluate(shown) == want, (at, t1, t2, t3)
+        page.evaluate("CobrowseReplay.current.setSpeed(8); CobrowseReplay.current.play()")
+        poll(page, "CobrowseReplay.current.state === 'paused'", 10, "play to the end")
+        assert page.evaluate(shown) == [True, "uno", "two"]
+        assert page.evaluate("document.getElementById('rp-play').textContent") == "Play"
+    finally:
+        ctx.close()
+        v.close()

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import math
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -125,6 +127,45 @@ def config_map(docs, name: str) -> dict[str, str]:
     return found[0]["data"]
 
 
+def base_name(name: str) -> str:
+    """A generated object's name without kustomize's hash suffix."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
+@functools.cache
+def dev_secrets() -> dict[str, dict[str, str]]:
+    """The dev overlay's Secrets (stand-ins for prod's, which exist only in a cluster)."""
+    return {
+        base_name(s["metadata"]["name"]): {
+            k: base64.b64decode(v).decode() for k, v in s["data"].items()
+        }
+        for s in objects(render("dev"), "Secret")
+    }
+
+
+MOUNTS = Path(tempfile.mkdtemp(prefix="cobrowse-k8s-mounts-"))
+
+
+def with_mounted_files(docs, container: dict, env: dict[str, str]) -> dict[str, str]:
+    """`env` with each path into a mounted Secret replaced by a local file holding what the
+    kubelet would put there (from the dev Secrets), so a component's parser can read it."""
+    [pod] = [pod_spec(w) for w in docs if w["kind"] in WORKLOADS and container in pod_spec(w)["containers"]]  # fmt: skip
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        data = dev_secrets()[base_name(secret["secretName"])]
+        items = secret.get("items") or [{"key": k, "path": k} for k in data]
+        local = MOUNTS / container["name"] / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            (local / item["path"]).write_text(data[item["key"]])
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        env = {k: str(local) + "/" + v[len(prefix) :] if v.startswith(prefix) else v for k, v in env.items()}  # fmt: skip
+    return env
+
+
 ENV_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -132,7 +173,7 @@ def container_env(docs, container: dict, pod: str = "cobrowse-pod-0") -> dict[st
     """The environment a container starts with: envFrom ConfigMaps, then env entries, with
     `$(NAME)` expanded from the names defined before it, as the kubelet does. Secret values
     come from the dev-only file (the prod Secret exists only in a cluster); the downward
-    API's metadata.name is `pod`."""
+    API's metadata.name is `pod`; paths into mounted Secrets point at local copies."""
     secrets = read_env_file(DEV_SECRETS)
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
@@ -148,7 +189,7 @@ def container_env(docs, container: dict, pod: str = "cobrowse-pod-0") -> dict[st
             env[e["name"]] = pod
         else:
             raise AssertionError(f"unexpected env entry {e}")
-    return env
+    return with_mounted_files(docs, container, env)
 
 
 def pre_stop_pause(container: dict) -> float:
@@ -338,16 +379,30 @@ def test_nats_config_is_valid_and_matches_the_statefulset(overlay, tmp_path):
     docs = render(overlay)
     sts = workload(docs, "nats")
     container = main_container(sts)
-    conf = config_map(docs, "cobrowse-nats-config")["nats.conf"]
+    files = config_map(docs, "cobrowse-nats-config")
+    conf = files["nats.conf"]
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name, text in dev_secrets()["cobrowse-nats-tls"].items():
+        (tls / name).write_text(text)
+    for name, text in files.items():  # the certificates where the Secret is mounted
+        (tmp_path / name).write_text(text.replace("/etc/nats-tls/", f"{tls}/"))
     path = tmp_path / "nats.conf"
-    path.write_text(conf)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/nats-tls/" in files["nats-auth.conf"] and mounts["tls"] == "/etc/nats-tls"
+    passwords = {
+        e["name"]: dev_secrets()["cobrowse-nats-auth"][e["valueFrom"]["secretKeyRef"]["key"]]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert set(passwords) == set(re.findall(r"\$(NATS_\w+_PASSWORD)", files["nats-auth.conf"]))
     if NATS_SERVER.exists():
         out = subprocess.run(
             [str(NATS_SERVER), "-c", str(path), "-t"],
             capture_output=True,
             text=True,
             timeout=30,
-            env=dict(os.environ, POD_NAME="cobrowse-nats-0"),
+            env=dict(os.environ, POD_NAME="cobrowse-nats-0", **passwords),
             check=False,
         )
         assert out.returncode == 0, out.stdout + out.stderr
@@ -903,11 +958,11 @@ def secret_refs(docs) -> set[tuple[str, str]]:
 
 def test_secrets_are_never_committed_for_production():
     prod = render("prod")
-    assert not objects(prod, "Secret"), "the prod Secret is created out of band"
+    assert not objects(prod, "Secret"), "the prod Secrets are created out of band"
     refs = secret_refs(prod)
-    assert {name for name, _ in refs} == {"cobrowse-secrets"}
+    assert {name for name, _ in refs} == {"cobrowse-secrets", "cobrowse-nats-auth"}
     example = read_env_file(SECRET_EXAMPLE)
-    assert set(example) == {key for _, key in refs}
+    assert set(example) == {key for name, key in refs if name == "cobrowse-secrets"}
     # The placeholders are refused by the components, so an unedited copy cannot start.
     from gateway.tokens import Keyring
     from router.config import ConfigError, load
@@ -924,15 +979,40 @@ def test_secrets_are_never_committed_for_production():
     assert ignored.returncode == 0, "k8s/**/secret.env must be ignored by git"
 
 
-def test_the_dev_secret_is_marked_and_complete():
+def test_the_dev_secrets_are_marked_and_complete():
     dev = render("dev")
-    [secret] = objects(dev, "Secret")
-    assert secret["metadata"]["labels"]["cobrowse/dev-only"] == "true"
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert all("DEV-ONLY" in v for v in data.values())
-    names = {secret["metadata"]["name"]}
+    secrets = objects(dev, "Secret")
+    assert {base_name(s["metadata"]["name"]) for s in secrets} == {
+        "cobrowse-secrets",
+        "cobrowse-nats-auth",
+        "cobrowse-nats-tls",
+    }
+    data = {}
+    for secret in secrets:
+        assert secret["metadata"]["labels"]["cobrowse/dev-only"] == "true"
+        data[secret["metadata"]["name"]] = dev_secrets()[base_name(secret["metadata"]["name"])]
+        assert all("DEV-ONLY" in v for v in data[secret["metadata"]["name"]].values())
     for name, key in secret_refs(dev):
-        assert name in names and key in data
+        assert key in data[name]
+    for w in dev:  # every Secret volume names a Secret and keys that exist
+        if w["kind"] in WORKLOADS:
+            for v in pod_spec(w).get("volumes", []):
+                if "secret" in v:
+                    keys = data[v["secret"]["secretName"]]
+                    assert all(i["key"] in keys for i in v["secret"].get("items", [])), v
+
+
+def test_nats_grants_each_user_the_permissions_of_the_local_secure_cluster():
+    """k8s/base/config/nats-auth.conf and router/nats_secure.py (which the tests run
+    against a real nats-server) state the same permissions, user by user."""
+    from router.nats_secure import PERMISSIONS
+
+    conf = (K8S / "base" / "config" / "nats-auth.conf").read_text()
+    users = re.findall(
+        r"\{user: (\w+), password: \$NATS_(\w+)_PASSWORD, permissions: (.*)\}$", conf, re.M
+    )
+    assert {u: json.loads(p) for u, _, p in users} == PERMISSIONS
+    assert all(var == u.upper() for u, var, _ in users)
 
 
 # ---- network policies ---------------------------------------------------------------------

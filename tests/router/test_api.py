@@ -680,6 +680,8 @@ async def test_health_and_openapi(nats_server):
             "/v1/sessions/lookup",
             "/v1/sessions/{session_id}",
             "/v1/sessions/{session_id}/connect",
+            "/v1/sessions/{session_id}/replay",
+            "/v1/sessions/{session_id}/history",
             "/v1/cluster",
             "/v1/cluster/gateways/{gateway_id}/drain",
             "/healthz",
@@ -687,6 +689,8 @@ async def test_health_and_openapi(nats_server):
             "/cobrowse.js",
             "/embed",
             "/embed.js",
+            "/replay",
+            "/replay.js",
         }
         assert set(doc["paths"]["/v1/sessions"]) == {"get", "post"}
         assert set(doc["paths"]["/v1/sessions/{session_id}"]) == {"get", "delete"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+import msgpack
 import pytest
 import trio
 
@@ -25,6 +26,38 @@ async def run_until_fatal(
         await c.run(task_status=task_status)
     except ClientError as exc:
         ends[name] = exc
+
+
+async def check_history(api, sid: str) -> None:
+    """The replay's reads: the stored visitor events page by page, for an agent key only."""
+    opened = await api.http.post(f"/v1/sessions/{sid}/replay", headers=auth())
+    assert opened.status_code == 200, opened.text
+    tokens.verify(KEYRING, opened.json()["agent_token"], sid=sid, role="agent", now=time.time())
+    r = await api.http.get(f"/v1/sessions/{sid}/history", headers=auth())
+    assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack"
+    page = msgpack.unpackb(r.content, raw=False)
+    kinds = [(e[1], e[2], e[3]) for e in page["events"]]  # epoch, seq, kind
+    assert kinds == [(1, 1, "snapshot"), (1, 2, "mutation")] and page["next"] is None
+    assert page["events"][1][5] == {"x": 1}
+    # One message a page: the first page names where the second starts.
+    first = msgpack.unpackb(
+        (await api.http.get(f"/v1/sessions/{sid}/history?limit=1", headers=auth())).content
+    )
+    assert [e[2] for e in first["events"]] == [1] and first["next"] == page["events"][1][0]
+    rest = msgpack.unpackb(
+        (
+            await api.http.get(f"/v1/sessions/{sid}/history?from={first['next']}", headers=auth())
+        ).content
+    )
+    assert [e[2] for e in rest["events"]] == [2] and rest["next"] is None
+    bad = await api.http.get(f"/v1/sessions/{sid}/history", headers={"Authorization": "Bearer x"})
+    assert_error(bad, 401, "bad_api_key")
+    assert_error(
+        await api.http.get("/v1/sessions/nope/history", headers=auth()), 404, "unknown_session"
+    )
+    assert (
+        await api.http.get(f"/v1/sessions/{sid}/history?from=0", headers=auth())
+    ).status_code == 422
 
 
 async def test_create_join_stream_and_end(nats_server, gateways_factory):
@@ -57,6 +90,7 @@ async def test_create_join_stream_and_end(nats_server, gateways_factory):
             with trio.fail_after(10):
                 got = [await agent.events.receive() for _ in range(2)]
             assert visitor.gateway == agent.gateway  # rendezvous order: they meet
+            await check_history(api, sid)
             r = await api.http.delete(
                 f"/v1/sessions/{sid}", headers={"Authorization": f"Bearer {AGENT_KEY}"}
             )

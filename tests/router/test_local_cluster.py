@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,7 +87,18 @@ def _wait_restarted(run_dir, gw: dict, old_pid: int, launcher, timeout: float = 
     wait_healthy(gw["admin"] + "readyz", launcher, timeout)
 
 
+def _nats_info(url: str) -> dict:
+    """The INFO a NATS server sends first (in plain text, also when it requires TLS)."""
+    host, port = url.removeprefix("nats://").split(",")[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        line = sock.makefile("rb").readline()
+    assert line.startswith(b"INFO "), line
+    return json.loads(line[5:])
+
+
 def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
+    """Its second run is `--secure`: everything below also goes through NATS with TLS and a
+    user per component (the gateways' events and drain, the router's API and status)."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
     crashed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -96,7 +109,9 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     crashed.wait(10)
     (run_dir / "cluster.json").unlink()
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--secure"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         info = _wait_for(run_dir / "cluster.json", proc)
         assert not any(natsproc.pid_alive(p) for p in leftover_pids), "leftovers of the crashed run"
@@ -106,6 +121,9 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         assert [urlsplit(g["url"]).path for g in info["gateways"]] == [
             f"/gw/{g['id']}/" for g in info["gateways"]
         ]
+        server = _nats_info(info["nats"]["url"])
+        assert server["tls_required"] and server["auth_required"]
+        assert set(info["nats"]["users"]) == {"gateway", "router"}
         assert trio.run(exchange, info) == b"hello"
         # the browser side: the proxy answers, and the demo page carries the snippet tag
         with urllib.request.urlopen(info["proxy"]["url"] + "/healthz", timeout=5) as r:
@@ -130,6 +148,17 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         assert status == 202, body
         _wait_restarted(run_dir, gw2, before, proc)
         assert trio.run(exchange, info) == b"hello"
+        # The operator's CLI finds the router's credentials in cluster.json.
+        status = subprocess.run(
+            [sys.executable, "-m", "router", "status", "--nats", info["nats"]["url"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COBROWSE_NATS_USER": "router",
+                 "COBROWSE_NATS_PASSWORD_FILE": info["nats"]["users"]["router"],
+                 "COBROWSE_NATS_TLS_CA": info["nats"]["tls_ca"]},
+        )  # fmt: skip
+        assert status.returncode == 0 and "gw-1" in status.stdout, status.stderr
         children = list(_pids(run_dir).values())
     finally:
         proc.send_signal(signal.SIGINT)
