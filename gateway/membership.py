@@ -95,3 +95,11 @@ def urls_for(sid: str, gateways: list[GatewayInfo], exclude: tuple[str, ...] = (
         if active[i].url not in urls:  # worker processes of one gateway share its URL
             urls.append(active[i].url)
     return urls
+
+
+def drain_hint(sid: str, gateways: list[GatewayInfo], own_url: str) -> list[str] | None:
+    """Where a draining gateway sends a client of `sid`: the first URL of the session's order
+    that is not its own (nor a sibling worker's behind the same URL), the URL the router
+    would now hand both ends; None when there is no other gateway."""
+    others = [u for u in urls_for(sid, gateways) if u != own_url]
+    return others[:1] or None

@@ -196,9 +196,8 @@ class Gateway:
             await trio.sleep_until(at)
             if conn not in self.conns:
                 continue
-            # Not this gateway, nor a sibling worker behind the same URL.
-            hint = [u for u in membership.urls_for(conn.sid, gateways) if u != self.cfg.url][:1]
-            conn.reconnect(delay_ms=int(reconnect_delay(self.rng) * 1000), hint=hint or None)
+            hint = membership.drain_hint(conn.sid, gateways, self.cfg.url)
+            conn.reconnect(delay_ms=int(reconnect_delay(self.rng) * 1000), hint=hint)
             metrics.DRAIN_NOTICES.inc()
         with trio.move_on_at(start + window):
             await self._empty.wait()

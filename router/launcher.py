@@ -103,6 +103,13 @@ def spawn_gateway(
     return natsproc.spawn_logged([*args, *(extra or [])], log_dir / f"{gid}.log", env)
 
 
+def gateway_url(gid: str, port: int) -> str:
+    """The URL a local gateway advertises: its own port, and the path a production gateway
+    pod advertises behind the Ingress (`/gw/<id>/`, docs/operations.md "Session affinity"),
+    so that local clients connect, and the router places sessions, as in production."""
+    return f"ws://127.0.0.1:{port}/gw/{gid}/"
+
+
 def write_json(path: Path, obj: object, indent: int | None = None) -> None:
     """Whole or not at all: a reader (a second `make run`, a test) never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -224,7 +231,7 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+        return gateway_url(self.id, self.port)
 
     @property
     def admin_url(self) -> str:
@@ -373,7 +380,8 @@ class LocalCluster:
         port, admin_port = port or natsproc.free_port(), admin_port or natsproc.free_port()
         log_path = self.run_dir / f"{gid}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        extra = ["--health-port", str(admin_port), *self._gateway_args(), *args]
+        extra = ["--health-port", str(admin_port), "--public-url", gateway_url(gid, port)]
+        extra += [*self._gateway_args(), *args]
         proc = spawn_gateway(gid, port, self.nats_url, self.gateway_env, self.run_dir, extra)
         gw = self.gateways[gid] = Gateway(gid, port, admin_port, proc, args, offset)
         self._record(gid, proc, GATEWAY_MARKER)

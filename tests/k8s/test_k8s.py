@@ -72,11 +72,6 @@ def render(overlay: str) -> tuple[dict, ...]:
     return docs
 
 
-@pytest.fixture(params=sorted(OVERLAYS))
-def overlay(request) -> str:
-    return request.param
-
-
 def objects(docs, kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
@@ -171,10 +166,14 @@ def with_mounted_files(docs, container: dict, env: dict[str, str]) -> dict[str, 
     return env
 
 
-def container_env(docs, container: dict) -> dict[str, str]:
-    """The environment a container starts with: envFrom ConfigMaps, then env entries.
-    Secret values come from the dev-only file (the prod Secret exists only in a cluster);
-    downward-API values get a stand-in; paths into mounted Secrets point at local copies."""
+ENV_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def container_env(docs, container: dict, pod: str = "cobrowse-pod-0") -> dict[str, str]:
+    """The environment a container starts with: envFrom ConfigMaps, then env entries, with
+    `$(NAME)` expanded from the names defined before it, as the kubelet does. Secret values
+    come from the dev-only file (the prod Secret exists only in a cluster); the downward
+    API's metadata.name is `pod`; paths into mounted Secrets point at local copies."""
     secrets = read_env_file(DEV_SECRETS)
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
@@ -182,11 +181,12 @@ def container_env(docs, container: dict) -> dict[str, str]:
         env.update(config_map(docs, src["configMapRef"]["name"]))
     for e in container.get("env", []):
         if "value" in e:
-            env[e["name"]] = e["value"]
+            env[e["name"]] = ENV_REFERENCE.sub(lambda m: env.get(m[1], m[0]), e["value"])
         elif "secretKeyRef" in e.get("valueFrom", {}):
             env[e["name"]] = secrets[e["valueFrom"]["secretKeyRef"]["key"]]
         elif "fieldRef" in e.get("valueFrom", {}):
-            env[e["name"]] = "cobrowse-pod-0"
+            assert e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", e
+            env[e["name"]] = pod
         else:
             raise AssertionError(f"unexpected env entry {e}")
     return with_mounted_files(docs, container, env)
@@ -520,11 +520,21 @@ def test_other_components_stop_within_their_grace_period(overlay):
         assert pod_spec(w)["terminationGracePeriodSeconds"] >= pause + 6 + DRAIN_MARGIN
 
 
-def test_gateway_rollout_never_removes_a_gateway_before_its_successor_is_ready(overlay):
+def test_gateway_rollout_replaces_one_gateway_at_a_time(overlay, monkeypatch):
+    """A StatefulSet (each pod its own route) rolls one pod at a time, highest ordinal first:
+    the pod drains, comes back under its name, and the next one stops only after the new one
+    has been ready for a drain window, so one reconnect wave runs at a time."""
     docs = render(overlay)
     gw = workload(docs, "gateway")
-    assert gw["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert gw["spec"]["strategy"]["rollingUpdate"]["maxSurge"] >= 1
+    assert gw["kind"] == "StatefulSet"
+    update = gw["spec"]["updateStrategy"]
+    assert update["type"] == "RollingUpdate"
+    assert update.get("rollingUpdate", {}).get("partition", 0) == 0
+    assert update.get("rollingUpdate", {}).get("maxUnavailable", 1) == 1
+    cfg, _ = gateway_config(container_env(docs, main_container(gw)), monkeypatch)
+    assert gw["spec"]["minReadySeconds"] >= cfg.drain_window
+    # Scaling adds and removes pods without waiting for each other (the HPA adds two at once).
+    assert gw["spec"]["podManagementPolicy"] == "Parallel"
     for component in ("router", "proxy"):
         assert workload(docs, component)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] in (
             0,
@@ -533,13 +543,15 @@ def test_gateway_rollout_never_removes_a_gateway_before_its_successor_is_ready(o
     spread = {c["topologyKey"] for c in pod_spec(gw)["topologySpreadConstraints"]}
     assert {"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= spread
     for c in pod_spec(gw)["topologySpreadConstraints"]:
+        # A StatefulSet's pods carry controller-revision-hash, not pod-template-hash.
+        assert c["matchLabelKeys"] == ["controller-revision-hash"]
         if c["whenUnsatisfiable"] == "DoNotSchedule":
             # A cordoned node must not count as an empty domain, or a drain blocks.
             assert c.get("nodeTaintsPolicy") == "Honor"
     hpa = one(docs, "HorizontalPodAutoscaler", "cobrowse-gateway")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": "StatefulSet",
         "name": gw["metadata"]["name"],
     }
     assert hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
@@ -674,6 +686,32 @@ def selects(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # the StatefulSet controller sets it
+
+
+def max_pods(docs, w: dict) -> int:
+    """The most pods a workload can have: its replicas, or its autoscaler's maximum."""
+    hpas = [
+        h
+        for h in objects(docs, "HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == w["metadata"]["name"]
+        and h["spec"]["scaleTargetRef"]["kind"] == w["kind"]
+    ]
+    return max([w["spec"].get("replicas", 1)] + [h["spec"]["maxReplicas"] for h in hpas])
+
+
+def pod_labels(docs, w: dict) -> list[tuple[str, dict]]:
+    """(pod name, labels) of every pod a workload can run: a StatefulSet's by ordinal, with
+    the pod-name label Services can select; a Deployment's one template stands for all."""
+    labels = w["spec"]["template"]["metadata"]["labels"]
+    name = w["metadata"]["name"]
+    if w["kind"] != "StatefulSet":
+        return [(name, labels)]
+    return [
+        (f"{name}-{i}", {**labels, POD_NAME_LABEL: f"{name}-{i}"}) for i in range(max_pods(docs, w))
+    ]
+
+
 def test_selectors_match_their_pods(overlay):
     docs = render(overlay)
     pods = {
@@ -696,7 +734,17 @@ def test_selectors_match_their_pods(overlay):
     assert pdb_targets == set(pods), f"workloads without a PDB: {set(pods) - pdb_targets}"
     for svc in objects(docs, "Service"):
         sel = {"matchLabels": svc["spec"]["selector"]}
-        matched = [n for n, labels in pods.items() if selects(sel, labels)]
+        matched = sorted(
+            {
+                w["metadata"]["name"]
+                for w in docs
+                if w["kind"] in WORKLOADS
+                for _, labels in pod_labels(docs, w)
+                if selects(sel, labels)
+            }
+        )
+        if POD_NAME_LABEL in svc["spec"]["selector"] and not matched:
+            continue  # a pod route beyond this overlay's autoscaler (test_affinity.py)
         assert len(matched) == 1, f"Service {svc['metadata']['name']} selects {matched}"
         w = next(w for w in docs if w["kind"] in WORKLOADS and w["metadata"]["name"] == matched[0])
         named = {p["name"] for c in pod_spec(w)["containers"] for p in c.get("ports", [])}
@@ -710,10 +758,11 @@ def test_selectors_match_their_pods(overlay):
             assert any(selects(sel, labels) for labels in pods.values()), np["metadata"]["name"]
 
 
-def ingress_backend(ingress: dict, host: str, path: str) -> tuple[str, str]:
-    """The Service and port a request path reaches: the longest matching Prefix wins."""
+def ingress_backend(ingresses: list[dict], host: str, path: str) -> tuple[str, str]:
+    """The Service and port a request path reaches over every Ingress of the host (the
+    controller merges them): the longest matching Prefix wins."""
     best = None
-    for rule in ingress["spec"]["rules"]:
+    for rule in (r for ing in ingresses for r in ing["spec"]["rules"]):
         if rule["host"] != host:
             continue
         for p in rule["http"]["paths"]:
@@ -729,15 +778,28 @@ def ingress_backend(ingress: dict, host: str, path: str) -> tuple[str, str]:
     return best[1]
 
 
+def public_host(docs) -> str:
+    """The one host every Ingress serves, with TLS for it."""
+    ingresses = objects(docs, "Ingress")
+    hosts = {r["host"] for ing in ingresses for r in ing["spec"]["rules"]}
+    assert len(hosts) == 1, hosts
+    for ing in ingresses:
+        assert [t["hosts"] for t in ing["spec"].get("tls", [])] == [sorted(hosts)]
+    return hosts.pop()
+
+
 def test_ingress_routes_every_public_path_to_its_component(overlay, monkeypatch):
     docs = render(overlay)
-    ingress = one(docs, "Ingress", "cobrowse")
-    host = ingress["spec"]["rules"][0]["host"]
+    ingresses = objects(docs, "Ingress")
+    host = public_host(docs)
     service_of = {}
     for svc in objects(docs, "Service"):
-        if svc["spec"].get("clusterIP") == "None":
-            continue
+        if svc["spec"].get("clusterIP") == "None" or svc["metadata"]["labels"].get(
+            "cobrowse/route"
+        ):
+            continue  # the governing and the per-pod Services (test_affinity.py)
         component = svc["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert component not in service_of, f"two Services for {component}"
         service_of[component] = svc["metadata"]["name"]
     internal = {"/healthz", "/readyz", "/metrics"}
     router_paths = served_paths("router") - internal
@@ -745,31 +807,45 @@ def test_ingress_routes_every_public_path_to_its_component(overlay, monkeypatch)
     assert {"/cobrowse.js", "/embed", "/embed.js", "/v1/sessions"} <= router_paths
     for path in router_paths:
         assert (
-            ingress_backend(ingress, host, path.replace("{", "x").replace("}", "x"))[0]
+            ingress_backend(ingresses, host, path.replace("{", "x").replace("}", "x"))[0]
             == (service_of["router"])
         ), path
     for path in proxy_paths:
-        assert ingress_backend(ingress, host, path)[0] == service_of["proxy"], path
+        assert ingress_backend(ingresses, host, path)[0] == service_of["proxy"], path
+    # /gw itself reaches any gateway (each pod's own path: tests/k8s/test_affinity.py).
+    assert ingress_backend(ingresses, host, "/gw/") == (service_of["gateway"], "ws")
 
     # The URLs the components hand out point at this host and these routes.
     gw = main_container(workload(docs, "gateway"))
     public = urlsplit(container_env(docs, gw)["COBROWSE_GATEWAY_PUBLIC_URL"])
     assert public.hostname == host
-    assert public.scheme == ("wss" if ingress["spec"].get("tls") else "ws")
-    assert ingress_backend(ingress, host, public.path) == (service_of["gateway"], "ws")
+    assert public.scheme == "wss"
     proxy = main_container(workload(docs, "proxy"))
     from proxy.config import ProxyConfig
 
     proxy_cfg = ProxyConfig.from_env(container_env(docs, proxy))
     assert urlsplit(proxy_cfg.public_url).hostname == host
     assert (
-        ingress_backend(ingress, host, urlsplit(proxy_cfg.public_url).path + "/v1/asset")[0]
+        ingress_backend(ingresses, host, urlsplit(proxy_cfg.public_url).path + "/v1/asset")[0]
         == (service_of["proxy"])
     )
-    # WebSocket-friendly timeouts: an idle co-browsing socket lives longer than a minute.
-    notes = ingress["metadata"]["annotations"]
-    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
-    assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    # WebSocket-friendly timeouts on every Ingress that reaches a gateway: an idle
+    # co-browsing socket lives longer than a minute.
+    gateway_services = {
+        s["metadata"]["name"]
+        for s in objects(docs, "Service")
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+    }
+    for ing in ingresses:
+        backends = {
+            p["backend"]["service"]["name"]
+            for r in ing["spec"]["rules"]
+            for p in r["http"]["paths"]
+        }
+        if backends & gateway_services:
+            notes = ing["metadata"]["annotations"]
+            assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+            assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
 
 
 # ---- security context --------------------------------------------------------------------
@@ -943,14 +1019,27 @@ def test_nats_grants_each_user_the_permissions_of_the_local_secure_cluster():
 
 
 def policy_for(docs, component: str) -> dict:
+    """The component's own policy (the one whose selector names the component)."""
     labels = workload(docs, component)["spec"]["template"]["metadata"]["labels"]
     found = [
         np
         for np in objects(docs, "NetworkPolicy")
-        if np["spec"]["podSelector"] and selects(np["spec"]["podSelector"], labels)
+        if "app.kubernetes.io/component" in np["spec"]["podSelector"].get("matchLabels", {})
+        and selects(np["spec"]["podSelector"], labels)
     ]
     assert len(found) == 1, component
     return found[0]
+
+
+def ingress_rules_for(docs, component: str) -> list[dict]:
+    """Every ingress rule of every policy that selects the component's pods."""
+    labels = workload(docs, component)["spec"]["template"]["metadata"]["labels"]
+    return [
+        rule
+        for np in objects(docs, "NetworkPolicy")
+        if np["spec"]["podSelector"] and selects(np["spec"]["podSelector"], labels)
+        for rule in np["spec"].get("ingress", [])
+    ]
 
 
 def peers(rules: list[dict], key: str, docs) -> dict[int, set[str]]:
@@ -1001,8 +1090,20 @@ def test_network_policies_deny_by_default_and_allow_only_what_is_used(overlay, m
     # Each component accepts its own serving port.
     served = {"gateway": 8765, "router": 8080, "proxy": 8090}
     for c, port in served.items():
-        rules = policy_for(docs, c)["spec"]["ingress"]
+        rules = ingress_rules_for(docs, c)
         assert any(port in {p["port"] for p in r.get("ports", [])} for r in rules), c
+    # From outside the namespace (Ingress controller, Prometheus) only declared ports open.
+    declared = {
+        p["containerPort"]
+        for w in docs
+        if w["kind"] in WORKLOADS
+        for c in pod_spec(w)["containers"]
+        for p in c.get("ports", [])
+    }
+    for np in objects(docs, "NetworkPolicy"):
+        for rule in np["spec"].get("ingress", []):
+            if any("namespaceSelector" in peer for peer in rule["from"]):
+                assert {p["port"] for p in rule["ports"]} <= declared, np["metadata"]["name"]
     # The proxy reaches the internet, never the private ranges.
     egress = policy_for(docs, "proxy")["spec"]["egress"]
     blocks = [peer["ipBlock"] for r in egress for peer in r.get("to", [])]

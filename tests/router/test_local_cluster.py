@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -115,6 +116,11 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
         info = _wait_for(run_dir / "cluster.json", proc)
         assert not any(natsproc.pid_alive(p) for p in leftover_pids), "leftovers of the crashed run"
         assert len(info["gateways"]) == 2
+        # Each gateway advertises its own URL with a production pod's path (/gw/<id>/), and
+        # the exchange below goes through those paths.
+        assert [urlsplit(g["url"]).path for g in info["gateways"]] == [
+            f"/gw/{g['id']}/" for g in info["gateways"]
+        ]
         server = _nats_info(info["nats"]["url"])
         assert server["tls_required"] and server["auth_required"]
         assert set(info["nats"]["users"]) == {"gateway", "router"}
