@@ -133,7 +133,7 @@ async def run(cfg: GatewayConfig) -> int:
                 worker_subject = membership.drain_subject(cfg.gateway_id)
                 nc.subscribe(worker_subject, on_drain_request)
             nursery.start_soon(_signals, gw)
-            print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
+            log.info("gateway_ready", gateway=cfg.gateway_id, url=cfg.url)
             if cfg.worker_index is not None and (ready := ready_file(cfg.worker_index)):
                 ready.touch()
             await gw.drain_started.wait()

@@ -128,10 +128,11 @@ class Supervisor:
                     while not all((Path(self.dir) / f"ready-{i}").exists() for i in self.workers):
                         await self._check()
                         await trio.sleep(0.05)
-                print(
-                    f"gateway {self.cfg.gateway_id} ready on {self.cfg.url} "
-                    f"({self.cfg.workers} workers)",
-                    flush=True,
+                log.info(
+                    "gateway_ready",
+                    gateway=self.cfg.gateway_id,
+                    url=self.cfg.url,
+                    workers=self.cfg.workers,
                 )
                 while any(p.poll() is None for p in self.workers.values()) or not self.draining:
                     await self._check()
