@@ -11,7 +11,7 @@ from functools import partial
 import structlog
 import trio
 
-from . import logs, membership, streams
+from . import build_info, logs, membership, streams
 from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     logs.configure("gateway", cfg.log)
+    build_info.register("gateway")
     if cfg.worker_index is None and cfg.workers > 1:
         sys.exit(trio.run(Supervisor(cfg, argv).run))
     if cfg.worker_index is not None:

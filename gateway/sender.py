@@ -9,6 +9,7 @@ jobs of the connection's task. It reaches the connection only through `SenderOwn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,7 +89,7 @@ class Sender:
     def take(self, frame: Events) -> None:
         """A checked frame of the sender's events (raises ProtocolError on a seq error)."""
         self.check.check(frame.events)
-        self.chain.add(frame.events, frame.wire)
+        self.chain.add(frame.events, frame.wire, received=time.time())
         if self.chain.in_flight is not None:
             self.ctx.publisher.nc.hurry()  # its answer holds these back: read it at once
 

@@ -25,9 +25,11 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from . import build_info
 from .address_limit import AddressLimitServer, socket_path
 from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig
+from .process_metrics import ProcessesCollector
 
 log = structlog.get_logger("gateway.supervisor")
 
@@ -62,6 +64,13 @@ class Supervisor:
         self.draining = False
         self.registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.registry, path=self.dir)
+        build_info.register("gateway", self.registry)
+        self.registry.register(ProcessesCollector(self.pids))
+
+    def pids(self) -> dict[str, int]:
+        """This process and each live worker, by the `process` label of `process_*`."""
+        live = {f"w{i}": p.pid for i, p in self.workers.items() if p.poll() is None}
+        return {"supervisor": os.getpid(), **live}
 
     def spawn(self, i: int) -> None:
         (Path(self.dir) / f"ready-{i}").unlink(missing_ok=True)

@@ -61,6 +61,13 @@ async def test_two_workers_share_a_port_and_drain_together(nats_server, gateways
         total = scrape(admin, "cobrowse_gateway_connections")
         assert all(c > 0 for c in per_worker), per_worker  # the kernel spread them
         assert total == sum(per_worker) == 30
+        # The supervisor's /metrics (issue 16): its build, NATS up in every worker, and
+        # process_* of each process (a multiprocess registry has none of its own).
+        text = metrics_text(admin)
+        assert 'cobrowse_build_info{component="gateway",version="' in text
+        assert scrape(admin, "cobrowse_gateway_nats_connected") == 1
+        for process in ("supervisor", "w0", "w1"):
+            assert f'process_resident_memory_bytes{{process="{process}"}}' in text, process
         supervisor = g.procs["gw-w"][0]
         supervisor.send_signal(signal.SIGTERM)
         for v, _ in pairs:
