@@ -13,7 +13,7 @@ from gateway import membership, session_store, streams, tokens
 from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
-from .. import sessions, shortcodes
+from .. import metrics, sessions, shortcodes
 from .auth import (
     CHALLENGE,
     Credentials,
@@ -159,6 +159,9 @@ async def lookup(
         found = await deps.bridge.call(
             sessions.resolve_code, deps.kv_sessions, deps.kv_codes, code, now, cfg.code_ttl
         )
+    metrics.CODE_LOOKUPS.labels(
+        result="found" if found else "unknown" if shortcodes.is_code(code) else "malformed"
+    ).inc()
     if found is None:
         raise ApiError(404, "unknown_code", "no session has this code (or it has expired)")
     sid, _ = found
