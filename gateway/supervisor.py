@@ -64,8 +64,10 @@ class Supervisor:
         self.draining = False
         self.registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.registry, path=self.dir)
-        build_info.register("gateway", self.registry)
-        self.registry.register(ProcessesCollector(self.pids))
+        # The supervisor's own metrics, apart: `ready` reads the workers' registry only.
+        self.own = CollectorRegistry()
+        build_info.register("gateway", self.own)
+        self.own.register(ProcessesCollector(self.pids))
 
     def pids(self) -> dict[str, int]:
         """This process and each live worker, by the `process` label of `process_*`."""
@@ -94,6 +96,10 @@ class Supervisor:
             "state": "draining",
             "workers": len(self.workers),
         }
+
+    def metrics(self) -> bytes:
+        """The workers' metrics summed, then the supervisor's own (two families' texts)."""
+        return generate_latest(self.registry) + generate_latest(self.own)
 
     def ready(self) -> bool:
         if self.draining or any(p.poll() is not None for p in self.workers.values()):
@@ -124,7 +130,7 @@ class Supervisor:
                         ready=self.ready,
                         drain=self.drain,
                         admin_key=self.cfg.admin_key,
-                        metrics=lambda: generate_latest(self.registry),
+                        metrics=self.metrics,
                     )
                     await nursery.start(
                         partial(serve_admin, header_timeout=self.cfg.admin_header_timeout),
