@@ -9,6 +9,7 @@ format of its own. Stdout stays free for a command's answer (`router status`).
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 from typing import Any
@@ -30,6 +31,15 @@ def renderer(fmt: str) -> Any:
     )
 
 
+def plain_enums(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Enum values as their values: key=value would print a close code as
+    `<CloseReason.GOING_AWAY: 1001>` and JSON cannot encode one at all."""
+    for key, value in event.items():
+        if isinstance(value, enum.Enum):
+            event[key] = value.value
+    return event
+
+
 def processors(fmt: str) -> list:
     """The structlog pipeline for `fmt` (what `configure` installs; tests render with it)."""
     return [
@@ -37,6 +47,7 @@ def processors(fmt: str) -> list:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        plain_enums,
         renderer(fmt),
     ]
 
