@@ -4,6 +4,7 @@ spread over the workers, metrics per worker and in total, and the drain covers t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 import trio
 
 from gateway.client import Client
+from gateway.codec import close_name
 from router import natsproc
 from tests.gateway.test_drain import wait_members
 from tests.support.keys import mint, new_sid
@@ -162,6 +164,11 @@ async def test_drains_over_nats_by_gateway_or_worker_id(nats_server, gateways_fa
         n.cancel_scope.cancel()
     log = g.log("gw-w")
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    # A drain is normal: its NATS connections close at INFO (issue 16), close codes by name.
+    assert "event='nats_disconnected'" in log
+    assert "level='warning' event='nats_disconnected'" not in log
+    closes = re.findall(r"event='connection_closed' .* code=(\d+) reason_name='(\w+)'", log)
+    assert closes and all(close_name(int(code)) == name for code, name in closes), closes
 
 
 def handshake_status(port: int) -> int:
