@@ -11,7 +11,7 @@ from functools import partial
 import structlog
 import trio
 
-from . import logs, membership, streams
+from . import build_info, logs, membership, streams
 from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig, parse_args
 from .nats_bridge import NatsBridge, open_bridge
@@ -136,7 +136,7 @@ async def run(cfg: GatewayConfig) -> int:
                 worker_subject = membership.drain_subject(cfg.gateway_id)
                 nc.subscribe(worker_subject, on_drain_request)
             nursery.start_soon(_signals, gw)
-            print(f"gateway {cfg.gateway_id} ready on {cfg.url}", flush=True)
+            log.info("gateway_ready", gateway=cfg.gateway_id, url=cfg.url)
             if cfg.worker_index is not None and (ready := ready_file(cfg.worker_index)):
                 ready.touch()
             await gw.drain_started.wait()
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     logs.configure("gateway", cfg.log)
+    build_info.register("gateway")
     if cfg.worker_index is None and cfg.workers > 1:
         sys.exit(trio.run(Supervisor(cfg, argv).run))
     if cfg.worker_index is not None:

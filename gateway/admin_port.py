@@ -1,5 +1,7 @@
 """The gateway's admin port: /healthz, /readyz, Prometheus /metrics and POST /admin/drain.
 
+The router serves the same port without the drain as its metrics port (router/serve.py).
+
 Readiness fails as soon as a drain starts (and while NATS is unreachable), so a load
 balancer stops sending new clients before any existing one is told to leave.
 """
@@ -25,7 +27,7 @@ Response = tuple[int, str, bytes]
 @dataclass
 class AdminHooks:
     ready: Callable[[], bool]
-    drain: Callable[[], dict]  # starts a drain, returns the state to report
+    drain: Callable[[], dict] | None  # starts a drain, returns the state; None: no drains
     admin_key: str | None
     metrics: Callable[[], bytes] = generate_latest
 
@@ -36,7 +38,7 @@ def _json(status: int, obj: dict) -> Response:
 
 def route(hooks: AdminHooks, method: bytes, path: str, headers: dict[bytes, bytes]) -> Response:
     """Sans-I/O: one request in, one response out."""
-    if path == "/admin/drain":
+    if path == "/admin/drain" and hooks.drain is not None:
         if method != b"POST":
             return _json(405, {"error": {"code": "method_not_allowed", "message": "use POST"}})
         auth = headers.get(b"authorization", b"").decode("latin-1")

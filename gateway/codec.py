@@ -46,6 +46,28 @@ class Close:
     SESSION_FULL = 4011  # the session's visitor sent its lifetime byte cap: fatal
 
 
+# RFC 6455 codes that a peer may send or that stand for no close frame, besides Close's own.
+_RFC_CLOSE_NAMES = {
+    1002: "PROTOCOL_ERROR",
+    1005: "NO_STATUS_RCVD",
+    1006: "ABNORMAL_CLOSURE",
+    1007: "INVALID_FRAME_PAYLOAD_DATA",
+    1008: "POLICY_VIOLATION",
+    1010: "MANDATORY_EXT",
+    1012: "SERVICE_RESTART",
+    1013: "TRY_AGAIN_LATER",
+}
+CLOSE_NAMES: dict[int, str] = {
+    **_RFC_CLOSE_NAMES,
+    **{v: k for k, v in vars(Close).items() if k.isupper() and isinstance(v, int)},
+}
+
+
+def close_name(code: int) -> str:
+    """The name of a close code for logs (`1001` -> `GOING_AWAY`); `UNKNOWN` for others."""
+    return CLOSE_NAMES.get(int(code), "UNKNOWN")
+
+
 class ProtocolError(Exception):
     """A peer broke the protocol: send `error` control frame with `code`, then close."""
 

@@ -51,6 +51,7 @@ from .codec import (
     Hello,
     ProtocolError,
     Welcome,
+    close_name,
     decode_frame,
     encode_frame,
     error_frame,
@@ -774,6 +775,7 @@ class Connection:
                 sid=self.sid,
                 role=self.role.value,
                 code=int(code),
+                reason_name=close_name(code),
                 error=err.code if err else None,
                 by="peer" if by_peer else "gateway",
             )

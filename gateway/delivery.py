@@ -18,6 +18,7 @@ the stream when that outbox has drained, so a slow agent costs its gateway a bou
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -33,6 +34,7 @@ from .codec import (
     payload_size,
     snapshot_part,
 )
+from .jetstream import received_at
 from .nats_client import Msg, NatsClient
 from .reorder import ReorderBuffer
 
@@ -42,6 +44,13 @@ HIGH_WATER = 1 << 20  # bytes queued for one client before its receivers stop ta
 FRAME_BUDGET = 512 * 1024  # estimated bytes per frame built from released events
 READ_BATCH = 64  # stored messages per stream read before the outbox is looked at again
 AT_ONCE = -math.inf  # a deadline already past, whenever the caller reads its clock
+
+
+def observe_latency(headers: bytes) -> None:
+    """One visitor frame reached an agent's socket: time since it reached its gateway."""
+    at = received_at(headers)
+    if at is not None:
+        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - at))
 
 
 class HistoryLost(Exception):
@@ -181,6 +190,8 @@ class Delivery:
                 return
         elif buf.take_run(batch.epoch, batch.first, batch.last):
             self.send(msg.data)  # in order: the stored body is the client's frame
+            if self.role == "agent" and msg.headers is not None:
+                observe_latency(msg.headers)
             tally = metrics.TALLY
             tally.frames_out[self.role] += 1
             tally.events_out[self.role] += len(batch.items)

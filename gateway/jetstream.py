@@ -28,8 +28,33 @@ class AckReply:
 
 
 _HEADERS = b"NATS/1.0\r\nNats-Msg-Id: %b\r\nNats-Expected-Last-Subject-Sequence: %d\r\n\r\n"
+# When the message's oldest client frame reached its gateway, in wall-clock microseconds: a
+# receiving gateway (any of them) observes delivery latency with it, one header per message.
+_RECEIVED = b"Cb-Received: "
+_HEADERS_RECEIVED = _HEADERS[:-2] + _RECEIVED + b"%d\r\n\r\n"
 _STORED_PREFIX = b'{"stream":"'
 _SEQ = b'","seq":'
+
+
+def publish_headers(msg: ChainMessage) -> bytes:
+    """Sans-I/O: the `NATS/1.0` header block of one publish. Built here rather than from a
+    dict: the id is made of a session id ([A-Za-z0-9_-]), an epoch or agent id and numbers,
+    so it cannot hold CR or LF."""
+    if msg.received:
+        return _HEADERS_RECEIVED % (msg.msg_id.encode(), msg.expected, msg.received * 1e6)
+    return _HEADERS % (msg.msg_id.encode(), msg.expected)
+
+
+def received_at(headers: bytes) -> float | None:
+    """Sans-I/O: the `Cb-Received` time of a stored message's headers, in seconds; None
+    without one (a message from an older gateway) or with a bad one."""
+    i = headers.find(_RECEIVED)
+    if i < 0:
+        return None
+    j = i + len(_RECEIVED)
+    k = headers.find(b"\r", j)
+    digits = headers[j:k] if k >= 0 else headers[j:]
+    return int(digits) / 1e6 if digits.isdigit() else None
 
 
 def parse_ack(msg: Msg) -> AckReply:
@@ -87,9 +112,7 @@ class Publisher:
         self._waiting.pop(token, None)
 
     def publish(self, subject: str, msg: ChainMessage, token: int) -> None:
-        # Built here rather than from a dict: the id is made of a session id
-        # ([A-Za-z0-9_-]), an epoch or agent id and numbers, so it cannot hold CR or LF.
-        headers = _HEADERS % (msg.msg_id.encode(), msg.expected)
+        headers = publish_headers(msg)
         self.nc.publish(subject, msg.body, reply=f"{self.prefix}{token}", headers=headers)
 
     @property

@@ -1,40 +1,96 @@
-"""structlog set-up shared by every component: one key-value line per event, to stderr."""
+"""structlog set-up shared by every component: one line per event, one format per process.
+
+`COBROWSE_LOG_FORMAT` picks JSON (production: one object a line for a log pipeline) or
+key=value (development). Everything a process logs goes to stderr in that one format:
+structlog events, and the standard library's loggers (Hypercorn's, trio-websocket's,
+asyncio's) through a `ProcessorFormatter` on the root logger, so no line of a process has a
+format of its own. Stdout stays free for a command's answer (`router status`).
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
+from typing import Any
 
 import structlog
 
 from . import settings
 
+# Loggers of libraries that say every connection at INFO: kept to warnings and worse.
+CHATTY = ("hpack", "httpx", "httpcore")
+
+
+def renderer(fmt: str) -> Any:
+    """The last processor for `fmt` (`json` or `kv`)."""
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.processors.KeyValueRenderer(
+        key_order=["timestamp", "level", "event"], drop_missing=True
+    )
+
+
+def plain_enums(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Enum values as their values: key=value would print a close code as
+    `<CloseReason.GOING_AWAY: 1001>` and JSON cannot encode one at all."""
+    for key, value in event.items():
+        if isinstance(value, enum.Enum):
+            event[key] = value.value
+    return event
+
+
+def processors(fmt: str) -> list:
+    """The structlog pipeline for `fmt` (what `configure` installs; tests render with it)."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        plain_enums,
+        renderer(fmt),
+    ]
+
+
+def stdlib_formatter(fmt: str) -> logging.Formatter:
+    """Renders a standard-library record as a structlog event in `fmt`: the logger's name in
+    `logger`, its message in `event`."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer(fmt),
+        ],
+    )
+
 
 def configure(
     component: str, log: settings.LogSettings | None = None, *, level: str | None = None
 ) -> None:
-    """Set up structlog from `log` (the component's COBROWSE_LOG_* settings; read from the
-    environment when not given); `level` overrides the level."""
+    """Set up structlog and the standard library's logging from `log` (the component's
+    COBROWSE_LOG_* settings; read from the environment when not given); `level` overrides
+    the level."""
     if log is None:
         log = settings.from_environ(settings.LogSettings)
     lvl = getattr(logging, (level or log.level).upper(), logging.INFO)
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if log.format == "json"
-        else structlog.processors.KeyValueRenderer(
-            key_order=["timestamp", "level", "event"], drop_missing=True
-        )
-    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors(log.format),
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(stdlib_formatter(log.format))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(lvl)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    logging.captureWarnings(True)
     structlog.contextvars.bind_contextvars(component=component)

@@ -43,6 +43,17 @@ JS_PUBLISH_FAILED = Counter("cobrowse_gateway_js_publish_failed_total", "Publish
 ADMISSION = Counter(
     "cobrowse_gateway_admission_total", "Handshake admission decisions by lane", ["lane"]
 )
+NATS_CONNECTED = Gauge(
+    "cobrowse_gateway_nats_connected",
+    "1 while every NATS connection of the gateway is up (a supervisor shows its lowest worker)",
+    multiprocess_mode="livemin",
+)
+DELIVERY_LATENCY = Histogram(
+    "cobrowse_gateway_delivery_latency_seconds",
+    "A visitor's frame from its arrival at a gateway to an agent's socket (live path, any "
+    "gateway: wall clocks, so it includes their skew)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 DRAINING = Gauge(
     "cobrowse_gateway_draining", "1 while this gateway drains", multiprocess_mode="livemax"
 )

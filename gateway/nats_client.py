@@ -630,7 +630,14 @@ class NatsClient:
         if self._closing:
             log.info("nats_disconnected", url=conn.server.url, reason="client closing")
         else:
-            log.warning("nats_disconnected", url=conn.server.url, reason=repr(conn.failure))
+            # Leaving a lame-duck server is a NATS node's normal drain, not a fault.
+            say = log.info if conn.lame_duck else log.warning
+            say(
+                "nats_disconnected",
+                url=conn.server.url,
+                reason=repr(conn.failure),
+                lame_duck=conn.lame_duck,
+            )
         _call_all(self._on_disconnected, "on_disconnected")
 
     # ---- connecting --------------------------------------------------------------------

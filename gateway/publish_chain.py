@@ -60,6 +60,7 @@ class ChainMessage:
     first: int
     last: int
     snapshot_seq: int | None  # seq of the newest visitor snapshot part 0 in it
+    received: float = 0.0  # wall-clock time its oldest client frame reached the gateway
 
 
 @dataclass(slots=True)
@@ -81,6 +82,7 @@ class _Chunk:
     events: list[Event]
     wire: bytes | None  # the client's frame, when it can be stored as it is
     size: int  # bytes, or an upper estimate
+    received: float = 0.0  # wall-clock arrival of the client's frame (0: not known)
 
 
 class PublishChain:
@@ -139,14 +141,15 @@ class PublishChain:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    def add(self, events: list[Event], wire: bytes | None = None) -> None:
-        """Queue the events of one checked client frame (consecutive, continuing the chain)."""
+    def add(self, events: list[Event], wire: bytes | None = None, received: float = 0.0) -> None:
+        """Queue the events of one checked client frame (consecutive, continuing the chain);
+        `received`: the frame's wall-clock arrival, carried to the receiving gateways."""
         if not events:
             return
         if self.src is not None:
             wire = None  # an agent's body must name it (src) for the visitor
         size = len(wire) if wire is not None else _estimate(events)
-        self._queue.append(_Chunk(events, wire, size))
+        self._queue.append(_Chunk(events, wire, size, received))
         self._queued_bytes += size
         self.added_upto = events[-1].seq
 
@@ -154,6 +157,7 @@ class PublishChain:
         """The next message to publish, if none is in flight and something is queued."""
         if self.in_flight is not None or not self._queue:
             return None
+        received = self._queue[0].received  # the oldest frame in the message
         events, body = self._take()
         snap = None
         if self.is_visitor:
@@ -168,6 +172,7 @@ class PublishChain:
             first=first,
             last=last,
             snapshot_seq=snap,
+            received=received,
         )
         self._first_try = now
         self._next_try = now + self.attempt_timeout
@@ -196,7 +201,7 @@ class PublishChain:
             # Only a frame near the limit gets here (an agent's also gains its src): split it.
             keep = len(events) // 2
             rest = events[keep:]
-            self._queue.insert(0, _Chunk(rest, None, _estimate(rest)))
+            self._queue.insert(0, _Chunk(rest, None, _estimate(rest), chunk.received))
             self._queued_bytes += self._queue[0].size
             events = events[:keep]
             body = encode_batch(self.epoch, events, self.src)

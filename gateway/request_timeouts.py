@@ -20,6 +20,7 @@ reading the body is not held either: Hypercorn closes such a connection after th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,10 @@ def hypercorn_config(host: str, port: int, timeouts: HttpTimeouts) -> HyperConfi
     """Hypercorn's settings for serving on host:port, headers bounded by `timeouts.header`."""
     hc = HyperConfig()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    hc.accesslog = None
+    hc.accesslog = None  # the app's own access log has the route and the forwarded client
+    # Hypercorn's messages through the root logger, in the process's one format (logs.py),
+    # not through a handler and format of Hypercorn's own.
+    hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
     hc.include_server_header = False
     hc.keep_alive_timeout = timeouts.header  # also the time to a request's complete headers

@@ -9,6 +9,7 @@ jobs of the connection's task. It reaches the connection only through `SenderOwn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -91,7 +92,7 @@ class Sender:
         self.check.check(frame.events)
         if self.chain.is_visitor:
             self._page = page_info.latest_nav(frame.events) or self._page
-        self.chain.add(frame.events, frame.wire)
+        self.chain.add(frame.events, frame.wire, received=time.time())
         if self.chain.in_flight is not None:
             self.ctx.publisher.nc.hurry()  # its answer holds these back: read it at once
 

@@ -98,6 +98,7 @@ class Gateway:
         log.info("gateway_listening", gateway=self.cfg.gateway_id, port=self.listen_port)
         try:
             async with trio.open_nursery() as nursery:
+                metrics.NATS_CONNECTED.set(self.nats_connected)  # then each sweep (1 s)
                 nursery.start_soon(self._ticker)
                 task_status.started(self.listen_port)
                 with self._accepting:
@@ -157,6 +158,12 @@ class Gateway:
             if sweep:
                 metrics.SEND_QUEUE_BYTES.set(queued)
                 metrics.SEND_QUEUE_MAX_BYTES.set(top)
+                metrics.NATS_CONNECTED.set(self.nats_connected)
+
+    @property
+    def nats_connected(self) -> bool:
+        """Every NATS connection is up: live events, JetStream publishes, KV and requests."""
+        return self.nc.connected and self.publish_nc.connected and self.bridge.connected
 
     def _nats_reconnected(self) -> None:
         for conn in self.conns:

@@ -725,6 +725,14 @@ API_FORWARDED_HOPS = Var(
     "trusted reverse proxies in front of the router that append to `X-Forwarded-For`",
     checks=(at_least(0),),
 )
+API_METRICS_PORT = Var(
+    "COBROWSE_API_METRICS_PORT",
+    None,
+    optional_port,
+    "port of a listener of its own for `/metrics` (and `/healthz`, `/readyz`), which an "
+    "Ingress in front of the API port never reaches; unset or `0`: `/metrics` on the API port, "
+    "refused (404) to requests that came through a trusted proxy",
+)
 API_CORS_ORIGINS = Var(
     "COBROWSE_API_CORS_ORIGINS",
     ("*",),
@@ -763,6 +771,14 @@ PROXY_ALLOW = Var(
     text,
     "SSRF allow-list: CIDR networks, IP addresses and host names the proxy may reach although "
     "they are not public, separated by commas",
+)
+PROXY_FORWARDED_HOPS = Var(
+    "COBROWSE_PROXY_FORWARDED_HOPS",
+    0,
+    integer,
+    "trusted reverse proxies in front of the proxy that append to `X-Forwarded-For` (the "
+    "access log's client address)",
+    checks=(at_least(0),),
 )
 PROXY_MAX_CSS_BYTES = Var(
     "COBROWSE_PROXY_MAX_CSS_BYTES",
@@ -983,6 +999,7 @@ class RouterSettings:
     lookup_limit_per_address: str = setting(LOOKUP_LIMIT_PER_ADDRESS)
     create_limit_per_address: str = setting(CREATE_LIMIT_PER_ADDRESS)
     forwarded_hops: int = setting(API_FORWARDED_HOPS)
+    metrics_port: int | None = setting(API_METRICS_PORT)
     cors_origins: tuple[str, ...] = setting(API_CORS_ORIGINS)
     proxy_url: str | None = setting(PROXY_PUBLIC_URL)
     embed_frame_ancestors: str = setting(EMBED_FRAME_ANCESTORS)
@@ -1011,6 +1028,7 @@ class ProxySettings:
     url_ttl: int = setting(PROXY_URL_TTL)
     token_keys: Keyring | None = setting(TOKEN_KEYS)
     cors_origins: tuple[str, ...] = setting(PROXY_CORS_ORIGINS)
+    forwarded_hops: int = setting(PROXY_FORWARDED_HOPS)
     http: HttpTimeouts = group(HttpTimeouts)
     log: LogSettings = group(LogSettings)
 

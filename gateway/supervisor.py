@@ -25,9 +25,11 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from . import build_info
 from .address_limit import AddressLimitServer, socket_path
 from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig
+from .process_metrics import ProcessesCollector
 
 log = structlog.get_logger("gateway.supervisor")
 
@@ -62,6 +64,15 @@ class Supervisor:
         self.draining = False
         self.registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.registry, path=self.dir)
+        # The supervisor's own metrics, apart: `ready` reads the workers' registry only.
+        self.own = CollectorRegistry()
+        build_info.register("gateway", self.own)
+        self.own.register(ProcessesCollector(self.pids))
+
+    def pids(self) -> dict[str, int]:
+        """This process and each live worker, by the `process` label of `process_*`."""
+        live = {f"w{i}": p.pid for i, p in self.workers.items() if p.poll() is None}
+        return {"supervisor": os.getpid(), **live}
 
     def spawn(self, i: int) -> None:
         (Path(self.dir) / f"ready-{i}").unlink(missing_ok=True)
@@ -85,6 +96,10 @@ class Supervisor:
             "state": "draining",
             "workers": len(self.workers),
         }
+
+    def metrics(self) -> bytes:
+        """The workers' metrics summed, then the supervisor's own (two families' texts)."""
+        return generate_latest(self.registry) + generate_latest(self.own)
 
     def ready(self) -> bool:
         if self.draining or any(p.poll() is not None for p in self.workers.values()):
@@ -115,7 +130,7 @@ class Supervisor:
                         ready=self.ready,
                         drain=self.drain,
                         admin_key=self.cfg.admin_key,
-                        metrics=lambda: generate_latest(self.registry),
+                        metrics=self.metrics,
                     )
                     await nursery.start(
                         partial(serve_admin, header_timeout=self.cfg.admin_header_timeout),
@@ -128,10 +143,11 @@ class Supervisor:
                     while not all((Path(self.dir) / f"ready-{i}").exists() for i in self.workers):
                         await self._check()
                         await trio.sleep(0.05)
-                print(
-                    f"gateway {self.cfg.gateway_id} ready on {self.cfg.url} "
-                    f"({self.cfg.workers} workers)",
-                    flush=True,
+                log.info(
+                    "gateway_ready",
+                    gateway=self.cfg.gateway_id,
+                    url=self.cfg.url,
+                    workers=self.cfg.workers,
                 )
                 while any(p.poll() is None for p in self.workers.values()) or not self.draining:
                     await self._check()

@@ -13,6 +13,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import structlog
 import trio
 
 from gateway.settings import HttpTimeouts
@@ -23,6 +24,8 @@ from .address_policy import Refused
 from .config import ConfigError, ProxyConfig
 from .fetch import fetch
 from .rewrite import rewrite
+
+log = structlog.get_logger("proxy")
 
 EXIT_USAGE = 2
 PROG = "python -m proxy"
@@ -140,10 +143,10 @@ async def _serve_until_signal(app, host: str, port: int, timeouts: HttpTimeouts)
         async with trio.open_nursery() as n:
             n.start_soon(watch)
             urls = await n.start(serving)
-            print(f"proxy listening on {', '.join(urls)}", file=sys.stderr, flush=True)
+            log.info("proxy_listening", urls=urls)
             await stop.wait()
             n.cancel_scope.deadline = trio.current_time() + 6
-        print("proxy stopped", file=sys.stderr, flush=True)
+        log.info("proxy_stopped")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -159,10 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("error: --port must be 0..65535", file=sys.stderr)
         return EXIT_USAGE
     if config.keyring is None:
-        print(
-            "note: COBROWSE_PROXY_KEYS is not set; using a random ephemeral key, so only URLs "
-            "signed by this process verify",
-            file=sys.stderr,
+        log.warning(
+            "ephemeral_signing_key",
+            note="COBROWSE_PROXY_KEYS is not set: only URLs signed by this process verify",
         )
     trio.run(_serve_until_signal, create_app(config), args.host, args.port, config.http)
     return 0

@@ -38,6 +38,7 @@ class ProxyConfig:
     url_ttl: int = s.PROXY_URL_TTL.default
     token_keys: Keyring | None = None  # verifies agents' join tokens (POST /v1/sign)
     cors_origins: tuple[str, ...] = s.PROXY_CORS_ORIGINS.default  # may call sign/rewrite
+    forwarded_hops: int = s.PROXY_FORWARDED_HOPS.default  # trusted X-Forwarded-For hops
     http: s.HttpTimeouts = field(default_factory=s.HttpTimeouts)  # slow clients' bounds
     log: s.LogSettings = field(default_factory=s.LogSettings)
 
@@ -59,6 +60,7 @@ class ProxyConfig:
             url_ttl=got.url_ttl,
             token_keys=got.token_keys,
             cors_origins=got.cors_origins,
+            forwarded_hops=got.forwarded_hops,
             http=got.http,
             log=got.log,
         )

@@ -44,7 +44,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
-from gateway import tokens
+from gateway import build_info, tokens
+from gateway.http_observe import HttpObserver
 from gateway.tokens import Keyring
 
 from . import metrics, signing
@@ -84,7 +85,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 log = structlog.get_logger("proxy")
-KNOWN_PATHS = {"/healthz", "/metrics", "/v1/stylesheet", "/v1/asset", "/v1/rewrite", "/v1/sign"}
 
 
 class ProxyService:
@@ -222,13 +222,7 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
     svc = ProxyService(cfg, resolve)
     app = FastAPI(title="cobrowse asset proxy", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.proxy = svc
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        metrics.REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-        return response
+    build_info.register("proxy")
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -332,6 +326,8 @@ def create_app(cfg: ProxyConfig, *, resolve: Resolver | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    # Outermost: every answer counted, timed and logged by route (CORS preflights too).
+    app.add_middleware(HttpObserver, metrics=metrics.HTTP, forwarded_hops=cfg.forwarded_hops)
     return app
 
 

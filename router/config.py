@@ -46,6 +46,7 @@ class RouterConfig:
     lookup_limit_per_address: str = s.LOOKUP_LIMIT_PER_ADDRESS.default
     create_limit_per_address: str = s.CREATE_LIMIT_PER_ADDRESS.default
     forwarded_hops: int = s.API_FORWARDED_HOPS.default  # trusted X-Forwarded-For hops
+    metrics_port: int | None = None  # /metrics on a listener of its own (None: the API port)
     cors_origins: tuple[str, ...] = s.API_CORS_ORIGINS.default
     max_body_bytes: int = 16 * 1024
     stream: StreamSettings = field(default_factory=StreamSettings)
@@ -153,6 +154,7 @@ def load(
         lookup_limit_per_address=got.lookup_limit_per_address,
         create_limit_per_address=got.create_limit_per_address,
         forwarded_hops=got.forwarded_hops,
+        metrics_port=got.metrics_port,
         cors_origins=got.cors_origins,
         stream=got.stream.settings,
         proxy_url=got.proxy_url,

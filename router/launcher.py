@@ -388,14 +388,14 @@ class LocalCluster:
         return gw
 
     def _gateway_ready(self, gw: Gateway) -> bool:
-        """The gateway prints `gateway <id> ready on <url>` once it has bound its port."""
+        """The gateway logs `gateway_ready` with its id once it has bound its port."""
         try:
             with open(self.run_dir / f"{gw.id}.log", "rb") as f:
                 f.seek(gw.log_offset)
                 text = f.read().decode(errors="replace")
         except OSError:
             return False
-        return f"gateway {gw.id} ready on" in text
+        return any(ready_line(line, gw.id) for line in text.splitlines())
 
     def _await_gateway(self, gid: str, args: list[str]) -> Gateway:
         for attempt in range(self.attempts):
@@ -554,6 +554,12 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     _end(proc)
         (self.run_dir / "pids.json").unlink(missing_ok=True)
+
+
+def ready_line(line: str, gid: str) -> bool:
+    """Is `line` the `gateway_ready` event of gateway `gid` (not of one of its workers, whose
+    ids are `gid.w<i>`), in either log format?"""
+    return "gateway_ready" in line and (f"gateway='{gid}'" in line or f'"gateway": "{gid}"' in line)
 
 
 def _end(proc: subprocess.Popen) -> None:

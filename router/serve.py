@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -22,6 +23,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from nats.js.errors import BucketNotFoundError
 
 from gateway import membership, settings, streams
+from gateway.admin_port import AdminHooks, serve_admin
 from gateway.logs import configure
 from gateway.nats_bridge import open_bridge
 from gateway.nats_security import NatsSecurity, NatsSecurityError, from_settings, load
@@ -63,13 +65,24 @@ async def run_server(
         )
         hc = hypercorn_config(cfg.host, cfg.port, cfg.http)
 
-        async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
-            await hypercorn_serve(
-                app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status
-            )
-
         async with trio.open_nursery() as n:
+
+            async def serving(*, task_status=trio.TASK_STATUS_IGNORED):
+                await hypercorn_serve(
+                    app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
+                n.cancel_scope.cancel()  # the metrics listener ends with the API
+
             urls = await n.start(serving)
+            if cfg.metrics_port is not None:
+                hooks = AdminHooks(ready=lambda: bridge.connected, drain=None, admin_key=None)
+                port = await n.start(
+                    partial(serve_admin, header_timeout=cfg.http.header),
+                    cfg.host,
+                    cfg.metrics_port,
+                    hooks,
+                )
+                log.info("router_metrics_listening", port=port)
             log.info("router_listening", urls=urls, nats=cfg.nats_servers)
             task_status.started(urls)
 

@@ -2,8 +2,9 @@
 
 It takes the routes by resource, builds their dependencies once (`ApiDeps`, kept in
 `app.state`), installs the error handlers, adds the browser routes (which depend on the
-settings), then the body limit and CORS middleware (CORS outermost: a preflight never
-reaches the body limit).
+settings) and /metrics where it belongs (metrics_route.py), then the body limit and CORS
+middleware (a preflight never reaches the body limit) and, outermost, the request metrics and
+access log (gateway/http_observe.py).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from gateway import build_info
+from gateway.http_observe import HttpObserver
 from gateway.nats_bridge import NatsBridge
 
+from .. import metrics
 from ..config import RouterConfig
 from . import (
     browser_routes,
     cluster_routes,
     errors,
     health_routes,
+    metrics_route,
     replay_routes,
     session_routes,
 )
@@ -88,6 +93,8 @@ def create_app(
     )
     errors.install(app)
     browser_routes.add(app, cfg)
+    metrics_route.add(app, cfg)
+    build_info.register("router")
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
@@ -96,4 +103,6 @@ def create_app(
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    # Outermost: it times and logs every answer, CORS preflights and the body limit's 413s too.
+    app.add_middleware(HttpObserver, metrics=metrics.HTTP, forwarded_hops=cfg.forwarded_hops)
     return app

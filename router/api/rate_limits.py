@@ -14,6 +14,7 @@ import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from .. import metrics
 from ..config import RouterConfig
 from .errors import ApiError
 
@@ -53,6 +54,8 @@ class RateLimits:
             for r in rules:
                 self._limiter.hit(*r)
             return None
+        for _, limit, _ in denied:
+            metrics.RATE_LIMITED.labels(limit=limit).inc()
         wait = 1.0
         for item, *ids in denied:
             reset = self._limiter.get_window_stats(item, *ids).reset_time

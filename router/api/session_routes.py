@@ -13,7 +13,7 @@ from gateway import membership, session_store, streams, tokens
 from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
-from .. import listing, sessions, shortcodes
+from .. import listing, metrics, sessions, shortcodes
 from .auth import (
     CHALLENGE,
     AgentKey,
@@ -161,7 +161,11 @@ async def lookup(
         found = await deps.bridge.call(
             sessions.resolve_code, deps.kv_sessions, deps.kv_codes, code, now, cfg.code_ttl
         )
-    if found is None or not key.may_see(found[1].site):  # another site's: as if unknown
+    visible = found is not None and key.may_see(found[1].site)  # another site's: as if unknown
+    metrics.CODE_LOOKUPS.labels(
+        result="found" if visible else "unknown" if shortcodes.is_code(code) else "malformed"
+    ).inc()
+    if found is None or not visible:
         raise ApiError(404, "unknown_code", "no session has this code (or it has expired)")
     sid, _ = found
     urls = await gateway_urls(deps, sid)

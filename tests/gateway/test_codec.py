@@ -22,6 +22,7 @@ from gateway.codec import (
     ProtocolError,
     Resume,
     Welcome,
+    close_name,
     decode_batch,
     decode_frame,
     encode_batch,
@@ -420,3 +421,11 @@ def test_error_frame_for_a_huge_unknown_type_is_decodable():
 def test_a_snapshot_part_must_say_which_of_how_many(payload):
     frame = pack({"t": "ev", "e": 1, "ev": [[1, "snapshot", 0, payload]]})
     rejects(frame, "bad_shape", Close.BAD_FRAME)
+
+
+def test_close_codes_have_names_for_logs():
+    """Logs say `code=1001 reason_name=GOING_AWAY`, not an enum's repr (issue 16)."""
+    assert close_name(Close.GOING_AWAY) == "GOING_AWAY"
+    assert close_name(Close.SESSION_FULL) == "SESSION_FULL"
+    assert close_name(1006) == "ABNORMAL_CLOSURE"  # no close frame at all
+    assert close_name(3999) == "UNKNOWN"

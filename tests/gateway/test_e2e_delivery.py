@@ -47,3 +47,16 @@ async def test_visitor_and_two_agents_on_different_gateways(two_gateways):
     assert agent1.stats.duplicates_dropped == agent2.stats.duplicates_dropped == 0
     assert agent1.stats.gaps == agent2.stats.gaps == 0
     assert [(d.src, d.seq, d.kind) for d in back] == [(agent2.welcome.aid, 1, "pointer")]
+    # What an SRE sees on gw-b, which holds only the agent (issue 16): the visitor's frames
+    # timed from their arrival at gw-a to agent2's socket, NATS up, the build.
+    latency = "cobrowse_gateway_delivery_latency_seconds"
+    timed = g.metric("gw-b", latency + "_count")
+    assert 0 < timed <= n_events  # at most one observation per delivered frame
+    spent = g.metric("gw-b", latency + "_sum")
+    assert spent >= 0
+    print(
+        f"\ngw-a -> gw-b delivery latency: {spent / timed * 1000:.1f} ms mean, {timed:.0f} frames"
+    )
+    assert g.metric("gw-b", "cobrowse_gateway_nats_connected") == 1
+    assert g.metric("gw-b", "cobrowse_build_info") == 1
+    assert g.metric("gw-b", "process_cpu_seconds_total") > 0

@@ -477,7 +477,7 @@ async def test_lame_duck_info_moves_to_the_next_server():
     async with trio.open_nursery() as nursery:
         first = await fake_server(nursery, [lame])
         second = await fake_server(nursery, [good])
-        with trio.fail_after(10):
+        with trio.fail_after(10), structlog.testing.capture_logs() as logs:
             async with NatsClient.open([first, second]) as nc:
                 assert nc.connected_url == first
                 back = trio.Event()
@@ -485,6 +485,9 @@ async def test_lame_duck_info_moves_to_the_next_server():
                 await back.wait()
                 assert nc.connected_url == second
         nursery.cancel_scope.cancel()
+    # A NATS node's drain is normal: leaving it is no warning (issue 16).
+    left = [e for e in logs if e["event"] == "nats_disconnected" and e["url"] == first]
+    assert [(e["log_level"], e["lame_duck"]) for e in left] == [("info", True)]
 
 
 # ---- JetStream through the hot-path client ----------------------------------------------------

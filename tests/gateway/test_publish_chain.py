@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codec import MAX_FRAME_BYTES, Event, ProtocolError, decode_batch, encode_batch
+from gateway.jetstream import publish_headers, received_at
+from gateway.nats_wire import parse_headers
 from gateway.publish_chain import MAX_BODY, WRONG_LAST_SEQUENCE, PublishChain, Refusal
 from gateway.session_store import SnapshotPointer
 
@@ -184,3 +186,22 @@ def test_a_frame_at_the_size_limit_is_split_so_its_headers_still_fit_nats_max_pa
     c.stored(41)
     second = c.next(0.0)
     assert second.first == first.last + 1 and second.last == 10
+
+
+def test_a_message_carries_its_oldest_frames_arrival_to_the_receiving_gateways():
+    """Delivery latency (issue 16) is timed from the oldest frame a message holds; the header
+    that carries it reads back exactly, and a message without one is not timed."""
+    c = chain()
+    c.add(events(1, 1), received=100.25)
+    assert c.next(0.0).received == 100.25
+    for s, at in ((2, 101.5), (3, 102.0)):
+        c.add(events(s, 1), received=at)
+    c.stored(41)
+    msg = c.next(0.0)
+    assert (msg.first, msg.last, msg.received) == (2, 3, 101.5)
+    headers = publish_headers(msg)
+    assert parse_headers(headers)["Nats-Msg-Id"] == "s1:3:2-3"
+    assert received_at(headers) == 101.5
+    msg.received = 0.0  # not known (a frame from a test's chain): no header, no timing
+    assert received_at(publish_headers(msg)) is None
+    assert received_at(b"NATS/1.0\r\nCb-Received: 12x\r\n\r\n") is None

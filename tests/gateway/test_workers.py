@@ -4,6 +4,7 @@ spread over the workers, metrics per worker and in total, and the drain covers t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 import trio
 
 from gateway.client import Client
+from gateway.codec import close_name
 from router import natsproc
 from tests.gateway.test_drain import wait_members
 from tests.support.keys import mint, new_sid
@@ -61,6 +63,13 @@ async def test_two_workers_share_a_port_and_drain_together(nats_server, gateways
         total = scrape(admin, "cobrowse_gateway_connections")
         assert all(c > 0 for c in per_worker), per_worker  # the kernel spread them
         assert total == sum(per_worker) == 30
+        # The supervisor's /metrics (issue 16): its build, NATS up in every worker, and
+        # process_* of each process (a multiprocess registry has none of its own).
+        text = metrics_text(admin)
+        assert 'cobrowse_build_info{component="gateway",version="' in text
+        assert scrape(admin, "cobrowse_gateway_nats_connected") == 1
+        for process in ("supervisor", "w0", "w1"):
+            assert f'process_resident_memory_bytes{{process="{process}"}}' in text, process
         supervisor = g.procs["gw-w"][0]
         supervisor.send_signal(signal.SIGTERM)
         for v, _ in pairs:
@@ -155,6 +164,11 @@ async def test_drains_over_nats_by_gateway_or_worker_id(nats_server, gateways_fa
         n.cancel_scope.cancel()
     log = g.log("gw-w")
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    # A drain is normal: its NATS connections close at INFO (issue 16), close codes by name.
+    assert "event='nats_disconnected'" in log
+    assert "level='warning' event='nats_disconnected'" not in log
+    closes = re.findall(r"event='connection_closed' .* code=(\d+) reason_name='(\w+)'", log)
+    assert closes and all(close_name(int(code)) == name for code, name in closes), closes
 
 
 def handshake_status(port: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -197,12 +198,19 @@ def test_bad_env_config_is_a_clear_error(css_file: Path, name: str, value: str) 
 
 def test_serve_answers_health_and_stops_on_sigterm() -> None:
     import signal
+    import urllib.error
     import urllib.request
 
     from router.natsproc import free_port
 
     port = free_port()
-    environ = dict(os.environ, COBROWSE_PROXY_KEYS=KEYS, COBROWSE_PROXY_PUBLIC_URL=PUBLIC)
+    environ = dict(
+        os.environ,
+        COBROWSE_PROXY_KEYS=KEYS,
+        COBROWSE_PROXY_PUBLIC_URL=PUBLIC,
+        COBROWSE_LOG_FORMAT="json",  # production's (k8s/base/config/common.env)
+        COBROWSE_PROXY_FORWARDED_HOPS="1",
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
@@ -222,12 +230,36 @@ def test_serve_answers_health_and_stops_on_sigterm() -> None:
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.monotonic() < deadline, "proxy did not start"
                 time.sleep(0.1)
+        unsigned = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/asset?u=x", headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        try:
+            urllib.request.urlopen(unsigned, timeout=5)
+        except urllib.error.HTTPError as err:
+            err.close()  # an open connection would hold the graceful shutdown
+            assert err.code == 401
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    # Issue 16: /metrics by route template, and every line of stderr one JSON event:
+    # Hypercorn's, the service's, the access log with the caller behind one trusted hop.
+    assert 'cobrowse_proxy_requests_total{route="/v1/asset",status="401"} 1.0' in metrics
+    assert 'cobrowse_proxy_request_duration_seconds_count{route="/v1/asset"} 1.0' in metrics
+    assert 'cobrowse_build_info{component="proxy",version="' in metrics
+    assert "process_cpu_seconds_total " in metrics
+    events = [json.loads(line) for line in proc.stderr.read().splitlines()]
+    assert all({"timestamp", "level", "event"} <= set(e) for e in events), events
+    assert {e["event"] for e in events} >= {"proxy_listening", "http_request", "proxy_stopped"}
+    assert any(e.get("logger") == "hypercorn.error" for e in events), events
+    access = [e for e in events if e["event"] == "http_request"]
+    assert [(e["route"], e["status"], e["client"]) for e in access] == [
+        ("/v1/asset", 401, "203.0.113.9"),  # probes and scrapes (/healthz, /metrics): DEBUG
+    ]
 
 
 def test_help_lists_subcommands() -> None:

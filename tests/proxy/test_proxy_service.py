@@ -203,7 +203,7 @@ async def test_cached_without_second_fetch(env):
     assert 290 <= max_age <= 300
     metrics = (await http.get("/metrics")).text
     assert 'cobrowse_proxy_cache_total{result="hit"}' in metrics
-    assert 'cobrowse_proxy_requests_total{endpoint="/v1/stylesheet",status="200"}' in metrics
+    assert 'cobrowse_proxy_requests_total{route="/v1/stylesheet",status="200"}' in metrics
 
 
 async def test_stale_revalidated_with_etag(env):

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import membership, session_store, streams, tokens
+from gateway import build_info, membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
 from gateway.page_info import PageInfo
@@ -349,6 +351,60 @@ async def test_lookup_rate_limited_per_address(nats_server):
         assert int(r.headers["retry-after"]) >= 1
         there = {"X-Forwarded-For": "198.51.100.9"}
         assert (await a.lookup(code, key=AGENT_KEY2, headers=there)).status_code == 200
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text page (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
+
+
+async def test_metrics_and_access_log_by_route_never_through_the_ingress(nats_server):
+    """Issue 16: what an SRE sees: requests by route template and status, latency, refusals
+    by the rate limits, code lookups that miss (guessing), the access log's caller."""
+    async with serving(
+        nats_server.url, lookup_limit_per_address="2/minute", api_forwarded_hops="1"
+    ) as a:
+        before = (await a.http.get("/metrics")).text
+        made = await a.create()
+        here = {"X-Forwarded-For": "203.0.113.7"}
+        with structlog.testing.capture_logs() as logs:
+            assert (await a.lookup(made["short_code"], headers=here)).status_code == 200
+            assert (await a.lookup("999999", headers=here)).status_code == 404
+            assert (await a.lookup("999999", headers=here)).status_code == 429
+            r = await a.http.get(f"/v1/sessions/{made['session_id']}", headers=auth())
+            assert r.status_code == 200
+            assert (await a.http.get("/no/such/" + secrets.token_hex(4))).status_code == 404
+        through_ingress = await a.http.get("/metrics", headers=here)
+        assert_error(through_ingress, 404, "not_found")
+        after = (await a.http.get("/metrics")).text
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    lookup = "/v1/sessions/lookup"
+    requests = "cobrowse_router_requests_total"
+    for status in ("200", "404", "429"):
+        assert delta(requests, route=lookup, status=status) == 1, status
+    assert delta(requests, route="/v1/sessions/{session_id}", status="200") == 1
+    assert delta(requests, route="unmatched", status="404") == 1  # no raw path as a label
+    assert delta(requests, route="/metrics", status="404") == 1
+    assert delta("cobrowse_router_request_duration_seconds_count", route=lookup) == 3
+    assert delta("cobrowse_router_rate_limited_total", limit="lookup-addr") == 1
+    assert delta("cobrowse_router_code_lookups_total", result="found") == 1
+    assert delta("cobrowse_router_code_lookups_total", result="unknown") == 1
+    assert sample(after, "cobrowse_build_info", version=build_info.version(), component="router")
+    assert sample(after, "process_cpu_seconds_total") > 0
+    access = [e for e in logs if e["event"] == "http_request" and e["route"] == lookup]
+    assert [(e["method"], e["status"], e["client"]) for e in access] == [
+        ("POST", 200, "203.0.113.7"),
+        ("POST", 404, "203.0.113.7"),
+        ("POST", 429, "203.0.113.7"),
+    ]
+    assert all(e["duration_ms"] >= 0 and e["log_level"] == "info" for e in access)
 
 
 async def test_code_expires_unless_an_agent_joined(nats_server):
@@ -697,10 +753,18 @@ async def fake_gateway(bridge, gid: str, connections: int):
 
 
 async def test_health_and_openapi(nats_server):
-    async with serving(nats_server.url) as a:
+    metrics_port = natsproc.free_port()
+    async with serving(nats_server.url, api_metrics_port=str(metrics_port)) as a:
         r = await a.http.get("/healthz")
         assert r.status_code == 200 and r.json() == {"status": "ok", "nats": "connected"}
         assert (await a.http.get("/readyz")).status_code == 200
+        # With a metrics port (production), /metrics is there and not on the public port.
+        assert_error(await a.http.get("/metrics"), 404, "not_found")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as m:
+            page = (await m.get("/metrics")).text
+            assert (await m.get("/readyz")).status_code == 200
+            assert (await m.post("/admin/drain")).status_code == 405  # no drain: GETs only
+        assert sample(page, "cobrowse_router_requests_total", route="/healthz", status="200")
         r = await a.http.get("/openapi.json")
         assert r.status_code == 200
         doc = r.json()

@@ -139,6 +139,12 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
             with urllib.request.urlopen(info["api"]["url"] + path, timeout=5) as r:
                 assert marker in r.read(), path
         assert info["embed"].startswith(info["api"]["url"] + "/embed#key=")
+        # The router's /metrics (issue 16): requests by route template, its build.
+        with urllib.request.urlopen(info["api"]["url"] + "/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'cobrowse_router_requests_total{route="/cobrowse.js",status="200"}' in metrics
+        assert 'cobrowse_build_info{component="router",version="' in metrics
+        assert "process_cpu_seconds_total " in metrics
         # The gateways take the admin key it prints: a drain through the admin port works,
         # and the launcher starts the drained gateway again, as its Deployment would.
         gw2 = info["gateways"][1]
@@ -166,6 +172,14 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     assert proc.returncode == 0, out
     assert "cobrowse local cluster is up" in out
     assert not any(natsproc.pid_alive(p) for p in children)
+    # One format per process (development: key=value), Hypercorn's lines and the ready
+    # lines included; the router logs each request with its route (issue 16).
+    for name in ("router", "proxy", "gw-1"):
+        lines = (run_dir / f"{name}.log").read_text().splitlines()
+        assert lines and all(line.startswith("timestamp='") for line in lines), (name, lines)
+    router_log = (run_dir / "router.log").read_text()
+    assert "event='http_request' method='GET' route='/cobrowse.js'" in router_log
+    assert "logger='hypercorn.error'" in router_log
 
 
 def test_leftovers_of_a_dead_launcher_in_its_run_dir_are_ended_by_command_line(tmp_path):

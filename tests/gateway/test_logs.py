@@ -1,0 +1,50 @@
+"""gateway/logs.py: one format per process, for structlog events and the standard library's
+records (Hypercorn's) alike; enum values (close codes) as plain numbers (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from wsproto.frame_protocol import CloseReason
+
+from gateway import logs
+
+
+def render(fmt: str, event: str, **fields) -> str:
+    """An event through the pipeline `configure` installs for `fmt`, as the line it prints."""
+    out = {"event": event, **fields}
+    for processor in logs.processors(fmt):
+        out = processor(None, "info", out)
+    return out
+
+
+def test_kv_lines_show_close_codes_as_numbers_with_names():
+    line = render("kv", "connection_closed", code=CloseReason.GOING_AWAY, reason_name="GOING_AWAY")
+    assert line.startswith("timestamp='") and " level='info' event='connection_closed'" in line
+    assert "code=1001 reason_name='GOING_AWAY'" in line
+
+
+def test_json_lines_are_objects_with_the_same_keys():
+    got = json.loads(render("json", "connection_closed", code=CloseReason.GOING_AWAY))
+    assert got["code"] == 1001 and got["event"] == "connection_closed"
+    assert {"timestamp", "level"} <= set(got)
+
+
+@pytest.mark.parametrize("fmt", ["json", "kv"])
+def test_standard_library_records_share_the_format(fmt):
+    record = logging.LogRecord(
+        "hypercorn.error", logging.INFO, __file__, 1, "Running on %s", ("http://x",), None
+    )
+    line = logs.stdlib_formatter(fmt).format(record)
+    if fmt == "json":
+        got = json.loads(line)
+        assert (got["event"], got["logger"], got["level"]) == (
+            "Running on http://x",
+            "hypercorn.error",
+            "info",
+        )
+    else:
+        assert line.startswith("timestamp='")
+        assert "event='Running on http://x'" in line and "logger='hypercorn.error'" in line
