@@ -68,12 +68,43 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway router proxy loadtest tests
 	$(BIN)/ruff format --check gateway router proxy loadtest tests
 
-# The container image (Dockerfile): podman, else docker. Not part of `make test`.
+# The container image (Dockerfile): podman, else docker, whichever answers `info` (a CLI
+# whose daemon is down does not count). Not part of `make test`; tests/test_image.py runs
+# the Dockerfile's install steps into a clean venv instead. PYTHON_IMAGE is the base image
+# (a registry mirror, or a Debian bookworm image: the Dockerfile installs python3 when the
+# base has none), e.g. `make image PYTHON_IMAGE=mirror.example.com/library/python:3.11-slim`.
 IMAGE ?= cobrowse:0.1.0
-CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+PYTHON_IMAGE ?= docker.io/library/python:3.11-slim-bookworm
+CONTAINER_ENGINE ?=
 image:
-	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker" >&2; exit 1; }
-	$(CONTAINER_ENGINE) build --tag $(IMAGE) --file Dockerfile .
+	@engine="$(CONTAINER_ENGINE)"; found=; \
+	if [ -z "$$engine" ]; then \
+	  for c in podman docker; do \
+	    command -v $$c >/dev/null 2>&1 || continue; found="$$found $$c"; \
+	    if $$c info >/dev/null 2>&1; then engine=$$c; break; fi; \
+	  done; \
+	elif ! command -v "$$engine" >/dev/null 2>&1; then \
+	  echo "make image: CONTAINER_ENGINE=$$engine is not a command on PATH." >&2; exit 1; \
+	elif ! "$$engine" info >/dev/null 2>&1; then \
+	  found=" $$engine"; engine=; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+	  if [ -n "$$found" ]; then \
+	    echo "make image: found$$found, but \`info' fails: no container daemon or socket answers." >&2; \
+	    echo "  docker: start the daemon (sudo systemctl start docker) and check you may use" >&2; \
+	    echo "  its socket (DOCKER_HOST, or membership of the docker group); podman needs no" >&2; \
+	    echo "  daemon as root or rootless (on macOS: podman machine start)." >&2; \
+	  else \
+	    echo "make image: no container engine: neither podman nor docker is on PATH." >&2; \
+	    echo "  Install one (Debian: sudo apt-get install podman), or name yours with" >&2; \
+	    echo "  CONTAINER_ENGINE=/path/to/engine make image." >&2; \
+	  fi; \
+	  echo "  The build pulls $(PYTHON_IMAGE); without Docker Hub, point" >&2; \
+	  echo "  PYTHON_IMAGE at a mirror or a Debian base (docs/operations.md, The image)." >&2; \
+	  exit 1; \
+	fi; \
+	echo "make image: building $(IMAGE) from $(PYTHON_IMAGE) with $$engine"; \
+	$$engine build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --tag $(IMAGE) --file Dockerfile .
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
