@@ -6,11 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-engines fidelity lint bench loadtest clean image
 
+# Says what it does before each step and lets pip print its own progress (a first install
+# downloads about 150 MB and takes a minute or more; a silent one looked hung).
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,loadtest]'
+	@test -x $(BIN)/python || { echo "==> [1/3] creating $(VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV); }
+	@echo "==> [2/3] upgrading pip in $(VENV)"
+	$(BIN)/python -m pip install --upgrade --progress-bar on pip
+	@echo "==> [3/3] installing cobrowse (editable) with its test and loadtest dependencies"
+	$(BIN)/python -m pip install --progress-bar on -e '.[test,loadtest]'
 	@touch $(STAMP)
+	@echo "==> $(VENV) is ready (made again only when pyproject.toml changes)"
 
 run: $(STAMP)
 	$(BIN)/python -m router up
@@ -57,8 +63,9 @@ test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 fidelity: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m tests.support.fidelity --json bench/fidelity.json $(FIDELITY_ARGS)
 
+# Exits 1 when a target is missed; `make bench BENCH_ARGS=--report-only` only reports.
 bench: $(STAMP)
-	$(BIN)/python -m loadtest bench --json bench/results.json
+	$(BIN)/python -m loadtest bench --json bench/results.json $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest run --scenario drain --sessions 100 --duration 90 --report loadtest-report
