@@ -180,6 +180,16 @@ def _row(
     return (figure, result, compared, target, met, load)
 
 
+def _run_row(label: str, run: dict, compared: str = "") -> Row:
+    """A throughput run's row: '<label> N sessions', its events/s and the gateway's load."""
+    return _row(
+        f"{label} {run.get('sessions', '?')} sessions",
+        fmt_rate(run.get("events_per_s"), " ev/s"),
+        compared,
+        load=fmt_load(run),
+    )
+
+
 def table_rows(doc: dict) -> list[Row]:
     """The headline table, one row per figure (see COLUMNS); short cells, so that it fits
     100 columns (`print_table`)."""
@@ -225,14 +235,8 @@ def table_rows(doc: dict) -> list[Row]:
     )
     many = path.get("many_sessions", {})
     if many:
-        rows.append(
-            _row(
-                f"our path, {many.get('sessions', '?')} sessions",
-                fmt_rate(many.get("events_per_s"), " ev/s"),
-                f"{fmt_ratio(many.get('ratio_to_ws_floor'))} of ws floor",
-                load=fmt_load(many),
-            )
-        )
+        compared = f"{fmt_ratio(many.get('ratio_to_ws_floor'))} of ws floor"
+        rows.append(_run_row("our path,", many, compared))
     for lat in doc.get("latency", []):
         target = lat.get("target_p99_ms")
         rows.append(
@@ -259,20 +263,9 @@ def table_rows(doc: dict) -> list[Row]:
     workers = doc.get("workers", {})
     if workers.get("available"):
         w1, w2 = workers.get("one", {}), workers.get("two", {})
+        rows.append(_run_row("--workers 1,", w1))
         rows.append(
-            _row(
-                f"--workers 1, {w1.get('sessions', '?')} sessions",
-                fmt_rate(w1.get("events_per_s"), " ev/s"),
-                load=fmt_load(w1),
-            )
-        )
-        rows.append(
-            _row(
-                f"--workers 2, {w2.get('sessions', '?')} sessions",
-                fmt_rate(w2.get("events_per_s"), " ev/s"),
-                f"{fmt_ratio(workers.get('scaling'))} of 1 worker",
-                load=fmt_load(w2),
-            )
+            _run_row("--workers 2,", w2, f"{fmt_ratio(workers.get('scaling'))} of 1 worker")
         )
     else:
         rows.append(_row("gateway: one process vs two", workers.get("note", "n/a")))
