@@ -4,7 +4,7 @@ by `stuck_after` seconds of silence; a restart forgets what the worker said befo
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admin_port import AdminHooks, route
@@ -53,6 +53,7 @@ PROBES = st.lists(
 )
 
 
+@settings(max_examples=50)  # 3 workers, 4 kinds of event: 50 sequences cover it in ~0.4 s
 @given(PROBES, st.floats(1, 30))
 def test_the_two_probes_follow_the_last_answers(probes, stuck_after):
     """Readiness is exactly "each worker's last event was a 200"; a worker is stuck exactly

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import trio
 
@@ -210,14 +211,15 @@ def probe(admin_port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-async def wait_probes(admin_port: int, ready: int, healthy: int) -> tuple[str, str]:
-    """Poll the supervisor's /readyz and /healthz until they give these statuses; bodies."""
+async def wait_probes(admin_port: int, ready: int, healthy: int, *said: str) -> None:
+    """Poll the supervisor's /readyz and /healthz until they give these statuses and their
+    bodies say each of `said` (bounded: a probe that never gets there fails the test)."""
     with trio.fail_after(20):
         while True:
             r = await trio.to_thread.run_sync(probe, admin_port, "/readyz")
             h = await trio.to_thread.run_sync(probe, admin_port, "/healthz")
-            if (r[0], h[0]) == (ready, healthy):
-                return r[1], h[1]
+            if (r[0], h[0]) == (ready, healthy) and all(x in r[1] + h[1] for x in said):
+                return
             await trio.sleep(0.1)
 
 
@@ -229,16 +231,16 @@ async def check_probes(g: Gateways, nats_server: natsproc.NatsServer) -> None:
     admin = g.health["gw-w"]
     await wait_probes(admin, 200, 200)
     worker = children(g.procs["gw-w"][0].pid)[0]
+    args = Path(f"/proc/{worker}/cmdline").read_text().split("\0")  # noqa: ASYNC240
+    name = "w" + args[args.index("--worker-index") + 1]  # its name in the probes' bodies
     os.kill(worker, signal.SIGSTOP)
     try:
-        _, health_body = await wait_probes(admin, 503, 503)
+        await wait_probes(admin, 503, 503, f"{name}=stuck")
     finally:
         os.kill(worker, signal.SIGCONT)
-    assert "stuck" in health_body and "=ready" in health_body, health_body
     await wait_probes(admin, 200, 200)
     nats_server.stop()
-    ready_body, _ = await wait_probes(admin, 503, 200)
-    assert ready_body.count("=not_ready") == 2, ready_body
+    await wait_probes(admin, 503, 200, "w0=not_ready", "w1=not_ready")
 
 
 def children(pid: int) -> list[int]:
