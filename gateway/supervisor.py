@@ -27,11 +27,12 @@ from pathlib import Path
 import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 from .address_limit import AddressLimitServer, socket_path
 from .admin_port import AdminHooks, serve_admin
 from .config import GatewayConfig
-from .worker_health import PROBE_INTERVAL, PROBE_TIMEOUT, WorkerHealth
+from .worker_health import PROBE_INTERVAL, PROBE_TIMEOUT, WorkerHealth, WorkerState
 
 log = structlog.get_logger("gateway.supervisor")
 
@@ -76,6 +77,25 @@ def loopback_for(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
+class WorkerStates:
+    """`cobrowse_gateway_workers{state}`: how many workers are in each state, read at scrape
+    time, so /metrics agrees with /readyz and /healthz at the same instant."""
+
+    def __init__(self, health: WorkerHealth) -> None:
+        self.health = health
+
+    def collect(self):
+        g = GaugeMetricFamily(
+            "cobrowse_gateway_workers",
+            "Workers of this gateway by their state in the supervisor's probes",
+            labels=["state"],
+        )
+        states = list(self.health.report(trio.current_time()).values())
+        for state in [*(s.value for s in WorkerState), "stuck"]:
+            g.add_metric([state], states.count(state))
+        yield g
+
+
 def ready_file(index: int) -> Path | None:
     d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     return Path(d) / f"ready-{index}" if d else None
@@ -92,6 +112,7 @@ class Supervisor:
         self.health = WorkerHealth(stuck_after=cfg.worker_stuck_after)
         self.registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.registry, path=self.dir)
+        self.registry.register(WorkerStates(self.health))
 
     def spawn(self, i: int) -> None:
         (Path(self.dir) / f"ready-{i}").unlink(missing_ok=True)

@@ -236,6 +236,11 @@ async def check_probes(g: Gateways, nats_server: natsproc.NatsServer) -> None:
     os.kill(worker, signal.SIGSTOP)
     try:
         await wait_probes(admin, 503, 503, f"{name}=stuck")
+        text = await trio.to_thread.run_sync(metrics_text, admin)  # same instant's view
+        stuck = [
+            x for x in text.splitlines() if x.startswith('cobrowse_gateway_workers{state="stuck"}')
+        ]
+        assert len(stuck) == 1 and float(stuck[0].rpartition(" ")[2]) >= 1, text[-1500:]
     finally:
         os.kill(worker, signal.SIGCONT)
     await wait_probes(admin, 200, 200)
