@@ -79,7 +79,8 @@ lint: $(STAMP)
 # whose daemon is down does not count). Not part of `make test`; tests/test_image.py runs
 # the Dockerfile's install steps into a clean venv instead. PYTHON_IMAGE is the base image
 # (a registry mirror, or a Debian bookworm image: the Dockerfile installs python3 when the
-# base has none), e.g. `make image PYTHON_IMAGE=mirror.example.com/library/python:3.11-slim`.
+# base has none), e.g. `make image PYTHON_IMAGE=mirror.example.com/library/python:3.11-slim`;
+# IMAGE_BUILD_ARGS adds engine flags (`--build-arg HTTPS_PROXY=...`).
 IMAGE ?= cobrowse:0.1.0
 PYTHON_IMAGE ?= docker.io/library/python:3.11-slim-bookworm
 CONTAINER_ENGINE ?=
@@ -111,7 +112,7 @@ image:
 	  exit 1; \
 	fi; \
 	echo "make image: building $(IMAGE) from $(PYTHON_IMAGE) with $$engine"; \
-	$$engine build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --tag $(IMAGE) --file Dockerfile .
+	$$engine build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) $(IMAGE_BUILD_ARGS) --tag $(IMAGE) --file Dockerfile .
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
