@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every component: the first argument names it.
 #   gateway            python -m gateway            (flags and COBROWSE_* variables: README)
 #   router serve       python -m router serve       (HTTP API, snippet, embed page)
@@ -9,12 +8,21 @@
 # Runs as an unprivileged user with a read-only root filesystem; everything it writes
 # (the gateway supervisor's metrics directory, matplotlib's cache) goes under /tmp, which the
 # manifests mount as an emptyDir. Build: `make image` (podman or docker).
+#
+# PYTHON_IMAGE is the base of both stages (`make image PYTHON_IMAGE=...`): any image with
+# Python 3.11 or later, such as a registry mirror's copy of python:3.11-slim, or a Debian
+# image with no Python (debian:bookworm-slim), where Debian's python3 is installed first.
+# No `# syntax=` line: under BuildKit it would pull a frontend image from Docker Hub.
+# tests/k8s/test_image.py runs this file's build-stage COPY and RUN steps into a clean venv.
 
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/cobrowse
+RUN command -v python3 >/dev/null || { apt-get update \
+     && apt-get install --yes --no-install-recommends python3 python3-venv \
+     && rm -rf /var/lib/apt/lists/*; }
+RUN python3 -m venv /opt/cobrowse
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
@@ -29,6 +37,9 @@ RUN /opt/cobrowse/bin/pip install '.[loadtest]' \
  && /opt/cobrowse/bin/python -m compileall -q /opt/cobrowse
 
 FROM ${PYTHON_IMAGE}
+RUN command -v python3 >/dev/null || { apt-get update \
+     && apt-get install --yes --no-install-recommends python3 \
+     && rm -rf /var/lib/apt/lists/*; }
 LABEL org.opencontainers.image.title="cobrowse" \
       org.opencontainers.image.description="cobrowse gateway, router, proxy and load-test harness"
 RUN groupadd --system --gid 10001 cobrowse \

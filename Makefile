@@ -6,11 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-engines fidelity lint bench loadtest clean image screenshots
 
+# Says what it does before each step and lets pip print its own progress (a first install
+# downloads about 150 MB and takes a minute or more; a silent one looked hung).
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,loadtest]'
+	@test -x $(BIN)/python || { echo "==> [1/3] creating $(VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV); }
+	@echo "==> [2/3] upgrading pip in $(VENV)"
+	$(BIN)/python -m pip install --upgrade --progress-bar on pip
+	@echo "==> [3/3] installing cobrowse (editable) with its test and loadtest dependencies"
+	$(BIN)/python -m pip install --progress-bar on -e '.[test,loadtest]'
 	@touch $(STAMP)
+	@echo "==> $(VENV) is ready (made again only when pyproject.toml changes)"
 
 run: $(STAMP)
 	$(BIN)/python -m router up
@@ -61,8 +67,9 @@ fidelity: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 screenshots: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m tests.support.screenshots docs
 
+# Exits 1 when a target is missed; `make bench BENCH_ARGS=--report-only` only reports.
 bench: $(STAMP)
-	$(BIN)/python -m loadtest bench --json bench/results.json
+	$(BIN)/python -m loadtest bench --json bench/results.json $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest run --scenario drain --sessions 100 --duration 90 --report loadtest-report
@@ -72,12 +79,44 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway router proxy loadtest tests
 	$(BIN)/ruff format --check gateway router proxy loadtest tests
 
-# The container image (Dockerfile): podman, else docker. Not part of `make test`.
+# The container image (Dockerfile): podman, else docker, whichever answers `info` (a CLI
+# whose daemon is down does not count). Not part of `make test`; tests/test_image.py runs
+# the Dockerfile's install steps into a clean venv instead. PYTHON_IMAGE is the base image
+# (a registry mirror, or a Debian bookworm image: the Dockerfile installs python3 when the
+# base has none), e.g. `make image PYTHON_IMAGE=mirror.example.com/library/python:3.11-slim`;
+# IMAGE_BUILD_ARGS adds engine flags (`--build-arg HTTPS_PROXY=...`).
 IMAGE ?= cobrowse:0.1.0
-CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+PYTHON_IMAGE ?= docker.io/library/python:3.11-slim-bookworm
+CONTAINER_ENGINE ?=
 image:
-	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker" >&2; exit 1; }
-	$(CONTAINER_ENGINE) build --tag $(IMAGE) --file Dockerfile .
+	@engine="$(CONTAINER_ENGINE)"; found=; \
+	if [ -z "$$engine" ]; then \
+	  for c in podman docker; do \
+	    command -v $$c >/dev/null 2>&1 || continue; found="$$found $$c"; \
+	    if $$c info >/dev/null 2>&1; then engine=$$c; break; fi; \
+	  done; \
+	elif ! command -v "$$engine" >/dev/null 2>&1; then \
+	  echo "make image: CONTAINER_ENGINE=$$engine is not a command on PATH." >&2; exit 1; \
+	elif ! "$$engine" info >/dev/null 2>&1; then \
+	  found=" $$engine"; engine=; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+	  if [ -n "$$found" ]; then \
+	    echo "make image: found$$found, but \`info' fails: no container daemon or socket answers." >&2; \
+	    echo "  docker: start the daemon (sudo systemctl start docker) and check you may use" >&2; \
+	    echo "  its socket (DOCKER_HOST, or membership of the docker group); podman needs no" >&2; \
+	    echo "  daemon as root or rootless (on macOS: podman machine start)." >&2; \
+	  else \
+	    echo "make image: no container engine: neither podman nor docker is on PATH." >&2; \
+	    echo "  Install one (Debian: sudo apt-get install podman), or name yours with" >&2; \
+	    echo "  CONTAINER_ENGINE=/path/to/engine make image." >&2; \
+	  fi; \
+	  echo "  The build pulls $(PYTHON_IMAGE); without Docker Hub, point" >&2; \
+	  echo "  PYTHON_IMAGE at a mirror or a Debian base (docs/operations.md, The image)." >&2; \
+	  exit 1; \
+	fi; \
+	echo "make image: building $(IMAGE) from $(PYTHON_IMAGE) with $$engine"; \
+	$$engine build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) $(IMAGE_BUILD_ARGS) --tag $(IMAGE) --file Dockerfile .
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis

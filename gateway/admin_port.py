@@ -3,7 +3,8 @@
 The router serves the same port without the drain as its metrics port (router/serve.py).
 
 Readiness fails as soon as a drain starts (and while NATS is unreachable), so a load
-balancer stops sending new clients before any existing one is told to leave.
+balancer stops sending new clients before any existing one is told to leave. Liveness fails
+only where the supervisor of several workers finds one stuck (gateway/worker_health.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class AdminHooks:
     drain: Callable[[], dict] | None  # starts a drain, returns the state; None: no drains
     admin_key: str | None
     metrics: Callable[[], bytes] = generate_latest
+    live: Callable[[], bool] = lambda: True
+    detail: Callable[[], dict[str, str]] | None = None  # e.g. each worker's state, in bodies
+
+
+def _probe(ok: bool, good: bytes, bad: bytes, hooks: AdminHooks) -> Response:
+    """A probe's answer: 200 or 503, the word, then `detail` as `key=value` words."""
+    extra = " ".join(f"{k}={v}" for k, v in hooks.detail().items()) if hooks.detail else ""
+    body = (good if ok else bad) + (b" " + extra.encode() if extra else b"") + b"\n"
+    return (200 if ok else 503), "text/plain", body
 
 
 def _json(status: int, obj: dict) -> Response:
@@ -55,13 +65,9 @@ def route(hooks: AdminHooks, method: bytes, path: str, headers: dict[bytes, byte
     if method not in (b"GET", b"HEAD"):
         return _json(405, {"error": {"code": "method_not_allowed", "message": "use GET"}})
     if path == "/healthz":
-        return 200, "text/plain", b"ok\n"
+        return _probe(hooks.live(), b"ok", b"stuck", hooks)
     if path == "/readyz":
-        return (
-            (200, "text/plain", b"ready\n")
-            if hooks.ready()
-            else (503, "text/plain", b"not ready\n")
-        )
+        return _probe(hooks.ready(), b"ready", b"not ready", hooks)
     if path == "/metrics":
         return 200, CONTENT_TYPE_LATEST, hooks.metrics()
     return _json(404, {"error": {"code": "not_found", "message": "no such path"}})

@@ -44,6 +44,7 @@ FLAGS: dict[str, tuple[str, s.Var]] = {
     "--new-per-address": ("new_per_address", s.ADMIT_NEW_PER_ADDRESS),
     "--forwarded-hops": ("forwarded_hops", s.GATEWAY_FORWARDED_HOPS),
     "--workers": ("workers", s.GATEWAY_WORKERS),
+    "--worker-stuck-after": ("worker_stuck_after", s.GATEWAY_WORKER_STUCK_AFTER),
 }
 FLAG_OF: dict[str, str] = {var.name: flag for flag, (_, var) in FLAGS.items()}
 
@@ -73,6 +74,7 @@ class GatewayConfig:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)  # each connection's sends
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
+    worker_stuck_after: float = s.GATEWAY_WORKER_STUCK_AFTER.default  # supervisor's /healthz
     worker_index: int | None = None  # set in a worker process started by the supervisor
     base_id: str | None = None  # a worker's gateway id without its ".w<i>" suffix
     log: s.LogSettings = field(default_factory=s.LogSettings)
@@ -154,6 +156,7 @@ def config_from(
         stream=got.stream.settings,
         budget=got.budget.settings,
         workers=got.workers or (os.cpu_count() or 1),
+        worker_stuck_after=got.worker_stuck_after,
         log=got.log,
     )
     if got.gateway_id:

@@ -538,6 +538,14 @@ GATEWAY_WORKERS = Var(
     "`<id>.w<i>`; `0`: the CPU count",
     shown_default="the CPU count",
 )
+GATEWAY_WORKER_STUCK_AFTER = Var(
+    "COBROWSE_GATEWAY_WORKER_STUCK_AFTER",
+    15.0,
+    number,
+    "seconds a worker may leave the supervisor's probes of its `/readyz` unanswered before "
+    "the supervisor's `/healthz` fails (and the kubelet restarts the pod), at least 1",
+    checks=(at_least(1),),
+)
 GATEWAY_FORWARDED_HOPS = Var(
     "COBROWSE_GATEWAY_FORWARDED_HOPS",
     0,
@@ -916,6 +924,7 @@ class GatewaySettings:
     public_url: str | None = setting(GATEWAY_PUBLIC_URL)
     health_port: int | None = setting(GATEWAY_HEALTH_PORT)
     workers: int | None = setting(GATEWAY_WORKERS)
+    worker_stuck_after: float = setting(GATEWAY_WORKER_STUCK_AFTER)
     admin_key: str | None = setting(ADMIN_KEY)
     nats_servers: tuple[str, ...] = setting(NATS_URL)
     nats_auth: NatsAuthVars = group(NatsAuthVars)

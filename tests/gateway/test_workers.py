@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import trio
 
@@ -17,6 +19,7 @@ from gateway.client import Client
 from gateway.codec import close_name
 from router import natsproc
 from tests.gateway.test_drain import wait_members
+from tests.support.gateways import Gateways
 from tests.support.keys import mint, new_sid
 
 
@@ -182,11 +185,13 @@ def handshake_status(port: int) -> int:
         return int(sock.recv(64).split(b" ")[1])
 
 
-async def test_the_per_address_limit_is_one_count_per_gateway(nats_server, gateways_factory):
+async def test_one_address_count_and_one_set_of_probes_per_gateway(nats_server, gateways_factory):
     """Not one per worker: with 2 workers and 10/minute, an address gets 10 handshakes a
-    minute, not 20, whichever worker the kernel hands each connection to."""
+    minute, not 20, whichever worker the kernel hands each connection to. Then (one gateway
+    start for both) the supervisor's /readyz and /healthz speak for the workers."""
     g = gateways_factory(nats_server.url)
-    g.start("gw-w", ["--workers", "2", "--new-per-address", "10/minute"])
+    args = ["--workers", "2", "--new-per-address", "10/minute", "--worker-stuck-after", "1"]
+    g.start("gw-w", args)
     port, admin = g.procs["gw-w"][1], g.health["gw-w"]
     got = [await trio.to_thread.run_sync(handshake_status, port) for _ in range(30)]
     assert got.count(101) == 10 and got.count(429) == 20, got
@@ -195,6 +200,7 @@ async def test_the_per_address_limit_is_one_count_per_gateway(nats_server, gatew
     text = await trio.to_thread.run_sync(metrics_text, admin)
     local = [x for x in text.splitlines() if 'lane="address_limit_local"' in x]
     assert all(float(x.rpartition(" ")[2]) == 0 for x in local), local  # all asked the supervisor
+    await check_probes(g, nats_server)
 
 
 async def test_workers_die_with_a_killed_supervisor(nats_server, gateways_factory):
@@ -209,6 +215,51 @@ async def test_workers_die_with_a_killed_supervisor(nats_server, gateways_factor
     with trio.fail_after(10):
         while any(natsproc.pid_alive(c) for c in kids):
             await trio.sleep(0.05)
+
+
+def probe(admin_port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def wait_probes(admin_port: int, ready: int, healthy: int, *said: str) -> None:
+    """Poll the supervisor's /readyz and /healthz until they give these statuses and their
+    bodies say each of `said` (bounded: a probe that never gets there fails the test)."""
+    with trio.fail_after(20):
+        while True:
+            r = await trio.to_thread.run_sync(probe, admin_port, "/readyz")
+            h = await trio.to_thread.run_sync(probe, admin_port, "/healthz")
+            if (r[0], h[0]) == (ready, healthy) and all(x in r[1] + h[1] for x in said):
+                return
+            await trio.sleep(0.1)
+
+
+async def check_probes(g: Gateways, nats_server: natsproc.NatsServer) -> None:
+    """The supervisor's probes speak for its workers (started with --worker-stuck-after 1):
+    a worker that stops answering (SIGSTOP) makes /readyz fail at once and /healthz after
+    that bound; once it runs again both recover; NATS gone makes /readyz fail (every
+    worker's own /readyz does) while /healthz stays 200: a restart would not bring NATS."""
+    admin = g.health["gw-w"]
+    await wait_probes(admin, 200, 200)
+    worker = children(g.procs["gw-w"][0].pid)[0]
+    args = Path(f"/proc/{worker}/cmdline").read_text().split("\0")  # noqa: ASYNC240
+    name = "w" + args[args.index("--worker-index") + 1]  # its name in the probes' bodies
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        await wait_probes(admin, 503, 503, f"{name}=stuck")
+        text = await trio.to_thread.run_sync(metrics_text, admin)  # same instant's view
+        stuck = [
+            x for x in text.splitlines() if x.startswith('cobrowse_gateway_workers{state="stuck"}')
+        ]
+        assert len(stuck) == 1 and float(stuck[0].rpartition(" ")[2]) >= 1, text[-1500:]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    await wait_probes(admin, 200, 200)
+    nats_server.stop()
+    await wait_probes(admin, 503, 200, "w0=not_ready", "w1=not_ready")
 
 
 def children(pid: int) -> list[int]:

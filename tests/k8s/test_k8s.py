@@ -647,12 +647,16 @@ def test_gateway_readiness_fails_when_a_drain_starts(overlay):
     path = container["readinessProbe"]["httpGet"]["path"]
     draining = AdminHooks(ready=lambda: False, drain=dict, admin_key=None)
     assert route(draining, b"GET", path, {})[0] == 503
-    assert container["readinessProbe"]["failureThreshold"] == 1
-    assert container["readinessProbe"]["periodSeconds"] <= 5
+    probe = container["readinessProbe"]
+    # One slow answer under load is not a drain; a drain leaves the Service within 10 s, a
+    # third of the 30 s drain window over which its clients are moved.
+    assert probe["failureThreshold"] >= 2, "one missed probe must not unready the pod"
+    assert probe["failureThreshold"] * probe["periodSeconds"] <= 10
 
 
-def test_supervisor_is_not_ready_until_every_worker_listens(tmp_path):
-    """With several workers the supervisor answers /readyz: it must wait for the workers."""
+def test_supervisor_is_not_ready_until_every_worker_answers_ready(tmp_path):
+    """With several workers the supervisor answers /readyz: it must wait for the workers
+    (gateway/worker_health.py; tests/gateway/test_worker_health.py has the rest)."""
     from gateway.config import GatewayConfig
     from gateway.supervisor import Supervisor
     from gateway.tokens import Keyring
@@ -664,10 +668,12 @@ def test_supervisor_is_not_ready_until_every_worker_listens(tmp_path):
     sup = Supervisor(GatewayConfig(keyring=Keyring.parse("k:" + "x" * 16), workers=2), [])
     try:
         sup.workers = {0: Alive(), 1: Alive()}
+        sup.health.started(0)
+        sup.health.started(1)
         assert not sup.ready()
-        (Path(sup.dir) / "ready-0").touch()
+        sup.health.answered(0, ready=True, now=0)
         assert not sup.ready()
-        (Path(sup.dir) / "ready-1").touch()
+        sup.health.answered(1, ready=True, now=0)
         assert sup.ready()
         sup.draining = True
         assert not sup.ready()

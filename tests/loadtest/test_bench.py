@@ -14,11 +14,13 @@ import pytest
 from loadtest.bench.results import (
     COLUMNS,
     check,
+    exit_status,
     fmt_bytes,
     fmt_ms,
     fmt_rate,
     fmt_ratio,
     latency_summary,
+    micro_rows,
     numbers,
     percentile,
     ratio,
@@ -176,13 +178,23 @@ def test_table_rows_show_each_figure_with_its_target():
     assert one[2] == "0.50x of ws floor"
     assert one[4] == "yes"  # exactly at the 0.5x target
     assert one[5] == "80%, 10%, 57 µs"
-    lat = by_name["latency, 2,000 ev/s, 10 sessions"]
-    assert "p99 60.0 ms" in lat[1] and lat[3] == "p99 < 50 ms" and lat[4] == "NO"
-    assert by_name["latency, 1,000 ev/s, 10 sessions"][4] == ""  # no target at 1,000/s
-    mem = by_name["memory per idle conn (500)"]
-    assert mem[1] == "40.0 KiB" and mem[2].startswith("2.00x") and mem[4] == "NO"
+    lat = by_name["10 sessions, 2,000 ev/s"]
+    assert lat[1] == "p99 60.0 ms" and lat[3] == "p99 < 50 ms" and lat[4] == "NO"
+    assert lat[2] == "p50 5.00, max 90.0 ms"
+    assert by_name["10 sessions, 1,000 ev/s"][4] == ""  # no target at 1,000/s
+    mem = by_name["memory/idle conn (500)"]
+    assert mem[1] == "40.0 KiB" and mem[2] == "2.00x of raw 20.0 KiB" and mem[4] == "NO"
     assert by_name["--workers 2, 4 sessions"][2] == "1.50x of 1 worker"
-    assert by_name["trio-websocket, 100 B frames"][1] == "28,000 frames/s"
+    assert by_name["trio-websocket 100 B"][1] == "28,000 frames/s"
+    assert not any(r[0].startswith(("codec", "reorder", "token")) for r in rows)  # micro: apart
+
+
+def test_micro_rows_are_their_own_table():
+    rows = {r[0]: r for r in micro_rows(_doc())}
+    assert rows["codec enc+dec, 32-event frame"][1:] == ("6,000 frames/s", "192,000 ev/s")
+    assert rows["reorder push, shuffled"][1] == "900,000 ops/s"
+    assert rows["token bucket try_take"][2] == "half"
+    assert micro_rows({}) == []
 
 
 def test_table_rows_when_workers_are_missing_and_sections_are_empty():
@@ -192,13 +204,30 @@ def test_table_rows_when_workers_are_missing_and_sections_are_empty():
     assert any(r[1] == "n/a" for r in bare)
 
 
-def test_print_table_names_the_core_count():
+def test_print_table_fits_100_columns_and_explains_each_column_above_it():
     out = io.StringIO()
     print_table(_doc(), file=out)
     text = out.getvalue()
     assert "2 cores" in text
-    assert "our path, 1 session" in text
     assert "n/a (workers" not in text
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    header = next(i for i, line in enumerate(lines) if line.startswith("figure "))
+    micro = next(i for i, line in enumerate(lines) if line.startswith("micro-benchmark "))
+    explained = "\n".join(lines[:header])
+    for col in COLUMNS:
+        assert f"  {col} " in explained, col  # each column's note comes before the table
+    for name, _, *_ in table_rows(_doc()):
+        assert any(line.startswith(name + " ") for line in lines[header:micro]), name  # no wrap
+    assert "token bucket try_take" in "\n".join(lines[micro:])
+
+
+def test_a_missed_or_unmeasured_target_exits_1_unless_report_only():
+    met = [{"ok": True}, {"ok": True}]
+    assert exit_status(met, report_only=False) == 0
+    for bad in ({"ok": False}, {"ok": None}):
+        assert exit_status([*met, bad], report_only=False) == 1
+        assert exit_status([*met, bad], report_only=True) == 0
 
 
 def test_targets():
@@ -245,9 +274,12 @@ def test_quick_run_writes_every_section(tmp_path):
         text=True,
         timeout=150,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "our path" in proc.stdout
     doc = json.loads(out.read_text())
+    missed = [t["name"] for t in doc["targets"] if t["ok"] is not True]
+    assert proc.returncode == (1 if missed else 0), (missed, proc.stderr[-3000:])
+    assert all(f"target missed: {name}" in proc.stderr for name in missed)
+    assert "our path" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
     for section in ("machine", "floor", "path", "latency", "memory", "micro", "workers"):
         assert section in doc, section
     assert doc["machine"]["cpu_count"] >= 1
