@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import metrics, session, session_store, streams
+from . import metrics, remote_control, session, session_store, streams
 from .admission_gate import (
     AdmissionGate,
     check_handshake_sid,
@@ -148,7 +148,8 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "presence", "_budget_saved", "__weakref__",
+        "_resume_at", "presence", "_budget_saved", "control", "_control_news",
+        "_control_reload", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -179,6 +180,9 @@ class Connection:
         self._resume_at = 0.0
         self.presence = PresenceView()  # an agent's: what it was told about the visitor
         self._budget_saved = 0.0  # when a visitor last wrote its budget to the session
+        self.control: str | None = None  # the agent holding remote control, as last heard
+        self._control_news = 0  # CONTROL messages heard: a reload older than one is stale
+        self._control_reload = False  # an agent's reload of the grant is queued
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -380,6 +384,7 @@ class Connection:
         meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor))
         resumed = session.visitor_resumed(join, meta)
         self.epoch, self.vgen = meta.epoch, meta.vgen
+        self.control = meta.control
         tail = await streams.last_of(nc, stream, subject)
         durable = session.durable_prefix(tail.last_key if tail else None, meta.epoch)
         durable = durable if resumed else 0
@@ -446,6 +451,7 @@ class Connection:
         self._allowed = AGENT_KINDS
         joined_at = time.time()
         meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at))
+        self.control = meta.control
         subject = streams.subject_a(sid, aid)
         tail = await streams.last_of(nc, stream, subject) if resumed else None
         durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)
@@ -600,6 +606,53 @@ class Connection:
             news = self.presence.on_news(action.state, action.vgen)
             if news is not None:
                 self.send(Control(op="visitor", msg=news.value))
+        elif isinstance(action, session.ControlHolder):
+            self.control = action.aid
+            self._control_news += 1
+
+    # ---- remote control (gateway/remote_control.py) ---------------------------------------------
+
+    def _control_changed(self, change: remote_control.GrantChange) -> None:
+        """The visitor granted or ended control: every gateway of the session hears it now
+        (an agent's next input is screened by it), the metadata is written next."""
+        self.control = change.holder
+        news = session.SessionControl(session.CtlOp.CONTROL, aid=change.holder)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+        metrics.CONTROL_CHANGES.labels(to="none" if change.holder is None else "agent").inc()
+        log.info("control_changed", sid=self.sid, holder=change.holder)
+        self.later(lambda: self._write_control(lambda m: remote_control.write(m, change)))
+
+    async def _write_control(self, change: Callable[[SessionMeta], None]) -> None:
+        with trio.move_on_after(KV_TIMEOUT):
+            try:
+                await self.ctx.update(self.sid, change)
+            except Exception as exc:
+                log.warning("control_not_recorded", sid=self.sid, error=repr(exc))
+
+    def _refuse_inputs(self, refused: int) -> None:
+        """An agent's inputs without a grant: counted, logged, told, and the grant read
+        again from the metadata (a CONTROL message missed while joining heals)."""
+        metrics.CONTROL_REFUSED.inc(refused)
+        log.info("control_refused", sid=self.sid, aid=self.aid, refused=refused)
+        self.send(
+            Control(
+                op="refused",
+                code=remote_control.NOT_GRANTED,
+                msg=remote_control.refusal_note(refused),
+            )
+        )
+        if not self._control_reload:
+            self._control_reload = True
+            self.later(self._reload_control)
+
+    async def _reload_control(self) -> None:
+        heard = self._control_news
+        try:
+            meta = await self.ctx.load(self.sid)
+        finally:
+            self._control_reload = False
+        if heard == self._control_news:  # else a CONTROL message came since: it is newer
+            self.control = meta.control if meta is not None else None
 
     def _announce(self, state: VisitorState) -> None:
         """The visitor connection's presence, for every agent of the session."""
@@ -722,7 +775,17 @@ class Connection:
                 if wait == CLOSE:
                     raise OVER_BUDGET
                 return wait
+            change = None
+            if self.role is Role.AGENT:
+                screened = remote_control.screen(frame.events, self.aid, self.control)
+                if screened.refused:
+                    frame.events = screened.events
+                    self._refuse_inputs(screened.refused)
+            else:
+                change = remote_control.visitor_change(frame.events, self.control)
             self.sender.take(frame)
+            if change is not None:
+                self._control_changed(change)
             events_in[self.role.value] += n
         elif type(frame) is Bye:
             self.close_code, self.close_reason = Close.NORMAL, "bye"
@@ -782,6 +845,13 @@ class Connection:
         if self.joined:
             await self._after_close()
 
+    async def _end_control(self, change: Callable[[SessionMeta], None]) -> None:
+        """A grant ends with its holder's or the visitor's bye: written, then told."""
+        await self._write_control(change)
+        news = session.SessionControl(session.CtlOp.CONTROL, aid=None)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+        metrics.CONTROL_CHANGES.labels(to="none").inc()
+
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
         if self.role is Role.VISITOR:
@@ -797,6 +867,11 @@ class Connection:
                     left = session.SessionControl(session.CtlOp.LEFT, aid=aid)
                     self.ctx.nc.publish(streams.subject_ctl(self.sid), left.encode())
                     log.info("agent_left", sid=self.sid, aid=aid)
+                    if remote_control.released(self.control, aid) is not None:
+                        await self._end_control(lambda m: remote_control.release(m, aid))
+                elif self.said_bye and self.error is None and self.control is not None:
+                    # The visitor said bye (it left the session, or ended it): no grant.
+                    await self._end_control(lambda m: setattr(m, "control", None))
                 if self.sender is not None:
                     key = "v" if self.role is Role.VISITOR else self.aid
                     carried = None

@@ -55,6 +55,9 @@ class SessionMeta:
     # The visitor's send budget when its last connection saved it (gateway/budget.py),
     # stored as [events, bytes, unix s]: a reconnect does not get a fresh burst.
     budget: CarriedBudget | None = None
+    # The agent id the visitor granted remote control to, None: nobody
+    # (gateway/remote_control.py). Written only by gateways, from the visitor's own events.
+    control: str | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:
@@ -72,6 +75,8 @@ class SessionMeta:
             and all(isinstance(x, int | float) for x in budget)
             else None
         )
+        if not isinstance(known.get("control"), str):
+            known["control"] = None
         return cls(**known)
 
     def to_bytes(self) -> bytes:
