@@ -34,6 +34,7 @@ BUNDLES = {
         "visitor/patches.js",
         "visitor/overlay.js",
         "visitor/consent.js",
+        "visitor/control.js",
         "visitor/session.js",
     ),
     "embed.js": (
@@ -47,6 +48,7 @@ BUNDLES = {
         "viewer/build.js",
         "viewer/apply.js",
         "viewer/actions.js",
+        "viewer/control.js",
         "viewer/replayer.js",
         "viewer/status.js",
         "viewer/embed.js",

@@ -205,6 +205,7 @@ function embed(options) {
         hlButton.setAttribute("aria-pressed", on ? "true" : "false");
       });
     }
+    controlButtons(rp, d.getElementById("cb-control"), d.getElementById("cb-draw"));
     wire = new CobrowseWire({
       role: "agent",
       sid,
@@ -212,7 +213,10 @@ function embed(options) {
       gateways: gateways || [],
       refreshGateways: async () => (await connect()).gateways,
       onEvents(events) {
-        for (const e of events) rp.apply(e.kind, e.payload);
+        for (const e of events) {
+          if (e.kind.startsWith("rc-")) rp.controlEvent(e.kind, e.payload, wire.aid);
+          else rp.apply(e.kind, e.payload);
+        }
         view.activity(Date.now());
         const first = !snapshotSeen && rp.document !== null;
         snapshotSeen = snapshotSeen || first;
@@ -221,6 +225,7 @@ function embed(options) {
       },
       // "reset": the snapshot that follows resets the replica anyway.
       onControl(ctl) {
+        if (ctl.op === "refused") current.refused = (current.refused || 0) + 1;  // rc-* without a grant
         if (view.control(ctl, Date.now())) refresh();
       },
       onState(s, detail) {
