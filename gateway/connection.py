@@ -613,21 +613,26 @@ class Connection:
     # ---- remote control (gateway/remote_control.py) ---------------------------------------------
 
     def _control_changed(self, change: remote_control.GrantChange) -> None:
-        """The visitor granted or ended control: every gateway of the session hears it now
-        (an agent's next input is screened by it), the metadata is written next."""
+        """The visitor granted or ended control: the metadata is written, then every gateway
+        of the session is told (an agent's next input is screened by it)."""
         self.control = change.holder
-        news = session.SessionControl(session.CtlOp.CONTROL, aid=change.holder)
-        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
         metrics.CONTROL_CHANGES.labels(to="none" if change.holder is None else "agent").inc()
         log.info("control_changed", sid=self.sid, holder=change.holder)
-        self.later(lambda: self._write_control(lambda m: remote_control.write(m, change)))
+        self.later(lambda: self._tell_control(lambda m: remote_control.write(m, change)))
 
-    async def _write_control(self, change: Callable[[SessionMeta], None]) -> None:
+    async def _tell_control(self, change: Callable[[SessionMeta], None]) -> None:
+        """Write first, then tell: an agent's gateway that reads the metadata again
+        (`_reload_control`) before the news gets there reads this or newer, so a stale
+        read never outlives the news (it is dropped when news came during it)."""
+        meta = None
         with trio.move_on_after(KV_TIMEOUT):
             try:
-                await self.ctx.update(self.sid, change)
+                meta = await self.ctx.update(self.sid, change)
             except Exception as exc:
                 log.warning("control_not_recorded", sid=self.sid, error=repr(exc))
+        holder = meta.control if meta is not None else None  # not written: say nobody
+        news = session.SessionControl(session.CtlOp.CONTROL, aid=holder)
+        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
 
     def _refuse_inputs(self, refused: int) -> None:
         """An agent's inputs without a grant: counted, logged, told, and the grant read
@@ -846,11 +851,9 @@ class Connection:
             await self._after_close()
 
     async def _end_control(self, change: Callable[[SessionMeta], None]) -> None:
-        """A grant ends with its holder's or the visitor's bye: written, then told."""
-        await self._write_control(change)
-        news = session.SessionControl(session.CtlOp.CONTROL, aid=None)
-        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+        """A grant ends with its holder's or the visitor's bye."""
         metrics.CONTROL_CHANGES.labels(to="none").inc()
+        await self._tell_control(change)
 
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
