@@ -833,7 +833,7 @@ def test_remote_control_needs_the_visitors_grant_and_stops_at_revoke(chromium, c
           const n = document.getElementById('name');
           for (const t of ['input', 'change']) n.addEventListener(t, (e) => __seen.push([t, e.target.value])); }""")
         ids = v.page.evaluate(
-            "() => Object.fromEntries(['name', 'buy', 'pw'].map((k) => [k, Cobrowse._nodeId(document.getElementById(k))]))"
+            "() => Object.fromEntries(['name', 'buy', 'pw', 'cc'].map((k) => [k, Cobrowse._nodeId(document.getElementById(k))]))"
         )
 
         def send(kind: str, payload: dict) -> None:
@@ -880,12 +880,16 @@ def test_remote_control_needs_the_visitors_grant_and_stops_at_revoke(chromium, c
         assert v.page.evaluate(name) == "Grace Hopper"
         poll(a.page, f"{VDOC}.getElementById('name').value === 'Grace Hopper'", 10, "the replica")
 
-        # 4. A private field refuses the holder's input too.
+        # 4. Private fields (a password, a card number typed as text) refuse the holder's input.
         ignored = v.page.evaluate(f"{CONTROL}.ignored")
         send("rc-text", {"id": ids["pw"], "value": "hunter2"})
+        send("rc-text", {"id": ids["cc"], "value": "4111 1111 1111 1111"})
         after_all(22)
-        assert v.page.evaluate("document.getElementById('pw').value") == ""
-        assert v.page.evaluate(f"{CONTROL}.ignored") == ignored + 1
+        assert v.page.evaluate("['pw', 'cc'].map((k) => document.getElementById(k).value)") == [
+            "",
+            "",
+        ]
+        assert v.page.evaluate(f"{CONTROL}.ignored") == ignored + 2
 
         # 5. A stroke: on the visitor's overlay and in the agent's view.
         a.page.click("#cb-draw")
