@@ -89,9 +89,10 @@ AGENT_KINDS = frozenset(
         "rc-text",
     }
 )
-# Written by a gateway in place of an agent's input it refused; no client may send it.
+# Written by a gateway in place of an agent's input it refused: receivers decode it, no
+# sender may send it (neither role's allowed kinds hold it).
 GATEWAY_KINDS = frozenset({"rc-refused"})
-ALL_KINDS = VISITOR_KINDS | AGENT_KINDS
+ALL_KINDS = VISITOR_KINDS | AGENT_KINDS | GATEWAY_KINDS
 ROLES = ("visitor", "agent")
 
 

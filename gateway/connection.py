@@ -149,7 +149,7 @@ class Connection:
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
         "_resume_at", "presence", "_budget_saved", "control", "_control_news",
-        "_control_reload", "__weakref__",
+        "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -181,8 +181,7 @@ class Connection:
         self.presence = PresenceView()  # an agent's: what it was told about the visitor
         self._budget_saved = 0.0  # when a visitor last wrote its budget to the session
         self.control: str | None = None  # the agent holding remote control, as last heard
-        self._control_news = 0  # CONTROL messages heard: a reload older than one is stale
-        self._control_reload = False  # an agent's reload of the grant is queued
+        self._control_news = 0  # CONTROL messages heard: a read older than one is stale
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -451,7 +450,6 @@ class Connection:
         self._allowed = AGENT_KINDS
         joined_at = time.time()
         meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at))
-        self.control = meta.control
         subject = streams.subject_a(sid, aid)
         tail = await streams.last_of(nc, stream, subject) if resumed else None
         durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)
@@ -462,6 +460,7 @@ class Connection:
         delivery.receivers["v"] = rcv
         ctx.fanout.add(streams.subject_v(sid), delivery.on_live)  # before any stream read
         ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
+        await self._read_control()  # after listening: a grant is either read or heard
 
         self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
         self.send(
@@ -613,30 +612,40 @@ class Connection:
     # ---- remote control (gateway/remote_control.py) ---------------------------------------------
 
     def _control_changed(self, change: remote_control.GrantChange) -> None:
-        """The visitor granted or ended control: the metadata is written, then every gateway
-        of the session is told (an agent's next input is screened by it)."""
+        """The visitor granted or ended control. Every gateway of the session is told at
+        once, on the NATS connection that stores the visitor's event next, so an agent's
+        gateway knows before its agent can see the grant; then the metadata is written."""
         self.control = change.holder
+        self._publish_control(change.holder, self.ctx.publisher.nc)
         metrics.CONTROL_CHANGES.labels(to="none" if change.holder is None else "agent").inc()
         log.info("control_changed", sid=self.sid, holder=change.holder)
         self.later(lambda: self._tell_control(lambda m: remote_control.write(m, change)))
 
+    def _publish_control(self, holder: str | None, nc: NatsClient | None = None) -> None:
+        news = session.SessionControl(session.CtlOp.CONTROL, aid=holder)
+        (nc or self.ctx.nc).publish(streams.subject_ctl(self.sid), news.encode())
+
     async def _tell_control(self, change: Callable[[SessionMeta], None]) -> None:
-        """Write first, then tell: an agent's gateway that reads the metadata again
-        (`_reload_control`) before the news gets there reads this or newer, so a stale
-        read never outlives the news (it is dropped when news came during it)."""
+        """Write the holder, then tell it again as written: an agent that read the metadata
+        while joining, before this write, hears the news after it (`_read_control`)."""
         meta = None
         with trio.move_on_after(KV_TIMEOUT):
             try:
                 meta = await self.ctx.update(self.sid, change)
             except Exception as exc:
                 log.warning("control_not_recorded", sid=self.sid, error=repr(exc))
-        holder = meta.control if meta is not None else None  # not written: say nobody
-        news = session.SessionControl(session.CtlOp.CONTROL, aid=holder)
-        self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
+        self._publish_control(meta.control if meta is not None else None)  # unwritten: nobody
+
+    async def _read_control(self) -> None:
+        """An agent's join, once it listens on ctl: the holder from the metadata, unless
+        news came while reading (it is as new or newer)."""
+        heard = self._control_news
+        meta = await self.ctx.load(self.sid)
+        if heard == self._control_news:
+            self.control = meta.control if meta is not None else None
 
     def _refuse_inputs(self, refused: int) -> None:
-        """An agent's inputs without a grant: counted, logged, told, and the grant read
-        again from the metadata (a CONTROL message missed while joining heals)."""
+        """An agent's inputs without a grant: counted, logged and told."""
         metrics.CONTROL_REFUSED.inc(refused)
         log.info("control_refused", sid=self.sid, aid=self.aid, refused=refused)
         self.send(
@@ -646,18 +655,6 @@ class Connection:
                 msg=remote_control.refusal_note(refused),
             )
         )
-        if not self._control_reload:
-            self._control_reload = True
-            self.later(self._reload_control)
-
-    async def _reload_control(self) -> None:
-        heard = self._control_news
-        try:
-            meta = await self.ctx.load(self.sid)
-        finally:
-            self._control_reload = False
-        if heard == self._control_news:  # else a CONTROL message came since: it is newer
-            self.control = meta.control if meta is not None else None
 
     def _announce(self, state: VisitorState) -> None:
         """The visitor connection's presence, for every agent of the session."""
