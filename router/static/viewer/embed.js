@@ -225,7 +225,10 @@ function embed(options) {
       },
       // "reset": the snapshot that follows resets the replica anyway.
       onControl(ctl) {
-        if (ctl.op === "refused") current.refused = (current.refused || 0) + 1;  // rc-* without a grant
+        if (ctl.op === "refused") {  // rc-* without a grant: the gateway says this agent holds none
+          current.refused = (current.refused || 0) + 1;
+          rp.controlEvent("rc-revoke", {aid: wire.aid}, wire.aid);
+        }
         if (view.control(ctl, Date.now())) refresh();
       },
       onState(s, detail) {
