@@ -164,14 +164,18 @@ function closeEditor(rs, done) {
 /** The embed page's toolbar buttons (#cb-control, #cb-draw): labels, aria-pressed, clicks. */
 function controlButtons(rp, controlBtn, drawBtn) {
   const label = {off: "Request control", requested: "Waiting for the visitor…", granted: "In control"};
-  if (controlBtn) {
-    controlBtn.addEventListener("click", () => rp.requestControl());
-    rp.onControl((state) => {
+  if (controlBtn) controlBtn.addEventListener("click", () => rp.requestControl());
+  rp.onControl((state) => {  // also called once the session ended (inert): both off for good
+    if (controlBtn) {
       controlBtn.textContent = label[state];
-      controlBtn.disabled = state !== "off";
+      controlBtn.disabled = state !== "off" || rp.inert();
       controlBtn.setAttribute("data-state", state);
-    });
-  }
+    }
+    if (drawBtn && rp.inert()) {
+      drawBtn.disabled = true;
+      drawBtn.setAttribute("aria-pressed", "false");
+    }
+  });
   if (drawBtn) {
     drawBtn.addEventListener("click", () => {
       rp.setDrawMode(!rp.drawMode());

@@ -76,7 +76,7 @@ function replayer(iframe, opts) {
     highlight: (id, on) => toggleHighlight(rs, id, on !== false),
     setInert: (on) => {
       setInert(rs, on !== false);
-      if (rs.inert) { setDrawMode(rs, false); setControlState(rs, "off"); }
+      if (rs.inert) { setDrawMode(rs, false); setControlState(rs, "off"); rs.rc.onChange(rs.rc.state); }
     },
     // Remote control and drawing (control.js).
     requestControl: () => requestControl(rs),
