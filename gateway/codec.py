@@ -93,10 +93,28 @@ VISITOR_KINDS = frozenset(
         "css",
         "nav",
         "custom",
+        "rc-grant",  # remote control (gateway/remote_control.py): the visitor grants
+        "rc-revoke",  # ... or refuses or revokes
     }
 )
-AGENT_KINDS = frozenset({"pointer", "highlight", "click", "control", "custom"})
-ALL_KINDS = VISITOR_KINDS | AGENT_KINDS
+AGENT_KINDS = frozenset(
+    {
+        "pointer",
+        "highlight",
+        "click",
+        "control",
+        "custom",
+        "draw",  # a freehand stroke on the visitor's overlay
+        "rc-request",  # remote control: the agent asks
+        "rc-click",  # ... and acts, only while it holds the visitor's grant
+        "rc-scroll",
+        "rc-text",
+    }
+)
+# Written by a gateway in place of an agent's input it refused: receivers decode it, no
+# sender may send it (neither role's allowed kinds hold it).
+GATEWAY_KINDS = frozenset({"rc-refused"})
+ALL_KINDS = VISITOR_KINDS | AGENT_KINDS | GATEWAY_KINDS
 ROLES = ("visitor", "agent")
 
 
@@ -150,7 +168,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Control:
-    op: str  # reconnect | error | snapshot | reset | joined | left | visitor
+    op: str  # reconnect | error | snapshot | reset | joined | left | visitor | refused
     code: str | None = None
     msg: str | None = None
     delay_ms: int | None = None
@@ -164,7 +182,9 @@ class Bye:
 
 
 Frame = Hello | Welcome | Events | Ack | Control | Bye
-CONTROL_OPS = frozenset({"reconnect", "error", "snapshot", "reset", "joined", "left", "visitor"})
+CONTROL_OPS = frozenset(
+    {"reconnect", "error", "snapshot", "reset", "joined", "left", "visitor", "refused"}
+)
 
 
 def _short(v: Any) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import metrics, session, session_store, streams
+from . import metrics, remote_control, session, session_store, streams
 from .admission_gate import (
     AdmissionGate,
     check_handshake_sid,
@@ -149,7 +149,8 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "presence", "_budget_saved", "__weakref__",
+        "_resume_at", "presence", "_budget_saved", "control", "_control_news",
+        "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -180,6 +181,8 @@ class Connection:
         self._resume_at = 0.0
         self.presence = PresenceView()  # an agent's: what it was told about the visitor
         self._budget_saved = 0.0  # when a visitor last wrote its budget to the session
+        self.control: str | None = None  # the agent holding remote control, as last heard
+        self._control_news = 0  # CONTROL messages heard: a read older than one is stale
         self._scope: trio.CancelScope | None = None
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
@@ -381,6 +384,7 @@ class Connection:
         meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor))
         resumed = session.visitor_resumed(join, meta)
         self.epoch, self.vgen = meta.epoch, meta.vgen
+        self.control = meta.control
         tail = await streams.last_of(nc, stream, subject)
         durable = session.durable_prefix(tail.last_key if tail else None, meta.epoch)
         durable = durable if resumed else 0
@@ -457,6 +461,7 @@ class Connection:
         delivery.receivers["v"] = rcv
         ctx.fanout.add(streams.subject_v(sid), delivery.on_live)  # before any stream read
         ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
+        await self._read_control()  # after listening: a grant is either read or heard
 
         self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
         self.send(
@@ -601,6 +606,56 @@ class Connection:
             news = self.presence.on_news(action.state, action.vgen)
             if news is not None:
                 self.send(Control(op="visitor", msg=news.value))
+        elif isinstance(action, session.ControlHolder):
+            self.control = action.aid
+            self._control_news += 1
+
+    # ---- remote control (gateway/remote_control.py) ---------------------------------------------
+
+    def _control_changed(self, change: remote_control.GrantChange) -> None:
+        """The visitor granted or ended control. Every gateway of the session is told at
+        once, on the NATS connection that stores the visitor's event next, so an agent's
+        gateway knows before its agent can see the grant; then the metadata is written."""
+        self.control = change.holder
+        self._publish_control(change.holder, self.ctx.publisher.nc)
+        metrics.CONTROL_CHANGES.labels(to="none" if change.holder is None else "agent").inc()
+        log.info("control_changed", sid=self.sid, holder=change.holder)
+        self.later(lambda: self._tell_control(lambda m: remote_control.write(m, change)))
+
+    def _publish_control(self, holder: str | None, nc: NatsClient | None = None) -> None:
+        news = session.SessionControl(session.CtlOp.CONTROL, aid=holder)
+        (nc or self.ctx.nc).publish(streams.subject_ctl(self.sid), news.encode())
+
+    async def _tell_control(self, change: Callable[[SessionMeta], None]) -> None:
+        """Write the holder, then tell it again as written: an agent that read the metadata
+        while joining, before this write, hears the news after it (`_read_control`)."""
+        meta = None
+        with trio.move_on_after(KV_TIMEOUT):
+            try:
+                meta = await self.ctx.update(self.sid, change)
+            except Exception as exc:
+                log.warning("control_not_recorded", sid=self.sid, error=repr(exc))
+        self._publish_control(meta.control if meta is not None else None)  # unwritten: nobody
+
+    async def _read_control(self) -> None:
+        """An agent's join, once it listens on ctl: the holder from the metadata, unless
+        news came while reading (it is as new or newer)."""
+        heard = self._control_news
+        meta = await self.ctx.load(self.sid)
+        if heard == self._control_news:
+            self.control = meta.control if meta is not None else None
+
+    def _refuse_inputs(self, refused: int) -> None:
+        """An agent's inputs without a grant: counted, logged and told."""
+        metrics.CONTROL_REFUSED.inc(refused)
+        log.info("control_refused", sid=self.sid, aid=self.aid, refused=refused)
+        self.send(
+            Control(
+                op="refused",
+                code=remote_control.NOT_GRANTED,
+                msg=remote_control.refusal_note(refused),
+            )
+        )
 
     def _announce(self, state: VisitorState) -> None:
         """The visitor connection's presence, for every agent of the session."""
@@ -723,7 +778,17 @@ class Connection:
                 if wait == CLOSE:
                     raise OVER_BUDGET
                 return wait
+            change = None
+            if self.role is Role.AGENT:
+                screened = remote_control.screen(frame.events, self.aid, self.control)
+                if screened.refused:
+                    frame.events = screened.events
+                    self._refuse_inputs(screened.refused)
+            else:
+                change = remote_control.visitor_change(frame.events, self.control)
             self.sender.take(frame)
+            if change is not None:
+                self._control_changed(change)
             events_in[self.role.value] += n
         elif type(frame) is Bye:
             self.close_code, self.close_reason = Close.NORMAL, "bye"
@@ -784,6 +849,11 @@ class Connection:
         if self.joined:
             await self._after_close()
 
+    async def _end_control(self, change: Callable[[SessionMeta], None]) -> None:
+        """A grant ends with its holder's or the visitor's bye."""
+        metrics.CONTROL_CHANGES.labels(to="none").inc()
+        await self._tell_control(change)
+
     async def _after_close(self) -> None:
         """Bounded bookkeeping in the session metadata once the socket is gone."""
         if self.role is Role.VISITOR:
@@ -799,6 +869,11 @@ class Connection:
                     left = session.SessionControl(session.CtlOp.LEFT, aid=aid)
                     self.ctx.nc.publish(streams.subject_ctl(self.sid), left.encode())
                     log.info("agent_left", sid=self.sid, aid=aid)
+                    if remote_control.released(self.control, aid) is not None:
+                        await self._end_control(lambda m: remote_control.release(m, aid))
+                elif self.said_bye and self.error is None and self.control is not None:
+                    # The visitor said bye (it left the session, or ended it): no grant.
+                    await self._end_control(lambda m: setattr(m, "control", None))
                 if self.sender is not None:
                     key = "v" if self.role is Role.VISITOR else self.aid
                     carried = None

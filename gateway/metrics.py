@@ -116,3 +116,12 @@ class Tally:
 
 
 TALLY = Tally()
+CONTROL_CHANGES = Counter(
+    "cobrowse_gateway_control_changes_total",
+    "Remote-control grants and ends written to sessions (to: agent or none)",
+    ["to"],
+)
+CONTROL_REFUSED = Counter(
+    "cobrowse_gateway_control_refused_total",
+    "Agents' remote-control input events refused: the agent held no grant",
+)

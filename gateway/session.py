@@ -15,7 +15,8 @@ the stream holds and `now`, so each rule can be tested exhaustively and alone:
   and `agent_recovery` when the stream no longer holds the resume point;
 - snapshots: `record_snapshot` (the newest pointer wins, with the visitor's page) and
   `want_snapshot`;
-- control messages between gateways on `cb.<sid>.ctl`: `SessionControl` and `on_control`.
+- control messages between gateways on `cb.<sid>.ctl`: `SessionControl` and `on_control`;
+  `CONTROL` carries the remote-control grant (gateway/remote_control.py) to agents' gateways.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def bump_visitor(meta: SessionMeta, join: Join, stream_floor: int) -> None:
     if epoch is None or meta.epoch != epoch:
         meta.epoch = max(meta.epoch, stream_floor) + 1
         meta.durable.pop("v", None)
+        meta.control = None  # a page without the session's stored state never granted
     meta.vgen += 1
 
 
@@ -297,6 +299,7 @@ class CtlOp(enum.Enum):
     VISITOR_LIVE = "visitor_live"  # the visitor connection vgen is up (gateway/presence.py)
     VISITOR_AWAY = "visitor_away"  # it dropped without a bye
     VISITOR_LEFT = "visitor_left"  # it said bye
+    CONTROL = "control"  # the remote-control holder changed (aid; none: nobody)
 
 
 PRESENCE_NEWS = {
@@ -357,7 +360,15 @@ class TellAgent:
     vgen: int
 
 
-ControlAction = EndConnection | TellVisitor | TellAgent | None
+@dataclass(frozen=True)
+class ControlHolder:
+    """The agent now holding remote control (None: nobody): an agent's connection screens
+    its inputs by it, the visitor's compares its next grant or revoke with it."""
+
+    aid: str | None
+
+
+ControlAction = EndConnection | TellVisitor | TellAgent | ControlHolder | None
 
 SESSION_ENDED = ProtocolError("session_ended", "the session was ended", Close.SESSION_ENDED)
 
@@ -377,6 +388,8 @@ def on_control(role: Role, vgen: int, ctl: SessionControl) -> ControlAction:
     """What a connection does with a control message; None: nothing."""
     if ctl.op is CtlOp.END:
         return EndConnection(SESSION_ENDED)
+    if ctl.op is CtlOp.CONTROL:  # both roles: the visitor's connection compares its next change
+        return ControlHolder(ctl.aid)
     news = PRESENCE_NEWS.get(ctl.op)
     if role is not Role.VISITOR:
         if news is None or ctl.vgen is None:

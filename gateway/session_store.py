@@ -59,6 +59,9 @@ class SessionMeta:
     # The visitor's page as of the latest snapshot, stored as [url, title] (page_info.py):
     # what the agents' console lists.
     page: PageInfo | None = None
+    # The agent id the visitor granted remote control to, None: nobody
+    # (gateway/remote_control.py). Written only by gateways, from the visitor's own events.
+    control: str | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:
@@ -77,6 +80,8 @@ class SessionMeta:
             else None
         )
         known["page"] = PageInfo.from_stored(known.get("page"))
+        if not isinstance(known.get("control"), str):
+            known["control"] = None
         return cls(**known)
 
     def to_bytes(self) -> bytes:

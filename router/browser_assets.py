@@ -34,6 +34,7 @@ BUNDLES = {
         "visitor/patches.js",
         "visitor/overlay.js",
         "visitor/consent.js",
+        "visitor/control.js",
         "visitor/session.js",
     ),
     "embed.js": (
@@ -49,6 +50,7 @@ BUNDLES = {
         "viewer/actions.js",
         "viewer/geometry.js",
         "viewer/view.js",
+        "viewer/control.js",
         "viewer/replayer.js",
         "viewer/status.js",
         "viewer/embed.js",
@@ -65,6 +67,7 @@ BUNDLES = {
         "viewer/actions.js",
         "viewer/geometry.js",
         "viewer/view.js",
+        "viewer/control.js",
         "viewer/replayer.js",
         "viewer/replay.js",
     ),

@@ -9,6 +9,7 @@ mutations and after form input; the wire is watched for private values (G4).
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 
@@ -431,6 +432,7 @@ def test_a_reload_continues_the_session_with_a_fresh_snapshot(chromium, cluster)
 
 
 def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
+    """... and remote control and drawing (check_remote_control_and_drawing)."""
     with pair(chromium, cluster, "e2e_shop.html") as (v, a):
         a.page.evaluate("CobrowseViewer.current.wire.send('pointer', {x: 120, y: 80})")
         buy = v.page.evaluate("Cobrowse._nodeId(document.getElementById('buy'))")
@@ -443,6 +445,7 @@ def test_agent_pointer_and_highlight_reach_the_visitor(chromium, cluster):
         )
         assert got["pointer"] == [120, 80] or got["pointer"] == {"x": 120, "y": 80}
         assert buy in got["highlights"]
+        check_remote_control_and_drawing(v, a, cluster)
         # the overlay never takes the visitor's clicks
         v.page.click("#buy")
         # closing the viewer is heard on the visitor's side
@@ -968,3 +971,129 @@ def test_the_console_lists_a_session_live_opens_it_and_returns_when_it_ends(chro
         assert e2e_cluster.AGENT_KEY not in page.evaluate("JSON.stringify(CobrowseConsole)")
     finally:
         ctx.close()
+
+
+# ---- remote control and drawing (docs/browser.md "Remote control", "Drawing") ------------------
+
+CONTROL = "Cobrowse._controlState()"
+OVERLAY = "Cobrowse._overlayState()"
+SHOTS = os.environ.get("COBROWSE_DOCS_SHOTS")  # a directory: write the docs' screenshots there
+
+
+def click_replica(a: Agent, selector: str) -> None:
+    """A real mouse click in the agent's page, on the centre of a replica element."""
+    x, y = a.page.evaluate(
+        f"""(sel) => {{ const f = {FRAME}.getBoundingClientRect();
+        const r = {VDOC}.querySelector(sel).getBoundingClientRect();
+        const s = CobrowseViewer.current.replayer.scale();
+        return [f.left + (r.left + r.width / 2) * s, f.top + (r.top + r.height / 2) * s]; }}""",
+        selector,
+    )
+    a.page.mouse.click(x, y)
+
+
+def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
+    """Without a grant the gateway refuses the agent's input and the page is untouched; the
+    visitor is asked in a dialog naming the agent; granted, the agent's typing and click run
+    the page's own handlers; private fields stay out of reach; "Stop control" ends it at
+    once; a stroke shows on the visitor's overlay and in the agent's view. (Run inside
+    test_agent_pointer_and_highlight_reach_the_visitor: one pair for both.)"""
+    v.page.evaluate("""() => { window.__seen = [];
+      document.getElementById('buy').addEventListener('click', () => __seen.push(['buy']));
+      const n = document.getElementById('name');
+      for (const t of ['input', 'change']) n.addEventListener(t, (e) => __seen.push([t, e.target.value])); }""")
+    ids = v.page.evaluate(
+        "() => Object.fromEntries(['name', 'buy', 'pw', 'cc'].map((k) => [k, Cobrowse._nodeId(document.getElementById(k))]))"
+    )
+
+    def send(kind: str, payload: dict) -> None:
+        a.page.evaluate("([k, p]) => CobrowseViewer.current.wire.send(k, p)", [kind, payload])
+
+    def after_all(x: int) -> None:
+        """A pointer sent last: once the visitor shows it, everything before has arrived."""
+        send("pointer", {"x": x, "y": 5})
+        poll(
+            v.page,
+            f"(s => s && s.pointer && s.pointer[0] === {x})({OVERLAY})",
+            10,
+            "the marker",
+        )
+
+    name = "document.getElementById('name').value"
+    # 1. No grant: the gateway refuses (ctl "refused", its log) and nothing happens.
+    send("rc-text", {"id": ids["name"], "value": "pwned"})
+    send("rc-click", {"id": ids["buy"], "x": 3, "y": 3})
+    after_all(11)
+    assert v.page.evaluate(name) == "Ada" and v.page.evaluate("window.__seen") == []
+    poll(a.page, "CobrowseViewer.current.refused >= 1", 10, "the gateway's refusal")
+    assert "control_refused" in cluster.log("gw-1")
+
+    # 2. The agent asks; the visitor gets a dialog naming the agent, "Refuse" focused.
+    a.page.click("#cb-control")
+    dialog = poll(v.page, f"{CONTROL}.dialog", 10, "the prompt")
+    assert dialog["role"] == "dialog" and "E2E Support asks to control" in dialog["text"]
+    assert dialog["focused"] == "Refuse"
+    v.page.keyboard.press("Tab")  # to "Allow control", by keyboard
+    assert v.page.evaluate(f"{CONTROL}.dialog.focused") == "Allow control"
+    v.page.keyboard.press("Enter")
+    aid = a.page.evaluate("CobrowseViewer.current.wire.aid")
+    assert v.page.evaluate(f"{CONTROL}.holder") == aid
+    poll(a.page, "document.getElementById('cb-control').dataset.state === 'granted'", 10)
+
+    # 3. Granted: the agent types into the field and clicks the button, through the UI.
+    click_replica(a, "#name")
+    a.page.fill("#cb-rc-editor", "Grace Hopper")
+    a.page.press("#cb-rc-editor", "Enter")
+    click_replica(a, "#buy")
+    seen = poll(v.page, "window.__seen.some((s) => s[0] === 'buy') && window.__seen", 10)
+    assert ["input", "Grace Hopper"] in seen and ["change", "Grace Hopper"] in seen
+    assert v.page.evaluate(name) == "Grace Hopper"
+    poll(a.page, f"{VDOC}.getElementById('name').value === 'Grace Hopper'", 10, "the replica")
+
+    # 4. Private fields (a password, a card number typed as text) refuse the holder's input.
+    ignored = v.page.evaluate(f"{CONTROL}.ignored")
+    send("rc-text", {"id": ids["pw"], "value": "hunter2"})
+    send("rc-text", {"id": ids["cc"], "value": "4111 1111 1111 1111"})
+    after_all(22)
+    assert v.page.evaluate("['pw', 'cc'].map((k) => document.getElementById(k).value)") == [
+        "",
+        "",
+    ]
+    assert v.page.evaluate(f"{CONTROL}.ignored") == ignored + 2
+
+    # 5. A stroke: on the visitor's overlay and in the agent's view.
+    a.page.click("#cb-draw")
+    box = a.page.locator("#cb-frame").bounding_box()
+    a.page.mouse.move(box["x"] + 100, box["y"] + 120)
+    a.page.mouse.down()
+    a.page.mouse.move(box["x"] + 260, box["y"] + 180, steps=8)
+    a.page.mouse.up()
+    strokes = poll(v.page, f"(s => s && s.strokes.length && s.strokes)({OVERLAY})", 10)
+    assert len(strokes[0].split(" ")) >= 2
+    assert a.page.evaluate("document.querySelectorAll('#cb-stage polyline').length") >= 1
+    if SHOTS:
+        a.page.mouse.move(box["x"] + 300, box["y"] + 60)
+        v.page.screenshot(path=os.path.join(SHOTS, "control-visitor.png"))
+        a.page.screenshot(path=os.path.join(SHOTS, "control-agent.png"))
+    a.page.click("#cb-draw")
+
+    # 6. One click on "Stop control": the next input does nothing, sent with no wait.
+    stop = v.page.evaluate(f"{CONTROL}.stop")
+    assert stop["text"] == "Stop control"
+    v.page.mouse.click(stop["x"], stop["y"])
+    send("rc-text", {"id": ids["name"], "value": "too late"})
+    after_all(33)
+    assert v.page.evaluate(name) == "Grace Hopper" and v.page.evaluate(f"{CONTROL}.holder") is None
+    poll(a.page, "document.getElementById('cb-control').dataset.state === 'off'", 10)
+    # ... and the gateway heard the revoke: the agent's input is refused there again.
+    refused = a.page.evaluate("CobrowseViewer.current.refused")
+    for _ in range(50):
+        send("rc-scroll", {"id": 0, "dx": 0, "dy": 40})
+        if a.page.evaluate(f"CobrowseViewer.current.refused > {refused}"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(
+            "the gateway kept taking input after the revoke: "
+            + "\n".join(ln for ln in cluster.log("gw-1").splitlines() if "control" in ln)
+        )

@@ -249,6 +249,7 @@ def test_ended_greys_the_replica_and_makes_it_inert(context, pages_server):
       const rp = CobrowseViewer.current.replayer;
       return {filter: f.style.filter, framePointer: getComputedStyle(f).pointerEvents,
         disabled: b.disabled, pressed: b.getAttribute('aria-pressed'), mode: rp.highlightMode(), inert: rp.inert(),
+        tools: ['cb-draw', 'cb-control'].map((id) => document.getElementById(id).disabled),
         text: document.getElementById('cb-status').textContent, message: document.getElementById('cb-message').textContent};
     })()"""
     )
@@ -259,6 +260,7 @@ def test_ended_greys_the_replica_and_makes_it_inert(context, pages_server):
         "pressed": "false",
         "mode": False,
         "inert": True,
+        "tools": [True, True],  # Draw and Request control too
         "text": "Session ended",
         "message": "The session has ended.",
     }

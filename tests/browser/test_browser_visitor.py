@@ -956,8 +956,49 @@ def test_agent_events_and_wire_controls(context):
       const p = Cobrowse._nodeId(document.getElementById("p"));
       w.o.onEvents([{kind: "pointer", payload: {x: 10, y: 20}}, {kind: "highlight", payload: {id: p, on: true}},
                     {kind: "click", payload: {x: 5, y: 5}}, {kind: "highlight", payload: {id: 999, on: true}},
-                    {kind: "highlight", payload: {id: 999, on: false}}, {kind: "pointer", payload: {x: "bad"}}]);
+                    {kind: "highlight", payload: {id: 999, on: false}}, {kind: "pointer", payload: {x: "bad"}},
+                    {kind: "draw", payload: {pts: [[1, 2], [3.4, 4]]}}, {kind: "draw", payload: {pts: [[1, "x"], [2, 2]]}}]);
       seen.push(["overlay", Cobrowse._overlayState(), p]);
+      // Remote control: no grant, so the agent's input is ignored; a request asks, Escape refuses,
+      // and the same agent's next request within 10 s asks nothing.
+      let clicks = 0;
+      document.getElementById("p").addEventListener("click", () => clicks++);
+      const src = "a0123456789ab";
+      w.o.onEvents([{kind: "rc-click", src, payload: {id: p, x: 1, y: 1}}]);
+      seen.push(["ignored", clicks, Cobrowse._controlState().ignored]);
+      w.o.onEvents([{kind: "rc-request", src, payload: {}}]);
+      const asked = Cobrowse._controlState().dialog;
+      seen.push(["asked", asked.role, asked.focused]);
+      window.__seen = seen;
+      return seen;
+    }""")
+    page.keyboard.press("Escape")  # the prompt has the focus
+    got = page.evaluate("""async () => {
+      const seen = window.__seen, w = window.__wire, src = "a0123456789ab";
+      w.o.onEvents([{kind: "rc-request", src, payload: {}}]);
+      seen.push(["refused", Cobrowse._controlState().asking, Cobrowse._controlState().holder]);
+      // A field with React's value tracker (an own "value" property that remembers what
+      // scripts set): React fires onChange only when the real value differs from it.
+      const t = document.createElement("input");
+      document.body.appendChild(t);
+      let tracked = "";
+      const own = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value");
+      Object.defineProperty(t, "value", {configurable: true, get() { return own.get.call(this); },
+        set(v) { tracked = String(v); own.set.call(this, v); }});
+      t.addEventListener("input", () => { if (t.value !== tracked) seen.push(["onChange", t.value]); });
+      t.addEventListener("change", () => seen.push(["change", t.value]));
+      await new Promise((r) => setTimeout(r, 0));  // the mutation gives it an id
+      window.__t = Cobrowse._nodeId(t);
+      w.o.onEvents([{kind: "rc-request", src: "a0000000000b2", payload: {}}]);
+      return seen;
+    }""")
+    page.keyboard.press("Tab")  # to "Allow control"
+    page.keyboard.press("Enter")
+    got = page.evaluate("""async () => {
+      const seen = window.__seen, w = window.__wire;
+      seen.push(["granted", Cobrowse._controlState().holder]);
+      w.o.onEvents([{kind: "rc-text", src: "a0123456789ab", payload: {id: window.__t, value: "not the holder"}},
+                    {kind: "rc-text", src: "a0000000000b2", payload: {id: window.__t, value: "typed", done: true}}]);
       w.o.onState("reconnecting");
       seen.push(["badge", Cobrowse._overlayState().reconnecting]);
       w.o.onControl({op: "snapshot"});
@@ -969,7 +1010,22 @@ def test_agent_events_and_wire_controls(context):
     assert isinstance(pid, int) and pid > 0
     assert got == [
         ["joined", "a0123456789ab"],
-        ["overlay", {"pointer": [10, 20], "highlights": [pid], "reconnecting": False}, pid],
+        [
+            "overlay",
+            {
+                "pointer": [10, 20],
+                "highlights": [pid],
+                "reconnecting": False,
+                "strokes": ["1,2 3,4"],
+            },
+            pid,
+        ],
+        ["ignored", 0, 1],
+        ["asked", "dialog", "Refuse"],
+        ["refused", None, None],
+        ["granted", "a0000000000b2"],
+        ["onChange", "typed"],
+        ["change", "typed"],
         ["state", "reconnecting"],
         ["badge", True],
         ["state", "live"],
@@ -977,6 +1033,8 @@ def test_agent_events_and_wire_controls(context):
     ]
     log = json.loads(page.evaluate("() => sessionStorage.getItem('wirelog')"))
     assert [x[0] for x in log].count("snapshot") == 2
+    assert [x[0] for x in log].count("rc-revoke") == 1  # the refusal, once
+    assert [x[0] for x in log].count("rc-grant") == 1
     assert page.evaluate(
         "() => [Cobrowse.state(), sessionStorage.getItem('cobrowse'), !!document.querySelector('cobrowse-overlay')]"
     ) == ["ended", None, False]

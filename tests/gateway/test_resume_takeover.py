@@ -183,36 +183,68 @@ async def test_unreachable_gateway_is_retried_with_backoff(nats_server, gateways
     assert c.gateway == "gw-a"
 
 
-async def test_session_metadata_records_agents_and_durable_sequences(two_gateways):
+async def test_session_metadata_records_agents_durable_sequences_and_the_control_grant(
+    two_gateways,
+):
+    """Also remote control across two gateways (gateway/remote_control.py): without a grant
+    the agent's input reaches the visitor as `rc-refused` and the agent hears `refused`; the
+    visitor's grant is in the metadata, and the agent's gateway knows it before the agent
+    sees it (an input sent on seeing it passes); the holder's bye ends it."""
     from gateway import session_store, streams
     from gateway.nats_bridge import open_bridge
 
     g = two_gateways
     sid = new_sid()
+    refusals = []
     visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
-    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
-    async with trio.open_nursery() as n:
-        await n.start(visitor.run)
-        await visitor.send_snapshot(b"x")
-        for i in range(9):
-            await visitor.send("mutation", {"i": i})
-        await visitor.wait_acked(10)
-        await n.start(agent.run)
-        for _ in range(3):
-            await agent.send("pointer", {"x": 1})
-        await agent.wait_acked(3)
-        visitor.close()
-        n.cancel_scope.cancel()
-    with trio.fail_after(10):
-        async with open_bridge(g.nats_url) as bridge:
-            kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent", on_control=refusals.append)
+
+    async def control_is(kv, want):
+        while (meta := await bridge.call(session_store.load, kv, sid)).control != want:
+            await trio.sleep(0.05)
+        return meta
+
+    async with open_bridge(g.nats_url) as bridge:
+        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        async with trio.open_nursery() as n:
+            await n.start(visitor.run)
+            await visitor.send_snapshot(b"x")
+            for i in range(9):
+                await visitor.send("mutation", {"i": i})
+            await visitor.wait_acked(10)
+            await n.start(agent.run)
+            aid = agent.welcome.aid
+            for _ in range(3):
+                await agent.send("pointer", {"x": 1})
+            await agent.send("rc-text", {"id": 5, "value": "no grant"})  # seq 4
+            await agent.wait_acked(4)
+            got = await take(visitor, 4)
+            assert [d.kind for d in got] == ["pointer"] * 3 + ["rc-refused"]
+            assert got[3].payload == {"kind": "rc-text"} and got[3].src == aid
+            assert [c.code for c in refusals if c.op == "refused"] == ["not_granted"]
+            await visitor.send("rc-grant", {"aid": aid})
+            with trio.fail_after(10):
+                while (await agent.events.receive()).kind != "rc-grant":
+                    pass
+            await agent.send("rc-click", {"id": 5, "x": 1, "y": 2})  # at once: it passes
+            (click,) = await take(visitor, 1)
+            assert (click.kind, click.payload) == ("rc-click", {"id": 5, "x": 1, "y": 2})
+            with trio.fail_after(10):
+                granted = await control_is(kv, aid)
+            assert aid in granted.agents
+            agent.close()  # bye: the holder leaves, its grant ends
+            with trio.fail_after(10):
+                await control_is(kv, None)
+            visitor.close()
+            n.cancel_scope.cancel()
+        with trio.fail_after(10):
             while True:
                 meta = await bridge.call(session_store.load, kv, sid)
-                if meta.durable.get("v") == 10 and meta.durable.get(agent.welcome.aid) == 3:
+                if meta.durable.get("v") == 11 and meta.durable.get(aid) == 5:
                     break
                 await trio.sleep(0.1)
     assert meta.epoch == visitor.welcome.epoch == 1
-    assert agent.welcome.aid in meta.agents
+    assert aid not in meta.agents  # its bye: it will not resume
     assert meta.snap.key == (1, 1)
 
 

@@ -11,6 +11,7 @@ from gateway.codec import Close, Hello, ProtocolError, Resume
 from gateway.presence import VisitorClose, VisitorState
 from gateway.session import (
     AwaitSnapshot,
+    ControlHolder,
     CtlOp,
     EndConnection,
     FromResume,
@@ -225,16 +226,18 @@ def visitor_join(claims_epoch: int | None, resume_epoch: int | None, recv=None) 
 def test_the_visitor_keeps_its_epoch_only_on_a_real_resume_of_the_current_one(
     meta_epoch, claims_epoch, resume_epoch, floor, vgen
 ):
-    meta = SessionMeta(epoch=meta_epoch, vgen=vgen, durable={"v": 5, "a1": 2})
+    meta = SessionMeta(epoch=meta_epoch, vgen=vgen, durable={"v": 5, "a1": 2}, control="a1")
     join = visitor_join(claims_epoch, resume_epoch)
     session.bump_visitor(meta, join, floor)
     kept = claims_epoch is not None and claims_epoch == resume_epoch == meta_epoch
     assert meta.vgen == vgen + 1  # every visitor connection takes a new generation
     if kept:
         assert meta.epoch == meta_epoch and meta.durable["v"] == 5
+        assert meta.control == "a1"  # the same page resumed: its grant stands
     else:
         assert meta.epoch == max(meta_epoch, floor) + 1  # above the metadata and the stream
         assert "v" not in meta.durable and meta.durable["a1"] == 2
+        assert meta.control is None  # a new page never granted anyone
     # Resumed: the epoch the client asks for is the session's now. (Also when a new epoch
     # happens to take its number: nothing of it was stored, so durable is 0 and it resends.)
     claimed = claims_epoch is not None and claims_epoch == resume_epoch
@@ -360,6 +363,8 @@ def test_what_a_connection_does_with_a_control_message(ctl, role, vgen):
     presence = ctl.op in (CtlOp.VISITOR_LIVE, CtlOp.VISITOR_AWAY, CtlOp.VISITOR_LEFT)
     if ctl.op is CtlOp.END:
         assert action == EndConnection(session.SESSION_ENDED)
+    elif ctl.op is CtlOp.CONTROL:  # either role hears who holds remote control
+        assert action == ControlHolder(ctl.aid)
     elif role is Role.AGENT:
         if presence and ctl.vgen is not None:
             state = VisitorState(ctl.op.value.removeprefix("visitor_"))

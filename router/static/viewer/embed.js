@@ -236,6 +236,7 @@ function embed(options) {
     toggleButton(fitButton, (on) => rp.setFit(on));
     toggleButton(followButton, (on) => rp.setFollow(on));
     toggleButton(hlButton, (on) => rp.setHighlightMode(on));
+    controlButtons(rp, d.getElementById("cb-control"), d.getElementById("cb-draw"));
     wire = new CobrowseWire({
       role: "agent",
       sid,
@@ -243,7 +244,10 @@ function embed(options) {
       gateways: gateways || [],
       refreshGateways: async () => (await connect()).gateways,
       onEvents(events) {
-        for (const e of events) rp.apply(e.kind, e.payload);
+        for (const e of events) {
+          if (e.kind.startsWith("rc-")) rp.controlEvent(e.kind, e.payload, wire.aid);
+          else rp.apply(e.kind, e.payload);
+        }
         view.activity(Date.now());
         const first = !snapshotSeen && rp.document !== null;
         snapshotSeen = snapshotSeen || first;
@@ -252,6 +256,10 @@ function embed(options) {
       },
       // "reset": the snapshot that follows resets the replica anyway.
       onControl(ctl) {
+        if (ctl.op === "refused") {  // rc-* without a grant: the gateway says this agent holds none
+          current.refused = (current.refused || 0) + 1;
+          rp.controlEvent("rc-revoke", {aid: wire.aid}, wire.aid);
+        }
         if (view.control(ctl, Date.now())) refresh();
       },
       onState(s, detail) {

@@ -47,6 +47,7 @@ function replayer(iframe, opts) {
   const rs = newReplicaState(iframe, opts || {});
   mountOverlay(rs);
   listenForAgent(rs);
+  mountControl(rs);
   return {
     applySnapshot: (s) => { try { applySnapshot(rs, s); } catch (e) { rs.stats.errors++; throw e; } },
     apply: (kind, payload) => apply(rs, kind, payload),
@@ -59,7 +60,17 @@ function replayer(iframe, opts) {
     setHighlightMode: (on) => setHighlightMode(rs, on),
     highlightMode: () => rs.highlightMode,
     highlight: (id, on) => toggleHighlight(rs, id, on !== false),
-    setInert: (on) => setInert(rs, on !== false),
+    setInert: (on) => {
+      setInert(rs, on !== false);
+      if (rs.inert) { setDrawMode(rs, false); setControlState(rs, "off"); rs.rc.onChange(rs.rc.state); }
+    },
+    // Remote control and drawing (control.js).
+    requestControl: () => requestControl(rs),
+    controlEvent: (kind, payload, aid) => controlEvent(rs, kind, payload, aid),
+    controlState: () => rs.rc.state,
+    onControl: (fn) => { rs.rc.onChange = fn; fn(rs.rc.state); },
+    setDrawMode: (on) => setDrawMode(rs, on),
+    drawMode: () => rs.rc.drawMode,
     inert: () => rs.inert,
     layout: () => layout(rs),
     setFit: (on) => setFit(rs, on !== false),

@@ -1,6 +1,26 @@
 /* visitor/overlay.js: what the agent shows in the visitor's page: their pointer (with their
- * name), highlights of nodes by id, click ripples, and a "Reconnecting" badge. A closed shadow
+ * name), highlights of nodes by id, click ripples, freehand strokes that fade, and a
+ * "Reconnecting" badge. A closed shadow
  * root on an element of ours: never serialized, and the page's CSS cannot reach it. */
+
+// Strokes (`draw`): each fades out over STROKE_MS. Bounded whatever an agent sends: points per
+// stroke, strokes shown at once, and strokes taken per second (the viewer sends fewer).
+const STROKE_MS = 3000;
+const STROKE_MAX_POINTS = 512;
+const STROKE_MAX_SHOWN = 32;
+const STROKES_PER_S = 10;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** A `draw` payload's points as an SVG `points` string, or null when it is not a stroke. */
+function strokePoints(p) {
+  if (!Array.isArray(p.pts) || p.pts.length < 2) return null;
+  const out = [];
+  for (const pt of p.pts.slice(0, STROKE_MAX_POINTS)) {
+    if (!Array.isArray(pt) || !Number.isFinite(pt[0]) || !Number.isFinite(pt[1])) return null;
+    out.push(`${Math.round(pt[0])},${Math.round(pt[1])}`);
+  }
+  return out.join(" ");
+}
 
 const HOST_STYLE =
   "all: initial !important; position: fixed !important; inset: 0 !important; " +
@@ -22,6 +42,10 @@ function makeOverlay() {
     .rip { position: fixed; width: 24px; height: 24px; margin: -12px 0 0 -12px; border-radius: 50%;
       border: 2px solid #2563eb; animation: rip .6s ease-out forwards; }
     @keyframes rip { from { transform: scale(.3); opacity: 1; } to { transform: scale(2.2); opacity: 0; } }
+    svg.strokes { position: fixed; left: 0; top: 0; width: 100vw; height: 100vh; overflow: visible; }
+    svg.strokes polyline { fill: none; stroke: #e11d48; stroke-width: 4; stroke-linecap: round; stroke-linejoin: round;
+      animation: fade ${STROKE_MS}ms ease-in forwards; }
+    @keyframes fade { 0%, 60% { opacity: .9; } 100% { opacity: 0; } }
     .badge { position: fixed; right: 12px; bottom: 12px; display: none; font: 12px/1.4 system-ui, sans-serif;
       background: rgba(17,24,39,.85); color: #fff; padding: 4px 10px; border-radius: 12px; }`;
   root.appendChild(style);
@@ -35,6 +59,10 @@ function makeOverlay() {
   badge.className = "badge";
   badge.textContent = "Reconnecting\u2026";
   root.appendChild(badge);
+  const strokes = document.createElementNS(SVG_NS, "svg");
+  strokes.setAttribute("class", "strokes");
+  root.appendChild(strokes);
+  const strokeTimes = []; // when the strokes of the last second came
   const hls = new Map(); // id -> box
   let hlTimer = null;
   let ptrHide = null;
@@ -70,6 +98,17 @@ function makeOverlay() {
         r.style.top = p.y + "px";
         root.appendChild(r);
         setTimeout(() => r.remove(), 700);
+      } else if (kind === "draw") {
+        const pts = strokePoints(p);
+        const now = Date.now();
+        while (strokeTimes.length && now - strokeTimes[0] > 1000) strokeTimes.shift();
+        if (!pts || strokeTimes.length >= STROKES_PER_S) return;
+        strokeTimes.push(now);
+        while (strokes.childNodes.length >= STROKE_MAX_SHOWN) strokes.firstChild.remove();
+        const line = document.createElementNS(SVG_NS, "polyline");
+        line.setAttribute("points", pts);
+        strokes.appendChild(line);
+        setTimeout(() => line.remove(), STROKE_MS);
       } else if (kind === "highlight" && Number.isInteger(p.id)) {
         const box = hls.get(p.id);
         if (p.on) {
@@ -93,6 +132,7 @@ function makeOverlay() {
       ptrAt = null;
       for (const b of hls.values()) b.remove();
       hls.clear();
+      strokes.textContent = "";
       clearInterval(hlTimer);
       hlTimer = null;
     },
@@ -103,8 +143,9 @@ function makeOverlay() {
     },
     // For tests (the shadow root is closed): what the overlay shows, or null when nothing.
     state() {
-      if (!ptrAt && !hls.size && !badgeOn) return null;
-      return { pointer: ptrAt, highlights: Array.from(hls.keys()), reconnecting: badgeOn };
+      const lines = Array.from(strokes.childNodes, (l) => l.getAttribute("points"));
+      if (!ptrAt && !hls.size && !badgeOn && !lines.length) return null;
+      return { pointer: ptrAt, highlights: Array.from(hls.keys()), reconnecting: badgeOn, strokes: lines };
     },
     remove() {
       this.agentLeft();

@@ -10,6 +10,7 @@ const visit = {
   wire: null, // the CobrowseWire while a session runs
   rec: null, // makeRecorder's API while a session runs
   overlay: null, // makeOverlay's while a session runs
+  control: null, // makeControl's (control.js) while a session runs
   starting: null, // the promise of a Cobrowse.start() under way
   handlers: new Map(), // event name -> Set of callbacks (Cobrowse.on)
 };
@@ -37,7 +38,8 @@ function writeStore(obj) {
   if (!visit.session) return;
   try {
     // The wire's own fields (rt, epoch, unacked, recv, a refreshed gateway list) plus ours.
-    const v = Object.assign({ gateways: visit.session.gateways }, obj || {}, { sid: visit.session.sid, token: visit.session.token, code: visit.session.code });
+    const control = visit.control ? visit.control.holder() : null; // the grant outlives the page
+    const v = Object.assign({ gateways: visit.session.gateways }, obj || {}, { sid: visit.session.sid, token: visit.session.token, code: visit.session.code, control });
     sessionStorage.setItem(STORE_KEY, JSON.stringify(v));
   } catch (e) { /* storage full or disabled: the session ends with the page */ }
 }
@@ -121,16 +123,23 @@ function whenReady(fn) {
   else fn();
 }
 
-// An agent's event: a `control` css-need goes to the recorder (the CSS fallback), the rest
-// to the overlay.
-function agentEvent(rec, ov, kind, p) {
+// An agent's event: a `control` css-need goes to the recorder (the CSS fallback), remote
+// control (`rc-*`) to control.js with the agent that sent it, the rest to the overlay.
+function agentEvent(rec, ov, kind, p, src) {
   if (kind === "control") { if (rec && p && p.op === "css-need") rec.cssNeed(p); }
+  else if (typeof kind === "string" && kind.startsWith("rc-")) { if (visit.control) visit.control.agentEvent(src, kind, p); }
   else if (ov) ov.agentEvent(kind, p);
 }
 
 function begin(saved) {
   visit.overlay = visit.overlay || makeOverlay();
   visit.overlay.attach();
+  visit.control = makeControl(
+    (kind, payload) => { if (visit.wire) visit.wire.send(kind, payload); },
+    saved && typeof saved.control === "string" ? saved.control : null,
+    () => { if (visit.wire) writeStore(visit.wire.persistState()); },
+  );
+  whenReady(() => { if (visit.control) visit.control.restore(); });
   visit.rec = makeRecorder((kind, payload) => {
     if (!visit.wire) return;
     if (kind === "snapshot") visit.wire.sendSnapshot(JSON.stringify(payload));
@@ -145,7 +154,7 @@ function begin(saved) {
     state: saved || null,
     refreshGateways,
     onEvents(events) {
-      for (const ev of events || []) agentEvent(visit.rec, visit.overlay, ev.kind, ev.payload);
+      for (const ev of events || []) agentEvent(visit.rec, visit.overlay, ev.kind, ev.payload, ev.src);
     },
     onControl(ctl) {
       if (!ctl) return;
@@ -153,6 +162,7 @@ function begin(saved) {
       else if (ctl.op === "joined") fire("agent-joined", { agentId: ctl.msg || null });
       else if (ctl.op === "left") {
         if (visit.overlay) visit.overlay.agentLeft();
+        if (visit.control) visit.control.agentLeft(ctl.msg);
         fire("agent-left", { agentId: ctl.msg || null });
       }
     },
@@ -189,6 +199,8 @@ function finish(detail) {
   visit.rec = null;
   if (visit.overlay) visit.overlay.remove();
   visit.overlay = null;
+  if (visit.control) visit.control.remove();
+  visit.control = null;
   visit.wire = null;
   setState("ended", detail);
   fire("ended", detail || {});
@@ -261,6 +273,10 @@ const Cobrowse = {
   },
   _overlayState() {
     return visit.overlay ? visit.overlay.state() : null;
+  },
+  // Test hook: remote control (control.js): the holder, the prompt, where "Stop" is.
+  _controlState() {
+    return visit.control ? visit.control.state() : null;
   },
   // Test hook: record with no network and no consent. emit(kind, payload) gets every event
   // that would go on the wire; the snapshot comes as its document object, not as parts.

@@ -1,0 +1,205 @@
+/* visitor/control.js: remote control with the visitor's consent (docs/browser.md "Remote
+ * control"). An agent's `rc-request` shows a prompt naming the agent (a real dialog with two
+ * buttons, keyboard first); "Allow" sends `rc-grant {aid}`, "Refuse" or Escape
+ * `rc-revoke {aid}`. While granted a banner says who is in control, with a one-click "Stop".
+ * Only the holder's `rc-click`, `rc-scroll` and `rc-text` act, on the real page, through the
+ * events a user's own input fires; never on a private element (privacy.js decides, as for
+ * masking). The gateway refuses input without a grant too (gateway/remote_control.py): this
+ * is the lock on the visitor's side, and it closes at once on "Stop". */
+
+const RC_MAX_TEXT = 10000; // characters an rc-text may set: a long comment, not a file
+const RC_REQUEST_QUIET_MS = 10000; // after a refusal, that agent's requests are ignored this long
+const RC_MAX_SCROLL = 10000; // px one rc-scroll may move: a wheel turn is about 100
+const RC_TEXT_TYPES = new Set(["", "text", "search", "email", "url", "tel", "number"]);
+const RC_HOST_STYLE =
+  "all: initial !important; position: fixed !important; left: 50% !important; top: 12px !important; " +
+  "transform: translateX(-50%) !important; z-index: 2147483647 !important; display: block !important; " +
+  "pointer-events: auto !important;";
+const RC_CSS = `
+  :host { all: initial; }
+  .box { font: 14px/1.45 system-ui, sans-serif; color: #111827; background: #fff; width: 340px;
+    border-radius: 10px; box-shadow: 0 8px 30px rgba(0,0,0,.3); padding: 16px; box-sizing: border-box; }
+  .box p { margin: 0 0 12px; }
+  .row { display: flex; gap: 8px; justify-content: flex-end; }
+  button { font: inherit; border-radius: 6px; padding: 6px 14px; cursor: pointer; border: 1px solid #6b7280;
+    background: #fff; color: #111827; }
+  button:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }
+  button.yes { background: #1d4ed8; border-color: #1d4ed8; color: #fff; }
+  .banner { display: flex; align-items: center; gap: 12px; font: 14px/1.4 system-ui, sans-serif;
+    background: #b91c1c; color: #fff; padding: 6px 8px 6px 14px; border-radius: 8px;
+    box-shadow: 0 4px 16px rgba(0,0,0,.3); white-space: nowrap; }
+  .banner button { background: #fff; color: #991b1b; border-color: #fff; font-weight: 600; }`;
+
+/** The node an agent's input names, when it may act on it: ours and private ones never. */
+function rcTarget(id) {
+  if (id === 0) return document.scrollingElement || document.documentElement;
+  const n = Number.isInteger(id) ? nodeOf(id) : null;
+  if (!n || n.nodeType !== 1 || !n.isConnected || !inTree(n) || isPrivate(n)) return null;
+  return n;
+}
+
+function rcClick(el, p) {
+  const r = el.getBoundingClientRect();
+  const ox = Number.isFinite(p.x) ? Math.min(Math.max(p.x, 0), r.width) : r.width / 2;
+  const oy = Number.isFinite(p.y) ? Math.min(Math.max(p.y, 0), r.height) : r.height / 2;
+  const at = { bubbles: true, cancelable: true, composed: true, view: window, clientX: r.left + ox, clientY: r.top + oy, button: 0 };
+  const ptr = Object.assign({ pointerId: 1, isPrimary: true, pointerType: "mouse" }, at);
+  el.dispatchEvent(new PointerEvent("pointerdown", Object.assign({ buttons: 1 }, ptr)));
+  el.dispatchEvent(new MouseEvent("mousedown", Object.assign({ buttons: 1 }, at)));
+  if (typeof el.focus === "function") el.focus({ preventScroll: true });
+  el.dispatchEvent(new PointerEvent("pointerup", ptr));
+  el.dispatchEvent(new MouseEvent("mouseup", at));
+  el.dispatchEvent(new MouseEvent("click", at)); // its activation runs: a checkbox toggles, a submit submits
+  return true;
+}
+
+function rcScroll(el, p) {
+  if (!Number.isFinite(p.dx) || !Number.isFinite(p.dy)) return false;
+  const dx = Math.max(-RC_MAX_SCROLL, Math.min(RC_MAX_SCROLL, p.dx));
+  const dy = Math.max(-RC_MAX_SCROLL, Math.min(RC_MAX_SCROLL, p.dy));
+  if (el === document.scrollingElement || el === document.documentElement) window.scrollBy(dx, dy);
+  else el.scrollBy(dx, dy);
+  return true;
+}
+
+/** A text field's value as typing sets it: the value setter frameworks watch (the
+ * prototype's, which React's own tracker does not shadow), then `input`, and `change` when
+ * the agent finished (`done`: they left the field or pressed Enter). */
+function rcText(el, p) {
+  const input = el.localName === "input" && RC_TEXT_TYPES.has((el.getAttribute("type") || "").toLowerCase());
+  if (!(input || el.localName === "textarea") || el.disabled || el.readOnly) return false;
+  if (typeof p.value !== "string" || p.value.length > RC_MAX_TEXT) return false;
+  if (document.activeElement !== el) el.focus({ preventScroll: true });
+  const proto = input ? HTMLInputElement.prototype : HTMLTextAreaElement.prototype;
+  Object.getOwnPropertyDescriptor(proto, "value").set.call(el, p.value);
+  el.dispatchEvent(new InputEvent("input", { bubbles: true, composed: true, inputType: "insertReplacementText" }));
+  if (p.done) el.dispatchEvent(new Event("change", { bubbles: true }));
+  return true;
+}
+
+const RC_ACTS = { "rc-click": rcClick, "rc-scroll": rcScroll, "rc-text": rcText };
+
+/** The page's remote control. `send(kind, payload)` puts an event on the wire; `holder` is
+ * the agent granted on an earlier page of this session (sessionStorage), `changed()` is
+ * called when it changes, so the next page knows. */
+function makeControl(send, holder, changed) {
+  const st = { holder: holder || null, asking: null, quiet: new Map(), done: 0, ignored: 0 };
+  const host = document.createElement("cobrowse-control");
+  ours.add(host);
+  host.setAttribute("style", RC_HOST_STYLE);
+  const root = ORIG.attachShadow.call(host, { mode: "closed" });
+  const style = document.createElement("style");
+  style.textContent = RC_CSS;
+  root.appendChild(style);
+  let ui = null; // the prompt or the banner shown now
+
+  function show(el) {
+    if (ui) ui.remove();
+    ui = el;
+    if (el) root.appendChild(el);
+    if (el && !host.isConnected) document.documentElement.appendChild(host);
+    if (!el) host.remove();
+  }
+  function set(aid) {
+    st.holder = aid;
+    if (changed) safe(changed);
+    show(aid ? banner() : null);
+  }
+  function banner() {
+    const b = document.createElement("div");
+    b.className = "banner";
+    b.setAttribute("role", "status");
+    const t = document.createElement("span");
+    t.textContent = `${CB_CFG.agentName} is controlling this page`;
+    const stop = document.createElement("button");
+    stop.type = "button";
+    stop.textContent = "Stop control";
+    stop.addEventListener("click", () => api.revoke());
+    b.append(t, stop);
+    return b;
+  }
+  function prompt(aid) {
+    const box = document.createElement("div");
+    box.className = "box";
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-modal", "true");
+    box.setAttribute("aria-labelledby", "rc-t");
+    box.setAttribute("aria-describedby", "rc-d");
+    box.innerHTML = '<p id="rc-t"></p><p id="rc-d"></p><div class="row"><button class="yes" type="button">Allow control</button><button class="no" type="button">Refuse</button></div>';
+    box.querySelector("#rc-t").textContent = `${CB_CFG.agentName} asks to control this page.`;
+    box.querySelector("#rc-d").textContent =
+      "They could click, scroll and type here for you. Passwords, card numbers and private fields stay out of their reach. You can stop at any time.";
+    const [yes, no] = box.querySelectorAll("button");
+    const answer = (ok) => {
+      if (st.asking !== aid) return;
+      st.asking = null;
+      if (ok) {
+        send("rc-grant", { aid });
+        set(aid);
+      } else {
+        send("rc-revoke", { aid });
+        st.quiet.set(aid, Date.now());
+        show(st.holder ? banner() : null);
+      }
+    };
+    yes.addEventListener("click", () => answer(true));
+    no.addEventListener("click", () => answer(false));
+    box.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") answer(false);
+      else if (e.key === "Tab") { // the focus stays in the dialog while it asks
+        e.preventDefault();
+        (root.activeElement === yes ? no : yes).focus();
+      }
+    });
+    return box;
+  }
+
+  const api = {
+    holder: () => st.holder,
+    /** An agent's rc-* event; `src` is the agent that sent it. */
+    agentEvent(src, kind, p) {
+      if (kind === "rc-request") {
+        if (!src || st.holder === src || st.asking) return;
+        if (Date.now() - (st.quiet.get(src) || -Infinity) < RC_REQUEST_QUIET_MS) return;
+        st.asking = src;
+        show(prompt(src));
+        root.querySelector("button.no").focus(); // the safe answer is the one Enter gives
+        return;
+      }
+      const act = RC_ACTS[kind];
+      if (!act) return;
+      const el = st.holder && src === st.holder && p && typeof p === "object" ? rcTarget(p.id) : null;
+      let ok = false;
+      if (el) safe(() => { ok = act(el, p); });
+      if (ok) st.done++;
+      else st.ignored++;
+    },
+    agentLeft(aid) {
+      if (st.asking === aid) { st.asking = null; show(st.holder ? banner() : null); }
+      if (st.holder === aid) set(null); // the gateway ended the grant with the agent's bye
+    },
+    revoke() {
+      const aid = st.holder;
+      if (!aid) return;
+      set(null); // closed here first: what is under way is ignored from now on
+      send("rc-revoke", { aid });
+    },
+    restore() { if (st.holder) show(banner()); },
+    // For tests (the shadow root is closed): the grant, the prompt and where "Stop" is.
+    state() {
+      const stop = st.holder && ui ? ui.querySelector("button") : null;
+      const r = stop ? stop.getBoundingClientRect() : null;
+      const focus = root.activeElement;
+      return {
+        holder: st.holder,
+        asking: st.asking,
+        dialog: st.asking ? { role: ui.getAttribute("role"), text: ui.textContent, focused: focus ? focus.textContent : null } : null,
+        stop: r ? { x: r.left + r.width / 2, y: r.top + r.height / 2, text: stop.textContent } : null,
+        done: st.done,
+        ignored: st.ignored,
+      };
+    },
+    remove() { show(null); },
+  };
+  return api;
+}
