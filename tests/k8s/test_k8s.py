@@ -611,7 +611,8 @@ def listen_port(docs, component: str, container: dict, monkeypatch) -> int:
     if component == "router":
         cfg, _ = router_config(env)
         assert cfg.host == "0.0.0.0"
-        return cfg.port
+        # With a metrics port the health paths are served there and the API port says 404.
+        return cfg.metrics_port if cfg.metrics_port is not None else cfg.port
     if component == "proxy":
         from proxy.__main__ import build_parser
 

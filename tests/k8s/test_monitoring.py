@@ -228,6 +228,15 @@ def test_every_alert_and_panel_names_metrics_the_code_exposes():
             assert not problems(var["definition"].split("(", 1)[1].rsplit(",", 1)[0], series)
 
 
+def kept(endpoint: dict, component: str) -> bool:
+    """False when the endpoint's `keep` relabelings drop this component's pods."""
+    return all(
+        re.fullmatch(r["regex"], component)
+        for r in endpoint.get("relabelings", [])
+        if r.get("action") == "keep"
+    )
+
+
 def test_the_pod_monitor_scrapes_every_components_metrics(monkeypatch):
     """Each of gateway, router and proxy is selected and has exactly one endpoint whose
     port it declares, at the port its configuration serves /metrics on, through the
@@ -245,7 +254,11 @@ def test_the_pod_monitor_scrapes_every_components_metrics(monkeypatch):
         assert selects(pm["spec"]["selector"], labels), component
         container = main_container(w)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        endpoints = [e for e in pm["spec"]["podMetricsEndpoints"] if e["port"] in ports]
+        endpoints = [
+            e
+            for e in pm["spec"]["podMetricsEndpoints"]
+            if e["port"] in ports and kept(e, component)
+        ]
         assert len(endpoints) == 1, (component, endpoints)
         [ep] = endpoints
         assert ep["path"] == "/metrics"
