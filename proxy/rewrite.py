@@ -12,7 +12,9 @@ same table as ``STATE_CLASSES`` in router/static/format.js): ``cb-hover`` (``hov
 on the hovered element and its ancestors, as a browser's ``:hover`` applies to ancestors
 too; ``cb-active`` likewise for the element pressed with the primary button; ``cb-focus``
 on the focused element, ``cb-focus-visible`` on it when the visitor's browser says it
-matches ``:focus-visible``, ``cb-focus-within`` on it and its ancestors. Below, ":hover"
+matches ``:focus-visible``, ``cb-focus-within`` on it and its ancestors; ``cb-target`` on
+the element the visitor's URL fragment selects (the replica's own URL has no fragment, so
+the real ``:target`` never matches there either). Below, ":hover"
 stands for any of these pseudo-classes, each replaced by its own class. For each selector of a style
 rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``,
 ``@scope``, ``@starting-style``, ``@document`` and in CSS nesting) that uses ``:hover``:
@@ -70,6 +72,7 @@ STATE_CLASSES: dict[str, str] = {
     "focus-visible": "cb-focus-visible",
     "focus-within": "cb-focus-within",
     "active": "cb-active",
+    "target": "cb-target",
 }
 
 # At-rules whose block holds style rules (recursed into).

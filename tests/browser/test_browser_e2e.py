@@ -668,10 +668,17 @@ def same_styles(v: Visitor, a: Agent, ids: list[str], what: str) -> list:
 def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, cluster):
     """Issue 14, one page: `:link`, `a[href]`, `a[href^=...]` and `a:not([href])` match in
     the replica as for the visitor; :focus, :focus-visible, :focus-within and :active styles
-    follow the visitor; a row redrawn under a pointer that does not move takes the hover in
-    the replica too; and clicks, a middle click and Enter on a replica link navigate and
-    fetch nothing."""
-    with pair(chromium, cluster, "e2e_states.html") as (v, a):
+    follow the visitor, :active from Space held too; :target follows the visitor's URL
+    fragment (in the snapshot and after a change); a row redrawn or a list scrolled under a
+    pointer that does not move takes the hover in the replica too; and clicks, a middle
+    click and Enter on a replica link navigate and fetch nothing."""
+    magenta, green = "rgb(200, 0, 200)", "rgb(0, 100, 0)"
+    with pair(chromium, cluster, "e2e_states.html#s1") as (v, a):
+        st = same_styles(v, a, ["s1", "s2"], ":target in the snapshot")
+        assert st[0][2] == magenta and st[1][1:3] == [green, "rgba(0, 0, 0, 0)"], st
+        v.page.evaluate("location.hash = '#s2'")
+        st = same_styles(v, a, ["s1", "s2"], ":target after a hash change")
+        assert st[0][1:3] == [green, "rgba(0, 0, 0, 0)"] and st[1][2] == magenta, st
         ids = ["field", "btn", "form"]
         same_styles(v, a, ids, "before any focus")
         v.page.click("#field")  # a text field matches :focus-visible even from a click
@@ -681,6 +688,12 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         v.page.keyboard.press("Tab")  # keyboard focus: the button matches :focus-visible
         st = same_styles(v, a, ids, "button focused by keyboard")
         assert st[1][4:] == ["dashed", "4px", "rgb(0, 0, 200)"] and st[0][4] == "none"
+        v.page.keyboard.down(" ")  # Space held on the focused button: :active
+        st = same_styles(v, a, ids, "button pressed with Space")
+        assert st[1][2] == "rgb(0, 200, 0)"
+        v.page.keyboard.up(" ")
+        st = same_styles(v, a, ids, "Space released")
+        assert st[1][2] == "rgb(220, 220, 220)"
         box = v.page.locator("#btn").bounding_box()
         v.page.mouse.move(box["x"] + 5, box["y"] + 5)
         v.page.mouse.down()
@@ -695,6 +708,11 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         v.page.evaluate("redraw()")  # the pointer stays where it is
         st = same_styles(v, a, ["d1", "d2"], "hover after the redraw")
         assert st[1][2] == "rgb(250, 200, 0)", st
+        v.page.hover("#i1")
+        same_styles(v, a, ["i1", "i2"], "list item hovered")
+        v.page.evaluate("document.getElementById('list').scrollTop = 30")  # the pointer stays
+        st = same_styles(v, a, ["i1", "i2"], "hover after a scroll")
+        assert st[0][2] == "rgba(0, 0, 0, 0)" and st[1][2] == "rgb(0, 150, 150)", st
         styles = same_styles(v, a, ["rel", "abs", "none"], "link styles")
         blue, green, yellow, purple = (
             "rgb(0, 0, 255)",

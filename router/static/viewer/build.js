@@ -193,6 +193,7 @@ function applySnapshot(rs, snap) {
   if (Array.isArray(snap.vw)) setViewport(rs, snap.vw[0], snap.vw[1]);
   rs.winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
   setFocus(rs, snap.focus === undefined ? null : snap.focus, !!snap.fv);
+  setTarget(rs, snap.tg === undefined ? null : snap.tg);
   relayout(rs);  // scrolling needs a layout: let the next frame do it rather than force one now
   rs.onInfo(rs.info);
 }
