@@ -30,6 +30,8 @@ rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``
   hovered. Such a selector is rewritten *in place* (``li:not(.cb-hover)``): the original
   selector is replaced, at the same position in the cascade, by the class-based one. That
   is exact under the viewer's assumption that the real ``:hover`` never matches.
+* ``:visited`` and ``:link`` (:data:`_LINK_HISTORY`) are always rewritten in place, so
+  every link shows its unvisited style whatever the agent's own history.
 * ``:hover`` after a pseudo-element (``::before:hover``, ``::part(x):hover``, also legacy
   ``:before:hover``) is left untouched with a note: a class cannot follow a pseudo-element.
 * Attribute selectors (``[data-x=":hover"]``, a bracket block) and escaped class names
@@ -75,6 +77,18 @@ STATE_CLASSES: dict[str, str] = {
     "target": "cb-target",
 }
 
+# Link history: `:visited` cannot be mirrored (a browser hides it from scripts, so the
+# snippet cannot read it), and in the replica it would follow the *agent's* history (Firefox
+# does not partition it). So every link shows its unvisited style: these are replaced in
+# place, never copied, as the originals would match by the agent's history. `:visited`
+# becomes a class no element ever has and `:link` becomes `:any-link` (both (0,1,0), like
+# the pseudo-classes they replace).
+NEVER_VISITED_CLASS = "cb-visited"
+_LINK_HISTORY: dict[str, tuple[str, str]] = {
+    "visited": (".", NEVER_VISITED_CLASS),
+    "link": (":", "any-link"),
+}
+
 # At-rules whose block holds style rules (recursed into).
 _GROUP_RULES = frozenset(
     {
@@ -102,6 +116,7 @@ class RewriteResult:
 class _Scan:
     state: bool = False  # some state pseudo-class (:hover, :focus...) was replaced
     negated: bool = False  # some replaced one sits inside :not(...)
+    history: bool = False  # :visited or :link was replaced (always in place)
     blocked: str = ""  # the name of one that follows a pseudo-element
 
 
@@ -141,6 +156,13 @@ def _replace_states(tokens: list, classes: dict[str, str], scan: _Scan, in_not: 
                         scan.negated = scan.negated or in_not
                         out.append(ast.LiteralToken(tok.source_line, tok.source_column, "."))
                         out.append(ast.IdentToken(nxt.source_line, nxt.source_column, cls))
+                    i += 2
+                    continue
+                history = _LINK_HISTORY.get(name)
+                if history is not None and not after_pseudo_element:
+                    scan.history = True
+                    out.append(ast.LiteralToken(tok.source_line, tok.source_column, history[0]))
+                    out.append(ast.IdentToken(nxt.source_line, nxt.source_column, history[1]))
                     i += 2
                     continue
                 if name in _LEGACY_PSEUDO_ELEMENTS:
@@ -255,7 +277,7 @@ class _Rewriter:
                     f":{scan.blocked} after a pseudo-element left as is: {text.strip()}"
                 )
                 kept.append(text)
-            elif scan.negated:
+            elif scan.negated or scan.history:
                 changed_in_place = True
                 kept.append(tinycss2.serialize(new))
             elif scan.state:
