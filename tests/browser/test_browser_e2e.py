@@ -711,6 +711,10 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         v.page.hover("#i1")
         same_styles(v, a, ["i1", "i2"], "list item hovered")
         v.page.evaluate("document.getElementById('list').scrollTop = 30")  # the pointer stays
+        teal = (
+            "getComputedStyle(document.getElementById('i2')).backgroundColor === 'rgb(0, 150, 150)'"
+        )
+        poll(v.page, teal, 10, "the visitor's own hover to follow the scroll")  # on a timer
         st = same_styles(v, a, ["i1", "i2"], "hover after a scroll")
         assert st[0][2] == "rgba(0, 0, 0, 0)" and st[1][2] == "rgb(0, 150, 150)", st
         styles = same_styles(v, a, ["rel", "abs", "none"], "link styles")
