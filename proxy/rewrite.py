@@ -78,8 +78,8 @@ STATE_CLASSES: dict[str, str] = {
 }
 
 # Link history: `:visited` cannot be mirrored (a browser hides it from scripts, so the
-# snippet cannot read it), and in the replica it would follow the *agent's* history (Firefox
-# does not partition it). So every link shows its unvisited style: these are replaced in
+# snippet cannot read it), and in the replica it would follow the *agent's* history (seen
+# in a Firefox viewer). So every link shows its unvisited style: these are replaced in
 # place, never copied, as the originals would match by the agent's history. `:visited`
 # becomes a class no element ever has and `:link` becomes `:any-link` (both (0,1,0), like
 # the pseudo-classes they replace).
