@@ -12,7 +12,9 @@ same table as ``STATE_CLASSES`` in router/static/format.js): ``cb-hover`` (``hov
 on the hovered element and its ancestors, as a browser's ``:hover`` applies to ancestors
 too; ``cb-active`` likewise for the element pressed with the primary button; ``cb-focus``
 on the focused element, ``cb-focus-visible`` on it when the visitor's browser says it
-matches ``:focus-visible``, ``cb-focus-within`` on it and its ancestors. Below, ":hover"
+matches ``:focus-visible``, ``cb-focus-within`` on it and its ancestors; ``cb-target`` on
+the element the visitor's URL fragment selects (the replica's own URL has no fragment, so
+the real ``:target`` never matches there either). Below, ":hover"
 stands for any of these pseudo-classes, each replaced by its own class. For each selector of a style
 rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``,
 ``@scope``, ``@starting-style``, ``@document`` and in CSS nesting) that uses ``:hover``:
@@ -28,6 +30,8 @@ rule (at top level, inside ``@media``, ``@supports``, ``@layer``, ``@container``
   hovered. Such a selector is rewritten *in place* (``li:not(.cb-hover)``): the original
   selector is replaced, at the same position in the cascade, by the class-based one. That
   is exact under the viewer's assumption that the real ``:hover`` never matches.
+* ``:visited`` and ``:link`` (:data:`_LINK_HISTORY`) are always rewritten in place, so
+  every link shows its unvisited style whatever the agent's own history.
 * ``:hover`` after a pseudo-element (``::before:hover``, ``::part(x):hover``, also legacy
   ``:before:hover``) is left untouched with a note: a class cannot follow a pseudo-element.
 * Attribute selectors (``[data-x=":hover"]``, a bracket block) and escaped class names
@@ -70,6 +74,19 @@ STATE_CLASSES: dict[str, str] = {
     "focus-visible": "cb-focus-visible",
     "focus-within": "cb-focus-within",
     "active": "cb-active",
+    "target": "cb-target",
+}
+
+# Link history: `:visited` cannot be mirrored (a browser hides it from scripts, so the
+# snippet cannot read it), and in the replica it would follow the *agent's* history (seen
+# in a Firefox viewer). So every link shows its unvisited style: these are replaced in
+# place, never copied, as the originals would match by the agent's history. `:visited`
+# becomes a class no element ever has and `:link` becomes `:any-link` (both (0,1,0), like
+# the pseudo-classes they replace).
+NEVER_VISITED_CLASS = "cb-visited"
+_LINK_HISTORY: dict[str, tuple[str, str]] = {
+    "visited": (".", NEVER_VISITED_CLASS),
+    "link": (":", "any-link"),
 }
 
 # At-rules whose block holds style rules (recursed into).
@@ -99,6 +116,7 @@ class RewriteResult:
 class _Scan:
     state: bool = False  # some state pseudo-class (:hover, :focus...) was replaced
     negated: bool = False  # some replaced one sits inside :not(...)
+    history: bool = False  # :visited or :link was replaced (always in place)
     blocked: str = ""  # the name of one that follows a pseudo-element
 
 
@@ -138,6 +156,13 @@ def _replace_states(tokens: list, classes: dict[str, str], scan: _Scan, in_not: 
                         scan.negated = scan.negated or in_not
                         out.append(ast.LiteralToken(tok.source_line, tok.source_column, "."))
                         out.append(ast.IdentToken(nxt.source_line, nxt.source_column, cls))
+                    i += 2
+                    continue
+                history = _LINK_HISTORY.get(name)
+                if history is not None and not after_pseudo_element:
+                    scan.history = True
+                    out.append(ast.LiteralToken(tok.source_line, tok.source_column, history[0]))
+                    out.append(ast.IdentToken(nxt.source_line, nxt.source_column, history[1]))
                     i += 2
                     continue
                 if name in _LEGACY_PSEUDO_ELEMENTS:
@@ -252,7 +277,7 @@ class _Rewriter:
                     f":{scan.blocked} after a pseudo-element left as is: {text.strip()}"
                 )
                 kept.append(text)
-            elif scan.negated:
+            elif scan.negated or scan.history:
                 changed_in_place = True
                 kept.append(tinycss2.serialize(new))
             elif scan.state:

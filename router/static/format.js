@@ -59,12 +59,13 @@ const URL_VALUED_ATTRS = new Set(["href", "src", "action", "formaction", "xlink:
   "background", "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc",
   "manifest", "icon", "classid", "archive", "profile", "imagesrcset", "itemtype"]);
 
-/** The class the viewer sets for each user-action pseudo-class the visitor's element
+/** The class the viewer sets for each element-state pseudo-class the visitor's element
  * matches; the proxy's CSS rewriter (proxy/rewrite.py STATE_CLASSES) turns each
- * pseudo-class into the same class, since the replica's own pointer and focus never reach
- * the visitor's elements. */
+ * pseudo-class into the same class, since the replica's own pointer, focus and URL
+ * fragment never reach the visitor's elements. */
 const STATE_CLASSES = Object.freeze({hover: "cb-hover", focus: "cb-focus",
-  "focus-visible": "cb-focus-visible", "focus-within": "cb-focus-within", active: "cb-active"});
+  "focus-visible": "cb-focus-visible", "focus-within": "cb-focus-within", active: "cb-active",
+  target: "cb-target"});
 
 // The gateway refuses an event payload over 128 KiB (protocol.md MAX_EVENT_BYTES) and closes
 // the connection, so anything that could be larger is checked against MAX_EVENT; the 8 KiB
@@ -89,3 +90,26 @@ const AGENT_KINDS = Object.freeze(["pointer", "click", "highlight", "control"]);
 const LINK_CSS_PART = 32 * 1024;
 const LINK_CSS_MAX = 1024 * 1024;
 const LINK_CSS_PAGE_MAX = 4 * 1024 * 1024;
+
+/** A url(...) in CSS text, its address in group 1, 2 or 3 (double-, single- or unquoted): the
+ * viewer signs each (viewer/urls.js), the snippet makes an imported sheet's ones absolute
+ * (visitor/sheets.js). */
+const URL_RE = /url\(\s*(?:"((?:[^"\\]|\\[\s\S])*)"|'((?:[^'\\]|\\[\s\S])*)'|([^)"'\s]*))\s*\)/gi;
+function cssUnescape(s) {
+  return s.replace(/\\([0-9a-fA-F]{1,6}\s?|[\s\S])/g, (m, g) => {
+    if (/^[0-9a-fA-F]/.test(g)) {
+      const cp = parseInt(g, 16);
+      return cp > 0 && cp <= 0x10ffff ? String.fromCodePoint(cp) : "\ufffd";
+    }
+    return g === "\n" ? "" : g;
+  });
+}
+
+function cssUrlOf(a, b, c) {
+  return cssUnescape(a !== undefined ? a : b !== undefined ? b : c || "");
+}
+
+/** A CSS string token holding `u`. */
+function cssString(u) {
+  return '"' + String(u).replace(/["\\\n\r\f]/g, (c) => "\\" + c.charCodeAt(0).toString(16) + " ") + '"';
+}

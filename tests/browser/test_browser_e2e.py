@@ -8,10 +8,12 @@ mutations and after form input; the wire is watched for private values (G4).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import msgpack
@@ -669,10 +671,17 @@ def same_styles(v: Visitor, a: Agent, ids: list[str], what: str) -> list:
 def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, cluster):
     """Issue 14, one page: `:link`, `a[href]`, `a[href^=...]` and `a:not([href])` match in
     the replica as for the visitor; :focus, :focus-visible, :focus-within and :active styles
-    follow the visitor; a row redrawn under a pointer that does not move takes the hover in
-    the replica too; and clicks, a middle click and Enter on a replica link navigate and
-    fetch nothing."""
-    with pair(chromium, cluster, "e2e_states.html") as (v, a):
+    follow the visitor, :active from Space held too; :target follows the visitor's URL
+    fragment (in the snapshot and after a change); a row redrawn or a list scrolled under a
+    pointer that does not move takes the hover in the replica too; and clicks, a middle
+    click and Enter on a replica link navigate and fetch nothing."""
+    magenta, green = "rgb(200, 0, 200)", "rgb(0, 100, 0)"
+    with pair(chromium, cluster, "e2e_states.html#s1") as (v, a):
+        st = same_styles(v, a, ["s1", "s2"], ":target in the snapshot")
+        assert st[0][2] == magenta and st[1][1:3] == [green, "rgba(0, 0, 0, 0)"], st
+        v.page.evaluate("location.hash = '#s2'")
+        st = same_styles(v, a, ["s1", "s2"], ":target after a hash change")
+        assert st[0][1:3] == [green, "rgba(0, 0, 0, 0)"] and st[1][2] == magenta, st
         ids = ["field", "btn", "form"]
         same_styles(v, a, ids, "before any focus")
         v.page.click("#field")  # a text field matches :focus-visible even from a click
@@ -682,6 +691,12 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         v.page.keyboard.press("Tab")  # keyboard focus: the button matches :focus-visible
         st = same_styles(v, a, ids, "button focused by keyboard")
         assert st[1][4:] == ["dashed", "4px", "rgb(0, 0, 200)"] and st[0][4] == "none"
+        v.page.keyboard.down(" ")  # Space held on the focused button: :active
+        st = same_styles(v, a, ids, "button pressed with Space")
+        assert st[1][2] == "rgb(0, 200, 0)"
+        v.page.keyboard.up(" ")
+        st = same_styles(v, a, ids, "Space released")
+        assert st[1][2] == "rgb(220, 220, 220)"
         box = v.page.locator("#btn").bounding_box()
         v.page.mouse.move(box["x"] + 5, box["y"] + 5)
         v.page.mouse.down()
@@ -696,6 +711,15 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
         v.page.evaluate("redraw()")  # the pointer stays where it is
         st = same_styles(v, a, ["d1", "d2"], "hover after the redraw")
         assert st[1][2] == "rgb(250, 200, 0)", st
+        v.page.hover("#i1")
+        same_styles(v, a, ["i1", "i2"], "list item hovered")
+        v.page.evaluate("document.getElementById('list').scrollTop = 30")  # the pointer stays
+        teal = (
+            "getComputedStyle(document.getElementById('i2')).backgroundColor === 'rgb(0, 150, 150)'"
+        )
+        poll(v.page, teal, 10, "the visitor's own hover to follow the scroll")  # on a timer
+        st = same_styles(v, a, ["i1", "i2"], "hover after a scroll")
+        assert st[0][2] == "rgba(0, 0, 0, 0)" and st[1][2] == "rgb(0, 150, 150)", st
         styles = same_styles(v, a, ["rel", "abs", "none"], "link styles")
         blue, green, yellow, purple = (
             "rgb(0, 0, 255)",
@@ -740,27 +764,44 @@ def test_links_states_and_hover_after_a_redraw_match_the_visitor(chromium, clust
 def test_a_sheet_the_proxy_may_not_fetch_styles_the_replica_through_the_visitor(chromium, cluster):
     """The CSS fallback: the page's sheet is behind its login (403 without the cookie the
     page set), so the proxy cannot fetch it; the viewer asks the visitor (`control`
-    css-need), the visitor sends the sheet's text (`css` link), the proxy rewrites it."""
+    css-need), the visitor sends the sheet's text (`css` link), the proxy rewrites it. The
+    sheets it @imports (also behind the login) come inline, under their media and with
+    their own base URL; a sheet whose URL the proxy refuses to sign and a blob: sheet, which
+    never fire `error` in the replica, are asked for too."""
     sheet = cluster.origin + e2e_cluster.LOCKED + "e2e_locked.css"
     assert httpx.get(sheet).status_code == 403  # what the proxy gets
-    style = "(doc) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById('box')); return [cs.backgroundColor, cs.color, cs.width]; }"
+    style = """(doc) => ['box', 'imp', 'unsigned', 'blobbed'].map((id) => {
+      const cs = doc.defaultView.getComputedStyle(doc.getElementById(id));
+      return [cs.backgroundColor, cs.color, cs.width, cs.borderLeftWidth, cs.borderLeftColor, cs.outlineColor]; })"""
     with pair(chromium, cluster, "e2e_locked.html") as (v, a):
         want = v.page.evaluate(f"({style})(document)")
-        assert want == ["rgb(12, 34, 56)", "rgb(255, 255, 255)", "321px"]
+        assert want[0][:3] == ["rgb(12, 34, 56)", "rgb(255, 255, 255)", "321px"]
+        assert want[1][1] != "rgb(255, 0, 0)" and want[1][3:5] == ["5px", "rgb(0, 90, 0)"]
+        assert want[2][3:5] == ["9px", "rgb(1, 2, 3)"] and want[3][5] == "rgb(0, 0, 77)"
         compact = json.dumps(json.dumps(want, separators=(",", ":")))
-        poll(a.page, f"JSON.stringify(({style})({VDOC})) === {compact}", 15, "the fallback sheet")
+        got = f"JSON.stringify(({style})({VDOC}))"
+        try:
+            poll(a.page, f"{got} === {compact}", 15, "the fallback sheets")
+        except AssertionError:
+            raise AssertionError(f"visitor {want} != replica {a.page.evaluate(got)}") from None
         stats = a.page.evaluate("CobrowseViewer.current.replayer.stats()")
-        assert stats["cssNeed"] == 1 and stats["cssFallback"] == 1, stats
+        assert stats["cssNeed"] == 3 and stats["cssFallback"] == 3, stats
+        # the imported sheet's url() resolved against its own URL (imp/), then signed
+        bg = a.page.evaluate(f"getComputedStyle({VDOC}.getElementById('imp')).backgroundImage")
+        u = parse_qs(urlsplit(bg[5:-2]).query)["u"][0]
+        assert base64.urlsafe_b64decode(u + "=" * (-len(u) % 4)).decode() == (
+            cluster.origin + "/pages/e2e_avatar.svg"
+        ), bg
         # the text went through the proxy's rewrite: :hover is the viewer's class
         v.page.hover("#box")
         poll(
             a.page,
-            f"({style})({VDOC})[1] === 'rgb(250, 200, 0)'",
+            f"({style})({VDOC})[0][1] === 'rgb(250, 200, 0)'",
             10,
             "hover from the fallback sheet",
         )
-        [need] = [e for e in v.events("css") if e[3].get("op") == "link"]
-        assert need[3]["base"] == sheet and need[3]["n"] == 1
+        [need] = [e for e in v.events("css") if e[3].get("op") == "link" and e[3]["base"] == sheet]
+        assert need[3]["n"] == 1
         wait_same(v, a)  # the DOM is the visitor's: the fallback adds no element
 
 

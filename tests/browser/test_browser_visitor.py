@@ -1123,33 +1123,46 @@ ADD_SHEETS = """async () => {
   window.__big = await link(emoji + "p { margin: 1px; }\\n".repeat(3000), "stylesheet");
   window.__huge = await link('.h::before { content: "' + "x".repeat(1100000) + '"; }', "stylesheet");  // > 1 Mi
   window.__icon = await link("b { color: red; }", "icon");
+  // An @import with every condition, of a sheet with its own @import (inlined in turn).
+  const inner = URL.createObjectURL(new Blob(["i { color: blue; }"], {type: "text/css"}));
+  const mid = URL.createObjectURL(new Blob([`@import url("${inner}"); q { color: red; }`], {type: "text/css"}));
+  window.__imp = await link(`@import url("${mid}") layer(x) supports(display: grid) screen; s { color: green; }`, "stylesheet");
 }"""
 
 
 def test_css_need_sends_a_linked_sheets_text_in_bounded_parts(context, pages_server):
     """The CSS fallback's visitor side: only a stylesheet <link> is answered, its text in
     consecutive parts of at most 32 Ki characters (no surrogate pair cut), a sheet over
-    1 Mi characters as one part with css null."""
+    1 Mi characters as one part with css null, @imports inlined with their conditions."""
     page = open_page(context, pages_server, "visitor_blank.html", capture=False)
     page.evaluate(ADD_SHEETS)
     page.evaluate(CAPTURE)
     drain(page)
     ask = "(el) => window.__cap.agent('control', {op: 'css-need', node: Cobrowse._nodeId(el)})"
-    for name in ("__icon", "__big", "__huge"):
+    for name in ("__icon", "__big", "__huge", "__imp"):
         page.evaluate(f"() => ({ask})(window.{name})")
     page.evaluate(f"() => ({ask})(document.getElementById('p1'))")  # not a link: nothing
     got = wait_for(page, "css")
     settle(page, 100)
     got += drain(page, "css")
-    ids = page.evaluate("() => [Cobrowse._nodeId(__big), Cobrowse._nodeId(__huge)]")
+    ids = page.evaluate(
+        "() => [Cobrowse._nodeId(__big), Cobrowse._nodeId(__huge), Cobrowse._nodeId(__imp)]"
+    )
     big = [p for p in got if p["node"] == ids[0]]
     assert {p["node"] for p in got} == set(ids)  # the icon and the <p> were not answered
+    # the imports are inlined in place, under the outer import's conditions
+    [imp] = [p["css"] for p in got if p["node"] == ids[2]]
+    assert imp == (
+        "@supports (display: grid) {\n@media screen {\n@layer x {\n"
+        "i { color: blue; }\nq { color: red; }\n}\n}\n}\ns { color: green; }"
+    ), imp
     want = page.evaluate("() => Array.from(__big.sheet.cssRules, (r) => r.cssText).join('\\n')")
     assert [p["i"] for p in big] == list(range(len(big))) and {p["n"] for p in big} == {len(big)}
     assert want.startswith('.e::before { content: "\U0001f600')
     assert len(big) == 3  # 40 023 + 3000 * 19 UTF-16 units
     assert all(len(p["css"]) <= 32 * 1024 for p in big)
     assert "".join(p["css"] for p in big) == want
-    assert all(p["base"] == page.evaluate("() => __big.href") for p in big)
+    # a blob: sheet: no relative URL resolves against it, the page's base URL stands in
+    assert all(p["base"] == page.evaluate("() => document.baseURI") for p in big)
     assert [(p["i"], p["n"], p["css"]) for p in got if p["node"] == ids[1]] == [(0, 1, None)]
     assert page.errors == []

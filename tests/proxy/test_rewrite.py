@@ -495,3 +495,22 @@ def test_corpus_every_state_rule_gets_its_copy() -> None:
             assert s in after, name
         total += len(hovers)
     assert total >= 10  # benchmark.css alone has many
+
+
+def test_links_always_show_their_unvisited_style() -> None:
+    """`:visited` cannot be mirrored (browsers hide it from scripts) and in the replica it
+    would follow the agent's own history: in place, never copied, it becomes a class no
+    element has, and `:link` becomes `:any-link` (issue 14)."""
+    r = rw(
+        "a:visited { x: y } a:LINK { x: z } a:not(:visited) { x: w }"
+        " a:visited:hover, b:hover { x: v } a::before:visited { x: u } .x\\:visited { x: t }"
+    )
+    assert rules(r.css) == [
+        ("a.cb-visited", "x: y"),
+        ("a:any-link", "x: z"),
+        ("a:not(.cb-visited)", "x: w"),
+        ("a.cb-visited.cb-hover, b:hover", "x: v"),
+        ("b.cb-hover", "x: v"),
+        ("a::before:visited", "x: u"),
+        (".x\\:visited", "x: t"),
+    ]

@@ -23,7 +23,7 @@ rules apply on both sides, so each rule below removes a difference that the cont
   external ``<use>`` would load from the origin). ``style`` is parsed by the browser (``element.style.cssText``) with every
   ``url(...)`` replaced by ``url()``.
 - **Viewer additions** are removed: the state classes (``cb-hover``, ``cb-focus``,
-  ``cb-focus-visible``, ``cb-focus-within``, ``cb-active``) and ``cb-agent-hl``
+  ``cb-focus-visible``, ``cb-focus-within``, ``cb-active``, ``cb-target``) and ``cb-agent-hl``
   (an empty ``class`` then counts as absent, on both sides), other ``data-cb-*`` attributes.
 - **Blocked elements** (``script``, ``noscript``, ``iframe``, ``frame``, ``frameset``,
   ``object``, ``embed``, ``portal``, ``base``, ``applet``, ``meta[http-equiv]``, SVG
@@ -72,7 +72,7 @@ NORMALIZE_JS = r"""
     "srcset", "data", "ping", "codebase", "cite", "longdesc", "lowsrc", "dynsrc", "manifest", "icon",
     "classid", "archive", "profile", "imagesrcset", "itemtype"]);
   const VIEWER_CLASSES = new Set(["cb-hover", "cb-focus", "cb-focus-visible", "cb-focus-within",
-    "cb-active", "cb-agent-hl"]);
+    "cb-active", "cb-target", "cb-agent-hl"]);
   const scriptUrl = (v) => {
     const k = String(v).replace(/[\u0000-\u0020\u007f-\u00a0\u1680\u180e\u2000-\u200f\u2028\u2029\u202f\u205f\u3000\ufeff]/g, "").toLowerCase();
     return /^(javascript|vbscript|livescript|mocha):/.test(k) ||

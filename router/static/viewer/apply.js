@@ -1,6 +1,6 @@
 /* viewer/apply.js: the visitor's incremental events (docs/browser.md "Events") applied to
- * the replica: mutation, input, scroll, hover (and active), focus, viewport, canvas, css (sheets.js),
- * and the visitor's pointer and clicks drawn on the overlay. `apply` is the dispatcher:
+ * the replica: mutation, input, scroll, hover (and active), focus, nav (and :target), viewport,
+ * canvas, css (sheets.js), and the visitor's pointer and clicks drawn on the overlay. `apply` is the dispatcher:
  * one bad event is counted and skipped, never thrown to the wire client.
  */
 
@@ -15,6 +15,7 @@ function apply(rs, kind, payload) {
     if (kind === "nav") {
       rs.info = {url: payload && payload.url || null, title: payload && payload.title || null};
       rs.onInfo(rs.info);
+      if (rs.doc && payload && "tg" in payload) setTarget(rs, payload.tg);  // a fragment change
       return;
     }
     if (!rs.doc) { rs.stats.skipped++; return; }  // nothing to change before the first snapshot
@@ -196,6 +197,12 @@ function setFocus(rs, id, fv) {
 
 function setActive(rs, id) {
   setState(rs, STATE_CLASSES.active, stateTarget(rs, id), true);
+}
+
+/** `:target`: the element the visitor's URL fragment selects (the replica's own URL has
+ * none, so the rewritten `.cb-target` is the only way it matches). */
+function setTarget(rs, id) {
+  setState(rs, STATE_CLASSES.target, stateTarget(rs, id), false);
 }
 
 function setViewport(rs, w, h) {

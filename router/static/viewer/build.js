@@ -194,6 +194,7 @@ function applySnapshot(rs, snap) {
   rs.winScroll = Array.isArray(snap.scroll) ? [Number(snap.scroll[0]) || 0, Number(snap.scroll[1]) || 0] : [0, 0];
   rs.agentScroll = rs.winScroll.slice();  // a new page opens where the visitor is, followed or not
   setFocus(rs, snap.focus === undefined ? null : snap.focus, !!snap.fv);
+  setTarget(rs, snap.tg === undefined ? null : snap.tg);
   relayout(rs);  // scrolling needs a layout: let the next frame do it rather than force one now
   rs.onInfo(rs.info);
 }

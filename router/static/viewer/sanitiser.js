@@ -206,7 +206,12 @@ function writeHtmlAttr(rs, el, name, lname, tag, alias, v, has) {
     if (lname === "rel") put(rs, el, "rel", has ? v : null);
     if (rel.includes(" stylesheet ") && href !== undefined && href !== null) {
       put(rs, el, "data-cb-href", null);
-      putLater(rs, el, "href", "", assetUrl(rs, href, "stylesheet"));
+      const signed = assetUrl(rs, href, "stylesheet");
+      putLater(rs, el, "href", "", signed);
+      // Not signed (the proxy refused the URL: over 8192 characters, credentials in it, a
+      // blob: sheet; or signing failed): no request, so no `error` either. Ask the visitor.
+      const g = rs.gen;
+      signed.then((u) => { if (!u && g === rs.gen && !isScriptUrl(href)) askForSheet(rs, el, href); });
     } else {
       token(rs, el, "href");
       put(rs, el, "href", null);

@@ -174,11 +174,15 @@ function watchFailedSheets(rs) {
   rs.doc.addEventListener("error", (e) => askForSheet(rs, e.target), true);
 }
 
-function askForSheet(rs, el) {
+/** Ask for `el`'s sheet: it failed to load (an `error` event) or was never signed, for
+ * `unsigned` (the href then, which must still be the link's). */
+function askForSheet(rs, el, unsigned) {
   if (!el || el.nodeType !== 1 || el.localName !== "link") return;
   const id = rs.rev.get(el);
   const href = raw(rs, el).get("href");
   if (id === undefined || !href || rs.linkSheets.has(el)) return;
+  // (a mirrored frame's document cannot adopt the replica's constructed sheets)
+  if (unsigned !== undefined && (unsigned !== href || !el.isConnected || el.ownerDocument !== rs.doc)) return;
   const key = id + "\n" + href;
   if (rs.linkAsked.has(key) || rs.linkAsked.size >= CSS_NEED_MAX) return;
   rs.linkAsked.add(key);

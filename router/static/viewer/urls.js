@@ -14,10 +14,6 @@ function signedExpiry(u) {
   return m ? Number(m[1]) * 1000 - 60000 : Date.now() + 10 * 60000;
 }
 
-function cssString(u) {
-  return '"' + String(u).replace(/["\\\n\r\f]/g, (c) => "\\" + c.charCodeAt(0).toString(16) + " ") + '"';
-}
-
 // HTML's "parse a srcset attribute", reduced to what we need: URL + descriptor text.
 function parseSrcset(s) {
   const out = [];
@@ -130,22 +126,6 @@ function signSrcset(rs, v) {
   const cands = parseSrcset(String(v));
   return Promise.all(cands.map((c) => assetUrl(rs, c.url, "asset"))).then((urls) =>
     cands.map((c, i) => (urls[i] ? urls[i] + (c.desc ? " " + c.desc : "") : null)).filter(Boolean).join(", "));
-}
-
-// url(...) in declarations: fragment and data:image URLs stay, the rest is signed.
-const URL_RE = /url\(\s*(?:"((?:[^"\\]|\\[\s\S])*)"|'((?:[^'\\]|\\[\s\S])*)'|([^)"'\s]*))\s*\)/gi;
-function cssUnescape(s) {
-  return s.replace(/\\([0-9a-fA-F]{1,6}\s?|[\s\S])/g, (m, g) => {
-    if (/^[0-9a-fA-F]/.test(g)) {
-      const cp = parseInt(g, 16);
-      return cp > 0 && cp <= 0x10ffff ? String.fromCodePoint(cp) : "\ufffd";
-    }
-    return g === "\n" ? "" : g;
-  });
-}
-
-function cssUrlOf(a, b, c) {
-  return cssUnescape(a !== undefined ? a : b !== undefined ? b : c || "");
 }
 
 function signCssUrls(rs, text) {

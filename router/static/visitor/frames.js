@@ -53,7 +53,7 @@ function listenOn(st, d) {
   for (const [type, fn] of [["input", g.input], ["change", g.input], ["scroll", g.scroll],
     ["pointermove", g.pointer], ["mouseout", g.out], ["click", g.click], ["focusin", g.focus],
     ["focusout", g.focus], ["load", g.load], ["pointerdown", g.press], ["pointerup", g.press],
-    ["pointercancel", g.press]]) d.addEventListener(type, fn, o);
+    ["pointercancel", g.press], ["keydown", g.key], ["keyup", g.key]]) d.addEventListener(type, fn, o);
 }
 
 /** A frame loaded (or navigated): send it again, whole, as a mutation of the frame node. */

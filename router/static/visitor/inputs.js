@@ -1,6 +1,6 @@
 /* visitor/inputs.js: the visitor's own actions as events: field values (typed or set by
- * script), scroll, pointer, hover and active (primary button down), click, focus and viewport
- * size, throttled where they come in bursts. A private field's value goes out masked, and only when its mask changed. */
+ * script), scroll, pointer, hover and active (primary button down, or a key held), click,
+ * focus, the URL fragment's target and viewport size, throttled where they come in bursts. A private field's value goes out masked, and only when its mask changed. */
 
 function onInput(st, e) {
   fieldChanged(st, deepTarget(e));
@@ -81,6 +81,7 @@ function throttle(st, key, ms, fn) {
   st.throttles.set(key, s);
 }
 function onScroll(st, e) {
+  rehoverSoon(st); // the content moved under a pointer that may not have
   let t = e.target;
   if (t && t.nodeType === 9 && t !== document) t = t.scrollingElement; // a mirrored frame's window
   if (t === document || t === document.scrollingElement || t === window) {
@@ -109,8 +110,9 @@ function deepElementAt(x, y) {
   }
   return el;
 }
-/** After a DOM change the element under a still pointer may be another one (a table redrawn
- * under the cursor): look again on the next frame, when layout is due anyway, once per frame. */
+/** After a DOM change or a scroll the element under a still pointer may be another one (a
+ * table redrawn under the cursor, a list scrolled by the wheel or by script): look again on
+ * the next frame, when layout is due anyway, once per frame. */
 function rehoverSoon(st) {
   if (!st.lastPtr || st.rehoverPending || typeof requestAnimationFrame !== "function") return;
   st.rehoverPending = true;
@@ -133,10 +135,45 @@ function onOut(st, e) {
 /** :active follows the primary button: the element pressed (and, in the viewer, its
  * ancestors) until the button is released or the gesture is cancelled. */
 function onPress(st, e) {
-  const id = e.type === "pointerdown" ? (e.button === 0 ? nearestId(deepTarget(e)) : st.lastActive) : null;
+  if (e.type === "pointerdown" && e.button !== 0) return;
+  st.ptrActive = e.type === "pointerdown" ? nearestId(deepTarget(e)) : null;
+  sendActive(st);
+}
+/** Input types that Space presses like a button. */
+const SPACE_PRESSED = new Set(["button", "submit", "reset", "image", "checkbox", "radio", "color", "file"]);
+/** Keyboard :active: Space held on a focused button (or an input in SPACE_PRESSED) makes it
+ * :active in Chromium and Firefox until the key goes up or the focus leaves, unless the page
+ * cancels the keydown; Enter clicks with no :active state. The engine cannot be asked:
+ * Chromium answers false to matches(":active") (and ":hover") even while its styles apply. */
+function onKey(st, e) {
+  if (e.key !== " ") return;
+  const t = deepTarget(e);
+  setTimeout(() => safe(() => { // after the page's own listeners: defaultPrevented is final
+    if (!st.running) return;
+    const pressable = t && t.nodeType === 1 && t.namespaceURI === NS_HTML && !t.disabled &&
+      (t.localName === "button" || (t.localName === "input" && SPACE_PRESSED.has(t.type)));
+    st.keyActive = e.type === "keydown" && pressable && !e.defaultPrevented ? nearestId(t) : null;
+    sendActive(st);
+  }), 0);
+}
+/** `act` of a `hover` event: the pointer's press first, else the keyboard's. */
+function sendActive(st) {
+  const id = st.ptrActive !== null ? st.ptrActive : st.keyActive;
   if (id === st.lastActive) return;
   st.lastActive = id;
   send(st, "hover", { id: st.lastHover, act: id });
+}
+/** The element the URL's fragment selects (`:target`), in the top document. */
+function targetId() {
+  let t = null;
+  try { t = document.querySelector(":target"); } catch (e) { t = null; }
+  return t && inTree(t) ? (idOf(t) ?? null) : null;
+}
+/** The fragment changed (a link to #x, location.hash, back and forward): the URL and the
+ * element `:target` now selects go to the viewer as a `nav` with `tg`. */
+function onHash(st) {
+  flush(st); // ids for nodes added in this task, the target among them
+  emit(st, "nav", { url: document.URL, title: document.title, tg: targetId() });
 }
 function onClick(st, e) {
   const [x, y] = topXY(e);
@@ -148,6 +185,7 @@ function onFocus(st) {
     if (!st.running) return;
     flush(st);
     const id = focusId();
+    if (st.keyActive !== null && id !== st.keyActive) { st.keyActive = null; sendActive(st); } // focus left a key-pressed button
     const fv = id !== null && focusVisible();
     if (id === st.lastFocus && fv === st.lastFv) return;
     st.lastFocus = id;

@@ -33,7 +33,9 @@
  * @property {boolean} rehoverPending  a look under the pointer is queued for the next frame
  * @property {?number} lastFocus
  * @property {boolean} lastFv  the focused element matched :focus-visible when last sent
- * @property {?number} lastActive  the element pressed with the primary button, when last sent
+ * @property {?number} lastActive  the `act` last sent (see sendActive)
+ * @property {?number} ptrActive  the element pressed with the primary button
+ * @property {?number} keyActive  the focused element, while it matches :active from a key held
  * @property {Map<*, {pending: ?Function, timer: number}>} throttles  by key (see throttle)
  * @property {Object<string, function(Event): void>} guarded  our listeners, never throwing
  * @property {number} linkCssSent  characters of linked sheets sent for the CSS fallback
@@ -68,6 +70,8 @@ function newRecorderState(out) {
     lastFocus: null,
     lastFv: false,
     lastActive: null,
+    ptrActive: null,
+    keyActive: null,
     throttles: new Map(),
     guarded: null,
     linkCssSent: 0,
@@ -78,7 +82,7 @@ function newRecorderState(out) {
   st.guarded = {
     input: guard(onInput), scroll: guard(onScroll), pointer: guard(onPointer), out: guard(onOut),
     click: guard(onClick), focus: guard(onFocus), resize: guard(onResize), load: guard(onFrameLoad),
-    press: guard(onPress),
+    press: guard(onPress), key: guard(onKey), hash: guard(onHash),
   };
   return st;
 }
@@ -145,6 +149,7 @@ function startRecorder(st, opts) {
   st.ac = new AbortController();
   listenOn(st, document);
   window.addEventListener("resize", st.guarded.resize, { capture: true, passive: true, signal: st.ac.signal });
+  window.addEventListener("hashchange", st.guarded.hash, { passive: true, signal: st.ac.signal });
   st.observer = new (nativeMutationObserver())((recs) => {
     try { processMutations(st, recs); } catch (e) { console.warn("cobrowse: mutation failed", e); }
   });

@@ -122,11 +122,57 @@ function pollAdopted(st) {
 }
 
 // ---- the visitor-fetched CSS fallback (docs/browser.md) ----
+/** How deep @import chains are followed; a browser stops only at a cycle, and 8 is more than
+ * any real page nests (Bootstrap themes: 2). */
+const IMPORT_DEPTH_MAX = 8;
+
+/** A readable sheet's rules as text, each @import whose sheet may be read replaced by that
+ * sheet's own text, inline, in place (the viewer's constructed sheet would drop the
+ * @import, and the proxy may not fetch what it names either): its relative url()s made
+ * absolute against its own URL, wrapped in the import's supports(), media and layer() so
+ * it applies where the imported sheet would. An import the visitor may not read is left
+ * out. Null when the sheet cannot be read or the text passes LINK_CSS_MAX (`acc.chars`
+ * counts across the whole tree, so a sheet imported many times cannot blow it up). */
+function inlinedText(sheet, acc, depth) {
+  let rules;
+  try { rules = sheet.cssRules; } catch (e) { return null; }
+  const out = [];
+  for (const r of rules) {
+    let text = r.cssText;
+    if (r.type === 3) { // CSSRule.IMPORT_RULE (instanceof fails for a frame's rules)
+      const inner = r.styleSheet && depth < IMPORT_DEPTH_MAX ? inlinedText(r.styleSheet, acc, depth + 1) : null;
+      if (inner === null) continue;
+      text = importWrapped(r, absoluteCssUrls(inner, r.styleSheet.href || sheet.href || document.baseURI));
+    }
+    acc.chars += text.length + 1;
+    if (acc.chars > LINK_CSS_MAX) return null;
+    out.push(text);
+  }
+  return out.join("\n");
+}
+/** An imported sheet's text under its @import's conditions. */
+function importWrapped(rule, text) {
+  let t = text;
+  if (typeof rule.layerName === "string") t = `@layer ${rule.layerName} {\n${t}\n}`; // "": anonymous
+  const media = rule.media ? rule.media.mediaText : "";
+  if (media && media !== "all") t = `@media ${media} {\n${t}\n}`;
+  if (rule.supportsText) t = `@supports (${rule.supportsText}) {\n${t}\n}`;
+  return t;
+}
+/** `text` with every relative url() resolved against `base` (fragments and data: stay). */
+function absoluteCssUrls(text, base) {
+  return text.replace(URL_RE, (m, a, b, c) => {
+    const u = cssUrlOf(a, b, c).trim();
+    if (!u || u.startsWith("#") || /^data:/i.test(u)) return m;
+    try { return "url(" + cssString(new URL(u, base).href) + ")"; } catch (e) { return m; }
+  });
+}
+
 /** The text of a <link rel=stylesheet> for the viewer, which could not load it through the
  * proxy: its rules when the CSSOM may be read, else the same-origin URL fetched with the
  * page's credentials (text/css only); null when neither works or it is too big. */
 async function linkSheetText(link) {
-  const fromRules = link.sheet ? sheetText(link.sheet) : null;
+  const fromRules = link.sheet ? inlinedText(link.sheet, { chars: 0 }, 0) : null;
   if (fromRules !== null) return fromRules;
   let url;
   try { url = new URL(link.href, document.baseURI); } catch (e) { return null; }
@@ -151,7 +197,8 @@ async function answerCssNeed(st, p) {
   try { text = await linkSheetText(link); } catch (e) { text = null; }
   if (!st.running) return;
   if (text !== null && (text.length > LINK_CSS_MAX || st.linkCssSent + text.length > LINK_CSS_PAGE_MAX)) text = null;
-  const base = { op: "link", node: p.node, base: link.href };
+  // A blob: sheet's relative url()s cannot resolve against it: the page's base URL stands in.
+  const base = { op: "link", node: p.node, base: /^https?:/i.test(link.href) ? link.href : document.baseURI };
   if (text === null) { send(st, "css", Object.assign(base, { i: 0, n: 1, css: null })); return; }
   st.linkCssSent += text.length;
   const parts = [];

@@ -109,6 +109,7 @@ function snapshot(st) {
     adopted,
     focus: st.lastFocus,
     fv: st.lastFv,
+    tg: targetId(),
   });
   // The viewer starts without hover: tell it again where the pointer is.
   if (st.lastHover !== null) emit(st, "hover", { id: st.lastHover });
