@@ -461,8 +461,8 @@ class Connection:
         delivery.receivers["v"] = rcv
         ctx.fanout.add(streams.subject_v(sid), delivery.on_live)  # before any stream read
         ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
-        await self._read_control()  # after listening: a grant is either read or heard
-
+        # No checkpoint from the listening above to the welcome: a live event or ctl message
+        # must not reach the agent before its welcome (the client refuses that).
         self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
         self.send(
             Welcome(
@@ -474,6 +474,9 @@ class Connection:
                 delivered=session.welcome_delivered(start),
             )
         )
+        # After listening: a grant is either read or heard. The agent's frames are screened
+        # only once this join returns, so its inputs never meet an unread grant.
+        await self._read_control()
         self._accepted(resumed, durable=durable, aid=aid)
         joined = session.SessionControl(session.CtlOp.JOINED, aid=aid)
         nc.publish(streams.subject_ctl(sid), joined.encode())

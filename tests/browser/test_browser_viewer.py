@@ -1748,28 +1748,31 @@ def test_fit_at_800x600_shows_the_whole_visitor_viewport_and_a_readable_keyboard
     fake.visitor_events(3, [("nav", {"url": "https://shop.example/pay", "title": "Payment"})])
     poll(page, "document.getElementById('cb-title').textContent === 'Payment'")
     assert page.evaluate("document.getElementById('cb-url').textContent") == "shop.example/pay"
-    # Keyboard: Tab goes Fit, Follow, Highlight, then the page; toggles say aria-pressed;
-    # the focused control has a visible outline.
+    # Keyboard: Tab goes Fit, Follow, Highlight, Draw, Request control, then the page;
+    # toggles say aria-pressed; the focused control has a visible outline.
     page.focus("#cb-fit")
     page.keyboard.press("Shift+Tab")  # before the first control (the status is not one)
     order = []
-    for _ in range(4):
+    for _ in range(6):
         page.keyboard.press("Tab")
         order.append(
             page.evaluate(
                 "(() => { const e = document.activeElement, cs = getComputedStyle(e); return [e.id || e.className, e.getAttribute('aria-pressed'), e.getAttribute('aria-label') || e.textContent, cs.outlineStyle, cs.outlineWidth]; })()"
             )
         )
-    assert [o[:3] for o in order[:3]] == [
+    assert [o[:3] for o in order[:5]] == [
         ["cb-fit", "true", "Fit to window"],
         ["cb-follow", "true", "Follow scroll"],
         ["cb-highlight", "false", "Highlight"],
+        ["cb-draw", "false", "Draw"],
+        ["cb-control", None, "Request control"],
     ]
-    assert order[3][0] == "cb-glass" and order[3][2].startswith("The visitor's page")
+    assert order[5][0] == "cb-glass" and order[5][2].startswith("The visitor's page")
     assert all(o[3] == "solid" and o[4] == "3px" for o in order), order
     # Contrast: every text in the toolbar at least 4.5:1 against what is behind it,
     # with a toggle pressed too.
-    page.keyboard.press("Shift+Tab")
+    for _ in range(3):  # back to Highlight
+        page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")  # Highlight on, from the keyboard
     assert (
         page.evaluate("document.getElementById('cb-highlight').getAttribute('aria-pressed')")

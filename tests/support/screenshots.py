@@ -2,7 +2,9 @@
 
 `python -m tests.support.screenshots [DIR]` (or `make screenshots`) starts the browser e2e
 cluster (tests/support/e2e_cluster.py), two visitors on test pages, an agent in one of them,
-and writes `console.png` into DIR (default `docs/`): the agents' console listing both.
+and writes `console.png` into DIR (default `docs/`): the agents' console listing both; then
+`replay.png`: a visitor who changed their page three times, replayed at a seek point between
+the second and third change.
 """
 
 from __future__ import annotations
@@ -62,6 +64,36 @@ def console_shot(browser: Browser, cluster: e2e_cluster.Cluster, out: Path) -> P
     return path
 
 
+def replay_shot(browser: Browser, cluster: e2e_cluster.Cluster, out: Path) -> Path:
+    page = browser.new_context(viewport={"width": 900, "height": 600}).new_page()
+    page.goto(cluster.page("e2e_shop.html"))
+    sid = page.evaluate("Cobrowse.start({consented: true})")["sessionId"]
+    for step in ("Added to cart", "Shipping chosen", "Paid"):  # three changes a second apart
+        time.sleep(1.0)
+        page.evaluate(
+            "(s) => { const p = document.createElement('p'); p.textContent = s;"
+            " p.style.cssText = 'font: 600 18px sans-serif; color: #065f46'; document.body.prepend(p); }",
+            step,
+        )
+    time.sleep(1.5)  # stored
+    viewer = browser.new_context(viewport={"width": 1000, "height": 700}).new_page()
+    key = e2e_cluster.AGENT_KEY
+    viewer.add_init_script(f"sessionStorage.setItem('cobrowse.console.key', '{key}')")
+    viewer.goto(f"{cluster.router}/replay#sid={sid}")
+    wait_for(viewer, "CobrowseReplay.current && CobrowseReplay.current.state === 'paused'", "load")
+    # Between the second and the third change: two paragraphs shown, not "Paid".
+    viewer.evaluate(
+        "(() => { const tl = CobrowseReplay.current.timeline;"
+        " const m = tl.events.filter((e) => e.kind === 'mutation').map((e) => e.ts);"
+        " CobrowseReplay.current.seek(m[m.length - 1] - tl.start - 300); })()"
+    )
+    viewer.focus("#rp-seek")  # show the focus ring on the position slider
+    time.sleep(0.5)  # the proxied stylesheet and images
+    path = out / "replay.png"
+    viewer.screenshot(path=str(path))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=DOCS)
@@ -72,6 +104,7 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             try:
                 print(console_shot(browser, cluster, args.out))
+                print(replay_shot(browser, cluster, args.out))
             finally:
                 browser.close()
     finally:
