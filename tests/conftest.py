@@ -3,6 +3,8 @@ Helpers live in tests/support/; tests are grouped by the package they test."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import settings
 
@@ -52,3 +54,33 @@ def two_gateways(nats_server, gateways_factory):
 # default 200 ms per-example deadline fails them on a busy machine, not on a bug.
 settings.register_profile("cobrowse", deadline=None)
 settings.load_profile("cobrowse")
+
+
+# Files whose tests time drains, floods, budgets, publish chains or benchmarks, or load the
+# machine themselves: `make test` runs them alone first, then everything else two at a time
+# (pytest-xdist, one file per worker). Run two at a time, these failed where they pass
+# alone (a quick bench's table, a grant's metadata write timed at 10 s).
+SERIAL = {
+    "gateway/test_drain.py",
+    "gateway/test_failover.py",
+    "gateway/test_flood.py",
+    "gateway/test_workers.py",
+    "gateway/test_session_budget.py",
+    "gateway/test_resume_takeover.py",
+    "gateway/test_slow_client.py",
+    "gateway/test_nats_client.py",
+    "loadtest/test_bench.py",
+    "loadtest/test_loadtest.py",
+    "loadtest/test_fastclient.py",
+    "router/test_api.py",
+    "router/test_local_cluster.py",
+    "router/test_slow_requests.py",
+    "proxy/test_proxy_service.py",
+}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.relative_to(TESTS).as_posix() in SERIAL:
+            item.add_marker(pytest.mark.serial)
