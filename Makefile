@@ -53,10 +53,13 @@ $(FIREFOX_NODE): tests/support/firefox/package-lock.json
 
 # The timing-sensitive files alone (marked serial in tests/conftest.py), then the rest two at a
 # time, a file per worker: most tests wait on browsers and clusters, so two share 2 cores well.
-# Exit status 5 is "nothing selected" (PYTEST_ARGS naming tests of one kind only).
+# Both runs always run; exit status 5 is "nothing selected" (PYTEST_ARGS naming tests of one
+# kind only).
 test: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
-	$(BIN)/python -m pytest -q -m 'serial and not engines_full' $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not serial and not engines_full' $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@ok=0; \
+	$(BIN)/python -m pytest -q -m 'serial and not engines_full' $(PYTEST_ARGS) || [ $$? -eq 5 ] || ok=1; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not serial and not engines_full' $(PYTEST_ARGS) || [ $$? -eq 5 ] || ok=1; \
+	exit $$ok
 
 # The whole cross-engine matrix, 13 tests: -m '' lifts pyproject's "not engines_full" (make test runs the 3 unmarked ones).
 test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)

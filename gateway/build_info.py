@@ -27,7 +27,7 @@ def version() -> str:
 
 class BuildInfo(Collector):
     def __init__(self, component: str) -> None:
-        self.component = component
+        self.components = [component]  # one in a real process; tests host several apps
         self.version = version()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -36,17 +36,21 @@ class BuildInfo(Collector):
             "Always 1: the version and component of this process",
             labels=["version", "component"],
         )
-        family.add_metric([self.version, self.component], 1)
+        for component in self.components:
+            family.add_metric([self.version, component], 1)
         yield family
 
 
-_registered: dict[int, str] = {}  # id(registry) -> component
+_registered: dict[int, BuildInfo] = {}  # id(registry) -> its collector
 
 
 def register(component: str, registry: CollectorRegistry = REGISTRY) -> None:
-    """Add the build-info metric to `registry` once (an app made twice in one process, as
-    tests do, would otherwise register a duplicate)."""
-    if id(registry) in _registered:
-        return
-    registry.register(BuildInfo(component))
-    _registered[id(registry)] = component
+    """Add the build-info metric to `registry` once; a second component in the same process
+    (a router and a proxy app made by one test run) adds its own sample to it, rather than
+    a duplicate collector or nothing."""
+    info = _registered.get(id(registry))
+    if info is None:
+        info = _registered[id(registry)] = BuildInfo(component)
+        registry.register(info)
+    elif component not in info.components:
+        info.components.append(component)

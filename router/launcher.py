@@ -377,11 +377,15 @@ class LocalCluster:
         self, gid: str, args: list[str], port: int | None = None, admin_port: int | None = None
     ) -> Gateway:
         """Spawn, without waiting; on the given ports, else on fresh ones."""
-        port, admin_port = port or natsproc.free_port(), admin_port or natsproc.free_port()
+        given = [*self._gateway_args(), *args]
+        at = max((i for i, a in enumerate(given[:-1]) if a == "--workers"), default=None)
+        workers = int(given[at + 1]) if at is not None else 1  # the last one counts
+        port = port or natsproc.free_port()
+        admin_port = admin_port or natsproc.free_port_run(1 + workers)
         log_path = self.run_dir / f"{gid}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         extra = ["--health-port", str(admin_port), "--public-url", gateway_url(gid, port)]
-        extra += [*self._gateway_args(), *args]
+        extra += given
         proc = spawn_gateway(gid, port, self.nats_url, self.gateway_env, self.run_dir, extra)
         gw = self.gateways[gid] = Gateway(gid, port, admin_port, proc, args, offset)
         self._record(gid, proc, GATEWAY_MARKER)

@@ -51,6 +51,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_run(n: int, tries: int = 64) -> int:
+    """A free port whose next `n - 1` ports are free too: a gateway's workers serve their
+    admin ports at its admin port + 1 + i, and one of those taken by another socket (an
+    ephemeral port of some connection) made a worker fail to start."""
+    for _ in range(tries):
+        first = free_port()
+        if first + n <= 65536 and all(_bindable(first + i) for i in range(1, n)):
+            return first
+    raise OSError(f"no run of {n} free ports found in {tries} tries")
+
+
 @dataclass
 class NatsServer:
     name: str
