@@ -17,6 +17,22 @@ from pathlib import Path
 STATIC = Path(__file__).resolve().parent / "static"
 VENDOR_MSGPACK = STATIC / "vendor" / "msgpack.min.js"
 
+VIEWER_PARTS = (
+    "viewer/state.js",
+    "viewer/urls.js",
+    "viewer/sheets.js",
+    "viewer/sanitiser.js",
+    "viewer/frames.js",
+    "viewer/build.js",
+    "viewer/apply.js",
+    "viewer/actions.js",
+    "viewer/geometry.js",
+    "viewer/view.js",
+    "viewer/control.js",
+    "viewer/replayer.js",
+)
+"""The replica's parts, in order: `replayer()` and everything it calls (docs/browser.md)."""
+
 BUNDLES = {
     "cobrowse.js": (
         "format.js",
@@ -37,40 +53,9 @@ BUNDLES = {
         "visitor/control.js",
         "visitor/session.js",
     ),
-    "embed.js": (
-        "format.js",
-        "wire.js",
-        "viewer/state.js",
-        "viewer/urls.js",
-        "viewer/sheets.js",
-        "viewer/sanitiser.js",
-        "viewer/frames.js",
-        "viewer/build.js",
-        "viewer/apply.js",
-        "viewer/actions.js",
-        "viewer/geometry.js",
-        "viewer/view.js",
-        "viewer/control.js",
-        "viewer/replayer.js",
-        "viewer/status.js",
-        "viewer/embed.js",
-    ),
-    "replay.js": (
-        "format.js",
-        "viewer/state.js",
-        "viewer/urls.js",
-        "viewer/sheets.js",
-        "viewer/sanitiser.js",
-        "viewer/frames.js",
-        "viewer/build.js",
-        "viewer/apply.js",
-        "viewer/actions.js",
-        "viewer/geometry.js",
-        "viewer/view.js",
-        "viewer/control.js",
-        "viewer/replayer.js",
-        "viewer/replay.js",
-    ),
+    "embed.js": ("format.js", "wire.js", *VIEWER_PARTS, "viewer/status.js", "viewer/embed.js"),
+    # The replay page plays stored events into the same replayer; it needs no wire client.
+    "replay.js": ("format.js", *VIEWER_PARTS, "viewer/replay.js"),
 }
 
 
