@@ -201,8 +201,16 @@ def mirror_page(visitor, viewer, server_url: str, page: str, assets: dict) -> Pa
     result.boxes = (boxes(want_styles), boxes(got_styles))
     result.dom = first_difference(got["tree"], mirrored["tree"])
     result.styles = styles_difference(want_styles, got_styles)
+    # The viewer's own marks over the replica (the visitor's viewport frame and its label,
+    # docs/browser.md) are not the page: hidden for the screenshot.
+    viewer.evaluate(f"({HIDE_VIEWER_MARKS_JS})()")
     result.pixels = pixel_difference(want_png, viewer.screenshot())
     return result
+
+
+HIDE_VIEWER_MARKS_JS = """() => {
+  for (const e of document.querySelectorAll('.cb-viewport-frame, .cb-viewport-label')) e.style.display = 'none';
+}"""
 
 
 def run_engine(
