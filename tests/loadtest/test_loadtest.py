@@ -576,3 +576,56 @@ def test_gateway_cpu_counts_its_worker_processes():
             p.kill()
         parent.kill()
         parent.wait(10)
+
+
+def test_a_gateways_process_tree_is_listed_again_only_after_its_refresh_or_a_worker_ending():
+    """The CPU sample every second reuses the list of a gateway's workers (listing reads every
+    process's /proc entry) until `refresh` seconds passed or a listed worker ended."""
+    import psutil
+
+    from loadtest.harness import ProcessTree
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    parent_code = (
+        "import subprocess, sys\n"
+        "sys.stdin.readline()\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {busy!r} + 'time.sleep(30)'])\n"
+        "print(p.pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "p.kill(); p.wait()\n"
+        "print('reaped', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tree = ProcessTree(psutil.Process(parent.pid), refresh=5.0)
+        tree.cpu_seconds(0.0)
+        assert tree.descendants == []
+        parent.stdin.write("spawn\n")
+        parent.stdin.flush()
+        child = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + 10
+        while sum(child.cpu_times()[:2]) < 0.25:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = tree.cpu_seconds(1.0)
+        assert tree.descendants == []  # not listed again yet
+        after = tree.cpu_seconds(5.0)
+        assert [c.pid for c in tree.descendants] == [child.pid]
+        assert after - before >= 0.25  # the worker's CPU counts from this listing on
+        parent.stdin.write("kill\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "reaped"
+        reaped = tree.cpu_seconds(5.5)  # before the refresh: a listed worker ended
+        assert tree.descendants == []
+        assert reaped >= after - 0.01  # its time is now in the parent's children_* times
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait(10)
