@@ -34,6 +34,7 @@ from loadtest.workload import (
     snapshot_bytes,
 )
 from router.launcher import ClusterSpec, end_leftovers
+from tests.support.procs import started
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -492,8 +493,8 @@ def test_main_dispatches_and_refuses_local_only_scenarios_against_a_target(capsy
 def test_leftovers_of_a_dead_harness_are_ended_and_a_live_ones_are_not(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan = subprocess.Popen(["sleep", "60"])
-    other = subprocess.Popen(["sleep", "61"])
+    orphan = started(["sleep", "60"])
+    other = started(["sleep", "61"])
     try:
         for name, owner, proc in (("a", dead.pid, orphan), ("b", os.getpid(), other)):
             (tmp_path / name).mkdir()

@@ -20,6 +20,7 @@ from gateway import tokens
 from gateway.client import Client
 from router import natsproc
 from router.launcher import ClusterSpec, LocalCluster, end_leftovers, wait_healthy, wait_until
+from tests.support.procs import started
 
 
 def _wait_for(path, proc, timeout=60.0):
@@ -187,8 +188,8 @@ def test_leftovers_of_a_dead_launcher_in_its_run_dir_are_ended_by_command_line(t
     command line still holds their marker are signalled: a reused pid is left alone."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan = subprocess.Popen(["sleep", "60"])
-    reused = subprocess.Popen(["sleep", "61"])  # a pid the recorded gateway once had
+    orphan = started(["sleep", "60"])
+    reused = started(["sleep", "61"])  # a pid the recorded gateway once had
     try:
         procs = [
             {"name": "nats-0", "pid": orphan.pid, "marker": "sleep"},
