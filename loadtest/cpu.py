@@ -11,6 +11,8 @@ drain or crash in the middle is in), this takes the CPU seconds (user + system) 
   sampled every second so that a gateway that exits (a drain, a kill) counts up to its last
   sample; otherwise from each
   gateway's `process_cpu_seconds_total` in its `/metrics`, scraped at both ends;
+- the NATS servers of a local cluster, the same way (shown beside the others, not part of
+  the verdict: the target is a third of the gateways' CPU);
 
 and divides both by the events delivered to receivers in the window, both directions
 (visitor -> agents, counted once per agent, and agents -> visitor).
@@ -39,6 +41,7 @@ class CpuPoint:
     harness: float  # CPU seconds of the harness process
     gateways: dict[str, float]  # gateway id -> CPU seconds (its last known value)
     delivered: int  # events delivered so far, both directions
+    nats: dict[str, float] = field(default_factory=dict)  # node -> CPU seconds (local only)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class CpuWindow:
             if b.gateways[g] >= a.gateways.get(g, 0.0)
         }
         gateways = sum(gw.values()) if gw else None
+        nats = _grown(a.nats, b.nats)
         out.update(
             window_s=round(seconds, 2),
             events=events,
@@ -87,12 +91,17 @@ class CpuWindow:
             gateways_cpu_s_by_gateway=gw,
             harness_us_per_event=_per_event(harness, events),
             gateways_us_per_event=None if gateways is None else _per_event(gateways, events),
+            nats_cpu_s=None if nats is None else round(nats, 3),
+            nats_us_per_event=None if nats is None else _per_event(nats, events),
             loop_lag_max_ms=round(self.loop_lag_max_ms, 1),
         )
         ratio = None
         if gateways and events:
             ratio = round(harness / gateways, 3)
         out["harness_to_gateways"] = ratio
+        out["harness_to_gateways_and_nats"] = (
+            round(harness / (gateways + nats), 3) if gateways and nats is not None else None
+        )
         problems = []
         if events == 0:
             problems.append("no event was delivered in the load window")
@@ -125,6 +134,12 @@ class CpuWindow:
                 f"{MAX_HARNESS_SHARE:.2f}: the figures measure the gateways"
             )
         return out
+
+
+def _grown(start: dict[str, float], end: dict[str, float]) -> float | None:
+    """CPU seconds the processes sampled at both ends spent in between (None: none was)."""
+    spent = [end[k] - start[k] for k in end if k in start and end[k] >= start[k]]
+    return sum(spent) if spent else None
 
 
 def _per_event(seconds: float, events: int) -> float | None:

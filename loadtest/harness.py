@@ -117,6 +117,7 @@ class Harness:
         self.reactor = Reactor() if opts.client == "fast" else None
         self._gateway_procs: dict[str, ProcessTree] = {}  # gateway id -> its processes
         self._gateway_cpu: dict[str, float] = {}  # gateway id -> last CPU seconds seen
+        self._nats_cpu: dict[str, float] = {}  # NATS node -> last CPU seconds seen
         self.stop_sending = trio.Event()
         self.closing = trio.Event()
         self.stop_at = math.inf
@@ -216,6 +217,7 @@ class Harness:
             self.harness_cpu.append(me.cpu_percent())
             self.cpu.lag(lag * 1000)
             self._sample_gateway_cpu()
+            self._sample_nats_cpu()
             per_gw: dict[str, int] = {}
             for s in self.all_sessions():
                 for _, c in s.clients:
@@ -291,11 +293,27 @@ class Harness:
                 continue
             self._gateway_cpu[gid] = total
 
+    def _sample_nats_cpu(self) -> None:
+        """A local cluster's NATS servers by pid, like the gateways: each one's last value."""
+        if self.cluster is None:
+            return
+        import psutil
+
+        for node in self.cluster.nats:
+            if node.proc is None:
+                continue
+            try:
+                t = psutil.Process(node.proc.pid).cpu_times()
+            except (psutil.Error, OSError):
+                continue
+            self._nats_cpu[node.name] = t.user + t.system
+
     async def _cpu_point(self) -> CpuPoint:
         import psutil
 
         if self.cluster is not None:
             self._sample_gateway_cpu()
+            self._sample_nats_cpu()
             self.cpu.source = "psutil"
             gateways = dict(self._gateway_cpu)
         else:
@@ -311,6 +329,7 @@ class Harness:
             harness=t.user + t.system,
             gateways=gateways,
             delivered=self.delivered_total,
+            nats=dict(self._nats_cpu),
         )
 
     async def _settle(self) -> None:

@@ -555,8 +555,18 @@ def cpu_rows(cpu: dict[str, Any]) -> list[tuple[str, str]]:
                 f"harness ({cpu.get('client')} client) {_fmt(cpu.get('harness_us_per_event'))} us, "
                 f"gateways {_fmt(gw)} us"
                 + (f" ({cpu.get('gateway_source')})" if gw is not None else " (unknown)")
-                + f", ratio {_fmt(cpu.get('harness_to_gateways'))}; "
-                f"{cpu['events']} events in {_fmt(cpu.get('window_s'))} s, both directions",
+                + (
+                    f", NATS {_fmt(cpu['nats_us_per_event'])} us"
+                    if cpu.get("nats_us_per_event") is not None
+                    else ""
+                )
+                + f", ratio {_fmt(cpu.get('harness_to_gateways'))}"
+                + (
+                    f" ({_fmt(cpu['harness_to_gateways_and_nats'])} of gateways + NATS)"
+                    if cpu.get("harness_to_gateways_and_nats") is not None
+                    else ""
+                )
+                + f"; {cpu['events']} events in {_fmt(cpu.get('window_s'))} s, both directions",
             )
         )
     rows.append(("measured", cpu.get("verdict", "-")))
