@@ -100,6 +100,9 @@ def print_info(info: dict, run_dir: Path) -> None:
 
 def up(run_dir: Path, gateways: int = 2, secure: bool = False) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM as on Ctrl-C
+    # Ctrl-C even when started as `make run &` from a script: bash starts a script's
+    # background jobs with SIGINT ignored, and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     run_dir.mkdir(exist_ok=True)
     end_leftovers(run_dir)
     keys = DevKeys.fresh()

@@ -99,7 +99,8 @@ def _nats_info(url: str) -> dict:
 
 def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     """Its second run is `--secure`: everything below also goes through NATS with TLS and a
-    user per component (the gateways' events and drain, the router's API and status)."""
+    user per component (the gateways' events and drain, the router's API and status). It
+    starts with SIGINT ignored, as bash starts a script's background jobs."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "router", "up", "--run-dir", str(run_dir)]
     crashed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -110,8 +111,13 @@ def test_router_up_runs_a_cluster_and_recovers_after_a_crash(tmp_path):
     crashed.wait(10)
     (run_dir / "cluster.json").unlink()
 
+    # Started with SIGINT ignored, as a script's `make run &` starts it: Ctrl-C still stops it.
     proc = subprocess.Popen(
-        [*cmd, "--secure"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*cmd, "--secure"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         info = _wait_for(run_dir / "cluster.json", proc)
