@@ -137,8 +137,10 @@ class CpuWindow:
 
 
 def _grown(start: dict[str, float], end: dict[str, float]) -> float | None:
-    """CPU seconds the processes sampled at both ends spent in between (None: none was)."""
-    spent = [end[k] - start[k] for k in end if k in start and end[k] >= start[k]]
+    """CPU seconds the processes of the end point spent since the start point, as for the
+    gateways: one first seen at the end (restarted in the window: keyed by pid) counts from
+    zero, one gone by the end does not count (None: no process was sampled)."""
+    spent = [end[k] - start.get(k, 0.0) for k in end if end[k] >= start.get(k, 0.0)]
     return sum(spent) if spent else None
 
 

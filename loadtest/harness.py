@@ -294,7 +294,8 @@ class Harness:
             self._gateway_cpu[gid] = total
 
     def _sample_nats_cpu(self) -> None:
-        """A local cluster's NATS servers by pid, like the gateways: each one's last value."""
+        """A local cluster's NATS servers by pid, like the gateways: each process's last value,
+        so a killed node counts up to its last sample and its restart counts from zero."""
         if self.cluster is None:
             return
         import psutil
@@ -306,7 +307,7 @@ class Harness:
                 t = psutil.Process(node.proc.pid).cpu_times()
             except (psutil.Error, OSError):
                 continue
-            self._nats_cpu[node.name] = t.user + t.system
+            self._nats_cpu[f"{node.name}:{node.proc.pid}"] = t.user + t.system
 
     async def _cpu_point(self) -> CpuPoint:
         import psutil

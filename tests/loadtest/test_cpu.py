@@ -78,12 +78,19 @@ def test_unknown_gateways_and_missing_windows_are_said_so():
     assert "no event was delivered" in nothing["verdict"]
 
 
-def test_a_process_known_only_at_one_end_does_not_count_and_nats_is_optional():
-    w = window(1.0, {"gw-1": 4.0})
-    w.start.gateways["gw-gone"] = 3.0  # exited before the window: not in the end point
-    w.end.nats = {"nats-0": 7.0}  # no start sample
+def test_a_killed_node_counts_up_to_its_last_sample_and_its_restart_from_zero():
+    w = window(1.0, {"gw-1": 4.0}, nats={"nats-0:100": 1.0})
+    w.start.gateways["gw-gone"] = 3.0  # in the start point only: not counted
+    w.start.nats["nats-1:101"] = 5.0
+    w.end.nats["nats-1:101"] = 5.8  # killed in the window: the harness keeps its last sample
+    w.end.nats["nats-1:102"] = 0.5  # its restart, a new pid: from zero
     f = w.figures()
     assert f["gateways_cpu_s"] == 4.0
+    assert f["nats_cpu_s"] == 2.3
+
+
+def test_without_nats_samples_the_row_is_the_gateways_alone():
+    f = window(1.0, {"gw-1": 4.0}).figures()  # a --target run: no NATS pids
     assert f["nats_cpu_s"] is None and f["harness_to_gateways_and_nats"] is None
     row = dict(cpu_rows(f))["CPU per delivered event"]
     assert "NATS" not in row
