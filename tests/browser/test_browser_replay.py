@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from router import browser_assets
+from tests.support.browser import bundle_page
 
 
 def ev(ts: int, kind: str = "mutation", part: int | None = None) -> dict:
@@ -53,14 +54,8 @@ RUN = """
 
 @pytest.fixture(scope="module")
 def results(chromium, pages_server):
-    ctx = chromium.new_context()
-    try:
-        page = ctx.new_page()
-        page.goto(pages_server.url + "/pages/viewer_host.html")
-        page.add_script_tag(content=browser_assets.assemble("replay.js"))
+    with bundle_page(chromium, pages_server, browser_assets.assemble("replay.js")) as page:
         yield page.evaluate(RUN, [EVENTS, [list(k) for k, _ in TABLE]])
-    finally:
-        ctx.close()
 
 
 @pytest.mark.parametrize(("key", "want"), TABLE, ids=[f"{a}@{t}" for (a, t), _ in TABLE])

@@ -15,6 +15,7 @@ import pytest
 
 from router import browser_assets
 from tests.browser.test_browser_viewer import APP, EMBED_DOC, ROUTER, FakeCluster, page_doc, poll
+from tests.support.browser import bundle_page
 
 S = 1000  # ms
 
@@ -149,15 +150,10 @@ HOOK = "window.ViewStatus = ViewStatus; window.VIEW_LABELS = VIEW_LABELS;"
 
 @pytest.fixture(scope="module")
 def table_results(chromium, pages_server):
-    ctx = chromium.new_context()
-    try:
-        page = ctx.new_page()
-        page.goto(pages_server.url + "/pages/viewer_host.html")
-        page.add_script_tag(content=browser_assets.assemble("embed.js", extra=HOOK))
+    bundle = browser_assets.assemble("embed.js", extra=HOOK)
+    with bundle_page(chromium, pages_server, bundle) as page:
         rows = [[name, steps, checks] for name, steps, checks in TABLE]
         yield page.evaluate(RUN_TABLE_JS, rows), page.evaluate("VIEW_LABELS")
-    finally:
-        ctx.close()
 
 
 @pytest.mark.parametrize(("name", "steps", "checks"), TABLE, ids=[row[0] for row in TABLE])

@@ -8,6 +8,7 @@ missing browser fails the tests rather than skipping them, unless COBROWSE_SKIP_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.server
 import os
@@ -66,6 +67,20 @@ def context(chromium):
     ctx = chromium.new_context()
     yield ctx
     ctx.close()
+
+
+@contextlib.contextmanager
+def bundle_page(chromium, pages_server, script: str):
+    """A page of its own context on tests/pages/viewer_host.html with a browser bundle loaded
+    (`browser_assets.assemble(...)`), for tests that evaluate the bundle's pure parts."""
+    ctx = chromium.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(pages_server.url + "/pages/viewer_host.html")
+        page.add_script_tag(content=script)
+        yield page
+    finally:
+        ctx.close()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
