@@ -143,8 +143,24 @@ def _stored(msg: Msg) -> StoredMessage:
     )
 
 
-def _direct_get(stream: str) -> str:
+DIRECT_GET_BATCH = 256  # stored messages per batched direct get (the server's cap here)
+
+
+def direct_get_subject(stream: str) -> str:
     return f"$JS.API.DIRECT.GET.{stream}"
+
+
+def batch_request(subject: str, pos: int, batch: int, max_bytes: int) -> bytes:
+    """Sans-I/O: a batched direct get of up to `batch` messages on `subject` from stream
+    position `pos`, stopping after about `max_bytes`; the replies end with a status message
+    (204: this batch is done, 404: nothing at or after `pos`)."""
+    req = {
+        "seq": max(1, pos),
+        "next_by_subj": subject,
+        "batch": max(1, min(batch, DIRECT_GET_BATCH)),
+        "max_bytes": max_bytes,
+    }
+    return json.dumps(req).encode()
 
 
 class DirectGetFailed(RuntimeError):
@@ -163,13 +179,13 @@ def _check(msg: Msg, *ok: str) -> bool:
 
 async def last_of(nc: NatsClient, stream: str, subject: str) -> StoredMessage | None:
     """The newest stored message on a subject."""
-    msg = await nc.request(f"{_direct_get(stream)}.{subject}", b"", timeout=REQUEST_TIMEOUT)
+    msg = await nc.request(f"{direct_get_subject(stream)}.{subject}", b"", timeout=REQUEST_TIMEOUT)
     return _stored(msg) if _check(msg, "404") else None
 
 
 async def _next_at(nc: NatsClient, stream: str, subject: str, pos: int) -> StoredMessage | None:
     req = json.dumps({"seq": pos, "next_by_subj": subject}).encode()
-    msg = await nc.request(_direct_get(stream), req, timeout=REQUEST_TIMEOUT)
+    msg = await nc.request(direct_get_subject(stream), req, timeout=REQUEST_TIMEOUT)
     return _stored(msg) if _check(msg, "404") else None
 
 
@@ -212,15 +228,9 @@ async def read_from(
     the read reached the end)."""
     out: list[StoredMessage] = []
     while len(out) < limit:
-        req = {
-            "seq": pos,
-            "next_by_subj": subject,
-            "batch": min(256, limit - len(out)),
-            "max_bytes": 8 * 2**20,
-        }
         replies = await nc.request_many(
-            _direct_get(stream),
-            json.dumps(req).encode(),
+            direct_get_subject(stream),
+            batch_request(subject, pos, limit - len(out), 8 * 2**20),
             timeout=REQUEST_TIMEOUT,
             until=lambda m: m.status is not None,
         )

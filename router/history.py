@@ -12,18 +12,16 @@ asyncio coroutine (nats-py, run through the router's bridge) that sends it.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from gateway.codec import decode_batch
-from gateway.streams import subject_v
+from gateway.streams import DIRECT_GET_BATCH, batch_request, direct_get_subject, subject_v
 
-MAX_PAGE_MESSAGES = 256
-"""At most this many stored messages a page: one batched direct get (the server's own cap
-per request is 256 here too, as in gateway/streams.py)."""
+MAX_PAGE_MESSAGES = DIRECT_GET_BATCH
+"""At most this many stored messages a page: one batched direct get."""
 MAX_PAGE_BYTES = 4 * 2**20
 """A page stops after about this many stored bytes (4 MiB: a few snapshots), so one request
 never makes the router hold more; the last message may pass it by up to 1 MiB."""
@@ -62,14 +60,7 @@ class Page:
 
 def page_request(sid: str, start: int, limit: int) -> bytes:
     """The batched direct-get request for a page of `sid`'s visitor subject from `start`."""
-    return json.dumps(
-        {
-            "seq": max(1, start),
-            "next_by_subj": subject_v(sid),
-            "batch": max(1, min(limit, MAX_PAGE_MESSAGES)),
-            "max_bytes": MAX_PAGE_BYTES,
-        }
-    ).encode()
+    return batch_request(subject_v(sid), start, limit, MAX_PAGE_BYTES)
 
 
 async def read_page(nc: Any, stream: str, sid: str, start: int, limit: int) -> Page:
@@ -86,9 +77,7 @@ async def read_page(nc: Any, stream: str, sid: str, start: int, limit: int) -> P
     page = Page()
     at_end = False
     try:
-        await nc.publish(
-            f"$JS.API.DIRECT.GET.{stream}", page_request(sid, start, limit), reply=inbox
-        )
+        await nc.publish(direct_get_subject(stream), page_request(sid, start, limit), reply=inbox)
         async with asyncio.timeout(REQUEST_TIMEOUT):
             while True:
                 msg = await queue.get()
