@@ -38,6 +38,14 @@ class ApiError(Exception):
     pass
 
 
+# httpcore 1.0's pool costs O(connections^2) per request added or removed, plus O(queued x
+# connections) while requests wait in it: 916 requests of a 300-session ramp took 16.7 s of the
+# harness's CPU with 64 connections, 7.8 s with 16, and 2.7 s with 16 and nothing queued in it
+# (tests/loadtest/test_api.py's server, 20 ms a request).
+POOL = 16  # connections to the router API and the gateways' /metrics
+IN_FLIGHT = 16  # requests inside httpx at once (Api._slots): the rest wait here
+
+
 class Api:
     """The few calls of the router's HTTP API the harness makes (docs/api.md)."""
 
@@ -46,9 +54,14 @@ class Api:
         self.http = httpx.AsyncClient(
             base_url=target.api_url,
             timeout=10.0,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL),
         )
+        self._slots = trio.Semaphore(IN_FLIGHT)
         self.rate_limited = 0  # 429s from the API (the harness retries after Retry-After)
+
+    async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        async with self._slots:
+            return await self.http.request(method, url, **kw)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -64,7 +77,7 @@ class Api:
         err = "busy"
         for _ in range(60):
             try:
-                r = await self.http.post(path, json=body, headers=headers)
+                r = await self._request("POST", path, json=body, headers=headers)
             except httpx.HTTPError as exc:
                 err = f"{type(exc).__name__}: {exc}"
                 await trio.sleep(delay)
@@ -89,14 +102,14 @@ class Api:
         return await self._post("/v1/sessions/lookup", {"code": code}, self._auth())
 
     async def cluster(self) -> list[dict[str, Any]]:
-        r = await self.http.get("/v1/cluster", headers=self._auth(admin=True))
+        r = await self._request("GET", "/v1/cluster", headers=self._auth(admin=True))
         if r.status_code != 200:
             raise ApiError(f"/v1/cluster: HTTP {r.status_code} {r.text[:200]}")
         return r.json().get("gateways", [])
 
     async def drain(self, gateway_id: str) -> tuple[int, Any]:
-        r = await self.http.post(
-            f"/v1/cluster/gateways/{gateway_id}/drain", headers=self._auth(admin=True)
+        r = await self._request(
+            "POST", f"/v1/cluster/gateways/{gateway_id}/drain", headers=self._auth(admin=True)
         )
         try:
             body = r.json()
@@ -106,7 +119,7 @@ class Api:
 
     async def metrics(self, admin_url: str) -> str | None:
         try:
-            r = await self.http.get(urljoin(admin_url, "metrics"), timeout=3.0)
+            r = await self._request("GET", urljoin(admin_url, "metrics"), timeout=3.0)
         except httpx.HTTPError:
             return None
         return r.text if r.status_code == 200 else None
