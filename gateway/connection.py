@@ -63,6 +63,7 @@ from .nats_bridge import NatsBridge
 from .nats_client import Msg, NatsClient
 from .presence import PresenceView, VisitorState, after_close
 from .publish_chain import unavailable
+from .read_hub import ReadHub
 from .reorder import ReorderBuffer, ReorderOverflow
 from .sender import Sender
 from .session import Role
@@ -98,6 +99,7 @@ class ConnContext:
     draining: Callable[[], bool]
     visitors: dict[str, Connection]  # this gateway's visitor connection of each session
     acks_due: set[Sender]  # acks to send at the ticker's next turn
+    read_hub: ReadHub | None = None  # reads the client sockets (None: each task reads its own)
     kv_ended: Any = None  # the ended-session bucket, opened at the first hello
 
     async def load(self, sid: str) -> SessionMeta | None:
@@ -150,7 +152,7 @@ class Connection:
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
         "_resume_at", "presence", "_budget_saved", "control", "_control_news",
-        "__weakref__",
+        "_events_in", "_failure", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, ctx: ConnContext, sock, peer: str) -> None:
@@ -184,6 +186,8 @@ class Connection:
         self.control: str | None = None  # the agent holding remote control, as last heard
         self._control_news = 0  # CONTROL messages heard: a read older than one is stale
         self._scope: trio.CancelScope | None = None
+        self._events_in = None  # the role's events-in tally, for `_readable`
+        self._failure: Exception | None = None  # raised in `_readable`, for the task
         self.paused = False  # waiting for acks before reading more of the sender's events
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
         self._notice: Control | None = None  # what to tell the client just before
@@ -714,6 +718,9 @@ class Connection:
                 else:
                     await self._read_frames(events_in)
             self._scope = None
+            if self._failure is not None:  # raised while the hub read for us
+                failure, self._failure = self._failure, None
+                raise failure
             if ws.closed is not None:
                 self.close_code, self.close_reason = ws.closed.code, ws.closed.reason
                 return
@@ -724,6 +731,15 @@ class Connection:
         outer loop has work: the connection ended, the client stopped reading, the sender
         must wait for room or for its budget, or a job came; sync code that needs it sooner
         cancels the scope (`_wake`) or moves its deadline (`_poke`)."""
+        hub = self.ctx.read_hub
+        if hub is not None:  # the hub reads (`_readable`) while this task sleeps
+            self._events_in = events_in
+            fd = self.sock.fileno()
+            hub.add(fd, self._readable)
+            try:
+                await trio.sleep_forever()
+            finally:
+                hub.remove(fd)
         ws, sender, jobs = self.ws, self.sender, self._jobs
         while True:
             await trio.lowlevel.wait_readable(self.sock)
@@ -732,6 +748,31 @@ class Connection:
                 self._take(messages, events_in, trio.current_time())
             if ws.closed is not None or ws.out.blocked or jobs or sender.full or self._held:
                 return
+
+    def _readable(self) -> None:
+        """`_read_frames`' loop body, run by the gateway's read hub: what it raises, and
+        every reason to stop reading, go to this connection's task, which is woken; nothing
+        is read once the task has been asked to leave `_read_frames`."""
+        ws = self.ws
+        scope = self._scope
+        if scope is not None and not scope.cancel_called:
+            try:
+                messages = ws.receive()
+                if messages:
+                    self._take(messages, self._events_in, trio.current_time())
+            except Exception as exc:
+                self._failure = exc
+            if (
+                self._failure is None
+                and ws.closed is None
+                and not ws.out.blocked
+                and not self._jobs
+                and not self.sender.full
+                and not self._held
+            ):
+                return
+        self.ctx.read_hub.remove(self.sock.fileno())
+        self.wake()
 
     def _take(self, messages: list[Message], events_in, now: float) -> None:
         """Frames read from the socket, in order, until one is over the budget: it and the

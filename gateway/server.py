@@ -11,6 +11,7 @@ fails readiness at once and then tells clients to leave one by one, NATS lame-du
 from __future__ import annotations
 
 import random
+import select
 import socket
 from typing import Any
 
@@ -26,6 +27,7 @@ from .drain_plan import DrainPlanner, reconnect_delay
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import NatsClient
+from .read_hub import ReadHub
 
 log = structlog.get_logger("gateway")
 
@@ -89,6 +91,7 @@ class Gateway:
             draining=lambda: self.draining,
             visitors={},
             acks_due=set(),
+            read_hub=ReadHub() if hasattr(select, "epoll") else None,
         )
         nc.on_reconnected(self._nats_reconnected)
 
@@ -100,6 +103,8 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 metrics.NATS_CONNECTED.set(self.nats_connected)  # then each sweep (1 s)
                 nursery.start_soon(self._ticker)
+                if self.ctx.read_hub is not None:
+                    nursery.start_soon(self.ctx.read_hub.run)
                 task_status.started(self.listen_port)
                 with self._accepting:
                     await self._accept(listener, nursery)
