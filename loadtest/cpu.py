@@ -74,13 +74,10 @@ class CpuWindow:
         seconds = max(1e-9, b.t - a.t)
         events = b.delivered - a.delivered
         harness = b.harness - a.harness
-        gw = {
-            g: round(b.gateways[g] - a.gateways.get(g, 0.0), 3)
-            for g in sorted(b.gateways)
-            if b.gateways[g] >= a.gateways.get(g, 0.0)
-        }
+        gw = {g: round(spent, 3) for g, spent in sorted(_grown(a.gateways, b.gateways).items())}
         gateways = sum(gw.values()) if gw else None
-        nats = _grown(a.nats, b.nats)
+        grown_nats = _grown(a.nats, b.nats)
+        nats = sum(grown_nats.values()) if grown_nats else None
         out.update(
             window_s=round(seconds, 2),
             events=events,
@@ -136,12 +133,11 @@ class CpuWindow:
         return out
 
 
-def _grown(start: dict[str, float], end: dict[str, float]) -> float | None:
-    """CPU seconds the processes of the end point spent since the start point, as for the
-    gateways: one first seen at the end (restarted in the window: keyed by pid) counts from
-    zero, one gone by the end does not count (None: no process was sampled)."""
-    spent = [end[k] - start.get(k, 0.0) for k in end if end[k] >= start.get(k, 0.0)]
-    return sum(spent) if spent else None
+def _grown(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process of the end point spent since the start point: one first seen
+    at the end (restarted in the window: a new key) counts from zero, one whose figure went
+    back (a restart under the same key) does not count."""
+    return {k: end[k] - start.get(k, 0.0) for k in end if end[k] >= start.get(k, 0.0)}
 
 
 def _per_event(seconds: float, events: int) -> float | None:
