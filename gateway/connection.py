@@ -728,26 +728,33 @@ class Connection:
     async def _read_frames(self, events_in) -> None:
         """The hot loop: frames in, publishes out, under the one cancel scope the outer loop
         opened (a scope per frame cost 5-8 % of a visitor gateway's CPU). It returns when the
-        outer loop has work: the connection ended, the client stopped reading, the sender
-        must wait for room or for its budget, or a job came; sync code that needs it sooner
-        cancels the scope (`_wake`) or moves its deadline (`_poke`)."""
+        outer loop has work (`_stop_reading`); sync code that needs it sooner cancels the
+        scope (`wake`) or moves its deadline (`_poke`)."""
         hub = self.ctx.read_hub
-        if hub is not None:  # the hub reads (`_readable`) while this task sleeps
-            self._events_in = events_in
-            fd = self.sock.fileno()
-            hub.add(fd, self._readable)
-            try:
-                await trio.sleep_forever()
-            finally:
-                hub.remove(fd)
-        ws, sender, jobs = self.ws, self.sender, self._jobs
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            messages = ws.receive()
-            if messages:
-                self._take(messages, events_in, trio.current_time())
-            if ws.closed is not None or ws.out.blocked or jobs or sender.full or self._held:
-                return
+        if hub is None:  # no epoll here: this task reads its own socket
+            ws = self.ws
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                messages = ws.receive()
+                if messages:
+                    self._take(messages, events_in, trio.current_time())
+                if self._stop_reading():
+                    return
+        self._events_in = events_in
+        fd = self.sock.fileno()
+        hub.add(fd, self._readable)
+        try:
+            await trio.sleep_forever()  # the hub reads (`_readable`) until we are woken
+        finally:
+            hub.remove(fd)
+
+    def _stop_reading(self) -> bool:
+        """The outer loop has work: the connection ended, the client stopped reading, the
+        sender must wait for room or for its budget, or a job came."""
+        ws = self.ws
+        return bool(
+            ws.closed is not None or ws.out.blocked or self._jobs or self.sender.full or self._held
+        )
 
     def _readable(self) -> None:
         """`_read_frames`' loop body, run by the gateway's read hub: what it raises, and
@@ -762,14 +769,7 @@ class Connection:
                     self._take(messages, self._events_in, trio.current_time())
             except Exception as exc:
                 self._failure = exc
-            if (
-                self._failure is None
-                and ws.closed is None
-                and not ws.out.blocked
-                and not self._jobs
-                and not self.sender.full
-                and not self._held
-            ):
+            if self._failure is None and not self._stop_reading():
                 return
         self.ctx.read_hub.remove(self.sock.fileno())
         self.wake()

@@ -5,7 +5,8 @@ own task and an `epoll_ctl` (trio arms each wait with EPOLLONESHOT). Under the m
 frames load a visitor's gateway carries, that is one task switch and one system call per
 event. Here each client socket is registered once (level-triggered) while its connection
 reads, and the hub's task calls the connection back for every socket the kernel reports,
-all in one step.
+all in one step: no task switch per frame, and one re-armed wait (the hub's own epoll in
+trio's) per wake, shared by every socket ready in it.
 """
 
 from __future__ import annotations
