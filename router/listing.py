@@ -13,29 +13,16 @@ from dataclasses import dataclass
 from gateway.session_store import SessionMeta
 
 from . import sessions
+from .read_cache import ReadCache
 
 LIST_TTL = 1.0  # seconds: half the console's 2 s poll, so a change shows within one poll
 
 
-class ListingCache:
+class ListingCache(ReadCache[list[tuple[str, SessionMeta]]]):
     """The latest read of the sessions bucket and when it was made."""
 
     def __init__(self, ttl: float = LIST_TTL) -> None:
-        self.ttl = ttl
-        self._at: float | None = None
-        self._found: list[tuple[str, SessionMeta]] = []
-
-    def get(self, now: float) -> list[tuple[str, SessionMeta]] | None:
-        """The cached read if it is younger than `ttl` (and not from the future), else None."""
-        if self._at is None or not (self._at <= now < self._at + self.ttl):
-            return None
-        return self._found
-
-    def put(self, now: float, found: list[tuple[str, SessionMeta]]) -> None:
-        self._at, self._found = now, found
-
-    def clear(self) -> None:
-        self._at = None
+        super().__init__(ttl)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from gateway import build_info
+from gateway import build_info, membership
 from gateway.http_observe import HttpObserver
 from gateway.nats_bridge import NatsBridge
 
 from .. import metrics
 from ..config import RouterConfig
+from ..gateway_directory import GatewayDirectory
 from . import (
     browser_routes,
     cluster_routes,
@@ -90,6 +91,7 @@ def create_app(
         codes_rng=rng or random.SystemRandom(),
         limiter=RateLimits(clock),
         rules=RateRules.from_config(cfg),
+        directory=GatewayDirectory(lambda: bridge.call(membership.list_gateways, kv_gateways)),
     )
     errors.install(app)
     browser_routes.add(app, cfg)

@@ -90,5 +90,6 @@ async def drain(
         raise ApiError(404, "unknown_gateway", str(exc)) from None
     except gateway_control.BadReply as exc:
         raise ApiError(502, "bad_gateway_reply", str(exc)) from None
+    deps.directory.clear()
     log.info("gateway_drain_requested", gateway=gateway_id)
     return DrainResponse(**reply)

@@ -15,6 +15,7 @@ from gateway import session_store
 from gateway.nats_bridge import NatsBridge
 
 from ..config import RouterConfig
+from ..gateway_directory import GatewayDirectory
 from ..listing import ListingCache
 from .rate_limits import RateLimits, RateRules
 
@@ -54,6 +55,7 @@ class ApiDeps:
     codes_rng: random.Random | random.SystemRandom
     limiter: RateLimits
     rules: RateRules
+    directory: GatewayDirectory  # the registry's gateways for creates and lookups
     listing: ListingCache = field(default_factory=ListingCache)
 
 

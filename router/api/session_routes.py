@@ -55,7 +55,7 @@ def client_address(deps: ApiDeps, request: Request) -> str:
 
 async def gateway_urls(deps: ApiDeps, sid: str) -> list[str]:
     """The active gateways' URLs in the session's order, or 503 `no_gateways`."""
-    gws = await deps.bridge.call(membership.list_gateways, deps.kv_gateways)
+    gws = await deps.directory.gateways()
     urls = membership.urls_for(sid, gws)
     if not urls:
         raise ApiError(503, "no_gateways", "no active gateway in the cluster", {"Retry-After": "2"})
