@@ -59,8 +59,9 @@ class ApiDeps:
     listing: ListingCache = field(default_factory=ListingCache)
 
 
-def api_deps(request: Request) -> ApiDeps:
-    """The dependencies of the app serving `request` (set by `create_app`)."""
+async def api_deps(request: Request) -> ApiDeps:
+    """The dependencies of the app serving `request` (set by `create_app`). `async` so that
+    FastAPI calls it in the event loop, not in a worker thread (router/api/auth.py)."""
     return request.app.state.deps
 
 
