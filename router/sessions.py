@@ -123,15 +123,17 @@ async def create(
     """Record a new session for `site` and give it a short code unique among live sessions.
 
     The metadata is written first (with `created`), so a session whose code claim is in
-    progress never looks stale to a concurrent claim of the same code."""
-
-    def born(meta: SessionMeta) -> None:
-        if meta.created or meta.epoch or meta.site:
-            raise ValueError(f"session id {sid} already in use")
-        meta.site = site
-        meta.created = now
-
-    await session_store.update(kv_sessions, sid, born)
+    progress never looks stale to a concurrent claim of the same code. Three KV writes and
+    no reads when nothing races: the metadata is created, the code claimed, and the code
+    written with the revision the create returned (a read-modify-write before each write
+    made it five operations, about 3 ms more of the router's CPU per create here)."""
+    meta = SessionMeta(site=site, created=now)
+    try:
+        rev = await kv_sessions.create(sid, meta.to_bytes())
+    except (KeyWrongLastSequenceError, APIError) as exc:
+        if _conflict(exc) or "key exists" in str(exc).lower():
+            raise ValueError(f"session id {sid} already in use") from None
+        raise
     for _ in range(CODE_ATTEMPTS):
         code = shortcodes.new_code(rng)
         if await _claim_code(kv_sessions, kv_codes, sid, code, now, code_ttl):
@@ -142,7 +144,13 @@ async def create(
     def coded(meta: SessionMeta) -> None:
         meta.code = code
 
-    meta = await session_store.update(kv_sessions, sid, coded)
+    coded(meta)
+    try:
+        await kv_sessions.update(sid, meta.to_bytes(), last=rev)
+    except (KeyWrongLastSequenceError, APIError) as exc:
+        if not _conflict(exc):
+            raise
+        meta = await session_store.update(kv_sessions, sid, coded)  # it moved on meanwhile
     return Created(sid, code, meta)
 
 

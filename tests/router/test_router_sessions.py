@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway import streams
+from gateway import session_store, streams
 from gateway.codec import SESSION_ID_RE
 from gateway.nats_bridge import open_bridge
 from gateway.session_store import SessionMeta
@@ -63,3 +63,28 @@ async def test_codes_are_unique_and_stale_codes_are_reused(nats_server):
         assert (await create("sess-third-0001", now + 11)).code == "424242"
         got = await bridge.call(sessions.resolve_code, kv_s, kv_c, "424242", now + 12, 10)
         assert got[0] == "sess-third-0001"
+
+
+async def test_create_writes_the_metadata_with_its_code_and_refuses_a_taken_id(nats_server):
+    """Three writes and no reads: what it records is what a gateway and a lookup then read."""
+    async with open_bridge(nats_server.url) as bridge:
+        kv_s = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        kv_c = await bridge.call(
+            sessions.ensure_codes_bucket, bridge.js, "codes_w", 60, "memory", 1
+        )
+        now = time.time()
+        rng = random.Random(7)
+
+        async def create(sid: str):
+            args = (sessions.create, kv_s, kv_c, sid)
+            return await bridge.call(*args, site="shop", now=now, code_ttl=10, rng=rng)
+
+        made = await create("sess-written-01")
+        stored = await bridge.call(session_store.load, kv_s, "sess-written-01")
+        assert (stored.site, stored.created, stored.code) == ("shop", now, made.code)
+        assert made.meta == stored
+        got = await bridge.call(sessions.resolve_code, kv_s, kv_c, made.code, now + 1, 10)
+        assert got[0] == "sess-written-01"
+        with pytest.raises(ValueError, match="already in use"):
+            await create("sess-written-01")
+        assert await bridge.call(session_store.load, kv_s, "sess-written-01") == stored
