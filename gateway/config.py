@@ -45,6 +45,7 @@ FLAGS: dict[str, tuple[str, s.Var]] = {
     "--forwarded-hops": ("forwarded_hops", s.GATEWAY_FORWARDED_HOPS),
     "--workers": ("workers", s.GATEWAY_WORKERS),
     "--worker-stuck-after": ("worker_stuck_after", s.GATEWAY_WORKER_STUCK_AFTER),
+    "--read-hub": ("read_hub", s.GATEWAY_READ_HUB),
 }
 FLAG_OF: dict[str, str] = {var.name: flag for flag, (_, var) in FLAGS.items()}
 
@@ -75,6 +76,7 @@ class GatewayConfig:
     budget: BudgetSettings = field(default_factory=BudgetSettings)  # each connection's sends
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
     worker_stuck_after: float = s.GATEWAY_WORKER_STUCK_AFTER.default  # supervisor's /healthz
+    read_hub: bool = True  # one task reads every client socket (where epoll exists)
     worker_index: int | None = None  # set in a worker process started by the supervisor
     base_id: str | None = None  # a worker's gateway id without its ".w<i>" suffix
     log: s.LogSettings = field(default_factory=s.LogSettings)
@@ -157,6 +159,7 @@ def config_from(
         budget=got.budget.settings,
         workers=got.workers or (os.cpu_count() or 1),
         worker_stuck_after=got.worker_stuck_after,
+        read_hub=got.read_hub == "on",
         log=got.log,
     )
     if got.gateway_id:

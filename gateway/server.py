@@ -91,14 +91,19 @@ class Gateway:
             draining=lambda: self.draining,
             visitors={},
             acks_due=set(),
-            read_hub=ReadHub() if hasattr(select, "epoll") else None,
+            read_hub=ReadHub() if cfg.read_hub and hasattr(select, "epoll") else None,
         )
         nc.on_reconnected(self._nats_reconnected)
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         listener = listen_socket(self.cfg.host, self.cfg.port, self.cfg.reuse_port)
         self.listen_port = listener.getsockname()[1]
-        log.info("gateway_listening", gateway=self.cfg.gateway_id, port=self.listen_port)
+        log.info(
+            "gateway_listening",
+            gateway=self.cfg.gateway_id,
+            port=self.listen_port,
+            read_hub=self.ctx.read_hub is not None,
+        )
         try:
             async with trio.open_nursery() as nursery:
                 metrics.NATS_CONNECTED.set(self.nats_connected)  # then each sweep (1 s)

@@ -546,6 +546,14 @@ GATEWAY_WORKER_STUCK_AFTER = Var(
     "the supervisor's `/healthz` fails (and the kubelet restarts the pod), at least 1",
     checks=(at_least(1),),
 )
+GATEWAY_READ_HUB = Var(
+    "COBROWSE_GATEWAY_READ_HUB",
+    "on",
+    one_of("on", "off"),
+    "`on`: one task reads every client socket, over its own epoll (gateway/read_hub.py; "
+    "where the platform has no epoll, `off` regardless); `off`: each connection's task "
+    "reads its own socket, a task wake per frame (the switch for a suspected hub problem)",
+)
 GATEWAY_FORWARDED_HOPS = Var(
     "COBROWSE_GATEWAY_FORWARDED_HOPS",
     0,
@@ -925,6 +933,7 @@ class GatewaySettings:
     health_port: int | None = setting(GATEWAY_HEALTH_PORT)
     workers: int | None = setting(GATEWAY_WORKERS)
     worker_stuck_after: float = setting(GATEWAY_WORKER_STUCK_AFTER)
+    read_hub: str = setting(GATEWAY_READ_HUB)
     admin_key: str | None = setting(ADMIN_KEY)
     nats_servers: tuple[str, ...] = setting(NATS_URL)
     nats_auth: NatsAuthVars = group(NatsAuthVars)

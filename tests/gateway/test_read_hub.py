@@ -120,3 +120,52 @@ async def test_cancelling_the_hub_forgets_every_socket() -> None:
     assert len(hub) == 0
     ours.close()
     theirs.close()
+
+
+# ---- a gateway without the hub (COBROWSE_GATEWAY_READ_HUB=off) ---------------------------
+
+
+async def test_a_gateway_without_the_hub_reads_each_socket_in_its_connections_task(
+    nats_server, gateways_factory
+) -> None:
+    """`--read-hub off` (and a platform without epoll) takes the per-task branch of
+    `Connection._read_frames`: events in order both ways, back-pressure, a bad frame closed
+    with its code while the other session carries on."""
+    from gateway.client import Client
+    from gateway.codec import Close
+    from tests.gateway.test_bad_input import exchange, hello
+    from tests.support.keys import mint, new_sid
+
+    g = gateways_factory(nats_server.url)
+    for gid in ("gw-a", "gw-b"):
+        g.start(gid, ["--workers", "1", "--read-hub", "off"])
+        assert "read_hub=False" in g.cluster.log_text(gid)
+    sid = new_sid()
+    n_events = 3_000
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await visitor.send("snapshot", {"i": 0, "n": 1, "d": b"<html>"})
+        await n.start(agent.run)
+        for i in range(1, n_events):
+            await visitor.send("mutation", {"i": i})
+        # Bad input on the same gateway meanwhile: its own close code, nobody else hurt.
+        bad_sid = new_sid()
+        frames, code = await exchange(g.url("gw-a"), [hello(bad_sid, "visitor"), b"\xc1junk"])
+        assert code == Close.BAD_FRAME
+        assert [f.code for f in frames if getattr(f, "op", None) == "error"] == ["bad_frame"]
+        await visitor.wait_acked(n_events, timeout=60)
+        got = []
+        with trio.move_on_after(60):
+            while len(got) < n_events:
+                got.append(await agent.events.receive())
+        await agent.send("pointer", {"x": 1})
+        with trio.fail_after(20):
+            back = await visitor.events.receive()
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert [d.seq for d in got] == list(range(1, n_events + 1))
+    assert [d.payload["i"] for d in got[1:]] == list(range(1, n_events))
+    assert (back.kind, back.src) == ("pointer", agent.welcome.aid)
