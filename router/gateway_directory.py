@@ -6,9 +6,9 @@ listing (an ordered consumer made and deleted) and a get per gateway: 15-20 ms o
 router's time here, about half of a create, and in a 300-session ramp those reads queued the
 API's requests for 1-3 s. The directory shares one read among all requests for `ttl`
 (0.5 s); askers that find it stale together wait for one read instead of each making one.
-A gateway that starts draining is handed out for at most `ttl` more, and a client sent
-there is refused on the draining lane and tries the next URL; this router's own drain
-request clears the directory at once.
+A gateway that starts draining is handed out for at most `ttl` after it recorded that in
+the registry, and a client sent there is refused on the draining lane and tries the next
+URL; this router's own drain request makes the next asker read the registry again.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ class GatewayDirectory:
         self._read = read
         self._cache: ReadCache[list[GatewayInfo]] = ReadCache(ttl)
         self._lock = trio.Lock()
-        self.reads = 0  # registry reads made (for tests and curiosity)
 
     async def gateways(self) -> list[GatewayInfo]:
         found = self._cache.get(trio.current_time())
@@ -44,10 +43,12 @@ class GatewayDirectory:
             found = self._cache.get(started)  # another asker read it while this one waited
             if found is None:
                 found = await self._read()
-                self.reads += 1
                 self._cache.put(started, found)
             return found
 
     def clear(self) -> None:
-        """The registry changed at this router's request: the next asker reads it again."""
+        """This router asked for a change (a drain): the next asker reads the registry again.
+        It shows there once the gateway has recorded it (its heartbeat writes at once, but
+        after it answered the drain request), so a read in between can still list it as
+        active for one `ttl`."""
         self._cache.clear()

@@ -74,7 +74,12 @@ async def ensure_codes_bucket(js, bucket: str, ttl: float, storage: str, replica
 
 def _conflict(exc: Exception) -> bool:
     """A compare-and-set write lost: the key exists or moved on since we read it."""
-    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc).lower()
+    text = str(exc).lower()
+    return (
+        isinstance(exc, KeyWrongLastSequenceError)
+        or "wrong last sequence" in text
+        or "key exists" in text
+    )
 
 
 async def _get(kv, key: str):
@@ -131,7 +136,7 @@ async def create(
     try:
         rev = await kv_sessions.create(sid, meta.to_bytes())
     except (KeyWrongLastSequenceError, APIError) as exc:
-        if _conflict(exc) or "key exists" in str(exc).lower():
+        if _conflict(exc):
             raise ValueError(f"session id {sid} already in use") from None
         raise
     for _ in range(CODE_ATTEMPTS):
