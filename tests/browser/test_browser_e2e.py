@@ -651,13 +651,16 @@ def test_same_origin_frames_are_mirrored_and_cross_origin_ones_are_sized_boxes(
 
 # -- element states and links (issue 14) ----------------------------------------------
 
-STYLES = """(doc, ids) => ids.map((id) => { const cs = doc.defaultView.getComputedStyle(doc.getElementById(id));
+STYLES = """(doc, ids) => ids.map((id) => { const el = doc.getElementById(id);
+  if (!el) return [id, null];  // not in the replica yet (a redraw on its way): poll again
+  const cs = doc.defaultView.getComputedStyle(el);
   return [id, cs.color, cs.backgroundColor, cs.textDecorationColor, cs.outlineStyle, cs.outlineWidth, cs.outlineColor]; })"""
 
 
 def same_styles(v: Visitor, a: Agent, ids: list[str], what: str) -> list:
     """Wait until the replica's computed styles of `ids` are the visitor's; returns them."""
     want = v.page.evaluate(f"({STYLES})(document, {json.dumps(ids)})")
+    assert all(w[1] is not None for w in want), f"{what}: the visitor's page lacks one of {ids}"
     deadline = time.monotonic() + 10
     while True:
         got = a.page.evaluate(f"({STYLES})({VDOC}, {json.dumps(ids)})")
