@@ -27,6 +27,9 @@ log = structlog.get_logger("gateway")
 # 2,000 events/s it saves about half the gateway's NATS wake-ups. Live events and requests
 # stay on the main connection, read as they come.
 ACK_READ_INTERVAL = 0.005
+# A drain request is answered once the registry records "draining" (one KV put, a few ms),
+# at most this long after it: under the router's 5 s wait for the answers.
+DRAIN_RECORD_WAIT = 2.0
 
 
 async def ensure_layout(bridge: NatsBridge, cfg: GatewayConfig):
@@ -44,8 +47,11 @@ async def ensure_layout(bridge: NatsBridge, cfg: GatewayConfig):
     raise RuntimeError("could not set up the JetStream stream and KV buckets")
 
 
-async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
-    """Keep this gateway's membership entry fresh; publish a state change at once."""
+async def heartbeat(
+    gw: Gateway, members, admin_url: str | None, drain_recorded: trio.Event
+) -> None:
+    """Keep this gateway's membership entry fresh; publish a state change at once, and set
+    `drain_recorded` once the registry says "draining" (a drain request is answered then)."""
     cfg = gw.cfg
     last_wall, last_cpu = time.monotonic(), time.process_time()
     while True:
@@ -63,6 +69,8 @@ async def heartbeat(gw: Gateway, members, admin_url: str | None) -> None:
         )
         try:
             await gw.bridge.call(membership.put, members, info)
+            if info.state == "draining":
+                drain_recorded.set()
         except Exception as exc:
             log.warning("heartbeat_failed", error=repr(exc))
         with trio.move_on_after(membership.HEARTBEAT):
@@ -116,7 +124,16 @@ async def run(cfg: GatewayConfig) -> int:
                 )
                 admin_url = f"http://{cfg.host}:{hp}/"
                 log.info("admin_listening", port=hp)
-            nursery.start_soon(heartbeat, gw, members, admin_url)
+            drain_recorded = trio.Event()
+            nursery.start_soon(heartbeat, gw, members, admin_url, drain_recorded)
+
+            async def answer_when_recorded(reply: str, state: dict) -> None:
+                """Answer once the registry says "draining", so whoever asked (the router's
+                API clears its gateway directory on the answer) reads it there; at most
+                `DRAIN_RECORD_WAIT` later if the registry cannot be written."""
+                with trio.move_on_after(DRAIN_RECORD_WAIT):
+                    await drain_recorded.wait()
+                nc.publish(reply, json.dumps(state).encode())
 
             def on_drain_request(msg) -> None:
                 nonlocal alone
@@ -127,7 +144,7 @@ async def run(cfg: GatewayConfig) -> int:
                     gw.stop_accepting()
                 state = drain_state()
                 if msg.reply:
-                    nc.publish(msg.reply, json.dumps(state).encode())
+                    nursery.start_soon(answer_when_recorded, msg.reply, state)
 
             gateway_subject = membership.drain_subject(cfg.base_id or cfg.gateway_id)
             nc.subscribe(gateway_subject, on_drain_request)

@@ -8,7 +8,8 @@ API's requests for 1-3 s. The directory shares one read among all requests for `
 (0.5 s); askers that find it stale together wait for one read instead of each making one.
 A gateway that starts draining is handed out for at most `ttl` after it recorded that in
 the registry, and a client sent there is refused on the draining lane and tries the next
-URL; this router's own drain request makes the next asker read the registry again.
+URL. A drain requested through this router is not handed out at all after the answer: a
+gateway answers once the registry says "draining", and the answer clears the directory.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ class GatewayDirectory:
             return found
 
     def clear(self) -> None:
-        """This router asked for a change (a drain): the next asker reads the registry again.
-        It shows there once the gateway has recorded it (its heartbeat writes at once, but
-        after it answered the drain request), so a read in between can still list it as
-        active for one `ttl`."""
+        """This router asked for a change (a drain) and had its answer: the next asker reads
+        the registry again, where the gateway recorded "draining" before it answered."""
         self._cache.clear()

@@ -3,6 +3,7 @@ sessions stream and new sessions flood in at ten times the new-session rate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -235,3 +236,50 @@ async def test_drain_one_of_three_gateways_under_load(nats_server, gateways_fact
     assert flood["rejected"] > 0 and flood["retry_after_missing"] == 0
     # Admitted new sessions never exceed what the buckets allow (burst + rate * time).
     assert flood["admitted"] <= 2 * (200 + NEW_RATE * (flood["seconds"] + 30))
+
+
+async def drain_and_watch(nc, gateway_id: str) -> list[str]:
+    """Ask `gateway_id` to drain (nats-py, on the bridge's loop) and list, in the order this
+    connection got them, its registry entry's states and "answer": one subscription, so
+    one callback sees both in the server's order."""
+    kv_subject = f"$KV.{membership.BUCKET}.{gateway_id}"
+    inbox = nc.new_inbox()
+    seen: list[str] = []
+    answered = asyncio.Event()
+
+    async def on_msg(msg) -> None:
+        if msg.subject == kv_subject and msg.data:
+            seen.append(membership.GatewayInfo.from_bytes(msg.data).state)
+        elif msg.subject == inbox:
+            seen.append("answer")
+            answered.set()
+
+    sub = await nc.subscribe(">", cb=on_msg)
+    try:
+        await nc.flush()
+        await nc.publish(membership.drain_subject(gateway_id), b"", reply=inbox)
+        await asyncio.wait_for(answered.wait(), 5)
+    finally:
+        await sub.unsubscribe()
+    return seen
+
+
+async def test_a_drain_is_answered_once_the_registry_says_draining(nats_server, gateways_factory):
+    """The answer to a drain request comes after the gateway's registry entry says
+    "draining": the router's API clears its gateway directory on that answer, and its next
+    create must not hand the gateway out as active. (Answered first, the entry's update
+    came after the answer in every try.)"""
+    g = gateways_factory(nats_server.url)
+    ids = ["gw-r0", "gw-r1", "gw-r2"]
+    for gid in ids:
+        g.start(gid, ["--drain-window", "30"])
+    await wait_members(nats_server.url, len(ids))
+    async with open_bridge(nats_server.url) as bridge, trio.open_nursery() as n:
+        for gid in ids:  # a client keeps each drain going for its window
+            sid = new_sid()
+            c = Client([g.url(gid)], sid, mint(sid, "visitor"), "visitor")
+            await n.start(c.run)
+        for gid in ids:
+            seen = await bridge.call(drain_and_watch, bridge.nc, gid)
+            assert "draining" in seen and seen.index("draining") < seen.index("answer"), seen
+        n.cancel_scope.cancel()
