@@ -107,8 +107,8 @@ class ConnContext:
 
     async def load_for_hello(
         self, sid: str
-    ) -> tuple[SessionMeta | None, session_store.EndedRecord | None]:
-        """The metadata and the ended record (session.refuse_ended); the ended bucket is
+    ) -> tuple[session_store.StoredMeta, session_store.EndedRecord | None]:
+        """The entry and the ended record (session.refuse_ended); the ended bucket is
         opened, or made with a TTL outliving this gateway's resume tokens, at the first
         hello."""
         if self.kv_ended is None:
@@ -124,9 +124,15 @@ class ConnContext:
             session_store.load_with_ended, self.kv, self.kv_ended, sid, timeout=KV_TIMEOUT
         )
 
-    async def update(self, sid: str, change: Callable[[SessionMeta], None]) -> SessionMeta:
+    async def update(
+        self,
+        sid: str,
+        change: Callable[[SessionMeta], None],
+        start: session_store.StoredMeta | None = None,
+    ) -> SessionMeta:
+        """Compare-and-set `change`; from `start`'s revision when the caller just read it."""
         return await self.bridge.call(
-            session_store.update, self.kv, sid, change, timeout=KV_TIMEOUT
+            session_store.update, self.kv, sid, change, start=start, timeout=KV_TIMEOUT
         )
 
 
@@ -320,14 +326,14 @@ class Connection:
         metrics.CONNECTIONS.labels(role="pending").dec()
         self._role_metric = join.role.value
         metrics.CONNECTIONS.labels(role=self._role_metric).inc()
-        before, ended = await self.ctx.load_for_hello(join.sid)
-        session.refuse_ended(before, ended)
+        stored, ended = await self.ctx.load_for_hello(join.sid)
+        session.refuse_ended(stored.meta(), ended)
         if join.role is Role.VISITOR:
-            await self._join_visitor(join, before)
+            await self._join_visitor(join, stored)
         else:
-            await self._join_agent(join)
+            await self._join_agent(join, stored)
         self.joined = True
-        del hello, join, before, ended  # this frame lives as long as the connection: keep it light
+        del hello, join, stored, ended  # this frame lives as long as the connection: keep it light
         await self._serve()
 
     async def _upgrade(self) -> Admitted | None:
@@ -375,17 +381,17 @@ class Connection:
 
     # ---- the visitor's join --------------------------------------------------------------------
 
-    async def _join_visitor(self, join: session.Join, before: SessionMeta | None) -> None:
+    async def _join_visitor(self, join: session.Join, stored: session_store.StoredMeta) -> None:
         ctx, cfg, sid = self.ctx, self.cfg, join.sid
         nc, stream = ctx.nc, cfg.stream.stream
         subject = streams.subject_v(sid)
         floor = 0
-        if before is None:
+        if stored.raw is None:
             # No metadata (new session, or its KV entry expired): a new epoch must still be
             # above every epoch in the stream, or message ids and receivers' keys collide.
             tail = await streams.last_of(nc, stream, subject)
             floor = tail.epoch if tail is not None else 0
-        meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor))
+        meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor), stored)
         resumed = session.visitor_resumed(join, meta)
         self.epoch, self.vgen = meta.epoch, meta.vgen
         self.control = meta.control
@@ -447,14 +453,14 @@ class Connection:
 
     # ---- the agent's join ----------------------------------------------------------------------
 
-    async def _join_agent(self, join: session.Join) -> None:
+    async def _join_agent(self, join: session.Join, stored: session_store.StoredMeta) -> None:
         ctx, cfg, sid = self.ctx, self.cfg, join.sid
         nc, stream = ctx.nc, cfg.stream.stream
         aid, resumed = session.agent_identity(join, "a" + secrets.token_hex(6))
         self.aid = aid
         self._allowed = AGENT_KINDS
         joined_at = time.time()
-        meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at))
+        meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at), stored)
         subject = streams.subject_a(sid, aid)
         tail = await streams.last_of(nc, stream, subject) if resumed else None
         durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

@@ -88,27 +88,46 @@ class SessionMeta:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
-async def load(kv, sid: str) -> SessionMeta | None:
+@dataclass(frozen=True, slots=True)
+class StoredMeta:
+    """One read of a session's entry: its bytes and KV revision (None: no key), so that an
+    update can compare-and-set on that revision instead of reading the entry again (a hello
+    reads it anyway: one NATS round trip fewer per join)."""
+
+    raw: bytes | None
+    revision: int | None
+
+    def meta(self) -> SessionMeta | None:
+        """The metadata, parsed afresh on every call (an update mutates what it gets)."""
+        return SessionMeta.from_bytes(self.raw) if self.raw else None
+
+
+async def load_stored(kv, sid: str) -> StoredMeta:
     try:
         entry = await kv.get(sid)
     except KeyNotFoundError:
-        return None
-    if entry.value is None:
-        return None
-    return SessionMeta.from_bytes(entry.value)
+        return StoredMeta(None, None)
+    return StoredMeta(entry.value or None, entry.revision)
+
+
+async def load(kv, sid: str) -> SessionMeta | None:
+    return (await load_stored(kv, sid)).meta()
 
 
 async def update(
-    kv, sid: str, change: Callable[[SessionMeta], None], attempts: int = 50
+    kv,
+    sid: str,
+    change: Callable[[SessionMeta], None],
+    attempts: int = 50,
+    start: StoredMeta | None = None,
 ) -> SessionMeta:
-    """Read-modify-write with compare-and-set; `change` mutates the metadata in place."""
+    """Read-modify-write with compare-and-set; `change` mutates the metadata in place. With
+    `start` (a read just made), the first attempt writes on its revision without reading;
+    a conflict reads again."""
     for _ in range(attempts):
-        try:
-            entry = await kv.get(sid)
-            meta = SessionMeta.from_bytes(entry.value) if entry.value else SessionMeta()
-            rev = entry.revision
-        except KeyNotFoundError:
-            meta, rev = SessionMeta(), None
+        stored = start if start is not None else await load_stored(kv, sid)
+        start = None
+        meta, rev = stored.meta() or SessionMeta(), stored.revision
         change(meta)
         try:
             if rev is None:
@@ -190,8 +209,8 @@ async def put_ended(kv_ended, sid: str, now: float) -> EndedRecord:
     return record
 
 
-async def load_with_ended(kv, kv_ended, sid: str) -> tuple[SessionMeta | None, EndedRecord | None]:
-    """The session's metadata and its ended record, read concurrently (one bridge crossing
+async def load_with_ended(kv, kv_ended, sid: str) -> tuple[StoredMeta, EndedRecord | None]:
+    """The session's entry and its ended record, read concurrently (one bridge crossing
     per hello)."""
-    meta, ended = await asyncio.gather(load(kv, sid), load_ended(kv_ended, sid))
-    return meta, ended
+    stored, ended = await asyncio.gather(load_stored(kv, sid), load_ended(kv_ended, sid))
+    return stored, ended

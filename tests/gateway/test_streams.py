@@ -89,6 +89,53 @@ async def test_session_meta_compare_and_set_under_contention(nats_server):
         assert meta.vgen == 20
 
 
+class CountingKV:
+    """The real bucket, with its reads counted."""
+
+    def __init__(self, kv) -> None:
+        self.kv, self.gets = kv, 0
+
+    async def get(self, key):
+        self.gets += 1
+        return await self.kv.get(key)
+
+    def __getattr__(self, name):
+        return getattr(self.kv, name)
+
+
+async def test_an_update_from_a_read_writes_on_its_revision_and_rereads_when_stale(nats_server):
+    """A hello reads the entry anyway: the update starts from that read (no second read)
+    and a write that came in between still wins nothing away (compare-and-set, read again)."""
+    async with open_bridge(nats_server.url) as bridge:
+        kv = CountingKV(
+            await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        )
+        absent = await bridge.call(session_store.load_stored, kv, "start-test")
+        assert absent == session_store.StoredMeta(None, None) and absent.meta() is None
+        meta = await bridge.call(
+            session_store.update, kv, "start-test", lambda m: setattr(m, "vgen", 1), start=absent
+        )
+        assert meta.vgen == 1 and kv.gets == 1  # created from the read: no second read
+
+        fresh = await bridge.call(session_store.load_stored, kv, "start-test")
+        assert fresh.meta().vgen == 1 and fresh.revision is not None
+        fresh.meta().vgen = 99  # parsed afresh each time: the read itself is not changed
+        assert fresh.meta().vgen == 1
+
+        def bump(m):
+            m.vgen += 1
+
+        meta = await bridge.call(session_store.update, kv, "start-test", bump, start=fresh)
+        assert meta.vgen == 2 and kv.gets == 2  # written on the read's revision
+        # `fresh` is stale now: the update conflicts, reads again and bumps what is stored
+        meta = await bridge.call(session_store.update, kv, "start-test", bump, start=fresh)
+        assert meta.vgen == 3 and kv.gets == 3
+        # a stale "no key" read: the create conflicts, and the retry updates the entry
+        meta = await bridge.call(session_store.update, kv, "start-test", bump, start=absent)
+        assert meta.vgen == 4 and kv.gets == 4
+        assert (await bridge.call(session_store.load, kv, "start-test")).vgen == 4
+
+
 async def test_a_subject_is_a_chain_and_a_retry_is_found_in_its_tail(nats_server):
     """What publish_chain.py relies on, against the real server: a stale writer is refused
     (wrong last sequence), and so is a retry of a stored message whose ack was lost (the
