@@ -26,10 +26,10 @@ from pathlib import Path
 import limits
 import structlog
 import trio
-from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from . import metrics
+from .limits_storage import SweptMemoryStorage
 
 log = structlog.get_logger("gateway.address_limit")
 
@@ -49,7 +49,7 @@ class AddressLimit:
 
     def __init__(self, limit: str) -> None:
         self.limit = limits.parse(limit)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(SweptMemoryStorage())
 
     def hit(self, address: str) -> AddressVerdict:
         if self._limiter.hit(self.limit, "new", address):

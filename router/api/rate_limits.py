@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import limits
-from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from gateway.limits_storage import SweptMemoryStorage
 
 from .. import metrics
 from ..config import RouterConfig
@@ -43,7 +44,7 @@ class RateLimits:
     """Moving-window limits (the `limits` package, in memory: per router process)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(SweptMemoryStorage())
         self._clock = clock
 
     def check(self, *rules: Rule) -> float | None:
