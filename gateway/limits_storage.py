@@ -9,8 +9,9 @@ interleaved, twice):
 - with 50,000 addresses in the window, 2,000 more handshakes 1 ms apart cost 5.3 ms of CPU
   each (the sweeper threads held 91-92 % of a core) and the slowest hit waited 37-40 ms for
   the GIL; with this storage 0.09-0.11 ms each (8-9 %, a third of it the loop's own
-  sleeps), the slowest 1.1-1.4 ms (a pass every second: 0.22-0.27 ms, the slowest 5 ms): a flood from many addresses, which the limit is there for, no longer
-  turns the limit itself into the load;
+  sleeps), the slowest 1.1-1.4 ms (with a pass every second: 0.22-0.27 ms, the slowest
+  5 ms). A flood from many addresses, which the limit is there for, no longer turns the
+  limit itself into the load;
 - its sweep leaves an empty list per key for good: 100,000 addresses seen once kept 100,001
   keys and 18.6 MB after their window, against 1 key here;
 - hits more than 10 ms apart start a thread each: 0.92-1.04 ms of CPU per hit against
