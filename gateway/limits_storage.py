@@ -42,9 +42,10 @@ SWEEP_BATCH = 256  # keys trimmed per hit at most: a pass never stalls the event
 class SweptMemoryStorage(MemoryStorage):
     """`MemoryStorage` for `MovingWindowRateLimiter`, with no sweeper thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, sweep_every: float = SWEEP_EVERY) -> None:
         super().__init__()
         self.timer.cancel()  # the one MemoryStorage starts in __init__
+        self.sweep_every = sweep_every
         self._pending: list[str] = []  # keys this pass has still to trim
         self._next_pass = 0.0
 
@@ -54,7 +55,7 @@ class SweptMemoryStorage(MemoryStorage):
         if not self._pending:
             if now < self._next_pass:
                 return
-            self._next_pass = now + SWEEP_EVERY
+            self._next_pass = now + self.sweep_every
             self._pending = list(self.events)
         for _ in range(min(SWEEP_BATCH, len(self._pending))):
             self._trim(self._pending.pop(), now)
