@@ -23,7 +23,7 @@ def test_the_answers_are_the_packages_own():
     item = limits.parse("3/second")
     ours = MovingWindowRateLimiter(SweptMemoryStorage())
     theirs = MovingWindowRateLimiter(MemoryStorage())
-    for pause in (0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.65, 0.0, 0.0, 0.4, 0.0):
+    for pause in (0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.8, 0.0, 0.0, 0.4, 0.0):  # 100 ms from an edge
         time.sleep(pause)
         for who in ("a", "b"):
             got = ours.hit(item, "new", who)
