@@ -71,7 +71,7 @@ class Inside:
 
 async def test_a_ramp_of_requests_waits_in_the_harness_below_the_pool() -> None:
     assert IN_FLIGHT <= POOL
-    server = SlowApi(delay=0.02)
+    server = SlowApi(delay=0.2)  # long enough for 16 connections to open under CI load
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
