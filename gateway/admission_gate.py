@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
+
+import trio
 
 from gateway import tokens
 from gateway.admission import Admission, Decision, retry_after_header
 from gateway.forwarded import forwarded_client
 
-from . import metrics, session_store
+from . import metrics
 from .address_limit import LocalAddressLimit, SharedAddressLimit
 from .codec import SESSION_ID_RE, Close, ProtocolError
+from .session_store import SessionMeta
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,12 @@ class AdmissionGate:
         self,
         settings: AdmissionSettings,
         keyring: tokens.Keyring,
-        bridge,
-        kv,
+        load_meta: Callable[[str], Awaitable[SessionMeta | None]],
         per_address: LocalAddressLimit | SharedAddressLimit | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
-        self.bridge = bridge
-        self.kv = kv
+        self.load_meta = load_meta  # the session's metadata (SessionBucket.load)
         self.policy = Admission(
             new_rate=settings.new_rate,
             new_burst=settings.new_burst,
@@ -84,7 +86,8 @@ class AdmissionGate:
         except tokens.TokenError:
             return False
         try:
-            meta = await self.bridge.call(session_store.load, self.kv, sid, timeout=2)
+            with trio.fail_after(2):
+                meta = await self.load_meta(sid)
         except Exception:
             # KV unreachable (a leader election): the token is valid, so let the resume
             # through; the hello that follows checks the session again.

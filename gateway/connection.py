@@ -91,8 +91,9 @@ class ConnContext:
 
     cfg: GatewayConfig
     nc: NatsClient  # the data path: publishes, subscriptions, stream reads
-    bridge: NatsBridge  # management: the session metadata in the KV bucket (nats-py)
+    bridge: NatsBridge  # management: making the ended bucket at the first hello (nats-py)
     kv: Any
+    sessions: session_store.SessionBucket  # the session and ended buckets, on `nc`
     fanout: Fanout
     publisher: Publisher
     gate: AdmissionGate
@@ -103,7 +104,7 @@ class ConnContext:
     kv_ended: Any = None  # the ended-session bucket, opened at the first hello
 
     async def load(self, sid: str) -> SessionMeta | None:
-        return await self.bridge.call(session_store.load, self.kv, sid, timeout=KV_TIMEOUT)
+        return await self.sessions.load(sid)
 
     async def load_for_hello(
         self, sid: str
@@ -120,9 +121,7 @@ class ConnContext:
                 self.cfg.stream.replicas,
                 timeout=KV_TIMEOUT,
             )
-        return await self.bridge.call(
-            session_store.load_with_ended, self.kv, self.kv_ended, sid, timeout=KV_TIMEOUT
-        )
+        return await self.sessions.load_with_ended(sid)
 
     async def update(
         self,
@@ -131,9 +130,8 @@ class ConnContext:
         start: session_store.StoredMeta | None = None,
     ) -> SessionMeta:
         """Compare-and-set `change`; from `start`'s revision when the caller just read it."""
-        return await self.bridge.call(
-            session_store.update, self.kv, sid, change, start=start, timeout=KV_TIMEOUT
-        )
+        with trio.fail_after(KV_TIMEOUT * 2):  # a read and a write at most per attempt
+            return await self.sessions.update(sid, change, start)
 
 
 @dataclass(frozen=True, slots=True)

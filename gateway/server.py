@@ -21,13 +21,14 @@ import trio
 from . import address_limit, membership, metrics
 from .admission_gate import AdmissionGate
 from .config import GatewayConfig
-from .connection import ConnContext, Connection
+from .connection import KV_TIMEOUT, ConnContext, Connection
 from .delivery import Fanout
 from .drain_plan import DrainPlanner, reconnect_delay
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
 from .nats_client import NatsClient
 from .read_hub import ReadHub
+from .session_store import SessionBucket
 
 log = structlog.get_logger("gateway")
 
@@ -74,18 +75,19 @@ class Gateway:
         self.listen_port: int | None = None
         self._empty = trio.Event()
         self._empty.set()  # no connections yet
+        sessions = SessionBucket(nc, cfg.stream.kv_bucket, KV_TIMEOUT)
         self.ctx = ConnContext(
             cfg=cfg,
             nc=nc,
             bridge=bridge,
             kv=kv,
+            sessions=sessions,
             fanout=Fanout(nc),
             publisher=Publisher(self.publish_nc),
             gate=AdmissionGate(
                 cfg.admission,
                 cfg.keyring,
-                bridge,
-                kv,
+                sessions.load,
                 address_limit.for_process(cfg.admission.new_per_address, cfg.worker_index),
             ),
             draining=lambda: self.draining,

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+import trio
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from . import kv_client
 from .budget import CarriedBudget
+from .nats_client import NatsClient
 from .page_info import PageInfo
 from .streams import ensure_kv
 
@@ -121,26 +124,43 @@ async def update(
     attempts: int = 50,
     start: StoredMeta | None = None,
 ) -> SessionMeta:
-    """Read-modify-write with compare-and-set; `change` mutates the metadata in place. With
-    `start` (a read just made), the first attempt writes on its revision without reading;
-    a conflict reads again."""
-    for _ in range(attempts):
-        stored = start if start is not None else await load_stored(kv, sid)
-        start = None
-        meta, rev = stored.meta() or SessionMeta(), stored.revision
-        change(meta)
+    """Read-modify-write with compare-and-set (nats-py); `change` mutates the metadata in
+    place. With `start` (a read just made), the first attempt writes on its revision without
+    reading; a conflict reads again."""
+
+    async def write(data: bytes, rev: int | None) -> bool:
         try:
             if rev is None:
-                await kv.create(sid, meta.to_bytes())
+                await kv.create(sid, data)
             else:
-                await kv.update(sid, meta.to_bytes(), last=rev)
-            return meta
+                await kv.update(sid, data, last=rev)
+            return True
         except KeyWrongLastSequenceError:
-            continue
+            return False
         except Exception as exc:  # create() on an existing key raises a generic API error
             if "wrong last sequence" in str(exc).lower() or "key exists" in str(exc).lower():
-                continue
+                return False
             raise
+
+    return await compare_and_set(lambda: load_stored(kv, sid), write, sid, change, attempts, start)
+
+
+async def compare_and_set(
+    read: Callable[[], Awaitable[StoredMeta]],
+    write: Callable[[bytes, int | None], Awaitable[bool]],
+    sid: str,
+    change: Callable[[SessionMeta], None],
+    attempts: int,
+    start: StoredMeta | None,
+) -> SessionMeta:
+    """The loop of both transports: `write` returns False on a conflict."""
+    for _ in range(attempts):
+        stored = start if start is not None else await read()
+        start = None
+        meta = stored.meta() or SessionMeta()
+        change(meta)
+        if await write(meta.to_bytes(), stored.revision):
+            return meta
     raise RuntimeError(f"session {sid}: KV update kept conflicting")
 
 
@@ -214,3 +234,56 @@ async def load_with_ended(kv, kv_ended, sid: str) -> tuple[StoredMeta, EndedReco
     per hello)."""
     stored, ended = await asyncio.gather(load_stored(kv, sid), load_ended(kv_ended, sid))
     return stored, ended
+
+
+# ---- over the gateway's trio client ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBucket:
+    """The session and ended buckets over the gateway's trio NATS client (kv_client.py): the
+    hello's reads and writes without the trio-asyncio bridge. Same entries as the nats-py
+    functions above; a missing key reads as `StoredMeta(None, 0)` (0: no message)."""
+
+    nc: NatsClient
+    bucket: str
+    timeout: float
+    ended_bucket: str = ENDED_BUCKET
+
+    async def load_stored(self, sid: str) -> StoredMeta:
+        entry = await kv_client.get(self.nc, self.bucket, sid, self.timeout)
+        return StoredMeta(entry.value, entry.revision)
+
+    async def load(self, sid: str) -> SessionMeta | None:
+        return (await self.load_stored(sid)).meta()
+
+    async def load_with_ended(self, sid: str) -> tuple[StoredMeta, EndedRecord | None]:
+        """The entry and the ended record, read side by side."""
+        got: dict[str, object] = {}
+
+        async def ended() -> None:
+            entry = await kv_client.get(self.nc, self.ended_bucket, sid, self.timeout)
+            got["ended"] = EndedRecord.from_bytes(entry.value) if entry.value else None
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ended)
+            got["meta"] = await self.load_stored(sid)
+        return got["meta"], got["ended"]  # type: ignore[return-value]
+
+    async def update(
+        self,
+        sid: str,
+        change: Callable[[SessionMeta], None],
+        start: StoredMeta | None = None,
+        attempts: int = 50,
+    ) -> SessionMeta:
+        async def write(data: bytes, rev: int | None) -> bool:
+            try:
+                await kv_client.write(self.nc, self.bucket, sid, data, rev or 0, self.timeout)
+                return True
+            except kv_client.KvConflict:
+                return False
+
+        return await compare_and_set(
+            lambda: self.load_stored(sid), write, sid, change, attempts, start
+        )
