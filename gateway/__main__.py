@@ -33,14 +33,16 @@ DRAIN_RECORD_WAIT = 2.0
 
 
 async def ensure_layout(bridge: NatsBridge, cfg: GatewayConfig):
-    """Idempotent stream and KV set-up; gateways starting together may race, so retry."""
+    """Idempotent stream and KV set-up (the session bucket too, which connections then use
+    on the trio client); gateways starting together may race, so retry. The membership
+    bucket."""
     for attempt in range(20):
         try:
-            kv = await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
+            await bridge.call(streams.ensure_stream, bridge.js, cfg.stream)
             members = await bridge.call(
                 membership.ensure_bucket, bridge.js, cfg.stream.storage, cfg.stream.replicas
             )
-            return kv, members
+            return members
         except Exception as exc:
             log.warning("stream_setup_retry", attempt=attempt, error=repr(exc))
             await trio.sleep(0.25 * (attempt + 1))
@@ -93,8 +95,8 @@ async def run(cfg: GatewayConfig) -> int:
         ) as nc_publish,
         open_bridge(cfg.nats_servers, name=f"{cfg.gateway_id}-mgmt", security=cfg.nats) as bridge,
     ):
-        kv, members = await ensure_layout(bridge, cfg)
-        gw = Gateway(cfg, nc, bridge, kv, members, publish_nc=nc_publish)
+        members = await ensure_layout(bridge, cfg)
+        gw = Gateway(cfg, nc, bridge, members, publish_nc=nc_publish)
 
         alone = False  # this worker was drained by its own id, not with its gateway
 

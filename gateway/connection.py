@@ -92,7 +92,6 @@ class ConnContext:
     cfg: GatewayConfig
     nc: NatsClient  # the data path: publishes, subscriptions, stream reads
     bridge: NatsBridge  # management: making the ended bucket at the first hello (nats-py)
-    kv: Any
     sessions: session_store.SessionBucket  # the session and ended buckets, on `nc`
     fanout: Fanout
     publisher: Publisher
