@@ -25,8 +25,6 @@ import binascii
 import json
 from dataclasses import dataclass
 
-import trio
-
 from .nats_client import NatsClient
 from .nats_wire import ProtocolError, parse_headers
 
@@ -44,8 +42,8 @@ class KvConflict(KvError):
 
 @dataclass(frozen=True, slots=True)
 class KvEntry:
-    """A key's last message: its value (None: none, deleted or purged) and revision (its
-    stream position; 0: the key has no message)."""
+    """A key's last message: its value (None: no message, or a delete or purge marker; an
+    empty value is b"") and revision (its stream position; 0: the key has no message)."""
 
     value: bytes | None
     revision: int
@@ -79,7 +77,7 @@ def parse_get(data: bytes) -> KvEntry:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, ProtocolError) as exc:
         raise KvError(f"not a KV read answer: {data[:100]!r}") from exc
-    return KvEntry(value or None, revision)
+    return KvEntry(value, revision)
 
 
 def parse_ack(data: bytes) -> int:
@@ -99,8 +97,7 @@ def parse_ack(data: bytes) -> int:
 
 
 async def _answer(nc: NatsClient, subject: str, data: bytes, timeout: float, **kw) -> bytes:
-    with trio.fail_after(timeout):
-        msg = await nc.request(subject, data, timeout=timeout, **kw)
+    msg = await nc.request(subject, data, timeout=timeout, **kw)  # TooSlowError after timeout
     if msg.status is not None:  # 503: no responders (the stream has no leader yet)
         raise KvError(f"KV request not answered: {msg.status} {msg.description or ''}".strip())
     return msg.data

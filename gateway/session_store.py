@@ -10,7 +10,6 @@ A session ended through the API also gets an `EndedRecord` in a second bucket,
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -219,7 +218,7 @@ async def load_ended(kv_ended, sid: str) -> EndedRecord | None:
         entry = await kv_ended.get(sid)
     except KeyNotFoundError:
         return None
-    return None if entry.value is None else EndedRecord.from_bytes(entry.value)
+    return EndedRecord.from_bytes(entry.value or b"")  # nats-py reads an empty value as None
 
 
 async def put_ended(kv_ended, sid: str, now: float) -> EndedRecord:
@@ -229,13 +228,6 @@ async def put_ended(kv_ended, sid: str, now: float) -> EndedRecord:
     return record
 
 
-async def load_with_ended(kv, kv_ended, sid: str) -> tuple[StoredMeta, EndedRecord | None]:
-    """The session's entry and its ended record, read concurrently (one bridge crossing
-    per hello)."""
-    stored, ended = await asyncio.gather(load_stored(kv, sid), load_ended(kv_ended, sid))
-    return stored, ended
-
-
 # ---- over the gateway's trio client ----------------------------------------------------
 
 
@@ -243,7 +235,8 @@ async def load_with_ended(kv, kv_ended, sid: str) -> tuple[StoredMeta, EndedReco
 class SessionBucket:
     """The session and ended buckets over the gateway's trio NATS client (kv_client.py): the
     hello's reads and writes without the trio-asyncio bridge. Same entries as the nats-py
-    functions above; a missing key reads as `StoredMeta(None, 0)` (0: no message)."""
+    functions above, read the same way: an empty or deleted entry has no metadata, an ended
+    record that exists says "ended" however it reads."""
 
     nc: NatsClient
     bucket: str
@@ -252,7 +245,7 @@ class SessionBucket:
 
     async def load_stored(self, sid: str) -> StoredMeta:
         entry = await kv_client.get(self.nc, self.bucket, sid, self.timeout)
-        return StoredMeta(entry.value, entry.revision)
+        return StoredMeta(entry.value or None, entry.revision or None)
 
     async def load(self, sid: str) -> SessionMeta | None:
         return (await self.load_stored(sid)).meta()
@@ -263,7 +256,7 @@ class SessionBucket:
 
         async def ended() -> None:
             entry = await kv_client.get(self.nc, self.ended_bucket, sid, self.timeout)
-            got["ended"] = EndedRecord.from_bytes(entry.value) if entry.value else None
+            got["ended"] = None if entry.value is None else EndedRecord.from_bytes(entry.value)
 
         async with trio.open_nursery() as n:
             n.start_soon(ended)

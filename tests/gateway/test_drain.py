@@ -13,7 +13,7 @@ import urllib.request
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from gateway import membership
+from gateway import kv_client, membership
 from gateway.client import Client, handshake_url
 from gateway.drain_plan import spread_stats
 from gateway.nats_bridge import open_bridge
@@ -242,7 +242,7 @@ async def drain_and_watch(nc, gateway_id: str) -> list[str]:
     """Ask `gateway_id` to drain (nats-py, on the bridge's loop) and list, in the order this
     connection got them, its registry entry's states and "answer": one subscription, so
     one callback sees both in the server's order."""
-    kv_subject = f"$KV.{membership.BUCKET}.{gateway_id}"
+    kv_subject = kv_client.key_subject(membership.BUCKET, gateway_id)
     inbox = nc.new_inbox()
     seen: list[str] = []
     answered = asyncio.Event()

@@ -30,7 +30,7 @@ def msg_get(seq: int, data: bytes | None, hdrs: bytes | None = None) -> bytes:
 
 def test_reads_parse_values_deletes_and_absence():
     assert parse_get(msg_get(7, b'{"epoch":1}')) == KvEntry(b'{"epoch":1}', 7)
-    assert parse_get(msg_get(8, None)) == KvEntry(None, 8)  # an empty value
+    assert parse_get(msg_get(8, None)) == KvEntry(b"", 8)  # an empty value, not a delete
     for op in ("DEL", "PURGE"):
         hdrs = f"NATS/1.0\r\nKV-Operation: {op}\r\n\r\n".encode()
         assert parse_get(msg_get(9, None, hdrs)) == KvEntry(None, 9)
@@ -97,7 +97,7 @@ async def test_the_trio_bucket_reads_and_writes_what_nats_py_does(nats_server):
         )
         bucket = session_store.SessionBucket(nc, streams.StreamSettings().kv_bucket, 5.0)
         absent = await bucket.load_stored("kv-native")
-        assert absent == session_store.StoredMeta(None, 0)
+        assert absent == session_store.StoredMeta(None, None)
         meta = await bucket.update("kv-native", lambda m: setattr(m, "vgen", 1), absent)
         assert meta.vgen == 1
         assert (await bridge.call(session_store.load, kv, "kv-native")).vgen == 1
@@ -136,6 +136,11 @@ async def test_the_trio_bucket_reads_and_writes_what_nats_py_does(nats_server):
         await bridge.call(session_store.put_ended, kv_ended, "kv-native", 1234.5)
         _, ended = await bucket.load_with_ended("kv-native")
         assert ended == session_store.EndedRecord(1234.5)
+        # an ended record that does not read still says "ended", on both clients
+        await bridge.call(kv_ended.put, "kv-empty", b"")
+        _, ended = await bucket.load_with_ended("kv-empty")
+        assert ended == session_store.EndedRecord(0.0)
+        assert await bridge.call(session_store.load_ended, kv_ended, "kv-empty") == ended
         # a bucket that does not exist is an error, not a hang or an empty read
         missing = session_store.SessionBucket(nc, "no_such_bucket", 2.0)
         with pytest.raises(KvError):
