@@ -82,7 +82,9 @@ def configure(
     structlog.configure(
         processors=processors(log.format),
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write() per line: a gateway's workers share one log file, and print()'s two
+        # writes (the line, then its newline) interleaved two workers' lines there.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

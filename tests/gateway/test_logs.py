@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
+import structlog
 from wsproto.frame_protocol import CloseReason
 
 from gateway import logs
@@ -48,3 +50,34 @@ def test_standard_library_records_share_the_format(fmt):
     else:
         assert line.startswith("timestamp='")
         assert "event='Running on http://x'" in line and "logger='hypercorn.error'" in line
+
+
+class Writes:
+    """A stream that keeps each write() call apart."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.calls.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_line_is_one_write(monkeypatch):
+    """A gateway's workers share one log file: a line written in two calls (print's line,
+    then its newline) interleaved with another worker's there."""
+    stream = Writes()
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        logs.configure("gateway", level="info")
+        structlog.get_logger("t").info("one_line", n=1)
+        logging.getLogger("t.stdlib").warning("another line")
+    finally:
+        monkeypatch.undo()
+        logs.configure("gateway", level="info")
+    assert len(stream.calls) == 2, stream.calls
+    assert all(c.endswith("\n") and c.count("\n") == 1 for c in stream.calls), stream.calls
+    assert "event='one_line'" in stream.calls[0] or '"one_line"' in stream.calls[0]
