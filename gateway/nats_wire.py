@@ -206,14 +206,16 @@ class Parser:
                         raise ProtocolError(f"control line longer than {max_line} bytes")
                     self._need = n - pos + 1  # any more bytes may complete the line
                     return pos
-                args = buf[pos:end].split(b" ")
+                # Fields are separated by runs of spaces or tabs (the protocol's "whitespace";
+                # nats-server's advisories carry an empty reply as a second space).
+                args = buf[pos:end].split()
                 if args[0] == b"MSG":  # MSG subject sid [reply] size
                     size = int(args[-1])
                     if not 0 <= size <= limit:
                         raise ProtocolError(f"bad payload size {size} (limit {limit})")
                     if len(args) == 4:
                         reply = None
-                    elif len(args) == 5 and args[3]:
+                    elif len(args) == 5:
                         reply = args[3].decode()
                     else:
                         raise ProtocolError(f"bad MSG line {buf[pos:end][:200]!r}")
@@ -234,7 +236,7 @@ class Parser:
                         raise ProtocolError(f"bad HMSG sizes {hlen}/{size} (limit {limit})")
                     if len(args) == 5:
                         reply = None
-                    elif len(args) == 6 and args[3]:
+                    elif len(args) == 6:
                         reply = args[3].decode()
                     else:
                         raise ProtocolError(f"bad HMSG line {buf[pos:end][:200]!r}")

@@ -25,6 +25,9 @@ header_values = st.text(
 ).map(str.strip)
 
 
+spaces = st.sampled_from([" ", " ", " ", "  ", "\t", " \t"])
+
+
 def header_block(headers: dict[str, str], status: str | None = None) -> bytes:
     first = "NATS/1.0" + (f" {status}" if status else "")
     lines = [first] + [f"{k}: {v}" for k, v in headers.items()]
@@ -38,15 +41,18 @@ def server_ops(draw) -> tuple[bytes, object]:
         subject, sid = draw(subjects), draw(st.integers(1, 10**6))
         reply = draw(st.none() | subjects)
         data = draw(payloads)
-        r = f" {reply}" if reply else ""
+        # Fields are separated by whitespace, not by one space: nats-server writes an
+        # empty reply as a second space in the advisories it sends (MSG <subject> <sid>  <size>).
+        a, b, c, d = (draw(spaces) for _ in range(4))
+        r = f"{c}{reply}" if reply else (c if draw(st.booleans()) else "")
         if kind == "msg":
-            wire = f"MSG {subject} {sid}{r} {len(data)}\r\n".encode() + data + b"\r\n"
+            wire = f"MSG{a}{subject}{b}{sid}{r}{d}{len(data)}\r\n".encode() + data + b"\r\n"
             return wire, Msg(subject, sid, reply, data)
         hdr = header_block(
             draw(st.dictionaries(header_names, header_values, max_size=3)),
             draw(st.none() | st.sampled_from(["503", "404", "204 EOB", "408 Request Timeout"])),
         )
-        line = f"HMSG {subject} {sid}{r} {len(hdr)} {len(hdr) + len(data)}\r\n".encode()
+        line = f"HMSG{a}{subject}{b}{sid}{r}{d}{len(hdr)} {len(hdr) + len(data)}\r\n".encode()
         return line + hdr + data + b"\r\n", Msg(subject, sid, reply, data, hdr)
     if kind == "ping":
         return b"PING\r\n", Ping()
