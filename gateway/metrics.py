@@ -39,6 +39,11 @@ JS_PUBLISH_LATENCY = Histogram(
 )
 JS_LATENCY_SAMPLE = 8
 JS_PUBLISH_RETRIES = Counter("cobrowse_gateway_js_publish_retries_total", "Publishes re-sent")
+JS_LEADER_ELECTIONS = Counter(
+    "cobrowse_gateway_js_leader_elections_total",
+    "New leaders of the events stream announced by JetStream (publishes in flight are then "
+    "retried at once)",
+)
 JS_PUBLISH_FAILED = Counter("cobrowse_gateway_js_publish_failed_total", "Publishes given up")
 ADMISSION = Counter(
     "cobrowse_gateway_admission_total", "Handshake admission decisions by lane", ["lane"]

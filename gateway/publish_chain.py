@@ -260,6 +260,16 @@ class PublishChain:
             raise unavailable("another connection wrote this sender's events; resume")
         return self.stored(tail_sseq)
 
+    def leader_elected(self, now: float) -> bool:
+        """The stream has a new leader: the message in flight is due again now rather than
+        at its next try. Its attempt went to a leader that died (or found none) and gets no
+        answer; waiting out `attempt_timeout` (2 s) after the election only lengthens the
+        stall. False when nothing is waiting on an answer or a try is already due."""
+        if self.in_flight is None or self._next_try <= now:
+            return False
+        self._next_try = now
+        return True
+
     def due(self, now: float) -> ChainMessage | None:
         """The message in flight again (same id, same expected position) when its attempt
         timed out; raises once it has been trying for `publish_timeout`, which must

@@ -125,6 +125,11 @@ class Sender:
         t = self.chain.next_try
         return t is not None and now >= t
 
+    def leader_elected(self, now: float) -> bool:
+        """The stream's new leader is in place: True when the message in flight is due a
+        retry now (the caller wakes the connection)."""
+        return self.chain.leader_elected(now)
+
     def retry(self, now: float) -> None:
         """The message in flight again if its answer is late (raises past publish_timeout)."""
         msg = self.chain.due(now)

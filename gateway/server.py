@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import address_limit, membership, metrics
+from . import address_limit, membership, metrics, streams
 from .admission_gate import AdmissionGate
 from .config import GatewayConfig
 from .connection import KV_TIMEOUT, ConnContext, Connection
@@ -26,7 +26,7 @@ from .delivery import Fanout
 from .drain_plan import DrainPlanner, reconnect_delay
 from .jetstream import Publisher
 from .nats_bridge import NatsBridge
-from .nats_client import NatsClient
+from .nats_client import Msg, NatsClient
 from .read_hub import ReadHub
 from .session_store import SessionBucket
 
@@ -94,6 +94,12 @@ class Gateway:
             read_hub=ReadHub() if cfg.read_hub and hasattr(select, "epoll") else None,
         )
         nc.on_reconnected(self._nats_reconnected)
+        # Needs the gateway's NATS user to subscribe to $JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>;
+        # without it the server refuses the subscription (a logged -ERR) and publishes in
+        # flight are retried on their 2 s timer only.
+        nc.subscribe(streams.leader_elected_subject(cfg.stream.stream), self._leader_elected)
+        if self.publish_nc is not nc:  # a publish written before a reconnect got no answer
+            self.publish_nc.on_reconnected(self._retry_in_flight)
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         listener = listen_socket(self.cfg.host, self.cfg.port, self.cfg.reuse_port)
@@ -179,6 +185,25 @@ class Gateway:
         for conn in self.conns:
             if conn.delivery is not None:
                 conn.delivery.nats_reconnected()
+
+    def _leader_elected(self, msg: Msg) -> None:
+        """A new stream leader: retry every publish that is waiting on an answer now. A
+        publish sent to the old leader (or while there was none) gets no answer, and its
+        next try could come up to 2 s after the election."""
+        metrics.JS_LEADER_ELECTIONS.inc()
+        retried = self._retry_in_flight()
+        log.info("stream_leader_elected", stream=self.cfg.stream.stream, retried=retried)
+
+    def _retry_in_flight(self) -> int:
+        """Every publish waiting on an answer goes again now; how many."""
+        now = trio.current_time()
+        retried = 0
+        for conn in self.conns:
+            sender = conn.sender
+            if sender is not None and sender.leader_elected(now):
+                conn.wake()
+                retried += 1
+        return retried
 
     def stop_accepting(self) -> None:
         """Close the listening socket: with SO_REUSEPORT the kernel then sends new connections

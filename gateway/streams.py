@@ -146,6 +146,12 @@ def _stored(msg: Msg) -> StoredMessage:
 DIRECT_GET_BATCH = 256  # stored messages per batched direct get (the server's cap here)
 
 
+def leader_elected_subject(stream: str) -> str:
+    """JetStream's advisory, published in the stream's account when a new leader of the
+    stream is elected (after a node holding the leader died or left)."""
+    return f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}"
+
+
 def direct_get_subject(stream: str) -> str:
     return f"$JS.API.DIRECT.GET.{stream}"
 

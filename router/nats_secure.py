@@ -30,7 +30,8 @@ K8S_NAMES = tuple(
 
 # What each component's NATS user may do. The gateway publishes events and control messages,
 # reads and writes through JetStream and KV, answers drain requests (to the asker's inbox)
-# and receives its acks on _CBACK; it may not delete or purge a stream. The router manages
+# receives its acks on _CBACK and JetStream's stream-leader advisories (to retry a publish in
+# flight as soon as a new leader is elected); it may not delete or purge a stream. The router manages
 # KV and the stream (it purges a session's events when the session is ended through the
 # API), sends drain requests and a session's end; it receives only replies.
 PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
@@ -39,7 +40,15 @@ PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
             "allow": ["cb.>", "$JS.API.>", "$KV.>", "_INBOX.>"],
             "deny": ["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>"],
         },
-        "subscribe": {"allow": ["cb.>", "_INBOX.>", "_CBACK.>", "cobrowse.admin.drain.>"]},
+        "subscribe": {
+            "allow": [
+                "cb.>",
+                "_INBOX.>",
+                "_CBACK.>",
+                "cobrowse.admin.drain.>",
+                "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>",
+            ]
+        },
     },
     "router": {
         "publish": {

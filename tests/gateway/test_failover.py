@@ -111,9 +111,12 @@ async def test_stream_leader_killed_in_3_node_cluster(nats_cluster, gateways_fac
     agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
     by_name = {s.name: s for s in nats_cluster}
     killed: list[str] = []
+    elections = "cobrowse_gateway_js_leader_elections_total"
+    before: list[float] = []
 
     async def progress(i: int) -> None:
         if i == 2000:
+            before.append(g.metric("gw-a", elections))
             leader = None
             for s in nats_cluster:
                 try:
@@ -140,6 +143,8 @@ async def test_stream_leader_killed_in_3_node_cluster(nats_cluster, gateways_fac
     assert_exactly_once_in_order(got, n_events)
     assert retries > 0, "the leader kill did not stall publishing: test proves nothing"
     assert agent.stats.gaps == 0
+    # gw-a heard JetStream announce the new leader (and retried what was in flight then).
+    assert g.metric("gw-a", elections) > before[0]
 
 
 async def test_sigterm_drains_clients_to_another_gateway(nats_server, gateways_factory):
