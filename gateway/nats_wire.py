@@ -219,8 +219,6 @@ class Parser:
                         reply = args[3].decode()
                     else:
                         raise ProtocolError(f"bad MSG line {buf[pos:end][:200]!r}")
-                    if not args[1]:
-                        raise ProtocolError("empty MSG subject")
                     start = end + 2
                     stop = start + size
                     if stop + 2 > n:
@@ -240,8 +238,6 @@ class Parser:
                         reply = args[3].decode()
                     else:
                         raise ProtocolError(f"bad HMSG line {buf[pos:end][:200]!r}")
-                    if not args[1]:
-                        raise ProtocolError("empty HMSG subject")
                     start = end + 2
                     stop = start + size
                     if stop + 2 > n:

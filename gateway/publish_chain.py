@@ -260,10 +260,10 @@ class PublishChain:
             raise unavailable("another connection wrote this sender's events; resume")
         return self.stored(tail_sseq)
 
-    def leader_elected(self, now: float) -> bool:
-        """The stream has a new leader: the message in flight is due again now rather than
-        at its next try. Its attempt went to a leader that died (or found none) and gets no
-        answer; waiting out `attempt_timeout` (2 s) after the election only lengthens the
+    def retry_now(self, now: float) -> bool:
+        """The message in flight is due again now rather than at its next try: the stream
+        has a new leader, or the publish connection reconnected, and the attempt went where
+        no answer will come from; waiting out `attempt_timeout` (2 s) only lengthens the
         stall. False when nothing is waiting on an answer or a try is already due."""
         if self.in_flight is None or self._next_try <= now:
             return False

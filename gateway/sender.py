@@ -125,10 +125,10 @@ class Sender:
         t = self.chain.next_try
         return t is not None and now >= t
 
-    def leader_elected(self, now: float) -> bool:
-        """The stream's new leader is in place: True when the message in flight is due a
-        retry now (the caller wakes the connection)."""
-        return self.chain.leader_elected(now)
+    def retry_now(self, now: float) -> bool:
+        """True when the message in flight is due a retry now (the caller wakes the
+        connection): a new stream leader, or a reconnected publish connection."""
+        return self.chain.retry_now(now)
 
     def retry(self, now: float) -> None:
         """The message in flight again if its answer is late (raises past publish_timeout)."""

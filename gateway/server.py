@@ -200,7 +200,7 @@ class Gateway:
         retried = 0
         for conn in self.conns:
             sender = conn.sender
-            if sender is not None and sender.leader_elected(now):
+            if sender is not None and sender.retry_now(now):
                 conn.wake()
                 retried += 1
         return retried

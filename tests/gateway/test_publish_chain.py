@@ -142,20 +142,20 @@ def test_a_late_ack_resends_the_same_message_until_the_publish_timeout():
 
 def test_a_new_stream_leader_makes_the_message_in_flight_due_at_once():
     c = chain(attempt_timeout=2.0, publish_timeout=30.0)
-    assert not c.leader_elected(100.0)  # nothing in flight: nothing to retry
+    assert not c.retry_now(100.0)  # nothing in flight: nothing to retry
     c.add(events(1, 3))
     msg = c.next(100.0)
     assert c.due(100.5) is None
-    assert c.leader_elected(100.5)  # its attempt went to the old leader: try again now
+    assert c.retry_now(100.5)  # its attempt went to the old leader: try again now
     assert c.next_try == 100.5
     assert c.due(100.5) is msg  # the very same message (same id, same expected position)
     assert c.due(101.0) is None and c.due(102.5) is msg  # then the usual timer again
     c.stored(41)
-    assert c.in_flight is None and not c.leader_elected(103.0)
+    assert c.in_flight is None and not c.retry_now(103.0)
+    c.add(events(4, 1))
+    c.next(103.0)
+    c.retry_now(134.0)  # a try is already due: nothing to move
     with pytest.raises(ProtocolError):  # the election does not extend the publish timeout
-        c.add(events(4, 1))
-        c.next(103.0)
-        c.leader_elected(134.0)
         c.due(134.0)
 
 
