@@ -7,7 +7,7 @@ whose acknowledgement is late, reads the stream for its receivers, and waits for
 client. What needs no waiting happens where it arrives, on the NATS reader task: a
 JetStream acknowledgement becomes the client's `ack` and the next publish, a live event
 becomes a frame to the client. Frames go out through the socket's outbox at the end of the
-run-loop turn. The decisions are made by session.py (who joins how), sender.py (the
+run-loop turn. The decisions are made by session.py (who joins how; joining.py does that join's I/O), sender.py (the
 sender's events into JetStream) and delivery.py (the receivers'); here is only the order of
 the I/O.
 
@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import metrics, remote_control, session, session_store, streams
+from . import joining, metrics, remote_control, session, session_store, streams
 from .admission_gate import (
     AdmissionGate,
     check_handshake_sid,
@@ -40,7 +40,6 @@ from .admission_gate import (
 )
 from .budget import CLOSE, SAVE_EVERY, Budget, CarriedBudget
 from .codec import (
-    AGENT_KINDS,
     ALL_KINDS,
     MAX_FRAME_BYTES,
     VISITOR_KINDS,
@@ -50,7 +49,6 @@ from .codec import (
     Events,
     Hello,
     ProtocolError,
-    Welcome,
     close_name,
     decode_frame,
     encode_frame,
@@ -64,7 +62,7 @@ from .nats_client import Msg, NatsClient
 from .presence import PresenceView, VisitorState, after_close
 from .publish_chain import unavailable
 from .read_hub import ReadHub
-from .reorder import ReorderBuffer, ReorderOverflow
+from .reorder import ReorderOverflow
 from .sender import Sender
 from .session import Role
 from .session_store import SessionMeta
@@ -153,7 +151,7 @@ class Connection:
         "ctx", "cfg", "sock", "peer", "ws", "id", "accepted_at", "role", "sid", "aid",
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
-        "leaving", "_notice", "_leave_by", "_allowed", "_role_metric", "budget", "_held",
+        "leaving", "_notice", "_leave_by", "allowed", "_role_metric", "budget", "_held",
         "_resume_at", "presence", "_budget_saved", "control", "_control_news",
         "_events_in", "_failure", "__weakref__",
     )  # fmt: skip
@@ -195,7 +193,7 @@ class Connection:
         self.leaving = False  # asked to leave: store what was taken, then close with 1001
         self._notice: Control | None = None  # what to tell the client just before
         self._leave_by = 0.0
-        self._allowed = VISITOR_KINDS
+        self.allowed = VISITOR_KINDS
         self._role_metric = "pending"
 
     # ---- called from elsewhere (sync) --------------------------------------------------------
@@ -326,9 +324,9 @@ class Connection:
         stored, ended = await self.ctx.load_for_hello(join.sid)
         session.refuse_ended(stored.meta(), ended)
         if join.role is Role.VISITOR:
-            await self._join_visitor(join, stored)
+            await joining.join_visitor(self, join, stored)
         else:
-            await self._join_agent(join, stored)
+            await joining.join_agent(self, join, stored)
         self.joined = True
         del hello, join, stored, ended  # this frame lives as long as the connection: keep it light
         await self._serve()
@@ -376,167 +374,13 @@ class Connection:
         await trio.lowlevel.wait_readable(self.sock)
         return self.ws.receive() or []
 
-    # ---- the visitor's join --------------------------------------------------------------------
-
-    async def _join_visitor(self, join: session.Join, stored: session_store.StoredMeta) -> None:
-        ctx, cfg, sid = self.ctx, self.cfg, join.sid
-        nc, stream = ctx.nc, cfg.stream.stream
-        subject = streams.subject_v(sid)
-        floor = 0
-        if stored.raw is None:
-            # No metadata (new session, or its KV entry expired): a new epoch must still be
-            # above every epoch in the stream, or message ids and receivers' keys collide.
-            tail = await streams.last_of(nc, stream, subject)
-            floor = tail.epoch if tail is not None else 0
-        meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor), stored)
-        resumed = session.visitor_resumed(join, meta)
-        self.epoch, self.vgen = meta.epoch, meta.vgen
-        self.control = meta.control
-        tail = await streams.last_of(nc, stream, subject)
-        durable = session.durable_prefix(tail.last_key if tail else None, meta.epoch)
-        durable = durable if resumed else 0
-
-        # One visitor per session: the newest generation takes over.
-        old = ctx.visitors.get(sid)
-        if old is not None and session.takeover_lost(old.vgen, self.vgen):
-            old.stop(session.REPLACED)
-        ctx.visitors[sid] = self
-        ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
-        takeover = session.SessionControl(session.CtlOp.TAKEOVER, vgen=self.vgen)
-        nc.publish(streams.subject_ctl(sid), takeover.encode())
-        # A newer visitor that published its takeover before we subscribed is in the KV.
-        now_meta = await ctx.load(sid)
-        if now_meta is not None and session.takeover_lost(self.vgen, now_meta.vgen):
-            raise session.REPLACED
-        session.refuse_ended(now_meta, None)  # ended before we listened for its "end"
-
-        newest: dict[str, int] = {}
-        if not resumed:  # a new page: only what agents send from now on
-            for aid in meta.agents:
-                last = await streams.last_of(nc, stream, streams.subject_a(sid, aid))
-                newest[aid] = last.last_key[1] if last is not None else 0
-        starts = session.visitor_starts(meta.agents, join, resumed, newest)
-        delivery = self._new_delivery("visitor")
-        for aid, after in starts.items():
-            delivery.receivers[aid] = self._agent_receiver(aid, after + 1)
-        delivery.on_new_sender = lambda aid: delivery.receivers.setdefault(
-            aid, self._agent_receiver(aid, 1)
-        )
-        ctx.fanout.add(streams.subject_a_all(sid), delivery.on_live)
-
-        self._start_sender(
-            subject, epoch=self.epoch, src=None, tail=tail, durable=durable, carried=meta.budget
-        )
-        self.send(
-            Welcome(
-                gw=cfg.gateway_id,
-                epoch=self.epoch,
-                rt=self._resume_token(r="visitor", epoch=self.epoch),
-                durable=durable,
-                delivered=starts,
-            )
-        )
-        self._accepted(resumed, durable=durable, epoch=self.epoch)
-        self._announce(VisitorState.LIVE)
-        if meta.snap_wanted:
-            self.send(Control(op="snapshot"))
-        if resumed:
-            for rcv in list(delivery.receivers.values()):
-                await delivery.fill(rcv, self._on_lost)
-
-    def _agent_receiver(self, aid: str, start: int) -> Receiver:
-        buf = ReorderBuffer(session.AGENT_EPOCH, start, gap_timeout=self.cfg.gap_timeout)
-        return Receiver(streams.subject_a(self.sid, aid), aid, buf)
-
-    # ---- the agent's join ----------------------------------------------------------------------
-
-    async def _join_agent(self, join: session.Join, stored: session_store.StoredMeta) -> None:
-        ctx, cfg, sid = self.ctx, self.cfg, join.sid
-        nc, stream = ctx.nc, cfg.stream.stream
-        aid, resumed = session.agent_identity(join, "a" + secrets.token_hex(6))
-        self.aid = aid
-        self._allowed = AGENT_KINDS
-        joined_at = time.time()
-        meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at), stored)
-        subject = streams.subject_a(sid, aid)
-        tail = await streams.last_of(nc, stream, subject) if resumed else None
-        durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)
-
-        start = session.agent_start(join, resumed, meta)
-        delivery = self._new_delivery("agent")
-        rcv = Receiver(streams.subject_v(sid), None, self._buffer_for(start))
-        delivery.receivers["v"] = rcv
-        ctx.fanout.add(streams.subject_v(sid), delivery.on_live)  # before any stream read
-        ctx.fanout.add(streams.subject_ctl(sid), self._on_ctl)
-        # No checkpoint from the listening above to the welcome: a live event or ctl message
-        # must not reach the agent before its welcome (the client refuses that).
-        self._start_sender(subject, epoch=session.AGENT_EPOCH, src=aid, tail=tail, durable=durable)
-        self.send(
-            Welcome(
-                gw=cfg.gateway_id,
-                epoch=meta.epoch,
-                rt=self._resume_token(r="agent", aid=aid),
-                durable=durable,
-                aid=aid,
-                delivered=session.welcome_delivered(start),
-            )
-        )
-        # After listening: a grant is either read or heard. The agent's frames are screened
-        # only once this join returns, so its inputs never meet an unread grant.
-        await self._read_control()
-        self._accepted(resumed, durable=durable, aid=aid)
-        joined = session.SessionControl(session.CtlOp.JOINED, aid=aid)
-        nc.publish(streams.subject_ctl(sid), joined.encode())
-        if isinstance(start, session.FromSnapshot):
-            await delivery.fill(rcv, self._on_lost, start.pointer.sseq)
-        elif isinstance(start, session.FromResume):
-            await delivery.fill(rcv, self._on_lost)
-        else:
-            await self._request_snapshot()
-            await self._late_snapshot(rcv)
-
-    def _buffer_for(self, start: session.AgentStart) -> ReorderBuffer | None:
-        gap = self.cfg.gap_timeout
-        if isinstance(start, session.FromResume):
-            return ReorderBuffer(start.after[0], start.after[1] + 1, gap_timeout=gap)
-        if isinstance(start, session.FromSnapshot):
-            return ReorderBuffer(start.pointer.epoch, start.pointer.seq, gap_timeout=gap)
-        return None
-
-    async def _late_snapshot(self, rcv: Receiver) -> None:
-        """A snapshot recorded between reading the metadata and subscribing was missed by
-        the live path: start from it instead of waiting for the next one."""
-        meta = await self.ctx.load(self.sid)
-        if rcv.buf is None and meta is not None and meta.snap is not None:
-            rcv.buf = self._buffer_for(session.FromSnapshot(meta.snap))
-            await self.delivery.fill(rcv, self._on_lost, meta.snap.sseq)
-
-    async def _request_snapshot(self) -> None:
-        await self.ctx.update(self.sid, session.want_snapshot)
-        ask = session.SessionControl(session.CtlOp.SNAPSHOT)
-        self.ctx.nc.publish(streams.subject_ctl(self.sid), ask.encode())
-        metrics.SNAPSHOT_REQUESTS.inc()
-
-    async def _on_lost(self, rcv: Receiver) -> None:
-        """A receiver's resume point is gone from the stream."""
-        nc, stream = self.ctx.nc, self.cfg.stream.stream
-        first = await streams.first_of(nc, stream, rcv.subject)
-        if self.role is Role.VISITOR:  # an agent's old events: go on from the oldest kept
-            rcv.buf.reset(session.AGENT_EPOCH, first.first_key[1] if first else 1)
-            await self.delivery.fill(rcv, self._on_lost)
-            return
-        self.send(Control(op="reset", msg=session.RESET_NOTE))
-        meta = await self.ctx.load(self.sid)
-        start = session.agent_recovery(meta, first.sseq if first else None)
-        rcv.buf = self._buffer_for(start)
-        if isinstance(start, session.FromSnapshot):
-            await self.delivery.fill(rcv, self._on_lost, start.pointer.sseq)
-        else:
-            await self._request_snapshot()
+    async def recover(self, rcv: Receiver) -> None:
+        """A receiver's resume point is gone from the stream (gateway/joining.py)."""
+        await joining.recover(self, rcv)
 
     # ---- shared by both joins -------------------------------------------------------------------
 
-    def _new_delivery(self, role: str) -> Delivery:
+    def new_delivery(self, role: str) -> Delivery:
         cfg = self.cfg
         self.delivery = Delivery(
             nc=self.ctx.nc,
@@ -552,7 +396,7 @@ class Connection:
         )
         return self.delivery
 
-    def _start_sender(
+    def start_sender(
         self,
         subject: str,
         *,
@@ -577,7 +421,7 @@ class Connection:
             durable=durable,
         )
 
-    def _resume_token(self, **claims: Any) -> str:
+    def resume_token(self, **claims: Any) -> str:
         return mint(
             self.cfg.keyring,
             sid=self.sid,
@@ -587,7 +431,7 @@ class Connection:
             **claims,
         )
 
-    def _accepted(self, resumed: bool, **fields: Any) -> None:
+    def accepted(self, resumed: bool, **fields: Any) -> None:
         role = self.role.value
         metrics.CONNECTS.labels(role=role, resumed=str(resumed).lower()).inc()
         log.info(
@@ -601,7 +445,7 @@ class Connection:
             **fields,
         )
 
-    def _on_ctl(self, msg: Msg) -> None:
+    def on_ctl(self, msg: Msg) -> None:
         ctl = session.SessionControl.decode(msg.data)
         if ctl is None:
             return
@@ -611,7 +455,7 @@ class Connection:
         elif isinstance(action, session.TellVisitor):
             self.send(Control(op=action.op, msg=action.aid))
             if action.announce and not self.stopping:
-                self._announce(VisitorState.LIVE)
+                self.announce(VisitorState.LIVE)
         elif isinstance(action, session.TellAgent):
             news = self.presence.on_news(action.state, action.vgen)
             if news is not None:
@@ -638,7 +482,7 @@ class Connection:
 
     async def _tell_control(self, change: Callable[[SessionMeta], None]) -> None:
         """Write the holder, then tell it again as written: an agent that read the metadata
-        while joining, before this write, hears the news after it (`_read_control`)."""
+        while joining, before this write, hears the news after it (`read_control`)."""
         meta = None
         with trio.move_on_after(KV_TIMEOUT):
             try:
@@ -647,7 +491,7 @@ class Connection:
                 log.warning("control_not_recorded", sid=self.sid, error=repr(exc))
         self._publish_control(meta.control if meta is not None else None)  # unwritten: nobody
 
-    async def _read_control(self) -> None:
+    async def read_control(self) -> None:
         """An agent's join, once it listens on ctl: the holder from the metadata, unless
         news came while reading (it is as new or newer)."""
         heard = self._control_news
@@ -667,7 +511,7 @@ class Connection:
             )
         )
 
-    def _announce(self, state: VisitorState) -> None:
+    def announce(self, state: VisitorState) -> None:
         """The visitor connection's presence, for every agent of the session."""
         news = session.SessionControl(session.PRESENCE_OPS[state], vgen=self.vgen)
         self.ctx.nc.publish(streams.subject_ctl(self.sid), news.encode())
@@ -704,7 +548,7 @@ class Connection:
             if due is not None and due <= now:
                 if delivery.behind:
                     await self._drain_outbox()
-                await delivery.catch_up(self._on_lost)
+                await delivery.catch_up(self.recover)
                 await trio.lowlevel.checkpoint()
                 continue
             deadline = due if due is not None else math.inf
@@ -808,7 +652,7 @@ class Connection:
 
     def _on_message(self, m: Message, events_in, now: float) -> float:
         """Take one frame; a wait in seconds (0: taken) when it is over the budget."""
-        frame = self._decode(m, self._allowed)
+        frame = self._decode(m, self.allowed)
         if type(frame) is Events:
             if frame.epoch != self.epoch:
                 raise ProtocolError(
@@ -858,7 +702,7 @@ class Connection:
             sender.settle()
             ctx.acks_due.discard(sender)
         if self.sid is not None:
-            ctx.fanout.remove(streams.subject_ctl(self.sid), self._on_ctl)
+            ctx.fanout.remove(streams.subject_ctl(self.sid), self.on_ctl)
             if self.delivery is not None:
                 listen = streams.subject_v(self.sid)
                 if self.role is Role.VISITOR:
@@ -906,7 +750,7 @@ class Connection:
         if self.role is Role.VISITOR:
             state = after_close(session.visitor_close(self.error, self.said_bye))
             if state is not None:
-                self._announce(state)
+                self.announce(state)
         with trio.move_on_after(3):
             try:
                 if self.said_bye and self.error is None and self.role is Role.AGENT:

@@ -1,6 +1,6 @@
 """The session protocol, sans-I/O: who joins, in which epoch, and where delivery starts.
 
-A connection's shell (connection.py) does the I/O: it reads and compare-and-sets the
+A connection's shell (connection.py, joining.py) does the I/O: it reads and compare-and-sets the
 session's metadata in the KV bucket, reads the stream's tail, and sends frames. Everything it
 decides along the way is decided here, by plain functions of the hello, the metadata, what
 the stream holds and `now`, so each rule can be tested exhaustively and alone:
