@@ -39,6 +39,13 @@ JS_PUBLISH_LATENCY = Histogram(
 )
 JS_LATENCY_SAMPLE = 8
 JS_PUBLISH_RETRIES = Counter("cobrowse_gateway_js_publish_retries_total", "Publishes re-sent")
+JS_PROMPT_RETRIES = Counter(
+    "cobrowse_gateway_js_prompt_retries_total",
+    "Publishes in flight retried at once instead of on their 2 s timer, by cause: "
+    "leader_elected (JetStream announced the stream's new leader) or reconnected (the "
+    "gateway's publish connection came back)",
+    ["cause"],
+)
 JS_LEADER_ELECTIONS = Counter(
     "cobrowse_gateway_js_leader_elections_total",
     "New leaders of the events stream announced by JetStream (publishes in flight are then "

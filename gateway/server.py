@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import select
 import socket
+from functools import partial
 from typing import Any
 
 import structlog
@@ -99,7 +100,7 @@ class Gateway:
         # flight are retried on their 2 s timer only.
         nc.subscribe(streams.leader_elected_subject(cfg.stream.stream), self._leader_elected)
         if self.publish_nc is not nc:  # a publish written before a reconnect got no answer
-            self.publish_nc.on_reconnected(self._retry_in_flight)
+            self.publish_nc.on_reconnected(partial(self._retry_in_flight, "reconnected"))
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         listener = listen_socket(self.cfg.host, self.cfg.port, self.cfg.reuse_port)
@@ -191,10 +192,10 @@ class Gateway:
         publish sent to the old leader (or while there was none) gets no answer, and its
         next try could come up to 2 s after the election."""
         metrics.JS_LEADER_ELECTIONS.inc()
-        retried = self._retry_in_flight()
+        retried = self._retry_in_flight("leader_elected")
         log.info("stream_leader_elected", stream=self.cfg.stream.stream, retried=retried)
 
-    def _retry_in_flight(self) -> int:
+    def _retry_in_flight(self, cause: str) -> int:
         """Every publish waiting on an answer goes again now; how many."""
         now = trio.current_time()
         retried = 0
@@ -203,6 +204,8 @@ class Gateway:
             if sender is not None and sender.retry_now(now):
                 conn.wake()
                 retried += 1
+        if retried:
+            metrics.JS_PROMPT_RETRIES.labels(cause=cause).inc(retried)
         return retried
 
     def stop_accepting(self) -> None:

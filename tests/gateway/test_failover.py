@@ -147,6 +147,57 @@ async def test_stream_leader_killed_in_3_node_cluster(nats_cluster, gateways_fac
     assert g.metric("gw-a", elections) > before[0]
 
 
+async def test_nats_restarted_mid_stream_publishes_in_flight_go_again_at_reconnect(
+    nats_server, gateways_factory
+):
+    """The only NATS node killed and restarted (file storage) while the visitor streams: the
+    publish in flight at the kill gets no answer, and the visitor's gateway sends it again
+    as soon as its publish connection is back, not on the 2 s attempt timer; nothing is
+    lost, duplicated or reordered (G1)."""
+    g = gateways_factory(nats_server.url)
+    g.start("gw-a", ["--storage", "file"])
+    g.start("gw-b", ["--storage", "file"])
+    sid = new_sid()
+    n_events = 4000
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+    on_reconnect = 'cobrowse_gateway_js_prompt_retries_total{cause="reconnected"}'
+    before: list[float] = []
+
+    back = trio.Event()
+
+    def kill_and_restart() -> None:
+        nats_server.kill()
+        nats_server.start()
+        nats_server.wait_ready()
+
+    async def restart() -> None:
+        await trio.to_thread.run_sync(kill_and_restart)
+        back.set()
+
+    async with trio.open_nursery() as n:
+
+        async def progress(i: int) -> None:
+            if i == 1500:  # the visitor goes on sending through the restart
+                before.append(g.metric("gw-a", on_reconnect))
+                n.start_soon(restart)
+
+        await n.start(visitor.run)
+        await n.start(agent.run)
+        await run_stream(visitor, n_events, progress, rate_pause=0.002)
+        with trio.fail_after(30):
+            await back.wait()
+        await visitor.wait_acked(n_events, timeout=90)
+        got = await drain_events(agent, n_events, 90)
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
+    assert before == [0.0]
+    assert_exactly_once_in_order(got, n_events)
+    assert agent.stats.gaps == 0
+    assert g.metric("gw-a", on_reconnect) > 0, "no publish in flight was retried at reconnect"
+
+
 async def test_sigterm_drains_clients_to_another_gateway(nats_server, gateways_factory):
     g = gateways_factory(nats_server.url)
     g.start("gw-a", ["--drain-window", "2"])

@@ -42,14 +42,15 @@ class Gateways:
         return {gid: g.admin_port for gid, g in self.cluster.gateways.items()}
 
     def metric(self, gid: str, name: str) -> float:
-        """Sum of a Prometheus metric's samples scraped from the gateway's /metrics."""
+        """Sum of a Prometheus metric's samples scraped from the gateway's /metrics; a name
+        with labels (`x_total{cause="a"}`, as the exposition writes them) is that one sample."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.health[gid]}/metrics", timeout=5) as r:
             text = r.read().decode()
         total = 0.0
         for line in text.splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 head, _, value = line.rpartition(" ")
-                if head.split("{")[0] == name:
+                if head == name or head.split("{")[0] == name:
                     total += float(value)
         return total
 
