@@ -152,6 +152,8 @@ async def join_agent(
 
 
 def buffer_for(conn: Connection, start: session.AgentStart) -> ReorderBuffer | None:
+    """The agent's reorder buffer for the visitor's events from `start`; None while it
+    waits for a snapshot (the live path then starts it at the next part 0)."""
     gap = conn.cfg.gap_timeout
     if isinstance(start, session.FromResume):
         return ReorderBuffer(start.after[0], start.after[1] + 1, gap_timeout=gap)
@@ -170,6 +172,8 @@ async def late_snapshot(conn: Connection, rcv: Receiver) -> None:
 
 
 async def request_snapshot(conn: Connection) -> None:
+    """Ask the visitor for a snapshot: in the metadata (a visitor that joins later sees it)
+    and on the session's ctl subject (the visitor connected now hears it)."""
     await conn.ctx.update(conn.sid, session.want_snapshot)
     ask = session.SessionControl(session.CtlOp.SNAPSHOT)
     conn.ctx.nc.publish(streams.subject_ctl(conn.sid), ask.encode())
@@ -177,7 +181,9 @@ async def request_snapshot(conn: Connection) -> None:
 
 
 async def recover(conn: Connection, rcv: Receiver) -> None:
-    """A receiver's resume point is gone from the stream."""
+    """A receiver's resume point is gone from the stream. A visitor goes on from an agent's
+    oldest kept event; an agent is told `reset` and restarts at the latest snapshot, or asks
+    for one."""
     nc, stream = conn.ctx.nc, conn.cfg.stream.stream
     first = await streams.first_of(nc, stream, rcv.subject)
     if conn.role is session.Role.VISITOR:  # an agent's old events: go on from the oldest kept
