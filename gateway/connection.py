@@ -7,9 +7,9 @@ whose acknowledgement is late, reads the stream for its receivers, and waits for
 client. What needs no waiting happens where it arrives, on the NATS reader task: a
 JetStream acknowledgement becomes the client's `ack` and the next publish, a live event
 becomes a frame to the client. Frames go out through the socket's outbox at the end of the
-run-loop turn. The decisions are made by session.py (who joins how; joining.py does that join's I/O), sender.py (the
-sender's events into JetStream) and delivery.py (the receivers'); here is only the order of
-the I/O.
+run-loop turn. The decisions are made by session.py (who joins how; joining.py does the
+join's I/O), sender.py (the sender's events into JetStream) and delivery.py (the
+receivers'); here is only the order of the I/O.
 
 The task sleeps in one place, on its socket (or, while the sender may not send more, on
 nothing), inside a cancel scope whose deadline is its next timer; sync code wakes it with

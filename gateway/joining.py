@@ -1,6 +1,7 @@
 """How a connection joins its session, and how an agent's receiver recovers: the I/O
 around session.py's decisions (the metadata's compare-and-set, the stream's tail, where
-each receiver starts, the welcome), in the order that keeps G1-G2.
+each receiver starts, the welcome), in the order delivery relies on (G1): listening on the
+session's subjects before any stream read, and nothing sent to the client before its welcome.
 
 Functions of the `Connection` they set up: they run on its task, before its loop
 (`Connection._serve`) starts, and `recover` whenever a receiver's resume point is gone.
