@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import joining, metrics, remote_control, session, session_store, streams
+from . import agent_roster, joining, metrics, remote_control, session, session_store, streams
 from .admission_gate import (
     AdmissionGate,
     check_handshake_sid,
@@ -148,7 +148,7 @@ class Connection:
 
     # Slots: thousands of these live at once, and each attribute dict cost about 1 KB.
     __slots__ = (
-        "ctx", "cfg", "sock", "peer", "ws", "id", "accepted_at", "role", "sid", "aid",
+        "ctx", "cfg", "sock", "peer", "ws", "id", "accepted_at", "role", "sid", "aid", "agent",
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "allowed", "_role_metric", "budget", "_held",
@@ -167,6 +167,7 @@ class Connection:
         self.role: Role | None = None
         self.sid: str | None = None
         self.aid: str | None = None
+        self.agent: agent_roster.AgentConnection | None = None  # an agent's join, once written
         self.epoch = 0
         self.vgen = 0
         self.joined = False
@@ -737,7 +738,7 @@ class Connection:
             )
         metrics.CLOSES.labels(code=str(int(code))).inc()
         await ws.finish()
-        if self.joined:
+        if self.joined or self.agent is not None:  # an agent in the metadata: its bookkeeping
             await self._after_close()
 
     async def _end_control(self, change: Callable[[SessionMeta], None]) -> None:
@@ -751,18 +752,21 @@ class Connection:
             state = after_close(session.visitor_close(self.error, self.said_bye))
             if state is not None:
                 self.announce(state)
+        clean_bye = self.said_bye and self.error is None
+        # An agent that dropped may resume until its token expires (agent_roster.py).
+        away = self.agent.dropped(time.time()) if self.agent and not clean_bye else None
         with trio.move_on_after(3):
             try:
-                if self.said_bye and self.error is None and self.role is Role.AGENT:
+                if clean_bye and self.role is Role.AGENT:
                     # A clean goodbye: this agent id will not resume; the visitor is told.
                     aid = self.aid
-                    await self.ctx.update(self.sid, lambda m: m.agents.pop(aid, None))
+                    await self.ctx.update(self.sid, lambda m: agent_roster.left(m, aid))
                     left = session.SessionControl(session.CtlOp.LEFT, aid=aid)
                     self.ctx.nc.publish(streams.subject_ctl(self.sid), left.encode())
                     log.info("agent_left", sid=self.sid, aid=aid)
                     if remote_control.released(self.control, aid) is not None:
                         await self._end_control(lambda m: remote_control.release(m, aid))
-                elif self.said_bye and self.error is None and self.control is not None:
+                elif clean_bye and self.control is not None:
                     # The visitor said bye (it left the session, or ended it): no grant.
                     await self._end_control(lambda m: setattr(m, "control", None))
                 if self.sender is not None:
@@ -771,8 +775,10 @@ class Connection:
                     budget = self.budget
                     if self.role is Role.VISITOR and (budget.spent() or budget.sent > 0):
                         carried = budget.carry(trio.current_time(), time.time())
-                    await self.sender.record_durable(key, self.epoch, carried)
+                    await self.sender.record_durable(key, self.epoch, carried, also=away)
                     if carried is not None:
                         metrics.BUDGET_SAVES.inc()
+                elif away is not None:
+                    await self.ctx.update(self.sid, away)
             except Exception as exc:
                 log.warning("durable_not_recorded", sid=self.sid, error=repr(exc))

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from . import metrics, session, session_store, streams
+from . import agent_roster, metrics, session, session_store, streams
 from .codec import AGENT_KINDS, Control, Welcome
 from .delivery import Receiver
 from .presence import VisitorState
@@ -60,11 +60,12 @@ async def join_visitor(
     session.refuse_ended(now_meta, None)  # ended before we listened for its "end"
 
     newest: dict[str, int] = {}
+    agents = agent_roster.present(meta, time.time())  # not those that can no longer resume
     if not resumed:  # a new page: only what agents send from now on
-        for aid in meta.agents:
+        for aid in agents:
             last = await streams.last_of(nc, stream, streams.subject_a(sid, aid))
             newest[aid] = last.last_key[1] if last is not None else 0
-    starts = session.visitor_starts(meta.agents, join, resumed, newest)
+    starts = session.visitor_starts(agents, join, resumed, newest)
     delivery = conn.new_delivery("visitor")
     for aid, after in starts.items():
         delivery.receivers[aid] = agent_receiver(conn, aid, after + 1)
@@ -114,6 +115,7 @@ async def join_agent(
     conn.allowed = AGENT_KINDS
     joined_at = time.time()
     meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at), stored)
+    conn.agent = agent_roster.AgentConnection(aid, joined_at, joined_at + cfg.resume_ttl)
     subject = streams.subject_a(sid, aid)
     tail = await streams.last_of(nc, stream, subject) if resumed else None
     durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

@@ -232,17 +232,24 @@ class Sender:
             self.owner.send(Ack(acked))
 
     async def record_durable(
-        self, key: str, epoch: int, budget: CarriedBudget | None = None
+        self,
+        key: str,
+        epoch: int,
+        budget: CarriedBudget | None = None,
+        *,
+        also: Callable[[SessionMeta], None] | None = None,
     ) -> None:
         """What was acked, in the session metadata (`durable`, under "v" or the agent id),
-        and the visitor's budget left (`budget`), in one write. `durable` is informational
-        (operators, status): resumes read the stream, which is authoritative even after a
-        gateway crash skipped this write."""
+        the visitor's budget left (`budget`) and the connection's other last change (`also`),
+        in one write. `durable` is informational (operators, status): resumes read the
+        stream, which is authoritative even after a gateway crash skipped this write."""
         acked = self.chain.acked
-        if acked == 0 and budget is None:
+        if acked == 0 and budget is None and also is None:
             return
 
         def change(m: SessionMeta) -> None:
+            if also is not None:
+                also(m)
             if budget is not None:
                 m.budget = budget
             if acked == 0:

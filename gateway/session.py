@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import tokens
+from . import agent_roster, tokens
 from .codec import Close, Hello, ProtocolError
 from .page_info import PageInfo
 from .presence import VisitorClose, VisitorState
@@ -201,7 +201,7 @@ def add_agent(meta: SessionMeta, aid: str, joined_at: float) -> None:
     """The agent's compare-and-set change; refused (4004) like `bump_visitor` when the
     session was ended since the hello was checked."""
     refuse_ended(meta, None)
-    meta.agents[aid] = joined_at
+    agent_roster.join(meta, aid, joined_at)
 
 
 def agent_identity(join: Join, new_aid: str) -> tuple[str, bool]:

@@ -42,6 +42,9 @@ class SnapshotPointer(NamedTuple):
 class SessionMeta:
     epoch: int = 0
     agents: dict[str, float] = field(default_factory=dict)  # aid -> joined at (unix s)
+    # Agents whose latest connection dropped without a bye: aid -> until when it may resume
+    # (unix s). Past that the agent is gone (gateway/agent_roster.py).
+    away: dict[str, float] = field(default_factory=dict)
     snap: SnapshotPointer | None = None  # stored as [epoch, seq, stream seq]
     snap_wanted: bool = False
     vgen: int = 0  # bumped by every visitor connection: the newest one owns the session
@@ -82,12 +85,25 @@ class SessionMeta:
             else None
         )
         known["page"] = PageInfo.from_stored(known.get("page"))
+        for name in ("agents", "away"):
+            known[name] = _times(known.get(name))
         if not isinstance(known.get("control"), str):
             known["control"] = None
         return cls(**known)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+def _times(raw: object) -> dict[str, float]:
+    """A stored map of id -> unix time; entries of any other shape are dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: v
+        for k, v in raw.items()
+        if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway import agent_roster
 from gateway.session_store import SessionMeta
 
 from . import sessions
@@ -32,6 +33,7 @@ class Listed:
     sid: str
     meta: SessionMeta
     joinable: bool  # its short code still lets an agent join (sessions.code_live)
+    agents: int  # connected, or away and still able to resume (gateway/agent_roster.py)
 
 
 def summaries(
@@ -46,7 +48,12 @@ def summaries(
     rows = [(sid, m) for sid, m in found if not m.ended and (site is None or m.site == site)]
     rows.sort(key=lambda item: (-item[1].created, item[0]))
     listed = [
-        Listed(sid, m, bool(m.code) and sessions.code_live(m, m.code or "", now, code_ttl))
+        Listed(
+            sid,
+            m,
+            joinable=bool(m.code) and sessions.code_live(m, m.code or "", now, code_ttl),
+            agents=len(agent_roster.present(m, now)),
+        )
         for sid, m in rows[:limit]
     ]
     return len(rows), listed

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
-from gateway import session_store
+from gateway import agent_roster, session_store
 from gateway.codec import SESSION_ID_RE
 from gateway.session_store import SessionMeta
 from gateway.streams import ensure_kv
@@ -51,10 +51,11 @@ def code_live(meta: SessionMeta | None, code: str, now: float, code_ttl: float) 
     """Whether `code` still lets an agent join the session `meta` describes.
 
     A code works until `created + code_ttl`; once an agent has joined it keeps working (more
-    agents may join the same way) until the session ends or its code entry expires."""
+    agents may join the same way) until the session ends, its code entry expires, or every
+    agent has gone for good (agent_roster.py)."""
     if meta is None or meta.ended or meta.code != code:
         return False
-    return bool(meta.agents) or now < meta.created + code_ttl
+    return bool(agent_roster.present(meta, now)) or now < meta.created + code_ttl
 
 
 def code_expires_at(meta: SessionMeta, code_ttl: float) -> float:

@@ -60,7 +60,8 @@ class SessionSummary(BaseModel):
     created: float
     epoch: int
     agents: int = Field(
-        description="agents in the session: joined and not yet said goodbye (0: none is in)"
+        description="agents in the session: joined, not yet said goodbye, and connected or "
+        "still able to resume (0: none is in)"
     )
     code: str | None
     joinable: bool = Field(description="the short code still lets an agent join")
@@ -81,7 +82,13 @@ class SessionDetail(BaseModel):
     created: float
     ended: bool
     epoch: int = Field(description="the visitor's current epoch (0: no visitor yet)")
-    agents: dict[str, float] = Field(description="agent id -> when it joined")
+    agents: dict[str, float] = Field(
+        description="agent id -> when it joined (connected, or away and able to resume)"
+    )
+    away: dict[str, float] = Field(
+        description="of those, the agents whose connection dropped without a goodbye: "
+        "agent id -> until when it may resume"
+    )
     durable: dict[str, int] = Field(
         description="last acked seq per sender when its connection ended"
     )

@@ -4,12 +4,13 @@ The session logic itself is in `router.sessions`; these handlers check, call and
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from gateway import membership, session_store, streams, tokens
+from gateway import agent_roster, membership, session_store, streams, tokens
 from gateway.forwarded import forwarded_client
 from gateway.session_store import SessionMeta
 
@@ -242,7 +243,7 @@ async def list_sessions(
                 site=row.meta.site,
                 created=row.meta.created,
                 epoch=row.meta.epoch,
-                agents=len(row.meta.agents),
+                agents=row.agents,
                 code=row.meta.code,
                 joinable=row.joinable,
                 url=row.meta.page.url if row.meta.page else None,
@@ -268,8 +269,10 @@ async def inspect(
     m = await load_session(deps, session_id, say_ended=True)
     if not key.may_see(m.site):
         raise ApiError(404, "unknown_session", "no such session")
+    now = time.time()
+    agents = agent_roster.present(m, now)
     expires = None
-    if m.code and not m.agents and not m.ended:
+    if m.code and not agents and not m.ended:
         expires = sessions.code_expires_at(m, deps.cfg.code_ttl)
     return SessionDetail(
         session_id=session_id,
@@ -277,7 +280,8 @@ async def inspect(
         created=m.created,
         ended=m.ended,
         epoch=m.epoch,
-        agents=m.agents,
+        agents=agents,
+        away=agent_roster.away(m, now),
         durable=m.durable,
         snapshot=m.snap is not None,
         code=m.code,

@@ -3,12 +3,24 @@ points older than the stream, and one visitor per session."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 
 from gateway.client import Client, ClientError
 from gateway.codec import Close
 from tests.support.keys import mint, new_sid
+
+
+async def meta_when(bridge, kv, sid: str, ok, timeout: float = 10.0):
+    """The session's metadata once `ok` says it is what the test waits for."""
+    from gateway import session_store
+
+    with trio.fail_after(timeout):
+        while not ok(meta := await bridge.call(session_store.load, kv, sid)):
+            await trio.sleep(0.05)
+    return meta
 
 
 async def take(client: Client, n: int, timeout: float = 20) -> list:
@@ -200,9 +212,7 @@ async def test_session_metadata_records_agents_durable_sequences_and_the_control
     agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent", on_control=refusals.append)
 
     async def control_is(kv, want):
-        while (meta := await bridge.call(session_store.load, kv, sid)).control != want:
-            await trio.sleep(0.05)
-        return meta
+        return await meta_when(bridge, kv, sid, lambda m: m.control == want, timeout=math.inf)
 
     async with open_bridge(g.nats_url) as bridge:
         kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
@@ -315,3 +325,46 @@ async def test_new_epoch_stays_above_the_stream_when_metadata_is_gone(two_gatewa
         n.cancel_scope.cancel()
     assert first.welcome.epoch == 1
     assert second.welcome.epoch == 2
+
+
+async def test_an_agent_that_drops_is_away_until_it_resumes(two_gateways):
+    """Its gateway marks it away, with the time its resume token expires
+    (gateway/agent_roster.py); its resume on the other gateway clears that; its bye removes
+    it."""
+    import time
+
+    from gateway import agent_roster, streams
+    from gateway.nats_bridge import open_bridge
+
+    g = two_gateways
+    sid = new_sid()
+    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
+
+    async with open_bridge(g.nats_url) as bridge:
+        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+        async with trio.open_nursery() as n:
+            await n.start(visitor.run)
+            await visitor.send_snapshot(b"x")
+            before = time.time()
+            async with trio.open_nursery() as an:
+                await an.start(agent.run)
+                after = time.time()
+                aid = agent.welcome.aid
+                await take(agent, 1)
+                an.cancel_scope.cancel()  # the agent's network drops
+            dropped = await meta_when(bridge, kv, sid, lambda m: aid in m.away)
+            until = dropped.away[aid]
+            assert before + 24 * 3600 <= until <= after + 24 * 3600
+            assert agent_roster.present(dropped, time.time()) == {aid: dropped.agents[aid]}
+            assert aid not in agent_roster.present(dropped, until + agent_roster.AWAY_GRACE)
+
+            agent.urls = [g.url("gw-a")]  # it comes back through the other gateway
+            await n.start(agent.run)
+            assert agent.stats.resumes == 1 and agent.welcome.aid == aid
+            back = await meta_when(bridge, kv, sid, lambda m: not m.away)
+            assert back.agents[aid] > dropped.agents[aid]
+            agent.close()
+            await meta_when(bridge, kv, sid, lambda m: aid not in m.agents)
+            visitor.close()
+            n.cancel_scope.cancel()

@@ -19,7 +19,7 @@ import structlog
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import build_info, membership, session_store, streams, tokens
+from gateway import agent_roster, build_info, membership, session_store, streams, tokens
 from gateway.codec import SESSION_ID_RE, Event, encode_batch
 from gateway.nats_bridge import NatsBridge, open_bridge
 from gateway.page_info import PageInfo
@@ -424,6 +424,40 @@ async def test_code_expires_unless_an_agent_joined(nats_server):
         assert r.status_code == 200 and r.json()["session_id"] == joined["session_id"]
         r = await a.http.get(f"/v1/sessions/{joined['session_id']}", headers=auth())
         assert r.json()["code_expires_at"] is None and r.json()["agents"]
+
+
+async def test_agents_that_can_no_longer_resume_are_not_counted(nats_server):
+    """An away agent counts (listing, inspect, the code) until its resume token expires
+    plus the grace; after that it is gone (gateway/agent_roster.py)."""
+    async with serving(nats_server.url, code_ttl="1") as a:
+        away, gone = await a.create(), await a.create()
+        now = time.time()
+
+        def agent_dropped(until):
+            def change(meta):
+                meta.agents["a0123456789ab"] = now - 10
+                meta.away["a0123456789ab"] = until
+
+            return change
+
+        for made, until in ((away, now + 60), (gone, now - agent_roster.AWAY_GRACE - 1)):
+            await a.bridge.call(
+                session_store.update, a.kv_sessions, made["session_id"], agent_dropped(until)
+            )
+        await trio.sleep(1.3)  # both codes past their own TTL
+        assert (await a.lookup(away["short_code"])).status_code == 200
+        assert_error(await a.lookup(gone["short_code"]), 404, "unknown_code")
+        listed = (await a.http.get("/v1/sessions", headers=auth())).json()["sessions"]
+        by_sid = {row["session_id"]: row for row in listed}
+        assert by_sid[away["session_id"]]["agents"] == 1
+        assert by_sid[gone["session_id"]]["agents"] == 0
+        assert by_sid[gone["session_id"]]["joinable"] is False
+        d = (await a.http.get(f"/v1/sessions/{away['session_id']}", headers=auth())).json()
+        assert d["agents"] == {"a0123456789ab": now - 10}
+        assert d["away"] == {"a0123456789ab": now + 60}
+        assert d["code_expires_at"] is None
+        d = (await a.http.get(f"/v1/sessions/{gone['session_id']}", headers=auth())).json()
+        assert d["agents"] == {} and d["away"] == {} and d["code_expires_at"] is not None
 
 
 async def test_list_inspect_and_end(nats_server):
