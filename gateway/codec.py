@@ -109,6 +109,7 @@ AGENT_KINDS = frozenset(
         "rc-click",  # ... and acts, only while it holds the visitor's grant
         "rc-scroll",
         "rc-text",
+        "rc-key",
     }
 )
 # Written by a gateway in place of an agent's input it refused: receivers decode it, no

@@ -26,7 +26,7 @@ from .session_store import SessionMeta
 REQUEST = "rc-request"  # agent: asks the visitor for control
 GRANT = "rc-grant"  # visitor: {"aid"} may act on the page
 REVOKE = "rc-revoke"  # visitor: {"aid"} may not (any more): a refusal or a revoke
-INPUTS = frozenset({"rc-click", "rc-scroll", "rc-text"})  # agent: act on the real page
+INPUTS = frozenset({"rc-click", "rc-scroll", "rc-text", "rc-key"})  # agent: act on the real page
 DRAW = "draw"  # agent: a freehand stroke on the visitor's overlay (no grant needed)
 REFUSED = "rc-refused"  # written by the gateway in place of a refused input
 

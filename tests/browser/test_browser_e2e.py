@@ -1045,7 +1045,8 @@ def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
     v.page.evaluate("""() => { window.__seen = [];
       document.getElementById('buy').addEventListener('click', () => __seen.push(['buy']));
       const n = document.getElementById('name');
-      for (const t of ['input', 'change']) n.addEventListener(t, (e) => __seen.push([t, e.target.value])); }""")
+      for (const t of ['input', 'change']) n.addEventListener(t, (e) => __seen.push([t, e.target.value]));
+      n.addEventListener('keydown', (e) => __seen.push(['keydown', e.key])); }""")
     ids = v.page.evaluate(
         "() => Object.fromEntries(['name', 'buy', 'pw', 'cc'].map((k) => [k, Cobrowse._nodeId(document.getElementById(k))]))"
     )
@@ -1091,6 +1092,8 @@ def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
     click_replica(a, "#buy")
     seen = poll(v.page, "window.__seen.some((s) => s[0] === 'buy') && window.__seen", 10)
     assert ["input", "Grace Hopper"] in seen and ["change", "Grace Hopper"] in seen
+    # The editor's Enter is the field's too (rc-key): the page's key handler hears it.
+    assert seen.index(["change", "Grace Hopper"]) < seen.index(["keydown", "Enter"])
     assert v.page.evaluate(name) == "Grace Hopper"
     poll(a.page, f"{VDOC}.getElementById('name').value === 'Grace Hopper'", 10, "the replica")
 

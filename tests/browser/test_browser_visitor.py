@@ -1040,6 +1040,81 @@ def test_agent_events_and_wire_controls(context):
     ) == ["ended", None, False]
 
 
+def test_agent_keys_press_as_a_user_would(context):
+    """The holder's `rc-key`: the page's key handlers run, and Enter then does what a real
+    one does and a script's does not (HTML's implicit submission, a link's or a button's
+    activation), unless a handler cancelled it. Other keys, other agents and private fields
+    get nothing."""
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    page.evaluate("""async () => {
+      document.body.insertAdjacentHTML("beforeend", `
+        <form id="fa"><input id="a1"><input id="a2"><input id="apw" type="password"><button id="ab">Go</button></form>
+        <form id="fb"><input id="b1"><input id="b2" type="email"></form>
+        <form id="fc"><input id="c1" type="search"><input id="cx" type="checkbox"></form>
+        <form id="fd"><input id="d1"><button id="db" disabled>Go</button></form>
+        <a id="link" href="#moved">next</a><button id="plain" type="button">plain</button>`);
+      window.__keys = [];
+      const log = (e) => __keys.push([e.type, e.target.id || e.target.localName, e.key || "", e.keyCode || 0]);
+      for (const t of ["keydown", "keypress", "keyup", "click", "submit"]) document.addEventListener(t, log, true);
+      document.addEventListener("submit", (e) => e.preventDefault());
+      await new Promise((r) => setTimeout(r, 0));  // the mutation gives them ids
+      window.__id = (k) => Cobrowse._nodeId(document.getElementById(k));
+      window.__wire.o.onEvents([{kind: "rc-request", src: "a0000000000b2", payload: {}}]);
+    }""")
+    page.keyboard.press("Tab")  # to "Allow control"
+    page.keyboard.press("Enter")
+    assert page.evaluate("Cobrowse._controlState().holder") == "a0000000000b2"
+
+    def press(el: str, key: str, src: str = "a0000000000b2") -> list:
+        return page.evaluate(
+            """([el, key, src]) => { __keys.length = 0;
+              const before = Cobrowse._controlState().ignored;
+              __wire.o.onEvents([{kind: "rc-key", src, payload: {id: __id(el), key}}]);
+              return [__keys.slice(), Cobrowse._controlState().ignored - before]; }""",
+            [el, key, src],
+        )
+
+    def keys(el: str, key: str, code: int) -> list:
+        return [["keydown", el, key, code], ["keypress", el, key, code], ["keyup", el, key, code]]
+
+    # A field of a form with a submit button: that button's click, then the submit.
+    assert press("a1", "Enter") == [
+        keys("a1", "Enter", 13) + [["click", "ab", "", 0], ["submit", "fa", "", 0]],
+        0,
+    ]
+    # No submit button and two fields that block implicit submission: nothing more.
+    assert press("b1", "Enter") == [keys("b1", "Enter", 13), 0]
+    # No submit button and one such field (a checkbox does not count): the form submits.
+    assert press("c1", "Enter") == [keys("c1", "Enter", 13) + [["submit", "fc", "", 0]], 0]
+    # A disabled default button: nothing is submitted.
+    assert press("d1", "Enter") == [keys("d1", "Enter", 13), 0]
+    # A link and a button are activated.
+    assert press("link", "Enter") == [keys("link", "Enter", 13) + [["click", "link", "", 0]], 0]
+    assert page.evaluate("location.hash") == "#moved"
+    assert press("plain", "Enter") == [keys("plain", "Enter", 13) + [["click", "plain", "", 0]], 0]
+    # Escape: the page's handlers only, no keypress and nothing submitted.
+    assert press("a1", "Escape") == [
+        [["keydown", "a1", "Escape", 27], ["keyup", "a1", "Escape", 27]],
+        0,
+    ]
+    # A handler that cancels the keydown keeps Enter from submitting (and from keypress).
+    page.evaluate(
+        "document.getElementById('a2').addEventListener('keydown', (e) => e.preventDefault())"
+    )
+    assert press("a2", "Enter") == [
+        [["keydown", "a2", "Enter", 13], ["keyup", "a2", "Enter", 13]],
+        0,
+    ]
+    # Refused: a key not in the set, another agent, a private field.
+    assert press("a1", "Tab") == [[], 1]
+    assert press("a1", "Enter", src="a0123456789ab") == [[], 1]
+    assert press("apw", "Enter") == [[], 1]
+    assert page.evaluate("document.activeElement.id") != "apw"
+
+
 def test_new_epoch_sends_a_snapshot_unless_one_is_queued(context):
     routed(context)
     page = context.new_page()

@@ -3,7 +3,8 @@
  * agent open and close control. While granted, a plain click on the replica sends `rc-click`
  * (node id + offset in its box) instead of a ripple, the wheel sends `rc-scroll`, and a click
  * on a text field opens an editor over it whose typing goes out as `rc-text` (`done` on
- * Enter or when it loses focus). Draw mode turns a drag into a freehand `draw` stroke, shown
+ * Enter or when it loses focus; Enter in a one-line field also goes out as `rc-key`, so
+ * the visitor's form submits as it would for the visitor's own Enter). Draw mode turns a drag into a freehand `draw` stroke, shown
  * here and on the visitor's overlay, fading after STROKE_FADE_MS. Its state is `rs.rc`.
  */
 
@@ -144,7 +145,11 @@ function openEditor(rs, el, id, r) {
   const send = (done) => rs.onAgentEvent("rc-text", done ? {id, value: ed.value, done: true} : {id, value: ed.value});
   ed.addEventListener("input", () => send(false));
   ed.addEventListener("keydown", (k) => {
-    if (k.key === "Enter" && ed.localName === "input") { k.preventDefault(); closeEditor(rs, true); }
+    if (k.key === "Enter" && ed.localName === "input") {  // done, and Enter on the field: a form submits
+      k.preventDefault();
+      closeEditor(rs, true);
+      rs.onAgentEvent("rc-key", {id, key: "Enter"});
+    }
     else if (k.key === "Escape") closeEditor(rs, false);
   });
   ed.addEventListener("blur", () => closeEditor(rs, true));

@@ -2,8 +2,8 @@
  * control"). An agent's `rc-request` shows a prompt naming the agent (a real dialog with two
  * buttons, keyboard first); "Allow" sends `rc-grant {aid}`, "Refuse" or Escape
  * `rc-revoke {aid}`. While granted a banner says who is in control, with a one-click "Stop".
- * Only the holder's `rc-click`, `rc-scroll` and `rc-text` act, on the real page, through the
- * events a user's own input fires; never on a private element (privacy.js decides, as for
+ * Only the holder's `rc-click`, `rc-scroll`, `rc-text` and `rc-key` act, on the real page,
+ * through the events a user's own input fires; never on a private element (privacy.js decides, as for
  * masking). The gateway refuses input without a grant too (gateway/remote_control.py): this
  * is the lock on the visitor's side, and it closes at once on "Stop". */
 
@@ -77,7 +77,63 @@ function rcText(el, p) {
   return true;
 }
 
-const RC_ACTS = { "rc-click": rcClick, "rc-scroll": rcScroll, "rc-text": rcText };
+// The keys an agent may press, with what a page's older handlers read (keyCode, which).
+const RC_KEYS = { Enter: { code: "Enter", keyCode: 13 }, Escape: { code: "Escape", keyCode: 27 } };
+const RC_SUBMITTERS = new Set(["submit", "image"]); // input types that submit a form
+// Input types of which a form with no submit button may hold only one for Enter to submit
+// it (HTML's implicit submission: "fields that block implicit submission").
+const RC_BLOCKING = new Set(["", "text", "search", "email", "url", "tel", "number", "password",
+  "date", "month", "week", "time", "datetime-local"]);
+
+function rcType(el) {
+  return (el.getAttribute("type") || "").toLowerCase();
+}
+
+function rcSubmitter(el) {
+  if (el.localName === "button") return rcType(el) === "submit" || rcType(el) === "";
+  return el.localName === "input" && RC_SUBMITTERS.has(rcType(el));
+}
+
+/** What Enter does in a text field of a form, as a browser does it: its default button's
+ * activation (a click, so the page's click handlers run and the button's name is sent), or,
+ * with no submit button, a submit when the field is the only one that blocks implicit
+ * submission. A disabled default button, or a private one, submits nothing. */
+function rcImplicitSubmit(el) {
+  const form = el.form;
+  if (!form) return;
+  const fields = Array.from(form.elements);
+  const button = fields.find(rcSubmitter);
+  if (button) {
+    if (!button.disabled && !isPrivate(button)) button.click();
+    return;
+  }
+  const blocking = fields.filter((f) => f.localName === "input" && RC_BLOCKING.has(rcType(f)));
+  if (blocking.length === 1 && typeof form.requestSubmit === "function") form.requestSubmit();
+}
+
+/** A key press on the element: keydown, keypress (Enter) and keyup through the page's own
+ * handlers, then, unless a handler cancelled the keydown, what the key does by default that
+ * an untrusted event does not: Enter activates a button or link, or submits a text field's
+ * form (`rcImplicitSubmit`). Escape has no default here; the page's handlers act on it. */
+function rcKey(el, p) {
+  const k = typeof p.key === "string" && Object.prototype.hasOwnProperty.call(RC_KEYS, p.key) ? RC_KEYS[p.key] : null;
+  if (!k || el.disabled) return false;
+  if (document.activeElement !== el && typeof el.focus === "function") el.focus({ preventScroll: true });
+  const init = { key: p.key, code: k.code, keyCode: k.keyCode, which: k.keyCode, bubbles: true, cancelable: true, composed: true, view: window };
+  const go = el.dispatchEvent(new KeyboardEvent("keydown", init));
+  if (p.key === "Enter" && go) el.dispatchEvent(new KeyboardEvent("keypress", Object.assign({}, init, { charCode: 13 })));
+  el.dispatchEvent(new KeyboardEvent("keyup", init));
+  if (!go || p.key !== "Enter" || !el.isConnected) return true;
+  if (el.localName === "button" || (el.localName === "a" && el.hasAttribute("href")) ||
+      (el.localName === "input" && (rcSubmitter(el) || rcType(el) === "button" || rcType(el) === "reset"))) {
+    el.click();
+  } else if (el.localName === "input" && RC_BLOCKING.has(rcType(el))) {
+    rcImplicitSubmit(el);
+  }
+  return true;
+}
+
+const RC_ACTS = { "rc-click": rcClick, "rc-scroll": rcScroll, "rc-text": rcText, "rc-key": rcKey };
 
 /** The page's remote control. `send(kind, payload)` puts an event on the wire; `holder` is
  * the agent granted on an earlier page of this session (sessionStorage), `changed()` is
