@@ -1096,6 +1096,12 @@ def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
     assert seen.index(["change", "Grace Hopper"]) < seen.index(["keydown", "Enter"])
     assert v.page.evaluate(name) == "Grace Hopper"
     poll(a.page, f"{VDOC}.getElementById('name').value === 'Grace Hopper'", 10, "the replica")
+    # A select: the agent picks in a chooser over the replica's (its picker cannot be opened).
+    click_replica(a, "#size")
+    a.page.select_option("#cb-rc-editor", "L")
+    poll(v.page, "document.getElementById('size').value === 'L'", 10, "the visitor's choice")
+    poll(a.page, f"{VDOC}.getElementById('size').value === 'L'", 10, "the replica's choice")
+    assert a.page.evaluate("document.getElementById('cb-rc-editor')") is None
 
     # 4. Private fields (a password, a card number typed as text) refuse the holder's input.
     ignored = v.page.evaluate(f"{CONTROL}.ignored")

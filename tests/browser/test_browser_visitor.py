@@ -1040,42 +1040,91 @@ def test_agent_events_and_wire_controls(context):
     ) == ["ended", None, False]
 
 
+HOLDER = "a0000000000b2"
+
+
+def granted_page(context, html: str, logged: list[str]):
+    """A started page with `html` added, the events `logged` of every element recorded in
+    `window.__keys` as [type, target id, key, keyCode], and remote control granted to
+    `HOLDER` by the visitor's keyboard."""
+    routed(context)
+    page = context.new_page()
+    page.goto(f"{SITE}/a.html")
+    page.evaluate("() => Cobrowse.start({consented: true})")
+    page.evaluate(
+        """async ([html, logged, holder]) => {
+      document.body.insertAdjacentHTML("beforeend", html);
+      window.__keys = [];
+      const log = (e) => __keys.push([e.type, e.target.id || e.target.localName, e.key || "", e.keyCode || 0]);
+      for (const t of logged) document.addEventListener(t, log, true);
+      await new Promise((r) => setTimeout(r, 0));  // the mutation gives them ids
+      window.__id = (k) => Cobrowse._nodeId(document.getElementById(k));
+      window.__wire.o.onEvents([{kind: "rc-request", src: holder, payload: {}}]);
+    }""",
+        [html, logged, HOLDER],
+    )
+    page.keyboard.press("Tab")  # to "Allow control"
+    page.keyboard.press("Enter")
+    assert page.evaluate("Cobrowse._controlState().holder") == HOLDER
+    return page
+
+
+def agent_acts(page, kind: str, el: str, payload: dict, src: str = HOLDER) -> list:
+    """[the events logged, how many inputs were ignored] for one of the agent's inputs."""
+    return page.evaluate(
+        """([kind, el, payload, src]) => { __keys.length = 0;
+          const before = Cobrowse._controlState().ignored;
+          __wire.o.onEvents([{kind, src, payload: Object.assign({id: __id(el)}, payload)}]);
+          return [__keys.slice(), Cobrowse._controlState().ignored - before]; }""",
+        [kind, el, payload, src],
+    )
+
+
+def test_agent_chooses_an_option_of_a_select(context):
+    """`rc-text` on a single select chooses the option with that value, as a pick does
+    (input, then change); not a disabled option or one of a disabled group, not a value it
+    lacks, and not in a multiple or a disabled select."""
+    page = granted_page(
+        context,
+        """<select id="size"><option>S</option><option value="m">Medium</option>
+           <option value="x" disabled>XL</option><optgroup disabled><option value="g">G</option></optgroup></select>
+           <select id="many" multiple><option>a</option><option>b</option></select>
+           <select id="off" disabled><option>a</option><option>b</option></select>""",
+        ["input", "change"],
+    )
+    value = "document.getElementById('size').value"
+    assert agent_acts(page, "rc-text", "size", {"value": "m", "done": True}) == [
+        [["input", "size", "", 0], ["change", "size", "", 0]],
+        0,
+    ]
+    assert page.evaluate(value) == "m"
+    assert agent_acts(page, "rc-text", "size", {"value": "m"}) == [[], 0]  # already chosen
+    for refused in ("x", "g", "L", 3):
+        assert agent_acts(page, "rc-text", "size", {"value": refused}) == [[], 1]
+    assert page.evaluate(value) == "m"
+    assert agent_acts(page, "rc-text", "many", {"value": "b"}) == [[], 1]
+    assert agent_acts(page, "rc-text", "off", {"value": "b"}) == [[], 1]
+    assert page.evaluate("document.getElementById('off').value") == "a"
+
+
 def test_agent_keys_press_as_a_user_would(context):
     """The holder's `rc-key`: the page's key handlers run, and Enter then does what a real
     one does and a script's does not (HTML's implicit submission, a link's or a button's
     activation), unless a handler cancelled it. Other keys, other agents and private fields
     get nothing."""
-    routed(context)
-    page = context.new_page()
-    page.goto(f"{SITE}/a.html")
-    page.evaluate("() => Cobrowse.start({consented: true})")
-    page.evaluate("""async () => {
-      document.body.insertAdjacentHTML("beforeend", `
-        <form id="fa"><input id="a1"><input id="a2"><input id="apw" type="password"><button id="ab">Go</button></form>
+    page = granted_page(
+        context,
+        """<form id="fa"><input id="a1"><input id="a2"><input id="apw" type="password"><button id="ab">Go</button></form>
         <form id="fb"><input id="b1"><input id="b2" type="email"></form>
         <form id="fc"><input id="c1" type="search"><input id="cx" type="checkbox"></form>
         <form id="fd"><input id="d1"><button id="db" disabled>Go</button></form>
-        <a id="link" href="#moved">next</a><button id="plain" type="button">plain</button>`);
-      window.__keys = [];
-      const log = (e) => __keys.push([e.type, e.target.id || e.target.localName, e.key || "", e.keyCode || 0]);
-      for (const t of ["keydown", "keypress", "keyup", "click", "submit"]) document.addEventListener(t, log, true);
-      document.addEventListener("submit", (e) => e.preventDefault());
-      await new Promise((r) => setTimeout(r, 0));  // the mutation gives them ids
-      window.__id = (k) => Cobrowse._nodeId(document.getElementById(k));
-      window.__wire.o.onEvents([{kind: "rc-request", src: "a0000000000b2", payload: {}}]);
-    }""")
-    page.keyboard.press("Tab")  # to "Allow control"
-    page.keyboard.press("Enter")
-    assert page.evaluate("Cobrowse._controlState().holder") == "a0000000000b2"
+        <a id="link" href="#moved">next</a><button id="plain" type="button">plain</button>""",
+        ["keydown", "keypress", "keyup", "click", "submit"],
+    )
+    page.evaluate("document.addEventListener('submit', (e) => e.preventDefault())")
 
-    def press(el: str, key: str, src: str = "a0000000000b2") -> list:
-        return page.evaluate(
-            """([el, key, src]) => { __keys.length = 0;
-              const before = Cobrowse._controlState().ignored;
-              __wire.o.onEvents([{kind: "rc-key", src, payload: {id: __id(el), key}}]);
-              return [__keys.slice(), Cobrowse._controlState().ignored - before]; }""",
-            [el, key, src],
-        )
+    def press(el: str, key: str, src: str = HOLDER) -> list:
+        return agent_acts(page, "rc-key", el, {"key": key}, src)
 
     def keys(el: str, key: str, code: int) -> list:
         return [["keydown", el, key, code], ["keypress", el, key, code], ["keyup", el, key, code]]

@@ -4,7 +4,8 @@
  * (node id + offset in its box) instead of a ripple, the wheel sends `rc-scroll`, and a click
  * on a text field opens an editor over it whose typing goes out as `rc-text` (`done` on
  * Enter or when it loses focus; Enter in a one-line field also goes out as `rc-key`, so
- * the visitor's form submits as it would for the visitor's own Enter). Draw mode turns a drag into a freehand `draw` stroke, shown
+ * the visitor's form submits as it would for the visitor's own Enter); on a select, a
+ * chooser with its options, whose choice goes out as `rc-text`. Draw mode turns a drag into a freehand `draw` stroke, shown
  * here and on the visitor's overlay, fading after STROKE_FADE_MS. Its state is `rs.rc`.
  */
 
@@ -122,6 +123,7 @@ function controlClick(rs, e) {
   rs.onAgentEvent("rc-click", {id, x: Math.round(p.x - r.left), y: Math.round(p.y - r.top)});
   const text = (el.localName === "input" && RC_TEXT_FIELDS.has((el.getAttribute("type") || "").toLowerCase())) || el.localName === "textarea";
   if (text) openEditor(rs, el, id, r);
+  else if (el.localName === "select" && !el.multiple && !el.disabled) openChooser(rs, el, id, r);
 }
 
 function controlWheel(rs, e) {
@@ -131,17 +133,44 @@ function controlWheel(rs, e) {
   rs.onAgentEvent("rc-scroll", {id: 0, dx: Math.round(e.deltaX), dy: Math.round(e.deltaY)});
 }
 
-/** An input of the embed page over the replica's field: what the agent types goes out. */
-function openEditor(rs, el, id, r) {
+/** A field of the embed page (`#cb-rc-editor`) over the replica's field `r`. */
+function editorOver(rs, tag, label, r) {
   closeEditor(rs, false);
-  const edoc = rs.edoc;
-  const ed = edoc.createElement(el.localName === "textarea" ? "textarea" : "input");
+  const ed = rs.edoc.createElement(tag);
   ed.id = "cb-rc-editor";
-  ed.setAttribute("aria-label", "Type into the visitor's field");
-  ed.value = el.value;
+  ed.setAttribute("aria-label", label);
   Object.assign(ed.style, {position: "absolute", left: r.left * rs.scale + "px", top: r.top * rs.scale + "px",
     width: Math.max(r.width * rs.scale, 80) + "px", height: Math.max(r.height * rs.scale, 20) + "px",
     boxSizing: "border-box", pointerEvents: "auto", zIndex: "2", outline: "2px solid #dc2626", font: "inherit"});
+  return ed;
+}
+
+/** A select of the embed page over the replica's select, with its options: a synthetic
+ * click cannot open the visitor's picker, so the agent picks here and the choice goes out
+ * as `rc-text` (done). */
+function openChooser(rs, el, id, r) {
+  const ed = editorOver(rs, "select", "Choose for the visitor", r);
+  for (const o of el.options) {
+    const c = rs.edoc.createElement("option");
+    c.value = o.value;
+    c.textContent = o.text;
+    c.disabled = o.disabled || !!(o.parentNode && o.parentNode.localName === "optgroup" && o.parentNode.disabled);
+    ed.appendChild(c);
+  }
+  ed.value = el.value;
+  const send = (done) => { if (done) rs.onAgentEvent("rc-text", {id, value: ed.value, done: true}); };
+  ed.addEventListener("change", () => closeEditor(rs, true));
+  ed.addEventListener("keydown", (k) => { if (k.key === "Escape") closeEditor(rs, false); });
+  ed.addEventListener("blur", () => closeEditor(rs, false));
+  rs.rc.editor = {ed, send};
+  rs.overlay.appendChild(ed);
+  ed.focus();
+}
+
+/** An input of the embed page over the replica's field: what the agent types goes out. */
+function openEditor(rs, el, id, r) {
+  const ed = editorOver(rs, el.localName === "textarea" ? "textarea" : "input", "Type into the visitor's field", r);
+  ed.value = el.value;
   const send = (done) => rs.onAgentEvent("rc-text", done ? {id, value: ed.value, done: true} : {id, value: ed.value});
   ed.addEventListener("input", () => send(false));
   ed.addEventListener("keydown", (k) => {

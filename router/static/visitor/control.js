@@ -64,8 +64,9 @@ function rcScroll(el, p) {
 
 /** A text field's value as typing sets it: the value setter frameworks watch (the
  * prototype's, which React's own tracker does not shadow), then `input`, and `change` when
- * the agent finished (`done`: they left the field or pressed Enter). */
+ * the agent finished (`done`: they left the field or pressed Enter). A select: `rcChoose`. */
 function rcText(el, p) {
+  if (el.localName === "select") return rcChoose(el, p);
   const input = el.localName === "input" && RC_TEXT_TYPES.has((el.getAttribute("type") || "").toLowerCase());
   if (!(input || el.localName === "textarea") || el.disabled || el.readOnly) return false;
   if (typeof p.value !== "string" || p.value.length > RC_MAX_TEXT) return false;
@@ -129,6 +130,24 @@ function rcKey(el, p) {
     el.click();
   } else if (el.localName === "input" && RC_BLOCKING.has(rcType(el))) {
     rcImplicitSubmit(el);
+  }
+  return true;
+}
+
+/** A single select's choice, as picking it sets it: the option whose value is `value`
+ * (not a disabled one, nor one in a disabled group), then `input` and `change`. A synthetic
+ * click cannot open a select's picker, so this is how an agent chooses. Multiple selects
+ * are not supported. */
+function rcChoose(el, p) {
+  if (el.disabled || el.multiple || typeof p.value !== "string") return false;
+  const i = Array.from(el.options).findIndex((o) => o.value === p.value && !o.disabled &&
+    !(o.parentNode && o.parentNode.localName === "optgroup" && o.parentNode.disabled));
+  if (i < 0) return false;
+  if (document.activeElement !== el) el.focus({ preventScroll: true });
+  if (el.selectedIndex !== i) {
+    Object.getOwnPropertyDescriptor(HTMLSelectElement.prototype, "selectedIndex").set.call(el, i);
+    el.dispatchEvent(new Event("input", { bubbles: true, composed: true }));
+    el.dispatchEvent(new Event("change", { bubbles: true }));
   }
   return true;
 }
