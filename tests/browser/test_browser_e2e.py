@@ -1024,8 +1024,8 @@ OVERLAY = "Cobrowse._overlayState()"
 SHOTS = os.environ.get("COBROWSE_DOCS_SHOTS")  # a directory: write the docs' screenshots there
 
 
-def click_replica(a: Agent, selector: str) -> None:
-    """A real mouse click in the agent's page, on the centre of a replica element."""
+def over_replica(a: Agent, selector: str) -> None:
+    """The agent's real mouse moved to the centre of a replica element."""
     x, y = a.page.evaluate(
         f"""(sel) => {{ const f = {FRAME}.getBoundingClientRect();
         const r = {VDOC}.querySelector(sel).getBoundingClientRect();
@@ -1033,7 +1033,14 @@ def click_replica(a: Agent, selector: str) -> None:
         return [f.left + (r.left + r.width / 2) * s, f.top + (r.top + r.height / 2) * s]; }}""",
         selector,
     )
-    a.page.mouse.click(x, y)
+    a.page.mouse.move(x, y)
+
+
+def click_replica(a: Agent, selector: str) -> None:
+    """A real mouse click in the agent's page, on the centre of a replica element."""
+    over_replica(a, selector)
+    a.page.mouse.down()
+    a.page.mouse.up()
 
 
 def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
@@ -1102,6 +1109,12 @@ def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
     poll(v.page, "document.getElementById('size').value === 'L'", 10, "the visitor's choice")
     poll(a.page, f"{VDOC}.getElementById('size').value === 'L'", 10, "the replica's choice")
     assert a.page.evaluate("document.getElementById('cb-rc-editor')") is None
+    # The wheel over a scrollable box scrolls that box, not the window.
+    win = v.page.evaluate("window.scrollY")
+    over_replica(a, "#scroller")
+    a.page.mouse.wheel(0, 100)
+    poll(v.page, "document.getElementById('scroller').scrollTop > 0", 10, "the box's scroll")
+    assert v.page.evaluate("window.scrollY") == win
 
     # 4. Private fields (a password, a card number typed as text) refuse the holder's input.
     ignored = v.page.evaluate(f"{CONTROL}.ignored")

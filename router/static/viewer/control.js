@@ -1,7 +1,8 @@
 /* viewer/control.js: the agent's remote control and drawing (docs/browser.md "Remote
  * control", "Drawing"). `rc-request` asks; the visitor's `rc-grant`/`rc-revoke` naming this
  * agent open and close control. While granted, a plain click on the replica sends `rc-click`
- * (node id + offset in its box) instead of a ripple, the wheel sends `rc-scroll`, and a click
+ * (node id + offset in its box) instead of a ripple, the wheel sends `rc-scroll` (for the
+ * box under it that can scroll that way, else the window), and a click
  * on a text field opens an editor over it whose typing goes out as `rc-text` (`done` on
  * Enter or when it loses focus; Enter in a one-line field also goes out as `rc-key`, so
  * the visitor's form submits as it would for the visitor's own Enter); on a select, a
@@ -130,7 +131,26 @@ function controlWheel(rs, e) {
   if (rs.rc.state !== "granted" || rs.inert) return;
   e.preventDefault();
   e.stopImmediatePropagation();
-  rs.onAgentEvent("rc-scroll", {id: 0, dx: Math.round(e.deltaX), dy: Math.round(e.deltaY)});
+  const dx = Math.round(e.deltaX), dy = Math.round(e.deltaY);
+  const p = toVisitor(rs, e);
+  rs.onAgentEvent("rc-scroll", {id: scrollerAt(rs, elementAt(rs, p.x, p.y), dx, dy), dx, dy});
+}
+
+/** The id of the innermost replica element under the wheel that can still scroll its way
+ * (an `overflow: auto | scroll` box with room left in that direction), as a browser picks
+ * the box a wheel scrolls; 0 (the window) when none can. */
+function scrollerAt(rs, el, dx, dy) {
+  for (let n = el; n && n.nodeType === 1; n = parentOf(n)) {
+    if (n === rs.doc.documentElement || n === rs.doc.body) break;
+    const id = rs.rev.get(n);
+    if (id === undefined) continue;
+    const cs = n.ownerDocument.defaultView.getComputedStyle(n);
+    const can = (overflow, delta, pos, size, client) => /^(auto|scroll|overlay)$/.test(overflow) &&
+      size > client && (delta > 0 ? pos + client < size - 1 : delta < 0 && pos > 0);
+    if (can(cs.overflowY, dy, n.scrollTop, n.scrollHeight, n.clientHeight) ||
+        can(cs.overflowX, dx, n.scrollLeft, n.scrollWidth, n.clientWidth)) return id;
+  }
+  return 0;
 }
 
 /** A field of the embed page (`#cb-rc-editor`) over the replica's field `r`. */
