@@ -1115,6 +1115,17 @@ def check_remote_control_and_drawing(v: Visitor, a: Agent, cluster) -> None:
     a.page.mouse.wheel(0, 100)
     poll(v.page, "document.getElementById('scroller').scrollTop > 0", 10, "the box's scroll")
     assert v.page.evaluate("window.scrollY") == win
+    # A contenteditable region (a chat box): the editor over it types into it.
+    v.page.evaluate(
+        """document.getElementById('scroller').insertAdjacentHTML('afterend',
+        '<div id="chat" contenteditable style="min-height:24px;border:1px solid">hi <b>there</b></div>')"""
+    )
+    poll(a.page, f"!!{VDOC}.getElementById('chat')", 10, "the chat box in the replica")
+    click_replica(a, "#chat")
+    assert a.page.input_value("#cb-rc-editor") == "hi there"
+    a.page.fill("#cb-rc-editor", "Hello from support")
+    poll(v.page, "document.getElementById('chat').textContent === 'Hello from support'", 10)
+    a.page.press("#cb-rc-editor", "Escape")
 
     # 4. Private fields (a password, a card number typed as text) refuse the holder's input.
     ignored = v.page.evaluate(f"{CONTROL}.ignored")

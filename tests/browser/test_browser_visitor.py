@@ -1107,6 +1107,36 @@ def test_agent_chooses_an_option_of_a_select(context):
     assert page.evaluate("document.getElementById('off').value") == "a"
 
 
+def test_agent_types_into_a_contenteditable_region(context):
+    """`rc-text` on a contenteditable element replaces its editing host's text through the
+    browser's editing (a trusted input with inputType insertText; execCommand fires no
+    beforeinput);
+    not on a private one, nor on an element that is not editable."""
+    page = granted_page(
+        context,
+        """<div id="chat" contenteditable="true"><p id="line">old <b id="bold">words</b></p></div>
+           <div id="note" contenteditable data-cobrowse-private>secret</div>
+           <div id="plain">fixed</div>""",
+        ["beforeinput", "input"],
+    )
+    page.evaluate(
+        "document.addEventListener('input', (e) => __keys.push(['inputType', e.inputType, e.isTrusted]), true)"
+    )
+    text = "(k) => document.getElementById(k).textContent"
+    # On an element inside the region: the whole host's text goes.
+    assert agent_acts(page, "rc-text", "bold", {"value": "hello there"}) == [
+        [["input", "chat", "", 0], ["inputType", "insertText", True]],
+        0,
+    ]
+    assert page.evaluate(text, "chat") == "hello there"
+    assert agent_acts(page, "rc-text", "chat", {"value": ""})[1] == 0
+    assert page.evaluate(text, "chat") == ""
+    assert agent_acts(page, "rc-text", "note", {"value": "pwned"}) == [[], 1]
+    assert agent_acts(page, "rc-text", "plain", {"value": "pwned"}) == [[], 1]
+    assert agent_acts(page, "rc-text", "chat", {"value": "x" * 10001}) == [[], 1]
+    assert [page.evaluate(text, k) for k in ("note", "plain")] == ["secret", "fixed"]
+
+
 def test_agent_keys_press_as_a_user_would(context):
     """The holder's `rc-key`: the page's key handlers run, and Enter then does what a real
     one does and a script's does not (HTML's implicit submission, a link's or a button's

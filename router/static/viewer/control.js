@@ -6,7 +6,8 @@
  * on a text field opens an editor over it whose typing goes out as `rc-text` (`done` on
  * Enter or when it loses focus; Enter in a one-line field also goes out as `rc-key`, so
  * the visitor's form submits as it would for the visitor's own Enter); on a select, a
- * chooser with its options, whose choice goes out as `rc-text`. Draw mode turns a drag into a freehand `draw` stroke, shown
+ * chooser with its options, whose choice goes out as `rc-text`; on a `contenteditable`
+ * region, a textarea with its text. Draw mode turns a drag into a freehand `draw` stroke, shown
  * here and on the visitor's overlay, fading after STROKE_FADE_MS. Its state is `rs.rc`.
  */
 
@@ -123,8 +124,14 @@ function controlClick(rs, e) {
   ripple(rs, p, "rgba(220,38,38,.9)");
   rs.onAgentEvent("rc-click", {id, x: Math.round(p.x - r.left), y: Math.round(p.y - r.top)});
   const text = (el.localName === "input" && RC_TEXT_FIELDS.has((el.getAttribute("type") || "").toLowerCase())) || el.localName === "textarea";
-  if (text) openEditor(rs, el, id, r);
+  if (text) openEditor(rs, id, r, el.value, el.localName === "textarea");
   else if (el.localName === "select" && !el.multiple && !el.disabled) openChooser(rs, el, id, r);
+  else if (el.isContentEditable) {  // its editing host's text, edited as a textarea's
+    let host = el;
+    while (host.parentElement && host.parentElement.isContentEditable) host = host.parentElement;
+    const hid = rs.rev.get(host);
+    if (hid !== undefined) openEditor(rs, hid, host.getBoundingClientRect(), host.innerText, true);
+  }
 }
 
 function controlWheel(rs, e) {
@@ -188,9 +195,9 @@ function openChooser(rs, el, id, r) {
 }
 
 /** An input of the embed page over the replica's field: what the agent types goes out. */
-function openEditor(rs, el, id, r) {
-  const ed = editorOver(rs, el.localName === "textarea" ? "textarea" : "input", "Type into the visitor's field", r);
-  ed.value = el.value;
+function openEditor(rs, id, r, value, multiline) {
+  const ed = editorOver(rs, multiline ? "textarea" : "input", "Type into the visitor's field", r);
+  ed.value = value;
   const send = (done) => rs.onAgentEvent("rc-text", done ? {id, value: ed.value, done: true} : {id, value: ed.value});
   ed.addEventListener("input", () => send(false));
   ed.addEventListener("keydown", (k) => {

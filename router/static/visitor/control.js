@@ -67,6 +67,7 @@ function rcScroll(el, p) {
  * the agent finished (`done`: they left the field or pressed Enter). A select: `rcChoose`. */
 function rcText(el, p) {
   if (el.localName === "select") return rcChoose(el, p);
+  if (el.isContentEditable) return rcEditable(el, p);
   const input = el.localName === "input" && RC_TEXT_TYPES.has((el.getAttribute("type") || "").toLowerCase());
   if (!(input || el.localName === "textarea") || el.disabled || el.readOnly) return false;
   if (typeof p.value !== "string" || p.value.length > RC_MAX_TEXT) return false;
@@ -130,6 +131,32 @@ function rcKey(el, p) {
     el.click();
   } else if (el.localName === "input" && RC_BLOCKING.has(rcType(el))) {
     rcImplicitSubmit(el);
+  }
+  return true;
+}
+
+/** The text of a `contenteditable` region (the editing host of `el`: a chat box, a
+ * comment editor) replaced by `value` as the browser's own editing does it: all of it
+ * selected, then `insertText`: the DOM changes as the browser's own editing changes it, and
+ * `input` (`insertText`, trusted) comes from the browser (no `beforeinput`: execCommand
+ * fires none). Formatting inside is replaced by plain text; with no
+ * `execCommand`, the text is set and `input` fired. */
+function rcEditable(el, p) {
+  if (typeof p.value !== "string" || p.value.length > RC_MAX_TEXT) return false;
+  let host = el;
+  while (host.parentElement && host.parentElement.isContentEditable) host = host.parentElement;
+  host.focus({ preventScroll: true });
+  const sel = window.getSelection();
+  if (sel) sel.selectAllChildren(host);
+  let done = false;
+  try {
+    done = document.execCommand(p.value ? "insertText" : "delete", false, p.value);
+  } catch (e) {
+    done = false;
+  }
+  if (!done) {
+    host.textContent = p.value;
+    host.dispatchEvent(new InputEvent("input", { bubbles: true, composed: true, inputType: "insertReplacementText" }));
   }
   return true;
 }
