@@ -61,7 +61,7 @@ test: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not serial and not engines_full' $(PYTEST_ARGS) || [ $$? -eq 5 ] || ok=1; \
 	exit $$ok
 
-# The whole cross-engine matrix, 13 tests: -m '' lifts pyproject's "not engines_full" (make test runs the 3 unmarked ones).
+# The whole cross-engine matrix, 15 tests: -m '' lifts pyproject's "not engines_full" (make test runs the 5 unmarked ones).
 test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m pytest -q -m '' tests/browser/test_browser_engines.py $(PYTEST_ARGS)
 

@@ -4,8 +4,9 @@ helpers this module reuses; tests/support/engines.py drives the browsers).
 
 `make test` runs the subset (snapshot + 200 mutations + form input + masking with the
 visitor in Firefox and the viewer in Chromium, and with the visitor in WebKit and the viewer
-in Firefox; the canvas-size regression in a Firefox viewer); `make test-engines` runs all
-13 (the rest are marked `engines_full`: more pairs, hover, canvas, hostile page).
+in Firefox; the canvas-size regression in a Firefox viewer; remote control with the visitor
+in Firefox and in WebKit, about 10 s each); `make test-engines` runs all 15 (the rest are
+marked `engines_full`: more pairs, hover, canvas, hostile page).
 """
 
 from __future__ import annotations
@@ -269,3 +270,62 @@ def test_a_canvas_without_an_image_keeps_its_size_in_a_firefox_viewer(browsers):
     want, mirrored = got.boxes
     assert any(tag == "canvas" for tag, _ in want), want
     assert mirrored == want
+
+
+# Added to the visitor's page for remote control: a search form (implicit submission has a
+# default button to click) and a chat box.
+RC_PAGE = """() => { document.getElementById('scroller').insertAdjacentHTML('afterend',
+  '<form id="search"><input id="q"><button id="go">Go</button></form>' +
+  '<div id="chat" contenteditable>hi <b>there</b></div>');
+  window.__rc = [];
+  document.getElementById('search').addEventListener('submit', (e) => { e.preventDefault();
+    __rc.push(['submit', document.getElementById('q').value]); });
+  document.getElementById('q').addEventListener('keydown', (e) => __rc.push(['keydown', e.key]));
+  return true; }"""
+
+
+@pytest.mark.parametrize("visitor, viewer", [("firefox", "chromium"), ("webkit", "chromium")])
+def test_remote_control_acts_in_the_visitors_engine(browsers, cluster, visitor, viewer):  # noqa: F811
+    """The visitor's keyboard grants control in its engine's dialog; the agent's typing, Enter
+    (implicit submission), a select's choice, a contenteditable region's text and a click
+    then act on the page through the gateway, as the Chromium tests check."""
+    with pair(browsers, cluster, "e2e_shop.html", visitor, viewer) as (v, a):
+        assert v.page.evaluate(f"({RC_PAGE})()")
+        poll(a.page, f"!!{VDOC}.getElementById('chat')", 10, "the added nodes in the replica")
+        ids = v.page.evaluate(
+            "Object.fromEntries(['q', 'size', 'chat', 'gift'].map((k) => [k, Cobrowse._nodeId(document.getElementById(k))]))"
+        )
+
+        def send(kind: str, payload: dict) -> None:
+            a.page.evaluate(
+                f"CobrowseViewer.current.wire.send({json.dumps(kind)}, {json.dumps(payload)})"
+            )
+
+        send("rc-request", {})
+        poll(v.page, "!!Cobrowse._controlState().dialog", 10, f"the prompt in {visitor}")
+        v.page.press("Tab")  # from "Refuse" to "Allow control"
+        v.page.press("Enter")
+        aid = a.page.evaluate("CobrowseViewer.current.wire.aid")
+        poll(v.page, f"Cobrowse._controlState().holder === {json.dumps(aid)}", 10, "the grant")
+        poll(a.page, "document.getElementById('cb-control').dataset.state === 'granted'", 10)
+
+        send("rc-text", {"id": ids["q"], "value": "red shoes", "done": True})
+        send("rc-key", {"id": ids["q"], "key": "Enter"})
+        send("rc-text", {"id": ids["size"], "value": "S", "done": True})
+        send("rc-text", {"id": ids["chat"], "value": "hello from support"})
+        send("rc-click", {"id": ids["gift"], "x": 2, "y": 2})
+        state = """JSON.stringify([document.getElementById('q').value, __rc,
+          document.getElementById('size').value, document.getElementById('chat').textContent,
+          document.getElementById('gift').checked])"""
+        want = [
+            "red shoes",
+            [["keydown", "Enter"], ["submit", "red shoes"]],
+            "S",
+            "hello from support",
+            True,
+        ]
+        try:
+            poll(v.page, f"{state} === {json.dumps(json.dumps(want, separators=(',', ':')))}", 10)
+        except AssertionError as e:
+            raise AssertionError(f"{e} in {visitor}: {v.page.evaluate(state)}") from None
+        assert v.page.evaluate("Cobrowse._controlState().ignored") == 0

@@ -1148,6 +1148,7 @@ def test_agent_keys_press_as_a_user_would(context):
         <form id="fb"><input id="b1"><input id="b2" type="email"></form>
         <form id="fc"><input id="c1" type="search"><input id="cx" type="checkbox"></form>
         <form id="fd"><input id="d1"><button id="db" disabled>Go</button></form>
+        <form id="fe"><input id="e1" onkeypress="if (event.key === 'Enter') this.form.requestSubmit()"><button id="eb">Go</button></form>
         <a id="link" href="#moved">next</a><button id="plain" type="button">plain</button>""",
         ["keydown", "keypress", "keyup", "click", "submit"],
     )
@@ -1170,6 +1171,10 @@ def test_agent_keys_press_as_a_user_would(context):
     assert press("c1", "Enter") == [keys("c1", "Enter", 13) + [["submit", "fc", "", 0]], 0]
     # A disabled default button: nothing is submitted.
     assert press("d1", "Enter") == [keys("d1", "Enter", 13), 0]
+    # The page submitted on Enter itself (as WebKit's engine does on an untrusted
+    # keypress): once, not again.
+    submits = [e for e in press("e1", "Enter")[0] if e[0] == "submit"]
+    assert submits == [["submit", "fe", "", 0]]
     # A link and a button are activated.
     assert press("link", "Enter") == [keys("link", "Enter", 13) + [["click", "link", "", 0]], 0]
     assert page.evaluate("location.hash") == "#moved"

@@ -57,6 +57,7 @@ class EnginePage(Protocol):
     def click(self, selector: str) -> None: ...
     def hover(self, selector: str) -> None: ...
     def mouse(self, x: int, y: int) -> None: ...
+    def press(self, key: str) -> None: ...  # a key to the focused element: "Tab", "Enter"
     def screenshot(self) -> bytes: ...
     def close(self) -> None: ...
 
@@ -98,6 +99,9 @@ class ChromiumPage:
 
     def mouse(self, x: int, y: int) -> None:
         self.page.mouse.move(x, y)
+
+    def press(self, key: str) -> None:
+        self.page.keyboard.press(key)
 
     def screenshot(self) -> bytes:
         return self.page.screenshot()
@@ -226,6 +230,9 @@ class FirefoxPage:
 
     def mouse(self, x: int, y: int) -> None:
         self.driver.command("mouse", page=self.id, x=x, y=y)
+
+    def press(self, key: str) -> None:
+        self.driver.command("press", page=self.id, key=key)
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self.driver.command("screenshot", page=self.id))
@@ -362,6 +369,12 @@ class WebKitPage:
         builder = ActionBuilder(self._d())
         builder.pointer_action.move_to_location(x, y)
         builder.perform()
+
+    def press(self, key: str) -> None:
+        from selenium.webdriver import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        ActionChains(self._d()).send_keys(getattr(Keys, key.upper())).perform()
 
     def screenshot(self) -> bytes:
         return self._d().get_screenshot_as_png()

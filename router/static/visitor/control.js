@@ -114,18 +114,31 @@ function rcImplicitSubmit(el) {
 }
 
 /** A key press on the element: keydown, keypress (Enter) and keyup through the page's own
- * handlers, then, unless a handler cancelled the keydown, what the key does by default that
- * an untrusted event does not: Enter activates a button or link, or submits a text field's
+ * handlers, then, unless a handler cancelled the keydown or something already clicked or
+ * submitted meanwhile, what the key does by default that an untrusted event does not: Enter activates a button or link, or submits a text field's
  * form (`rcImplicitSubmit`). Escape has no default here; the page's handlers act on it. */
 function rcKey(el, p) {
   const k = typeof p.key === "string" && Object.prototype.hasOwnProperty.call(RC_KEYS, p.key) ? RC_KEYS[p.key] : null;
   if (!k || el.disabled) return false;
   if (document.activeElement !== el && typeof el.focus === "function") el.focus({ preventScroll: true });
   const init = { key: p.key, code: k.code, keyCode: k.keyCode, which: k.keyCode, bubbles: true, cancelable: true, composed: true, view: window };
-  const go = el.dispatchEvent(new KeyboardEvent("keydown", init));
-  if (p.key === "Enter" && go) el.dispatchEvent(new KeyboardEvent("keypress", Object.assign({}, init, { charCode: 13 })));
-  el.dispatchEvent(new KeyboardEvent("keyup", init));
-  if (!go || p.key !== "Enter" || !el.isConnected) return true;
+  // Whether a click or a submit happened while the keys were dispatched: the page's own
+  // handler, or the engine (WebKit submits a form on an untrusted keypress Enter), did
+  // what Enter does, and doing it again would submit twice.
+  let acted = false;
+  const saw = () => { acted = true; };
+  window.addEventListener("click", saw, true);
+  window.addEventListener("submit", saw, true);
+  let go;
+  try {
+    go = el.dispatchEvent(new KeyboardEvent("keydown", init));
+    if (p.key === "Enter" && go) el.dispatchEvent(new KeyboardEvent("keypress", Object.assign({}, init, { charCode: 13 })));
+    el.dispatchEvent(new KeyboardEvent("keyup", init));
+  } finally {
+    window.removeEventListener("click", saw, true);
+    window.removeEventListener("submit", saw, true);
+  }
+  if (!go || acted || p.key !== "Enter" || !el.isConnected) return true;
   if (el.localName === "button" || (el.localName === "a" && el.hasAttribute("href")) ||
       (el.localName === "input" && (rcSubmitter(el) || rcType(el) === "button" || rcType(el) === "reset"))) {
     el.click();

@@ -67,6 +67,10 @@ const ops = {
     await (await front(page)).mouse.move(x, y);
     return null;
   },
+  async press({page, key}) {
+    await (await front(page)).keyboard.press(key);
+    return null;
+  },
   async screenshot({page}) {
     return await pages.get(page).page.screenshot({encoding: 'base64'});
   },
