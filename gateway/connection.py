@@ -152,7 +152,7 @@ class Connection:
         "epoch", "vgen", "joined", "sender", "delivery", "error", "close_code",
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "allowed", "_role_metric", "budget", "_held",
-        "_resume_at", "presence", "_budget_saved", "control", "_control_news",
+        "_resume_at", "presence", "_budget_saved", "control", "_control_news", "_snap_look",
         "_events_in", "_failure", "__weakref__",
     )  # fmt: skip
 
@@ -179,6 +179,7 @@ class Connection:
         self.said_bye = False
         self.stopping = False
         self._jobs: list[Callable[[], Awaitable[None]]] = []  # few, rare: a list is smaller
+        self._snap_look = False  # an agent's look for a snapshot it may have missed is queued
         self._early: list[Message] = []  # frames that came with the hello
         self.budget: Budget | None = None  # the sender's event and byte buckets
         self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
@@ -248,6 +249,11 @@ class Connection:
             self.wake()
         elif sweep and self.delivery is not None and self.delivery.sweep(now):
             self.wake()
+        if sweep and self.role is Role.AGENT and self.joined and not self._snap_look:
+            rcv = self.delivery.receivers.get("v") if self.delivery is not None else None
+            if rcv is not None and rcv.buf is None:
+                self._snap_look = True
+                self.later(self._look_for_snapshot)
         budget = self.budget
         if (
             sweep
@@ -258,6 +264,22 @@ class Connection:
         ):
             self._budget_saved = now
             self.later(self._save_budget)
+
+    async def _look_for_snapshot(self) -> None:
+        """An agent still waiting for a snapshot looks again, about once a second. The join
+        looked once after listening, but a snapshot whose live copy reached NATS before this
+        gateway's subscription, and whose pointer was recorded after that look, is seen by
+        neither: without this the agent would wait for the visitor's next snapshot."""
+        try:
+            rcv = self.delivery.receivers.get("v")
+            if rcv is not None:
+                await joining.late_snapshot(self, rcv)
+        except (ProtocolError, ReorderOverflow):
+            raise  # as in the join: the connection ends
+        except Exception as exc:  # the KV or the stream did not answer: look again later
+            log.warning("snapshot_look_failed", sid=self.sid, error=repr(exc))
+        finally:
+            self._snap_look = False
 
     async def _save_budget(self) -> None:
         """The visitor's buckets, for the session's next connection (gateway/budget.py)."""

@@ -4,19 +4,37 @@ points older than the stream, and one visitor per session."""
 from __future__ import annotations
 
 import math
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from gateway import session_store
 from gateway.client import Client, ClientError
 from gateway.codec import Close
 from tests.support.keys import mint, new_sid
 
 
+@asynccontextmanager
+async def sessions_bucket(g):
+    """(bridge, kv): nats-py on the cluster and the sessions bucket, to read and change a
+    session's metadata as the tests need."""
+    from gateway import streams
+    from gateway.nats_bridge import open_bridge
+
+    async with open_bridge(g.nats_url) as bridge:
+        yield bridge, await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+
+
+def visitor_on_a_agent_on_b(g, sid: str, **agent_kw) -> tuple[Client, Client]:
+    return (
+        Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor"),
+        Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent", **agent_kw),
+    )
+
+
 async def meta_when(bridge, kv, sid: str, ok, timeout: float = 10.0):
     """The session's metadata once `ok` says it is what the test waits for."""
-    from gateway import session_store
-
     with trio.fail_after(timeout):
         while not ok(meta := await bridge.call(session_store.load, kv, sid)):
             await trio.sleep(0.05)
@@ -86,6 +104,42 @@ async def test_agent_without_snapshot_makes_gateway_ask_visitor(two_gateways):
         visitor.close()
         agent.close()
         n.cancel_scope.cancel()
+    assert [(d.seq, d.kind) for d in got] == [
+        (snap[0].seq, "snapshot"),
+        (snap[0].seq + 1, "mutation"),
+    ]
+
+
+async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(two_gateways):
+    """A snapshot whose live copy the agent's gateway missed (it reached NATS before the
+    subscription) and whose pointer was recorded after the join's own look: the agent's
+    gateway looks again about once a second and starts delivery there, without waiting for
+    the visitor's next snapshot (the visitor here does not answer the request)."""
+    g = two_gateways
+    sid = new_sid()
+    visitor, agent = visitor_on_a_agent_on_b(g, sid)
+    async with sessions_bucket(g) as (bridge, kv):
+        async with trio.open_nursery() as n:
+            await n.start(visitor.run)
+            snap = await visitor.send_snapshot(b"page")
+            await visitor.send("mutation", {"after": True})
+            await visitor.wait_acked(snap[-1].seq + 1)
+            pointer = (await meta_when(bridge, kv, sid, lambda m: m.snap is not None)).snap
+
+            def forget(m):
+                m.snap = None
+
+            def record(m):
+                m.snap = pointer
+
+            await bridge.call(session_store.update, kv, sid, forget)  # not recorded yet
+            await n.start(agent.run)
+            assert agent.welcome.delivered is None  # it waits for a snapshot
+            await bridge.call(session_store.update, kv, sid, record)  # now it is
+            got = await take(agent, 2, timeout=10)
+            visitor.close()
+            agent.close()
+            n.cancel_scope.cancel()
     assert [(d.seq, d.kind) for d in got] == [
         (snap[0].seq, "snapshot"),
         (snap[0].seq + 1, "mutation"),
@@ -202,20 +256,15 @@ async def test_session_metadata_records_agents_durable_sequences_and_the_control
     the agent's input reaches the visitor as `rc-refused` and the agent hears `refused`; the
     visitor's grant is in the metadata, and the agent's gateway knows it before the agent
     sees it (an input sent on seeing it passes); the holder's bye ends it."""
-    from gateway import session_store, streams
-    from gateway.nats_bridge import open_bridge
-
     g = two_gateways
     sid = new_sid()
     refusals = []
-    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
-    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent", on_control=refusals.append)
+    visitor, agent = visitor_on_a_agent_on_b(g, sid, on_control=refusals.append)
 
     async def control_is(kv, want):
         return await meta_when(bridge, kv, sid, lambda m: m.control == want, timeout=math.inf)
 
-    async with open_bridge(g.nats_url) as bridge:
-        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+    async with sessions_bucket(g) as (bridge, kv):
         async with trio.open_nursery() as n:
             await n.start(visitor.run)
             await visitor.send_snapshot(b"x")
@@ -333,16 +382,12 @@ async def test_an_agent_that_drops_is_away_until_it_resumes(two_gateways):
     it."""
     import time
 
-    from gateway import agent_roster, streams
-    from gateway.nats_bridge import open_bridge
+    from gateway import agent_roster
 
     g = two_gateways
     sid = new_sid()
-    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
-    agent = Client([g.url("gw-b")], sid, mint(sid, "agent"), "agent")
-
-    async with open_bridge(g.nats_url) as bridge:
-        kv = await bridge.call(streams.ensure_stream, bridge.js, streams.StreamSettings())
+    visitor, agent = visitor_on_a_agent_on_b(g, sid)
+    async with sessions_bucket(g) as (bridge, kv):
         async with trio.open_nursery() as n:
             await n.start(visitor.run)
             await visitor.send_snapshot(b"x")
