@@ -153,6 +153,7 @@ class Connection:
         "close_reason", "said_bye", "stopping", "_jobs", "_early", "_scope", "paused",
         "leaving", "_notice", "_leave_by", "allowed", "_role_metric", "budget", "_held",
         "_resume_at", "presence", "_budget_saved", "control", "_control_news", "_snap_look",
+        "snapshot_looks",
         "_events_in", "_failure", "__weakref__",
     )  # fmt: skip
 
@@ -180,6 +181,7 @@ class Connection:
         self.stopping = False
         self._jobs: list[Callable[[], Awaitable[None]]] = []  # few, rare: a list is smaller
         self._snap_look = False  # an agent's look for a snapshot it may have missed is queued
+        self.snapshot_looks = 0  # such looks left (joining.request_snapshot sets them)
         self._early: list[Message] = []  # frames that came with the hello
         self.budget: Budget | None = None  # the sender's event and byte buckets
         self._held: list[Message] = []  # frames read but over budget: taken at _resume_at
@@ -249,11 +251,14 @@ class Connection:
             self.wake()
         elif sweep and self.delivery is not None and self.delivery.sweep(now):
             self.wake()
-        if sweep and self.role is Role.AGENT and self.joined and not self._snap_look:
+        if sweep and self.snapshot_looks > 0 and self.joined and not self._snap_look:
             rcv = self.delivery.receivers.get("v") if self.delivery is not None else None
             if rcv is not None and rcv.buf is None:
+                self.snapshot_looks -= 1
                 self._snap_look = True
                 self.later(self._look_for_snapshot)
+            else:
+                self.snapshot_looks = 0
         budget = self.budget
         if (
             sweep
@@ -266,14 +271,16 @@ class Connection:
             self.later(self._save_budget)
 
     async def _look_for_snapshot(self) -> None:
-        """An agent still waiting for a snapshot looks again, about once a second. The join
-        looked once after listening, but a snapshot whose live copy reached NATS before this
-        gateway's subscription, and whose pointer was recorded after that look, is seen by
-        neither: without this the agent would wait for the visitor's next snapshot."""
+        """An agent still waiting for a snapshot looks again, about once a second for the
+        first `joining.SNAPSHOT_LOOKS` seconds. The join looked once after listening, but a
+        snapshot whose live copy reached NATS before this gateway's subscription, and whose
+        pointer was recorded after that look, is seen by neither: without this the agent
+        would wait for the visitor's next snapshot."""
         try:
             rcv = self.delivery.receivers.get("v")
             if rcv is not None:
-                await joining.late_snapshot(self, rcv)
+                found = await joining.late_snapshot(self, rcv)
+                metrics.SNAPSHOT_LOOKS.labels(result="found" if found else "none").inc()
         except (ProtocolError, ReorderOverflow):
             raise  # as in the join: the connection ends
         except Exception as exc:  # the KV or the stream did not answer: look again later

@@ -165,18 +165,29 @@ def buffer_for(conn: Connection, start: session.AgentStart) -> ReorderBuffer | N
     return None
 
 
-async def late_snapshot(conn: Connection, rcv: Receiver) -> None:
+async def late_snapshot(conn: Connection, rcv: Receiver) -> bool:
     """A snapshot recorded between reading the metadata and subscribing was missed by
-    the live path: start from it instead of waiting for the next one."""
+    the live path: start from it instead of waiting for the next one (True: started)."""
     meta = await conn.ctx.load(conn.sid)
     if rcv.buf is None and meta is not None and meta.snap is not None:
         rcv.buf = buffer_for(conn, session.FromSnapshot(meta.snap))
         await conn.delivery.fill(rcv, conn.recover, meta.snap.sseq)
+        return True
+    return False
+
+
+# Looks at the metadata, one a second, for a snapshot recorded after the agent's own look
+# (Connection._look_for_snapshot). Only a snapshot published before this gateway's SUB
+# reached NATS can be missed by the live path, and its pointer is recorded within a few
+# seconds of that (its publish ack, then a KV write); later looks would find nothing the
+# live path does not, and would cost a KV read a second per waiting agent.
+SNAPSHOT_LOOKS = 10
 
 
 async def request_snapshot(conn: Connection) -> None:
     """Ask the visitor for a snapshot: in the metadata (a visitor that joins later sees it)
     and on the session's ctl subject (the visitor connected now hears it)."""
+    conn.snapshot_looks = SNAPSHOT_LOOKS
     await conn.ctx.update(conn.sid, session.want_snapshot)
     ask = session.SessionControl(session.CtlOp.SNAPSHOT)
     conn.ctx.nc.publish(streams.subject_ctl(conn.sid), ask.encode())

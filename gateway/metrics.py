@@ -28,6 +28,11 @@ GAP_FILLS = Counter(
 SNAPSHOT_REQUESTS = Counter(
     "cobrowse_gateway_snapshot_requests_total", "Snapshots asked of visitors"
 )
+SNAPSHOT_LOOKS = Counter(
+    "cobrowse_gateway_snapshot_looks_total",
+    "Waiting agents' later looks for a recorded snapshot (found: one the live path missed)",
+    ["result"],
+)
 JS_MESSAGES = Counter(
     "cobrowse_gateway_js_messages_total",
     "Stored JetStream messages (batches of a sender's events): events_in / this = batching",

@@ -144,6 +144,29 @@ async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(tw
         (snap[0].seq, "snapshot"),
         (snap[0].seq + 1, "mutation"),
     ]
+    assert g.metric("gw-b", 'cobrowse_gateway_snapshot_looks_total{result="found"}') == 1
+
+
+async def test_a_waiting_agents_looks_for_a_missed_snapshot_stop_after_ten(two_gateways):
+    """With no snapshot at all, the agent's gateway looks once a second for the first 10
+    s and then stops (each look is a KV read; later ones could find nothing the live path
+    does not deliver)."""
+    g = two_gateways
+    sid = new_sid()
+    visitor, agent = visitor_on_a_agent_on_b(g, sid)
+    looks = 'cobrowse_gateway_snapshot_looks_total{result="none"}'
+    async with trio.open_nursery() as n:
+        await n.start(visitor.run)
+        await n.start(agent.run)
+        assert agent.welcome.delivered is None
+        with trio.fail_after(20):
+            while g.metric("gw-b", looks) < 10:
+                await trio.sleep(0.2)
+        await trio.sleep(2.5)
+        assert g.metric("gw-b", looks) == 10
+        visitor.close()
+        agent.close()
+        n.cancel_scope.cancel()
 
 
 async def test_resume_older_than_retained_history_gets_reset_and_snapshot(
