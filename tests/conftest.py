@@ -28,8 +28,19 @@ def nats_cluster(tmp_path):
         s.stop()
 
 
+LOG_TAIL = 60  # lines of each gateway's log printed when a test using them fails
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, for fixtures that act on a failure."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def gateways_factory(tmp_path):
+def gateways_factory(tmp_path, request):
     made: list[Gateways] = []
 
     def make(nats_url: str) -> Gateways:
@@ -38,8 +49,13 @@ def gateways_factory(tmp_path):
         return g
 
     yield make
+    failed = getattr(request.node, "report_call", None)
     for g in made:
         g.stop_all()
+        if failed is not None and failed.failed:
+            # In the failure's report (captured teardown output): CI keeps no test's files.
+            for gid, tail in g.log_tails(LOG_TAIL).items():
+                print(f"---- {gid}: last {LOG_TAIL} lines of its log ----\n{tail}")
 
 
 @pytest.fixture

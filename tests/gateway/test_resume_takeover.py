@@ -118,6 +118,7 @@ async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(tw
     g = two_gateways
     sid = new_sid()
     visitor, agent = visitor_on_a_agent_on_b(g, sid)
+    looks = 'cobrowse_gateway_snapshot_looks_total{{result="{}"}}'
     async with sessions_bucket(g) as (bridge, kv):
         async with trio.open_nursery() as n:
             await n.start(visitor.run)
@@ -135,6 +136,9 @@ async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(tw
             await bridge.call(session_store.update, kv, sid, forget)  # not recorded yet
             await n.start(agent.run)
             assert agent.welcome.delivered is None  # it waits for a snapshot
+            with trio.fail_after(10):  # the join's own look is over: one later look found none
+                while g.metric("gw-b", looks.format("none")) < 1:
+                    await trio.sleep(0.05)
             await bridge.call(session_store.update, kv, sid, record)  # now it is
             got = await take(agent, 2, timeout=10)
             visitor.close()
@@ -144,7 +148,7 @@ async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(tw
         (snap[0].seq, "snapshot"),
         (snap[0].seq + 1, "mutation"),
     ]
-    assert g.metric("gw-b", 'cobrowse_gateway_snapshot_looks_total{result="found"}') == 1
+    assert g.metric("gw-b", looks.format("found")) == 1
 
 
 async def test_a_waiting_agents_looks_for_a_missed_snapshot_stop_after_ten(two_gateways):
