@@ -11,6 +11,7 @@ from hypothesis import settings
 from router import natsproc
 from tests.support.browser import chromium, context, pages_server  # noqa: F401  (fixtures)
 from tests.support.gateways import Gateways
+from tests.support.logs import call_failed, print_tails
 
 
 @pytest.fixture
@@ -26,9 +27,6 @@ def nats_cluster(tmp_path):
     yield servers
     for s in servers:
         s.stop()
-
-
-LOG_TAIL = 60  # lines of each gateway's log printed when a test using them fails
 
 
 @pytest.hookimpl(wrapper=True)
@@ -49,13 +47,10 @@ def gateways_factory(tmp_path, request):
         return g
 
     yield make
-    failed = getattr(request.node, "report_call", None)
     for g in made:
         g.stop_all()
-        if failed is not None and failed.failed:
-            # In the failure's report (captured teardown output): CI keeps no test's files.
-            for gid, tail in g.log_tails(LOG_TAIL).items():
-                print(f"---- {gid}: last {LOG_TAIL} lines of its log ----\n{tail}")
+        if call_failed(request):
+            print_tails(g.cluster)
 
 
 @pytest.fixture

@@ -41,16 +41,6 @@ class Gateways:
         """Each gateway's admin port (/healthz, /readyz, /metrics, /admin/drain)."""
         return {gid: g.admin_port for gid, g in self.cluster.gateways.items()}
 
-    def log_tails(self, lines: int) -> dict[str, str]:
-        """The last `lines` lines of each gateway's log (every gateway this test started)."""
-        tails = {}
-        for gid in self.cluster.gateways:
-            try:
-                tails[gid] = "\n".join(self.cluster.log_text(gid).splitlines()[-lines:])
-            except OSError as exc:
-                tails[gid] = f"(no log: {exc})"
-        return tails
-
     def metric(self, gid: str, name: str) -> float:
         """Sum of a Prometheus metric's samples scraped from the gateway's /metrics; a name
         with labels (`x_total{cause="a"}`, as the exposition writes them) is that one sample."""
