@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from router.launcher import ClusterSpec, DevKeys, LocalCluster
+from tests.support.browser import QuietServer
 from tests.support.keys import ADMIN_KEY, KEYS
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -101,9 +102,7 @@ def start(base: Path) -> Cluster:
     handler = type(
         "Handler", (_OriginHandler,), {"subst": {"ROUTER": local.api_url, "SITE_KEY": SITE_KEY}}
     )
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(PAGES.parent))
-    )
+    httpd = QuietServer(("127.0.0.1", 0), functools.partial(handler, directory=str(PAGES.parent)))
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return Cluster(
