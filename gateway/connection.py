@@ -284,6 +284,7 @@ class Connection:
         except (ProtocolError, ReorderOverflow):
             raise  # as in the join: the connection ends
         except Exception as exc:  # the KV or the stream did not answer: look again later
+            metrics.SNAPSHOT_LOOKS.labels(result="failed").inc()
             log.warning("snapshot_look_failed", sid=self.sid, error=repr(exc))
         finally:
             self._snap_look = False

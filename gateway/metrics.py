@@ -30,7 +30,8 @@ SNAPSHOT_REQUESTS = Counter(
 )
 SNAPSHOT_LOOKS = Counter(
     "cobrowse_gateway_snapshot_looks_total",
-    "Waiting agents' later looks for a recorded snapshot (found: one the live path missed)",
+    "Waiting agents' later looks for a recorded snapshot (found: one the live path missed; "
+    "none; failed: the KV or the stream did not answer)",
     ["result"],
 )
 JS_MESSAGES = Counter(
