@@ -41,6 +41,14 @@ async def meta_when(bridge, kv, sid: str, ok, timeout: float = 10.0):
     return meta
 
 
+def assert_starts_at(got: list, snap: list) -> None:
+    """The agent's first two deliveries: the snapshot's part 0, then the mutation after it."""
+    assert [(d.seq, d.kind) for d in got] == [
+        (snap[0].seq, "snapshot"),
+        (snap[0].seq + 1, "mutation"),
+    ]
+
+
 async def take(client: Client, n: int, timeout: float = 20) -> list:
     got = []
     with trio.fail_after(timeout):
@@ -104,10 +112,7 @@ async def test_agent_without_snapshot_makes_gateway_ask_visitor(two_gateways):
         visitor.close()
         agent.close()
         n.cancel_scope.cancel()
-    assert [(d.seq, d.kind) for d in got] == [
-        (snap[0].seq, "snapshot"),
-        (snap[0].seq + 1, "mutation"),
-    ]
+    assert_starts_at(got, snap)
 
 
 async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(two_gateways):
@@ -144,10 +149,7 @@ async def test_agent_waiting_for_a_snapshot_finds_one_recorded_after_its_join(tw
             visitor.close()
             agent.close()
             n.cancel_scope.cancel()
-    assert [(d.seq, d.kind) for d in got] == [
-        (snap[0].seq, "snapshot"),
-        (snap[0].seq + 1, "mutation"),
-    ]
+    assert_starts_at(got, snap)
     assert g.metric("gw-b", looks.format("found")) == 1
 
 

@@ -68,7 +68,7 @@ function rcScroll(el, p) {
 function rcText(el, p) {
   if (el.localName === "select") return rcChoose(el, p);
   if (el.isContentEditable) return rcEditable(el, p);
-  const input = el.localName === "input" && RC_TEXT_TYPES.has((el.getAttribute("type") || "").toLowerCase());
+  const input = el.localName === "input" && RC_TEXT_TYPES.has(rcType(el));
   if (!(input || el.localName === "textarea") || el.disabled || el.readOnly) return false;
   if (typeof p.value !== "string" || p.value.length > RC_MAX_TEXT) return false;
   if (document.activeElement !== el) el.focus({ preventScroll: true });
@@ -115,8 +115,9 @@ function rcImplicitSubmit(el) {
 
 /** A key press on the element: keydown, keypress (Enter) and keyup through the page's own
  * handlers, then, unless a handler cancelled the keydown or something already clicked or
- * submitted meanwhile, what the key does by default that an untrusted event does not: Enter activates a button or link, or submits a text field's
- * form (`rcImplicitSubmit`). Escape has no default here; the page's handlers act on it. */
+ * submitted meanwhile, what the key does by default that an untrusted event does not:
+ * Enter activates a button or link, or submits a text field's form (`rcImplicitSubmit`).
+ * Escape has no default here; the page's handlers act on it. */
 function rcKey(el, p) {
   const k = typeof p.key === "string" && Object.prototype.hasOwnProperty.call(RC_KEYS, p.key) ? RC_KEYS[p.key] : null;
   if (!k || el.disabled) return false;
