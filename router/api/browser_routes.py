@@ -25,6 +25,21 @@ def _serve(asset: browser_assets.Asset, request: Request, headers: dict[str, str
     return Response(content=asset.body, media_type=asset.content_type, headers=base)
 
 
+def served(media: str, what: str, revalidates: bool = True) -> dict:
+    """A browser route's OpenAPI: what it serves, as its media type (FastAPI would say JSON),
+    and the 304 that answers a matching `If-None-Match`."""
+    responses: dict[int | str, dict] = {
+        200: {"description": what, "content": {media: {"schema": {"type": "string"}}}}
+    }
+    if revalidates:
+        responses[304] = {"description": "not modified: `If-None-Match` named the current ETag"}
+    return {"response_class": Response, "responses": responses}
+
+
+HTML = "text/html"
+JS = "text/javascript"
+
+
 def embed_csp(cfg: RouterConfig) -> str:
     proxy = cfg.proxy_url or ""
     return "; ".join(
@@ -95,11 +110,21 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
         "Referrer-Policy": "no-referrer",
     }
 
-    @app.get("/cobrowse.js", tags=["browser"], summary="The visitor's snippet (one script tag)")
+    @app.get(
+        "/cobrowse.js",
+        tags=["browser"],
+        summary="The visitor's snippet (one script tag)",
+        **served(JS, "the snippet"),
+    )
     async def snippet(request: Request) -> Response:
         return _serve(browser_assets.bundle("cobrowse.js"), request, snippet_headers)
 
-    @app.get("/replay.js", tags=["browser"], summary="The replay page's script")
+    @app.get(
+        "/replay.js",
+        tags=["browser"],
+        summary="The replay page's script",
+        **served(JS, "the script"),
+    )
     async def replay_script(request: Request) -> Response:
         return _serve(browser_assets.bundle("replay.js"), request, {"Cache-Control": "no-cache"})
 
@@ -107,11 +132,17 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
         "/replay",
         tags=["browser"],
         summary="A session's replay: /replay#sid=<id> (the agent API key from /console's sign-in)",
+        **served(HTML, "the page"),
     )
     async def replay(request: Request) -> Response:
         return _serve(browser_assets.page("replay.html"), request, page_headers)
 
-    @app.get("/embed.js", tags=["browser"], summary="The agent viewer's script")
+    @app.get(
+        "/embed.js",
+        tags=["browser"],
+        summary="The agent viewer's script",
+        **served(JS, "the script"),
+    )
     async def embed_script(request: Request) -> Response:
         return _serve(browser_assets.bundle("embed.js"), request, {"Cache-Control": "no-cache"})
 
@@ -122,7 +153,12 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
         "X-Frame-Options": "DENY",
     }
 
-    @app.get("/console", tags=["browser"], summary="The agents' console (sign in with an API key)")
+    @app.get(
+        "/console",
+        tags=["browser"],
+        summary="The agents' console (sign in with an API key)",
+        **served(HTML, "the page"),
+    )
     async def console(request: Request) -> Response:
         return _serve(browser_assets.page("console.html"), request, console_headers)
 
@@ -133,13 +169,19 @@ def add(app: FastAPI, cfg: RouterConfig) -> None:
         "/embed",
         tags=["browser"],
         summary="The agent's viewer: /embed#sid=<id>&token=<agent token> or #code=<code>&key=<API key>",
+        **served(HTML, "the page"),
     )
     async def embed(request: Request) -> Response:
         return _serve(browser_assets.page("embed.html"), request, page_headers)
 
     if cfg.demo_site_key:
 
-        @app.get("/demo", tags=["browser"], summary="A demo page with the snippet (development)")
+        @app.get(
+            "/demo",
+            tags=["browser"],
+            summary="A demo page with the snippet (development)",
+            **served(HTML, "the page", revalidates=False),
+        )
         async def demo(request: Request) -> Response:
             html = browser_assets.page("demo.html").body.decode()
             html = html.replace("{{SITE_KEY}}", cfg.demo_site_key or "")

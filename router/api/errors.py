@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = structlog.get_logger("router.api")
 
@@ -75,6 +76,7 @@ def doc(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
 
 
 INVALID = (422, "invalid_request")
+UNREADABLE = (400, "invalid_request")  # a body that is not JSON (routes that take one)
 TOO_LARGE = (413, "body_too_large")
 UNAVAILABLE = (503, "unavailable")
 BAD_API_KEY = (401, "bad_api_key")
@@ -102,6 +104,17 @@ def http_error(status: int, detail: str, method: str, path: str) -> tuple[str, s
     return known.get(status, (f"http_{status}", str(detail)))
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers to. Starlette's own 405 names only the first
+    route that matched the path, and `/v1/sessions` is two routes (GET and POST): RFC 9110
+    wants the resource's methods in `Allow`."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the one body above."""
 
@@ -112,7 +125,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, message = http_error(exc.status_code, exc.detail, request.method, request.url.path)
-        return error_response(exc.status_code, code, message, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,7 +26,15 @@ from .auth import (
     token_role,
 )
 from .deps import ApiDeps, Deps
-from .errors import BAD_API_KEY, INVALID, TOO_LARGE, UNAVAILABLE, ApiError, doc
+from .errors import (
+    BAD_API_KEY,
+    INVALID,
+    TOO_LARGE,
+    UNAVAILABLE,
+    UNREADABLE,
+    ApiError,
+    doc,
+)
 from .models import (
     ConnectResponse,
     CreateSessionRequest,
@@ -90,6 +98,7 @@ async def load_session(deps: ApiDeps, sid: str, *, say_ended: bool = False) -> S
         (503, "no_gateways"),
         UNAVAILABLE,
         INVALID,
+        UNREADABLE,
         TOO_LARGE,
     ),
 )
@@ -144,6 +153,7 @@ async def create_session(
         (503, "no_gateways"),
         UNAVAILABLE,
         INVALID,
+        UNREADABLE,
         TOO_LARGE,
     ),
 )

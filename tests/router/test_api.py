@@ -723,7 +723,9 @@ async def test_bad_input_is_always_a_json_4xx(nats_server):
         r = await h.get("/v1/sessions/" + "x" * 300, headers=auth())
         assert_error(r, 404, "unknown_session")
         assert_error(await h.get("/v1/nothing-here"), 404, "not_found")
-        assert_error(await h.put("/v1/sessions", json={}), 405, "method_not_allowed")
+        r = await h.put("/v1/sessions", json={})
+        assert_error(r, 405, "method_not_allowed")
+        assert r.headers["allow"] == "GET, POST"  # both routes of the path, not the first
         # the server is fine afterwards
         assert (await h.get("/healthz")).status_code == 200
         await a.create()
@@ -832,6 +834,13 @@ async def test_health_and_openapi(nats_server):
         assert "ErrorBody" in doc["components"]["schemas"]
         end = doc["paths"]["/v1/sessions/{session_id}"]["delete"]
         assert "bad_token" in end["responses"]["401"]["description"]
+        # Every route that reads a JSON body documents what a bad one gets.
+        with_body = [
+            op for ops in doc["paths"].values() for op in ops.values() if "requestBody" in op
+        ]
+        assert len(with_body) == 2
+        for op in with_body:
+            assert {"400", "413", "422"} <= set(op["responses"]), op["summary"]
         # CORS: the snippet on the customer's page calls POST /v1/sessions from its origin
         r = await a.http.options(
             "/v1/sessions",
