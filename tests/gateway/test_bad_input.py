@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import msgpack
 import pytest
 import trio
@@ -46,10 +48,17 @@ def error_codes(frames) -> list[str]:
 @pytest.fixture
 async def healthy_session(two_gateways):
     """A session streaming steadily on the same gateway while the bad input arrives."""
-    g = two_gateways
+    async with streaming_beside(two_gateways):
+        yield two_gateways
+
+
+@asynccontextmanager
+async def streaming_beside(g, gid: str = "gw-a"):
+    """A session streaming steadily on gateway `gid` for the duration; afterwards, it must have
+    lost, duplicated and reordered nothing."""
     sid = new_sid()
-    visitor = Client([g.url("gw-a")], sid, mint(sid, "visitor"), "visitor")
-    agent = Client([g.url("gw-a")], sid, mint(sid, "agent"), "agent")
+    visitor = Client([g.url(gid)], sid, mint(sid, "visitor"), "visitor")
+    agent = Client([g.url(gid)], sid, mint(sid, "agent"), "agent")
     sent = 0
     async with trio.open_nursery() as n:
         await n.start(visitor.run)
@@ -67,7 +76,7 @@ async def healthy_session(two_gateways):
 
         n.start_soon(stream)
         start = visitor.acked
-        yield g
+        yield
         # Keep it streaming a while after the bad input, then stop.
         with trio.fail_after(30):
             while visitor.acked < start + 100:
