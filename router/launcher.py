@@ -142,7 +142,11 @@ def end_leftovers(base: Path) -> list[int]:
         owner = data.get("owner")
         if isinstance(owner, int) and natsproc.pid_alive(owner):
             continue  # another launcher still runs: its processes are not ours to end
-        for entry in data.get("procs", []):
+        # NATS last, as `stop()` does: a process that outlives its NATS by even a moment
+        # logs the lost connection into the log files the new run appends to.
+        procs = [e for e in data.get("procs", []) if isinstance(e, dict)]
+        procs.sort(key=lambda e: e.get("marker") == NATS_MARKER)
+        for entry in procs:
             pid, marker = entry.get("pid"), entry.get("marker", "")
             if isinstance(pid, int) and marker and natsproc.pid_alive(pid):
                 if marker in _cmdline(pid):
