@@ -148,6 +148,14 @@ CASES = [
     ("svg script", {"tag": "script", "ns": SVG, "a": {"href": "/x.js"}}, blocked("script")),
     ("svg handler", {"tag": "handler", "ns": SVG, "a": {}}, blocked("handler")),
     ("svg listener", {"tag": "listener", "ns": SVG, "a": {}}, blocked("listener")),
+    # createElementNS would read these as a prefix and the local name "script" (found by
+    # tests/browser/test_browser_viewer_fuzz.py: it ran in a replica without a sandbox)
+    (
+        "svg prefixed script",
+        {"tag": "svg:script", "ns": SVG, "a": {}, "c": [{"x": "parent.polluted = 1"}]},
+        blocked("invalid"),
+    ),
+    ("math prefixed script", {"tag": "m:script", "ns": "math", "a": {}}, blocked("invalid")),
     # links keep their href (so :link and a[href] match), inert: never followed
     ("a javascript:", {"tag": "a", "a": {"href": JS}}, ("a", {})),
     ("a spaced JavaScript:", {"tag": "a", "a": {"href": " \tJaVa\nScRiPt:alert(1)"}}, ("a", {})),

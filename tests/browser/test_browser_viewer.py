@@ -341,12 +341,16 @@ def test_unknown_ids_are_skipped_and_counted(context, pages_server, bundle):
         ("mutation", {"adds": [None, {"p": 4}]}),
         ("nonsense", {}),
         ("snapshot", {"i": 1, "n": 2, "d": "x"}),
+        ("nav", "not a map"),
     ]:
         v.apply(kind, payload)
     assert texts(v)[-1] == ":kept"
     s = v.stats()
     assert s["skipped"] - before >= 12
     assert s["errors"] == 0
+    # A sheet entry that is not a sheet costs that entry, not the page (it cost the page).
+    v.snapshot({**ul_doc(), "sheets": [None, 7]})
+    assert v.stats()["errors"] == 0 and texts(v)
 
 
 def test_form_state_and_input_events(context, pages_server, bundle):

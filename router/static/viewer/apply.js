@@ -13,9 +13,10 @@ function apply(rs, kind, payload) {
       return applySnapshot(rs, payload);
     }
     if (kind === "nav") {
-      rs.info = {url: payload && payload.url || null, title: payload && payload.title || null};
+      const nav = payload && typeof payload === "object" ? payload : {};
+      rs.info = {url: nav.url || null, title: nav.title || null};
       rs.onInfo(rs.info);
-      if (rs.doc && payload && "tg" in payload) setTarget(rs, payload.tg);  // a fragment change
+      if (rs.doc && "tg" in nav) setTarget(rs, nav.tg);  // a fragment change
       return;
     }
     if (!rs.doc) { rs.stats.skipped++; return; }  // nothing to change before the first snapshot

@@ -88,6 +88,10 @@ function build(rs, n, parent) {
     try {
       const uri = nodeNsUri(n.ns);
       el = uri === NS_HTML ? rs.doc.createElement(lower) : rs.doc.createElementNS(uri, tag);
+      // createElementNS reads "svg:script" as a prefix and the local name "script": an SVG
+      // script that `blockedTag` never saw. The snippet sends local names; a page's own
+      // "svg:script" (the HTML parser keeps the colon) cannot be made by DOM calls: refused.
+      if (el.localName !== (uri === NS_HTML ? lower : tag)) throw new Error("qualified name");
     } catch (e) {
       el = rs.doc.createElement("cb-blocked");
       el.setAttribute("data-tag", "invalid");
@@ -182,6 +186,7 @@ function applySnapshot(rs, snap) {
   rs.viewerSheet = new rs.win.CSSStyleSheet();
   rs.viewerSheet.replaceSync(VIEWER_CSS);
   for (const s of Array.isArray(snap.sheets) ? snap.sheets : []) {
+    if (!s || typeof s !== "object") { rs.stats.skipped++; continue; }  // not a sheet: not the whole page lost
     const c = constructed(rs, s.sid);
     c.state.raw = String(s.css || "");
     scheduleSheet(rs, c.state);
