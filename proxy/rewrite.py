@@ -43,16 +43,20 @@ URLs
 ----
 Every ``url(x)`` token, ``url("x")`` function and the string of ``@import "x"`` is resolved
 against ``base_url`` with :func:`urllib.parse.urljoin` and replaced by ``sign(absolute)``.
-``data:`` URLs, empty URLs, fragment-only URLs (``url(#clip)`` points into the document,
-not at a resource) and the name in ``@namespace`` are left alone. If ``sign`` raises, the
-input comes back unchanged with a note (see Safety).
+So is each string inside ``image-set()`` and ``-webkit-image-set()``, which browsers load
+as a URL (``image-set("a.png" 1x)``). ``data:`` URLs, empty URLs, fragment-only URLs
+(``url(#clip)`` points into the document, not at a resource) and the name in ``@namespace``
+are left alone. A URL that ``sign`` refuses (over the signer's 8,192 characters, or not
+encodable) becomes :data:`UNSIGNED` with a note: it loads nothing.
 
 Safety
 ------
-``rewrite`` never raises: on any unexpected error (for instance ``sign`` raising) the input
-is returned unchanged with a note starting "left unchanged". Pieces that tinycss2 reports
-as parse errors are dropped, as a browser drops them; everything else is re-serialized from
-the token tree (so quotes may be normalized), and the output always re-parses.
+The stylesheet is the visitor's, so hostile: whatever happens, no URL leaves unsigned.
+``rewrite`` never raises; on any unexpected error the whole output is empty (a note
+starting "dropped") rather than the input passed through, which would hand every URL in it
+to the agent's browser. Pieces that tinycss2 reports as parse errors are dropped, as a
+browser drops them; everything else is re-serialized from the token tree (so quotes may be
+normalized), and the output always re-parses.
 """
 
 from __future__ import annotations
@@ -186,6 +190,14 @@ def _split_selectors(prelude: list) -> list[list]:
     return parts
 
 
+UNSIGNED = "about:invalid"
+"""What a URL the signer refuses becomes: a URL that loads nothing, in any browser."""
+
+# Functions whose string arguments are URLs (CSS Images 4; Chromium, Firefox and WebKit
+# load `image-set("a.png" 1x)` as they load url("a.png")).
+_IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
+
+
 class _Rewriter:
     def __init__(self, base_url: str, sign: Callable[[str], str], classes: dict[str, str]) -> None:
         self.base_url = base_url
@@ -199,7 +211,22 @@ class _Rewriter:
         value = raw.strip()
         if not value or value[:5].lower() == "data:" or value.startswith("#"):
             return None
-        return self.sign(urljoin(self.base_url, value))
+        try:
+            return self.sign(urljoin(self.base_url, value))
+        except Exception as exc:  # the signer refused it: it must not load as it is
+            self.notes.append(f"unsigned: {type(exc).__name__}: {str(exc)[:200]}")
+            return UNSIGNED
+
+    def _strings(self, args: list) -> list:
+        """image-set()'s arguments: each string in them is a URL."""
+        out = []
+        for arg in args:
+            if isinstance(arg, ast.StringToken):
+                new = self._url(arg.value)
+                if new is not None and new != arg.value:
+                    arg = ast.StringToken(arg.source_line, arg.source_column, new, _quote(new))
+            out.append(arg)
+        return self.urls(out)
 
     def urls(self, tokens: list | None) -> list | None:
         if tokens is None:
@@ -223,6 +250,8 @@ class _Rewriter:
                                     arg.source_line, arg.source_column, new, _quote(new)
                                 )
                             break
+                elif tok.lower_name in _IMAGE_SETS:
+                    args = self._strings(tok.arguments)
                 else:
                     args = self.urls(tok.arguments)
                 tok = ast.FunctionBlock(tok.source_line, tok.source_column, tok.name, args)
@@ -339,6 +368,6 @@ def rewrite(
     try:
         nodes = tinycss2.parse_stylesheet(css, skip_comments=False, skip_whitespace=False)
         out = rw.rule_list(nodes, nested=False)
-    except Exception as exc:  # never raise on hostile input: pass it through
-        return RewriteResult(css=css, notes=[f"left unchanged: {type(exc).__name__}: {exc}"])
+    except Exception as exc:  # never raise on hostile input, and never pass it through
+        return RewriteResult(css="", notes=[f"dropped: {type(exc).__name__}: {str(exc)[:200]}"])
     return RewriteResult(css=out, notes=rw.notes)

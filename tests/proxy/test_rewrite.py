@@ -390,7 +390,7 @@ def test_signed_url_with_special_characters_is_escaped() -> None:
 def test_broken_css_passes_through(css: str) -> None:
     r = rw(css)
     tinycss2.parse_stylesheet(r.css)
-    assert not any(n.startswith("left unchanged") for n in r.notes)
+    assert not any(n.startswith("dropped") for n in r.notes)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -398,17 +398,54 @@ def test_broken_css_passes_through(css: str) -> None:
 def test_never_raises_on_arbitrary_text(css: str) -> None:
     r = rw(css)
     assert isinstance(r.css, str)
-    assert not any(n.startswith("left unchanged") for n in r.notes), r.notes
+    assert not any(n.startswith("dropped") for n in r.notes), r.notes
     tinycss2.parse_stylesheet(r.css)
 
 
-def test_failing_sign_returns_input_with_note() -> None:
-    def boom(url: str) -> str:
-        raise ValueError("no")
+def test_a_url_the_signer_refuses_loads_nothing_and_the_rest_is_signed() -> None:
+    """Fail closed: a refused URL becomes about:invalid; the sheet is not passed through
+    (it was, and then every URL in it reached the agent's browser unsigned)."""
 
-    r = rewrite("a:hover { b: url(x.png) }", BASE, boom)
-    assert r.css == "a:hover { b: url(x.png) }"
-    assert r.notes and r.notes[0].startswith("left unchanged")
+    def picky(url: str) -> str:
+        if "bad" in url:
+            raise ValueError("no")
+        return sign(url)
+
+    r = rewrite("a:hover { b: url(bad.png); c: url(ok.png) } @import 'bad.css';", BASE, picky)
+    assert "bad" not in r.css
+    assert "url(about:invalid)" in r.css and '@import"about:invalid"' in r.css.replace(" ", "")
+    assert "url(/proxy?u=https://example.com/css/ok.png)" in r.css
+    assert [n.split(":")[0] for n in r.notes] == ["unsigned", "unsigned"]  # the copy shares a body
+
+
+def test_the_real_signer_refuses_a_long_url_or_a_lone_surrogate() -> None:
+    from proxy import signing
+
+    def real(url: str) -> str:
+        return "https://proxy.test" + signing.sign(b"k" * 32, url, "s1234567", 2_000_000_000)
+
+    for bad in ("x" * 9000, "a\ud800.png"):
+        r = rewrite(f"a {{ b: url({bad}) }} c {{ d: url(ok.png) }}", BASE, real)
+        assert "url(about:invalid)" in r.css and "example.com" not in r.css, r.css[:300]
+        assert r.css.count("https://proxy.test/v1/asset?") == 1
+
+
+def test_an_unexpected_error_drops_the_sheet_rather_than_passing_it_through(monkeypatch) -> None:
+    import proxy.rewrite as mod
+
+    def boom(*args, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(mod.tinycss2, "parse_stylesheet", boom)
+    r = rewrite("a { b: url(http://evil.test/x.png) }", BASE, sign)
+    assert r.css == "" and r.notes == ["dropped: RuntimeError: boom"]
+
+
+def test_strings_in_image_set_are_urls() -> None:
+    r = rw('a { b: image-set("x.png" 1x, url(y.png) 2x); c: -webkit-image-set("z.png" 1x) }')
+    assert '"/proxy?u=https://example.com/css/x.png" 1x' in r.css
+    assert "url(/proxy?u=https://example.com/css/y.png) 2x" in r.css
+    assert '"/proxy?u=https://example.com/css/z.png" 1x' in r.css
 
 
 def test_hover_class_is_escaped() -> None:
@@ -430,7 +467,7 @@ css_like = st.lists(_fragments, max_size=40).map("".join)
 @given(css_like)
 def test_css_like_input_keeps_every_rule(css: str) -> None:
     r = rewrite(css, "", identity)
-    assert not any(n.startswith("left unchanged") for n in r.notes), r.notes
+    assert not any(n.startswith("dropped") for n in r.notes), r.notes
     out = " ".join(tinycss2.serialize(tinycss2.parse_stylesheet(r.css)).split())
     for node in tinycss2.parse_stylesheet(css):
         if not isinstance(node, ast.QualifiedRule):
@@ -483,7 +520,7 @@ def test_corpus_every_state_rule_gets_its_copy() -> None:
     total = 0
     for name, css in CORPUS_SHEETS:
         r = rewrite(css, "https://site.test/a/b.css", sign)
-        assert not any(n.startswith("left unchanged") for n in r.notes), name
+        assert not any(n.startswith("dropped") for n in r.notes), name
         tinycss2.parse_stylesheet(r.css)
         before = selectors(css)
         after = selectors(r.css)
