@@ -44,7 +44,8 @@ URLs
 Every ``url(x)`` token, ``url("x")`` function and the string of ``@import "x"`` is resolved
 against ``base_url`` with :func:`urllib.parse.urljoin` and replaced by ``sign(absolute)``.
 So is each string inside ``image-set()`` and ``-webkit-image-set()``, which browsers load
-as a URL (``image-set("a.png" 1x)``). ``data:`` URLs, empty URLs, fragment-only URLs
+as a URL (``image-set("a.png" 1x)``); one that holds a ``var()``, ``env()`` or ``attr()``
+becomes ``none`` (the substituted string, a URL too, is known only when computed). ``data:`` URLs, empty URLs, fragment-only URLs
 (``url(#clip)`` points into the document, not at a resource) and the name in ``@namespace``
 are left alone. A URL that ``sign`` refuses (over the signer's 8,192 characters, or not
 encodable) becomes :data:`UNSIGNED` with a note: it loads nothing.
@@ -198,6 +199,23 @@ UNSIGNED = "about:invalid"
 _IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
 
 
+_SUBSTITUTIONS = frozenset({"var", "env", "attr"})
+
+
+def _substitutes(tokens: list | None) -> bool:
+    """Whether a var(), env() or attr() is anywhere in `tokens`."""
+    for tok in tokens or ():
+        if isinstance(tok, ast.FunctionBlock):
+            if tok.lower_name in _SUBSTITUTIONS or _substitutes(tok.arguments):
+                return True
+        elif isinstance(
+            tok, ast.ParenthesesBlock | ast.SquareBracketsBlock | ast.CurlyBracketsBlock
+        ):
+            if _substitutes(tok.content):
+                return True
+    return False
+
+
 class _Rewriter:
     def __init__(self, base_url: str, sign: Callable[[str], str], classes: dict[str, str]) -> None:
         self.base_url = base_url
@@ -250,6 +268,11 @@ class _Rewriter:
                                     arg.source_line, arg.source_column, new, _quote(new)
                                 )
                             break
+                elif tok.lower_name in _IMAGE_SETS and _substitutes(tok.arguments):
+                    # Its strings are URLs, and a var() in it is known only when computed.
+                    self.notes.append(f"dropped: {tok.name}() with var(), env() or attr()")
+                    out.append(ast.IdentToken(tok.source_line, tok.source_column, "none"))
+                    continue
                 elif tok.lower_name in _IMAGE_SETS:
                     args = self._strings(tok.arguments)
                 else:

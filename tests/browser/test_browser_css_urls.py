@@ -53,6 +53,8 @@ CASES = {
     "protocol relative": ".t { background-image: url(//evil.test/h.png) }",
     "image-set string": f".t {{ background-image: image-set(\"{u('i.png')}\" 1x) }}",
     "webkit image-set string": f".t {{ background-image: -webkit-image-set(\"{u('j.png')}\" 1x) }}",
+    "image-set var": f":root {{ --v: \"{u('is-var.png')}\" }} .t {{ background-image: image-set(var(--v) 1x) }}",
+    "webkit image-set var in var": f".t {{ --a: \"{u('is-var2.png')}\"; --b: -webkit-image-set(var(--a) 1x); background-image: var(--b) }}",
     "image-set url": f".t {{ background-image: image-set(url({u('k.png')}) 1x, \"{u('k2.png')}\" 2x) }}",
     "several layers": f".t {{ background: url({u('l1.png')}), url('{u('l2.png')}') }}",
     "import url": f"@import url({u('m.css')});",

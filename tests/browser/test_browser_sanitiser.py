@@ -297,6 +297,19 @@ CASES = [
         {"tag": "div", "a": {"style": "--x: u\\72l(/e.png); color: red"}},
         ("div", {"style": "color: red;"}),
     ),
+    (  # a var() in image-set() is known only when computed: its string would load unsigned
+        "style image-set with var",
+        {
+            "tag": "div",
+            "a": {"style": "--v: '/v.png'; background-image: image-set(var(--v) 1x); color: red"},
+        },
+        ("div", {"style": "--v: '/v.png'; color: red;"}),
+    ),
+    (
+        "style image-set string",
+        {"tag": "div", "a": {"style": "background-image: image-set('/is.png' 1x)"}},
+        ("div", {"style": f'background-image: image-set(url("{signed("/is.png")}") 1x);'}),
+    ),
     (
         "style fragment url",
         {"tag": "div", "a": {"style": "clip-path: url(#c)"}},

@@ -77,6 +77,8 @@ STYLES = [
     "--v: \\75rl(" + ORIGIN + "/var.png)",
     "behavior: url(x.htc); -moz-binding: url(x.xml#b)",
     "width: expression(alert(1))",
+    "--v: '" + ORIGIN + "/v.png'; background-image: image-set(var(--v) 1x)",
+    "background-image: image-set('" + ORIGIN + "/is.png' 1x, url(" + ORIGIN + "/is2.png) 2x)",
     "@import url(" + ORIGIN + "/i.css); body { background: url(" + ORIGIN + "/b.png) }",
 ]
 KINDS = ["mutation"] * 8 + [

@@ -80,18 +80,24 @@ function blockedElement(rs, n, lower) {
   return el;
 }
 
+// image-set() loads its strings as URLs, and a var() in it is only known at computed time:
+// `--v: "http://x/"; background: image-set(var(--v) 1x)` would load unsigned.
+const SUBSTITUTED_IMAGE_SET = /image-set\([^;]*\b(var|env|attr)\(/i;
+
 // A style attribute through the browser's own CSS parser, so escapes cannot hide a url().
 function normaliseStyle(rs, v) {
   const tmp = parseDocOf(rs).createElement("div");
   tmp.setAttribute("style", v);
   let text = tmp.style.cssText;
-  if (text.replace(URL_RE, "").includes("\\")) {
-    // Left over escapes live in custom properties (kept as raw tokens): drop those.
+  const unsafe = (val) => val.replace(URL_RE, "").includes("\\") || SUBSTITUTED_IMAGE_SET.test(val);
+  if (unsafe(text)) {
+    // Left over escapes live in custom properties (kept as raw tokens), and an image-set()
+    // with a var() cannot be signed: drop those properties.
     const parts = [];
     for (let i = 0; i < tmp.style.length; i++) {
       const p = tmp.style.item(i);
       const val = tmp.style.getPropertyValue(p);
-      if (val.replace(URL_RE, "").includes("\\")) continue;
+      if (unsafe(val)) continue;
       parts.push(p + ": " + val + (tmp.style.getPropertyPriority(p) ? " !important" : "") + ";");
     }
     text = parts.join(" ");
