@@ -66,3 +66,56 @@ async def test_router_drain_command_drains_a_real_gateway(nats_server, gateways_
         while proc.poll() is None:
             await trio.sleep(0.05)
     assert proc.returncode == 0
+
+
+async def _ask(port: int, data: bytes, wait: float = 1.0) -> bytes:
+    """Send `data`, then read what comes back until the server closes or `wait` passes."""
+    got = b""
+    with trio.move_on_after(wait):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            try:
+                await stream.send_all(data)
+                while chunk := await stream.receive_some(65536):
+                    got += chunk
+            except trio.BrokenResourceError:
+                pass
+    return got
+
+
+async def test_garbage_never_takes_the_admin_port_down():
+    """Random bytes and broken HTTP (seeded): each connection ends (an answer, or closed
+    within the header timeout) and the port still answers its probes afterwards. A handler
+    that raised anything but a protocol error would end `serve_admin` itself: the probes
+    of a gateway would then fail and Kubernetes would restart it."""
+    import random
+
+    from gateway.admin_port import serve_admin
+
+    rng = random.Random(20261203)
+    broken = [
+        b"GET /healthz HTTP/1.1\r\n\r\n",  # no Host
+        b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"POST /admin/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\nab",
+        b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 2000 + b"\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET \xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /readyz?\x00 HTTP/1.1\r\nHost: \x00\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"",
+    ]
+    h, calls = hooks()
+    async with trio.open_nursery() as n:
+        port = await n.start(
+            lambda task_status: serve_admin(
+                "127.0.0.1", 0, h, header_timeout=0.3, task_status=task_status
+            )
+        )
+        for data in broken + [rng.randbytes(rng.randrange(1, 3000)) for _ in range(30)]:
+            await _ask(port, data)
+        ok = await _ask(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"ok\n"), ok
+        assert calls == []  # nothing above drained
+        n.cancel_scope.cancel()
