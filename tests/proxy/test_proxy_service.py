@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import secrets
 import time
 import tracemalloc
@@ -371,3 +372,58 @@ async def test_healthz(env):
     r = await http.get("/healthz")
     assert r.status_code == 200 and r.json() == {"ok": True}
     assert_error(await http.get("/nope"), 404)
+
+
+async def test_random_requests_never_get_a_500(env):
+    """Seeded random queries and bodies on every endpoint (signed parameters mutated,
+    repeated, huge, mis-encoded; JSON of every type, with and without an agent token):
+    each gets a JSON error or a success, never a 500 (an unhandled exception)."""
+    import random
+
+    origin, http, _ = env
+    seed = int(os.environ.get("COBROWSE_FUZZ_SEED", "20261203"))
+    rng = random.Random(seed)
+    _, good = signed(origin, "/style.css")
+    statuses: dict[int, int] = {}
+
+    def junk(depth: int = 0):
+        pick = rng.randrange(8 if depth < 2 else 5)
+        if pick == 0:
+            return None
+        if pick == 1:
+            return rng.choice([0, -1, 2**64, 1.5, True])
+        if pick == 2:
+            return rng.choice(["", "x" * 70_000, "\x00", "é", "http://127.0.0.1/", "a:b", "%ff"])
+        if pick == 3:
+            return rng.choice(list(good.values()))
+        if pick == 4:
+            return "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(30)))
+        if pick in (5, 6):
+            return [junk(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(["css", "base_url", "urls", "u", "x"]): junk(depth + 1)}
+
+    for i in range(int(os.environ.get("COBROWSE_FUZZ_REQUESTS", "150"))):
+        path = rng.choice(["/v1/stylesheet", "/v1/asset", "/v1/sign", "/v1/rewrite"])
+        headers = agent() if rng.random() < 0.6 else {}
+        if path in ("/v1/sign", "/v1/rewrite"):
+            if rng.random() < 0.2:
+                raw = rng.choice([b"{", b"[]", b'"\\ud800"', b'{"css": "\\ud800", "base_url": "x"}',
+                                  rng.randbytes(50), b'{"urls": ["\\udfff"]}'])  # fmt: skip
+                r = await http.post(path, content=raw, headers=headers)
+            else:
+                body = {"css": junk(), "base_url": junk(), "urls": junk()}
+                body = {k: v for k, v in body.items() if rng.random() < 0.7}
+                r = await http.post(path, json=body, headers=headers)
+        else:
+            params = dict(good)
+            for k in rng.sample(sorted(params), rng.randrange(1, 4)):
+                v = junk()
+                params[k] = (v if isinstance(v, str) else str(v))[:20_000]  # httpx: 64 KB
+            if rng.random() < 0.2:
+                params = list(params.items()) + [("sig", "x")]  # a repeated parameter
+            r = await http.get(path, params=params, headers=headers)
+        assert r.status_code != 500, (seed, i, path, r.text[:300])
+        if r.status_code >= 400:
+            assert r.json()["error"]["code"], (seed, i, path, r.text[:300])
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    assert statuses.get(200, 0) >= 10 and len(statuses) >= 3, statuses  # some got through
