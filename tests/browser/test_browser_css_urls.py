@@ -94,7 +94,7 @@ PAGE = """<!DOCTYPE html><html><head><style id="s"></style></head><body>
 </body></html>"""
 
 
-def loaded(context, css: str, wait_ms: int = 300) -> list[str]:
+def loaded(context, css: str, wait_ms: int = 150) -> list[str]:
     """What a page whose sheet is `css` requests (every request is aborted)."""
     page = context.new_page()
     requests: list[str] = []
@@ -147,5 +147,5 @@ def test_random_mixtures_load_only_signed_urls(context):
         if rng.random() < 0.3:
             css = css.replace("url(", rng.choice(["URL(", "Url(", "u\\72l(", "url( "]))
         r = rewrite(css, BASE, sign)
-        bad = signed_only(loaded(context, r.css, wait_ms=150))
+        bad = signed_only(loaded(context, r.css))
         assert bad == [], (f"seed {SEED}/{i}", css[:400], r.css[:400])
