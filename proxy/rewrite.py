@@ -45,9 +45,9 @@ Every ``url(x)`` token, ``url("x")`` function and the string of ``@import "x"`` 
 against ``base_url`` with :func:`urllib.parse.urljoin` and replaced by ``sign(absolute)``.
 So is each string inside ``image-set()`` and ``-webkit-image-set()``, which browsers load
 as a URL (``image-set("a.png" 1x)``); one that holds a ``var()``, ``env()`` or ``attr()``
-becomes ``none`` (the substituted string, a URL too, is known only when computed). ``data:`` URLs, empty URLs, fragment-only URLs
-(``url(#clip)`` points into the document, not at a resource) and the name in ``@namespace``
-are left alone. A URL that ``sign`` refuses (over the signer's 8,192 characters, or not
+becomes ``none`` (the substituted string, a URL too, is known only when computed).
+``data:`` URLs, empty URLs, fragment-only URLs (``url(#clip)`` points into the document,
+not at a resource) and the name in ``@namespace`` are left alone. A URL that ``sign`` refuses (over the signer's 8,192 characters, or not
 encodable) becomes :data:`UNSIGNED` with a note: it loads nothing.
 
 Safety
@@ -270,7 +270,7 @@ class _Rewriter:
                             break
                 elif tok.lower_name in _IMAGE_SETS and _substitutes(tok.arguments):
                     # Its strings are URLs, and a var() in it is known only when computed.
-                    self.notes.append(f"dropped: {tok.name}() with var(), env() or attr()")
+                    self.notes.append(f"none: {tok.name}() with var(), env() or attr()")
                     out.append(ast.IdentToken(tok.source_line, tok.source_column, "none"))
                     continue
                 elif tok.lower_name in _IMAGE_SETS:

@@ -306,6 +306,22 @@ CASES = [
         ("div", {"style": "--v: '/v.png'; color: red;"}),
     ),
     (
+        "style image-set with var after a semicolon in a string",
+        {
+            "tag": "div",
+            "a": {"style": "--v: '/v.png'; background-image: image-set('/a;b' 1x, var(--v) 2x)"},
+        },
+        ("div", {"style": "--v: '/v.png';"}),
+    ),
+    (
+        "style image-set with an escaped var",
+        {
+            "tag": "div",
+            "a": {"style": "--v: '/v.png'; background-image: image-set(v\\61r(--v) 1x)"},
+        },
+        ("div", {"style": "--v: '/v.png';"}),
+    ),
+    (
         "style image-set string",
         {"tag": "div", "a": {"style": "background-image: image-set('/is.png' 1x)"}},
         ("div", {"style": f'background-image: image-set(url("{signed("/is.png")}") 1x);'}),

@@ -81,15 +81,17 @@ function blockedElement(rs, n, lower) {
 }
 
 // image-set() loads its strings as URLs, and a var() in it is only known at computed time:
-// `--v: "http://x/"; background: image-set(var(--v) 1x)` would load unsigned.
-const SUBSTITUTED_IMAGE_SET = /image-set\([^;]*\b(var|env|attr)\(/i;
+// `--v: "http://x/"; background: image-set(var(--v) 1x)` would load unsigned. A value with
+// both is refused whole, wherever the var() is (a string may hide a ";" or a ")"); an
+// escaped `v\61r(` keeps its backslash in the serialization, which is refused already.
+const substitutedImageSet = (val) => /image-set\(/i.test(val) && /\b(var|env|attr)\(/i.test(val);
 
 // A style attribute through the browser's own CSS parser, so escapes cannot hide a url().
 function normaliseStyle(rs, v) {
   const tmp = parseDocOf(rs).createElement("div");
   tmp.setAttribute("style", v);
   let text = tmp.style.cssText;
-  const unsafe = (val) => val.replace(URL_RE, "").includes("\\") || SUBSTITUTED_IMAGE_SET.test(val);
+  const unsafe = (val) => val.replace(URL_RE, "").includes("\\") || substitutedImageSet(val);
   if (unsafe(text)) {
     // Left over escapes live in custom properties (kept as raw tokens), and an image-set()
     // with a var() cannot be signed: drop those properties.
