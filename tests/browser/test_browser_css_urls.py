@@ -17,6 +17,8 @@ sheet through unchanged, every other URL in it unsigned.
 from __future__ import annotations
 
 import random
+import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -149,3 +151,41 @@ def test_random_mixtures_load_only_signed_urls(context):
         r = rewrite(css, BASE, sign)
         bad = signed_only(loaded(context, r.css))
         assert bad == [], (f"seed {SEED}/{i}", css[:400], r.css[:400])
+
+
+# ---- the viewer's own path: style attributes (sanitiser.js, not the proxy's rewriter) -------
+
+STYLE_ONLY = re.compile(r"^\.t \{ ([^{}]*) \}$")
+
+
+def style_cases() -> dict[str, str]:
+    """The cases that are one `.t { declarations }` rule: those declarations, as a style
+    attribute (the viewer signs its URLs itself, through the browser's CSS parser)."""
+    return {name: m.group(1) for name, css in CASES.items() if (m := STYLE_ONLY.match(css))}
+
+
+def test_style_attributes_in_the_viewer_load_only_signed_urls(context, pages_server):
+    from router import browser_assets
+    from tests.browser.test_browser_viewer import open_viewer, page_doc
+
+    cases = style_cases()
+    assert len(cases) >= 20, sorted(cases)
+    bundle = browser_assets.bundle("embed.js").body.decode()
+    v = open_viewer(context, pages_server, bundle, page_name="viewer_pwned.html", frame_id="g")
+
+    def evil() -> list[str]:  # requests to the visitor's hosts, not the (fake) signer's
+        return [u for u in v.requests if urlsplit(u).hostname in ("evil.test", "site.test")]
+
+    body = [
+        {"id": 10 + i, "tag": "div", "a": {"style": s + "; width: 40px; height: 40px"}, "c": []}
+        for i, s in enumerate(cases.values())
+    ]
+    v.snapshot(page_doc(body, url="http://site.test/page", base="http://site.test/"))
+    v.page.mouse.move(20, 20)
+    v.page.wait_for_timeout(300)
+    assert evil() == [], evil()
+    # and mutations of the attribute, one case at a time
+    for i, s in enumerate(cases.values()):
+        v.apply("mutation", {"attr": [{"id": 10 + i, "a": {"style": s + "; width: 41px"}}]})
+    v.page.wait_for_timeout(300)
+    assert evil() == [], evil()
