@@ -86,21 +86,48 @@ async def load_session(deps: ApiDeps, sid: str, *, say_ended: bool = False) -> S
     return meta
 
 
+def _session_links() -> dict[str, dict]:
+    """OpenAPI links: what a created session's id and code open (clients and API testers
+    such as schemathesis follow them)."""
+    by_id = {
+        "InspectSession": "inspect_v1_sessions__session_id__get",
+        "EndSession": "end_session_v1_sessions__session_id__delete",
+        "OpenReplay": "open_replay_v1_sessions__session_id__replay_post",
+        "ReadHistory": "read_history_v1_sessions__session_id__history_get",
+        "Connect": "connect_v1_sessions__session_id__connect_post",
+    }
+    links = {
+        name: {"operationId": op, "parameters": {"session_id": "$response.body#/session_id"}}
+        for name, op in by_id.items()
+    }
+    links["LookupByCode"] = {
+        "operationId": "lookup_v1_sessions_lookup_post",
+        "requestBody": {"code": "$response.body#/short_code"},
+    }
+    return links
+
+
 @routes.post(
     "/v1/sessions",
     status_code=201,
     response_model=CreateSessionResponse,
     tags=["sessions"],
     summary="Create a session (visitor side, site key)",
-    responses=doc(
-        (401, "bad_site_key"),
-        (429, "rate_limited"),
-        (503, "no_gateways"),
-        UNAVAILABLE,
-        INVALID,
-        UNREADABLE,
-        TOO_LARGE,
-    ),
+    responses={
+        201: {
+            "description": "the session, its visitor token and where to connect",
+            "links": _session_links(),
+        },
+        **doc(
+            (401, "bad_site_key"),
+            (429, "rate_limited"),
+            (503, "no_gateways"),
+            UNAVAILABLE,
+            INVALID,
+            UNREADABLE,
+            TOO_LARGE,
+        ),
+    },
 )
 async def create_session(
     body: CreateSessionRequest, request: Request, deps: Deps

@@ -834,6 +834,11 @@ async def test_health_and_openapi(nats_server):
         assert "ErrorBody" in doc["components"]["schemas"]
         end = doc["paths"]["/v1/sessions/{session_id}"]["delete"]
         assert "bad_token" in end["responses"]["401"]["description"]
+        # The create's links name operations that exist (their ids are FastAPI's, made from
+        # the route functions' names: a rename must not leave a link to nothing).
+        ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+        links = doc["paths"]["/v1/sessions"]["post"]["responses"]["201"]["links"]
+        assert len(links) == 6 and {lk["operationId"] for lk in links.values()} <= ids
         # Every route that reads a JSON body documents what a bad one gets.
         with_body = [
             op for ops in doc["paths"].values() for op in ops.values() if "requestBody" in op

@@ -10,17 +10,25 @@ one of its two routes' methods in `Allow`."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import trio
 
-from .test_api import AGENT_KEY, serving
+from .test_api import AGENT_KEY, SITE_KEY, serving
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 EXAMPLES = 25  # per operation and phase: about 1,000 requests, 10-20 s here
 SEED = 20261203  # the same requests on every run: a failure here is reproducible
+# Creates get the router's site key (schemathesis_hooks.py), so the stateful phase follows
+# the create's OpenAPI links to inspect, end, replay, history, connect and lookup.
+HOOKS = {
+    "SCHEMATHESIS_HOOKS": "tests.router.schemathesis_hooks",
+    "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+}
 
 
 async def test_the_api_answers_as_its_openapi_document_says(nats_server, tmp_path):
@@ -48,8 +56,14 @@ async def test_the_api_answers_as_its_openapi_document_says(nats_server, tmp_pat
         ]
         with trio.fail_after(240):
             done = await trio.run_process(
-                cmd, cwd=tmp_path, capture_stdout=True, stderr=subprocess.STDOUT, check=False
+                cmd,
+                cwd=tmp_path,
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                check=False,
+                env={**os.environ, **HOOKS, "COBROWSE_TEST_SITE_KEY": SITE_KEY},
             )
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, out[-6000:]
     assert "generated" in out, out[-2000:]  # it ran cases, not only loaded the document
+    assert re.search(r"API Links:\s+[1-9]\d* covered", out), out[-3000:]  # links followed
