@@ -86,6 +86,18 @@ async def load_session(deps: ApiDeps, sid: str, *, say_ended: bool = False) -> S
     return meta
 
 
+# What the two routes that start a session's side (create, lookup by code) may answer
+# besides their own 401 and 404: both read a JSON body and hand out gateways.
+JOIN_ERRORS = (
+    (429, "rate_limited"),
+    (503, "no_gateways"),
+    UNAVAILABLE,
+    INVALID,
+    UNREADABLE,
+    TOO_LARGE,
+)
+
+
 def _session_links() -> dict[str, dict]:
     """OpenAPI links: what a created session's id and code open (clients and API testers
     such as schemathesis follow them)."""
@@ -118,15 +130,7 @@ def _session_links() -> dict[str, dict]:
             "description": "the session, its visitor token and where to connect",
             "links": _session_links(),
         },
-        **doc(
-            (401, "bad_site_key"),
-            (429, "rate_limited"),
-            (503, "no_gateways"),
-            UNAVAILABLE,
-            INVALID,
-            UNREADABLE,
-            TOO_LARGE,
-        ),
+        **doc((401, "bad_site_key"), *JOIN_ERRORS),
     },
 )
 async def create_session(
@@ -173,16 +177,7 @@ async def create_session(
     response_model=LookupResponse,
     tags=["sessions"],
     summary="Join a session by short code (agent API key)",
-    responses=doc(
-        BAD_API_KEY,
-        (404, "unknown_code"),
-        (429, "rate_limited"),
-        (503, "no_gateways"),
-        UNAVAILABLE,
-        INVALID,
-        UNREADABLE,
-        TOO_LARGE,
-    ),
+    responses=doc(BAD_API_KEY, (404, "unknown_code"), *JOIN_ERRORS),
 )
 async def lookup(
     body: LookupRequest, request: Request, key: Annotated[AgentKey, Depends(agent)], deps: Deps
