@@ -279,3 +279,30 @@ def test_plain_binary_frames_take_the_fast_path_and_stop_at_anything_else():
     got, used = binary_frames(wire[: used - 1], 1 << 20)  # the last frame is not complete
     assert len(got) == 3
     assert binary_frames(wire, 100)[0] == got[:1]  # over the limit: left for the 1009
+
+
+async def test_a_frame_cut_after_its_header_is_not_read_again_from_its_masking_key(pair):
+    """Read 1 brings only a frame's 2-byte header, read 2 the rest, whose masking key starts
+    with 0x82 (a binary frame's first byte) and 0x85 (a masked length of 5). The protocol
+    object used to take the header and wait with an empty buffer; the fast path then read
+    the key and payload as a frame of its own and delivered 5 bytes of garbage. Random keys
+    made it 1 in 256: test_any_mix_of_frames_cut_anywhere... failed once in CI that way."""
+    ws, peer = await upgraded(pair)
+    payload = b"0123456789"
+    key = bytes((0x82, 0x85, 0x01, 0x02))
+    masked = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+    frame = bytes((0x82, 0x80 | len(payload))) + key + masked
+    got = []
+    for chunk in (frame[:2], frame[2:]):
+        peer.sock.sendall(chunk)
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(ws.sock)
+        got += ws.receive() or []
+    assert got == [Message(payload)] and ws.closed is None
+    # and a frame cut inside its payload, then one whole behind it, in a single read
+    peer.sock.sendall(frame[:7])
+    await trio.lowlevel.wait_readable(ws.sock)
+    assert ws.receive() == []
+    peer.sock.sendall(frame[7:] + frame)
+    await trio.lowlevel.wait_readable(ws.sock)
+    assert ws.receive() == [Message(payload), Message(payload)] and ws.closed is None
