@@ -68,6 +68,7 @@ async def heartbeat(
             load=round(load, 3),
             admin_url=admin_url,
             updated=time.time(),
+            instance=gw.ctx.instance,
         )
         try:
             await gw.bridge.call(membership.put, members, info)

@@ -13,9 +13,12 @@ usually resumes on another gateway before its old connection's bookkeeping lands
 late write must not mark a connected agent away. Join times are the generation: a resume
 writes a new one.
 
-Not covered: an agent whose gateway was killed (no bookkeeping ran) and which never came
-back stays present; nothing refreshes a connected agent's entry, so nothing can tell it
-from a live one.
+A killed gateway runs no bookkeeping, so its agents are never marked. Each join therefore
+records its host (`SessionMeta.hosts`: the gateway process's registry instance), and a
+reader that has the registry (`LiveGateways`, the router's) counts an agent whose host is
+no longer registered as away until that connection's token expires, exactly as if it had
+been marked. Gateways read without the registry: there such an agent stays present (a
+visitor's new page reads its tail) until the session's entry expires.
 """
 
 from __future__ import annotations
@@ -24,11 +27,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .session_store import SessionMeta
+from .session_store import AgentHost, SessionMeta
 
 # Gateways' clocks may differ: the one that forgets an agent may run ahead of the one that
 # minted its resume token. An away agent is gone this long after its token expired.
 AWAY_GRACE = 300.0
+# A join this recent when the registry was read is not judged by it: its gateway may not
+# have written its first entry yet (it does just after it starts serving), and its clock may
+# run ahead of the reader's. A killed gateway's entry is gone within the registry's TTL
+# (10 s), so its agents read as away from then on.
+JOIN_MARGIN = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGateways:
+    """The gateway registry as one reader saw it: the instances of the processes registered
+    then (gateway/membership.py) and when it was read (Unix seconds)."""
+
+    instances: frozenset[str]
+    read_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +67,23 @@ class AgentConnection:
         )
 
 
-def join(meta: SessionMeta, aid: str, joined_at: float) -> None:
-    """An agent (new, or resuming) joined at `joined_at`; agents gone by then are forgotten."""
+def join(meta: SessionMeta, aid: str, joined_at: float, host: AgentHost | None = None) -> None:
+    """An agent (new, or resuming) joined at `joined_at` on `host` (None: not recorded);
+    agents gone by then are forgotten."""
     forget_gone(meta, joined_at)
     meta.agents[aid] = joined_at
     meta.away.pop(aid, None)
+    if host is not None:
+        meta.hosts[aid] = host
+    else:
+        meta.hosts.pop(aid, None)
 
 
 def left(meta: SessionMeta, aid: str) -> None:
     """The agent said bye: it will not resume."""
     meta.agents.pop(aid, None)
     meta.away.pop(aid, None)
+    meta.hosts.pop(aid, None)
 
 
 def mark_away(
@@ -74,22 +97,42 @@ def mark_away(
         meta.away[aid] = resumable_until
 
 
-def gone(meta: SessionMeta, aid: str, now: float) -> bool:
-    return meta.away.get(aid, math.inf) + AWAY_GRACE <= now
+def away_until(meta: SessionMeta, aid: str, live: LiveGateways | None = None) -> float:
+    """Until when the agent may resume, if its latest connection is gone: marked away by its
+    gateway, or (judged with `live`) made on a gateway process no longer registered. `inf`:
+    connected, as far as this reader can tell."""
+    until = meta.away.get(aid)
+    if until is not None:
+        return until
+    host = meta.hosts.get(aid)
+    if (
+        live is not None
+        and host is not None
+        and host.joined_at == meta.agents.get(aid)  # the host of the latest join
+        and host.joined_at <= live.read_at - JOIN_MARGIN
+        and host.instance not in live.instances
+    ):
+        return host.resumable_until
+    return math.inf
 
 
-def present(meta: SessionMeta, now: float) -> dict[str, float]:
+def gone(meta: SessionMeta, aid: str, now: float, live: LiveGateways | None = None) -> bool:
+    return away_until(meta, aid, live) + AWAY_GRACE <= now
+
+
+def present(meta: SessionMeta, now: float, live: LiveGateways | None = None) -> dict[str, float]:
     """The agents that are connected or may still resume: agent id -> when it joined."""
-    return {aid: at for aid, at in meta.agents.items() if not gone(meta, aid, now)}
+    return {aid: at for aid, at in meta.agents.items() if not gone(meta, aid, now, live)}
 
 
-def away(meta: SessionMeta, now: float) -> dict[str, float]:
-    """The present agents whose connection dropped: agent id -> until when it may resume."""
-    return {
-        aid: until
-        for aid, until in meta.away.items()
-        if aid in meta.agents and not gone(meta, aid, now)
-    }
+def away(meta: SessionMeta, now: float, live: LiveGateways | None = None) -> dict[str, float]:
+    """The present agents whose connection is gone: agent id -> until when it may resume."""
+    out = {}
+    for aid in meta.agents:
+        until = away_until(meta, aid, live)
+        if until != math.inf and until + AWAY_GRACE > now:
+            out[aid] = until
+    return out
 
 
 def forget_gone(meta: SessionMeta, now: float) -> None:
@@ -98,3 +141,5 @@ def forget_gone(meta: SessionMeta, now: float) -> None:
         meta.away.pop(aid)
         if meta.agents.pop(aid, None) is not None:
             meta.durable.pop(aid, None)
+    for aid in [a for a in meta.hosts if a not in meta.agents]:
+        meta.hosts.pop(aid)

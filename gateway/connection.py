@@ -98,6 +98,7 @@ class ConnContext:
     visitors: dict[str, Connection]  # this gateway's visitor connection of each session
     acks_due: set[Sender]  # acks to send at the ticker's next turn
     read_hub: ReadHub | None = None  # reads the client sockets (None: each task reads its own)
+    instance: str = ""  # this process's registry instance (gateway/membership.py)
     kv_ended: Any = None  # the ended-session bucket, opened at the first hello
 
     async def load(self, sid: str) -> SessionMeta | None:

@@ -18,6 +18,7 @@ from .codec import AGENT_KINDS, Control, Welcome
 from .delivery import Receiver
 from .presence import VisitorState
 from .reorder import ReorderBuffer
+from .session_store import AgentHost
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -114,8 +115,9 @@ async def join_agent(
     conn.aid = aid
     conn.allowed = AGENT_KINDS
     joined_at = time.time()
-    meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at), stored)
-    conn.agent = agent_roster.AgentConnection(aid, joined_at, joined_at + cfg.resume_ttl)
+    host = AgentHost(cfg.gateway_id, ctx.instance, joined_at, joined_at + cfg.resume_ttl)
+    meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at, host), stored)
+    conn.agent = agent_roster.AgentConnection(aid, joined_at, host.resumable_until)
     subject = streams.subject_a(sid, aid)
     tail = await streams.last_of(nc, stream, subject) if resumed else None
     durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

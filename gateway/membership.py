@@ -49,6 +49,9 @@ class GatewayInfo:
     load: float = 0.0  # CPU seconds per second used by the process over the last beat
     admin_url: str | None = None
     updated: float = 0.0
+    # Random per process: a restart under the same id is another instance, so an agent whose
+    # connection died with the old one is not taken for connected (gateway/agent_roster.py).
+    instance: str = ""
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

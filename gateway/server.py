@@ -11,6 +11,7 @@ fails readiness at once and then tells clients to leave one by one, NATS lame-du
 from __future__ import annotations
 
 import random
+import secrets
 import select
 import socket
 from functools import partial
@@ -93,6 +94,7 @@ class Gateway:
             visitors={},
             acks_due=set(),
             read_hub=ReadHub() if cfg.read_hub and hasattr(select, "epoll") else None,
+            instance=secrets.token_hex(8),
         )
         nc.on_reconnected(self._nats_reconnected)
         # Needs the gateway's NATS user to subscribe to $JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>;

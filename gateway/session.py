@@ -31,7 +31,7 @@ from . import agent_roster, tokens
 from .codec import Close, Hello, ProtocolError
 from .page_info import PageInfo
 from .presence import VisitorClose, VisitorState
-from .session_store import EndedRecord, SessionMeta, SnapshotPointer
+from .session_store import AgentHost, EndedRecord, SessionMeta, SnapshotPointer
 
 AGENT_EPOCH = 0  # an agent's events are numbered 1.. for as long as its agent id lives
 
@@ -197,11 +197,11 @@ REPLACED = ProtocolError("replaced", "a newer visitor connection took over", Clo
 # ---- the agent -------------------------------------------------------------------------------
 
 
-def add_agent(meta: SessionMeta, aid: str, joined_at: float) -> None:
+def add_agent(meta: SessionMeta, aid: str, joined_at: float, host: AgentHost | None = None) -> None:
     """The agent's compare-and-set change; refused (4004) like `bump_visitor` when the
     session was ended since the hello was checked."""
     refuse_ended(meta, None)
-    agent_roster.join(meta, aid, joined_at)
+    agent_roster.join(meta, aid, joined_at, host)
 
 
 def agent_identity(join: Join, new_aid: str) -> tuple[str, bool]:

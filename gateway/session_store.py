@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -38,6 +38,30 @@ class SnapshotPointer(NamedTuple):
         return (self.epoch, self.seq)
 
 
+class AgentHost(NamedTuple):
+    """Which gateway process holds an agent's latest connection: its id and the instance it
+    registered under (gateway/membership.py; a restart under the same id is a new instance),
+    that connection's join time (the generation it describes) and until when its resume
+    token lets the agent come back. A reader that finds the instance gone from the registry
+    knows the connection died with its gateway (gateway/agent_roster.py)."""
+
+    gateway: str
+    instance: str
+    joined_at: float
+    resumable_until: float
+
+    @classmethod
+    def from_stored(cls, raw: object) -> AgentHost | None:
+        if (
+            isinstance(raw, list)
+            and len(raw) == 4
+            and all(isinstance(x, str) for x in raw[:2])
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw[2:])
+        ):
+            return cls(*raw)
+        return None
+
+
 @dataclass
 class SessionMeta:
     epoch: int = 0
@@ -45,6 +69,10 @@ class SessionMeta:
     # Agents whose latest connection dropped without a bye: aid -> until when it may resume
     # (unix s). Past that the agent is gone (gateway/agent_roster.py).
     away: dict[str, float] = field(default_factory=dict)
+    # Where each agent's latest connection was made, stored as [gateway, instance, joined at,
+    # resumable until]: a reader that has the registry tells an agent whose gateway was
+    # killed from a connected one (gateway/agent_roster.py).
+    hosts: dict[str, AgentHost] = field(default_factory=dict)
     snap: SnapshotPointer | None = None  # stored as [epoch, seq, stream seq]
     snap_wanted: bool = False
     vgen: int = 0  # bumped by every visitor connection: the newest one owns the session
@@ -67,11 +95,19 @@ class SessionMeta:
     # The agent id the visitor granted remote control to, None: nobody
     # (gateway/remote_control.py). Written only by gateways, from the visitor's own events.
     control: str | None = None
+    # Fields this version does not know, written back as they were read: in a rolling
+    # upgrade an older gateway rewrites entries whose newer fields it cannot name, and must
+    # not drop them (docs/operations.md).
+    unknown: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionMeta:
         raw = json.loads(data)
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        if not isinstance(raw, dict):
+            raw = {}
+        fields = cls.__dataclass_fields__
+        known = {k: raw[k] for k in fields if k in raw and k != "unknown"}
+        known["unknown"] = {k: v for k, v in raw.items() if k not in fields or k == "unknown"}
         snap = known.get("snap")
         known["snap"] = (
             SnapshotPointer(*snap) if isinstance(snap, list) and len(snap) == 3 else None
@@ -87,12 +123,19 @@ class SessionMeta:
         known["page"] = PageInfo.from_stored(known.get("page"))
         for name in ("agents", "away"):
             known[name] = _times(known.get(name))
+        hosts = known.get("hosts")
+        known["hosts"] = {
+            aid: host
+            for aid, raw_host in (hosts.items() if isinstance(hosts, dict) else ())
+            if (host := AgentHost.from_stored(raw_host)) is not None
+        }
         if not isinstance(known.get("control"), str):
             known["control"] = None
         return cls(**known)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        stored = asdict(self)
+        return json.dumps({**stored.pop("unknown"), **stored}, separators=(",", ":")).encode()
 
 
 def _times(raw: object) -> dict[str, float]:

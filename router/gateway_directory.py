@@ -14,28 +14,59 @@ gateway answers once the registry says "draining", and the answer clears the dir
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import structlog
 import trio
 
+from gateway.agent_roster import LiveGateways
 from gateway.membership import GatewayInfo
 
 from .read_cache import ReadCache
 
+log = structlog.get_logger("router.directory")
+
 MEMBERS_TTL = 0.5  # seconds a read of the registry answers requests
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryRead:
+    gateways: list[GatewayInfo]
+    read_at: float  # Unix seconds, for judging agents' joins against it
 
 
 class GatewayDirectory:
     """The registry's gateways for the API's requests; `read` reads the registry."""
 
     def __init__(
-        self, read: Callable[[], Awaitable[list[GatewayInfo]]], ttl: float = MEMBERS_TTL
+        self,
+        read: Callable[[], Awaitable[list[GatewayInfo]]],
+        ttl: float = MEMBERS_TTL,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._read = read
-        self._cache: ReadCache[list[GatewayInfo]] = ReadCache(ttl)
+        self._wall = wall
+        self._cache: ReadCache[RegistryRead] = ReadCache(ttl)
         self._lock = trio.Lock()
 
     async def gateways(self) -> list[GatewayInfo]:
+        return (await self._registry()).gateways
+
+    async def live(self) -> LiveGateways | None:
+        """The registered gateway processes, for telling an agent whose gateway was killed
+        from a connected one (gateway/agent_roster.py); None when the registry cannot be
+        read (then every agent not marked away counts as connected, as without it)."""
+        try:
+            found = await self._registry()
+        except Exception as exc:
+            log.warning("registry_unreadable", error=repr(exc))
+            return None
+        instances = frozenset(g.instance for g in found.gateways if g.instance)
+        return LiveGateways(instances, found.read_at)
+
+    async def _registry(self) -> RegistryRead:
         found = self._cache.get(trio.current_time())
         if found is not None:
             return found
@@ -43,7 +74,8 @@ class GatewayDirectory:
             started = trio.current_time()
             found = self._cache.get(started)  # another asker read it while this one waited
             if found is None:
-                found = await self._read()
+                wall = self._wall()
+                found = RegistryRead(await self._read(), wall)
                 self._cache.put(started, found)
             return found
 

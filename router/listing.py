@@ -43,6 +43,7 @@ def summaries(
     limit: int,
     now: float,
     code_ttl: float,
+    live: agent_roster.LiveGateways | None = None,
 ) -> tuple[int, list[Listed]]:
     """(how many match, the newest `limit` of them) of the sessions that have not ended."""
     rows = [(sid, m) for sid, m in found if not m.ended and (site is None or m.site == site)]
@@ -51,8 +52,8 @@ def summaries(
         Listed(
             sid,
             m,
-            joinable=bool(m.code) and sessions.code_live(m, m.code or "", now, code_ttl),
-            agents=len(agent_roster.present(m, now)),
+            joinable=bool(m.code) and sessions.code_live(m, m.code or "", now, code_ttl, live),
+            agents=len(agent_roster.present(m, now, live)),
         )
         for sid, m in rows[:limit]
     ]

@@ -47,15 +47,23 @@ def valid_session_id(sid: str) -> bool:
     return SESSION_ID_RE.fullmatch(sid) is not None
 
 
-def code_live(meta: SessionMeta | None, code: str, now: float, code_ttl: float) -> bool:
+def code_live(
+    meta: SessionMeta | None,
+    code: str,
+    now: float,
+    code_ttl: float,
+    live: agent_roster.LiveGateways | None = None,
+) -> bool:
     """Whether `code` still lets an agent join the session `meta` describes.
 
     A code works until `created + code_ttl`; once an agent has joined it keeps working (more
     agents may join the same way) until the session ends, its code entry expires, or every
-    agent has gone for good (agent_roster.py)."""
+    agent has gone for good (agent_roster.py, judged with the registry `live` if given).
+    A new session's claim of a code judges without the registry: it never takes over a
+    code that some agent might still use."""
     if meta is None or meta.ended or meta.code != code:
         return False
-    return bool(agent_roster.present(meta, now)) or now < meta.created + code_ttl
+    return bool(agent_roster.present(meta, now, live)) or now < meta.created + code_ttl
 
 
 def code_expires_at(meta: SessionMeta, code_ttl: float) -> float:
@@ -161,7 +169,12 @@ async def create(
 
 
 async def resolve_code(
-    kv_sessions, kv_codes, code: str, now: float, code_ttl: float
+    kv_sessions,
+    kv_codes,
+    code: str,
+    now: float,
+    code_ttl: float,
+    live: agent_roster.LiveGateways | None = None,
 ) -> tuple[str, SessionMeta] | None:
     """The session a code lets an agent join, or None (unknown, expired, ended: all alike)."""
     entry = await _get(kv_codes, code)
@@ -169,7 +182,7 @@ async def resolve_code(
         return None
     sid = entry.value.decode()
     meta = await session_store.load(kv_sessions, sid)
-    if not code_live(meta, code, now, code_ttl):
+    if not code_live(meta, code, now, code_ttl, live):
         return None
     return sid, meta
 

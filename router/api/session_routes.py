@@ -192,7 +192,13 @@ async def lookup(
     found = None
     if shortcodes.is_code(code):
         found = await deps.bridge.call(
-            sessions.resolve_code, deps.kv_sessions, deps.kv_codes, code, now, cfg.code_ttl
+            sessions.resolve_code,
+            deps.kv_sessions,
+            deps.kv_codes,
+            code,
+            now,
+            cfg.code_ttl,
+            await deps.directory.live(),
         )
     visible = found is not None and key.may_see(found[1].site)  # another site's: as if unknown
     metrics.CODE_LOOKUPS.labels(
@@ -265,7 +271,12 @@ async def list_sessions(
         deps.listing.put(now, found)
     visible = [(sid, m) for sid, m in found if key.may_see(m.site)]
     count, rows = listing.summaries(
-        visible, site=site, limit=limit, now=now, code_ttl=deps.cfg.code_ttl
+        visible,
+        site=site,
+        limit=limit,
+        now=now,
+        code_ttl=deps.cfg.code_ttl,
+        live=await deps.directory.live(),
     )
     return SessionList(
         count=count,
@@ -302,7 +313,8 @@ async def inspect(
     if not key.may_see(m.site):
         raise ApiError(404, "unknown_session", "no such session")
     now = time.time()
-    agents = agent_roster.present(m, now)
+    live = await deps.directory.live()
+    agents = agent_roster.present(m, now, live)
     expires = None
     if m.code and not agents and not m.ended:
         expires = sessions.code_expires_at(m, deps.cfg.code_ttl)
@@ -313,7 +325,7 @@ async def inspect(
         ended=m.ended,
         epoch=m.epoch,
         agents=agents,
-        away=agent_roster.away(m, now),
+        away=agent_roster.away(m, now, live),
         durable=m.durable,
         snapshot=m.snap is not None,
         code=m.code,

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import agent_roster, session
-from gateway.agent_roster import AWAY_GRACE, AgentConnection
+from gateway.agent_roster import AWAY_GRACE, JOIN_MARGIN, AgentConnection, LiveGateways
 from gateway.codec import ProtocolError
-from gateway.session_store import SessionMeta
+from gateway.session_store import AgentHost, SessionMeta
 
 TTL = 100.0  # resume tokens' lifetime in these tests
 AIDS = ["a1", "a2", "a3"]
@@ -18,10 +18,66 @@ AIDS = ["a1", "a2", "a3"]
 
 @dataclass
 class Agent:
-    """The model: an agent's newest connection, and when (if ever) it dropped."""
+    """The model: an agent's newest connection, and when (if ever) it dropped or its gateway
+    was killed under it."""
 
     joined_at: float
     dropped: bool = False
+    killed: bool = False
+
+    def lost_with_registry(self, at: float) -> bool:
+        """Whether a reader of the registry at `at` knows this connection is gone."""
+        return self.dropped or (self.killed and self.joined_at <= at - JOIN_MARGIN)
+
+
+def host(joined_at: float, instance: str = "i1") -> AgentHost:
+    return AgentHost("gw-1", instance, joined_at, joined_at + TTL)
+
+
+def test_an_agent_whose_gateway_is_no_longer_registered_is_away_until_its_token_expires():
+    meta = SessionMeta()
+    session.add_agent(meta, "a1", 10.0, host(10.0, "dead"))
+    session.add_agent(meta, "a2", 10.0, host(10.0, "up"))
+    read = LiveGateways(frozenset({"up"}), read_at=50.0)
+    assert agent_roster.away(meta, 50.0, read) == {"a1": 10.0 + TTL}
+    assert agent_roster.present(meta, 50.0, read) == {"a1": 10.0, "a2": 10.0}
+    edge = 10.0 + TTL + AWAY_GRACE
+    assert agent_roster.present(meta, edge - 0.001, read) == {"a1": 10.0, "a2": 10.0}
+    assert agent_roster.present(meta, edge, read) == {"a2": 10.0}
+    # Without the registry nothing tells it from a connected agent.
+    assert agent_roster.away(meta, edge) == {} and set(agent_roster.present(meta, edge)) == {
+        "a1",
+        "a2",
+    }
+
+
+def test_the_registry_does_not_judge_a_recent_join_an_old_host_or_a_marked_agent():
+    read = LiveGateways(frozenset(), read_at=100.0)
+    recent = SessionMeta()
+    session.add_agent(recent, "a1", 100.0 - JOIN_MARGIN + 0.5, host(100.0 - JOIN_MARGIN + 0.5))
+    assert agent_roster.away(recent, 100.0, read) == {}  # its gateway may not be listed yet
+    old_host = SessionMeta()
+    session.add_agent(old_host, "a1", 10.0, host(10.0))
+    old_host.agents["a1"] = 20.0  # a later join that recorded no host (an older gateway)
+    assert agent_roster.away(old_host, 100.0, read) == {}
+    marked = SessionMeta()
+    session.add_agent(marked, "a1", 10.0, host(10.0))
+    AgentConnection("a1", 10.0, 60.0).dropped(11.0)(marked)  # its own gateway said when
+    assert agent_roster.away(marked, 100.0, read) == {"a1": 60.0}
+
+
+def test_a_join_records_its_host_a_later_one_replaces_it_and_a_bye_removes_it():
+    meta = SessionMeta()
+    session.add_agent(meta, "a1", 10.0, host(10.0, "i1"))
+    assert meta.hosts == {"a1": host(10.0, "i1")}
+    session.add_agent(meta, "a1", 20.0, host(20.0, "i2"))
+    assert meta.hosts == {"a1": host(20.0, "i2")}
+    session.add_agent(meta, "a1", 30.0)  # a join that names no host forgets the old one
+    assert meta.hosts == {}
+    session.add_agent(meta, "a1", 40.0, host(40.0))
+    assert SessionMeta.from_bytes(meta.to_bytes()).hosts == meta.hosts
+    agent_roster.left(meta, "a1")
+    assert meta.hosts == {} and meta.agents == {}
 
 
 def test_a_dropped_agent_is_away_until_its_resume_token_expires_then_gone():
@@ -78,13 +134,15 @@ def test_the_stored_form_keeps_away_and_drops_what_is_not_a_time():
     assert SessionMeta.from_bytes(meta.to_bytes()) == meta
     raw = b'{"agents": {"a1": 1, "a2": "x", "a3": true}, "away": ["a1"]}'
     assert (SessionMeta.from_bytes(raw).agents, SessionMeta.from_bytes(raw).away) == ({"a1": 1}, {})
+    raw = b'{"hosts": {"a1": ["g", "i", 1, 2], "a2": ["g", 1, 1, 2], "a3": ["g", "i", 1], "a4": 5}}'
+    assert SessionMeta.from_bytes(raw).hosts == {"a1": AgentHost("g", "i", 1, 2)}
     old = SessionMeta.from_bytes(b'{"epoch": 2, "agents": {"a1": 5.5}}')  # before `away`
     assert old.away == {} and agent_roster.present(old, 1e12) == {"a1": 5.5}
 
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["join", "drop", "drop_stale", "bye"]),
+        st.sampled_from(["join", "drop", "drop_stale", "bye", "kill"]),
         st.sampled_from(AIDS),
         st.floats(0.001, 2 * (TTL + AWAY_GRACE)),  # time passing before the step
     ),
@@ -94,12 +152,15 @@ ops = st.lists(
 
 @given(ops, st.floats(0.0, 2 * (TTL + AWAY_GRACE)))
 def test_the_roster_follows_a_model_of_connections(steps, then):
-    """Joins (new or resumed), drops of the newest connection or of an older one, and byes,
-    in any order and at any times: `present` is exactly the agents that said no bye and are
-    connected, or dropped less than their token's lifetime plus the grace ago."""
+    """Joins (new or resumed), drops of the newest connection or of an older one, byes, and
+    kills of the gateway holding the newest connection, in any order and at any times:
+    `present` is exactly the agents that said no bye and are connected, or dropped less than
+    their token's lifetime plus the grace ago; with the registry, a connection killed with
+    its gateway counts as dropped, once its join is older than the margin."""
     meta = SessionMeta()
     model: dict[str, Agent] = {}
     older: dict[str, list[float]] = {aid: [] for aid in AIDS}  # replaced connections
+    killed: set[str] = set()  # the instances of the gateways killed so far
     now = 0.0
     for op, aid, dt in steps:
         now += dt
@@ -107,9 +168,13 @@ def test_the_roster_follows_a_model_of_connections(steps, then):
         if op == "join":
             if agent is not None:
                 older[aid].append(agent.joined_at)
-            session.add_agent(meta, aid, now)
+            instance = f"i{now!r}"  # each connection on a gateway process of its own
+            session.add_agent(meta, aid, now, AgentHost("gw", instance, now, now + TTL))
             model[aid] = Agent(now)
-        elif op == "drop" and agent is not None:
+        elif op == "kill" and agent is not None and not agent.dropped:
+            killed.add(f"i{agent.joined_at!r}")  # no bookkeeping runs
+            agent.killed = True
+        elif op == "drop" and agent is not None and not agent.killed:
             AgentConnection(aid, agent.joined_at, agent.joined_at + TTL).dropped(now)(meta)
             agent.dropped = True
         elif op == "drop_stale" and older[aid]:
@@ -133,4 +198,18 @@ def test_the_roster_follows_a_model_of_connections(steps, then):
         }
         assert agent_roster.present(meta, at) == expected
         assert set(agent_roster.away(meta, at)) == {a for a in expected if model[a].dropped}
+
+        instances = {h.instance for h in meta.hosts.values()} - killed
+        read = LiveGateways(frozenset(instances), read_at=at)
+
+        seen = {
+            a: m.joined_at
+            for a, m in model.items()
+            if not (m.lost_with_registry(at) and at >= m.joined_at + TTL + AWAY_GRACE)
+        }
+        assert agent_roster.present(meta, at, read) == seen
+        assert set(agent_roster.away(meta, at, read)) == {
+            a for a in seen if model[a].lost_with_registry(at)
+        }
     assert set(meta.away) <= set(meta.agents)
+    assert set(meta.hosts) <= set(meta.agents)

@@ -443,3 +443,66 @@ async def test_an_agent_that_drops_is_away_until_it_resumes(two_gateways):
             await meta_when(bridge, kv, sid, lambda m: aid not in m.agents)
             visitor.close()
             n.cancel_scope.cancel()
+
+
+async def test_an_agent_whose_gateway_was_killed_reads_as_away_with_the_registry(two_gateways):
+    """A killed gateway runs no bookkeeping, so nothing marks its agents away. Each join
+    records its host (the gateway process's registry instance, gateway/agent_roster.py);
+    a reader of the registry (the router) counts the agent away once that instance is gone,
+    until the connection's resume token expires, and connected again after its resume."""
+    import time
+
+    from gateway import agent_roster, membership
+    from gateway.agent_roster import AWAY_GRACE, JOIN_MARGIN, LiveGateways
+
+    g = two_gateways
+    sid = new_sid()
+    visitor, agent = visitor_on_a_agent_on_b(g, sid)
+    async with sessions_bucket(g) as (bridge, kv):
+        registry = await bridge.call(membership.ensure_bucket, bridge.js)
+
+        async def live() -> LiveGateways:
+            read_at = time.time()
+            gws = await bridge.call(membership.list_gateways, registry)
+            return LiveGateways(frozenset(gw.instance for gw in gws), read_at)
+
+        async with trio.open_nursery() as n:
+            await n.start(visitor.run)
+            await visitor.send_snapshot(b"x")
+            async with trio.open_nursery() as an:
+                await an.start(agent.run)
+                aid = agent.welcome.aid
+                await take(agent, 1)
+                meta = await meta_when(bridge, kv, sid, lambda m: aid in m.hosts)
+                host = meta.hosts[aid]
+                by_id = {gw.id: gw for gw in await bridge.call(membership.list_gateways, registry)}
+                assert (host.gateway, host.joined_at) == ("gw-b", meta.agents[aid])
+                assert host.instance == by_id["gw-b"].instance != by_id["gw-a"].instance != ""
+                await trio.sleep(JOIN_MARGIN)  # a newer join is not judged by the registry
+                assert agent_roster.away(meta, time.time(), await live()) == {}
+
+                g.kill("gw-b")  # SIGKILL: no bookkeeping, its agent is never marked away
+                an.cancel_scope.cancel()
+            # What the entry's TTL does within 10 s of the gateway's last heartbeat:
+            await bridge.call(membership.remove, registry, "gw-b")
+            meta = await bridge.call(session_store.load, kv, sid)
+            assert meta.away == {} and aid in meta.agents
+            read, now = await live(), time.time()
+            assert agent_roster.away(meta, now) == {}  # without the registry: connected
+            assert agent_roster.away(meta, now, read) == {aid: host.resumable_until}
+            assert agent_roster.present(meta, now, read) == {aid: host.joined_at}
+            end = host.resumable_until + AWAY_GRACE
+            assert agent_roster.present(meta, end, read) == {}
+            assert agent_roster.present(meta, end) == {aid: host.joined_at}
+
+            agent.urls = [g.url("gw-a")]  # it comes back through the other gateway
+            await n.start(agent.run)
+            assert agent.stats.resumes == 1 and agent.welcome.aid == aid
+            back = await meta_when(bridge, kv, sid, lambda m: m.agents[aid] > host.joined_at)
+            assert back.hosts[aid].instance == by_id["gw-a"].instance
+            assert agent_roster.away(back, end, await live()) == {}
+            agent.close()
+            back = await meta_when(bridge, kv, sid, lambda m: aid not in m.agents)
+            assert aid not in back.hosts
+            visitor.close()
+            n.cancel_scope.cancel()

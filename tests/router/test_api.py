@@ -460,6 +460,55 @@ async def test_agents_that_can_no_longer_resume_are_not_counted(nats_server):
         assert d["agents"] == {} and d["away"] == {} and d["code_expires_at"] is not None
 
 
+async def test_an_agent_whose_gateway_left_the_registry_is_away_then_gone(nats_server):
+    """The router judges agents with the gateway registry (gateway/agent_roster.py): one whose
+    join's gateway instance is no longer registered (killed: nothing marked it) is away
+    until its token expires, then gone, in the inspect, the listing and the code lookup."""
+    async with serving(nats_server.url, code_ttl="1") as a:
+        up = membership.GatewayInfo("gw-up", "ws://127.0.0.1:9/", instance="i-up")
+        up.updated = time.time()
+        await a.bridge.call(membership.put, a.kv_gateways, up)
+        alive, killed, gone = await a.create(), await a.create(), await a.create()
+        now, aid = time.time(), "a0123456789ab"
+        joined = now - 60
+
+        def agent_on(instance: str, until: float):
+            host = session_store.AgentHost("gw-x", instance, joined, until)
+            return lambda meta: agent_roster.join(meta, aid, joined, host)
+
+        for made, instance, until in (
+            (alive, "i-up", now + 60),
+            (killed, "i-killed", now + 60),
+            (gone, "i-killed", now - agent_roster.AWAY_GRACE - 1),
+        ):
+            await a.bridge.call(
+                session_store.update, a.kv_sessions, made["session_id"], agent_on(instance, until)
+            )
+        await trio.sleep(1.3)  # the codes past their own TTL: only present agents keep them
+
+        async def inspect(made):
+            r = await a.http.get(f"/v1/sessions/{made['session_id']}", headers=auth())
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        d = await inspect(alive)
+        assert (d["agents"], d["away"]) == ({aid: joined}, {})
+        d = await inspect(killed)
+        assert (d["agents"], d["away"]) == ({aid: joined}, {aid: now + 60})
+        d = await inspect(gone)
+        assert (d["agents"], d["away"]) == ({}, {}) and d["code_expires_at"] is not None
+        listed = (await a.http.get("/v1/sessions", headers=auth())).json()["sessions"]
+        rows = {row["session_id"]: row for row in listed}
+        assert [rows[m["session_id"]]["agents"] for m in (alive, killed, gone)] == [1, 1, 0]
+        assert [rows[m["session_id"]]["joinable"] for m in (alive, killed, gone)] == [
+            True,
+            True,
+            False,
+        ]
+        assert (await a.lookup(killed["short_code"])).status_code == 200
+        assert_error(await a.lookup(gone["short_code"]), 404, "unknown_code")
+
+
 async def test_list_inspect_and_end(nats_server):
     async with serving(nats_server.url, agent_sites="crm:blog") as a:
         s1, s2 = await a.create(), await a.create(OTHER_SITE_KEY)

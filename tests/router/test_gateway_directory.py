@@ -7,6 +7,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from gateway.agent_roster import LiveGateways
 from gateway.membership import GatewayInfo
 from router.gateway_directory import GatewayDirectory
 from router.read_cache import ReadCache
@@ -99,5 +100,32 @@ def test_a_drain_through_this_router_clears_it_and_a_failed_read_is_not_kept():
             else:
                 raise AssertionError("a failed read must raise")
         assert tries == 2  # the second asker read again: the failure was not cached
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_live_instances_are_those_of_one_read_stamped_when_it_started():
+    """`live()` judges agents' joins (gateway/agent_roster.py): it is stamped with the wall
+    time before the read (a join before that whose instance is missing was not registered),
+    gateways of a version without instances are left out, and an unreadable registry gives
+    None (every agent not marked away then counts as connected) instead of an error."""
+
+    async def main():
+        registry = Registry(delay=0.2)
+        registry.gateways = [
+            GatewayInfo(id="gw-a", url="ws://a/", instance="i-a"),
+            GatewayInfo(id="gw-old", url="ws://o/"),
+        ]
+        walls = iter([1000.0, 2000.0])
+        directory = GatewayDirectory(registry.read, ttl=0.5, wall=lambda: next(walls))
+        live = await directory.live()
+        assert live == LiveGateways(frozenset({"i-a"}), 1000.0)
+        assert [g.id for g in await directory.gateways()] == ["gw-a", "gw-old"]  # the same read
+        assert registry.reads == 1
+
+        async def broken() -> list[GatewayInfo]:
+            raise OSError("NATS is away")
+
+        assert await GatewayDirectory(broken, ttl=0.5).live() is None
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
