@@ -3,8 +3,10 @@
 `COBROWSE_LOG_FORMAT` picks JSON (production: one object a line for a log pipeline) or
 key=value (development). Everything a process logs goes to stderr in that one format:
 structlog events, and the standard library's loggers (Hypercorn's, trio-websocket's,
-asyncio's) through a `ProcessorFormatter` on the root logger, so no line of a process has a
-format of its own. Stdout stays free for a command's answer (`router status`).
+asyncio's) through a `ProcessorFormatter` on the root logger, and Python's own last-resort
+reports (an uncaught exception, one raised in a `__del__`, one that ends a thread: `hooks`),
+so no line of a process has a format of its own. Stdout stays free for a command's answer
+(`router status`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+import threading
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -96,3 +100,51 @@ def configure(
         logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
     logging.captureWarnings(True)
     structlog.contextvars.bind_contextvars(component=component)
+    install_hooks(component)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _exc_info(kind: type[BaseException], value: BaseException | None, tb) -> ExcInfo:
+    return (kind, value if value is not None else kind(), tb)
+
+
+def install_hooks(component: str) -> None:
+    """Python's last-resort reports as events in the process's format: each is one line with
+    its traceback in `exception`, where Python writes a bare multi-line traceback that a log
+    pipeline reading one JSON object a line would split or drop, at the moment it matters.
+    The component is bound here: a thread does not see the main thread's context."""
+    log = structlog.get_logger("python").bind(component=component)
+
+    def uncaught(kind: type[BaseException], value: BaseException, tb) -> None:
+        """The process is about to end on this exception."""
+        log.critical("uncaught_exception", exc_info=(kind, value, tb))
+
+    def unraisable(u: Any) -> None:
+        """Raised where nothing can catch it (a `__del__`, a generator closed when it is
+        collected): Python would print "Exception ignored in: ..." and a traceback."""
+        try:
+            what = repr(u.object)
+        except Exception:  # the object's own repr may be what is broken
+            what = object.__repr__(u.object)
+        log.error(
+            "unraisable_exception",
+            message=u.err_msg or "Exception ignored in",
+            object=what,
+            exc_info=_exc_info(u.exc_type, u.exc_value, u.exc_traceback),
+        )
+
+    def thread_ended(args: threading.ExceptHookArgs) -> None:
+        """A thread (one of trio's workers, nats-py's asyncio loop) ended on an exception."""
+        if args.exc_type is SystemExit:
+            return  # as the default hook: a thread that exits on purpose
+        log.error(
+            "thread_exception",
+            thread=args.thread.name if args.thread is not None else None,
+            exc_info=_exc_info(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = uncaught
+    sys.unraisablehook = unraisable
+    threading.excepthook = thread_ended

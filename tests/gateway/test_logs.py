@@ -81,3 +81,61 @@ def test_each_line_is_one_write(monkeypatch):
     assert len(stream.calls) == 2, stream.calls
     assert all(c.endswith("\n") and c.count("\n") == 1 for c in stream.calls), stream.calls
     assert "event='one_line'" in stream.calls[0] or '"one_line"' in stream.calls[0]
+
+
+LAST_RESORT = """
+import gc, threading
+from gateway import logs
+logs.configure("gateway")
+
+def fails():
+    raise ValueError("in a thread")
+
+t = threading.Thread(target=fails, name="worker-7")
+t.start()
+t.join()
+
+class Finalized:
+    def __del__(self):
+        raise RuntimeError("in a finalizer")
+
+Finalized()
+gc.collect()
+raise KeyError("uncaught at the top")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["json", "kv"])
+def test_pythons_last_resort_reports_are_lines_in_the_format(fmt):
+    """A crash, an exception in a `__del__` and one that ends a thread: Python writes each as
+    a bare multi-line traceback; here each is one event line with its traceback inside."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "COBROWSE_LOG_FORMAT": fmt, "COBROWSE_LOG_LEVEL": "info"}
+    proc = subprocess.run(
+        [sys.executable, "-c", LAST_RESORT], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr  # an uncaught exception still fails the process
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 3, proc.stderr
+    if fmt == "json":
+        got = [json.loads(line) for line in lines]
+        assert [(g["event"], g["level"]) for g in got] == [
+            ("thread_exception", "error"),
+            ("unraisable_exception", "error"),
+            ("uncaught_exception", "critical"),
+        ]
+        assert got[0]["thread"] == "worker-7" and "ValueError: in a thread" in got[0]["exception"]
+        assert "RuntimeError: in a finalizer" in got[1]["exception"]
+        assert "Finalized" in got[1]["object"] and got[1]["message"]
+        assert "KeyError: 'uncaught at the top'" in got[2]["exception"]
+        assert all(g["component"] == "gateway" for g in got)
+    else:
+        assert all(line.startswith("timestamp='") for line in lines), proc.stderr
+        for event, text in (
+            ("thread_exception", "ValueError: in a thread"),
+            ("unraisable_exception", "RuntimeError: in a finalizer"),
+            ("uncaught_exception", "uncaught at the top"),
+        ):
+            assert any(f"event='{event}'" in line and text in line for line in lines), event
