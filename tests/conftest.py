@@ -37,6 +37,20 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+LAST_RESORT = ("uncaught_exception", "unraisable_exception", "thread_exception")
+
+
+def last_resort_reports(cluster) -> list[str]:
+    """Lines of the cluster's gateway logs where Python reported an exception nothing caught
+    (gateway/logs.py): each is a bug, whatever the test itself checked."""
+    found = []
+    for gid in cluster.gateways:
+        for line in cluster.log_text(gid).splitlines():
+            if any(f"event='{e}'" in line or f'"event": "{e}"' in line for e in LAST_RESORT):
+                found.append(f"{gid}: {line[:2000]}")
+    return found
+
+
 @pytest.fixture
 def gateways_factory(tmp_path, request):
     made: list[Gateways] = []
@@ -47,10 +61,14 @@ def gateways_factory(tmp_path, request):
         return g
 
     yield make
+    reports = []
     for g in made:
         g.stop_all()
         if call_failed(request):
             print_tails(g.cluster)
+        reports += last_resort_reports(g.cluster)
+    if reports:
+        pytest.fail("a gateway logged Python's last-resort report:\n" + "\n".join(reports[:5]))
 
 
 @pytest.fixture
