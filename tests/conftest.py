@@ -11,7 +11,7 @@ from hypothesis import settings
 from router import natsproc
 from tests.support.browser import chromium, context, pages_server  # noqa: F401  (fixtures)
 from tests.support.gateways import Gateways
-from tests.support.logs import call_failed, print_tails
+from tests.support.logs import call_failed, last_resort_reports, print_tails
 
 
 @pytest.fixture
@@ -35,20 +35,6 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
-
-
-LAST_RESORT = ("uncaught_exception", "unraisable_exception", "thread_exception")
-
-
-def last_resort_reports(cluster) -> list[str]:
-    """Lines of the cluster's gateway logs where Python reported an exception nothing caught
-    (gateway/logs.py): each is a bug, whatever the test itself checked."""
-    found = []
-    for gid in cluster.gateways:
-        for line in cluster.log_text(gid).splitlines():
-            if any(f"event='{e}'" in line or f'"event": "{e}"' in line for e in LAST_RESORT):
-                found.append(f"{gid}: {line[:2000]}")
-    return found
 
 
 @pytest.fixture

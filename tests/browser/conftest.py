@@ -1,14 +1,23 @@
-"""On a failed test that used a module's local cluster (`cluster`), its processes' logs."""
+"""On a failed test that used a module's local cluster (`cluster`), its processes' logs; and a
+test after which a process of it logged Python's last-resort report fails."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support.logs import call_failed, print_tails
+from tests.support.logs import call_failed, last_resort_reports, print_tails
 
 
 @pytest.fixture(autouse=True)
 def cluster_logs_on_failure(request):
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    local = request.getfixturevalue("cluster").local
+    before = len(last_resort_reports(local))
     yield
-    if "cluster" in request.fixturenames and call_failed(request):
-        print_tails(request.getfixturevalue("cluster").local)
+    if call_failed(request):
+        print_tails(local)
+    new = last_resort_reports(local)[before:]
+    if new:
+        pytest.fail("the cluster logged Python's last-resort report:\n" + "\n".join(new[:5]))

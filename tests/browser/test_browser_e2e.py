@@ -20,6 +20,7 @@ import msgpack
 import pytest
 
 from tests.support import dom_compare, e2e_cluster
+from tests.support.logs import last_resort_reports
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,6 +33,8 @@ def cluster(tmp_path_factory):
     c = e2e_cluster.start(tmp_path_factory.mktemp("e2e"))
     yield c
     c.stop()
+    reports = last_resort_reports(c.local)  # the graceful stop's too
+    assert not reports, "\n".join(reports[:5])
 
 
 def poll(page, expr: str, timeout: float = 15.0, what: str = ""):
