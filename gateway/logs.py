@@ -105,6 +105,18 @@ def configure(
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
+# The events `install_hooks` logs: each is an exception nothing caught, so a bug.
+LAST_RESORT_EVENTS = ("uncaught_exception", "unraisable_exception", "thread_exception")
+
+
+def last_resort_lines(text: str) -> list[str]:
+    """The lines of a process's log (either format) that are Python's last-resort reports."""
+    return [
+        line
+        for line in text.splitlines()
+        if any(f"event='{e}'" in line or f'"event": "{e}"' in line for e in LAST_RESORT_EVENTS)
+    ]
+
 
 def _exc_info(kind: type[BaseException], value: BaseException | None, tb) -> ExcInfo:
     return (kind, value if value is not None else kind(), tb)

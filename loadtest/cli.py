@@ -202,6 +202,8 @@ def main(argv: list[str]) -> int:
         try:
             if cluster is not None:
                 cluster.stop()
+                if report is not None:  # the stop's own reports count too
+                    rep.add_process_errors(report, cluster.last_resort_reports())
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, old_term)

@@ -374,6 +374,15 @@ def build_report(
     return report
 
 
+def add_process_errors(report: dict[str, Any], lines: list[str]) -> None:
+    """The local cluster's logged exceptions that nothing caught (Python's last-resort
+    reports, gateway/logs.py): each is a bug in a process under test, so the run fails."""
+    report["process_errors"] = len(lines)
+    report["process_error_samples"] = lines[:5]
+    if lines:
+        report["ok"] = False
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -536,6 +545,14 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         )
     if report["client_errors"]:
         rows.append(("client errors", str(report["client_errors"])))
+    if report.get("process_errors"):
+        rows.append(
+            (
+                "process errors",
+                f"{report['process_errors']} uncaught exception(s) in the cluster's logs, "
+                f"first: {report['process_error_samples'][0][:300]}",
+            )
+        )
     if report.get("settle") and not report["settle"].get("complete", True):
         rows.append(("settle", f"timed out after {report['settle'].get('seconds')} s"))
     rows.append(("result", "PASS" if report["ok"] else "FAIL"))

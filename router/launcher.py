@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import logs
+
 from . import natsproc
 from .nats_secure import SecureNats
 
@@ -294,6 +296,15 @@ class LocalCluster:
     def log_text(self, name: str) -> str:
         """A process's log (`gw-1`, `router`, `proxy`)."""
         return (self.run_dir / f"{name}.log").read_text(errors="replace")
+
+    def last_resort_reports(self) -> list[str]:
+        """Every line of the run directory's logs (a restarted process keeps its log) where
+        Python reported an exception nothing caught (gateway/logs.py): each is a bug."""
+        found = []
+        for path in sorted(self.run_dir.glob("*.log")):
+            for line in logs.last_resort_lines(path.read_text(errors="replace")):
+                found.append(f"{path.stem}: {line[:2000]}")
+        return found
 
     # ---- bookkeeping ---------------------------------------------------------------------
 

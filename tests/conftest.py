@@ -11,7 +11,7 @@ from hypothesis import settings
 from router import natsproc
 from tests.support.browser import chromium, context, pages_server  # noqa: F401  (fixtures)
 from tests.support.gateways import Gateways
-from tests.support.logs import call_failed, last_resort_reports, print_tails
+from tests.support.logs import call_failed, print_tails
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def gateways_factory(tmp_path, request):
         g.stop_all()
         if call_failed(request):
             print_tails(g.cluster)
-        reports += last_resort_reports(g.cluster)
+        reports += g.cluster.last_resort_reports()
     if reports:
         pytest.fail("a gateway logged Python's last-resort report:\n" + "\n".join(reports[:5]))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.logs import call_failed, last_resort_reports, print_tails
+from tests.support.logs import call_failed, print_tails
 
 
 @pytest.fixture(autouse=True)
@@ -14,10 +14,10 @@ def cluster_logs_on_failure(request):
         yield
         return
     local = request.getfixturevalue("cluster").local
-    before = len(last_resort_reports(local))
+    before = len(local.last_resort_reports())
     yield
     if call_failed(request):
         print_tails(local)
-    new = last_resort_reports(local)[before:]
+    new = local.last_resort_reports()[before:]
     if new:
         pytest.fail("the cluster logged Python's last-resort report:\n" + "\n".join(new[:5]))

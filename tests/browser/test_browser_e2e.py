@@ -20,7 +20,6 @@ import msgpack
 import pytest
 
 from tests.support import dom_compare, e2e_cluster
-from tests.support.logs import last_resort_reports
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,7 +32,7 @@ def cluster(tmp_path_factory):
     c = e2e_cluster.start(tmp_path_factory.mktemp("e2e"))
     yield c
     c.stop()
-    reports = last_resort_reports(c.local)  # the graceful stop's too
+    reports = c.local.last_resort_reports()  # the graceful stop's too
     assert not reports, "\n".join(reports[:5])
 
 

@@ -131,8 +131,10 @@ def test_pythons_last_resort_reports_are_lines_in_the_format(fmt):
         assert "Finalized" in got[1]["object"] and got[1]["message"]
         assert "KeyError: 'uncaught at the top'" in got[2]["exception"]
         assert all(g["component"] == "gateway" for g in got)
+        assert logs.last_resort_lines(proc.stderr + "\n" + render(fmt, "other")) == lines
     else:
         assert all(line.startswith("timestamp='") for line in lines), proc.stderr
+        assert logs.last_resort_lines(proc.stderr) == lines
         for event, text in (
             ("thread_exception", "ValueError: in a thread"),
             ("unraisable_exception", "RuntimeError: in a finalizer"),

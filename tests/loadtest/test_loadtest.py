@@ -389,6 +389,21 @@ def _sample_report(tmp_path: Path) -> dict:
     )
 
 
+def test_an_uncaught_exception_in_the_clusters_logs_fails_the_run(tmp_path):
+    """A process under test that logged Python's last-resort report (gateway/logs.py) has a
+    bug, whatever the verifier counted: the run fails and the summary shows the line."""
+    report = _sample_report(tmp_path)
+    rep.add_process_errors(report, [])
+    assert report["ok"] and report["process_errors"] == 0
+    assert "process errors" not in dict(rep.summary_rows(report))
+    line = "gw-2: timestamp='t' level='error' event='thread_exception' thread='w'"
+    rep.add_process_errors(report, [line])
+    assert not report["ok"] and report["process_error_samples"] == [line]
+    rows = dict(rep.summary_rows(report))
+    assert "1 uncaught exception(s)" in rows["process errors"] and line in rows["process errors"]
+    assert rows["result"] == "FAIL"
+
+
 def test_the_config_names_the_options_the_target_and_the_local_cluster():
     opts = parse_args(["--scenario", "drain", "--sessions", "8", "--duration", "20", "--seed", "3"])
     spec = ClusterSpec(gateways=3, drain_window=4.0)
@@ -539,6 +554,7 @@ def test_a_short_real_drain_run_loses_nothing(tmp_path):
     assert r["marks"] and r["marks"][0]["label"].startswith("drain")
     assert r["reconnect_notices"] > 0 and r["resumed"] >= r["reconnect_notices"]
     assert r["latency_ms"]["p99"] is not None
+    assert r["process_errors"] == 0  # the cluster's logs were read: no uncaught exception
     assert "load test summary" in proc.stdout
     assert not list((tmp_path / "run").glob("*/pids.json"))  # every process was stopped
 

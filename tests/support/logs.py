@@ -23,18 +23,3 @@ def print_tails(local: LocalCluster, lines: int = LOG_TAIL) -> None:
             continue
         tail = "\n".join(text.splitlines()[-lines:])
         print(f"---- {name}: last {lines} lines of its log ----\n{tail}")
-
-
-# Python's last-resort reports (gateway/logs.py): an exception nothing caught.
-LAST_RESORT = ("uncaught_exception", "unraisable_exception", "thread_exception")
-
-
-def last_resort_reports(local: LocalCluster) -> list[str]:
-    """Lines of any log in the cluster's run directory (gateways, router, proxy) where Python
-    reported an exception nothing caught: each is a bug, whatever the test itself checked."""
-    found = []
-    for path in sorted(local.run_dir.glob("*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            if any(f"event='{e}'" in line or f'"event": "{e}"' in line for e in LAST_RESORT):
-                found.append(f"{path.name}: {line[:2000]}")
-    return found
