@@ -29,6 +29,9 @@ from .read_cache import ReadCache
 log = structlog.get_logger("router.directory")
 
 MEMBERS_TTL = 0.5  # seconds a read of the registry answers requests
+# An inspect or a listing waits at most this long for the registry (a read takes 15-20 ms);
+# without it, they answer as if every gateway were up rather than stall on it.
+LIVE_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +60,17 @@ class GatewayDirectory:
     async def live(self) -> LiveGateways | None:
         """The registered gateway processes, for telling an agent whose gateway was killed
         from a connected one (gateway/agent_roster.py); None when the registry cannot be
-        read (then every agent not marked away counts as connected, as without it)."""
+        read within `LIVE_WAIT` (then every agent not marked away counts as connected, as
+        without it)."""
+        found = None
         try:
-            found = await self._registry()
+            with trio.move_on_after(LIVE_WAIT):
+                found = await self._registry()
         except Exception as exc:
             log.warning("registry_unreadable", error=repr(exc))
+            return None
+        if found is None:
+            log.warning("registry_unreadable", error=f"no answer in {LIVE_WAIT} s")
             return None
         instances = frozenset(g.instance for g in found.gateways if g.instance)
         return LiveGateways(instances, found.read_at)

@@ -4,12 +4,13 @@ The registry here is a counted function; the routes use it over real NATS in tes
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from gateway.agent_roster import LiveGateways
 from gateway.membership import GatewayInfo
-from router.gateway_directory import GatewayDirectory
+from router.gateway_directory import LIVE_WAIT, GatewayDirectory
 from router.read_cache import ReadCache
 
 
@@ -127,5 +128,9 @@ def test_the_live_instances_are_those_of_one_read_stamped_when_it_started():
             raise OSError("NATS is away")
 
         assert await GatewayDirectory(broken, ttl=0.5).live() is None
+        stuck = GatewayDirectory(Registry(delay=60).read, ttl=0.5)
+        start = trio.current_time()
+        assert await stuck.live() is None  # a registry that does not answer is not waited on
+        assert trio.current_time() - start == pytest.approx(LIVE_WAIT)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
