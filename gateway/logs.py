@@ -4,9 +4,9 @@
 key=value (development). Everything a process logs goes to stderr in that one format:
 structlog events, and the standard library's loggers (Hypercorn's, trio-websocket's,
 asyncio's) through a `ProcessorFormatter` on the root logger, and Python's own last-resort
-reports (an uncaught exception, one raised in a `__del__`, one that ends a thread: `hooks`),
-so no line of a process has a format of its own. Stdout stays free for a command's answer
-(`router status`).
+reports (an uncaught exception, one raised in a `__del__`, one that ends a thread:
+`install_hooks`), so no line of a process has a format of its own. Stdout stays free for a
+command's answer (`router status`).
 """
 
 from __future__ import annotations
