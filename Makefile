@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-engines fidelity lint bench loadtest clean image screenshots
+.PHONY: run test test-engines hunt fidelity lint bench loadtest clean image screenshots
 
 # Says what it does before each step and lets pip print its own progress (a first install
 # downloads about 150 MB and takes a minute or more; a silent one looked hung).
@@ -64,6 +64,13 @@ test: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 # The whole cross-engine matrix, 15 tests: -m '' lifts pyproject's "not engines_full" (make test runs the 5 unmarked ones).
 test-engines: $(STAMP) $(CHROMIUM) $(ENGINES) $(FIREFOX_NODE)
 	$(BIN)/python -m pytest -q -m '' tests/browser/test_browser_engines.py $(PYTEST_ARGS)
+
+# Every file with property tests (hypothesis) of the gateway, router, proxy and load
+# generator, each test with COBROWSE_HUNT_EXAMPLES examples (20,000; make test runs 100): a
+# hunt for what the usual count misses. About 20 minutes on 2 cores at the default.
+HUNT_FILES = $(shell grep -l '@given' tests/gateway/test_*.py tests/router/test_*.py tests/proxy/test_*.py tests/loadtest/test_*.py)
+hunt: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m '' --hypothesis-profile hunt $(HUNT_FILES) $(PYTEST_ARGS)
 
 # Per engine, the corpus pages whose DOM, computed styles and screenshot (under 1 % of
 # pixels) match between visitor and viewer (tests/support/fidelity.py; ~8 min on 2 cores).

@@ -3,10 +3,11 @@ Helpers live in tests/support/; tests are grouped by the package they test."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from router import natsproc
 from tests.support.browser import chromium, context, pages_server  # noqa: F401  (fixtures)
@@ -69,6 +70,15 @@ def two_gateways(nats_server, gateways_factory):
 # default 200 ms per-example deadline fails them on a busy machine, not on a bug.
 settings.register_profile("cobrowse", deadline=None)
 settings.load_profile("cobrowse")
+# `make hunt` (--hypothesis-profile hunt): every property test with many more examples, to
+# look for what 100 do not find (the WebSocket layer's masking-key bug of 2026-12-03 showed
+# once in CI). COBROWSE_HUNT_EXAMPLES sets how many.
+settings.register_profile(
+    "hunt",
+    deadline=None,
+    max_examples=int(os.environ.get("COBROWSE_HUNT_EXAMPLES", "20000")),
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 # Files whose tests time drains, floods, budgets, publish chains or benchmarks, or load the
