@@ -47,8 +47,9 @@ So is each string inside ``image-set()`` and ``-webkit-image-set()``, which brow
 as a URL (``image-set("a.png" 1x)``); one that holds a ``var()``, ``env()`` or ``attr()``
 becomes ``none`` (the substituted string, a URL too, is known only when computed).
 ``data:`` URLs, empty URLs, fragment-only URLs (``url(#clip)`` points into the document,
-not at a resource) and the name in ``@namespace`` are left alone. A URL that ``sign`` refuses (over the signer's 8,192 characters, or not
-encodable) becomes :data:`UNSIGNED` with a note: it loads nothing.
+not at a resource) and the name in ``@namespace`` are left alone. A URL that ``sign``
+refuses (over the signer's 8,192 characters, or not encodable) becomes :data:`UNSIGNED`
+with a note: it loads nothing.
 
 Safety
 ------
