@@ -50,19 +50,19 @@ class LiveGateways:
 
 @dataclass(frozen=True, slots=True)
 class AgentConnection:
-    """One agent connection's join, kept for its bookkeeping at the end."""
+    """One agent connection's join, kept for its bookkeeping at the end: its agent id and
+    the host its join recorded (when it joined, until when its token lets it resume)."""
 
     aid: str
-    joined_at: float
-    resumable_until: float  # its resume token expires then (within the join's own seconds)
+    host: AgentHost
 
     def dropped(self, now: float) -> Callable[[SessionMeta], None]:
         """The compare-and-set change for this connection ending without a bye."""
         return lambda meta: mark_away(
             meta,
             self.aid,
-            joined_at=self.joined_at,
-            resumable_until=self.resumable_until,
+            joined_at=self.host.joined_at,
+            resumable_until=self.host.resumable_until,
             now=now,
         )
 

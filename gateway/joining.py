@@ -117,7 +117,7 @@ async def join_agent(
     joined_at = time.time()
     host = AgentHost(cfg.gateway_id, ctx.instance, joined_at, joined_at + cfg.resume_ttl)
     meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at, host), stored)
-    conn.agent = agent_roster.AgentConnection(aid, joined_at, host.resumable_until)
+    conn.agent = agent_roster.AgentConnection(aid, host)
     subject = streams.subject_a(sid, aid)
     tail = await streams.last_of(nc, stream, subject) if resumed else None
     durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)

@@ -62,7 +62,9 @@ def test_the_registry_does_not_judge_a_recent_join_an_old_host_or_a_marked_agent
     assert agent_roster.away(old_host, 100.0, read) == {}
     marked = SessionMeta()
     session.add_agent(marked, "a1", 10.0, host(10.0))
-    AgentConnection("a1", 10.0, 60.0).dropped(11.0)(marked)  # its own gateway said when
+    AgentConnection("a1", AgentHost("gw-1", "i1", 10.0, 60.0)).dropped(11.0)(
+        marked
+    )  # its own gateway said when
     assert agent_roster.away(marked, 100.0, read) == {"a1": 60.0}
 
 
@@ -84,7 +86,7 @@ def test_a_dropped_agent_is_away_until_its_resume_token_expires_then_gone():
     meta = SessionMeta()
     session.add_agent(meta, "a1", 10.0)
     meta.durable["a1"] = 7
-    conn = AgentConnection("a1", 10.0, 10.0 + TTL)
+    conn = AgentConnection("a1", host(10.0))
     conn.dropped(20.0)(meta)
     assert agent_roster.present(meta, 20.0) == {"a1": 10.0}
     assert agent_roster.away(meta, 20.0) == {"a1": 110.0}
@@ -99,7 +101,7 @@ def test_a_dropped_agent_is_away_until_its_resume_token_expires_then_gone():
 def test_a_late_drop_of_an_old_connection_does_not_mark_a_resumed_agent_away():
     meta = SessionMeta()
     session.add_agent(meta, "a1", 10.0)
-    old = AgentConnection("a1", 10.0, 10.0 + TTL)
+    old = AgentConnection("a1", host(10.0))
     session.add_agent(meta, "a1", 12.0)  # resumed on another gateway first (a drain)
     old.dropped(13.0)(meta)  # the old gateway's bookkeeping lands after it
     assert meta.away == {}
@@ -109,12 +111,14 @@ def test_a_late_drop_of_an_old_connection_does_not_mark_a_resumed_agent_away():
 def test_resuming_clears_away_and_a_bye_removes_the_agent():
     meta = SessionMeta()
     session.add_agent(meta, "a1", 10.0)
-    AgentConnection("a1", 10.0, 110.0).dropped(11.0)(meta)
+    AgentConnection("a1", AgentHost("gw-1", "i1", 10.0, 110.0)).dropped(11.0)(meta)
     session.add_agent(meta, "a1", 50.0)
     assert meta.away == {} and meta.agents == {"a1": 50.0}
     agent_roster.left(meta, "a1")
     assert meta.agents == {} and meta.away == {}
-    AgentConnection("a1", 50.0, 150.0).dropped(51.0)(meta)  # after the bye: nothing
+    AgentConnection("a1", AgentHost("gw-1", "i1", 50.0, 150.0)).dropped(51.0)(
+        meta
+    )  # after the bye: nothing
     assert meta.away == {}
 
 
@@ -159,6 +163,10 @@ def test_the_roster_follows_a_model_of_connections(steps, then):
     its gateway counts as dropped, once its join is older than the margin."""
     meta = SessionMeta()
     model: dict[str, Agent] = {}
+
+    def host_of(joined_at: float) -> AgentHost:  # each connection on a process of its own
+        return AgentHost("gw", f"i{joined_at!r}", joined_at, joined_at + TTL)
+
     older: dict[str, list[float]] = {aid: [] for aid in AIDS}  # replaced connections
     killed: set[str] = set()  # the instances of the gateways killed so far
     now = 0.0
@@ -168,18 +176,16 @@ def test_the_roster_follows_a_model_of_connections(steps, then):
         if op == "join":
             if agent is not None:
                 older[aid].append(agent.joined_at)
-            instance = f"i{now!r}"  # each connection on a gateway process of its own
-            session.add_agent(meta, aid, now, AgentHost("gw", instance, now, now + TTL))
+            session.add_agent(meta, aid, now, host_of(now))
             model[aid] = Agent(now)
         elif op == "kill" and agent is not None and not agent.dropped:
             killed.add(f"i{agent.joined_at!r}")  # no bookkeeping runs
             agent.killed = True
         elif op == "drop" and agent is not None and not agent.killed:
-            AgentConnection(aid, agent.joined_at, agent.joined_at + TTL).dropped(now)(meta)
+            AgentConnection(aid, host_of(agent.joined_at)).dropped(now)(meta)
             agent.dropped = True
         elif op == "drop_stale" and older[aid]:
-            joined = older[aid].pop(0)
-            AgentConnection(aid, joined, joined + TTL).dropped(now)(meta)
+            AgentConnection(aid, host_of(older[aid].pop(0))).dropped(now)(meta)
         elif op == "bye" and agent is not None:
             agent_roster.left(meta, aid)
             del model[aid]
