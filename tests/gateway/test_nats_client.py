@@ -504,9 +504,14 @@ async def create_stream(nc: NatsClient, name: str, subjects: list[str], replicas
     }
     with trio.fail_after(30):
         while True:  # a fresh cluster has no JetStream meta leader for a moment
-            msg = await nc.request(
-                f"$JS.API.STREAM.CREATE.{name}", json.dumps(cfg).encode(), timeout=5
-            )
+            try:
+                msg = await nc.request(
+                    f"$JS.API.STREAM.CREATE.{name}", json.dumps(cfg).encode(), timeout=5
+                )
+            except trio.TooSlowError:
+                # No answer: the meta leader changed under the request (seen in CI just after
+                # the cluster formed). The same config again is idempotent.
+                continue
             resp = json.loads(msg.data) if msg.data else {}
             if msg.status is None and "error" not in resp:
                 break

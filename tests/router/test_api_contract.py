@@ -18,7 +18,9 @@ from pathlib import Path
 
 import trio
 
-from .test_api import AGENT_KEY, SITE_KEY, serving
+from gateway import membership
+
+from .test_api import AGENT_KEY, SITE_KEY, put_gateways, serving
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 EXAMPLES = 25  # per operation and phase: about 1,000 requests, 10-20 s here
@@ -29,6 +31,12 @@ HOOKS = {
     "SCHEMATHESIS_HOOKS": "tests.router.schemathesis_hooks",
     "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
 }
+
+
+async def heartbeats(api) -> None:
+    while True:
+        await trio.sleep(membership.HEARTBEAT)
+        await put_gateways(api.bridge, api.kv_gateways)
 
 
 async def test_the_api_answers_as_its_openapi_document_says(nats_server, tmp_path):
@@ -55,14 +63,20 @@ async def test_the_api_answers_as_its_openapi_document_says(nats_server, tmp_pat
             "--no-color",
         ]
         with trio.fail_after(240):
-            done = await trio.run_process(
-                cmd,
-                cwd=tmp_path,
-                capture_stdout=True,
-                stderr=subprocess.STDOUT,
-                check=False,
-                env={**os.environ, **HOOKS, "COBROWSE_TEST_SITE_KEY": SITE_KEY},
-            )
+            async with trio.open_nursery() as nursery:
+                # The registry's entries expire 10 s after their last write, and a run takes
+                # 10-20 s: refreshed as the gateways' heartbeats would, or creates late in the
+                # run answer 503 no_gateways (seen in CI).
+                nursery.start_soon(heartbeats, a)
+                done = await trio.run_process(
+                    cmd,
+                    cwd=tmp_path,
+                    capture_stdout=True,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    env={**os.environ, **HOOKS, "COBROWSE_TEST_SITE_KEY": SITE_KEY},
+                )
+                nursery.cancel_scope.cancel()
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, out[-6000:]
     assert "generated" in out, out[-2000:]  # it ran cases, not only loaded the document
