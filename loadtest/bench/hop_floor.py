@@ -12,6 +12,8 @@ in rounds, its CPU per message read from /proc. The servers:
 - `trio-hub`: every connection behind the gateway's own `ReadHub` (gateway/read_hub.py), one
   task over a private epoll: the shape of our gateways' read path;
 - `epoll`: a plain Python epoll loop, no event-loop library: CPython's own floor;
+- `asyncio`, `uvloop`: asyncio's protocol callbacks on its default loop, and on uvloop's (a
+  C loop over libuv) where uvloop is installed: what another Python event loop would cost;
 - `node`: Node's `net` module (if `node` is installed): the runtime of peer-bench's relay.
 
 It prints each server's CPU per message, the ratio to `node`'s in the same round, and the
@@ -23,6 +25,7 @@ of a run are in docs/bench.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import select
@@ -34,7 +37,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-KINDS = ("trio-tasks", "trio-hub", "epoll", "node")
+KINDS = ("trio-tasks", "trio-hub", "epoll", "asyncio", "uvloop", "node")
 MESSAGE = 100  # bytes, as peer-bench's events
 WARMUP = 1.0  # seconds of load before the measured ones
 RECV = 65536
@@ -92,13 +95,24 @@ def serve(kind: str, pairs: int) -> None:
     print(json.dumps({"port": lsock.getsockname()[1]}), flush=True)
     conns = _accept_all(lsock, 2 * pairs)
     if kind == "epoll":
-        ep = select.epoll()
-        index = {c.fileno(): i for i, c in enumerate(conns)}
-        for fd in index:
-            ep.register(fd, select.EPOLLIN)
-        while True:
-            for fd, _ in ep.poll():
-                _relay(conns, index[fd])
+        _serve_epoll(conns)
+    elif kind in ("asyncio", "uvloop"):
+        _serve_asyncio(conns, kind == "uvloop")
+    else:
+        _serve_trio(conns, kind == "trio-hub")
+
+
+def _serve_epoll(conns: list[socket.socket]) -> None:
+    ep = select.epoll()
+    index = {c.fileno(): i for i, c in enumerate(conns)}
+    for fd in index:
+        ep.register(fd, select.EPOLLIN)
+    while True:
+        for fd, _ in ep.poll():
+            _relay(conns, index[fd])
+
+
+def _serve_trio(conns: list[socket.socket], hub: bool) -> None:
     import trio
 
     from gateway.read_hub import ReadHub
@@ -110,16 +124,46 @@ def serve(kind: str, pairs: int) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            if kind == "trio-tasks":
+            if not hub:
                 for i in range(len(conns)):
                     nursery.start_soon(one_task, i)
-            else:
-                hub = ReadHub()
-                for i, c in enumerate(conns):
-                    hub.add(c.fileno(), lambda i=i: _relay(conns, i))
-                nursery.start_soon(hub.run)
+                return
+            read_hub = ReadHub()
+            for i, c in enumerate(conns):
+                read_hub.add(c.fileno(), lambda i=i: _relay(conns, i))
+            nursery.start_soon(read_hub.run)
 
     trio.run(main)
+
+
+def _serve_asyncio(conns: list[socket.socket], uvloop: bool) -> None:
+    """asyncio's protocol callbacks: the loop reads and calls `data_received`, the write
+    goes to the peer's transport."""
+    import asyncio
+
+    transports: list[asyncio.Transport] = []
+
+    class Relay(asyncio.Protocol):
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def data_received(self, data: bytes) -> None:
+            if self.i % 2 == 0:
+                transports[self.i + 1].write(data)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for i, c in enumerate(conns):
+            t, _ = await loop.connect_accepted_socket(lambda i=i: Relay(i), c)
+            transports.append(t)
+        await asyncio.Event().wait()
+
+    if uvloop:
+        import uvloop as uv
+
+        uv.run(main())
+    else:
+        asyncio.run(main())
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -212,6 +256,16 @@ def drive(kind: str, pairs: int, rate: float, seconds: float, rnd: int) -> HopRe
         proc.wait()
 
 
+def _available(kind: str) -> bool:
+    """`node` and `uvloop` are measured where they are installed (uvloop is not one of our
+    dependencies: `pip install uvloop` into the venv to measure it)."""
+    if kind == "node":
+        return shutil.which("node") is not None
+    if kind == "uvloop":
+        return importlib.util.find_spec("uvloop") is not None
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtest.bench.hop_floor", description=__doc__)
     ap.add_argument("--rate", type=float, default=2000.0, help="messages per second (2000)")
@@ -221,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default=",".join(KINDS), help="servers to measure")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k != "node" or shutil.which("node")]
+    unknown = [k for k in args.kinds.split(",") if k not in KINDS]
+    if unknown:
+        ap.error(f"unknown server {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    kinds = [k for k in args.kinds.split(",") if _available(k)]
     results = []
     for rnd in range(args.rounds):
         for kind in kinds:
