@@ -40,6 +40,11 @@ from .session_store import SnapshotPointer
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a failed expected-last-sequence check
 DUPLICATE_IN_PROCESS = 10158  # a replicated stream still storing the first copy of a retry
+# A replicated stream refusing an expected last sequence while another publish to the
+# subject is still being proposed (ours: a retry racing its first attempt; or another
+# writer's). Which one is not known until it is stored, so the same message goes again soon:
+# then it is a duplicate, a 10071 whose tail says whose it was, or stored.
+WRONG_LAST_SEQUENCE_IN_PROCESS = 10164
 # A stored body leaves room for the headers: NATS's max_payload (1 MiB by default) counts them.
 MAX_BODY = MAX_FRAME_BYTES - 4096
 RETRY_SOON = 0.25  # seconds before retrying a publish that found no stream leader
@@ -241,11 +246,12 @@ class PublishChain:
         (503, or a timeout status) the same message goes again soon. A wrong last sequence
         is either our own earlier attempt, stored but unacknowledged (JetStream checks the
         expected position before the duplicate window), or another writer: the caller reads
-        the subject's tail and calls `confirm`. Anything else ends the connection
+        the subject's tail and calls `confirm`; while the other publish is still being
+        replicated (10164), the same message goes again soon. Anything else ends the connection
         (ProtocolError) and the client's resume rebuilds the chain from the stream."""
         if err_code == WRONG_LAST_SEQUENCE:
             return Refusal.CHECK_TAIL
-        if code in (503, 408) or err_code == DUPLICATE_IN_PROCESS:
+        if code in (503, 408) or err_code in (DUPLICATE_IN_PROCESS, WRONG_LAST_SEQUENCE_IN_PROCESS):
             self._next_try = now + RETRY_SOON
             return Refusal.RETRY
         raise unavailable(f"JetStream refused the events: {text}"[:200])

@@ -15,6 +15,7 @@ from gateway import kv_client, session_store, streams
 from gateway.kv_client import KvConflict, KvEntry, KvError, parse_ack, parse_get
 from gateway.nats_bridge import open_bridge
 from gateway.nats_client import NatsClient
+from router import natsproc
 
 
 def msg_get(seq: int, data: bytes | None, hdrs: bytes | None = None) -> bytes:
@@ -49,6 +50,9 @@ def test_acks_parse_revisions_and_conflicts():
         parse_ack(
             b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 41"}}'
         )
+    # A replicated bucket's answer while the other write is still being proposed.
+    with pytest.raises(KvConflict, match="wrong last sequence"):
+        parse_ack(b'{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"}}')
     with pytest.raises(KvError, match="insufficient resources") as exc:
         parse_ack(b'{"error":{"code":503,"err_code":10023,"description":"insufficient resources"}}')
     assert not isinstance(exc.value, KvConflict)
@@ -84,6 +88,38 @@ def test_odd_json_is_a_kv_error_not_a_crash(value):
             parse(data)
         except KvError:
             pass
+
+
+async def test_concurrent_writers_on_a_replicated_bucket_all_land(nats_cluster):
+    """On an R3 bucket most losers of a compare-and-set race are told 10164 ("wrong last
+    sequence", while the winner is being replicated), not 10071: each must read again and
+    land, as on one node. Before, they failed with a KvError (a join, a snapshot pointer)."""
+    url = natsproc.servers_url(nats_cluster)
+    settings = streams.StreamSettings(replicas=3)
+    async with open_bridge(url) as bridge, NatsClient.open(url, name="kv-r3") as nc:
+        with trio.fail_after(60):
+            while True:  # a fresh cluster elects its JetStream meta leader first
+                try:
+                    await bridge.call(streams.ensure_stream, bridge.js, settings)
+                    break
+                except Exception:
+                    await trio.sleep(0.5)
+            bucket = session_store.SessionBucket(nc, settings.kv_bucket, 5.0)
+            while True:  # and then the bucket's own group leader
+                try:
+                    await bucket.update("kv-r3", lambda m: setattr(m, "vgen", 0))
+                    break
+                except (KvError, trio.TooSlowError):
+                    await trio.sleep(0.5)
+
+        def bump(m):
+            m.vgen += 1
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                for _ in range(20):
+                    n.start_soon(bucket.update, "kv-r3", bump)
+        assert (await bucket.load("kv-r3")).vgen == 20
 
 
 async def test_the_trio_bucket_reads_and_writes_what_nats_py_does(nats_server):

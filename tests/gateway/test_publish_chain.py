@@ -166,6 +166,10 @@ def test_no_stream_leader_retries_soon_and_other_refusals_end_the_connection():
     assert c.refused(5.0, 503, None, "no responders") is Refusal.RETRY
     assert c.next_try == pytest.approx(5.25)
     assert c.refused(6.0, 409, 10158, "duplicate message id is in process") is Refusal.RETRY
+    # A replicated stream while another publish to the subject is being proposed: the
+    # same message again soon (then a duplicate, a 10071 with a tail to check, or stored).
+    assert c.refused(7.0, 400, 10164, "wrong last sequence") is Refusal.RETRY
+    assert c.next_try == pytest.approx(7.25)
     with pytest.raises(ProtocolError) as ei:
         c.refused(6.0, 400, 10059, "stream not found")
     assert ei.value.code == "unavailable"
