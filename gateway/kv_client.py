@@ -26,15 +26,9 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from .jetstream_codes import LOST_COMPARE_AND_SET, NO_MESSAGE
 from .nats_client import NatsClient
 from .nats_wire import ProtocolError, parse_headers
-
-NO_MESSAGE = 10037  # JetStream err_code: no message found
-WRONG_LAST_SEQUENCE = 10071  # JetStream err_code: the expected last subject sequence failed
-# The same, from a replicated stream while another write to the subject is being proposed:
-# 93 of 100 losing writers got this one in a race of 20 writers on an R3 bucket here.
-WRONG_LAST_SEQUENCE_IN_PROCESS = 10164
-CONFLICTS = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_PROCESS})
 
 
 class KvError(Exception):
@@ -91,7 +85,7 @@ def parse_ack(data: bytes) -> int:
         resp = json.loads(data)
         if "error" in resp:
             err = resp["error"]
-            if err.get("err_code") in CONFLICTS:
+            if err.get("err_code") in LOST_COMPARE_AND_SET:
                 raise KvConflict(err.get("description", "wrong last sequence"))
             raise KvError(f"KV write failed: {err.get('description', err)}")
         return int(resp["seq"])

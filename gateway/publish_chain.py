@@ -36,15 +36,13 @@ from .codec import (
     payload_size,
     snapshot_part,
 )
+from .jetstream_codes import (
+    DUPLICATE_IN_PROCESS,
+    WRONG_LAST_SEQUENCE,
+    WRONG_LAST_SEQUENCE_IN_PROCESS,
+)
 from .session_store import SnapshotPointer
 
-WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a failed expected-last-sequence check
-DUPLICATE_IN_PROCESS = 10158  # a replicated stream still storing the first copy of a retry
-# A replicated stream refusing an expected last sequence while another publish to the
-# subject is still being proposed (ours: a retry racing its first attempt; or another
-# writer's). Which one is not known until it is stored, so the same message goes again soon:
-# then it is a duplicate, a 10071 whose tail says whose it was, or stored.
-WRONG_LAST_SEQUENCE_IN_PROCESS = 10164
 # A stored body leaves room for the headers: NATS's max_payload (1 MiB by default) counts them.
 MAX_BODY = MAX_FRAME_BYTES - 4096
 RETRY_SOON = 0.25  # seconds before retrying a publish that found no stream leader
@@ -251,6 +249,9 @@ class PublishChain:
         (ProtocolError) and the client's resume rebuilds the chain from the stream."""
         if err_code == WRONG_LAST_SEQUENCE:
             return Refusal.CHECK_TAIL
+        # 10164: ours (a retry racing its first attempt) or another writer's publish is still
+        # being proposed; the same message again soon, and the answer then is a duplicate,
+        # a 10071 with a tail to check, or stored.
         if code in (503, 408) or err_code in (DUPLICATE_IN_PROCESS, WRONG_LAST_SEQUENCE_IN_PROCESS):
             self._next_try = now + RETRY_SOON
             return Refusal.RETRY

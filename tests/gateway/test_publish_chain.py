@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from gateway.codec import MAX_FRAME_BYTES, Event, ProtocolError, decode_batch, encode_batch
 from gateway.jetstream import publish_headers, received_at
+from gateway.jetstream_codes import WRONG_LAST_SEQUENCE
 from gateway.nats_wire import parse_headers
-from gateway.publish_chain import MAX_BODY, WRONG_LAST_SEQUENCE, PublishChain, Refusal
+from gateway.publish_chain import MAX_BODY, PublishChain, Refusal
 from gateway.session_store import SnapshotPointer
 
 

@@ -11,9 +11,10 @@ from nats.js.api import DiscardPolicy
 from gateway import session_store, streams
 from gateway.codec import Event, encode_batch
 from gateway.jetstream import Publisher, parse_ack
+from gateway.jetstream_codes import WRONG_LAST_SEQUENCE
 from gateway.nats_bridge import open_bridge
 from gateway.nats_client import NatsClient
-from gateway.publish_chain import WRONG_LAST_SEQUENCE, ChainMessage
+from gateway.publish_chain import ChainMessage
 
 
 async def test_setup_is_idempotent_and_updates_settings(nats_server):
