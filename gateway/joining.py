@@ -36,13 +36,13 @@ async def join_visitor(
     if stored.raw is None:
         # No metadata (new session, or its KV entry expired): a new epoch must still be
         # above every epoch in the stream, or message ids and receivers' keys collide.
-        tail = await streams.last_of(nc, stream, subject)
+        tail = await streams.last_stored(nc, stream, subject)
         floor = tail.epoch if tail is not None else 0
     meta = await ctx.update(sid, lambda m: session.bump_visitor(m, join, floor), stored)
     resumed = session.visitor_resumed(join, meta)
     conn.epoch, conn.vgen = meta.epoch, meta.vgen
     conn.control = meta.control
-    tail = await streams.last_of(nc, stream, subject)
+    tail = await streams.last_stored(nc, stream, subject)
     durable = session.durable_prefix(tail.last_key if tail else None, meta.epoch)
     durable = durable if resumed else 0
 
@@ -64,7 +64,7 @@ async def join_visitor(
     agents = agent_roster.present(meta, time.time())  # not those that can no longer resume
     if not resumed:  # a new page: only what agents send from now on
         for aid in agents:
-            last = await streams.last_of(nc, stream, streams.subject_a(sid, aid))
+            last = await streams.last_stored(nc, stream, streams.subject_a(sid, aid))
             newest[aid] = last.last_key[1] if last is not None else 0
     starts = session.visitor_starts(agents, join, resumed, newest)
     delivery = conn.new_delivery("visitor")
@@ -119,7 +119,7 @@ async def join_agent(
     meta = await ctx.update(sid, lambda m: session.add_agent(m, aid, joined_at, host), stored)
     conn.agent = agent_roster.AgentConnection(aid, host)
     subject = streams.subject_a(sid, aid)
-    tail = await streams.last_of(nc, stream, subject) if resumed else None
+    tail = await streams.last_stored(nc, stream, subject) if resumed else None
     durable = session.durable_prefix(tail.last_key if tail else None, session.AGENT_EPOCH)
 
     start = session.agent_start(join, resumed, meta)

@@ -180,7 +180,7 @@ class Sender:
         """A wrong last sequence: if the subject's newest message is this very one (an
         earlier attempt stored without its ack reaching us), it is stored."""
         ctx = self.ctx
-        tail = await streams.last_of(ctx.nc, ctx.cfg.stream.stream, self.subject)
+        tail = await streams.last_stored(ctx.nc, ctx.cfg.stream.stream, self.subject)
         try:
             stored = self.chain.confirm(
                 msg, tail.msg_id if tail else None, tail.sseq if tail else 0
