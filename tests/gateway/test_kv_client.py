@@ -16,6 +16,7 @@ from gateway.kv_client import KvConflict, KvEntry, KvError, parse_ack, parse_get
 from gateway.nats_bridge import open_bridge
 from gateway.nats_client import NatsClient
 from router import natsproc
+from tests.support.jetstream import ensure_layout_when_ready
 
 
 def msg_get(seq: int, data: bytes | None, hdrs: bytes | None = None) -> bytes:
@@ -98,12 +99,7 @@ async def test_concurrent_writers_on_a_replicated_bucket_all_land(nats_cluster):
     settings = streams.StreamSettings(replicas=3)
     async with open_bridge(url) as bridge, NatsClient.open(url, name="kv-r3") as nc:
         with trio.fail_after(60):
-            while True:  # a fresh cluster elects its JetStream meta leader first
-                try:
-                    await bridge.call(streams.ensure_stream, bridge.js, settings)
-                    break
-                except Exception:
-                    await trio.sleep(0.5)
+            await ensure_layout_when_ready(bridge, settings)
             bucket = session_store.SessionBucket(nc, settings.kv_bucket, 5.0)
             while True:  # and then the bucket's own group leader
                 try:

@@ -20,6 +20,7 @@ from gateway.nats_bridge import open_bridge
 from gateway.nats_client import NatsClient
 from gateway.publish_chain import ChainMessage
 from router import natsproc
+from tests.support.jetstream import ensure_layout_when_ready
 
 
 async def test_setup_is_idempotent_and_updates_settings(nats_server):
@@ -105,12 +106,7 @@ async def test_the_leaders_tail_has_every_acknowledged_publish_on_a_replicated_s
         NatsClient.open(url) as other,
     ):
         with trio.fail_after(60):
-            while True:  # a fresh cluster elects its JetStream meta leader first
-                try:
-                    await bridge.call(streams.ensure_stream, bridge.js, settings)
-                    break
-                except Exception:
-                    await trio.sleep(0.5)
+            await ensure_layout_when_ready(bridge, settings)
             while "seq" not in await store_soon(nc, subj, encode_batch(1, [Event(1, "m", 0, 0)])):
                 await trio.sleep(0.5)  # then the stream's own group leader
         stale = []
