@@ -56,27 +56,49 @@ def key_subject(bucket: str, key: str) -> str:
     return f"$KV.{bucket}.{key}"
 
 
-def parse_get(data: bytes) -> KvEntry:
-    """A STREAM.MSG.GET answer for the key's last message."""
+@dataclass(frozen=True, slots=True)
+class GotMessage:
+    """A stored message as a `STREAM.MSG.GET` answer carries it."""
+
+    seq: int  # its stream position
+    headers: dict[str, str]
+    data: bytes
+
+
+def last_by_subject(subject: str) -> bytes:
+    """The `STREAM.MSG.GET` request for a subject's newest message."""
+    return json.dumps({"last_by_subj": subject}).encode()
+
+
+def parse_msg_get(data: bytes) -> GotMessage | None:
+    """Sans-I/O: a `STREAM.MSG.GET` answer (a KV key's or a stream subject's last message);
+    None when there is none (err_code 10037, not 404 alone: "stream not found" is a 404
+    too). Any other error, or an answer that does not parse, is a `KvError`."""
     try:
         resp = json.loads(data)
         if "error" in resp:
             err = resp["error"]
-            if err.get("err_code") == NO_MESSAGE:  # not 404 alone: "stream not found" is too
-                return KvEntry(None, 0)
-            raise KvError(f"KV read failed: {err.get('description', err)}")
+            if err.get("err_code") == NO_MESSAGE:
+                return None
+            raise KvError(f"stream get failed: {err.get('description', err)}")
         msg = resp["message"]
-        revision = int(msg["seq"])
-        value = base64.b64decode(msg["data"]) if msg.get("data") else b""
-        if msg.get("hdrs"):
-            headers = parse_headers(base64.b64decode(msg["hdrs"]))
-            if headers.get("KV-Operation") in ("DEL", "PURGE"):
-                return KvEntry(None, revision)
+        headers = parse_headers(base64.b64decode(msg["hdrs"])) if msg.get("hdrs") else {}
+        body = base64.b64decode(msg["data"]) if msg.get("data") else b""
+        return GotMessage(int(msg["seq"]), headers, body)
     except KvError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, ProtocolError) as exc:
-        raise KvError(f"not a KV read answer: {data[:100]!r}") from exc
-    return KvEntry(value, revision)
+        raise KvError(f"not a stream get answer: {data[:100]!r}") from exc
+
+
+def parse_get(data: bytes) -> KvEntry:
+    """A STREAM.MSG.GET answer for the key's last message."""
+    got = parse_msg_get(data)
+    if got is None:
+        return KvEntry(None, 0)
+    if got.headers.get("KV-Operation") in ("DEL", "PURGE"):
+        return KvEntry(None, got.seq)
+    return KvEntry(got.data, got.seq)
 
 
 def parse_ack(data: bytes) -> int:
@@ -103,9 +125,8 @@ async def _answer(nc: NatsClient, subject: str, data: bytes, timeout: float, **k
 
 
 async def get(nc: NatsClient, bucket: str, key: str, timeout: float) -> KvEntry:
-    req = json.dumps({"last_by_subj": key_subject(bucket, key)}).encode()
     subject = f"$JS.API.STREAM.MSG.GET.{stream_name(bucket)}"
-    return parse_get(await _answer(nc, subject, req, timeout))
+    return parse_get(await _answer(nc, subject, last_by_subject(key_subject(bucket, key)), timeout))
 
 
 async def write(

@@ -244,14 +244,13 @@ class PublishChain:
         (503, or a timeout status) the same message goes again soon. A wrong last sequence
         is either our own earlier attempt, stored but unacknowledged (JetStream checks the
         expected position before the duplicate window), or another writer: the caller reads
-        the subject's tail and calls `confirm`; while the other publish is still being
-        replicated (10164), the same message goes again soon. Anything else ends the connection
+        the subject's tail and calls `confirm`. While another publish to the subject (ours,
+        a retry racing its first attempt, or another writer's) is still being replicated
+        (10164), the same message goes again soon, and the answer then is a duplicate, a
+        10071 with a tail to check, or stored. Anything else ends the connection
         (ProtocolError) and the client's resume rebuilds the chain from the stream."""
         if err_code == WRONG_LAST_SEQUENCE:
             return Refusal.CHECK_TAIL
-        # 10164: ours (a retry racing its first attempt) or another writer's publish is still
-        # being proposed; the same message again soon, and the answer then is a duplicate,
-        # a 10071 with a tail to check, or stored.
         if code in (503, 408) or err_code in (DUPLICATE_IN_PROCESS, WRONG_LAST_SEQUENCE_IN_PROCESS):
             self._next_try = now + RETRY_SOON
             return Refusal.RETRY
